@@ -1,0 +1,3 @@
+from shipline.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""Every error shipline raises on purpose, and how each reaches a user.
+
+    ShiplineError                 exit 1, HTTP 500
+    ├── UsageError                exit 2, HTTP 400   bad flags, bad params
+    │   └── DefinitionError       exit 2, HTTP 422   a pipeline file with problems
+    ├── NotFound                  exit 2, HTTP 404   no such run, task or file
+    ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
+    ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
+    └── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
+
+Each class carries its CLI exit code and HTTP status, so the edges convert
+without a table of their own.  A message says what happened, to what, and what
+to check.  Library exceptions are converted where they enter and kept as the
+cause (`raise StoreError(...) from exc`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ShiplineError(Exception):
+    exit_code = 1
+    http_status = 500
+
+
+class UsageError(ShiplineError):
+    exit_code = 2
+    http_status = 400
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a definition, at a place a person can jump to."""
+
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class DefinitionError(UsageError):
+    """A pipeline definition with one or more problems, all of them listed."""
+
+    http_status = 422
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class NotFound(ShiplineError):
+    exit_code = 2
+    http_status = 404
+
+
+class Conflict(ShiplineError):
+    http_status = 409
+
+
+class StoreError(ShiplineError):
+    http_status = 503
+
+
+class ToolError(ShiplineError):
+    http_status = 502

@@ -1,0 +1,88 @@
+"""Settings: typed, documented, read in exactly one place.
+
+`load_settings()` reads the environment and one optional TOML file
+(`$SHIPLINE_CONFIG`, else `$SHIPLINE_HOME/config.toml`); everything else is
+handed a `Settings` object by the edge that built it.  Environment variables
+win over the file, the file wins over defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipline.exceptions import UsageError
+
+
+def _default_parallel() -> int:
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".shipline")
+    """Where state lives: the SQLite database, run workspaces and logs ($SHIPLINE_HOME)."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the store; None means SQLite at `home/shipline.db` ($SHIPLINE_DATABASE_URL)."""
+
+    max_parallel: int = Field(default_factory=_default_parallel, ge=1)
+    """How many tasks may run at once across all runs of one engine ($SHIPLINE_MAX_PARALLEL)."""
+
+    cancel_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often a running engine checks the store for cancel requests made by other processes."""
+
+    kill_grace_seconds: float = Field(default=5.0, ge=0)
+    """After SIGTERM, how long a step's process group gets before SIGKILL."""
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'shipline.db'}"
+
+    @property
+    def workspaces(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+
+_ENV = {
+    "SHIPLINE_HOME": "home",
+    "SHIPLINE_DATABASE_URL": "database_url",
+    "SHIPLINE_MAX_PARALLEL": "max_parallel",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the config file and the environment."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    home = Path(env["SHIPLINE_HOME"]).expanduser() if env.get("SHIPLINE_HOME") else None
+    config = env.get("SHIPLINE_CONFIG") or (str(home / "config.toml") if home else None)
+    if config is None:
+        config = str(Path.home() / ".shipline" / "config.toml")
+    config_path = Path(config).expanduser()
+    if config_path.is_file():
+        try:
+            values.update(tomllib.loads(config_path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{config_path}: not valid TOML: {exc}") from exc
+    elif env.get("SHIPLINE_CONFIG"):
+        raise UsageError(f"SHIPLINE_CONFIG names {config_path}, which does not exist")
+    for var, field in _ENV.items():
+        if env.get(var):
+            values[field] = env[var]
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise UsageError(f"invalid settings (from {config_path} or SHIPLINE_* variables):\n" + "\n".join(lines)) from exc
+    return settings.model_copy(update={"home": settings.home.expanduser().absolute()})
