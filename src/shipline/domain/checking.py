@@ -1,0 +1,220 @@
+"""Whole-pipeline checks: names, the `needs` graph and every `${{ }}` reference.
+
+Shape is pydantic's job; this module finds what only the whole definition can
+tell: a `needs` naming no task, a cycle, a reference to a result that no task
+declares or that may not exist yet when the task starts.  Each finding carries
+the path of the offending value in the YAML document so the loader can turn
+it into FILE:LINE:COL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from shipline.domain import expressions as ex
+from shipline.domain.graphs import Node, ancestors, dependencies, find_cycle
+from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+
+Loc = tuple[str | int, ...]
+
+RUN_FIELDS = ("id", "pipeline", "status")
+
+
+@dataclass(frozen=True)
+class Finding:
+    loc: Loc
+    message: str
+    offset: int | None = None
+    """Character offset inside the string value at `loc`, when known."""
+
+
+@dataclass(frozen=True)
+class TaskOrigin:
+    """Where a resolved task was written: `("tasks", 3)` or `("finally", 0)`."""
+
+    loc: Loc
+
+
+def check_workdir(value: str | None) -> str | None:
+    """A message when `value` would leave the workspace, else None."""
+    if value is None:
+        return None
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        return f"workdir {value!r} must be a relative path inside the workspace (no '/' at the start, no '..')"
+    return None
+
+
+def expression_texts(task: ResolvedTask, loc: Loc, template: bool) -> Iterator[tuple[Loc, str]]:
+    """Every string of a task that may hold `${{ }}`, with its place."""
+    if task.when is not None:
+        yield (*loc, "when"), task.when
+    for key, value in task.env.items():
+        yield (*loc, "env", key), value
+    if template:
+        # The steps came from a reusable task file, checked on its own.
+        for key, value in task.inputs.items():
+            yield (*loc, "with", key), value
+        return
+    for i, step in enumerate(task.steps):
+        yield (*loc, "steps", i, "run"), step.run
+        for key, value in step.env.items():
+            yield (*loc, "steps", i, "env", key), value
+
+
+def check_references(
+    text: str,
+    loc: Loc,
+    *,
+    params: set[str],
+    inputs: set[str] | None,
+    results: dict[str, list[str]],
+    visible: set[str],
+    task_name: str | None,
+) -> Iterator[Finding]:
+    """Check one templated string.  `inputs` is None outside reusable task files."""
+    try:
+        refs = ex.template_references(text)
+    except ex.ExpressionError as exc:
+        yield Finding(loc, f"bad expression: {exc.message}", exc.offset)
+        return
+    for ref, offset in refs:
+        for finding in _check_ref(ref, loc, params=params, inputs=inputs, results=results, visible=visible, task_name=task_name):
+            yield Finding(finding.loc, finding.message, offset)
+
+
+def _check_ref(
+    ref: ex.Ref,
+    loc: Loc,
+    *,
+    params: set[str],
+    inputs: set[str] | None,
+    results: dict[str, list[str]],
+    visible: set[str],
+    task_name: str | None,
+) -> Iterator[Finding]:
+    path, text = ref.path, ".".join(ref.path)
+    root = path[0]
+    if root == "params" and inputs is None:
+        if len(path) != 2:
+            yield Finding(loc, f"'{text}': write params.NAME")
+        elif path[1] not in params:
+            known = ", ".join(sorted(params)) or "none are declared"
+            yield Finding(loc, f"'{text}': no param '{path[1]}' (params: {known})")
+    elif root == "inputs":
+        if inputs is None:
+            yield Finding(loc, f"'{text}': inputs.* exist only in reusable task files; here use params.NAME")
+        elif len(path) != 2 or path[1] not in inputs:
+            known = ", ".join(sorted(inputs)) or "none are declared"
+            yield Finding(loc, f"'{text}': no input '{path[-1]}' (inputs: {known})")
+    elif root == "run":
+        if len(path) != 2 or path[1] not in RUN_FIELDS:
+            yield Finding(loc, f"'{text}': run has {', '.join('run.' + f for f in RUN_FIELDS)}")
+    elif root == "tasks" and inputs is None:
+        yield from _check_task_ref(path, text, loc, results, visible, task_name)
+    else:
+        allowed = "inputs.*, run.*" if inputs is not None else "params.*, tasks.*, run.*"
+        yield Finding(loc, f"'{text}': unknown reference (expressions may use {allowed})")
+
+
+def _check_task_ref(
+    path: tuple[str, ...],
+    text: str,
+    loc: Loc,
+    results: dict[str, list[str]],
+    visible: set[str],
+    task_name: str | None,
+) -> Iterator[Finding]:
+    shape_ok = (len(path) == 4 and path[2] == "results") or (len(path) == 3 and path[2] == "status")
+    if not shape_ok:
+        yield Finding(loc, f"'{text}': write tasks.TASK.results.NAME or tasks.TASK.status")
+        return
+    other = path[1]
+    if other not in results:
+        yield Finding(loc, f"'{text}': no task '{other}'")
+        return
+    if len(path) == 4 and path[3] not in results[other]:
+        declared = ", ".join(results[other]) or "it declares none"
+        yield Finding(loc, f"'{text}': task '{other}' has no result '{path[3]}' ({declared}; add it to its `results:`)")
+        return
+    if task_name is not None and other not in visible:
+        if other == task_name:
+            yield Finding(loc, f"'{text}': a task cannot use its own results")
+        else:
+            yield Finding(
+                loc,
+                f"'{text}': task '{task_name}' may start before '{other}' ends; add '{other}' to its `needs:`",
+            )
+
+
+def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], templated: set[str]) -> list[Finding]:
+    """Every problem that spans tasks.  `templated` names tasks whose steps came from `uses:`."""
+    findings: list[Finding] = []
+    seen: dict[str, Loc] = {}
+    for task in pipeline.tasks:
+        loc = origins[task.name].loc
+        if task.name in seen:
+            findings.append(Finding((*loc, "name"), f"task name '{task.name}' is used twice"))
+        seen[task.name] = loc
+
+    main_names = {t.name for t in pipeline.main}
+    final_names = {t.name for t in pipeline.finally_}
+    graphs: dict[bool, dict[str, list[str]]] = {}
+    for is_finally, tasks, own in ((False, pipeline.main, main_names), (True, pipeline.finally_, final_names)):
+        deps = dependencies([Node(t.name, t.needs) for t in tasks])
+        for task in tasks:
+            loc = origins[task.name].loc
+            for k, need in enumerate(task.needs):
+                if need in own:
+                    continue
+                if is_finally and need in main_names:
+                    msg = f"needs '{need}': finally tasks already wait for every task; name finally tasks only"
+                elif not is_finally and need in final_names:
+                    msg = f"needs '{need}': a finally task; tasks cannot wait for finally tasks"
+                else:
+                    msg = f"needs '{need}': no such task in `{'finally' if is_finally else 'tasks'}:`"
+                findings.append(Finding((*loc, "needs", k), msg))
+        cycle = find_cycle({n: [d for d in ds if d in own] for n, ds in deps.items()})
+        if cycle:
+            loc = origins[cycle[0]].loc
+            findings.append(Finding((*loc, "needs"), "`needs` form a cycle: " + " -> ".join(cycle)))
+        graphs[is_finally] = deps
+
+    results = {t.name: t.results for t in pipeline.tasks}
+    params = set(pipeline.params)
+    for key, value in pipeline.env.items():
+        findings += check_references(
+            value, ("env", key), params=params, inputs=None, results=results, visible=set(), task_name=None
+        )
+    for task in pipeline.tasks:
+        loc = origins[task.name].loc
+        deps = graphs[task.is_finally]
+        visible = ancestors(deps, task.name)
+        if task.is_finally:
+            visible |= main_names
+        for text_loc, text in expression_texts(task, loc, template=task.name in templated):
+            findings += check_references(
+                text, text_loc, params=params, inputs=None, results=results, visible=visible, task_name=task.name
+            )
+        if task.when is not None and not task.when.strip():
+            findings.append(Finding((*loc, "when"), "`when:` is empty"))
+        if msg := check_workdir(task.workdir):
+            findings.append(Finding((*loc, "workdir"), msg))
+        if task.name not in templated:
+            for i, step in enumerate(task.steps):
+                if msg := check_workdir(step.workdir):
+                    findings.append(Finding((*loc, "steps", i, "workdir"), msg))
+    return findings
+
+
+def check_template(env: dict[str, str], steps_texts: list[tuple[Loc, str]], inputs: set[str]) -> list[Finding]:
+    """References inside a reusable task file may use inputs.* and run.* only."""
+    findings: list[Finding] = []
+    texts = [(("env", k), v) for k, v in env.items()] + steps_texts
+    for loc, text in texts:
+        findings += check_references(
+            text, loc, params=set(), inputs=inputs, results={}, visible=set(), task_name=None
+        )
+    return findings

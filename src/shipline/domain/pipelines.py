@@ -1,0 +1,219 @@
+"""Pipeline definitions as typed objects: what a `.shipline/*.yaml` file may say.
+
+These models are the schema (`shipline schema` prints them as JSON Schema).
+They check shape only; rules that span the whole pipeline (references, the
+task graph) live in `graphs.py` and `checking.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""Task and pipeline names: DNS-label-like, so they are safe in paths and pod names."""
+
+VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+"""Param, input and result names."""
+
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(value: Any) -> float:
+    """`90`, `90s`, `5m`, `1h30m`, `250ms` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like '90s', '5m', '1h30m'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())) and value.strip():
+        h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
+        seconds = h * 3600 + mi * 60 + s + ms / 1000
+    else:
+        raise ValueError(f"{value!r} is not a duration: write seconds (90) or text like '90s', '5m', '1h30m'")
+    if seconds <= 0:
+        raise ValueError("a duration must be more than zero")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda v: v, return_type=float),
+    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+VarName = Annotated[str, Field(pattern=VAR_PATTERN)]
+EnvName = Annotated[str, Field(pattern=ENV_PATTERN)]
+
+
+def _scalar_text(value: Any) -> Any:
+    """YAML gives `42` and `true` as numbers and booleans; values here are text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_scalar_text)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Param(_Spec):
+    """A value given at run time with `-p NAME=VALUE` (or by a trigger)."""
+
+    default: Text | None = None
+    """Used when no value is given; without one the param is required."""
+    description: str = ""
+    secret: bool = False
+    """Masked as *** in logs, results and run records."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `greeting: hello` is short for `greeting: {default: hello}`.
+        if data is None or isinstance(data, (str, int, float, bool)):
+            return {"default": _scalar_text(data)} if data is not None else {}
+        return data
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+class Step(_Spec):
+    """One command; the steps of a task share its working directory and run in order."""
+
+    name: str | None = None
+    run: str
+    """A script. `${{ }}` inside it becomes a reference to an environment variable holding the value."""
+    shell: Literal["bash", "sh"] = "bash"
+    env: dict[EnvName, Text] = {}
+    workdir: str | None = None
+    """Relative to the run's workspace; may not leave it."""
+    timeout: Duration | None = None
+
+
+class Task(_Spec):
+    """A unit of the pipeline: inline `steps`, or `uses` a reusable task with `with` inputs."""
+
+    name: Name
+    needs: list[Name] | None = None
+    """Tasks to wait for. Unset: the task listed before this one. `[]`: start at once."""
+    when: str | None = None
+    """A `${{ }}` condition; when false the task is skipped and its dependents still run."""
+    env: dict[EnvName, Text] = {}
+    steps: list[Step] = []
+    results: list[VarName] | dict[VarName, str] = []
+    """Names the task must write to $SHIPLINE_OUTPUT (as `name=value` lines)."""
+    retries: int = Field(default=0, ge=0, le=10)
+    timeout: Duration | None = None
+    workdir: str | None = None
+    uses: str | None = None
+    """`./path.yaml` (relative to this file) or `shipline/NAME` from the built-in catalog."""
+    with_: dict[VarName, Text] = Field(default={}, alias="with")
+
+    @model_validator(mode="after")
+    def _steps_or_uses(self) -> Task:
+        if self.uses is None and not self.steps:
+            raise ValueError("a task needs `steps:` or `uses:`")
+        if self.uses is not None and self.steps:
+            raise ValueError("a task has either `steps:` or `uses:`, not both")
+        if self.uses is None and self.with_:
+            raise ValueError("`with:` goes with `uses:`")
+        return self
+
+    @property
+    def result_names(self) -> list[str]:
+        return list(self.results)
+
+
+class TaskTemplate(_Spec):
+    """A reusable task file (`uses: ./tasks/x.yaml`): steps parameterised by `inputs`."""
+
+    name: Name | None = None
+    description: str = ""
+    inputs: dict[VarName, Param] = {}
+    env: dict[EnvName, Text] = {}
+    steps: list[Step] = Field(min_length=1)
+    results: list[VarName] | dict[VarName, str] = []
+    retries: int = Field(default=0, ge=0, le=10)
+    timeout: Duration | None = None
+
+
+class Pipeline(_Spec):
+    """A pipeline definition: params, tasks (a sequence or a DAG) and finally tasks."""
+
+    name: Name
+    description: str = ""
+    params: dict[VarName, Param] = {}
+    env: dict[EnvName, Text] = {}
+    tasks: list[Task] = Field(min_length=1)
+    finally_: list[Task] = Field(default=[], alias="finally")
+    """Always run after the tasks, whether they succeeded, failed or were cancelled."""
+    timeout: Duration | None = None
+    """For the whole run; on expiry running tasks are stopped and the run fails."""
+
+    def all_tasks(self) -> list[Task]:
+        return [*self.tasks, *self.finally_]
+
+    def task(self, name: str) -> Task:
+        for task in self.all_tasks():
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+
+class ResolvedTask(_Spec):
+    """A task ready to run: a `uses:` has been replaced by the template's steps."""
+
+    name: Name
+    needs: list[Name]
+    when: str | None = None
+    env: dict[str, str] = {}
+    inputs: dict[str, str] = {}
+    """Templates (may hold `${{ }}`) that become `inputs.*` for the template's steps."""
+    steps: list[Step]
+    results: list[str] = []
+    retries: int = 0
+    timeout: float | None = None
+    workdir: str | None = None
+    is_finally: bool = False
+    uses: str | None = None
+    """The reusable task the steps came from; its steps see `inputs.*`, not `params.*`."""
+
+
+class ResolvedPipeline(_Spec):
+    """What a run executes; stored with the run so a rerun does exactly the same."""
+
+    name: Name
+    source: str = ""
+    params: dict[str, Param] = {}
+    env: dict[str, str] = {}
+    tasks: list[ResolvedTask]
+    timeout: float | None = None
+
+    @property
+    def main(self) -> list[ResolvedTask]:
+        return [t for t in self.tasks if not t.is_finally]
+
+    @property
+    def finally_(self) -> list[ResolvedTask]:
+        return [t for t in self.tasks if t.is_finally]
+
+    def task(self, name: str) -> ResolvedTask:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+    @property
+    def secret_params(self) -> list[str]:
+        return [name for name, p in self.params.items() if p.secret]

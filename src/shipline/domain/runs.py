@@ -1,0 +1,236 @@
+"""Runs: statuses, the records a user sees, and the state machine that drives them.
+
+`plan()` is the scheduler's brain and is pure: given the pipeline and what
+has happened so far, it says which tasks to start, which to skip (and why),
+and whether the run is over.  The engine only carries out its decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from shipline.domain import expressions as ex
+from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+MASK = "***"
+
+
+class StepRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    name: str
+    attempt: int
+    status: StepStatus
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TaskRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: TaskStatus
+    results: dict[str, str] = {}
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    needs: list[str] = []
+    is_finally: bool = False
+    attempts: int = 0
+    message: str = ""
+    steps: list[StepRecord] = []
+
+
+class RunRecord(BaseModel):
+    """A pipeline instance as users and scripts see it (`--json`, the API)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    pipeline: str
+    status: RunStatus
+    params: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str = ""
+    source: str = ""
+    rerun_of: int | None = None
+    trigger: dict[str, Any] | None = None
+    tasks: list[TaskRecord] = []
+
+    def task(self, name: str) -> TaskRecord:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+
+# --- the state machine -----------------------------------------------------------------
+
+
+@dataclass
+class TaskState:
+    status: TaskStatus = TaskStatus.PENDING
+    results: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    start: list[str]
+    skip: dict[str, str]  # task -> why
+    finished: RunStatus | None  # the final status once nothing is left to do
+
+
+def _failed(states: Mapping[str, TaskState], tasks: list[ResolvedTask]) -> bool:
+    return any(states[t.name].status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for t in tasks)
+
+
+def aggregate(pipeline: ResolvedPipeline, states: Mapping[str, TaskState], cancelled: bool) -> RunStatus:
+    """The run's status judged from its main tasks (what `run.status` means to finally tasks)."""
+    if cancelled:
+        return RunStatus.CANCELLED
+    if _failed(states, pipeline.main):
+        return RunStatus.FAILED
+    return RunStatus.SUCCEEDED
+
+
+def context(
+    pipeline: ResolvedPipeline,
+    states: Mapping[str, TaskState],
+    params: Mapping[str, str],
+    run_id: int,
+    cancelled: bool = False,
+    inputs: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """What `${{ }}` may see.  Results of tasks that did not succeed are absent."""
+    return {
+        "params": dict(params),
+        "tasks": {
+            name: {
+                "status": st.status.value,
+                **({"results": dict(st.results)} if st.status == TaskStatus.SUCCEEDED else {}),
+            }
+            for name, st in states.items()
+        },
+        "run": {
+            "id": str(run_id),
+            "pipeline": pipeline.name,
+            "status": aggregate(pipeline, states, cancelled).value,
+        },
+        "inputs": dict(inputs or {}),
+    }
+
+
+def plan(
+    pipeline: ResolvedPipeline,
+    states: Mapping[str, TaskState],
+    params: Mapping[str, str],
+    run_id: int,
+    *,
+    stopping: bool = False,
+    cancelled: bool = False,
+) -> Decision:
+    """Decide what happens next.
+
+    `stopping` is set once the run must not start more main tasks (a task
+    failed, the run was cancelled or timed out).  Main tasks then become
+    `skipped`; finally tasks still run once every main task has ended.
+    """
+    start: list[str] = []
+    skip: dict[str, str] = {}
+    main_failed = _failed(states, pipeline.main)
+    halt = stopping or cancelled or main_failed
+    ctx = context(pipeline, states, params, run_id, cancelled)
+
+    for task in pipeline.main:
+        if states[task.name].status != TaskStatus.PENDING:
+            continue
+        if halt:
+            skip[task.name] = "the run is stopping: " + ("cancelled" if cancelled else "an earlier task failed")
+            continue
+        if all(states[d].status.done for d in task.needs):
+            _judge(task, ctx, start, skip)
+
+    main_done = all(states[t.name].status.done or t.name in skip for t in pipeline.main)
+    if main_done:
+        for task in pipeline.finally_:
+            if states[task.name].status != TaskStatus.PENDING:
+                continue
+            if all(states[d].status.done for d in task.needs):
+                _judge(task, ctx, start, skip)
+
+    everything_done = all(states[t.name].status.done or t.name in skip for t in pipeline.tasks)
+    finished = None
+    if everything_done and not start:
+        if cancelled:
+            finished = RunStatus.CANCELLED
+        elif stopping or main_failed or _failed(states, pipeline.finally_):
+            finished = RunStatus.FAILED
+        else:
+            finished = RunStatus.SUCCEEDED
+    return Decision(start, skip, finished)
+
+
+def _judge(task: ResolvedTask, ctx: dict[str, object], start: list[str], skip: dict[str, str]) -> None:
+    """Start the task, or skip it for a false `when:` or a result that does not exist."""
+    try:
+        texts = [*task.env.values(), *task.inputs.values()]
+        if task.uses is None:
+            texts += [text for step in task.steps for text in (step.run, *step.env.values())]
+        for text in texts:
+            ex.render(text, ctx)
+        if task.when is not None and not ex.evaluate_condition(task.when, ctx):
+            skip[task.name] = f"when: {task.when.strip()} is false"
+            return
+    except ex.UnresolvedReference as exc:
+        skip[task.name] = f"needs {'.'.join(exc.path)}, which does not exist (that task did not succeed)"
+        return
+    start.append(task.name)
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    """Replace each secret value (longest first, so overlaps stay hidden) with ***."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,272 @@
+"""Reading pipeline files: YAML with positions -> a checked `ResolvedPipeline`.
+
+Every problem is collected with FILE:LINE:COL before anything fails, so one
+`shipline validate` shows all that is wrong, not just the first thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from shipline.domain.checking import Finding, Loc, TaskOrigin, check_pipeline, check_template
+from shipline.domain.graphs import Node, dependencies
+from shipline.domain.pipelines import Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
+from shipline.exceptions import DefinitionError, Problem
+
+CATALOG_PREFIX = "shipline/"
+M = TypeVar("M", bound=BaseModel)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+@dataclass
+class _Document:
+    """One parsed file: its text, its YAML tree with positions, and what is wrong with it."""
+
+    path: Path
+    display: str
+    text: str
+    root: Any = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, loc: Loc, message: str, offset: int | None = None, *, at_key: bool = False) -> None:
+        line, col = self.position(loc, offset, at_key=at_key)
+        self.problems.append(Problem(self.display, line + 1, col + 1, message))
+
+    def position(self, loc: Loc, offset: int | None = None, *, at_key: bool = False) -> tuple[int, int]:
+        """0-based (line, col) of the value at `loc`: as deep as the document goes."""
+        node, pos = self.root, (0, 0)
+        for i, part in enumerate(loc):
+            last = i == len(loc) - 1
+            if isinstance(node, CommentedMap) and part in node:
+                pos = node.lc.key(part) if (last and at_key) else node.lc.value(part)
+                if isinstance(node[part], (CommentedMap, CommentedSeq)) and not (last and at_key):
+                    pos = node.lc.key(part)
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                pos = node.lc.item(part)
+                node = node[part]
+            else:
+                break
+        else:
+            if offset is not None and isinstance(node, str):
+                return self._inside_scalar(pos, node, offset)
+        return pos
+
+    def _inside_scalar(self, pos: tuple[int, int], value: str, offset: int) -> tuple[int, int]:
+        lines = self.text.splitlines()
+        line, col = pos
+        head = lines[line][col:] if line < len(lines) else ""
+        before = value[:offset]
+        newlines = before.count("\n")
+        if head[:1] in ("|", ">"):
+            first = line + 1
+            while first < len(lines) and not lines[first].strip():
+                first += 1
+            indent = len(lines[first]) - len(lines[first].lstrip()) if first < len(lines) else 0
+            return first + newlines, indent + len(before) - (before.rfind("\n") + 1)
+        quote = 1 if head[:1] in ("'", '"') else 0
+        if newlines == 0:
+            return line, col + quote + offset
+        return line + newlines, 0
+
+
+def _read(path: Path, display: str) -> _Document:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        doc = _Document(path, display, "")
+        doc.problems.append(Problem(display, 1, 1, "no such file"))
+        return doc
+    except (OSError, UnicodeDecodeError) as exc:
+        doc = _Document(path, display, "")
+        doc.problems.append(Problem(display, 1, 1, f"cannot read: {exc}"))
+        return doc
+    doc = _Document(path, display, text)
+    try:
+        doc.root = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line, mark.column) if mark else (0, 0)
+        doc.problems.append(Problem(display, line + 1, col + 1, f"not valid YAML: {exc.problem or exc.context}"))
+        return doc
+    if not isinstance(doc.root, CommentedMap):
+        doc.problems.append(Problem(display, 1, 1, "a definition is a YAML mapping (name:, tasks:, ...)"))
+        doc.root = None
+    return doc
+
+
+def _validate_model(doc: _Document, model: type[M], data: Any, loc: Loc = ()) -> M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = (*loc, *(p for p in err["loc"] if isinstance(p, int) or not _is_tag(p)))
+            if err["type"] == "extra_forbidden":
+                doc.problem(path, f"unknown key '{path[-1]}'", at_key=True)
+            elif err["type"] == "missing":
+                doc.problem(path[:-1], f"'{path[-1]}' is required")
+            else:
+                where = ".".join(str(p) for p in path)
+                msg = err["msg"].removeprefix("Value error, ")
+                doc.problem(path, f"{where}: {msg}" if where else msg)
+        return None
+
+
+def _is_tag(part: str | int) -> bool:
+    # pydantic names union branches and validators in `loc`, e.g. 'list[constrained-str]'.
+    return isinstance(part, str) and ("[" in part or part in ("function-after", "function-before"))
+
+
+def _catalog_path(name: str) -> Path | None:
+    candidate = resources.files("shipline") / "catalog" / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def catalog_names() -> list[str]:
+    root = resources.files("shipline") / "catalog"
+    return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[TaskTemplate, _Document] | None:
+    assert task.uses is not None
+    if task.uses.startswith(CATALOG_PREFIX):
+        path = _catalog_path(task.uses.removeprefix(CATALOG_PREFIX))
+        if path is None:
+            doc.problem((*loc, "uses"), f"no catalog task '{task.uses}' (catalog: {', '.join(catalog_names())})")
+            return None
+        display = task.uses
+    elif task.uses.startswith(("./", "../")):
+        path = (base / task.uses).resolve()
+        display = str(path)
+        if not path.is_file():
+            doc.problem((*loc, "uses"), f"'{task.uses}': no such file (relative to {base})")
+            return None
+    else:
+        doc.problem((*loc, "uses"), f"'{task.uses}': write ./path.yaml (relative to this file) or shipline/NAME")
+        return None
+    tdoc = _read(path, display)
+    if tdoc.root is None:
+        doc.problems += tdoc.problems
+        return None
+    template = _validate_model(tdoc, TaskTemplate, _plain(tdoc.root))
+    if template is not None:
+        texts: list[tuple[Loc, str]] = []
+        for i, step in enumerate(template.steps):
+            texts.append((("steps", i, "run"), step.run))
+            texts += [(("steps", i, "env", k), v) for k, v in step.env.items()]
+        for f in check_template(dict(template.env), texts, set(template.inputs)):
+            tdoc.problem(f.loc, f.message, f.offset)
+    doc.problems += tdoc.problems
+    if template is None or tdoc.problems:
+        return None
+    for key in task.with_:
+        if key not in template.inputs:
+            known = ", ".join(template.inputs) or "none"
+            doc.problem((*loc, "with", key), f"'{task.uses}' has no input '{key}' (inputs: {known})", at_key=True)
+    for key, spec in template.inputs.items():
+        if spec.required and key not in task.with_:
+            doc.problem((*loc, "with") if task.with_ else loc, f"'{task.uses}' needs input '{key}': add it to `with:`")
+    return template, tdoc
+
+
+def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_finally: bool) -> ResolvedTask:
+    if template is None:
+        return ResolvedTask(
+            name=task.name,
+            needs=needs,
+            when=task.when,
+            env=dict(task.env),
+            steps=list(task.steps),
+            results=task.result_names,
+            retries=task.retries,
+            timeout=task.timeout,
+            workdir=task.workdir,
+            is_finally=is_finally,
+        )
+    inputs = {k: spec.default for k, spec in template.inputs.items() if spec.default is not None}
+    inputs.update(task.with_)
+    return ResolvedTask(
+        name=task.name,
+        needs=needs,
+        when=task.when,
+        env={**template.env, **task.env},
+        inputs=inputs,
+        steps=list(template.steps),
+        results=list(template.results),
+        retries=task.retries or template.retries,
+        timeout=task.timeout or template.timeout,
+        workdir=task.workdir,
+        is_finally=is_finally,
+        uses=task.uses,
+    )
+
+
+def load_pipeline(path: str | Path) -> ResolvedPipeline:
+    """Read, check and resolve one definition; raise DefinitionError listing every problem."""
+    path = Path(path)
+    doc = _read(path, str(path))
+    if doc.root is None:
+        raise DefinitionError(doc.problems)
+    spec = _validate_model(doc, Pipeline, _plain(doc.root))
+    if spec is None:
+        raise DefinitionError(doc.problems)
+
+    base = path.resolve().parent
+    resolved: list[ResolvedTask] = []
+    origins: dict[str, TaskOrigin] = {}
+    templated: set[str] = set()
+    for key, tasks, is_finally in (("tasks", spec.tasks, False), ("finally", spec.finally_, True)):
+        deps = dependencies([Node(t.name, t.needs) for t in tasks])
+        for i, task in enumerate(tasks):
+            loc: Loc = (key, i)
+            origins.setdefault(task.name, TaskOrigin(loc))
+            template = None
+            if task.uses is not None:
+                loaded = _load_template(doc, task, loc, base)
+                template = loaded[0] if loaded else None
+                templated.add(task.name)
+            resolved.append(_resolve(task, deps[task.name], template, is_finally))
+    pipeline = ResolvedPipeline(
+        name=spec.name,
+        source=str(path),
+        params=dict(spec.params),
+        env=dict(spec.env),
+        tasks=resolved,
+        timeout=spec.timeout,
+    )
+    findings: list[Finding] = check_pipeline(pipeline, origins, templated)
+    for f in findings:
+        doc.problem(f.loc, f.message, f.offset)
+    if doc.problems:
+        raise DefinitionError(doc.problems)
+    return pipeline
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """The JSON Schema of a definition file, for editors."""
+    schema = Pipeline.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "shipline pipeline"
+    return schema
