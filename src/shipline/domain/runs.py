@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shipline.domain import expressions as ex
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+from shipline.exceptions import UsageError
 
 
 class RunStatus(StrEnum):
@@ -234,3 +235,24 @@ def mask(text: str, secrets: list[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def bind_params(pipeline: ResolvedPipeline, given: Mapping[str, str]) -> dict[str, str]:
+    """Defaults plus given values; every unknown or missing param is named in one error."""
+    problems = []
+    for name in given:
+        if name not in pipeline.params:
+            known = ", ".join(sorted(pipeline.params)) or "it declares none"
+            problems.append(f"unknown param '{name}' (pipeline '{pipeline.name}' params: {known})")
+    bound: dict[str, str] = {}
+    for name, spec in pipeline.params.items():
+        if name in given:
+            bound[name] = given[name]
+        elif spec.default is not None:
+            bound[name] = spec.default
+        else:
+            hint = f" ({spec.description})" if spec.description else ""
+            problems.append(f"param '{name}' is required{hint}: pass -p {name}=VALUE")
+    if problems:
+        raise UsageError("\n".join(problems))
+    return bound

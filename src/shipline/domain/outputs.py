@@ -1,0 +1,59 @@
+"""Results: the `name=value` lines a step writes to `$SHIPLINE_OUTPUT`.
+
+The format is GitHub Actions': `name=value` on one line, or
+
+    name<<DELIM
+    a value
+    over several lines
+    DELIM
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_RESULT_BYTES = 64 * 1024
+"""Results are small named values; files belong in the workspace."""
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+class OutputError(ValueError):
+    pass
+
+
+def parse_output(text: str) -> dict[str, str]:
+    """Every result in the file; a later line with the same name wins."""
+    results: dict[str, str] = {}
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    i = 0
+    while i < len(lines):
+        line = lines[i].removesuffix("\r")
+        i += 1
+        if not line.strip():
+            continue
+        eq, heredoc = line.find("="), line.find("<<")
+        if heredoc != -1 and (eq == -1 or heredoc < eq):
+            name, delimiter = line[:heredoc], line[heredoc + 2 :]
+            if not delimiter:
+                raise OutputError(f"line {i}: '{line}' needs a delimiter after '<<'")
+            body: list[str] = []
+            while i < len(lines) and lines[i].removesuffix("\r") != delimiter:
+                body.append(lines[i].removesuffix("\r"))
+                i += 1
+            if i >= len(lines):
+                raise OutputError(f"line {i}: result '{name}' has no closing '{delimiter}' line")
+            i += 1
+            value = "\n".join(body)
+        elif eq != -1:
+            name, value = line[:eq], line[eq + 1 :]
+        else:
+            raise OutputError(f"line {i}: '{line[:80]}' is not `name=value` or `name<<DELIMITER`")
+        if not _NAME.match(name):
+            raise OutputError(f"line {i}: '{name[:80]}' is not a result name (letters, digits, _ and -)")
+        if len(value.encode()) > MAX_RESULT_BYTES:
+            raise OutputError(f"result '{name}' is {len(value.encode())} bytes; results are limited to 64 KiB")
+        results[name] = value
+    return results

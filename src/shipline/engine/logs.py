@@ -1,0 +1,79 @@
+"""Step logs: one file per step attempt, one timestamped line per output line.
+
+Lines are written and flushed as they arrive, so a reader (`runs logs
+--follow`, the server) sees them at once and a killed engine loses nothing
+that a step had printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: datetime
+    text: str
+
+
+def step_log_path(logs: Path, run_id: int, task: str, attempt: int, index: int) -> Path:
+    return logs / str(run_id) / task / f"{attempt}.{index}.log"
+
+
+class LogWriter:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    def write(self, text: str, at: datetime | None = None) -> datetime:
+        at = at or datetime.now(UTC)
+        self._file.write(f"{at.isoformat()} {text}\n")
+        self._file.flush()
+        return at
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def parse_line(raw: str) -> LogLine:
+    stamp, _, text = raw.rstrip("\n").partition(" ")
+    try:
+        return LogLine(datetime.fromisoformat(stamp), text)
+    except ValueError:
+        return LogLine(datetime.fromtimestamp(0, UTC), raw.rstrip("\n"))
+
+
+def read_log(path: Path) -> Iterator[LogLine]:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                yield parse_line(raw)
+    except FileNotFoundError:
+        return
+
+
+async def follow_log(path: Path, done: asyncio.Event, poll: float = 0.2) -> AsyncIterator[LogLine]:
+    """Yield lines as they are written until `done` is set and the file is drained."""
+    while not path.exists() and not done.is_set():
+        await asyncio.sleep(poll)
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", errors="replace") as f:
+        partial = ""
+        while True:
+            chunk = f.readline()
+            if chunk:
+                partial += chunk
+                if partial.endswith("\n"):
+                    yield parse_line(partial)
+                    partial = ""
+                continue
+            if done.is_set():
+                return
+            await asyncio.sleep(poll)

@@ -1,0 +1,367 @@
+"""The engine: turns a definition and params into a run, and drives runs to the end.
+
+`Engine.submit` creates a queued run; `Engine.drive` takes it and carries out
+what `domain.runs.plan` decides, one event at a time, until the run is over.
+Every change goes through a `RunRecorder` (the one writer).  Cancel requests
+reach a running run directly (`Engine.cancel`) or through the store, from
+any other process (`shipline runs cancel`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipline.domain import expressions as ex
+from shipline.domain.outputs import OutputError, parse_output
+from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+from shipline.domain.runs import RunRecord, RunStatus, TaskState, TaskStatus, bind_params, context, plan
+from shipline.engine.events import EventBus
+from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
+from shipline.engine.recording import RunRecorder, now
+from shipline.executors.base import Executor, StepSpec, TaskInvocation
+from shipline.exceptions import Conflict
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+HEARTBEAT_SECONDS = 10.0
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: SqlStore, executor: Executor, bus: EventBus | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.bus = bus or EventBus()
+        self.owner = owner_id()
+        self._slots: asyncio.Semaphore | None = None
+        self._drivers: dict[int, _RunDriver] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.max_parallel)
+        return self._slots
+
+    # --- creating runs ----------------------------------------------------------------
+
+    def submit(
+        self,
+        pipeline: ResolvedPipeline,
+        params: dict[str, str],
+        *,
+        trigger: dict[str, Any] | None = None,
+        rerun_of: int | None = None,
+    ) -> int:
+        """Check the params and create a queued run; raises UsageError for bad params."""
+        bound = bind_params(pipeline, params)
+        return self.store.create_run(pipeline, bound, trigger=trigger, rerun_of=rerun_of)
+
+    def rerun(self, run_id: int) -> int:
+        """A new queued run of the same resolved definition with the same params."""
+        pipeline, params = self.store.load_spec(run_id)
+        original = self.store.get_run(run_id)
+        return self.store.create_run(pipeline, params, trigger=original.trigger, rerun_of=run_id)
+
+    # --- driving runs -----------------------------------------------------------------
+
+    async def drive(self, run_id: int) -> RunRecord:
+        """Take the queued run and carry it to its end; returns the final record."""
+        if not self.store.claim(run_id, self.owner):
+            record = self.store.get_run(run_id)
+            raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
+        pipeline, params = self.store.load_spec(run_id)
+        driver = _RunDriver(self, run_id, pipeline, params)
+        self._drivers[run_id] = driver
+        self._ensure_watcher()
+        try:
+            await driver.go()
+        finally:
+            del self._drivers[run_id]
+        return self.store.get_run(run_id)
+
+    async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
+        """Worker loop: claim queued runs from the store and drive them, until `stop`."""
+        self.recover()
+        running: set[asyncio.Task[RunRecord]] = set()
+        while not stop.is_set():
+            capacity = max(0, 4 * self.settings.max_parallel - len(running))
+            for run_id in self.store.next_queued(capacity) if capacity else []:
+                if self.store.claim(run_id, self.owner):
+                    task = asyncio.create_task(self._drive_claimed(run_id))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_seconds)
+        for driver in list(self._drivers.values()):
+            driver.request_cancel("the engine is shutting down")
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _drive_claimed(self, run_id: int) -> RunRecord:
+        pipeline, params = self.store.load_spec(run_id)
+        driver = _RunDriver(self, run_id, pipeline, params)
+        self._drivers[run_id] = driver
+        self._ensure_watcher()
+        try:
+            await driver.go()
+        finally:
+            del self._drivers[run_id]
+        return self.store.get_run(run_id)
+
+    def cancel(self, run_id: int) -> RunRecord:
+        """Cancel a run: directly when this engine drives it, else through the store."""
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.request_cancel()
+            return self.store.get_run(run_id)
+        return self.store.request_cancel(run_id)
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Pick up cancel requests made by other processes, and keep our heartbeat fresh."""
+        beat = 0.0
+        while self._drivers:
+            await asyncio.sleep(self.settings.cancel_poll_seconds)
+            for run_id in self.store.cancel_requests(list(self._drivers)):
+                driver = self._drivers.get(run_id)
+                if driver is not None:
+                    driver.request_cancel()
+            beat += self.settings.cancel_poll_seconds
+            if beat >= HEARTBEAT_SECONDS:
+                beat = 0.0
+                self.store.heartbeat(self.owner)
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def recover(self) -> list[int]:
+        """Find runs whose engine died, stop what they left running, and mark them failed."""
+        interrupted = []
+        moment = now()
+        for run_id, owner, heartbeat in self.store.owned_active():
+            if owner == self.owner or owner_alive(owner, heartbeat, moment):
+                continue
+            for task, attempt, index, pid in self.store.running_steps(run_id):
+                if pid is not None:
+                    kill_orphan_group(pid, run_id)
+                self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
+            pid = owner.split(":")[1] if owner.count(":") >= 2 else owner
+            message = (
+                f"interrupted: the engine (pid {pid} on {owner.split(':')[0]}) stopped during the run; "
+                f"logs up to then are kept; start it again with `shipline runs rerun {run_id}`"
+            )
+            record = self.store.get_run(run_id)
+            for task_record in record.tasks:
+                if task_record.status == TaskStatus.RUNNING:
+                    self.store.update_task(run_id, task_record.name, status=TaskStatus.FAILED.value, finished_at=moment, message="interrupted")
+                elif task_record.status == TaskStatus.PENDING:
+                    self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
+            self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            interrupted.append(run_id)
+        return interrupted
+
+    def workspace(self, run_id: int) -> Path:
+        return self.settings.workspaces / str(run_id)
+
+
+@dataclass
+class _RunDriver:
+    engine: Engine
+    run_id: int
+    pipeline: ResolvedPipeline
+    params: dict[str, str]
+    states: dict[str, TaskState] = field(default_factory=dict)
+    cancelled: bool = False
+    stopping: str = ""
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.states = {t.name: TaskState() for t in self.pipeline.tasks}
+        secrets = [self.params[name] for name in self.pipeline.secret_params if name in self.params]
+        self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id, secrets)
+        self.workspace = self.engine.workspace(self.run_id)
+
+    def request_cancel(self, reason: str = "") -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.stopping = reason or "cancelled"
+        for name, task in self.running.items():
+            if not self.pipeline.task(name).is_finally:
+                task.cancel()
+        self.wake.set()
+
+    def _time_out(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = f"the run timed out after {self.pipeline.timeout:g}s"
+        for name, task in self.running.items():
+            if not self.pipeline.task(name).is_finally:
+                task.cancel()
+        self.wake.set()
+
+    async def go(self) -> None:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.recorder.run_started(self.engine.owner)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
+        try:
+            while True:
+                decision = plan(
+                    self.pipeline,
+                    self.states,
+                    self.params,
+                    self.run_id,
+                    stopping=bool(self.stopping),
+                    cancelled=self.cancelled,
+                )
+                if decision.skip:
+                    for name in decision.skip:
+                        self.states[name].status = TaskStatus.SKIPPED
+                    self.recorder.tasks_skipped(decision.skip)
+                for name in decision.start:
+                    self.states[name].status = TaskStatus.RUNNING
+                    self.running[name] = asyncio.create_task(self._run_task(self.pipeline.task(name)))
+                if decision.finished is not None and not self.running:
+                    message = self.stopping if decision.finished != RunStatus.SUCCEEDED else ""
+                    if decision.finished == RunStatus.FAILED and not message:
+                        failed = [n for n, s in self.states.items() if s.status == TaskStatus.FAILED]
+                        message = f"task {', '.join(failed)} failed" if failed else ""
+                    self.recorder.run_finished(decision.finished, message)
+                    return
+                if decision.skip or decision.start:
+                    continue
+                await self.wake.wait()
+                self.wake.clear()
+        except BaseException:
+            for task in self.running.values():
+                task.cancel()
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+            self.recorder.run_finished(RunStatus.FAILED, "the engine stopped during the run")
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _run_task(self, task: ResolvedTask) -> None:
+        status, results, message = TaskStatus.FAILED, {}, ""
+        try:
+            async with self.engine.slots:
+                status, results, message = await self._attempts(task)
+        except asyncio.CancelledError:
+            status = TaskStatus.FAILED if self.stopping and not self.cancelled else TaskStatus.CANCELLED
+            message = f"stopped: {self.stopping}" if self.stopping else "cancelled"
+        except Exception as exc:  # a bug or an unexpected OS error: the task fails, the run goes on
+            status, message = TaskStatus.FAILED, f"shipline could not run the task: {exc.__class__.__name__}: {exc}"
+        finally:
+            self.states[task.name].status = status
+            self.states[task.name].results = results
+            self.recorder.task_finished(task.name, status, results, message)
+            del self.running[task.name]
+            self.wake.set()
+
+    async def _attempts(self, task: ResolvedTask) -> tuple[TaskStatus, dict[str, str], str]:
+        ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled)
+        inputs = {k: ex.render(v, ctx) for k, v in task.inputs.items()}
+        step_ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, inputs)
+        if task.uses is not None:
+            step_ctx = {"inputs": inputs, "run": step_ctx["run"]}
+        base_env = _base_env(self.run_id, self.pipeline.name, task.name, self.workspace)
+        base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
+        base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
+        message = ""
+        for attempt in range(1, task.retries + 2):
+            invocation = self._invocation(task, attempt, base_env, step_ctx)
+            self.recorder.task_started(task.name, attempt)
+            listener = self.recorder.steps(task.name, attempt, [s.name for s in invocation.steps])
+            try:
+                async with asyncio.timeout(task.timeout):
+                    outcome = await self.engine.executor.execute(invocation, listener)
+            except TimeoutError:
+                outcome = None
+                message = f"timed out after {task.timeout:g}s"
+            finally:
+                listener.close()
+            if outcome is not None:
+                if outcome.succeeded:
+                    results, message = _collect_results(task, outcome.outputs)
+                    if not message:
+                        return TaskStatus.SUCCEEDED, results, ""
+                else:
+                    message = outcome.message
+            if attempt <= task.retries:
+                self.recorder.task_retrying(task.name, attempt, message)
+        if task.retries:
+            message = f"{message} (after {task.retries + 1} attempts)"
+        return TaskStatus.FAILED, {}, message
+
+    def _invocation(
+        self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]
+    ) -> TaskInvocation:
+        logs = self.engine.settings.logs / str(self.run_id) / task.name
+        steps = []
+        for i, step in enumerate(task.steps):
+            script, holes = ex.bind_script(step.run, ctx)
+            env = {**base_env, **{k: ex.render(v, ctx) for k, v in step.env.items()}, **holes}
+            workdir = self.workspace / (step.workdir or task.workdir or ".")
+            steps.append(
+                StepSpec(
+                    index=i,
+                    name=step.name or _first_line(step.run),
+                    script=script,
+                    shell=step.shell,
+                    env=env,
+                    workdir=workdir,
+                    output_file=logs / f"{attempt}.{i}.out",
+                    timeout=step.timeout,
+                )
+            )
+        return TaskInvocation(self.run_id, task.name, attempt, steps)
+
+
+def _base_env(run_id: int, pipeline: str, task: str, workspace: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLINE_")}
+    env.update(
+        SHIPLINE_RUN_ID=str(run_id),
+        SHIPLINE_PIPELINE=pipeline,
+        SHIPLINE_TASK=task,
+        SHIPLINE_WORKSPACE=str(workspace),
+        CI="true",
+    )
+    return env
+
+
+def _first_line(script: str) -> str:
+    line = script.strip().splitlines()[0] if script.strip() else ""
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict[str, str], str]:
+    """Merge the steps' outputs and check every declared result is there."""
+    results: dict[str, str] = {}
+    for i, text in enumerate(outputs):
+        try:
+            results.update(parse_output(text))
+        except OutputError as exc:
+            return {}, f"step {i + 1} wrote a malformed $SHIPLINE_OUTPUT: {exc}"
+    missing = [name for name in task.results if name not in results]
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        return {}, (
+            f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT"
+        )
+    return {k: v for k, v in results.items() if k in task.results}, ""
+
+
+def remove_workspace(settings: Settings, run_id: int) -> None:
+    shutil.rmtree(settings.workspaces / str(run_id), ignore_errors=True)

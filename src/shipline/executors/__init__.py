@@ -1,0 +1,1 @@
+"""Executors start a task's steps somewhere and report what happened."""

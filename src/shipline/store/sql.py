@@ -1,0 +1,406 @@
+"""`SqlStore`: runs, tasks and steps in SQLite (default) or PostgreSQL.
+
+The engine's recorder is the only writer of run state; everything else reads.
+Every write is one short transaction, so a killed process leaves the store
+consistent up to its last completed change.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from shipline.domain.pipelines import ResolvedPipeline
+from shipline.domain.runs import (
+    MASK,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    TaskRecord,
+    TaskStatus,
+)
+from shipline.exceptions import NotFound, StoreError
+from shipline.store.tables import runs, step_runs, task_runs
+
+ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without a zone; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("shipline.store") / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database URL {url!r} is not valid: {exc}") from exc
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest revision; cheap when it already is."""
+        try:
+            with self.engine.begin() as conn:
+                config = _alembic_config(conn)
+                heads = set(ScriptDirectory.from_config(config).get_heads())
+                current = set(MigrationContext.configure(conn).get_current_heads())
+                if current != heads:
+                    command.upgrade(config, "heads")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {self._where()}: {exc.__class__.__name__}: {exc}") from exc
+
+    def _where(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- runs -------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        pipeline: ResolvedPipeline,
+        params: dict[str, str],
+        *,
+        trigger: dict[str, Any] | None = None,
+        rerun_of: int | None = None,
+    ) -> int:
+        with self._tx() as conn:
+            run_id = conn.execute(
+                insert(runs).values(
+                    pipeline=pipeline.name,
+                    status=RunStatus.QUEUED.value,
+                    params=params,
+                    spec=pipeline.model_dump(mode="json", by_alias=True),
+                    source=pipeline.source,
+                    message="",
+                    trigger=trigger,
+                    rerun_of=rerun_of,
+                    created_at=utcnow(),
+                    cancel_requested=False,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(task_runs),
+                [
+                    {
+                        "run_id": run_id,
+                        "name": task.name,
+                        "position": i,
+                        "is_finally": task.is_finally,
+                        "needs": task.needs,
+                        "status": TaskStatus.PENDING.value,
+                        "results": {},
+                        "attempts": 0,
+                        "message": "",
+                    }
+                    for i, task in enumerate(pipeline.tasks)
+                ],
+            )
+        return int(run_id)
+
+    def load_spec(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]]:
+        with self._tx() as conn:
+            row = conn.execute(select(runs.c.spec, runs.c.params).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no run {run_id} (see `shipline runs list`)")
+        return ResolvedPipeline.model_validate(row.spec), dict(row.params)
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+    def update_task(self, run_id: int, name: str, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(task_runs).where(task_runs.c.run_id == run_id, task_runs.c.name == name).values(**values)
+            )
+
+    def update_tasks(self, run_id: int, names: Sequence[str], **values: Any) -> None:
+        if not names:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                update(task_runs)
+                .where(task_runs.c.run_id == run_id, task_runs.c.name.in_(list(names)))
+                .values(**values)
+            )
+
+    def start_step(
+        self,
+        run_id: int,
+        task: str,
+        attempt: int,
+        index: int,
+        *,
+        name: str,
+        log_path: str,
+        started_at: datetime,
+        pid: int | None,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(step_runs).values(
+                    run_id=run_id,
+                    task=task,
+                    attempt=attempt,
+                    idx=index,
+                    name=name,
+                    status=StepStatus.RUNNING.value,
+                    log_path=log_path,
+                    started_at=started_at,
+                    pid=pid,
+                )
+            )
+
+    def update_step(self, run_id: int, task: str, attempt: int, index: int, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(step_runs)
+                .where(
+                    step_runs.c.run_id == run_id,
+                    step_runs.c.task == task,
+                    step_runs.c.attempt == attempt,
+                    step_runs.c.idx == index,
+                )
+                .values(**values)
+            )
+
+    # --- reading ----------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> RunRecord:
+        records = self._records([run_id])
+        if not records:
+            raise NotFound(f"no run {run_id} (see `shipline runs list`)")
+        return records[0]
+
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; `before` pages backwards by id."""
+        query = select(runs.c.id).order_by(runs.c.id.desc()).limit(limit)
+        if pipeline:
+            query = query.where(runs.c.pipeline == pipeline)
+        if status:
+            query = query.where(runs.c.status == status)
+        if before is not None:
+            query = query.where(runs.c.id < before)
+        with self._tx() as conn:
+            ids = [row.id for row in conn.execute(query)]
+        return self._records(ids)
+
+    def _records(self, ids: list[int]) -> list[RunRecord]:
+        if not ids:
+            return []
+        with self._tx() as conn:
+            run_rows = conn.execute(select(runs).where(runs.c.id.in_(ids))).all()
+            task_rows = conn.execute(
+                select(task_runs).where(task_runs.c.run_id.in_(ids)).order_by(task_runs.c.position)
+            ).all()
+            step_rows = conn.execute(
+                select(step_runs)
+                .where(step_runs.c.run_id.in_(ids))
+                .order_by(step_runs.c.attempt, step_runs.c.idx)
+            ).all()
+        steps: dict[tuple[int, str], list[StepRecord]] = {}
+        for s in step_rows:
+            steps.setdefault((s.run_id, s.task), []).append(
+                StepRecord(
+                    index=s.idx,
+                    name=s.name,
+                    attempt=s.attempt,
+                    status=StepStatus(s.status),
+                    exit_code=s.exit_code,
+                    started_at=_utc(s.started_at),
+                    finished_at=_utc(s.finished_at),
+                )
+            )
+        tasks: dict[int, list[TaskRecord]] = {}
+        for t in task_rows:
+            tasks.setdefault(t.run_id, []).append(
+                TaskRecord(
+                    name=t.name,
+                    status=TaskStatus(t.status),
+                    results=t.results,
+                    started_at=_utc(t.started_at),
+                    finished_at=_utc(t.finished_at),
+                    needs=t.needs,
+                    is_finally=t.is_finally,
+                    attempts=t.attempts,
+                    message=t.message,
+                    steps=steps.get((t.run_id, t.name), []),
+                )
+            )
+        by_id = {}
+        for r in run_rows:
+            secret = {name for name, p in r.spec.get("params", {}).items() if p.get("secret")}
+            by_id[r.id] = RunRecord(
+                id=r.id,
+                pipeline=r.pipeline,
+                status=RunStatus(r.status),
+                params={k: (MASK if k in secret else v) for k, v in r.params.items()},
+                created_at=_utc(r.created_at),
+                started_at=_utc(r.started_at),
+                finished_at=_utc(r.finished_at),
+                message=r.message,
+                source=r.source,
+                rerun_of=r.rerun_of,
+                trigger=r.trigger,
+                tasks=tasks.get(r.id, []),
+            )
+        return [by_id[i] for i in ids if i in by_id]
+
+    def log_paths(self, run_id: int, task: str | None = None) -> list[tuple[str, int, int, str, str]]:
+        """(task, attempt, step index, step name, log path) in the order the steps ran."""
+        query = (
+            select(step_runs.c.task, step_runs.c.attempt, step_runs.c.idx, step_runs.c.name, step_runs.c.log_path)
+            .where(step_runs.c.run_id == run_id)
+            .order_by(step_runs.c.started_at, step_runs.c.id)
+        )
+        if task is not None:
+            query = query.where(step_runs.c.task == task)
+        with self._tx() as conn:
+            return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+
+    # --- ownership, cancel, recovery --------------------------------------------------
+
+    def claim(self, run_id: int, owner: str) -> bool:
+        """Take a queued run for this engine; False when another engine has it."""
+        with self._tx() as conn:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.owner.is_(None), runs.c.status == RunStatus.QUEUED.value)
+                .values(owner=owner, heartbeat_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def next_queued(self, limit: int) -> list[int]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(runs.c.id)
+                .where(runs.c.status == RunStatus.QUEUED.value, runs.c.owner.is_(None))
+                .order_by(runs.c.id)
+                .limit(limit)
+            )
+            return [row.id for row in rows]
+
+    def request_cancel(self, run_id: int) -> RunRecord:
+        """Ask whichever engine owns the run to cancel it; a queued unowned run ends at once."""
+        now = utcnow()
+        with self._tx() as conn:
+            row = conn.execute(select(runs.c.status, runs.c.owner).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFound(f"no run {run_id} (see `shipline runs list`)")
+            if row.status in ACTIVE:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(cancel_requested=True))
+                if row.status == RunStatus.QUEUED.value and row.owner is None:
+                    conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id)
+                        .values(status=RunStatus.CANCELLED.value, finished_at=now, message="cancelled before it started")
+                    )
+                    conn.execute(
+                        update(task_runs)
+                        .where(task_runs.c.run_id == run_id)
+                        .values(status=TaskStatus.SKIPPED.value, message="the run was cancelled")
+                    )
+        return self.get_run(run_id)
+
+    def cancel_requests(self, run_ids: Sequence[int]) -> set[int]:
+        if not run_ids:
+            return set()
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True))
+            )
+            return {row.id for row in rows}
+
+    def heartbeat(self, owner: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.owner == owner, runs.c.status.in_(ACTIVE))
+                .values(heartbeat_at=utcnow())
+            )
+
+    def owned_active(self) -> list[tuple[int, str, datetime | None]]:
+        """(run id, owner, last heartbeat) of every run some engine has taken and not finished."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.owner, runs.c.heartbeat_at).where(
+                    runs.c.status.in_(ACTIVE), runs.c.owner.is_not(None)
+                )
+            )
+            return [(row.id, row.owner, _utc(row.heartbeat_at)) for row in rows]
+
+    def running_steps(self, run_id: int) -> list[tuple[str, int, int, int | None]]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(step_runs.c.task, step_runs.c.attempt, step_runs.c.idx, step_runs.c.pid).where(
+                    step_runs.c.run_id == run_id, step_runs.c.status == StepStatus.RUNNING.value
+                )
+            )
+            return [(r.task, r.attempt, r.idx, r.pid) for r in rows]
+
+
+def host_name() -> str:
+    return socket.gethostname()

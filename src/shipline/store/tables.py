@@ -1,0 +1,78 @@
+"""The schema, as SQLAlchemy Core tables.  Alembic revisions create exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(63), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("trigger", JSON, nullable=True),
+    Column("rerun_of", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("owner", String(255), nullable=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_pipeline", "pipeline", "id"),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("is_finally", Boolean, nullable=False, default=False),
+    Column("needs", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("results", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message", Text, nullable=False, default=""),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("run_id", "name", name="uq_task_runs_run_name"),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("task", String(63), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("log_path", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("run_id", "task", "attempt", "idx", name="uq_step_runs_place"),
+)
