@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +41,32 @@ class Settings(BaseModel):
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """After SIGTERM, how long a step's process group gets before SIGKILL."""
 
+    # --- the server (`shipline serve`) ---
+
+    host: str = "127.0.0.1"
+    """Address `shipline serve` listens on; 0.0.0.0 for every interface ($SHIPLINE_HOST)."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """TCP port `shipline serve` listens on ($SHIPLINE_PORT)."""
+
+    anonymous_read: bool = True
+    """Whether the dashboard and read-only API work without a token; changes always need one ($SHIPLINE_ANONYMOUS_READ)."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Server log lines: one JSON object per line, or plain text for a terminal ($SHIPLINE_LOG_FORMAT)."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe server log level written ($SHIPLINE_LOG_LEVEL)."""
+
+    queue_poll_seconds: float = Field(default=0.2, gt=0, le=10)
+    """How often the server's engine looks for newly queued runs."""
+
+    poll_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often the poller and the cron scheduler check whether something is due."""
+
+    webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    """Larger webhook bodies are refused with 413 before anything is parsed."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'shipline.db'}"
@@ -58,6 +84,11 @@ _ENV = {
     "SHIPLINE_HOME": "home",
     "SHIPLINE_DATABASE_URL": "database_url",
     "SHIPLINE_MAX_PARALLEL": "max_parallel",
+    "SHIPLINE_HOST": "host",
+    "SHIPLINE_PORT": "port",
+    "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
+    "SHIPLINE_LOG_FORMAT": "log_format",
+    "SHIPLINE_LOG_LEVEL": "log_level",
 }
 
 

@@ -1,0 +1,364 @@
+"""The server's state beside the runs: repositories, trigger rules, deliveries, tokens, poll refs.
+
+It shares the SqlStore's database and connection pool; the runs tables stay
+the engine's (this module only reads them, for metrics and concurrency).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from shipline.domain.runs import RunStatus
+from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
+from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
+from shipline.store.sql import ACTIVE, SqlStore, _utc, utcnow
+from shipline.store.tables import runs
+from shipline.triggers.rules import TriggerRule
+
+FORGES = ("github", "gitea", "gitlab", "git")
+"""`git`: a plain git remote that sends no webhooks; poll it."""
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class Role(StrEnum):
+    READ = "read"
+    """May read everything: runs, logs, repositories, triggers, metrics."""
+    OPERATOR = "operator"
+    """May also start, cancel and rerun runs, and manage repositories, triggers and tokens."""
+
+
+class Repository(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    url: str
+    forge: str
+    pipeline: str
+    default_branch: str
+    poll_seconds: int | None
+    created_at: datetime
+    secret: str = Field(default="", exclude=True, repr=False)
+    """Never shown: excluded from every dump."""
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    repository_id: int
+    rule: TriggerRule
+    created_at: datetime
+
+
+class Delivery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    source: str
+    delivery_id: str
+    repository_id: int | None
+    event: str
+    result: str
+    run_ids: list[int]
+    received_at: datetime
+
+
+class Token(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def url_key(url: str) -> str:
+    """One spelling per repository: no scheme, user, `.git` or trailing slash; host in lower case.
+
+    `https://Forge.example/o/r.git`, `git@forge.example:o/r.git` and
+    `ssh://git@forge.example/o/r` all become `forge.example/o/r`.
+    """
+    url = url.strip()
+    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url)
+    if scp:
+        host, path = scp.group(1), scp.group(2)
+    elif "://" in url:
+        parts = urlsplit(url)
+        host, path = (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), parts.path
+        if parts.scheme == "file":
+            host = ""
+    else:
+        host, path = "", url
+    path = path.rstrip("/")
+    path = path.removesuffix(".git").rstrip("/")
+    key = f"{host.lower()}/{path.lstrip('/')}" if host else path
+    return key[:500]
+
+
+def _new_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    if key is None:
+        raise StoreError("the database did not return the new row's id")
+    return int(key[0])
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _repo(row: Any) -> Repository:
+    return Repository(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        forge=row.forge,
+        pipeline=row.pipeline,
+        default_branch=row.default_branch,
+        poll_seconds=row.poll_seconds,
+        created_at=_utc(row.created_at),
+        secret=row.secret,
+    )
+
+
+class ServerStore:
+    def __init__(self, sql: SqlStore) -> None:
+        self.sql = sql
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.sql.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # --- repositories -----------------------------------------------------------------
+
+    def add_repository(
+        self,
+        *,
+        name: str,
+        url: str,
+        forge: str,
+        secret: str,
+        pipeline: str,
+        default_branch: str = "main",
+        poll_seconds: int | None = None,
+    ) -> Repository:
+        if not NAME_RE.match(name):
+            raise UsageError(f"repository name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+        if forge not in FORGES:
+            raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
+        if not url or url.startswith("-"):
+            raise UsageError(f"repository URL {url!r} is not a URL or path git can use")
+        if poll_seconds is not None and poll_seconds < 5:
+            raise UsageError("poll interval must be at least 5 seconds")
+        if forge != "git" and not secret:
+            raise UsageError(f"a {forge} repository needs a webhook secret (the same one set on the forge's hook)")
+        try:
+            with self._tx() as conn:
+                repo_id = _new_id(conn.execute(
+                    insert(repositories).values(
+                        name=name,
+                        url=url,
+                        url_key=url_key(url),
+                        forge=forge,
+                        secret=secret,
+                        pipeline=pipeline,
+                        default_branch=default_branch,
+                        poll_seconds=poll_seconds,
+                        created_at=utcnow(),
+                    )
+                ))
+        except IntegrityError as exc:
+            raise Conflict(f"a repository named {name!r} is already registered; pick another name or remove it first") from exc
+        return self.get_repository(str(repo_id))
+
+    def get_repository(self, ref: str) -> Repository:
+        """By id or by name."""
+        column = repositories.c.id if ref.isdigit() else repositories.c.name
+        value: int | str = int(ref) if ref.isdigit() else ref
+        with self._tx() as conn:
+            row = conn.execute(select(repositories).where(column == value)).first()
+        if row is None:
+            raise NotFound(f"no repository {ref!r} is registered (see `shipline repos list`)")
+        return _repo(row)
+
+    def list_repositories(self) -> list[Repository]:
+        with self._tx() as conn:
+            return [_repo(row) for row in conn.execute(select(repositories).order_by(repositories.c.name))]
+
+    def find_repositories(self, urls: Sequence[str]) -> list[Repository]:
+        keys = list({url_key(u) for u in urls if u})
+        if not keys:
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(select(repositories).where(repositories.c.url_key.in_(keys)).order_by(repositories.c.id))
+            return [_repo(row) for row in rows]
+
+    def remove_repository(self, ref: str) -> Repository:
+        repo = self.get_repository(ref)
+        with self._tx() as conn:
+            conn.execute(delete(triggers).where(triggers.c.repository_id == repo.id))
+            conn.execute(delete(poll_refs).where(poll_refs.c.repository_id == repo.id))
+            conn.execute(delete(repositories).where(repositories.c.id == repo.id))
+        return repo
+
+    # --- triggers ---------------------------------------------------------------------
+
+    def add_trigger(self, repository_id: int, rule: TriggerRule) -> Trigger:
+        with self._tx() as conn:
+            trigger_id = _new_id(conn.execute(
+                insert(triggers).values(repository_id=repository_id, rule=rule.model_dump(mode="json"), created_at=utcnow())
+            ))
+        return self.get_trigger(int(trigger_id))
+
+    def get_trigger(self, trigger_id: int) -> Trigger:
+        with self._tx() as conn:
+            row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
+        if row is None:
+            raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
+        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule), created_at=_utc(row.created_at))
+
+    def list_triggers(self, repository_id: int | None = None) -> list[Trigger]:
+        query = select(triggers).order_by(triggers.c.id)
+        if repository_id is not None:
+            query = query.where(triggers.c.repository_id == repository_id)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule), created_at=_utc(r.created_at))
+            for r in rows
+        ]
+
+    def remove_trigger(self, trigger_id: int) -> Trigger:
+        trigger = self.get_trigger(trigger_id)
+        with self._tx() as conn:
+            conn.execute(delete(triggers).where(triggers.c.id == trigger_id))
+        return trigger
+
+    # --- deliveries -------------------------------------------------------------------
+
+    def claim_delivery(self, source: str, delivery_id: str, repository_id: int | None, event: str) -> bool:
+        """Record a delivery; False when it was seen before (a redelivery), atomically."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(deliveries).values(
+                        source=source,
+                        delivery_id=delivery_id,
+                        repository_id=repository_id,
+                        event=event[:100],
+                        result="received",
+                        run_ids=[],
+                        received_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def finish_delivery(self, source: str, delivery_id: str, result: str, run_ids: list[int]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.source == source, deliveries.c.delivery_id == delivery_id)
+                .values(result=result, run_ids=run_ids)
+            )
+
+    def forget_delivery(self, source: str, delivery_id: str) -> None:
+        """Let a delivery that failed on our side be retried by the forge."""
+        with self._tx() as conn:
+            conn.execute(delete(deliveries).where(deliveries.c.source == source, deliveries.c.delivery_id == delivery_id))
+
+    def list_deliveries(self, limit: int = 50) -> list[Delivery]:
+        with self._tx() as conn:
+            rows = conn.execute(select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)).all()
+        return [
+            Delivery(
+                id=r.id, source=r.source, delivery_id=r.delivery_id, repository_id=r.repository_id, event=r.event,
+                result=r.result, run_ids=list(r.run_ids), received_at=_utc(r.received_at),
+            )
+            for r in rows
+        ]
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role) -> tuple[Token, str]:
+        """A new token; the plain text is returned once and only its hash is kept."""
+        plain = "shp_" + secrets.token_urlsafe(32)
+        with self._tx() as conn:
+            token_id = _new_id(conn.execute(
+                insert(api_tokens).values(name=name[:100], role=role.value, token_hash=hash_token(plain), created_at=utcnow())
+            ))
+        (token,) = [t for t in self.list_tokens() if t.id == token_id]
+        return token, plain
+
+    def check_token(self, plain: str) -> Token | None:
+        with self._tx() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == hash_token(plain))).first()
+        if row is None:
+            return None
+        return Token(id=row.id, name=row.name, role=Role(row.role), created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at))
+
+    def list_tokens(self) -> list[Token]:
+        with self._tx() as conn:
+            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.id)).all()
+        return [
+            Token(id=r.id, name=r.name, role=Role(r.role), created_at=_utc(r.created_at), last_used_at=_utc(r.last_used_at))
+            for r in rows
+        ]
+
+    def revoke_token(self, token_id: int) -> None:
+        with self._tx() as conn:
+            result = conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id))
+        if not result.rowcount:
+            raise NotFound(f"no token {token_id} (see `shipline tokens list`)")
+
+    # --- poller -----------------------------------------------------------------------
+
+    def load_refs(self, repository_id: int) -> dict[str, str] | None:
+        """What the poller last saw; None when it never polled this repository."""
+        with self._tx() as conn:
+            rows = conn.execute(select(poll_refs.c.ref, poll_refs.c.sha).where(poll_refs.c.repository_id == repository_id)).all()
+        return {r.ref: r.sha for r in rows} or None
+
+    def save_refs(self, repository_id: int, refs: dict[str, str]) -> None:
+        with self._tx() as conn:
+            conn.execute(delete(poll_refs).where(poll_refs.c.repository_id == repository_id))
+            if refs:
+                conn.execute(insert(poll_refs), [{"repository_id": repository_id, "ref": r, "sha": s} for r, s in refs.items()])
+
+    # --- reading the runs tables ------------------------------------------------------
+
+    def count_runs(self) -> dict[str, int]:
+        with self._tx() as conn:
+            rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+        counts = {s.value: 0 for s in RunStatus}
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def active_runs(self, pipeline: str) -> list[tuple[int, dict[str, Any] | None]]:
+        """(id, trigger) of the queued and running runs of one pipeline."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.trigger).where(runs.c.pipeline == pipeline, runs.c.status.in_(ACTIVE))
+            ).all()
+        return [(r.id, r.trigger) for r in rows]
