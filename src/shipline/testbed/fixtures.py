@@ -1,0 +1,156 @@
+"""pytest plugin: the testbed, up once per session, and fresh things for each test.
+
+Load it with `pytest_plugins = ["shipline.testbed.fixtures"]`.
+
+    testbed            session: starts what is built and not yet running, and at the
+                       end stops only what it started
+    registry           "127.0.0.1:PORT" of the OCI registry (plain HTTP)
+    gitea              a small client of Gitea's API, with the admin token
+    gitea_repo         a fresh, empty repository in a fresh organisation
+    kubeconfig         the admin kubeconfig's path
+    namespace          a fresh namespace (deleted afterwards)
+    kubectl, helm      paths of the testbed's programs
+
+A test that needs a part which is not built fails with the command that builds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipline.testbed import running
+from shipline.testbed.building import is_built
+from shipline.testbed.layout import Layout, layout_from_env
+from shipline.testbed.parts import HELM, KUBERNETES
+from shipline.testbed.ports import port_base_from_env
+
+
+@dataclass(frozen=True)
+class Testbed:
+    layout: Layout
+    state: running.State
+    started: tuple[str, ...]
+    """Services this session started (and will stop)."""
+
+    def require(self, part: str) -> None:
+        """Fail the test, naming the build command, if part is not built."""
+        if not is_built(self.layout, part):
+            pytest.fail(f"the testbed's {part} part is not built: run `shipline testbed build --only {part}`", pytrace=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return running.env_values(self.layout, self.state)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    layout = layout_from_env(os.environ, Path.home())
+    before = {s.name for s in running.status(layout) if s.pid is not None}
+    state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lambda line: None)
+    after = {s.name for s in running.status(layout) if s.pid is not None}
+    started = tuple(sorted(after - before))
+    yield Testbed(layout, state, started)
+    if started:
+        running.down(layout, only=started, report=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def registry(testbed: Testbed) -> str:
+    testbed.require("debian")
+    return f"127.0.0.1:{testbed.state.ports['registry']}"
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(testbed: Testbed) -> Path:
+    testbed.require("kubernetes")
+    testbed.require("kwok")
+    return testbed.layout.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kubectl(testbed: Testbed) -> Path:
+    testbed.require("kubernetes")
+    return testbed.layout.program(KUBERNETES, "kubectl")
+
+
+@pytest.fixture(scope="session")
+def helm(testbed: Testbed) -> Path:
+    testbed.require("helm")
+    return testbed.layout.program(HELM, "helm")
+
+
+@pytest.fixture
+def namespace(kubeconfig: Path, kubectl: Path) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "create", "namespace", name], check=True, capture_output=True)
+    yield name
+    subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", name, "--wait=false"],
+        check=False, capture_output=True,
+    )
+
+
+class GiteaError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class GiteaClient:
+    """Just enough of Gitea's REST API for tests."""
+
+    url: str
+    token: str
+    admin: str
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.url}/api/v1{path}", data=data, method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise GiteaError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
+        return json.loads(raw) if raw else None
+
+    def authed_url(self, path: str) -> str:
+        """An http URL for git with the token as password."""
+        host = self.url.removeprefix("http://")
+        return f"http://{self.admin}:{self.token}@{host}/{path}"
+
+
+@dataclass(frozen=True)
+class GiteaRepo:
+    owner: str
+    name: str
+    clone_url: str
+    """With credentials: for git push and clone."""
+    html_url: str
+
+
+@pytest.fixture(scope="session")
+def gitea(testbed: Testbed) -> GiteaClient:
+    testbed.require("gitea")
+    return GiteaClient(f"http://127.0.0.1:{testbed.state.ports['gitea']}", testbed.state.gitea_token, testbed.state.gitea_admin)
+
+
+@pytest.fixture
+def gitea_repo(gitea: GiteaClient) -> GiteaRepo:
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    gitea.request("POST", "/orgs", {"username": org, "visibility": "public"})
+    repo = gitea.request("POST", f"/orgs/{org}/repos", {"name": "service", "default_branch": "main", "auto_init": False})
+    return GiteaRepo(org, "service", gitea.authed_url(f"{org}/service.git"), str(repo["html_url"]))

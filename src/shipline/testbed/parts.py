@@ -1,0 +1,136 @@
+"""What the testbed is made of, at which pinned version: data only, no I/O.
+
+A *part* is one thing `shipline testbed build` installs or builds, and one stamp
+file in the cache.  Pinned versions are part of the stamp's name, so changing a
+pin here makes the next `build` redo exactly that part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KUBERNETES_VERSION = "v1.34.4"
+"""k8s.io/kubernetes; its staging modules (k8s.io/api, ...) are the matching v0.Y.Z."""
+
+HELM_VERSION = "v3.19.5"
+KWOK_VERSION = "v0.7.0"
+GITEA_VERSION = "v1.27.3"
+
+DEBIAN_PACKAGES: tuple[str, ...] = (
+    "git",
+    "buildah",
+    "skopeo",
+    "docker-registry",
+    "postgresql",
+    # A static shell for images built FROM scratch: no base image can be pulled here.
+    "busybox-static",
+    # A later issue's browser tests.
+    "chromium",
+    "chromium-driver",
+    # Not needed by kube-apiserver (we build etcd 3.6 with Kubernetes, as 1.34 wants
+    # etcd >= 3.5); installed because other tests and people use `etcdctl`.
+    "etcd-server",
+    "etcd-client",
+)
+
+# Programs each Debian package must leave behind; checked by `build` and by tests.
+DEBIAN_PROGRAMS: dict[str, str] = {
+    "git": "/usr/bin/git",
+    "buildah": "/usr/bin/buildah",
+    "skopeo": "/usr/bin/skopeo",
+    "docker-registry": "/usr/bin/docker-registry",
+    "busybox": "/bin/busybox",
+    "chromium": "/usr/bin/chromium",
+    "chromedriver": "/usr/bin/chromedriver",
+}
+
+
+def staging_version(kubernetes_version: str) -> str:
+    """k8s.io/kubernetes v1.34.4 is published with staging modules at v0.34.4."""
+    major, minor, patch = kubernetes_version.lstrip("v").split(".", 2)
+    if major != "1":
+        raise ValueError(f"unexpected Kubernetes version {kubernetes_version!r}: expected v1.Y.Z")
+    return f"v0.{minor}.{patch}"
+
+
+@dataclass(frozen=True)
+class GoPart:
+    """A part built with the go command from the Go module proxy."""
+
+    name: str
+    module: str
+    version: str
+    programs: tuple[str, ...]
+    """The executables it leaves in its bin directory."""
+    packages: tuple[str, ...]
+    """Import paths of the main packages, built in one `go build` so they share work."""
+    tags: tuple[str, ...] = ()
+    cgo: bool = False
+    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def key(self) -> str:
+        """Names the stamp file and the bin directory; changes when the pin changes."""
+        return f"{self.name}-{self.version}"
+
+
+HELM = GoPart(
+    name="helm",
+    module="helm.sh/helm/v3",
+    version=HELM_VERSION,
+    programs=("helm",),
+    packages=("helm.sh/helm/v3/cmd/helm",),
+)
+
+KWOK = GoPart(
+    name="kwok",
+    module="sigs.k8s.io/kwok",
+    version=KWOK_VERSION,
+    programs=("kwok",),
+    packages=("sigs.k8s.io/kwok/cmd/kwok",),
+)
+
+KUBERNETES = GoPart(
+    name="kubernetes",
+    module="k8s.io/kubernetes",
+    version=KUBERNETES_VERSION,
+    programs=("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+    packages=(
+        # etcd at the version k8s.io/kubernetes itself requires: always compatible.
+        "go.etcd.io/etcd/server/v3",
+        "k8s.io/kubernetes/cmd/kube-apiserver",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kubectl",
+    ),
+)
+
+GITEA = GoPart(
+    name="gitea",
+    module="code.gitea.io/gitea",
+    version=GITEA_VERSION,
+    programs=("gitea",),
+    packages=(".",),
+    tags=("sqlite", "sqlite_unlock_notify"),
+    cgo=True,
+)
+
+GO_PARTS: tuple[GoPart, ...] = (HELM, KWOK, KUBERNETES, GITEA)
+"""In build order: the quick ones first, so a failure there shows before the long build."""
+
+ALL_PART_NAMES: tuple[str, ...] = ("debian", *(p.name for p in GO_PARTS))
+
+
+def go_part(name: str) -> GoPart:
+    for part in GO_PARTS:
+        if part.name == name:
+            return part
+    raise KeyError(name)
+
+
+def part_of_program(program: str) -> str:
+    """Which part provides a program: what to name in `shipline testbed build --only`."""
+    for part in GO_PARTS:
+        if program in part.programs:
+            return part.name
+    return "debian"

@@ -1,0 +1,139 @@
+"""The testbed's pure parts: go.mod wrapper, port plan, config files, certificates, processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shipline.testbed import certs, configs
+from shipline.testbed.gomod import staging_modules, tools_go, wrapper_gomod
+from shipline.testbed.layout import layout_from_env
+from shipline.testbed.parts import staging_version
+from shipline.testbed.ports import DEFAULT_BASE, OFFSETS, plan_ports
+from shipline.testbed.processes import is_alive, running_pid, start_detached, stop
+
+KUBE_GOMOD = """module k8s.io/kubernetes
+
+go 1.24.0
+
+require (
+\tk8s.io/api v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tgithub.com/foo/bar => github.com/foo/bar v1.0.0
+)
+"""
+
+
+def test_staging_version_follows_the_kubernetes_minor_and_patch() -> None:
+    assert staging_version("v1.34.4") == "v0.34.4"
+    with pytest.raises(ValueError):
+        staging_version("v2.0.0")
+
+
+def test_wrapper_replaces_each_staging_module_with_its_release() -> None:
+    assert staging_modules(KUBE_GOMOD) == ["k8s.io/api", "k8s.io/client-go"]
+    text = wrapper_gomod("example.test/w", "v1.34.4", KUBE_GOMOD)
+    assert "require k8s.io/kubernetes v1.34.4" in text
+    assert "\tk8s.io/api => k8s.io/api v0.34.4" in text
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.34.4" in text
+    assert "github.com/foo/bar" not in text
+    assert "go 1.24.0" in text
+
+
+def test_wrapper_refuses_a_go_mod_without_staging() -> None:
+    with pytest.raises(ValueError, match="staging"):
+        wrapper_gomod("example.test/w", "v1.34.4", "module x\n")
+
+
+def test_tools_go_imports_every_package_behind_a_build_tag() -> None:
+    text = tools_go(("a/b", "c/d"))
+    assert text.startswith("//go:build tools")
+    assert '_ "a/b"' in text and '_ "c/d"' in text
+
+
+def test_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    ports = plan_ports()
+    assert len(set(ports.values())) == len(OFFSETS)
+    assert all(DEFAULT_BASE <= p < 32768 for p in ports.values())
+    assert plan_ports(40000)["registry"] == 40000
+    with pytest.raises(ValueError):
+        plan_ports(80)
+
+
+def test_layout_follows_the_environment(tmp_path: Path) -> None:
+    layout = layout_from_env({"SHIPLINE_TESTBED_CACHE": str(tmp_path / "c"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path)
+    assert layout.cache == tmp_path / "c" and layout.home == tmp_path / "h"
+    default = layout_from_env({}, tmp_path)
+    assert default.cache == tmp_path / ".cache" / "shipline" / "testbed"
+    assert default.home == tmp_path / ".shipline" / "testbed"
+
+
+def test_env_file_is_quoted_for_the_shell() -> None:
+    text = configs.env_file({"KUBECONFIG": "/a b/kc", "SHIPLINE_GITEA_TOKEN": "x'y"})
+    out = subprocess.run(["sh", "-c", text + 'printf "%s|%s" "$KUBECONFIG" "$SHIPLINE_GITEA_TOKEN"'], capture_output=True, text=True, check=True)
+    assert out.stdout == "/a b/kc|x'y"
+
+
+def test_registry_config_allows_deletes_on_loopback(tmp_path: Path) -> None:
+    config = json.loads(configs.registry_config(tmp_path, 1234))
+    assert config["http"]["addr"] == "127.0.0.1:1234"
+    assert config["storage"]["delete"] == {"enabled": True}
+
+
+def test_gitea_config_allows_loopback_webhooks(tmp_path: Path) -> None:
+    secrets = configs.GiteaSecrets("a", "b", "c", "d")
+    text = configs.gitea_app_ini(work=tmp_path, static=tmp_path, port=4000, run_user="u", secrets=secrets)
+    assert "[webhook]\nALLOWED_HOST_LIST = loopback" in text
+    assert "HTTP_ADDR = 127.0.0.1" in text and "INSTALL_LOCK = true" in text
+
+
+def test_kwok_nodes_are_marked_for_kwok() -> None:
+    nodes = json.loads(configs.kwok_nodes(2))["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["kwok-node-0", "kwok-node-1"]
+    assert all(n["metadata"]["annotations"][configs.KWOK_NODE_ANNOTATION] == "fake" for n in nodes)
+
+
+def test_certificates_chain_to_the_ca_with_kubeadm_identities() -> None:
+    ca = certs.make_ca()
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    serving = x509.load_pem_x509_certificate(certs.make_serving(ca, "kube-apiserver", ("localhost",), ("127.0.0.1",)).cert_pem)
+    serving.verify_directly_issued_by(ca_cert)
+    san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    admin = x509.load_pem_x509_certificate(certs.make_client(ca, certs.CLIENTS[0]).cert_pem)
+    admin.verify_directly_issued_by(ca_cert)
+    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    usage = admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in usage
+
+
+def test_detached_process_outlives_its_starter_and_stops(tmp_path: Path) -> None:
+    pidfile, log = tmp_path / "p.pid", tmp_path / "p.log"
+    program = sys.executable
+    pid = start_detached(
+        [program, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        pidfile=pidfile, log=log, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+    )
+    try:
+        assert running_pid(pidfile, program) == pid
+        assert running_pid(pidfile, "no-such-program") is None
+        deadline = time.monotonic() + 10
+        while "up" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "up" in log.read_text()
+    finally:
+        assert stop(pidfile, program)
+    assert not is_alive(pid)
+    assert not pidfile.exists()
+    assert not stop(pidfile, program)
