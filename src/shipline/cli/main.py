@@ -6,6 +6,8 @@ import click
 
 from shipline import __version__
 from shipline.cli.testbed import testbed
+from shipline.cli.repos import repos, tokens
+from shipline.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,3 +24,6 @@ def main() -> None:
 
 
 main.add_command(testbed)
+main.add_command(serve)
+main.add_command(repos)
+main.add_command(tokens)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
+from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shipline.triggers.events import PullRequestAction
@@ -31,6 +32,8 @@ class Concurrency(StrEnum):
     """A newer run for the same pipeline and branch waits its turn."""
     CANCEL = "cancel"
     """A newer run for the same pipeline and branch cancels the older, unfinished ones."""
+    PARALLEL = "parallel"
+    """Runs for the same pipeline and branch run side by side."""
 
 
 Glob = Annotated[str, Field(min_length=1, max_length=200)]
@@ -73,6 +76,8 @@ class TriggerRule(BaseModel):
         if self.on is On.SCHEDULE:
             if not self.cron:
                 raise ValueError("a schedule rule needs `cron`, e.g. '0 3 * * *' (every day at 03:00 UTC)")
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"{self.cron!r} is not a cron expression: five fields, e.g. '0 3 * * *'")
             if len(self.branches) > 1 or any(b.startswith("!") or "*" in b for b in self.branches):
                 raise ValueError("a schedule rule builds one branch: give at most one branch name, no globs")
         elif self.cron:

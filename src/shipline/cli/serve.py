@@ -1,0 +1,50 @@
+"""`shipline serve`: the long-running server (webhooks, API, dashboard, engine, poller, cron)."""
+
+from __future__ import annotations
+
+import click
+
+from shipline.cli.wiring import Wiring
+
+
+@click.command()
+@click.option("--host", help="Address to listen on [default: settings `host`, 127.0.0.1]; 0.0.0.0 for every interface.")
+@click.option("--port", type=click.IntRange(1, 65535), help="TCP port [default: settings `port`, 8080].")
+@click.pass_obj
+def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
+    """Run the server: webhooks in, runs out, dashboard and API to watch them.
+
+    \b
+    What it serves:
+      /                     the dashboard (runs, run pages with live logs, repositories)
+      /api/v1/...           the REST API, described at /openapi.json (browse /api/docs)
+      /hooks/github         webhooks: also /hooks/gitea and /hooks/gitlab
+      /metrics              Prometheus metrics; /healthz and /readyz for probes
+
+    \b
+    First steps:
+      shipline tokens create --name me --role operator     # keep the printed token
+      shipline repos add app https://forge.example/o/app.git --forge gitea \\
+          --pipeline .shipline/pipeline.yaml --secret-env APP_HOOK_SECRET
+      shipline serve --host 0.0.0.0 --port 8080
+
+    Settings come from $SHIPLINE_HOME/config.toml (or $SHIPLINE_CONFIG) and
+    SHIPLINE_* variables; a bad value stops the server before it listens,
+    naming the setting.  The server's log is JSON lines on stderr
+    (log_format = "text" for a terminal).
+    """
+    import uvicorn
+
+    from shipline.server.app import create_app
+    from shipline.server.observing import configure_logging
+
+    settings = wiring.settings
+    updates: dict[str, object] = {}
+    if host:
+        updates["host"] = host
+    if port:
+        updates["port"] = port
+    settings = settings.model_copy(update=updates)
+    configure_logging(settings)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=True, timeout_graceful_shutdown=10)

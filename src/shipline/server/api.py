@@ -1,0 +1,297 @@
+"""The REST API under /api/v1: runs, pipelines, repositories, triggers, deliveries, tokens.
+
+Reads need a token only when `anonymous_read` is off; every change needs an
+operator token.  Errors come back as `{"error": kind, "message": ...}` with
+the status each shipline error class names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from shipline.domain.graphs import levels
+from shipline.domain.runs import RunRecord, RunStatus
+from shipline.engine.logs import read_log
+from shipline.exceptions import Conflict, NotFound, ShiplineError
+from shipline.server.auth import operator, reader
+from shipline.store.repositories import Repository, Role, Token, Trigger
+from shipline.triggers.rules import TriggerRule
+
+router = APIRouter(prefix="/api/v1")
+Reader = Annotated[Token | None, Depends(reader)]
+Operator = Annotated[Token, Depends(operator)]
+
+
+def _server(request: Request) -> Any:
+    return request.app.state.server
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+class RunPage(BaseModel):
+    runs: list[RunRecord]
+    next_before: int | None
+    """Pass as `before` to get the next (older) page; null on the last page."""
+
+
+class RunDetail(RunRecord):
+    levels: dict[str, int] = {}
+    """Each task's depth in the task graph (0 = starts at once), for drawing it."""
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field(description="Name of a pipeline of a registered repository (see GET /api/v1/pipelines).")
+    params: dict[str, str] = {}
+
+
+class LogLineOut(BaseModel):
+    at: str
+    text: str
+
+
+class StepLog(BaseModel):
+    task: str
+    attempt: int
+    step: int
+    name: str
+    lines: list[LogLineOut]
+
+
+def detail(record: RunRecord) -> RunDetail:
+    deps = {t.name: [d for d in t.needs] for t in record.tasks if not t.is_finally}
+    fin = {t.name: [d for d in t.needs] for t in record.tasks if t.is_finally}
+    depth = levels(deps)
+    top = max(depth.values(), default=-1) + 1
+    depth.update({name: top + lvl for name, lvl in levels(fin).items()})
+    return RunDetail(**record.model_dump(), levels=depth)
+
+
+@router.get("/runs", response_model=RunPage, tags=["runs"], summary="List runs, newest first")
+def list_runs(
+    request: Request,
+    _: Reader,
+    pipeline: str | None = None,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(description="Only runs with a smaller id (paging).")] = None,
+) -> RunPage:
+    store = _server(request).sql
+    records = store.list_runs(pipeline=pipeline, status=status.value if status else None, limit=limit + 1, before=before)
+    more = len(records) > limit
+    records = records[:limit]
+    return RunPage(runs=records, next_before=records[-1].id if more and records else None)
+
+
+@router.post("/runs", response_model=RunDetail, status_code=201, tags=["runs"], summary="Start a run with params")
+def start_run(request: Request, body: StartRun, token: Operator) -> RunDetail:
+    server = _server(request)
+    pipelines = server.known_pipelines()
+    if body.pipeline not in pipelines:
+        known = ", ".join(sorted(pipelines)) or "none: register a repository first"
+        raise NotFound(f"no pipeline {body.pipeline!r} among the registered repositories' pipelines ({known})")
+    repo, pipeline = pipelines[body.pipeline]
+    trigger = {"source": "api", "event": "manual", "token": token.name, "repository_name": repo.name}
+    run_id = server.engine.submit(pipeline, body.params, trigger=trigger)
+    server.dispatcher.notify(run_id)
+    server.metrics.runs_started.labels("api").inc()
+    return detail(server.sql.get_run(run_id))
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, tags=["runs"], summary="One run, with its tasks and steps")
+def show_run(request: Request, run_id: int, _: Reader) -> RunDetail:
+    return detail(_server(request).sql.get_run(run_id))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunDetail, tags=["runs"], summary="Cancel a queued or running run")
+def cancel_run(request: Request, run_id: int, _: Operator) -> RunDetail:
+    server = _server(request)
+    record = server.sql.get_run(run_id)
+    if record.status.done:
+        raise Conflict(f"run {run_id} already ended ({record.status.value}); nothing to cancel")
+    server.engine.cancel(run_id)
+    server.dispatcher.notify(run_id)
+    return detail(server.sql.get_run(run_id))
+
+
+@router.post("/runs/{run_id}/rerun", response_model=RunDetail, status_code=201, tags=["runs"],
+             summary="Start the same definition again with the same params")
+def rerun(request: Request, run_id: int, _: Operator) -> RunDetail:
+    server = _server(request)
+    new_id = server.engine.rerun(run_id)
+    server.dispatcher.notify(new_id)
+    return detail(server.sql.get_run(new_id))
+
+
+@router.get("/runs/{run_id}/logs", response_model=list[StepLog], tags=["runs"],
+            summary="Step logs so far (JSON, or text with ?format=text); stream them with /logs/stream")
+def logs(
+    request: Request, run_id: int, _: Reader, task: str | None = None, format: str = "json"
+) -> list[StepLog] | PlainTextResponse:
+    server = _server(request)
+    server.sql.get_run(run_id)  # 404 for an unknown run
+    out = []
+    for task_name, attempt, index, name, path in server.sql.log_paths(run_id, task):
+        lines = [LogLineOut(at=line.at.isoformat(), text=line.text) for line in read_log(server.log_file(path))]
+        out.append(StepLog(task=task_name, attempt=attempt, step=index, name=name, lines=lines))
+    if format == "text":
+        text = "".join(f"[{s.task}#{s.step}] {line.text}\n" for s in out for line in s.lines)
+        return PlainTextResponse(text)
+    return out
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+
+class PipelineOut(BaseModel):
+    name: str
+    repository: str
+    file: str
+    params: dict[str, dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    problem: str = ""
+    """Why the file could not be loaded, if it could not."""
+
+
+@router.get("/pipelines", response_model=list[PipelineOut], tags=["pipelines"],
+            summary="The pipelines of registered repositories")
+def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
+    server = _server(request)
+    out = []
+    for repo in server.state.list_repositories():
+        try:
+            p = server.dispatcher.pipelines.load(repo.pipeline)
+        except ShiplineError as exc:
+            out.append(PipelineOut(name="", repository=repo.name, file=repo.pipeline, params={}, tasks=[], problem=str(exc)))
+            continue
+        out.append(
+            PipelineOut(
+                name=p.name,
+                repository=repo.name,
+                file=repo.pipeline,
+                params={k: v.model_dump(mode="json") for k, v in p.params.items()},
+                tasks=[{"name": t.name, "needs": t.needs, "is_finally": t.is_finally, "uses": t.uses} for t in p.tasks],
+            )
+        )
+    return out
+
+
+# --- repositories and triggers -----------------------------------------------------------
+
+
+class RepositoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
+    forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
+    secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
+    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    default_branch: str = "main"
+    poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
+    triggers: list[TriggerRule] = []
+
+
+class RepositoryOut(BaseModel):
+    repository: Repository
+    triggers: list[Trigger]
+    has_secret: bool
+
+
+def _repo_out(server: Any, repo: Repository) -> RepositoryOut:
+    return RepositoryOut(repository=repo, triggers=server.state.list_triggers(repo.id), has_secret=bool(repo.secret))
+
+
+@router.get("/repositories", response_model=list[RepositoryOut], tags=["repositories"])
+def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
+    server = _server(request)
+    return [_repo_out(server, r) for r in server.state.list_repositories()]
+
+
+@router.post("/repositories", response_model=RepositoryOut, status_code=201, tags=["repositories"],
+             summary="Register a repository (and its trigger rules)")
+def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
+    server = _server(request)
+    repo = server.state.add_repository(
+        name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
+        default_branch=body.default_branch, poll_seconds=body.poll_seconds,
+    )
+    for rule in body.triggers:
+        server.state.add_trigger(repo.id, rule)
+    return _repo_out(server, repo)
+
+
+@router.get("/repositories/{name}", response_model=RepositoryOut, tags=["repositories"])
+def show_repository(request: Request, name: str, _: Reader) -> RepositoryOut:
+    server = _server(request)
+    return _repo_out(server, server.state.get_repository(name))
+
+
+@router.delete("/repositories/{name}", response_model=Repository, tags=["repositories"])
+def remove_repository(request: Request, name: str, _: Operator) -> Repository:
+    result: Repository = _server(request).state.remove_repository(name)
+    return result
+
+
+@router.get("/triggers", response_model=list[Trigger], tags=["triggers"])
+def list_triggers(request: Request, _: Reader) -> list[Trigger]:
+    result: list[Trigger] = _server(request).state.list_triggers()
+    return result
+
+
+@router.post("/repositories/{name}/triggers", response_model=Trigger, status_code=201, tags=["triggers"],
+             summary="Add a trigger rule to a repository")
+def add_trigger(request: Request, name: str, rule: TriggerRule, _: Operator) -> Trigger:
+    server = _server(request)
+    repo = server.state.get_repository(name)
+    result: Trigger = server.state.add_trigger(repo.id, rule)
+    return result
+
+
+@router.delete("/triggers/{trigger_id}", response_model=Trigger, tags=["triggers"])
+def remove_trigger(request: Request, trigger_id: int, _: Operator) -> Trigger:
+    result: Trigger = _server(request).state.remove_trigger(trigger_id)
+    return result
+
+
+@router.get("/deliveries", tags=["triggers"], summary="Recent webhook, poll and cron deliveries")
+def list_deliveries(request: Request, _: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+    return [d.model_dump(mode="json") for d in _server(request).state.list_deliveries(limit)]
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class TokenCreated(BaseModel):
+    token: Token
+    secret: str = Field(description="The token itself: shown once, keep it.")
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
+def create_token(request: Request, body: TokenIn, _: Operator) -> TokenCreated:
+    token, plain = _server(request).state.create_token(body.name, body.role)
+    return TokenCreated(token=token, secret=plain)
+
+
+@router.get("/tokens", response_model=list[Token], tags=["tokens"])
+def list_tokens(request: Request, _: Operator) -> list[Token]:
+    result: list[Token] = _server(request).state.list_tokens()
+    return result
+
+
+@router.get("/whoami", tags=["tokens"], summary="The token's name and role (null without a token)")
+def whoami(request: Request, token: Reader) -> dict[str, Any]:
+    return {"token": token.model_dump(mode="json") if token else None,
+            "anonymous_read": _server(request).settings.anonymous_read}
+
+

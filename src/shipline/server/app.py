@@ -1,0 +1,218 @@
+"""The server's edge: choose the parts (settings, store, executor, engine), wire them, serve.
+
+One process holds the engine's worker loop, the poller, the cron scheduler,
+the REST API, the webhooks, the metrics and the dashboard.  Everything is
+built here and handed down; nothing reaches for a global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from shipline import __version__
+from shipline.domain.pipelines import ResolvedPipeline
+from shipline.engine.events import EventBus
+from shipline.engine.running import Engine
+from shipline.exceptions import DefinitionError, NotFound, ShiplineError
+from shipline.executors.local import LocalExecutor
+from shipline.server import api, hooks, streaming
+from shipline.server.dispatching import Dispatcher
+from shipline.server.observing import Metrics, cancel_quietly
+from shipline.settings import Settings
+from shipline.store.repositories import Repository, ServerSqlStore, ServerStore
+from shipline.triggers.events import EventKind, ForgeEvent
+from shipline.triggers.polling import Poller, PollTarget
+from shipline.triggers.rules import On
+from shipline.triggers.scheduling import CronScheduler, Scheduled
+
+log = logging.getLogger("shipline.server")
+STATIC = Path(str(resources.files("shipline.server") / "static"))
+
+
+@dataclass
+class Server:
+    """Everything one `shipline serve` process runs, built once."""
+
+    settings: Settings
+    sql: ServerSqlStore
+    state: ServerStore
+    bus: EventBus
+    engine: Engine
+    metrics: Metrics
+    dispatcher: Dispatcher
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False
+    poller: Poller | None = None
+    engine_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Server:
+        sql = ServerSqlStore(settings.database)
+        state = ServerStore(sql)
+        bus = EventBus()
+        engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), bus)
+        metrics = Metrics(state)
+        return cls(settings, sql, state, bus, engine, metrics, Dispatcher(engine, state, bus, metrics))
+
+    def log_file(self, path: str) -> Path:
+        """A step log path from the store, refused if it points outside the logs directory."""
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.settings.logs.resolve()):
+            raise NotFound(f"log {path} is outside {self.settings.logs}")
+        return resolved
+
+    def known_pipelines(self) -> dict[str, tuple[Repository, ResolvedPipeline]]:
+        out: dict[str, tuple[Repository, ResolvedPipeline]] = {}
+        for repo in self.state.list_repositories():
+            with suppress(ShiplineError):
+                pipeline = self.dispatcher.pipelines.load(repo.pipeline)
+                out.setdefault(pipeline.name, (repo, pipeline))
+        return out
+
+    # --- what the poller and the scheduler need -----------------------------------------
+
+    def poll_targets(self) -> list[PollTarget]:
+        return [
+            PollTarget(r.id, r.name, r.url, r.default_branch, float(r.poll_seconds))
+            for r in self.state.list_repositories()
+            if r.poll_seconds
+        ]
+
+    def on_poll(self, target: PollTarget, event: ForgeEvent, delivery: str) -> None:
+        repo = self.state.get_repository(str(target.id))
+        outcome = self.dispatcher.dispatch(repo, event, "poll", delivery)
+        self.metrics.deliveries.labels("poll", outcome.result).inc()
+
+    def schedules(self) -> list[Scheduled]:
+        return [
+            Scheduled(t.id, t.rule.cron)
+            for t in self.state.list_triggers()
+            if t.rule.on is On.SCHEDULE and t.rule.cron
+        ]
+
+    def on_schedule(self, entry: Scheduled, when: datetime) -> None:
+        trigger = self.state.get_trigger(entry.key)
+        repo = self.state.get_repository(str(trigger.repository_id))
+        branch = trigger.rule.branches[0] if trigger.rule.branches else repo.default_branch
+        if branch == ":default":
+            branch = repo.default_branch
+        event = ForgeEvent(
+            forge="cron", kind=EventKind.SCHEDULE, repo_urls=(repo.url,), repo_name=repo.name,
+            default_branch=repo.default_branch, branch=branch, extra={"due": when.isoformat()},
+        )
+        rules = self.state.list_triggers(repo.id)
+        index = next(i for i, t in enumerate(rules) if t.id == trigger.id)
+        outcome = self.dispatcher.dispatch(repo, event, "cron", f"{trigger.id}:{when.isoformat()}", (index, trigger.rule))
+        self.metrics.deliveries.labels("cron", outcome.result).inc()
+
+    # --- life ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
+        scheduler = CronScheduler(self.schedules, self.on_schedule, self.settings.poll_tick_seconds)
+        self.engine_task = asyncio.create_task(self.engine.serve(stop, poll_seconds=self.settings.queue_poll_seconds))
+        helpers = [
+            asyncio.create_task(self.metrics.watch(self.bus)),
+            asyncio.create_task(self.poller.run(stop)),
+            asyncio.create_task(scheduler.run(stop)),
+        ]
+        self.ready = True
+        log.info("server ready", extra={"version": __version__, "database": self.sql._where(), "home": str(self.settings.home)})
+        try:
+            yield
+        finally:
+            self.ready = False
+            self.stopping.set()
+            stop.set()
+            with suppress(Exception):
+                await self.engine_task
+            for task in helpers:
+                await cancel_quietly(task)
+            self.sql.close()
+            log.info("server stopped")
+
+
+def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
+    server = server or Server.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with server.running():
+            yield
+
+    app = FastAPI(
+        title="shipline",
+        version=__version__,
+        description=(
+            "The shipline server: pipeline runs, repositories and their trigger rules, webhooks, "
+            "live logs.  Reads work without a token unless `anonymous_read` is off; every change "
+            "needs an operator token (`Authorization: Bearer ...`, made with `shipline tokens create`)."
+        ),
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.server = server
+
+    @app.exception_handler(ShiplineError)
+    async def shipline_error(_: Request, exc: ShiplineError) -> JSONResponse:
+        body: dict[str, object] = {"error": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, DefinitionError):
+            body["problems"] = [str(p) for p in exc.problems]
+        return JSONResponse(body, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "UsageError", "message": "; ".join(problems), "problems": problems}, status_code=422)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Ready for work: store reachable, engine running")
+    def readyz() -> JSONResponse:
+        problems = []
+        if not server.ready:
+            problems.append("starting or stopping")
+        if server.engine_task is not None and server.engine_task.done():
+            problems.append("the engine's worker loop has stopped; see the server log")
+        try:
+            with server.sql.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means not ready
+            problems.append(f"store unreachable: {exc.__class__.__name__}")
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.include_router(hooks.router)
+    app.include_router(streaming.router)
+    app.include_router(api.router)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

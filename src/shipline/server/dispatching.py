@@ -1,0 +1,148 @@
+"""From an event in a repository to runs: the one path webhooks, the poller and cron share.
+
+Order matters and is the same for every source: record the delivery (a
+redelivery stops here), pick the first rule that fires, load the pipeline,
+apply the concurrency policy, submit.  Values from the event reach the run
+only as params and as the trigger record: data, never code or paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipline.domain.pipelines import ResolvedPipeline
+from shipline.engine.events import Event, EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.exceptions import ShiplineError
+from shipline.server.observing import Metrics
+from shipline.store.repositories import Repository, ServerStore
+from shipline.triggers.events import EventKind, ForgeEvent
+from shipline.triggers.matching import Match, concurrency_key, event_params, match
+from shipline.triggers.rules import DEFAULT_RULES, Concurrency, TriggerRule
+
+log = logging.getLogger("shipline.server.dispatch")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str
+    """started | ignored | duplicate | ping | error"""
+    run_ids: list[int] = field(default_factory=list)
+    message: str = ""
+
+
+class PipelineCache:
+    """Parsed pipeline files, re-read when the file changes (parsing YAML is the slow part of a webhook)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int], ResolvedPipeline]] = {}
+
+    def load(self, path: str) -> ResolvedPipeline:
+        p = Path(path)
+        try:
+            st = p.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0)
+        hit = self._cache.get(p)
+        if hit is not None and hit[0] == stamp and stamp != (0, 0):
+            return hit[1]
+        pipeline = load_pipeline(p)
+        self._cache[p] = (stamp, pipeline)
+        return pipeline
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, state: ServerStore, bus: EventBus, metrics: Metrics) -> None:
+        self.engine = engine
+        self.state = state
+        self.bus = bus
+        self.metrics = metrics
+        self.pipelines = PipelineCache()
+
+    def rules_for(self, repo: Repository) -> list[TriggerRule]:
+        return [t.rule for t in self.state.list_triggers(repo.id)] or list(DEFAULT_RULES)
+
+    def dispatch(
+        self,
+        repo: Repository,
+        event: ForgeEvent,
+        source: str,
+        delivery_id: str,
+        rule: tuple[int, TriggerRule] | None = None,
+    ) -> Outcome:
+        """Start what this event should start, exactly once per delivery id.
+
+        `rule` names the rule directly (a schedule that came due) instead of matching.
+        """
+        if not self.state.claim_delivery(source, delivery_id, repo.id, event.kind.value):
+            log.info("redelivery ignored", extra={"source": source, "delivery": delivery_id, "repository": repo.name})
+            return Outcome("duplicate", message=f"delivery {delivery_id} was already handled; nothing started")
+        if event.kind is EventKind.PING:
+            self.state.finish_delivery(source, delivery_id, "ping", [])
+            return Outcome("ping", message=f"pong: repository {repo.name!r} is registered")
+        try:
+            outcome = self._start(repo, event, source, delivery_id, rule)
+        except ShiplineError as exc:
+            # Our side failed (a broken pipeline file, bad params): let the forge's redelivery retry it.
+            self.state.forget_delivery(source, delivery_id)
+            log.warning("delivery failed", extra={"source": source, "delivery": delivery_id, "repository": repo.name, "error": str(exc)})
+            raise
+        self.state.finish_delivery(source, delivery_id, outcome.result, outcome.run_ids)
+        return outcome
+
+    def _start(
+        self, repo: Repository, event: ForgeEvent, source: str, delivery_id: str, rule: tuple[int, TriggerRule] | None
+    ) -> Outcome:
+        if rule is not None:
+            index, fixed = rule
+            matches = [Match(index, fixed, {**event_params(event, repo.url), **fixed.params})]
+        else:
+            matches = match(self.rules_for(repo), event, repo.url)
+        if not matches:
+            what = event.kind.value + (f" to {event.branch}" if event.branch else "") + (f" of {event.tag}" if event.tag else "")
+            return Outcome("ignored", message=f"no trigger rule of {repo.name!r} fires for this {what}")
+        chosen = matches[0]  # the first rule that fires decides: one event, one run
+        pipeline = self.pipelines.load(repo.pipeline)
+        params = {k: v for k, v in chosen.params.items() if k in pipeline.params}
+        key = concurrency_key(pipeline.name, event)
+        trigger: dict[str, object] = {
+            **event.summary(),
+            "source": source,
+            "delivery": delivery_id,
+            "repository_id": repo.id,
+            "repository_name": repo.name,
+            "rule": chosen.rule_index,
+            "concurrency": chosen.rule.concurrency.value,
+            "concurrency_key": key,
+        }
+        cancelled = []
+        if chosen.rule.concurrency is Concurrency.CANCEL:
+            for run_id, other in self.state.active_runs(pipeline.name):
+                if isinstance(other, dict) and other.get("concurrency_key") == key:
+                    self.engine.cancel(run_id)
+                    self.notify(run_id)
+                    cancelled.append(run_id)
+        run_id = self.engine.submit(pipeline, params, trigger=trigger)
+        self.notify(run_id)
+        self.metrics.runs_started.labels(source).inc()
+        log.info(
+            "run queued",
+            extra={"run": run_id, "pipeline": pipeline.name, "source": source, "delivery": delivery_id,
+                   "repository": repo.name, "event": event.kind.value, "cancelled": cancelled},
+        )
+        message = f"run {run_id} of {pipeline.name} queued"
+        if cancelled:
+            message += f"; cancelled older run{'s' if len(cancelled) > 1 else ''} {', '.join(map(str, cancelled))}"
+        return Outcome("started", [run_id], message)
+
+    def notify(self, run_id: int) -> None:
+        """Tell live views a run appeared or was cancelled outside the engine's driver."""
+        try:
+            record = self.engine.store.get_run(run_id)
+        except ShiplineError:
+            return
+        self.bus.publish(Event(run_id, "run", {"status": record.status.value, "pipeline": record.pipeline}))

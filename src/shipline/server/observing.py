@@ -1,0 +1,122 @@
+"""What an operator watches: Prometheus metrics and structured (JSON) log lines.
+
+Metrics live in a registry per app, so two servers in one process (tests)
+never share counters.  Run counts are read from the store at scrape time, so
+they are right even for runs made by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shipline.engine.events import EventBus
+from shipline.settings import Settings
+from shipline.store.repositories import ServerStore
+
+log = logging.getLogger("shipline.server")
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and every `extra=` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    for name in ("shipline", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(settings.log_level.upper())
+
+
+class _RunCounts(Collector):
+    def __init__(self, state: ServerStore) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self.state.count_runs()
+        runs = GaugeMetricFamily("shipline_runs", "Runs in the store, by status.", labels=["status"])
+        for status, n in sorted(counts.items()):
+            runs.add_metric([status], n)
+        yield runs
+        queue = GaugeMetricFamily("shipline_queue_depth", "Runs queued and not yet started.")
+        queue.add_metric([], counts.get("queued", 0))
+        yield queue
+
+
+class Metrics:
+    def __init__(self, state: ServerStore) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_RunCounts(state))
+        self.deliveries = Counter(
+            "shipline_webhook_deliveries",
+            "Webhook deliveries received, by forge and what came of them "
+            "(started, ignored, duplicate, ping, unauthorized, unknown_repository, bad_request, error).",
+            ["forge", "result"],
+            registry=self.registry,
+        )
+        self.task_seconds = Histogram(
+            "shipline_task_duration_seconds",
+            "How long tasks took, from start to end, by final status.",
+            ["status"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=self.registry,
+        )
+        self.runs_started = Counter(
+            "shipline_runs_triggered", "Runs created by the server, by source (webhook forge, poll, cron, api).",
+            ["source"], registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def watch(self, bus: EventBus) -> None:
+        """Time tasks from the engine's events: started -> finished."""
+        started: dict[tuple[int, str], datetime] = {}
+        with bus.subscribe() as sub:
+            async for event in sub:
+                if event.kind != "task":
+                    continue
+                key = (event.run_id, str(event.data.get("task")))
+                status = str(event.data.get("status"))
+                if status == "running":
+                    started.setdefault(key, event.at)
+                elif key in started:
+                    self.task_seconds.labels(status).observe((event.at - started.pop(key)).total_seconds())
+
+
+async def cancel_quietly(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,144 @@
+"""Webhooks over real HTTP: signed deliveries start the right run, nothing else does."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from serverkit import BUILD, Live, github_push, signed
+
+URL = "https://github.example/acme/app.git"
+SECRET = "hook-secret"
+
+
+def register(live: Live, pipeline: Path, **extra: object) -> None:
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={
+            "name": "app", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(pipeline), **extra,
+        })
+        assert r.status_code == 201, r.text
+
+
+def test_signed_push_starts_the_right_run(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    payload = github_push(URL, "main", sha="a" * 40)
+    body, headers = signed(SECRET, payload)
+    r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    (run_id,) = r.json()["runs"]
+    record = live.wait_run(run_id, {"succeeded", "failed"})
+    assert record["status"] == "succeeded"
+    assert record["pipeline"] == "build"
+    assert record["params"]["branch"] == "main" and record["params"]["revision"] == "a" * 40
+    assert record["trigger"]["forge"] == "github" and record["trigger"]["delivery"] == headers["X-GitHub-Delivery"]
+    logs = httpx.get(f"{live.url}/api/v1/runs/{run_id}/logs", params={"format": "text"}).text
+    assert f"building main at {'a' * 40}" in logs
+
+
+def test_wrong_or_missing_signature_is_401_and_starts_nothing(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    body, headers = signed("not-the-secret", github_push(URL))
+    r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert r.status_code == 401 and "does not match" in r.json()["message"]
+    del headers["X-Hub-Signature-256"]
+    r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert r.status_code == 401 and "missing" in r.json()["message"]
+    # A body changed after signing is refused too.
+    body, headers = signed(SECRET, github_push(URL))
+    r = httpx.post(live.url + "/hooks/github", content=body.replace(b"main", b"mainx"), headers=headers)
+    assert r.status_code == 401
+    assert httpx.get(live.url + "/api/v1/runs").json()["runs"] == []
+    metrics = httpx.get(live.url + "/metrics").text
+    assert 'shipline_webhook_deliveries_total{forge="github",result="unauthorized"} 3.0' in metrics
+
+
+def test_redelivery_is_ignored(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    body, headers = signed(SECRET, github_push(URL), delivery="delivery-1")
+    first = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    again = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert first.status_code == 202 and len(first.json()["runs"]) == 1
+    assert again.status_code == 200 and again.json()["result"] == "duplicate" and again.json()["runs"] == []
+    assert len(httpx.get(live.url + "/api/v1/runs").json()["runs"]) == 1
+
+
+def test_ping_unknown_repo_and_rules(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    ping = {"zen": "Keep it logically awesome.", "hook_id": 1, "repository": {"full_name": "acme/app", "clone_url": URL}}
+    body, headers = signed(SECRET, ping, event="ping")
+    r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["result"] == "ping"
+    body, headers = signed(SECRET, github_push("https://github.example/other/repo.git"))
+    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 404
+    # Default rule: only pushes to the default branch.
+    body, headers = signed(SECRET, github_push(URL, "feature/x"))
+    r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["result"] == "ignored"
+    assert httpx.post(live.url + "/hooks/github", content=b"{nope", headers=headers).status_code == 400
+    assert httpx.get(live.url + "/api/v1/runs").json()["runs"] == []
+
+
+def test_gitlab_token_and_pull_request_rules(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    pipeline = pipeline_file(BUILD.replace("  event: {default: \"\"}", "  event: {default: \"\"}\n  pr_number: {default: \"\"}"))
+    gl_url = "http://gitlab.example/group/svc.git"
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={
+            "name": "svc", "url": gl_url, "forge": "gitlab", "secret": "gl-token", "pipeline": str(pipeline),
+            "triggers": [{"on": "pull_request"}, {"on": "tag", "tags": ["v*"]}],
+        })
+        assert r.status_code == 201, r.text
+    mr = {
+        "object_kind": "merge_request",
+        "user": {"username": "dev"},
+        "project": {"path_with_namespace": "group/svc", "git_http_url": gl_url, "default_branch": "main"},
+        "object_attributes": {"iid": 5, "title": "Add thing", "action": "open", "source_branch": "feature",
+                              "target_branch": "main", "last_commit": {"id": "c" * 40}},
+    }
+    headers = {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": "wrong", "Idempotency-Key": str(uuid.uuid4())}
+    assert httpx.post(live.url + "/hooks/gitlab", json=mr, headers=headers).status_code == 401
+    headers["X-Gitlab-Token"] = "gl-token"
+    r = httpx.post(live.url + "/hooks/gitlab", json=mr, headers=headers)
+    assert r.status_code == 202, r.text
+    record = live.wait_run(r.json()["runs"][0], {"succeeded"})
+    assert record["params"]["pr_number"] == "5" and record["params"]["branch"] == "feature"
+    assert record["params"]["event"] == "pull_request"
+
+
+def test_hostile_branch_names_stay_data(live: Live, pipeline_file: Callable[..., Path], tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    register(live, pipeline_file(BUILD))
+    with live.client(live.operator_token) as c:
+        assert c.post("/api/v1/repositories/app/triggers", json={"on": "push", "concurrency": "parallel"}).status_code == 201
+    for branch in (f"$(touch {marker})", "../../etc", f"`touch {marker}`;x"):
+        body, headers = signed(SECRET, github_push(URL, branch))
+        r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+        assert r.status_code == 202, r.text
+        record = live.wait_run(r.json()["runs"][0], {"succeeded", "failed"})
+        assert record["status"] == "succeeded" and record["params"]["branch"] == branch
+        text = httpx.get(f"{live.url}/api/v1/runs/{record['id']}/logs", params={"format": "text"}).text
+        assert f"building {branch} at" in text
+    assert not marker.exists()
+    # Nothing was created outside the server's home from the branch names either.
+    assert not (live.server.settings.workspaces.parent.parent / "etc").exists()
+
+
+def test_gitea_signature_header(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    url = "http://gitea.example:3000/team/app.git"
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={
+            "name": "gt", "url": url, "forge": "gitea", "secret": "g", "pipeline": str(pipeline_file(BUILD)),
+        })
+        assert r.status_code == 201
+    body = json.dumps(github_push(url, "main")).encode()
+    headers = {"X-Gitea-Event": "push", "X-Gitea-Delivery": str(uuid.uuid4()),
+               "X-Gitea-Signature": hmac.new(b"g", body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
+    r = httpx.post(live.url + "/hooks/gitea", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    # The same body to the GitHub endpoint is a different forge: no GitHub repository has that URL.
+    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 404
