@@ -362,3 +362,55 @@ class ServerStore:
                 select(runs.c.id, runs.c.trigger).where(runs.c.pipeline == pipeline, runs.c.status.in_(ACTIVE))
             ).all()
         return [(r.id, r.trigger) for r in rows]
+
+
+class ServerSqlStore(SqlStore):
+    """The SqlStore the server's engine uses: it holds back a queued run whose trigger asked to
+    `queue` behind an unfinished run of the same pipeline and branch (or pull request, or tag).
+
+    The engine claims whatever `next_queued` offers, so ordering runs per
+    concurrency key here is all that "queue" needs; nothing else changes.
+    """
+
+    def next_queued(self, limit: int) -> list[int]:
+        try:
+            with self.engine.begin() as conn:
+                queued = conn.execute(
+                    select(runs.c.id, runs.c.trigger)
+                    .where(runs.c.status == RunStatus.QUEUED.value, runs.c.owner.is_(None))
+                    .order_by(runs.c.id)
+                    .limit(max(limit * 20, 200))
+                ).all()
+                keyed = any(_queue_key(r.trigger) for r in queued)
+                busy: set[str] = set()
+                if keyed:
+                    active = conn.execute(
+                        select(runs.c.trigger).where(runs.c.status.in_(ACTIVE), runs.c.owner.is_not(None))
+                    ).all()
+                    busy = {k for r in active if (k := _any_key(r.trigger))}
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {exc.__class__.__name__}: {exc}") from exc
+        out: list[int] = []
+        for row in queued:
+            key = _any_key(row.trigger)
+            if key and key in busy and _queue_key(row.trigger):
+                continue
+            if key:
+                busy.add(key)
+            out.append(row.id)
+            if len(out) >= limit:
+                break
+        return out
+
+
+def _any_key(trigger: Any) -> str:
+    if isinstance(trigger, dict):
+        key = trigger.get("concurrency_key")
+        return key if isinstance(key, str) else ""
+    return ""
+
+
+def _queue_key(trigger: Any) -> str:
+    if isinstance(trigger, dict) and trigger.get("concurrency") == "queue":
+        return _any_key(trigger)
+    return ""
