@@ -108,7 +108,7 @@ def repos() -> None:
               help="Read the webhook secret from this file.")
 @click.option("--generate-secret", is_flag=True, help="Make a random secret and print it once, to paste into the forge.")
 @click.option("--default-branch", default="main", show_default=True)
-@click.option("--poll", "poll_seconds", type=click.IntRange(min=5), help="Also poll with `git ls-remote` every N seconds.")
+@click.option("--poll", "poll_seconds", type=click.IntRange(min=1), help="Also poll with `git ls-remote` every N seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the repository as JSON.")
 @click.pass_obj
 def add(

@@ -168,8 +168,8 @@ class ServerStore:
             raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
         if not url or url.startswith("-"):
             raise UsageError(f"repository URL {url!r} is not a URL or path git can use")
-        if poll_seconds is not None and poll_seconds < 5:
-            raise UsageError("poll interval must be at least 5 seconds")
+        if poll_seconds is not None and poll_seconds < 1:
+            raise UsageError("poll interval must be at least 1 second")
         if forge != "git" and not secret:
             raise UsageError(f"a {forge} repository needs a webhook secret (the same one set on the forge's hook)")
         try:
@@ -338,13 +338,17 @@ class ServerStore:
         """What the poller last saw; None when it never polled this repository."""
         with self._tx() as conn:
             rows = conn.execute(select(poll_refs.c.ref, poll_refs.c.sha).where(poll_refs.c.repository_id == repository_id)).all()
-        return {r.ref: r.sha for r in rows} or None
+        if not rows:
+            return None
+        # The "" row marks "polled before", so an empty repository's first branch is a change.
+        return {r.ref: r.sha for r in rows if r.ref}
 
     def save_refs(self, repository_id: int, refs: dict[str, str]) -> None:
         with self._tx() as conn:
             conn.execute(delete(poll_refs).where(poll_refs.c.repository_id == repository_id))
-            if refs:
-                conn.execute(insert(poll_refs), [{"repository_id": repository_id, "ref": r, "sha": s} for r, s in refs.items()])
+            rows = [{"repository_id": repository_id, "ref": r, "sha": s} for r, s in refs.items() if r]
+            rows.append({"repository_id": repository_id, "ref": "", "sha": ""})
+            conn.execute(insert(poll_refs), rows)
 
     # --- reading the runs tables ------------------------------------------------------
 
