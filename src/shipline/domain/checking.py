@@ -150,15 +150,11 @@ def _check_task_ref(
 
 
 def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], templated: set[str]) -> list[Finding]:
-    """Every problem that spans tasks.  `templated` names tasks whose steps came from `uses:`."""
-    findings: list[Finding] = []
-    seen: dict[str, Loc] = {}
-    for task in pipeline.tasks:
-        loc = origins[task.name].loc
-        if task.name in seen:
-            findings.append(Finding((*loc, "name"), f"task name '{task.name}' is used twice"))
-        seen[task.name] = loc
+    """Every problem that spans tasks.  `templated` names tasks whose steps came from `uses:`.
 
+    Task names must already be unique (the loader checks that first).
+    """
+    findings: list[Finding] = []
     main_names = {t.name for t in pipeline.main}
     final_names = {t.name for t in pipeline.finally_}
     graphs: dict[bool, dict[str, list[str]]] = {}

@@ -20,17 +20,18 @@ VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_NUM = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"^(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?$")
 
 
 def parse_duration(value: Any) -> float:
-    """`90`, `90s`, `5m`, `1h30m`, `250ms` -> seconds."""
+    """`90`, `90s`, `0.5s`, `5m`, `1h30m`, `250ms` -> seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like '90s', '5m', '1h30m'")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value.strip())) and value.strip():
-        h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
+        h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
         seconds = h * 3600 + mi * 60 + s + ms / 1000
     else:
         raise ValueError(f"{value!r} is not a duration: write seconds (90) or text like '90s', '5m', '1h30m'")

@@ -241,13 +241,18 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
         deps = dependencies([Node(t.name, t.needs) for t in tasks])
         for i, task in enumerate(tasks):
             loc: Loc = (key, i)
-            origins.setdefault(task.name, TaskOrigin(loc))
+            if task.name in origins:
+                doc.problem((*loc, "name"), f"task name '{task.name}' is used twice; task names must be unique")
+                continue
+            origins[task.name] = TaskOrigin(loc)
             template = None
             if task.uses is not None:
                 loaded = _load_template(doc, task, loc, base)
                 template = loaded[0] if loaded else None
                 templated.add(task.name)
             resolved.append(_resolve(task, deps[task.name], template, is_finally))
+    if doc.problems:
+        raise DefinitionError(doc.problems)
     pipeline = ResolvedPipeline(
         name=spec.name,
         source=str(path),

@@ -1,11 +1,11 @@
 """Run steps as local processes, each in its own process group.
 
 Each step is `bash --noprofile --norc -eo pipefail -c SCRIPT` (or `sh -ec`)
-in the run's workspace.  stdout and stderr are merged, read in chunks and cut
-into lines, so a step that prints a 10 MB line or no newline at all still
+in the run's workspace.  stdout and stderr are merged and cut into lines as
+they arrive, so a step that prints a 10 MB line or no newline at all still
 streams.  On cancel or timeout the whole process group gets SIGTERM, then
 SIGKILL after a grace period: children started by the step go too.  When a
-step ends, processes it left running in its group are killed as well.
+step's main process exits, what it left running in its group is killed.
 """
 
 from __future__ import annotations
@@ -13,18 +13,61 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from contextlib import suppress
 
 from shipline.executors.base import StepListener, StepSpec, TaskInvocation, TaskOutcome
 
-_CHUNK = 64 * 1024
-_MAX_LINE = 64 * 1024
+MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
+
+DRAIN_SECONDS = 2.0
+"""After the group is killed, how long the output pipe gets to close (a process that left the group may hold it)."""
 
 _SHELLS = {
     "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
     "sh": ["sh", "-ec"],
 }
+
+
+class _StepProtocol(asyncio.SubprocessProtocol):
+    """Lines out as they come; `exited` as soon as the main process ends, pipes or not.
+
+    (`Process.wait()` would also wait for every holder of the pipe to close it.)
+    """
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.emit = emit
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.pending = b""
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            self._emit(line)
+        while len(self.pending) > MAX_LINE:
+            self._emit(self.pending[:MAX_LINE])
+            self.pending = self.pending[MAX_LINE:]
+
+    def _emit(self, line: bytes) -> None:
+        for start in range(0, max(len(line), 1), MAX_LINE):
+            self.emit(line[start : start + MAX_LINE])
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self.pending:
+            self._emit(self.pending)
+            self.pending = b""
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class LocalExecutor:
@@ -36,11 +79,10 @@ class LocalExecutor:
         for step in invocation.steps:
             code, status = await self._run_step(step, listener)
             outputs.append(_read_output(step))
+            if status == "timed out":
+                return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
-                label = step.name
-                if status == "timed out":
-                    return TaskOutcome(False, f"step '{label}' timed out after {step.timeout:g}s", tuple(outputs))
-                return TaskOutcome(False, f"step '{label}' exited with code {code}", tuple(outputs))
+                return TaskOutcome(False, f"step '{step.name}' exited with code {code}", tuple(outputs))
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
@@ -48,8 +90,14 @@ class LocalExecutor:
         step.output_file.write_bytes(b"")
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
+
+        def emit(raw: bytes) -> None:
+            listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
+
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, proto = await loop.subprocess_exec(
+                lambda: _StepProtocol(emit),
                 *_SHELLS[step.shell],
                 step.script,
                 cwd=step.workdir,
@@ -64,65 +112,50 @@ class LocalExecutor:
             listener.step_log(step.index, f"shipline: cannot start {step.shell}: {exc}")
             listener.step_finished(step.index, None, "failed")
             return None, "failed"
-        listener.step_started(step.index, proc.pid)
-        reader = asyncio.ensure_future(_pump(proc, step.index, listener))
+        pid = transport.get_pid()
+        listener.step_started(step.index, pid)
         try:
-            async with asyncio.timeout(step.timeout):
-                code = await proc.wait()
-            # Whatever the step left behind in its group (`server &`) holds the pipe
-            # open and would outlive the run: it ends with the step.
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await reader
-        except TimeoutError:
-            await self._stop(proc, reader)
-            listener.step_log(step.index, f"shipline: step timed out after {step.timeout:g}s; its processes were stopped")
-            listener.step_finished(step.index, proc.returncode, "failed")
-            return proc.returncode, "timed out"
-        except asyncio.CancelledError:
-            await self._stop(proc, reader)
-            listener.step_log(step.index, "shipline: cancelled; the step's processes were stopped")
-            listener.step_finished(step.index, proc.returncode, "cancelled")
-            raise
+            try:
+                async with asyncio.timeout(step.timeout):
+                    await asyncio.shield(proto.exited)  # a cancel must not cancel the future itself
+            except TimeoutError:
+                await self._stop(pid, proto)
+                listener.step_log(step.index, f"shipline: step timed out after {step.timeout:g}s; its processes were stopped")
+                listener.step_finished(step.index, transport.get_returncode(), "failed")
+                return transport.get_returncode(), "timed out"
+            except asyncio.CancelledError:
+                await self._stop(pid, proto)
+                listener.step_log(step.index, "shipline: cancelled; the step's processes were stopped")
+                listener.step_finished(step.index, transport.get_returncode(), "cancelled")
+                raise
+            _kill_group(pid, signal.SIGKILL)
+            await _drain(proto)
+            code = transport.get_returncode()
+        finally:
+            transport.close()
         status = "succeeded" if code == 0 else "failed"
         listener.step_finished(step.index, code, status)
         return code, status
 
-    async def _stop(self, proc: asyncio.subprocess.Process, reader: asyncio.Future[None]) -> None:
-        """TERM the group, wait the grace period, then KILL what is left."""
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.kill_grace_seconds)
-        except TimeoutError:
-            pass
-        # Children may outlive the leader, or ignore TERM: the group goes either way.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        reader.cancel()
-        with suppress(asyncio.CancelledError):
-            await reader
+    async def _stop(self, pid: int, proto: _StepProtocol) -> None:
+        """TERM the group, give it the grace period, then KILL what is left."""
+        _kill_group(pid, signal.SIGTERM)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proto.exited), self.kill_grace_seconds)
+        _kill_group(pid, signal.SIGKILL)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proto.exited), DRAIN_SECONDS)
+        await _drain(proto)
 
 
-async def _pump(proc: asyncio.subprocess.Process, index: int, listener: StepListener) -> None:
-    assert proc.stdout is not None
-    pending = b""
-    while chunk := await proc.stdout.read(_CHUNK):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            _emit(listener, index, line)
-        while len(pending) > _MAX_LINE:
-            _emit(listener, index, pending[:_MAX_LINE])
-            pending = pending[_MAX_LINE:]
-    if pending:
-        _emit(listener, index, pending)
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
-def _emit(listener: StepListener, index: int, raw: bytes) -> None:
-    for piece in range(0, max(len(raw), 1), _MAX_LINE):
-        listener.step_log(index, raw[piece : piece + _MAX_LINE].decode("utf-8", "replace").removesuffix("\r"))
+async def _drain(proto: _StepProtocol) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
 def _read_output(step: StepSpec) -> str:

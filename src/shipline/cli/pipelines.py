@@ -1,0 +1,147 @@
+"""`shipline validate`, `shipline schema` and `shipline run`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from shipline.cli.progress import RunView, live_terminal, plain_lines, summary
+from shipline.cli.wiring import Wiring
+from shipline.domain.runs import RunRecord, RunStatus
+from shipline.engine.loading import load_pipeline, pipeline_schema
+from shipline.exceptions import DefinitionError, Problem, UsageError
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check pipeline definitions without running them.
+
+    Every problem is reported as FILE:LINE:COL: message, and exit status is 2
+    when there is any.  Checked: YAML syntax, unknown keys, types, `needs`
+    that name no task or form a cycle, every ${{ }} reference, and the
+    inputs of reusable tasks.
+
+    \b
+      shipline validate .shipline/*.yaml
+    """
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            load_pipeline(file)
+        except DefinitionError as exc:
+            problems += exc.problems
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in problems], indent=2))
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len({p.file for p in problems})} file(s)", err=True)
+        sys.exit(2)
+    if not as_json:
+        click.echo(f"{len(files)} definition{'s' if len(files) != 1 else ''} OK", err=True)
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of a pipeline file, for editors.
+
+    \b
+      shipline schema > .shipline/schema.json
+      # VS Code (YAML extension):  # yaml-language-server: $schema=./schema.json
+    """
+    click.echo(json.dumps(pipeline_schema(), indent=2))
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-p {item!r}: write -p NAME=VALUE")
+        params[name] = value
+    return params
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A param value; repeat for more.")
+@click.option("--json", "as_json", is_flag=True, help="Progress goes to stderr; the run record is printed last on stdout.")
+@click.pass_obj
+def run(wiring: Wiring, file: Path, params: tuple[str, ...], as_json: bool) -> None:
+    """Run a pipeline and show its progress until it ends.
+
+    Exit status: 0 when the run succeeded, 1 when it failed or was
+    cancelled, 2 for a bad definition or bad params.  Ctrl-C cancels the run
+    (finally tasks still run); a second Ctrl-C stops at once.
+
+    \b
+      shipline run examples/hello.yaml
+      shipline run examples/hello.yaml -p greeting=hi --json | jq .status
+    """
+    pipeline = load_pipeline(file)
+    given = parse_params(params)
+    engine = wiring.engine
+    engine.recover()
+    run_id = engine.submit(pipeline, given)
+    record = drive_with_progress(wiring, run_id, as_json)
+    sys.exit(0 if record.status == RunStatus.SUCCEEDED else 1)
+
+
+def drive_with_progress(wiring: Wiring, run_id: int, as_json: bool) -> RunRecord:
+    """Drive a queued run in this process, with the live view on a terminal."""
+    console = Console(stderr=as_json, highlight=False)
+    engine = wiring.engine
+    pipeline, _ = wiring.store.load_spec(run_id)
+    view = RunView(run_id, pipeline)
+
+    async def main() -> RunRecord:
+        done = asyncio.Event()
+        sub = engine.bus.subscribe()
+        if console.is_terminal:
+            shower = asyncio.create_task(live_terminal(sub, view, console, done))
+        else:
+            shower = asyncio.create_task(plain_lines(sub, view, sys.stderr if as_json else sys.stdout, done))
+        driver = asyncio.create_task(engine.drive(run_id))
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def interrupt() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                console.print("[yellow]cancelling: finally tasks still run (Ctrl-C again to stop at once)[/]")
+                engine.cancel(run_id)
+            else:
+                driver.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt)
+        try:
+            try:
+                record = await driver
+            except asyncio.CancelledError:
+                record = wiring.store.get_run(run_id)
+            return record
+        finally:
+            done.set()
+            await shower
+            sub.close()
+
+    record = asyncio.run(main())
+    summary(record, console)
+    if as_json:
+        click.echo(record_json(record))
+    return record
+
+
+def record_json(record: RunRecord) -> str:
+    return json.dumps(record.model_dump(mode="json"), indent=2)
