@@ -1,0 +1,503 @@
+/* shipline dashboard: plain JS, no build step.  Every value from the server is set with
+   textContent (never innerHTML): branch names and commit messages come from outside. */
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...kids) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, String(v));
+  }
+  for (const kid of kids.flat()) if (kid !== null && kid !== undefined) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  return el;
+}
+
+/* --- API ------------------------------------------------------------------------------ */
+
+const api = {
+  token: localStorage.getItem("shipline.token") || "",
+  role: null,
+  headers() { return this.token ? { Authorization: "Bearer " + this.token } : {}; },
+  async call(method, path, body) {
+    const res = await fetch(path, {
+      method, headers: { ...this.headers(), ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    let data = null;
+    try { data = await res.json(); } catch (_) { /* empty body */ }
+    if (!res.ok) {
+      const msg = (data && (data.message || data.detail)) || res.statusText;
+      const err = new Error(typeof msg === "string" ? msg : JSON.stringify(msg));
+      err.status = res.status;
+      throw err;
+    }
+    return data;
+  },
+  get(path) { return this.call("GET", path); },
+  post(path, body) { return this.call("POST", path, body || {}); },
+  stream(path) {
+    const sep = path.includes("?") ? "&" : "?";
+    return new EventSource(this.token ? `${path}${sep}token=${encodeURIComponent(this.token)}` : path);
+  },
+};
+
+async function whoami() {
+  try {
+    const me = await api.get("/api/v1/whoami");
+    api.role = me.token ? me.token.role : null;
+    $("#token-btn").textContent = me.token ? `${me.token.name} · ${me.token.role}` : "Sign in";
+  } catch (e) {
+    api.role = null;
+    $("#token-btn").textContent = "Sign in";
+    if (e.status === 401) toast(e.message);
+  }
+}
+
+function toast(text) {
+  const el = h("div", { class: "toast", role: "status" }, text);
+  document.body.append(el);
+  setTimeout(() => el.remove(), 5000);
+}
+
+/* --- formatting ----------------------------------------------------------------------- */
+
+function dur(ms) {
+  if (ms === null || ms === undefined || ms < 0) return "";
+  const sec = ms / 1000;
+  if (sec < 10) return sec.toFixed(1) + "s";
+  if (sec < 60) return Math.round(sec) + "s";
+  const m = Math.floor(sec / 60), r = Math.round(sec % 60);
+  if (m < 60) return `${m}m ${String(r).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+function elapsed(start, end) {
+  if (!start) return null;
+  return (end ? Date.parse(end) : Date.now()) - Date.parse(start);
+}
+function ago(t) {
+  if (!t) return "";
+  const sec = (Date.now() - Date.parse(t)) / 1000;
+  if (sec < 45) return "just now";
+  if (sec < 3600) return Math.round(sec / 60) + "m ago";
+  if (sec < 86400) return Math.round(sec / 3600) + "h ago";
+  return new Date(t).toLocaleDateString();
+}
+function statusPill(status) { return h("span", { class: `status s-${status}`, "data-status": status }, status); }
+const ACTIVE = new Set(["queued", "running"]);
+
+/* Durations that tick while something runs: elements carry data-start (and data-end). */
+setInterval(() => {
+  for (const el of document.querySelectorAll("[data-start]:not([data-end])")) {
+    el.textContent = dur(elapsed(el.dataset.start, null));
+  }
+}, 1000);
+function durCell(tag, cls, start, end, active) {
+  const attrs = { class: cls };
+  if (start) { attrs["data-start"] = start; if (!active) attrs["data-end"] = end || start; }
+  return h(tag, attrs, start ? dur(elapsed(start, active ? null : end)) : "");
+}
+
+/* --- live events: one stream for the whole page ------------------------------------------ */
+
+const live = {
+  source: null, handlers: new Set(),
+  connect() {
+    if (this.source) this.source.close();
+    const src = api.stream("/api/v1/events");
+    this.source = src;
+    src.addEventListener("open", () => $("#live").classList.add("on"));
+    src.addEventListener("error", () => $("#live").classList.remove("on"));
+    for (const kind of ["run", "task", "step"]) {
+      src.addEventListener(kind, (ev) => {
+        const data = JSON.parse(ev.data);
+        for (const fn of this.handlers) fn(kind, data);
+      });
+    }
+  },
+  on(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); },
+};
+
+/* --- router --------------------------------------------------------------------------- */
+
+let cleanup = [];
+function route() {
+  for (const fn of cleanup) fn();
+  cleanup = [];
+  const hash = location.hash || "#/";
+  const view = $("#view");
+  view.replaceChildren();
+  let m;
+  document.querySelectorAll("nav a").forEach((a) => a.classList.remove("active"));
+  if ((m = hash.match(/^#\/runs\/(\d+)/))) { $('[data-nav="runs"]').classList.add("active"); runView(view, Number(m[1])); }
+  else if (hash.startsWith("#/repos")) { $('[data-nav="repos"]').classList.add("active"); reposView(view); }
+  else { $('[data-nav="runs"]').classList.add("active"); runsView(view); }
+}
+
+/* --- runs list ------------------------------------------------------------------------ */
+
+function triggerText(run) {
+  const t = run.trigger;
+  if (!t) return [h("span", {}, "manual")];
+  const out = [];
+  const src = t.source === "api" ? "api" : t.forge || t.source || "";
+  if (src) out.push(h("span", {}, src));
+  if (t.event === "pull_request") out.push(h("span", { class: "tag" }, `PR !${t.pr_number}`));
+  if (t.branch) out.push(h("span", { class: "tag" }, t.branch));
+  if (t.tag) out.push(h("span", { class: "tag" }, t.tag));
+  if (t.sha) out.push(h("span", { class: "mono" }, t.sha.slice(0, 8)));
+  if (run.rerun_of) out.push(h("span", {}, `rerun of #${run.rerun_of}`));
+  return out;
+}
+
+function runRow(run) {
+  const active = ACTIVE.has(run.status);
+  return h("tr", { "data-run": run.id, "data-status": run.status, onclick: () => { location.hash = `#/runs/${run.id}`; } },
+    h("td", { class: "id" }, `#${run.id}`),
+    h("td", { class: "st" }, statusPill(run.status)),
+    h("td", { class: "pipe" }, h("a", { href: `#/runs/${run.id}` }, run.pipeline)),
+    h("td", { class: "tr" }, h("span", { class: "trig" }, triggerText(run))),
+    h("td", { class: "when muted", title: run.created_at }, ago(run.started_at || run.created_at)),
+    durCell("td", "dur", run.started_at, run.finished_at, run.status === "running"),
+    h("td", { class: "msg", title: run.message || "" }, run.message || ""),
+  );
+}
+
+function runsView(view) {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const state = { status: params.get("status") || "", pipeline: params.get("pipeline") || "", runs: new Map(), next: null };
+  const chips = h("div", { class: "chips", role: "tablist" });
+  for (const st of ["", "running", "queued", "succeeded", "failed", "cancelled"]) {
+    chips.append(h("button", {
+      class: "chip" + (state.status === st ? " on" : ""), type: "button", "data-filter": st || "all",
+      onclick: () => { const q = new URLSearchParams(); if (st) q.set("status", st); if (state.pipeline) q.set("pipeline", state.pipeline); location.hash = "#/?" + q; },
+    }, st || "all"));
+  }
+  const search = h("input", { type: "search", placeholder: "pipeline", value: state.pipeline, "aria-label": "pipeline filter",
+    onchange: (e) => { const q = new URLSearchParams(); if (state.status) q.set("status", state.status); if (e.target.value) q.set("pipeline", e.target.value); location.hash = "#/?" + q; } });
+  const tbody = h("tbody", {});
+  const table = h("table", { class: "runs" },
+    h("thead", {}, h("tr", {}, ["", "status", "pipeline", "trigger", "started", "duration", "message"].map((c) => h("th", {}, c)))), tbody);
+  const empty = h("div", { class: "empty", hidden: true }, "No runs yet. Push to a registered repository, or start one with ", h("code", {}, "POST /api/v1/runs"), ".");
+  const more = h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => load(state.next) }, "Older runs"));
+  view.append(
+    h("div", { class: "row" }, h("h1", {}, "Runs"), h("span", { class: "spacer" }), search),
+    h("div", { class: "row section" }, chips),
+    h("div", { class: "panel section", id: "runs-panel" }, table, empty, more),
+  );
+
+  function matches(run) {
+    return (!state.status || run.status === state.status) && (!state.pipeline || run.pipeline === state.pipeline);
+  }
+  function render() {
+    const sorted = [...state.runs.values()].sort((a, b) => b.id - a.id);
+    tbody.replaceChildren(...sorted.map(runRow));
+    empty.hidden = sorted.length > 0;
+    more.hidden = !state.next;
+  }
+  async function load(before) {
+    const q = new URLSearchParams({ limit: "50" });
+    if (state.status) q.set("status", state.status);
+    if (state.pipeline) q.set("pipeline", state.pipeline);
+    if (before) q.set("before", before);
+    try {
+      const page = await api.get("/api/v1/runs?" + q);
+      for (const run of page.runs) state.runs.set(run.id, run);
+      state.next = page.next_before;
+      render();
+    } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
+  }
+  const pending = new Set();
+  let timer = null;
+  async function refresh() {
+    timer = null;
+    const ids = [...pending];
+    pending.clear();
+    for (const id of ids) {
+      try {
+        const run = await api.get(`/api/v1/runs/${id}`);
+        if (matches(run)) state.runs.set(run.id, run); else state.runs.delete(run.id);
+      } catch (_) { /* gone */ }
+    }
+    render();
+  }
+  cleanup.push(live.on((kind, data) => {
+    if (kind !== "run" && kind !== "task") return;
+    pending.add(data.run_id);
+    if (!timer) timer = setTimeout(refresh, 150);
+  }));
+  load(null);
+}
+
+/* --- one run ---------------------------------------------------------------------------- */
+
+function graph(run, selected, onSelect) {
+  const W = 176, H = 50, GX = 56, GY = 16, PAD = 12;
+  const cols = new Map();
+  for (const t of run.tasks) {
+    const lv = run.levels[t.name] ?? 0;
+    if (!cols.has(lv)) cols.set(lv, []);
+    cols.get(lv).push(t);
+  }
+  const pos = new Map();
+  let maxRows = 0;
+  const levels = [...cols.keys()].sort((a, b) => a - b);
+  levels.forEach((lv, ci) => {
+    const list = cols.get(lv);
+    maxRows = Math.max(maxRows, list.length);
+    list.forEach((t, ri) => pos.set(t.name, { x: PAD + ci * (W + GX), y: PAD + 16 + ri * (H + GY) }));
+  });
+  const width = PAD * 2 + levels.length * W + (levels.length - 1) * GX;
+  const height = PAD * 2 + 16 + maxRows * H + (maxRows - 1) * GY;
+  const svg = s("svg", { class: "graph", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "task graph" });
+  const firstFinally = run.tasks.find((t) => t.is_finally);
+  if (firstFinally) {
+    const p = pos.get(firstFinally.name);
+    svg.append(s("text", { class: "lane", x: p.x, y: PAD + 6 }, "finally"));
+  }
+  for (const t of run.tasks) {
+    const to = pos.get(t.name);
+    for (const d of t.needs) {
+      const from = pos.get(d);
+      if (!from) continue;
+      const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2, mx = (x1 + x2) / 2;
+      svg.append(s("path", { class: "edge", d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+    }
+  }
+  for (const t of run.tasks) {
+    const p = pos.get(t.name);
+    const running = t.status === "running";
+    const sub = s("text", { class: "sub", x: p.x + 16, y: p.y + 37 });
+    if (t.started_at) {
+      sub.setAttribute("data-start", t.started_at);
+      if (!running) sub.setAttribute("data-end", t.finished_at || t.started_at);
+      sub.textContent = `${t.status} · ${dur(elapsed(t.started_at, running ? null : t.finished_at))}`;
+    } else sub.textContent = t.status;
+    if (running && t.started_at) {
+      // keep the status word in front of the ticking time
+      sub.removeAttribute("data-start");
+      const tick = s("tspan", { "data-start": t.started_at }, dur(elapsed(t.started_at, null)));
+      sub.textContent = "running · ";
+      sub.append(tick);
+    }
+    const g = s("g", { class: `node g-${t.status}${selected === t.name ? " sel" : ""}`, "data-task": t.name, "data-status": t.status,
+      transform: "", onclick: () => onSelect(t.name) },
+      s("rect", { x: p.x, y: p.y, width: W, height: H }),
+      s("rect", { class: "bar", x: p.x + 5, y: p.y + 8, width: 4, height: H - 16 }),
+      s("text", { x: p.x + 16, y: p.y + 21 }, t.name.length > 20 ? t.name.slice(0, 19) + "…" : t.name),
+      sub,
+      s("title", {}, `${t.name}: ${t.status}${t.message ? " — " + t.message : ""}`));
+    svg.append(g);
+  }
+  return h("div", { class: "graph-wrap" }, svg);
+}
+
+function runView(view, id) {
+  const state = { run: null, selected: null, lines: [], follow: true };
+  const head = h("div", { class: "panel pad" });
+  const graphBox = h("div", { class: "panel pad section" });
+  const taskList = h("div", { class: "panel tasks" });
+  const logTitle = h("b", {}, "All tasks");
+  const logPre = h("div", { class: "log", id: "log", role: "log", "aria-label": "logs" });
+  const showAll = h("button", { class: "ghost small", type: "button", onclick: () => select(null) }, "All tasks");
+  const results = h("div", { class: "panel pad results", hidden: true });
+  view.append(
+    head, graphBox,
+    h("div", { class: "split" }, taskList,
+      h("div", { class: "panel logs" }, h("div", { class: "bar" }, logTitle, h("span", { class: "spacer" }), showAll), logPre)),
+    results,
+  );
+  logPre.addEventListener("scroll", () => {
+    state.follow = logPre.scrollTop + logPre.clientHeight >= logPre.scrollHeight - 30;
+  });
+
+  function select(name) {
+    state.selected = name;
+    renderRun();
+    renderLogs();
+  }
+
+  async function act(what) {
+    if (api.role !== "operator") { openToken(); toast(`${what} needs an operator token`); return; }
+    try {
+      const res = await api.post(`/api/v1/runs/${id}/${what}`);
+      if (what === "rerun") location.hash = `#/runs/${res.id}`;
+      else { state.run = res; renderRun(); }
+    } catch (e) { toast(e.message); }
+  }
+
+  function renderRun() {
+    const run = state.run;
+    if (!run) return;
+    const active = ACTIVE.has(run.status);
+    const buttons = [];
+    if (active) buttons.push(h("button", { class: "danger", type: "button", id: "cancel", onclick: () => act("cancel") }, "Cancel"));
+    else buttons.push(h("button", { type: "button", id: "rerun", onclick: () => act("rerun") }, "Rerun"));
+    const t = run.trigger || {};
+    head.replaceChildren(
+      h("div", { class: "run-head" },
+        h("div", {},
+          h("div", { class: "title" }, h("h1", {}, `${run.pipeline} `, h("span", { class: "muted" }, `#${run.id}`)), statusPill(run.status)),
+          h("div", { class: "facts" },
+            h("span", {}, "trigger ", h("span", { class: "trig" }, triggerText(run))),
+            h("span", {}, "queued ", h("b", { title: run.created_at }, ago(run.created_at))),
+            run.started_at ? h("span", {}, "duration ", durCell("b", "", run.started_at, run.finished_at, run.status === "running")) : null,
+            t.message ? h("span", { title: t.message }, "commit ", h("b", {}, t.message.split("\n")[0].slice(0, 80))) : null,
+          ),
+          Object.keys(run.params).length ? h("div", { class: "params" },
+            Object.entries(run.params).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))) : null,
+        ),
+        h("span", { class: "spacer" }),
+        h("div", { class: "row" }, buttons),
+      ),
+      ...(run.message && run.status !== "succeeded" ? [h("div", { class: "message" }, run.message)] : []),
+    );
+    graphBox.replaceChildren(h("h2", {}, "Tasks"), graph(run, state.selected, select));
+    const main = run.tasks.filter((x) => !x.is_finally), fin = run.tasks.filter((x) => x.is_finally);
+    const item = (task) => h("div", { class: "task" + (state.selected === task.name ? " sel" : ""), "data-task": task.name, onclick: () => select(task.name) },
+      h("div", { class: "name" }, h("span", {}, task.name), statusPill(task.status)),
+      h("div", { class: "meta" },
+        task.started_at ? durCell("span", "", task.started_at, task.finished_at, task.status === "running") : "not started",
+        task.attempts > 1 ? ` · attempt ${task.attempts}` : "",
+        task.message ? ` · ${task.message}` : ""),
+      task.steps.length ? h("ul", { class: "steps" }, task.steps.filter((st) => st.attempt === task.attempts || task.attempts === 0).map((st) =>
+        h("li", {}, h("span", { title: st.name }, `${st.index + 1}. ${st.name}`),
+          h("span", {}, st.status === "running" ? "running" : (st.exit_code !== null && st.exit_code !== 0 ? `exit ${st.exit_code}` : dur(elapsed(st.started_at, st.finished_at))))))) : null,
+    );
+    taskList.replaceChildren(...main.map(item), fin.length ? h("div", { class: "finally-label" }, "finally") : null, ...fin.map(item));
+    const withResults = run.tasks.filter((x) => Object.keys(x.results || {}).length);
+    results.hidden = !withResults.length;
+    results.replaceChildren(h("h2", {}, "Results"), h("table", {}, h("tbody", {},
+      withResults.flatMap((x) => Object.entries(x.results).map(([k, v]) => h("tr", {}, h("td", {}, x.name), h("td", {}, k), h("td", { class: "v" }, v)))))));
+    logTitle.textContent = state.selected ? `Logs · ${state.selected}` : "Logs · all tasks";
+  }
+
+  function lineEl(line, n) {
+    return h("div", { class: "ln" }, h("span", { class: "no" }, n), h("span", {}, line.text));
+  }
+  function renderLogs() {
+    const shown = state.lines.filter((l) => !state.selected || l.task === state.selected);
+    const out = [];
+    let last = null, n = 0;
+    for (const l of shown) {
+      const key = `${l.task}/${l.attempt}/${l.step}`;
+      if (key !== last) { out.push(h("div", { class: "hdr" }, `▸ ${l.task} · ${l.name}${l.attempt > 1 ? ` (attempt ${l.attempt})` : ""}`)); last = key; n = 0; }
+      out.push(lineEl(l, ++n));
+    }
+    if (state.end) out.push(h("div", { class: state.end === "succeeded" ? "end-ok" : "end-bad" }, `— run ${state.end} —`));
+    if (!out.length) out.push(h("div", { class: "hdr" }, state.run && ACTIVE.has(state.run.status) ? "waiting for output…" : "no output"));
+    logPre.replaceChildren(...out);
+    if (state.follow) logPre.scrollTop = logPre.scrollHeight;
+  }
+
+  let logTimer = null;
+  function scheduleLogs() { if (!logTimer) logTimer = setTimeout(() => { logTimer = null; renderLogs(); }, 60); }
+  const stream = api.stream(`/api/v1/runs/${id}/logs/stream`);
+  stream.addEventListener("line", (ev) => { state.lines.push(JSON.parse(ev.data)); scheduleLogs(); });
+  stream.addEventListener("end", (ev) => { state.end = JSON.parse(ev.data).status; stream.close(); scheduleLogs(); });
+  cleanup.push(() => stream.close());
+
+  let timer = null;
+  async function refresh() {
+    timer = null;
+    try { state.run = await api.get(`/api/v1/runs/${id}`); renderRun(); }
+    catch (e) { head.replaceChildren(h("p", { class: "error" }, e.message)); }
+  }
+  cleanup.push(live.on((kind, data) => {
+    if (data.run_id !== id) return;
+    if (!timer) timer = setTimeout(refresh, 100);
+  }));
+  refresh().then(renderLogs);
+}
+
+/* --- repositories ------------------------------------------------------------------------ */
+
+function ruleText(rule) {
+  const bits = [rule.on];
+  if (rule.branches && rule.branches.length) bits.push("branches " + rule.branches.join(", "));
+  if (rule.tags && rule.tags.length) bits.push("tags " + rule.tags.join(", "));
+  if (rule.paths && rule.paths.length) bits.push("paths " + rule.paths.join(", "));
+  if (rule.on === "pull_request") bits.push(rule.actions.join("/"));
+  if (rule.cron) bits.push(`cron "${rule.cron}"`);
+  if (rule.concurrency !== "queue") bits.push(rule.concurrency);
+  return bits.join(" · ");
+}
+
+async function reposView(view) {
+  const grid = h("div", { class: "repos section" });
+  const deliveries = h("tbody", {});
+  view.append(
+    h("div", { class: "row" }, h("h1", {}, "Repositories")),
+    grid,
+    h("div", { class: "panel section" },
+      h("div", { class: "pad" }, h("h2", {}, "Recent deliveries")),
+      h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["received", "source", "event", "result", "runs"].map((c) => h("th", {}, c)))), deliveries)),
+  );
+  try {
+    const [repos, dels] = await Promise.all([api.get("/api/v1/repositories"), api.get("/api/v1/deliveries?limit=30")]);
+    if (!repos.length) grid.append(h("div", { class: "panel empty" }, "No repositories yet: ", h("code", {}, "shipline repos add NAME URL --forge gitea --pipeline FILE")));
+    for (const r of repos) {
+      const repo = r.repository;
+      grid.append(h("div", { class: "panel pad repo", "data-repo": repo.name },
+        h("h3", {}, repo.name, h("span", { class: "forge" }, repo.forge)),
+        h("dl", {},
+          h("dt", {}, "url"), h("dd", { class: "mono" }, repo.url),
+          h("dt", {}, "pipeline"), h("dd", { class: "mono" }, repo.pipeline),
+          h("dt", {}, "default"), h("dd", {}, h("span", { class: "tag" }, repo.default_branch)),
+          h("dt", {}, "webhook"), h("dd", {}, repo.forge === "git" ? "none (polled)" : `/hooks/${repo.forge}${r.has_secret ? " · signed" : ""}`),
+          repo.poll_seconds ? [h("dt", {}, "poll"), h("dd", {}, `every ${repo.poll_seconds}s`)] : null,
+        ),
+        h("ul", { class: "rules" }, r.triggers.length ? r.triggers.map((t) => h("li", {}, h("span", { class: "muted" }, `#${t.id} `), ruleText(t.rule)))
+          : h("li", { class: "muted" }, "push to the default branch (no rules of its own)")),
+      ));
+    }
+    const byId = new Map(repos.map((r) => [r.repository.id, r.repository.name]));
+    deliveries.replaceChildren(...dels.map((d) => h("tr", {},
+      h("td", { class: "when muted", title: d.received_at }, ago(d.received_at)),
+      h("td", {}, d.source, byId.has(d.repository_id) ? h("span", { class: "muted" }, ` · ${byId.get(d.repository_id)}`) : null),
+      h("td", {}, d.event),
+      h("td", {}, h("span", { class: `status s-${d.result === "started" ? "succeeded" : d.result === "duplicate" || d.result === "ignored" ? "cancelled" : "queued"}` }, d.result)),
+      h("td", {}, d.run_ids.map((i) => h("a", { href: `#/runs/${i}`, onclick: (e) => e.stopPropagation() }, `#${i} `))),
+    )));
+  } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
+}
+
+/* --- token dialog --------------------------------------------------------------------- */
+
+function openToken() {
+  $("#token-input").value = api.token;
+  $("#token-error").hidden = true;
+  $("#token-dialog").showModal();
+}
+$("#token-btn").addEventListener("click", openToken);
+$("#token-dialog").addEventListener("close", async () => {
+  const what = $("#token-dialog").returnValue;
+  if (what === "save") api.token = $("#token-input").value.trim();
+  else if (what === "clear") api.token = "";
+  else return;
+  if (api.token) localStorage.setItem("shipline.token", api.token); else localStorage.removeItem("shipline.token");
+  await whoami();
+  live.connect();
+  route();
+});
+
+window.addEventListener("hashchange", route);
+whoami().then(() => { live.connect(); route(); });
