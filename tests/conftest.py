@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -105,29 +106,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """A private PostgreSQL on 127.0.0.1; yields an admin URL.  Runs as the `postgres` user."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
         pytest.fail("PostgreSQL is not installed: run `shipline testbed build` (it installs Debian's postgresql)")
     bindir = Path(bins[-1]).parent
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp dir: its parents are private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="shipline-pg-"))
     data = root / "data"
-    shutil.chown(root, "postgres", "postgres")
-    os.chmod(root, 0o700)
+    as_pg: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "shipline", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run(
-        [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"],
-        check=True, capture_output=True,
-    )
+
+    def pg(*args: str) -> None:
+        done = subprocess.run([*as_pg, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "shipline", "--no-sync")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
+       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300")
     try:
         yield f"postgresql+psycopg://shipline@127.0.0.1:{port}"
     finally:
         subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ consistent up to its last completed change.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,11 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,11 +56,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alembic_config(connection: Connection) -> Config:
+MIGRATIONS = resources.files("shipline.store") / "migrations"
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*['\"]?([\w]*)['\"]?", re.MULTILINE)
+
+
+def schema_heads() -> set[str]:
+    """The newest revisions, read from the migration files without importing Alembic (slow to import)."""
+    revisions, parents = set(), set()
+    for script in (MIGRATIONS / "versions").iterdir():
+        if script.name.endswith(".py"):
+            for kind, value in _REVISION.findall(script.read_text()):
+                (revisions if kind == "revision" else parents).add(value)
+    return revisions - parents
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
-    config.set_main_option("script_location", str(resources.files("shipline.store") / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    return config
+    command.upgrade(config, "heads")
 
 
 class SqlStore:
@@ -87,11 +101,11 @@ class SqlStore:
         """Bring the schema to the newest revision; cheap when it already is."""
         try:
             with self.engine.begin() as conn:
-                config = _alembic_config(conn)
-                heads = set(ScriptDirectory.from_config(config).get_heads())
-                current = set(MigrationContext.configure(conn).get_current_heads())
-                if current != heads:
-                    command.upgrade(config, "heads")
+                current: set[str] = set()
+                if inspect(conn).has_table("alembic_version"):
+                    current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+                if current != schema_heads():
+                    _upgrade(conn)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {self._where()}: {exc.__class__.__name__}: {exc}") from exc
 

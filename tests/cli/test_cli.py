@@ -1,0 +1,195 @@
+"""The `shipline` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import REPO, shipline
+
+Write = Callable[..., Path]
+
+
+def test_validate_ok_and_problems(write: Write, home: Path) -> None:
+    good = REPO / "examples" / "hello.yaml"
+    done = shipline("validate", str(good))
+    assert done.returncode == 0, done.stderr
+    assert "1 definition OK" in done.stderr
+    bad = write("name: demo\ntasks:\n  - name: a\n    needz: [b]\n    steps: [{run: x}]\n")
+    done = shipline("validate", str(good), str(bad))
+    assert done.returncode == 2
+    assert f"{bad}:4:5: unknown key 'needz'" in done.stderr.splitlines()
+    assert "Traceback" not in done.stderr
+
+
+def test_validate_json(write: Write, home: Path) -> None:
+    bad = write("name: demo\ntasks: [{name: a, steps: [{run: 'echo ${{ params.nope }}'}]}]\n")
+    done = shipline("validate", "--json", str(bad))
+    assert done.returncode == 2
+    [problem] = json.loads(done.stdout)
+    assert problem["line"] == 2 and problem["message"].startswith("'params.nope': no param")
+
+
+def test_run_json_record_and_exit_codes(home: Path, write: Write) -> None:
+    done = shipline("run", str(REPO / "examples" / "hello.yaml"), "-p", "greeting=hi", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert set(record) >= {"id", "pipeline", "status", "params", "started_at", "finished_at", "tasks"}
+    assert record["status"] == "succeeded"
+    assert record["params"]["greeting"] == "hi"
+    assert {t["name"]: t["status"] for t in record["tasks"]}["consume"] == "succeeded"
+    for task in record["tasks"]:
+        assert set(task) >= {"name", "status", "results", "started_at", "finished_at"}
+    assert "consume | hi, world! The answer is 42." in done.stderr
+
+    failing = write("name: f\ntasks: [{name: a, steps: [{run: 'echo oops; exit 7'}]}]\n")
+    done = shipline("run", str(failing))
+    assert done.returncode == 1
+    assert "a failed" in done.stdout and "exited with code 7" in done.stdout
+    assert "shipline runs logs" in done.stdout
+
+
+def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> None:
+    hello = str(REPO / "examples" / "hello.yaml")
+    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"]):
+        done = shipline("run", hello, *args)
+        assert done.returncode == 2, args
+        assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    done = shipline("run", str(write("name: x\n")))
+    assert done.returncode == 2 and "'tasks' is required" in done.stderr
+    done = shipline("run", "/no/such/file.yaml")
+    assert done.returncode == 2 and "no such file" in done.stderr
+    required = write("name: r\nparams: {env: {description: target environment}}\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")
+    done = shipline("run", str(required))
+    assert done.returncode == 2
+    assert "param 'env' is required (target environment): pass -p env=VALUE" in done.stderr
+    listed = json.loads(shipline("runs", "list", "--json").stdout)
+    assert listed == [], "bad params create no run"
+
+
+def test_runs_list_show_logs_rerun(home: Path) -> None:
+    hello = str(REPO / "examples" / "hello.yaml")
+    first = json.loads(shipline("run", hello, "--json").stdout)
+    listed = shipline("runs", "list")
+    assert listed.returncode == 0 and "hello" in listed.stdout and "succeeded" in listed.stdout
+    shown = json.loads(shipline("runs", "show", str(first["id"]), "--json").stdout)
+    assert shown["id"] == first["id"] and shown["tasks"] == first["tasks"]
+    logs = shipline("runs", "logs", str(first["id"]), "--task", "consume")
+    assert logs.stdout.splitlines() == [
+        '==> consume / step 1: echo "${{ params.greeting }}, ${{ params.who }}! The answ...',
+        "hello, world! The answer is 42.",
+    ]
+    bad = shipline("runs", "logs", str(first["id"]), "--task", "nope")
+    assert bad.returncode == 2 and "has no task 'nope'" in bad.stderr
+    again = shipline("runs", "rerun", str(first["id"]), "--json")
+    assert again.returncode == 0
+    record = json.loads(again.stdout)
+    assert record["rerun_of"] == first["id"] and record["id"] != first["id"]
+    missing = shipline("runs", "show", "4242")
+    assert missing.returncode == 2 and "no run 4242" in missing.stderr
+
+
+def _start_run(write: Write, tmp_path: Path, name: str = "long") -> tuple[subprocess.Popen[str], Path]:
+    pidfile = tmp_path / "child.pid"
+    path = write(
+        f"""
+        name: {name}
+        tasks:
+          - name: work
+            steps:
+              - run: |
+                  echo "started work"
+                  sleep 300 & echo $! > {pidfile}
+                  echo "child running"
+                  wait
+          - name: after
+            steps: [{{run: 'true'}}]
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    return proc, pidfile
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return not f.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
+def test_cancel_from_another_shell(home: Path, write: Write, tmp_path: Path) -> None:
+    proc, pidfile = _start_run(write, tmp_path)
+    run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
+    done = shipline("runs", "cancel", str(run_id), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "cancelled"
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    record = json.loads(out)
+    assert {t["name"]: t["status"] for t in record["tasks"]} == {"work": "cancelled", "after": "skipped"}
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_ctrl_c_cancels_the_run(home: Path, write: Write, tmp_path: Path) -> None:
+    proc, pidfile = _start_run(write, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert json.loads(out)["status"] == "cancelled"
+    assert "cancelling" in err
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_killed_engine_loses_nothing(home: Path, write: Write, tmp_path: Path) -> None:
+    proc, pidfile = _start_run(write, tmp_path)
+    time.sleep(0.3)  # let "child running" reach the log
+    proc.kill()
+    proc.communicate()
+    child = int(pidfile.read_text())
+    listed = json.loads(shipline("runs", "list", "--json").stdout)
+    [record] = listed
+    assert record["status"] == "failed"
+    assert record["message"].startswith("interrupted: the engine (pid")
+    assert f"shipline runs rerun {record['id']}" in record["message"]
+    tasks = {t["name"]: (t["status"], t["message"]) for t in record["tasks"]}
+    assert tasks == {"work": ("failed", "interrupted"), "after": ("skipped", "interrupted")}
+    logs = shipline("runs", "logs", str(record["id"]))
+    assert "started work" in logs.stdout and "child running" in logs.stdout
+    assert not _alive(child), "the dead engine's step processes were stopped"
+
+
+def test_live_view_on_a_terminal(home: Path) -> None:
+    hello = str(REPO / "examples" / "hello.yaml")
+    cmd = f"{sys.executable} -m shipline run {hello}"
+    done = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    assert done.returncode == 0, done.stdout
+    assert "run 1 succeeded" in done.stdout
+    assert "report (finally)" in done.stdout
+    assert "consume |" not in done.stdout, "a terminal gets the live table, not log lines"
+
+
+def test_help_teaches() -> None:
+    done = shipline("--help")
+    assert "shipline run examples/hello.yaml" in done.stdout
+    done = shipline("run", "--help")
+    assert "Exit status: 0 when the run succeeded" in done.stdout
+
+
+def test_schema_is_json() -> None:
+    schema = json.loads(shipline("schema").stdout)
+    assert schema["title"] == "shipline pipeline"

@@ -1,0 +1,91 @@
+"""The store against a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
+from shipline.exceptions import NotFound, StoreError
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+PIPELINE = """
+name: stored
+params: {who: {default: world}, token: {secret: true, default: hunter2}}
+tasks:
+  - name: greet
+    steps: [{run: 'echo "hello ${{ params.who }}"; echo "who=${{ params.who }}" >> $SHIPLINE_OUTPUT'}]
+    results: [who]
+  - name: fail
+    steps: [{run: exit 4}]
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[SqlStore]:
+    url = settings.database if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = SqlStore(url)
+    yield store
+    store.close()
+
+
+def test_migrations_create_the_schema(any_store: SqlStore) -> None:
+    tables = set(inspect(any_store.engine).get_table_names())
+    assert {"runs", "task_runs", "step_runs", "alembic_version"} <= tables
+    SqlStore(any_store.url).close()  # a second open finds the schema current
+
+
+def test_a_run_round_trips(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
+    engine = Engine(settings, any_store, LocalExecutor(1.0))
+    pipeline = load_pipeline(write(PIPELINE))
+    run_id = engine.submit(pipeline, {"who": "db"})
+    queued = any_store.get_run(run_id)
+    assert queued.status == RunStatus.QUEUED
+    assert [t.status for t in queued.tasks] == [TaskStatus.PENDING, TaskStatus.PENDING]
+    record = asyncio.run(engine.drive(run_id))
+    again = any_store.get_run(run_id)
+    assert again == record
+    assert record.status == RunStatus.FAILED
+    assert record.params == {"who": "db", "token": "***"}
+    assert record.task("greet").results == {"who": "db"}
+    assert record.task("fail").steps[0].exit_code == 4
+    assert record.started_at and record.finished_at and record.started_at.tzinfo is not None
+    spec, params = any_store.load_spec(run_id)
+    assert spec == pipeline and params["token"] == "hunter2"
+
+
+def test_list_filters_and_pages(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
+    pipeline = load_pipeline(write(PIPELINE))
+    other = load_pipeline(write(PIPELINE.replace("name: stored", "name: other"), "other.yaml"))
+    ids = [any_store.create_run(pipeline if i % 2 else other, {}) for i in range(7)]
+    newest = any_store.list_runs(limit=3)
+    assert [r.id for r in newest] == ids[::-1][:3]
+    page2 = any_store.list_runs(limit=3, before=newest[-1].id)
+    assert [r.id for r in page2] == ids[::-1][3:6]
+    assert {r.pipeline for r in any_store.list_runs(pipeline="other")} == {"other"}
+    any_store.request_cancel(ids[0])
+    assert [r.id for r in any_store.list_runs(status="cancelled")] == [ids[0]]
+
+
+def test_claim_is_exclusive(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    run_id = any_store.create_run(load_pipeline(write(PIPELINE)), {})
+    assert any_store.claim(run_id, "a:1:1")
+    assert not any_store.claim(run_id, "b:2:2")
+
+
+def test_missing_run(any_store: SqlStore) -> None:
+    with pytest.raises(NotFound, match="no run 999"):
+        any_store.get_run(999)
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot open the store at postgresql://x:\\*\\*\\*@127.0.0.1:1/db"):
+        SqlStore("postgresql://x:secret@127.0.0.1:1/db")
