@@ -26,9 +26,6 @@ from shipline.settings import Settings, load_settings
 from shipline.store.sql import SqlStore
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh SHIPLINE_HOME, also set in the environment for CLI subprocesses."""
@@ -69,7 +66,7 @@ def write(tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
-RunFn = Callable[..., RunRecord]
+from helpers import RunFn  # noqa: E402
 
 
 @pytest.fixture
@@ -82,18 +79,6 @@ def run_pipeline(engine: Engine, write: Callable[..., Path]) -> RunFn:
         return asyncio.run(engine.drive(run_id))
 
     return _run
-
-
-def shipline(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """The real `shipline` command in a subprocess (no terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "shipline", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=check,
-    )
 
 
 # --- PostgreSQL, from Debian's package, one server per session ------------------------

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import REPO, shipline
+from helpers import REPO, shipline
 
 Write = Callable[..., Path]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunFn
+from helpers import RunFn
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine

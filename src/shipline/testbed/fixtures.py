@@ -38,6 +38,8 @@ from shipline.testbed.ports import port_base_from_env
 
 @dataclass(frozen=True)
 class Testbed:
+    __test__ = False  # a fixture's type, not a test class
+
     layout: Layout
     state: running.State
     started: tuple[str, ...]
