@@ -368,7 +368,7 @@ function runView(view, id) {
         h("span", { class: "spacer" }),
         h("div", { class: "row" }, buttons),
       ),
-      ...(run.message && run.status !== "succeeded" ? [h("div", { class: "message" }, run.message)] : []),
+      ...(run.message && run.status !== "succeeded" ? [h("div", { class: `message m-${run.status}` }, run.message)] : []),
     );
     graphBox.replaceChildren(h("h2", {}, "Tasks"), graph(run, state.selected, select));
     const main = run.tasks.filter((x) => !x.is_finally), fin = run.tasks.filter((x) => x.is_finally);
@@ -394,13 +394,19 @@ function runView(view, id) {
     return h("div", { class: "ln" }, h("span", { class: "no" }, n), h("span", {}, line.text));
   }
   function renderLogs() {
-    const shown = state.lines.filter((l) => !state.selected || l.task === state.selected);
-    const out = [];
-    let last = null, n = 0;
-    for (const l of shown) {
+    // One block per step, in the order steps first spoke; parallel tasks do not interleave.
+    const groups = new Map();
+    for (const l of state.lines) {
+      if (state.selected && l.task !== state.selected) continue;
       const key = `${l.task}/${l.attempt}/${l.step}`;
-      if (key !== last) { out.push(h("div", { class: "hdr" }, `▸ ${l.task} · ${l.name}${l.attempt > 1 ? ` (attempt ${l.attempt})` : ""}`)); last = key; n = 0; }
-      out.push(lineEl(l, ++n));
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(l);
+    }
+    const out = [];
+    for (const lines of groups.values()) {
+      const l = lines[0];
+      out.push(h("div", { class: "hdr" }, `▸ ${l.task} · ${l.name}${l.attempt > 1 ? ` (attempt ${l.attempt})` : ""}`));
+      lines.forEach((line, i) => out.push(lineEl(line, i + 1)));
     }
     if (state.end) out.push(h("div", { class: state.end === "succeeded" ? "end-ok" : "end-bad" }, `— run ${state.end} —`));
     if (!out.length) out.push(h("div", { class: "hdr" }, state.run && ACTIVE.has(state.run.status) ? "waiting for output…" : "no output"));
