@@ -45,7 +45,7 @@ def test_buildah_builds_with_run_pushes_and_skopeo_inspects(registry: str, tmp_p
     info = json.loads(_run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}"))
     assert info["Labels"]["org.opencontainers.image.title"] == "testbed-probe"
     assert info["Digest"].startswith("sha256:")
-    assert len(info["Layers"]) >= 2
+    assert len(info["Layers"]) >= 1
     tags = json.loads(_run("skopeo", "list-tags", "--tls-verify=false", f"docker://{registry}/testbed/probe"))
     assert "1.0.0" in tags["Tags"]
 

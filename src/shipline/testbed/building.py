@@ -248,9 +248,11 @@ def _build_kubernetes(layout: Layout, part: GoPart, env: dict[str, str], log: Pa
     wrapper = layout.sources / part.key
     wrapper.mkdir(parents=True, exist_ok=True)
     gomod = wrapper_gomod("shipline.local/testbed/kubernetes", part.version, Path(info["GoMod"]).read_text())
-    if not (wrapper / "go.mod").exists() or (wrapper / "go.mod.wrapper").read_text() != gomod:
+    marker = wrapper / "go.mod.wrapper"
+    # go.mod gains require lines from tidy; the marker keeps what we wrote, to notice a new pin.
+    if not (wrapper / "go.mod").exists() or not marker.exists() or marker.read_text() != gomod:
         (wrapper / "go.mod").write_text(gomod)
-        (wrapper / "go.mod.wrapper").write_text(gomod)
+        marker.write_text(gomod)
         (wrapper / "go.sum").unlink(missing_ok=True)
     (wrapper / "tools.go").write_text(tools_go(part.packages))
     report(f"go mod tidy in the wrapper module (staging modules at {staging_version(part.version)})")

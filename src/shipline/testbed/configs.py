@@ -142,9 +142,15 @@ def kwok_nodes(count: int) -> str:
                     "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                     "nodeInfo": {
                         "architecture": "amd64",
+                        "operatingSystem": "linux",
                         "kubeProxyVersion": "fake",
                         "kubeletVersion": "fake",
-                        "operatingSystem": "linux",
+                        "containerRuntimeVersion": "kwok",
+                        "kernelVersion": "kwok",
+                        "osImage": "kwok",
+                        "machineID": name,
+                        "systemUUID": name,
+                        "bootID": name,
                     },
                 },
             }

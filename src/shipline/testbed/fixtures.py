@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from shipline.exceptions import ShiplineError
 from shipline.testbed import running
 from shipline.testbed.building import is_built
 from shipline.testbed.layout import Layout, layout_from_env
@@ -59,7 +60,13 @@ class Testbed:
 def testbed() -> Iterator[Testbed]:
     layout = layout_from_env(os.environ, Path.home())
     before = {s.name for s in running.status(layout) if s.pid is not None}
-    state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lambda line: None)
+    lines: list[str] = []
+    try:
+        state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lines.append)
+    except ShiplineError as exc:
+        after = {s.name for s in running.status(layout) if s.pid is not None}
+        running.down(layout, only=after - before, report=lambda line: None)
+        pytest.fail(f"the testbed did not come up: {exc}\n" + "\n".join(lines), pytrace=False)
     after = {s.name for s in running.status(layout) if s.pid is not None}
     started = tuple(sorted(after - before))
     yield Testbed(layout, state, started)

@@ -14,7 +14,9 @@ KUBERNETES_VERSION = "v1.34.4"
 
 HELM_VERSION = "v3.19.5"
 KWOK_VERSION = "v0.7.0"
-GITEA_VERSION = "v1.27.3"
+# v1.27.3 needs gitea.dev/actions-proto-go@v0.6.0, gitea.dev/sdk@v1.1.0 and
+# gitlab.com/gitlab-org/api/client-go/v2@v2.42.0, which the module proxy here refuses (403).
+GITEA_VERSION = "v1.26.0"
 
 DEBIAN_PACKAGES: tuple[str, ...] = (
     "git",

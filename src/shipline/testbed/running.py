@@ -9,6 +9,8 @@ any process.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -16,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,7 +126,25 @@ def _build_hint(part: str) -> str:
 # -- up ------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    """One `up` or `down` at a time per testbed home (tests and people may race)."""
+    layout.home.mkdir(parents=True, exist_ok=True)
+    with open(layout.home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Report = print, timeout: float = 180.0) -> State:
+    """Start every built service that is not running; wait until all answer."""
+    with _locked(layout):
+        return _up(layout, environ, port_base, report, timeout)
+
+
+def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Report, timeout: float) -> State:
     start = time.monotonic()
     state = load_state(layout)
     if state is None:
@@ -134,10 +154,14 @@ def up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repor
             gitea_password=secrets.token_urlsafe(18),
         )
     specs = _specs(layout, state)
-    wanted = [s for s in specs if _part_ready(layout, s.part)]
+    wanted: list[ServiceSpec] = []
     for spec in specs:
-        if spec not in wanted:
+        if not _part_ready(layout, spec.part):
             report(f"{spec.name}: not built, skipped (build it with `{_build_hint(spec.part)}`)")
+        elif any(need not in {w.name for w in wanted} for need in spec.needs):
+            report(f"{spec.name}: skipped, it needs {', '.join(spec.needs)}")
+        else:
+            wanted.append(spec)
     if not wanted:
         raise UsageError("nothing of the testbed is built: run `shipline testbed build` first")
 
@@ -422,6 +446,14 @@ def env_values(layout: Layout, state: State) -> dict[str, str]:
 
 def down(layout: Layout, purge: bool = False, report: Report = print, only: Collection[str] | None = None) -> list[str]:
     """Stop every service (dependents first), or those named in `only`; with purge, delete all state too."""
+    if not layout.home.exists():
+        report("nothing was running")
+        return []
+    with _locked(layout):
+        return _down(layout, purge, report, only)
+
+
+def _down(layout: Layout, purge: bool, report: Report, only: Collection[str] | None) -> list[str]:
     state = load_state(layout)
     stopped = []
     if state is not None:
