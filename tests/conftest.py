@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import RunFn
 
 from shipline.domain.runs import RunRecord
 from shipline.engine.events import EventBus
@@ -23,7 +16,9 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings, load_settings
+from shipline.exceptions import ToolError
 from shipline.store.sql import SqlStore
+from shipline.testbed.postgres import ThrowawayPostgres
 
 
 @pytest.fixture
@@ -66,7 +61,6 @@ def write(tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
-from helpers import RunFn  # noqa: E402
 
 
 @pytest.fixture
@@ -84,49 +78,17 @@ def run_pipeline(engine: Engine, write: Callable[..., Path]) -> RunFn:
 # --- PostgreSQL, from Debian's package, one server per session ------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A private PostgreSQL on 127.0.0.1; yields an admin URL.  Runs as the `postgres` user."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        pytest.fail("PostgreSQL is not installed: run `shipline testbed build` (it installs Debian's postgresql)")
-    bindir = Path(bins[-1]).parent
-    # Not under pytest's tmp dir: its parents are private to root, and the server runs as `postgres`.
-    root = Path(tempfile.mkdtemp(prefix="shipline-pg-"))
-    data = root / "data"
-    as_pg: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        as_pg = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def pg(*args: str) -> None:
-        done = subprocess.run([*as_pg, *args], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "shipline", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
     try:
-        yield f"postgresql+psycopg://shipline@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server = ThrowawayPostgres().start()
+    except ToolError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> str:
+def postgres_url(postgres_server: ThrowawayPostgres) -> str:
     """A fresh, empty database on the session's server."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_server.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{postgres_server}/{name}"
+    return postgres_server.create_database()
