@@ -1,0 +1,98 @@
+"""`shipline repos`, `shipline tokens` and `shipline serve` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from serverkit import BUILD, Live, free_port
+
+
+def shipline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_repos_and_tokens_commands(home: Path, pipeline_file: Callable[..., Path]) -> None:
+    pipeline = pipeline_file(BUILD)
+    r = shipline("repos", "add", "app", "https://gitea.example/t/app.git", "--forge", "gitea",
+                 "--pipeline", str(pipeline), "--generate-secret", "--json")
+    assert r.returncode == 0, r.stderr
+    added = json.loads(r.stdout)
+    assert added["name"] == "app" and len(added["secret"]) == 48
+    r = shipline("repos", "add", "app", "https://x/y.git", "--forge", "gitea", "--pipeline", str(pipeline), "--generate-secret")
+    assert r.returncode == 1 and "already registered" in r.stderr
+    r = shipline("repos", "add", "nosecret", "https://x/y.git", "--forge", "github", "--pipeline", str(pipeline))
+    assert r.returncode == 2 and "needs a webhook secret" in r.stderr
+    r = shipline("repos", "trigger", "add", "app", "--on", "tag", "--tag", "v*", "-p", "stage=release", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rule"]["params"] == {"stage": "release"}
+    r = shipline("repos", "trigger", "add", "app", "--on", "schedule")
+    assert r.returncode == 2 and "needs `cron`" in r.stderr
+    listed = json.loads(shipline("repos", "list", "--json").stdout)
+    assert [x["name"] for x in listed] == ["app"] and listed[0]["triggers"][0]["rule"]["on"] == "tag"
+    assert "secret" not in listed[0]
+    r = shipline("tokens", "create", "--name", "ci", "--role", "operator", "--json")
+    token = json.loads(r.stdout)
+    assert token["role"] == "operator" and token["secret"].startswith("shp_")
+    assert "shp_" not in shipline("tokens", "list", "--json").stdout
+    assert shipline("repos", "remove", "app").returncode == 0
+    assert shipline("repos", "remove", "app").returncode == 2
+
+
+def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> None:
+    bad = shipline("serve", env={"SHIPLINE_PORT": "99999"})
+    assert bad.returncode == 2 and "port" in bad.stderr and "65535" in bad.stderr
+    config = tmp_path / "config.toml"
+    config.write_text('log_format = "xml"\n')
+    bad = shipline("serve", env={"SHIPLINE_CONFIG": str(config)})
+    assert bad.returncode == 2 and "log_format" in bad.stderr and str(config) in bad.stderr
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "shipline", "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs").json()["runs"] == []
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended.
+    assert proc.returncode in (0, -15)
+    assert any(json.loads(line).get("message") == "server stopped" for line in err.splitlines())
+    first = json.loads(err.splitlines()[0])  # structured logs: one JSON object per line
+    assert {"time", "level", "logger", "message"} <= set(first)
+    assert any(json.loads(line).get("message") == "server ready" for line in err.splitlines())
+
+
+def test_cron_schedule_starts_runs(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={
+            "name": "nightly", "url": "/srv/none.git", "forge": "git", "pipeline": str(pipeline_file(BUILD)),
+            "default_branch": "develop",
+            # six fields: croniter's seconds, so the test need not wait for a minute to turn
+            "triggers": [{"on": "schedule", "cron": "* * * * * *", "concurrency": "parallel"}],
+        })
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 30
+        while not (runs := c.get("/api/v1/runs").json()["runs"]):
+            assert time.monotonic() < deadline, "the schedule never fired"
+            time.sleep(0.1)
+        c.delete(f"/api/v1/triggers/{r.json()['triggers'][0]['id']}")
+    record = live.wait_run(runs[-1]["id"], {"succeeded"})
+    assert record["trigger"]["source"] == "cron" and record["params"]["branch"] == "develop"
+    assert record["params"]["event"] == "schedule"
