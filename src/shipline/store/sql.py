@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -93,6 +93,7 @@ class SqlStore:
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
+        self._statements: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
@@ -174,25 +175,29 @@ class SqlStore:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
         return ResolvedPipeline.model_validate(row.spec), dict(row.params)
 
-    def update_run(self, run_id: int, **values: Any) -> None:
+    def _update(self, table: Table, keys: tuple[str, ...], key_values: tuple[Any, ...], values: dict[str, Any]) -> None:
+        """UPDATE table SET values WHERE keys = key_values, with the statement built once per shape.
+
+        Building SQLAlchemy expressions costs more than SQLite's commit; the
+        recorder writes a few rows per task, so statements are cached.
+        """
+        shape = (table.name, keys, tuple(sorted(values)))
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = (
+                update(table)
+                .where(*(table.c[k] == bindparam(f"key_{k}") for k in keys))
+                .values({k: bindparam(k) for k in shape[2]})
+            )
+            self._statements[shape] = statement
         with self._tx() as conn:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values)}})
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        self._update(runs, ("id",), (run_id,), values)
 
     def update_task(self, run_id: int, name: str, **values: Any) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(task_runs).where(task_runs.c.run_id == run_id, task_runs.c.name == name).values(**values)
-            )
-
-    def update_tasks(self, run_id: int, names: Sequence[str], **values: Any) -> None:
-        if not names:
-            return
-        with self._tx() as conn:
-            conn.execute(
-                update(task_runs)
-                .where(task_runs.c.run_id == run_id, task_runs.c.name.in_(list(names)))
-                .values(**values)
-            )
+        self._update(task_runs, ("run_id", "name"), (run_id, name), values)
 
     def start_step(
         self,
@@ -222,17 +227,7 @@ class SqlStore:
             )
 
     def update_step(self, run_id: int, task: str, attempt: int, index: int, **values: Any) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(step_runs)
-                .where(
-                    step_runs.c.run_id == run_id,
-                    step_runs.c.task == task,
-                    step_runs.c.attempt == attempt,
-                    step_runs.c.idx == index,
-                )
-                .values(**values)
-            )
+        self._update(step_runs, ("run_id", "task", "attempt", "idx"), (run_id, task, attempt, index), values)
 
     # --- reading ----------------------------------------------------------------------
 
