@@ -11,7 +11,7 @@ import httpx
 import pytest
 from serverkit import BUILD, Live
 
-from shipline.testbed.fixtures import GiteaClient, GiteaRepo, gitea, gitea_repo, testbed  # noqa: F401 (fixtures)
+from shipline.testbed.fixtures import GiteaClient, GiteaRepo
 
 pytestmark = pytest.mark.testbed
 
@@ -26,7 +26,7 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def test_gitea_push_starts_a_run(
-    live: Live, gitea: GiteaClient, gitea_repo: GiteaRepo, pipeline_file: Callable[..., Path], tmp_path: Path  # noqa: F811
+    live: Live, gitea: GiteaClient, gitea_repo: GiteaRepo, pipeline_file: Callable[..., Path], tmp_path: Path
 ) -> None:
     secret = "gitea-hook-secret"
     with live.client(live.operator_token) as c:
