@@ -196,12 +196,12 @@ def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], t
             )
         if task.when is not None and not task.when.strip():
             findings.append(Finding((*loc, "when"), "`when:` is empty"))
-        if msg := check_workdir(task.workdir):
-            findings.append(Finding((*loc, "workdir"), msg))
+        if problem := check_workdir(task.workdir):
+            findings.append(Finding((*loc, "workdir"), problem))
         if task.name not in templated:
             for i, step in enumerate(task.steps):
-                if msg := check_workdir(step.workdir):
-                    findings.append(Finding((*loc, "steps", i, "workdir"), msg))
+                if problem := check_workdir(step.workdir):
+                    findings.append(Finding((*loc, "steps", i, "workdir"), problem))
     return findings
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from shipline.domain.runs import RunStatus, StepStatus, TaskStatus, mask
 from shipline.engine.events import Event, EventBus
 from shipline.engine.logs import LogWriter, step_log_path
+from shipline.executors.base import StepEnd
 from shipline.store.sql import SqlStore
 
 
@@ -99,7 +100,7 @@ class StepRecorder:
         at = self.writers[index].write(line)
         self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
 
-    def step_finished(self, index: int, exit_code: int | None, status: Literal["succeeded", "failed", "cancelled"]) -> None:
+    def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
         at = now()
         writer = self.writers.pop(index, None)
         if writer is not None:

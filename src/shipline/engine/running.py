@@ -154,9 +154,9 @@ class Engine:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
                 self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
-            pid = owner.split(":")[1] if owner.count(":") >= 2 else owner
+            host, _, rest = owner.partition(":")
             message = (
-                f"interrupted: the engine (pid {pid} on {owner.split(':')[0]}) stopped during the run; "
+                f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped during the run; "
                 f"logs up to then are kept; start it again with `shipline runs rerun {run_id}`"
             )
             record = self.store.get_run(run_id)
@@ -254,7 +254,8 @@ class _RunDriver:
                 timer.cancel()
 
     async def _run_task(self, task: ResolvedTask) -> None:
-        status, results, message = TaskStatus.FAILED, {}, ""
+        status, message = TaskStatus.FAILED, ""
+        results: dict[str, str] = {}
         try:
             async with self.engine.slots:
                 status, results, message = await self._attempts(task)

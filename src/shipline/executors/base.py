@@ -42,12 +42,15 @@ class TaskOutcome:
     """The text each step wrote to its output file, in step order."""
 
 
+StepEnd = Literal["succeeded", "failed", "cancelled"]
+
+
 class StepListener(Protocol):
     def step_started(self, index: int, pid: int | None) -> None: ...
 
     def step_log(self, index: int, line: str) -> None: ...
 
-    def step_finished(self, index: int, exit_code: int | None, status: Literal["succeeded", "failed", "cancelled"]) -> None: ...
+    def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None: ...
 
 
 class Executor(Protocol):

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable
 from contextlib import suppress
 
-from shipline.executors.base import StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 
 MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
@@ -133,7 +133,7 @@ class LocalExecutor:
             code = transport.get_returncode()
         finally:
             transport.close()
-        status = "succeeded" if code == 0 else "failed"
+        status: StepEnd = "succeeded" if code == 0 else "failed"
         listener.step_finished(step.index, code, status)
         return code, status
 

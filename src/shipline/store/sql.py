@@ -62,7 +62,8 @@ _REVISION = re.compile(r"^(down_revision|revision)\s*=\s*['\"]?([\w]*)['\"]?", r
 
 def schema_heads() -> set[str]:
     """The newest revisions, read from the migration files without importing Alembic (slow to import)."""
-    revisions, parents = set(), set()
+    revisions: set[str] = set()
+    parents: set[str] = set()
     for script in (MIGRATIONS / "versions").iterdir():
         if script.name.endswith(".py"):
             for kind, value in _REVISION.findall(script.read_text()):
@@ -135,7 +136,7 @@ class SqlStore:
         rerun_of: int | None = None,
     ) -> int:
         with self._tx() as conn:
-            run_id = conn.execute(
+            inserted = conn.execute(
                 insert(runs).values(
                     pipeline=pipeline.name,
                     status=RunStatus.QUEUED.value,
@@ -148,7 +149,9 @@ class SqlStore:
                     created_at=utcnow(),
                     cancel_requested=False,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            run_id = inserted[0]
             conn.execute(
                 insert(task_runs),
                 [
@@ -328,7 +331,7 @@ class SqlStore:
         if task is not None:
             query = query.where(step_runs.c.task == task)
         with self._tx() as conn:
-            return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+            return [(r.task, r.attempt, r.idx, r.name, r.log_path) for r in conn.execute(query)]
 
     # --- ownership, cancel, recovery --------------------------------------------------
 
