@@ -53,6 +53,7 @@ def test_run_json_record_and_exit_codes(home: Path, write: Write) -> None:
     assert done.returncode == 1
     assert "a failed" in done.stdout and "exited with code 7" in done.stdout
     assert "shipline runs logs" in done.stdout
+    assert "a last lines:\n  oops" in done.stdout, "the failed task's last output is shown"
 
 
 def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> None:

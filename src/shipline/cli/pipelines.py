@@ -13,8 +13,9 @@ from rich.console import Console
 
 from shipline.cli.progress import RunView, live_terminal, plain_lines, summary
 from shipline.cli.wiring import Wiring
-from shipline.domain.runs import RunRecord, RunStatus
+from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline, pipeline_schema
+from shipline.engine.logs import read_log
 from shipline.exceptions import DefinitionError, Problem, UsageError
 
 
@@ -138,9 +139,26 @@ def drive_with_progress(wiring: Wiring, run_id: int, as_json: bool) -> RunRecord
 
     record = asyncio.run(main())
     summary(record, console)
+    if record.status == RunStatus.FAILED:
+        show_failure_tails(wiring, record, console)
     if as_json:
         click.echo(record_json(record))
     return record
+
+
+def show_failure_tails(wiring: Wiring, record: RunRecord, console: Console, lines: int = 8) -> None:
+    """The last lines each failed task printed: usually the reason, without another command."""
+    failed = {t.name for t in record.tasks if t.status == TaskStatus.FAILED}
+    last_step: dict[str, str] = {}
+    for task, _attempt, _index, _name, path in wiring.store.log_paths(record.id):
+        if task in failed:
+            last_step[task] = path
+    for task, path in last_step.items():
+        tail = [line.text for line in read_log(Path(path))][-lines:]
+        if tail:
+            console.print(f"[bold red]{task}[/] last lines:", highlight=False)
+            for text in tail:
+                console.print(f"  {text}", markup=False, highlight=False)
 
 
 def record_json(record: RunRecord) -> str:

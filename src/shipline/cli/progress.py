@@ -36,6 +36,8 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     if start is None:
         return ""
     seconds = ((end or datetime.now(UTC)) - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)

@@ -130,7 +130,12 @@ def status(as_json: bool) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("service", "address", "state", "pid", "answer")
+        table = Table()
+        table.add_column("service", no_wrap=True)
+        table.add_column("address", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("pid", no_wrap=True)
+        table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=40)
         for s in services:
             colour = "green" if s.healthy else ("dim" if not s.built else "red")
             table.add_row(
