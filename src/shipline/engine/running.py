@@ -76,15 +76,7 @@ class Engine:
         if not self.store.claim(run_id, self.owner):
             record = self.store.get_run(run_id)
             raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
-        pipeline, params = self.store.load_spec(run_id)
-        driver = _RunDriver(self, run_id, pipeline, params)
-        self._drivers[run_id] = driver
-        self._ensure_watcher()
-        try:
-            await driver.go()
-        finally:
-            del self._drivers[run_id]
-        return self.store.get_run(run_id)
+        return await self._drive_claimed(run_id)
 
     async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
         """Worker loop: claim queued runs from the store and drive them, until `stop`."""
