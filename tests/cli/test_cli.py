@@ -194,3 +194,63 @@ def test_help_teaches() -> None:
 def test_schema_is_json() -> None:
     schema = json.loads(shipline("schema").stdout)
     assert schema["title"] == "shipline pipeline"
+
+
+def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    path = write(
+        f"""
+        name: chatty
+        tasks:
+          - name: talk
+            steps:
+              - run: |
+                  echo "first line"
+                  while [ ! -e {gate} ]; do sleep 0.05; done
+                  echo "second line"
+          - name: more
+            steps: [{{run: echo "third line"}}]
+        """
+    )
+    run = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not json.loads(shipline("runs", "list", "--json").stdout):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
+        follow = subprocess.Popen([sys.executable, "-m", "shipline", "runs", "logs", str(run_id), "-f"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert follow.stdout is not None
+        seen = []
+        while "first line" not in seen:
+            seen.append(follow.stdout.readline().strip())
+        gate.touch()
+        out, _ = follow.communicate(timeout=60)
+        assert follow.returncode == 0
+        lines = seen + out.splitlines()
+        assert lines.index("first line") < lines.index("second line") < lines.index("third line")
+    finally:
+        run.wait(timeout=60)
+
+
+def test_long_lines_and_binary_output_are_kept(home: Path, write: Write) -> None:
+    path = write(
+        """
+        name: noisy
+        tasks:
+          - name: noise
+            steps:
+              - run: |
+                  head -c 150000 /dev/zero | tr '\\0' 'x'
+                  printf '\\n\\xff\\xfe bytes\\n'
+                  printf 'no newline at the end'
+        """
+    )
+    done = shipline("run", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["id"]
+    lines = shipline("runs", "logs", str(run_id)).stdout.splitlines()[1:]
+    assert [len(line) for line in lines[:3]] == [65536, 65536, 150000 - 2 * 65536]
+    assert lines[3] == "\ufffd\ufffd bytes"
+    assert lines[4] == "no newline at the end"
