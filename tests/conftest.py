@@ -15,10 +15,12 @@ from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
-from shipline.settings import Settings, load_settings
 from shipline.exceptions import ToolError
+from shipline.settings import Settings, load_settings
 from shipline.store.sql import SqlStore
 from shipline.testbed.postgres import ThrowawayPostgres
+
+pytest_plugins = ["shipline.testbed.fixtures"]
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from serverkit import Live, start_server
 from shipline.settings import Settings
 from shipline.store.repositories import Role
 
-# The testbed's Gitea fixtures (as tests/testbed/conftest.py does, until the root conftest loads them).
-from shipline.testbed.fixtures import gitea, gitea_repo, testbed  # noqa: F401,E402
 
 
 @pytest.fixture
