@@ -17,9 +17,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/shipline run examples/hello.yaml -p greeting=hello
 
-# Installs what the suite needs (Debian packages, Go-built tools), then runs every test.
+# Installs what the suite needs (Debian packages, Go-built tools), checks types and
+# layers, then runs every test.
 test: install
 	$(BIN)/shipline testbed build
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: install
