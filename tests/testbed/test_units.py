@@ -137,3 +137,32 @@ def test_detached_process_outlives_its_starter_and_stops(tmp_path: Path) -> None
     assert not is_alive(pid)
     assert not pidfile.exists()
     assert not stop(pidfile, program)
+
+
+def test_a_test_needing_an_unbuilt_part_fails_with_the_build_command(tmp_path: Path) -> None:
+    from shipline.testbed.fixtures import Testbed
+    from shipline.testbed.running import State
+
+    layout = layout_from_env({"SHIPLINE_TESTBED_CACHE": str(tmp_path / "empty-cache"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path)
+    testbed = Testbed(layout, State(ports=plan_ports(), gitea_root=str(tmp_path), gitea_password="x"), ())
+    with pytest.raises(pytest.fail.Exception, match=r"shipline testbed build --only gitea"):
+        testbed.require("gitea")
+
+
+def test_up_refuses_ports_that_something_else_holds(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from shipline.exceptions import UsageError
+    from shipline.testbed.running import up
+
+    real = layout_from_env(os.environ, Path.home())
+    layout = layout_from_env({"SHIPLINE_TESTBED_CACHE": str(real.cache), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        base = squatter.getsockname()[1]  # the registry's port (offset 0) is taken
+        if base > 65535 - max(OFFSETS.values()):
+            pytest.skip("the kernel gave a port too high to be a base")
+        with pytest.raises(UsageError, match="SHIPLINE_TESTBED_PORT_BASE"):
+            up(layout, {}, base, report=lambda line: None)

@@ -436,10 +436,10 @@ def env_values(layout: Layout, state: State) -> dict[str, str]:
     values = {
         "KUBECONFIG": str(layout.kubeconfig),
         "SHIPLINE_REGISTRY": f"127.0.0.1:{state.ports['registry']}",
-        "SHIPLINE_GITEA_URL": f"http://127.0.0.1:{state.ports['gitea']}",
         "SHIPLINE_TESTBED_HOME": str(layout.home),
     }
-    if state.gitea_token:
+    if state.gitea_token:  # Gitea is built and has been up at least once
+        values["SHIPLINE_GITEA_URL"] = f"http://127.0.0.1:{state.ports['gitea']}"
         values["SHIPLINE_GITEA_TOKEN"] = state.gitea_token
     return values
 
