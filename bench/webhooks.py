@@ -95,7 +95,9 @@ async def burst(url: str, items: list[tuple[str, bytes]], concurrency: int) -> l
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        return await asyncio.gather(*(deliver(client, sem, d, b) for d, b in items))
+        results = await asyncio.gather(*(deliver(client, sem, d, b) for d, b in items))
+    await asyncio.sleep(0.1)  # let closed connections finish closing before the loop goes
+    return results
 
 
 def all_runs(client: httpx.Client) -> list[dict[str, Any]]:
