@@ -119,6 +119,8 @@ def main() -> int:
     parser.add_argument("-n", "--deliveries", type=int, default=500)
     parser.add_argument("-c", "--concurrency", type=int, default=64, help="requests in flight at once")
     parser.add_argument("--max-parallel", type=int, default=None, help="the server's max_parallel (default: its own)")
+    parser.add_argument("--single", type=int, default=20,
+                        help="afterwards, this many deliveries one at a time on the idle server (latency without a queue)")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhooks.json")
     args = parser.parse_args()
@@ -171,6 +173,17 @@ def main() -> int:
                     print("timed out waiting for runs to end", file=sys.stderr)
                     break
                 time.sleep(0.5)
+            single: list[float] = []
+            for _ in range(args.single):
+                delivery, body = str(uuid.uuid4()), payload(uuid.uuid4().hex + uuid.uuid4().hex[:8])
+                _, sent, _, code, ids = asyncio.run(burst(url, [(delivery, body)], 1))[0]
+                assert code == 202 and ids, code
+                while not (run := c.get(f"/api/v1/runs/{ids[0]}").json())["started_at"]:
+                    time.sleep(0.005)
+                single.append(datetime.fromisoformat(run["started_at"]).timestamp() - sent)
+                while run["status"] not in ("succeeded", "failed", "cancelled"):
+                    time.sleep(0.02)
+                    run = c.get(f"/api/v1/runs/{ids[0]}").json()
             metrics = c.get("/metrics").text
     finally:
         server.terminate()
@@ -244,6 +257,12 @@ def main() -> int:
         assert isinstance(qw, dict)
         print(f"queued  -> running (in the queue): p50 {qw['p50'] * 1000:.1f} ms   p99 {qw['p99'] * 1000:.1f} ms")
     print(f"written: {args.out}")
+    if single:
+        result["single_delivery_to_running_seconds"] = {"n": len(single), "p50": round(pct(single, 50), 4),
+                                                        "p99": round(pct(single, 99), 4)}
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"one at a time, idle server ({len(single)}): delivery -> running p50 {pct(single, 50) * 1000:.1f} ms"
+              f"   p99 {pct(single, 99) * 1000:.1f} ms")
     ok = len(runs) == args.deliveries and not lost and not doubled and again_runs == 0
     shutil.rmtree(home, ignore_errors=True)
     return 0 if ok else 1
