@@ -68,12 +68,14 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs").json()["runs"] == []
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", params={"token": "shp_secretvalue"}).status_code == 401
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended.
     assert proc.returncode in (0, -15)
     assert any(json.loads(line).get("message") == "server stopped" for line in err.splitlines())
+    assert "shp_secretvalue" not in err and "token=***" in err  # access logs never show a token
     first = json.loads(err.splitlines()[0])  # structured logs: one JSON object per line
     assert {"time", "level", "logger", "message"} <= set(first)
     assert any(json.loads(line).get("message") == "server ready" for line in err.splitlines())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import datetime
@@ -45,8 +46,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """EventSource sends its API token as `?token=`: keep it out of access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_URL.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_URL.sub(r"\1***", record.msg)
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactTokens())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
