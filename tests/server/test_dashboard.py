@@ -152,6 +152,18 @@ def test_operator_cancels_a_running_run(live: Live, pipeline_file: Callable[...,
     page.screenshot(path=str(ARTIFACTS / "run-cancelled.png"), full_page=True)
     assert live.wait_run(run_id, {"cancelled"})["status"] == "cancelled"
 
+    # Rerun, then start a run with params from the runs page.
+    page.locator("#rerun").click()
+    expect(page).to_have_url(f"{live.url}/#/runs/{run_id + 1}")
+    page.goto(live.url + "/")
+    page.locator("#start-run").click()
+    page.fill('#start-dialog input[name="hold"]', "0")
+    page.fill('#start-dialog input[name="branch"]', "from-the-dashboard")
+    page.screenshot(path=str(ARTIFACTS / "start-run.png"))
+    page.locator("#start-submit").click()
+    expect(page.locator(".title .status")).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    expect(page.locator(".params")).to_contain_text("branch=from-the-dashboard")
+
 
 def test_narrow_window_and_repositories_page(live: Live, pipeline_file: Callable[..., Path], browser: Browser) -> None:
     setup_repo(live, pipeline_file)

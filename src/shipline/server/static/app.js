@@ -198,8 +198,9 @@ function runsView(view) {
     h("thead", {}, h("tr", {}, ["", "status", "pipeline", "trigger", "started", "duration", "message"].map((c) => h("th", {}, c)))), tbody);
   const empty = h("div", { class: "empty", hidden: true }, "No runs yet. Push to a registered repository, or start one with ", h("code", {}, "POST /api/v1/runs"), ".");
   const more = h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => load(state.next) }, "Older runs"));
+  const startBtn = h("button", { class: "primary", type: "button", id: "start-run", onclick: () => startDialog() }, "Run pipeline");
   view.append(
-    h("div", { class: "row" }, h("h1", {}, "Runs"), h("span", { class: "spacer" }), search),
+    h("div", { class: "row" }, h("h1", {}, "Runs"), h("span", { class: "spacer" }), search, startBtn),
     h("div", { class: "row section" }, chips),
     h("div", { class: "panel section", id: "runs-panel" }, table, empty, more),
   );
@@ -245,6 +246,44 @@ function runsView(view) {
     if (!timer) timer = setTimeout(refresh, 150);
   }));
   load(null);
+}
+
+async function startDialog() {
+  if (api.role !== "operator") { openToken(); toast("starting a run needs an operator token"); return; }
+  let pipelines;
+  try { pipelines = (await api.get("/api/v1/pipelines")).filter((p) => p.name); }
+  catch (e) { toast(e.message); return; }
+  if (!pipelines.length) { toast("no pipelines: register a repository first (shipline repos add)"); return; }
+  const fields = h("div", {});
+  const select = h("select", { id: "start-pipeline", "aria-label": "pipeline", onchange: () => showParams() },
+    pipelines.map((p) => h("option", { value: p.name }, `${p.name} (${p.repository})`)));
+  function showParams() {
+    const p = pipelines.find((x) => x.name === select.value);
+    fields.replaceChildren(...Object.entries(p.params).map(([name, spec]) => h("label", { class: "field" },
+      h("span", {}, name, spec.description ? h("span", { class: "muted" }, ` · ${spec.description}`) : null),
+      h("input", { name, value: spec.default ?? "", placeholder: spec.default === null ? "required" : "", type: spec.secret ? "password" : "text" }))));
+  }
+  const error = h("p", { class: "error", hidden: true });
+  const dialog = h("dialog", { id: "start-dialog" },
+    h("form", { method: "dialog" },
+      h("h2", {}, "Run a pipeline"), select, fields, error,
+      h("div", { class: "row end" },
+        h("button", { class: "ghost", type: "button", onclick: () => dialog.close() }, "Close"),
+        h("button", { class: "primary", type: "submit", id: "start-submit" }, "Start"))));
+  dialog.querySelector("form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const params = {};
+    for (const input of fields.querySelectorAll("input")) params[input.name] = input.value;
+    try {
+      const run = await api.post("/api/v1/runs", { pipeline: select.value, params });
+      dialog.close();
+      location.hash = `#/runs/${run.id}`;
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  showParams();
+  dialog.showModal();
 }
 
 /* --- one run ---------------------------------------------------------------------------- */
