@@ -43,6 +43,9 @@ CLIENTS: tuple[ClientIdentity, ...] = (
 )
 
 
+FRONT_PROXY_CLIENT = ClientIdentity("front-proxy-client", "front-proxy-client")
+
+
 def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 

@@ -230,6 +230,12 @@ def _write_files(layout: Layout, state: State, wanted: list[ServiceSpec], report
         os.chmod(pki / "sa.key", 0o600)
         for client in certs.CLIENTS:
             _write_pair(pki, client.file_name, certs.make_client(ca, client))
+    if not (pki / "front-proxy-ca.crt").exists():
+        # The aggregation layer's own CA, as kubeadm makes it: extension API servers
+        # (and every component's delegated authentication) trust requests it signs.
+        front = certs.make_ca("front-proxy-ca")
+        _write_pair(pki, "front-proxy-ca", front)
+        _write_pair(pki, "front-proxy-client", certs.make_client(front, certs.FRONT_PROXY_CLIENT))
     server = f"https://127.0.0.1:{state.ports['kube-apiserver']}"
     ca_pem = (pki / "ca.crt").read_bytes()
     for client in certs.CLIENTS:
