@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
+from serverkit import BUILD, Live, github_push, signed, start_server
 
-from serverkit import BUILD, Live, github_push, signed
+from shipline.settings import Settings
+from shipline.store.repositories import Role
 
 URL = "https://github.example/acme/app.git"
 SECRET = "hook-secret"
@@ -142,3 +145,21 @@ def test_gitea_signature_header(live: Live, pipeline_file: Callable[..., Path]) 
     assert r.status_code == 202, r.text
     # The same body to the GitHub endpoint is a different forge: no GitHub repository has that URL.
     assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 404
+
+
+@pytest.mark.postgres
+def test_webhooks_on_postgresql(settings: Settings, postgres_url: str, pipeline_file: Callable[..., Path]) -> None:
+    uv, thread, server, url = start_server(settings.model_copy(update={"database_url": postgres_url, "queue_poll_seconds": 0.05}))
+    try:
+        _, token = server.state.create_token("pg", Role.OPERATOR)
+        live = Live(url, server, token, token)
+        register(live, pipeline_file(BUILD))
+        body, headers = signed(SECRET, github_push(URL, "main"))
+        first = httpx.post(url + "/hooks/github", content=body, headers=headers)
+        again = httpx.post(url + "/hooks/github", content=body, headers=headers)
+        assert first.status_code == 202 and again.json()["result"] == "duplicate"
+        assert live.wait_run(first.json()["runs"][0], {"succeeded"})["params"]["branch"] == "main"
+        assert len(httpx.get(url + "/api/v1/runs").json()["runs"]) == 1
+    finally:
+        uv.should_exit = True
+        thread.join(30)
