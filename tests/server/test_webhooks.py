@@ -115,18 +115,20 @@ def test_gitlab_token_and_pull_request_rules(live: Live, pipeline_file: Callable
 
 def test_hostile_branch_names_stay_data(live: Live, pipeline_file: Callable[..., Path], tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
+    Path("/tmp/pwned").unlink(missing_ok=True)
     register(live, pipeline_file(BUILD))
     with live.client(live.operator_token) as c:
         assert c.post("/api/v1/repositories/app/triggers", json={"on": "push", "concurrency": "parallel"}).status_code == 201
-    for branch in (f"$(touch {marker})", "../../etc", f"`touch {marker}`;x"):
+    for branch in ("$(touch /tmp/pwned)", f"$(touch {marker})", "../../etc", f"`touch {marker}`;x", "a\nb"):
         body, headers = signed(SECRET, github_push(URL, branch))
         r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
         assert r.status_code == 202, r.text
         record = live.wait_run(r.json()["runs"][0], {"succeeded", "failed"})
         assert record["status"] == "succeeded" and record["params"]["branch"] == branch
-        text = httpx.get(f"{live.url}/api/v1/runs/{record['id']}/logs", params={"format": "text"}).text
+        steps = httpx.get(f"{live.url}/api/v1/runs/{record['id']}/logs").json()
+        text = "\n".join(line["text"] for step in steps for line in step["lines"])
         assert f"building {branch} at" in text
-    assert not marker.exists()
+    assert not marker.exists() and not Path("/tmp/pwned").exists()
     # Nothing was created outside the server's home from the branch names either.
     assert not (live.server.settings.workspaces.parent.parent / "etc").exists()
 

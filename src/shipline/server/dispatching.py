@@ -127,7 +127,7 @@ class Dispatcher:
                     self.notify(run_id)
                     cancelled.append(run_id)
         run_id = self.engine.submit(pipeline, params, trigger=trigger)
-        self.notify(run_id)
+        self.notify(run_id, "queued", pipeline.name)
         self.metrics.runs_started.labels(source).inc()
         log.info(
             "run queued",
@@ -139,10 +139,13 @@ class Dispatcher:
             message += f"; cancelled older run{'s' if len(cancelled) > 1 else ''} {', '.join(map(str, cancelled))}"
         return Outcome("started", [run_id], message)
 
-    def notify(self, run_id: int) -> None:
+    def notify(self, run_id: int, status: str | None = None, pipeline: str | None = None) -> None:
         """Tell live views a run appeared or was cancelled outside the engine's driver."""
-        try:
-            record = self.engine.store.get_run(run_id)
-        except ShiplineError:
-            return
-        self.bus.publish(Event(run_id, "run", {"status": record.status.value, "pipeline": record.pipeline}))
+        if status is None or pipeline is None:
+            try:
+                record = self.engine.store.get_run(run_id)
+            except ShiplineError:
+                return
+            status, pipeline = record.status.value, record.pipeline
+        if self.bus.has_subscribers:
+            self.bus.publish(Event(run_id, "run", {"status": status, "pipeline": pipeline}))
