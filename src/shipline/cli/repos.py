@@ -19,7 +19,7 @@ from rich.table import Table
 from shipline.cli.wiring import Wiring
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import UsageError
-from shipline.store.repositories import FORGES, Role, ServerStore
+from shipline.store.repositories import FORGES, Role, ServerStore, public_url
 from shipline.triggers.events import PullRequestAction
 from shipline.triggers.rules import Concurrency, On, TriggerRule
 
@@ -167,7 +167,7 @@ def list_repos(wiring: Wiring, as_json: bool) -> None:
     for r in repos_:
         rules = state.list_triggers(r.id)
         desc = ", ".join(f"#{t.id} {t.rule.on.value}" for t in rules) or "push to default branch"
-        table.add_row(r.name, r.forge, r.url, r.pipeline, desc, f"{r.poll_seconds}s" if r.poll_seconds else "")
+        table.add_row(r.name, r.forge, public_url(r.url), r.pipeline, desc, f"{r.poll_seconds}s" if r.poll_seconds else "")
     Console(highlight=False).print(table)
 
 

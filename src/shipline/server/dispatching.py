@@ -18,7 +18,7 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.exceptions import ShiplineError
 from shipline.server.observing import Metrics
-from shipline.store.repositories import Repository, ServerStore
+from shipline.store.repositories import Repository, ServerStore, public_url
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
 from shipline.triggers.rules import DEFAULT_RULES, Concurrency, TriggerRule
@@ -99,9 +99,9 @@ class Dispatcher:
     ) -> Outcome:
         if rule is not None:
             index, fixed = rule
-            matches = [Match(index, fixed, {**event_params(event, repo.url), **fixed.params})]
+            matches = [Match(index, fixed, {**event_params(event, public_url(repo.url)), **fixed.params})]
         else:
-            matches = match(self.rules_for(repo), event, repo.url)
+            matches = match(self.rules_for(repo), event, public_url(repo.url))
         if not matches:
             what = event.kind.value + (f" to {event.branch}" if event.branch else "") + (f" of {event.tag}" if event.tag else "")
             return Outcome("ignored", message=f"no trigger rule of {repo.name!r} fires for this {what}")

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -53,6 +53,15 @@ class Repository(BaseModel):
     created_at: datetime
     secret: str = Field(default="", exclude=True, repr=False)
     """Never shown: excluded from every dump."""
+
+    @field_serializer("url")
+    def _hide_password(self, url: str) -> str:
+        return public_url(url)
+
+
+def public_url(url: str) -> str:
+    """The URL without its password: one in the URL (for `git ls-remote`) is used, never shown or passed on."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
 
 
 class Trigger(BaseModel):

@@ -124,8 +124,12 @@ const live = {
     if (this.source) this.source.close();
     const src = api.stream("/api/v1/events");
     this.source = src;
-    src.addEventListener("open", () => $("#live").classList.add("on"));
-    src.addEventListener("error", () => $("#live").classList.remove("on"));
+    let lost = false;
+    src.addEventListener("open", () => {
+      $("#live").classList.add("on");
+      if (lost) { lost = false; route(); }  // back after a server restart: catch up on what was missed
+    });
+    src.addEventListener("error", () => { lost = true; $("#live").classList.remove("on"); });
     for (const kind of ["run", "task", "step"]) {
       src.addEventListener(kind, (ev) => {
         const data = JSON.parse(ev.data);
