@@ -6,13 +6,10 @@ import hashlib
 import hmac
 import json
 import socket
-import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +17,6 @@ import uvicorn
 
 from shipline.server.app import Server, create_app
 from shipline.settings import Settings
-from shipline.store.repositories import Role
 
 
 def free_port() -> int:

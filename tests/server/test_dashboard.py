@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/dashboard/ for people to look at.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
