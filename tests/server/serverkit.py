@@ -52,7 +52,7 @@ def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, 
     port = free_port()
     app_server = Server.build(settings)
     app = create_app(settings, app_server)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on", timeout_keep_alive=75)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

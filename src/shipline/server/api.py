@@ -114,7 +114,7 @@ def cancel_run(request: Request, run_id: int, _: Operator) -> RunDetail:
     record = server.sql.get_run(run_id)
     if record.status.done:
         raise Conflict(f"run {run_id} already ended ({record.status.value}); nothing to cancel")
-    server.engine.cancel(run_id)
+    server.cancel(run_id)
     server.dispatcher.notify(run_id)
     return detail(server.sql.get_run(run_id))
 

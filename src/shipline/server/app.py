@@ -30,6 +30,7 @@ from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
 from shipline.server import api, hooks, streaming
 from shipline.server.dispatching import Dispatcher
+from shipline.server.driving import EngineThread
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
 from shipline.store.repositories import Repository, ServerSqlStore, ServerStore
@@ -53,19 +54,26 @@ class Server:
     engine: Engine
     metrics: Metrics
     dispatcher: Dispatcher
+    runner: EngineThread
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
-    engine_task: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Server:
         sql = ServerSqlStore(settings.database)
         state = ServerStore(sql)
         bus = EventBus()
-        engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), bus)
+        # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
+        engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), EventBus())
+        runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
-        return cls(settings, sql, state, bus, engine, metrics, Dispatcher(engine, state, bus, metrics))
+        dispatcher = Dispatcher(engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)))
+        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner)
+
+    def cancel(self, run_id: int) -> None:
+        """Cancel on the engine's own loop: its drivers live there."""
+        self.runner.call(lambda: self.engine.cancel(run_id))
 
     def log_file(self, path: str) -> Path:
         """A step log path from the store, refused if it points outside the logs directory."""
@@ -126,7 +134,7 @@ class Server:
         self.stopping = asyncio.Event()
         self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
         scheduler = CronScheduler(self.schedules, self.on_schedule, self.settings.poll_tick_seconds)
-        self.engine_task = asyncio.create_task(self.engine.serve(stop, poll_seconds=self.settings.queue_poll_seconds))
+        self.runner.start(asyncio.get_running_loop())
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
             asyncio.create_task(self.poller.run(stop)),
@@ -140,8 +148,7 @@ class Server:
             self.ready = False
             self.stopping.set()
             stop.set()
-            with suppress(Exception):
-                await self.engine_task
+            await asyncio.to_thread(self.runner.stop)
             for task in helpers:
                 await cancel_quietly(task)
             self.sql.close()
@@ -191,7 +198,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         problems = []
         if not server.ready:
             problems.append("starting or stopping")
-        if server.engine_task is not None and server.engine_task.done():
+        if not server.runner.alive:
             problems.append("the engine's worker loop has stopped; see the server log")
         try:
             with server.sql.engine.connect() as conn:

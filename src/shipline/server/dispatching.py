@@ -9,6 +9,7 @@ only as params and as the trigger record: data, never code or paths.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +57,11 @@ class PipelineCache:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, state: ServerStore, bus: EventBus, metrics: Metrics) -> None:
+    def __init__(
+        self, engine: Engine, state: ServerStore, bus: EventBus, metrics: Metrics, cancel: Callable[[int], object]
+    ) -> None:
         self.engine = engine
+        self.cancel = cancel
         self.state = state
         self.bus = bus
         self.metrics = metrics
@@ -123,7 +127,7 @@ class Dispatcher:
         if chosen.rule.concurrency is Concurrency.CANCEL:
             for run_id, other in self.state.active_runs(pipeline.name):
                 if isinstance(other, dict) and other.get("concurrency_key") == key:
-                    self.engine.cancel(run_id)
+                    self.cancel(run_id)
                     self.notify(run_id)
                     cancelled.append(run_id)
         run_id = self.engine.submit(pipeline, params, trigger=trigger)

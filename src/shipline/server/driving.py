@@ -1,0 +1,91 @@
+"""The engine's worker loop in a thread of its own.
+
+The server's event loop answers webhooks and API calls; the engine's loop
+starts processes and records their progress.  Apart, a burst of webhooks
+does not hold back the steps of running runs, and a burst of starting runs
+does not hold back webhook answers.  They share the database (SQLite in WAL
+mode, or PostgreSQL) and nothing else: engine events are handed to the
+server's bus through `call_soon_threadsafe`, and calls into the engine (cancel)
+run on the engine's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from shipline.engine.events import EventBus
+from shipline.engine.running import Engine
+from shipline.exceptions import ShiplineError
+
+log = logging.getLogger("shipline.server.engine")
+T = TypeVar("T")
+
+
+class EngineThread:
+    def __init__(self, engine: Engine, server_bus: EventBus, poll_seconds: float) -> None:
+        self.engine = engine
+        self.server_bus = server_bus
+        self.poll_seconds = poll_seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.failure: BaseException | None = None
+
+    def start(self, server_loop: asyncio.AbstractEventLoop) -> None:
+        self._thread = threading.Thread(target=self._run, args=(server_loop,), name="shipline-engine", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, server_loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            asyncio.run(self._main(server_loop))
+        except BaseException as exc:  # reported by /readyz and the log
+            self.failure = exc
+            log.exception("the engine's worker loop stopped")
+
+    async def _main(self, server_loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        forward = asyncio.create_task(self._forward(server_loop))
+        self._started.set()
+        try:
+            await self.engine.serve(self._stop, poll_seconds=self.poll_seconds)
+        finally:
+            forward.cancel()
+            try:
+                await forward
+            except asyncio.CancelledError:
+                pass
+
+    async def _forward(self, server_loop: asyncio.AbstractEventLoop) -> None:
+        with self.engine.bus.subscribe(maxsize=50_000) as sub:
+            async for event in sub:
+                try:
+                    server_loop.call_soon_threadsafe(self.server_bus.publish, event)
+                except RuntimeError:  # the server's loop is closing
+                    return
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run `fn` on the engine's loop (what touches its running drivers must) and return its result."""
+        if self.loop is None or not self.alive:
+            raise ShiplineError("the engine is not running; see the server log")
+
+        async def wrapped() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.loop is not None and self._stop is not None and self.alive:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
