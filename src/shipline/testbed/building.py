@@ -49,6 +49,8 @@ class PartResult:
     """Largest single process (usually the Go linker) while building this part."""
     peak_used_mib: float
     """Machine memory in use at the worst moment, above what was in use when the part started."""
+    peak_tree_mib: float = 0.0
+    """All of the build's processes together, at the worst moment (sampled twice a second)."""
 
 
 def debian_key() -> str:
@@ -97,6 +99,7 @@ def build(layout: Layout, only: Sequence[str] = (), report: Report = print, forc
                     seconds=_num(recorded, "seconds"),
                     peak_rss_mib=_num(recorded, "peak_rss_mib"),
                     peak_used_mib=_num(recorded, "peak_used_mib"),
+                    peak_tree_mib=_num(recorded, "peak_tree_mib"),
                 )
             )
             report(f"{prefix}: cached ({stamp.name}, built in {_num(recorded, 'seconds'):.0f}s)")
@@ -114,16 +117,15 @@ def build(layout: Layout, only: Sequence[str] = (), report: Report = print, forc
         missing = missing_programs(layout, name)
         if missing:
             raise ToolError(f"{name}: built, but {', '.join(map(str, missing))} is missing; see the logs under {layout.cache / 'logs'}")
-        result = PartResult(name, version, False, seconds, watch.peak_rss_mib, watch.peak_used_mib)
+        result = PartResult(name, version, False, seconds, watch.peak_rss_mib, watch.peak_used_mib, watch.peak_tree_mib)
         _write_stamp(stamp, result)
         results.append(result)
-        report(f"{prefix}: done in {seconds:.1f}s (largest process {result.peak_rss_mib:.0f} MiB, machine +{result.peak_used_mib:.0f} MiB)")
+        report(f"{prefix}: done in {seconds:.1f}s (its processes peaked at {result.peak_tree_mib:.0f} MiB together)")
     built = [r for r in results if not r.cached]
     if built:
         report(
             f"built {len(built)} part(s) in {time.monotonic() - total_start:.1f}s; "
-            f"largest process {max(r.peak_rss_mib for r in built):.0f} MiB, "
-            f"machine memory at worst +{max(r.peak_used_mib for r in built):.0f} MiB"
+            f"peak memory of the build's processes {max(r.peak_tree_mib for r in built):.0f} MiB"
         )
     else:
         report("everything is built; nothing to do")
@@ -151,6 +153,7 @@ def _write_stamp(stamp: Path, result: PartResult) -> None:
         "seconds": round(result.seconds, 1),
         "peak_rss_mib": round(result.peak_rss_mib),
         "peak_used_mib": round(result.peak_used_mib),
+        "peak_tree_mib": round(result.peak_tree_mib),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     stamp.write_text(json.dumps(record, indent=2) + "\n")
@@ -341,6 +344,7 @@ class _MemoryWatch:
         self._rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         self.peak_rss_mib = 0.0
         self.peak_used_mib = 0.0
+        self.peak_tree_mib = 0.0
 
     def __enter__(self) -> _MemoryWatch:
         self._thread.start()
@@ -357,6 +361,33 @@ class _MemoryWatch:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self._lowest = min(self._lowest, _available_mib())
+            self.peak_tree_mib = max(self.peak_tree_mib, _descendants_rss_mib(os.getpid()))
+
+
+def _descendants_rss_mib(root: int) -> float:
+    """Resident memory of every process below root, added up (what a build costs at that moment)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        rss[pid] = int(fields[21]) * page_kib
+    total = 0
+    for pid, kib in rss.items():
+        ancestor = parents.get(pid, 0)
+        while ancestor not in (0, 1, root):
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == root:
+            total += kib
+    return total / 1024
 
 
 def _available_mib() -> float:
