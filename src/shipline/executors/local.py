@@ -36,9 +36,10 @@ class _StepProtocol(asyncio.SubprocessProtocol):
     (`Process.wait()` would also wait for every holder of the pipe to close it.)
     """
 
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
+    def __init__(self) -> None:
         loop = asyncio.get_running_loop()
-        self.emit = emit
+        self.emit: Callable[[bytes], None] | None = None
+        self.early: list[bytes] = []  # lines that came before the step was announced
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.pending = b""
@@ -52,9 +53,19 @@ class _StepProtocol(asyncio.SubprocessProtocol):
             self._emit(self.pending[:MAX_LINE])
             self.pending = self.pending[MAX_LINE:]
 
+    def attach(self, emit: Callable[[bytes], None]) -> None:
+        self.emit = emit
+        for line in self.early:
+            emit(line)
+        self.early.clear()
+
     def _emit(self, line: bytes) -> None:
         for start in range(0, max(len(line), 1), MAX_LINE):
-            self.emit(line[start : start + MAX_LINE])
+            piece = line[start : start + MAX_LINE]
+            if self.emit is None:
+                self.early.append(piece)
+            else:
+                self.emit(piece)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.pending:
@@ -95,9 +106,9 @@ class LocalExecutor:
             listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
 
         loop = asyncio.get_running_loop()
-        try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: _StepProtocol(emit),
+        spawn = asyncio.ensure_future(
+            loop.subprocess_exec(
+                _StepProtocol,
                 *_SHELLS[step.shell],
                 step.script,
                 cwd=step.workdir,
@@ -107,6 +118,20 @@ class LocalExecutor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+        )
+        try:
+            # Shielded: a cancel while asyncio is still setting up would kill only the
+            # leader, and what the step already forked would live on.
+            transport, proto = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            with suppress(Exception):
+                transport, proto = await spawn
+                listener.step_started(step.index, transport.get_pid())
+                proto.attach(emit)
+                await self._stop(transport.get_pid(), proto)
+                transport.close()
+                listener.step_finished(step.index, transport.get_returncode(), "cancelled")
+            raise
         except OSError as exc:
             listener.step_started(step.index, None)
             listener.step_log(step.index, f"shipline: cannot start {step.shell}: {exc}")
@@ -114,6 +139,7 @@ class LocalExecutor:
             return None, "failed"
         pid = transport.get_pid()
         listener.step_started(step.index, pid)
+        proto.attach(emit)
         try:
             try:
                 async with asyncio.timeout(step.timeout):
