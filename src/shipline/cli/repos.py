@@ -115,7 +115,19 @@ def add(
     wiring: Wiring, name: str, url: str, forge: str, pipeline_file: Path, secret_env: str | None,
     secret_file: Path | None, generate_secret: bool, default_branch: str, poll_seconds: int | None, as_json: bool,
 ) -> None:
-    """Register repository NAME at URL."""
+    """Register repository NAME at URL, whose events run the pipeline in FILE.
+
+    \b
+      shipline repos add shop https://gitea.example/team/shop.git --forge gitea \\
+          --pipeline ./shop.yaml --generate-secret
+      shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
+
+    URL is the clone URL the forge's payloads name (any spelling: https, ssh,
+    with or without .git).  The pipeline file lives on the server; it is checked
+    now and re-read when it changes.  Without rules of its own (`shipline repos
+    trigger add`), the repository runs the pipeline on each push to its default
+    branch.
+    """
     load_pipeline(pipeline_file)  # a broken file fails here, with every problem listed
     secret = ""
     if sum(bool(x) for x in (secret_env, secret_file, generate_secret)) > 1:
