@@ -214,23 +214,27 @@ def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_pa
     )
     run = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not json.loads(shipline("runs", "list", "--json").stdout):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
-        follow = subprocess.Popen([sys.executable, "-m", "shipline", "runs", "logs", str(run_id), "-f"],
-                                  stdout=subprocess.PIPE, text=True)
-        assert follow.stdout is not None
-        seen = []
-        while "first line" not in seen:
-            seen.append(follow.stdout.readline().strip())
-        gate.touch()
-        out, _ = follow.communicate(timeout=60)
+        with subprocess.Popen([sys.executable, "-m", "shipline", "runs", "logs", str(run_id), "-f"],
+                              stdout=subprocess.PIPE, text=True) as follow:
+            assert follow.stdout is not None
+            seen = []
+            while "first line" not in seen:
+                line = follow.stdout.readline()
+                status = shipline("runs", "show", str(run_id)).stdout
+                assert line, f"`runs logs -f` ended before the first line: {seen}; the run: {status}"
+                seen.append(line.strip())
+            gate.touch()
+            out, _ = follow.communicate(timeout=60)
         assert follow.returncode == 0
         lines = seen + out.splitlines()
         assert lines.index("first line") < lines.index("second line") < lines.index("third line")
     finally:
+        gate.touch()
         run.wait(timeout=60)
 
 

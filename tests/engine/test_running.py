@@ -482,3 +482,24 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_a_run_waiting_for_a_slot_is_still_queued(settings: Settings, store: SqlStore, write: Callable[..., Path], tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    engine = Engine(settings.model_copy(update={"max_parallel": 1}), store, LocalExecutor(1.0))
+    pipeline = load_pipeline(write(f"name: gated\ntasks: [{{name: a, steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.02; done'}}]}}]\n"))
+
+    async def scenario() -> tuple[RunStatus, RunStatus, list[RunRecord]]:
+        first, second = engine.submit(pipeline, {}), engine.submit(pipeline, {})
+        driving = [asyncio.create_task(engine.drive(first)), asyncio.create_task(engine.drive(second))]
+        while store.get_run(first).status != RunStatus.RUNNING:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        waiting = store.get_run(second).status
+        gate.touch()
+        records = list(await asyncio.gather(*driving))
+        return store.get_run(first).status, waiting, records
+
+    first, waiting, records = asyncio.run(scenario())
+    assert waiting == RunStatus.QUEUED
+    assert [r.status for r in records] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]

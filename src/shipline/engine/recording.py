@@ -89,15 +89,21 @@ class StepRecorder:
     def step_started(self, index: int, pid: int | None) -> None:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
-        self.writers[index] = LogWriter(path)
+        self._writer(index)
         self.run.store.start_step(
             self.run.run_id, self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
         )
         self.run._publish("step", {"task": self.task, "step": index, "name": self.names[index], "attempt": self.attempt, "status": StepStatus.RUNNING.value}, at)
 
+    def _writer(self, index: int) -> LogWriter:
+        writer = self.writers.get(index)
+        if writer is None:  # a line after the step was closed (a process that outlived its group)
+            writer = self.writers[index] = LogWriter(step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index))
+        return writer
+
     def step_log(self, index: int, line: str) -> None:
         line = self.run.mask(line)
-        at = self.writers[index].write(line)
+        at = self._writer(index).write(line)
         self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:

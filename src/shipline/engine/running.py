@@ -83,7 +83,9 @@ class Engine:
         self.recover()
         running: set[asyncio.Task[RunRecord]] = set()
         while not stop.is_set():
-            capacity = max(0, 4 * self.settings.max_parallel - len(running))
+            # A little more than the task slots, so a replica keeps its slots busy
+            # without hoarding runs that another replica could start.
+            capacity = max(0, 2 * self.settings.max_parallel - len(running))
             for run_id in self.store.next_queued(capacity) if capacity else []:
                 if self.store.claim(run_id, self.owner):
                     task = asyncio.create_task(self._drive_claimed(run_id))
@@ -173,6 +175,7 @@ class _RunDriver:
     params: dict[str, str]
     states: dict[str, TaskState] = field(default_factory=dict)
     cancelled: bool = False
+    started: bool = False
     stopping: str = ""
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -202,9 +205,14 @@ class _RunDriver:
                 task.cancel()
         self.wake.set()
 
+    def _ensure_started(self) -> None:
+        """A run is `running` once its first task has a slot, not while it waits for one."""
+        if not self.started:
+            self.started = True
+            self.recorder.run_started(self.engine.owner)
+
     async def go(self) -> None:
         self.workspace.mkdir(parents=True, exist_ok=True)
-        self.recorder.run_started(self.engine.owner)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
@@ -229,6 +237,7 @@ class _RunDriver:
                     if decision.finished == RunStatus.FAILED and not message:
                         failed = [n for n, s in self.states.items() if s.status == TaskStatus.FAILED]
                         message = f"task {', '.join(failed)} failed" if failed else ""
+                    self._ensure_started()
                     self.recorder.run_finished(decision.finished, message)
                     return
                 if decision.skip or decision.start:
@@ -250,6 +259,7 @@ class _RunDriver:
         results: dict[str, str] = {}
         try:
             async with self.engine.slots:
+                self._ensure_started()
                 status, results, message = await self._attempts(task)
         except asyncio.CancelledError:
             status = TaskStatus.FAILED if self.stopping and not self.cancelled else TaskStatus.CANCELLED

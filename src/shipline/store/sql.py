@@ -7,6 +7,7 @@ consistent up to its last completed change.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -100,16 +101,43 @@ class SqlStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Bring the schema to the newest revision; cheap when it already is."""
+        """Bring the schema to the newest revision; cheap when it already is.
+
+        Two processes opening a new store at once (a server and a CLI) must not
+        both create the tables: the upgrade holds a lock (a file lock beside an
+        SQLite database, an advisory lock in PostgreSQL) and looks again.
+        """
         try:
-            with self.engine.begin() as conn:
-                current: set[str] = set()
-                if inspect(conn).has_table("alembic_version"):
-                    current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-                if current != schema_heads():
+            if self._current_revisions() == schema_heads():
+                return
+            with self._migration_lock(), self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7245081)"))
+                if self._current_revisions(conn) != schema_heads():
                     _upgrade(conn)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {self._where()}: {exc.__class__.__name__}: {exc}") from exc
+
+    def _current_revisions(self, conn: Connection | None = None) -> set[str]:
+        if conn is None:
+            with self.engine.connect() as fresh:
+                return self._current_revisions(fresh)
+        if not inspect(conn).has_table("alembic_version"):
+            return set()
+        return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _where(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
