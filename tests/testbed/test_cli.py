@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from shipline.testbed.fixtures import Testbed
+from shipline.testbed.processes import is_alive
 
 pytestmark = pytest.mark.testbed
 
@@ -61,3 +63,35 @@ def test_a_second_build_does_nothing(testbed: Testbed) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "nothing to do" in proc.stderr
     assert "building" not in proc.stderr
+
+
+def test_up_in_one_process_and_down_in_another_leave_nothing_running(tmp_path: Path) -> None:
+    """A second, private testbed (own home, own ports): up, status, down --purge."""
+    from shipline.testbed.ports import find_taken, plan_ports
+
+    base = 28600
+    ports = plan_ports(base)
+    if find_taken(ports):
+        pytest.skip(f"ports {base}.. are in use on this machine")
+    env = {**os.environ, "SHIPLINE_TESTBED_HOME": str(tmp_path / "home"), "SHIPLINE_TESTBED_PORT_BASE": str(base)}
+
+    def shipline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shipline", "testbed", *args], capture_output=True, text=True, check=False,
+            timeout=240, env=env,
+        )
+
+    try:
+        up = shipline("up")
+        assert up.returncode == 0, up.stderr
+        services = json.loads(shipline("status", "--json").stdout)
+        pids = [s["pid"] for s in services if s["built"]]
+        assert all(pids) and len(pids) == len([s for s in services if s["built"]])
+        assert {s["port"] for s in services} <= set(ports.values())
+    finally:
+        down = shipline("down", "--purge")
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not is_alive(pid), f"pid {pid} still runs after down"
+    assert not find_taken(ports)
+    assert not (tmp_path / "home").exists()

@@ -149,6 +149,7 @@ def test_a_test_needing_an_unbuilt_part_fails_with_the_build_command(tmp_path: P
         testbed.require("gitea")
 
 
+@pytest.mark.testbed
 def test_up_refuses_ports_that_something_else_holds(tmp_path: Path) -> None:
     import os
     import socket
