@@ -167,3 +167,16 @@ def test_up_refuses_ports_that_something_else_holds(tmp_path: Path) -> None:
             pytest.skip("the kernel gave a port too high to be a base")
         with pytest.raises(UsageError, match="SHIPLINE_TESTBED_PORT_BASE"):
             up(layout, {}, base, report=lambda line: None)
+
+
+def test_long_commands_report_progress_and_failures_name_the_command(tmp_path: Path) -> None:
+    from shipline.exceptions import ToolError
+    from shipline.testbed.building import run_with_heartbeat
+
+    beats: list[str] = []
+    env = {"PATH": "/usr/bin:/bin"}
+    run_with_heartbeat(["sh", "-c", "echo a; sleep 0.6; echo b; sleep 0.6"], log=tmp_path / "l", env=env, cwd=tmp_path,
+                       heartbeat=beats.append, every=0.25)
+    assert beats and beats[-1].endswith("2 packages built")
+    with pytest.raises(ToolError, match=r"(?s)`sh -c echo oops >&2; exit 3` failed with exit code 3:\noops"):
+        run_with_heartbeat(["sh", "-c", "echo oops >&2; exit 3"], log=tmp_path / "l", env=env, cwd=tmp_path, heartbeat=beats.append)

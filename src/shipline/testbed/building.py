@@ -232,10 +232,12 @@ def _build_go_part(layout: Layout, part: GoPart, report: Report) -> None:
     else:
         report(f"go install {' '.join(p + '@' + part.version for p in part.packages)}")
         targets = [f"{p}@{part.version}" for p in part.packages]
-        run_logged(
-            ["go", "install", "-trimpath", "-ldflags", "-s -w", *targets],
+        run_with_heartbeat(
+            ["go", "install", "-v", "-trimpath", "-ldflags", "-s -w", *targets],
             log=log,
             env={**env, "GOBIN": str(out), "GOFLAGS": ""},
+            cwd=layout.cache,
+            heartbeat=report,
         )
 
 
@@ -267,11 +269,12 @@ def _build_kubernetes(layout: Layout, part: GoPart, env: dict[str, str], log: Pa
         for name, value in (("gitVersion", part.version), ("gitMajor", "1"), ("gitMinor", minor), ("gitTreeState", "clean"))
     )
     report(f"go build {', '.join(part.programs)} (the long one: see {log})")
-    run_logged(
-        ["go", "build", "-trimpath", "-ldflags", f"-s -w {stamp_flags}", "-o", f"{out}/", *part.packages],
+    run_with_heartbeat(
+        ["go", "build", "-v", "-trimpath", "-ldflags", f"-s -w {stamp_flags}", "-o", f"{out}/", *part.packages],
         log=log,
         env=env,
         cwd=wrapper,
+        heartbeat=report,
     )
     # `go build -o dir/` names go.etcd.io/etcd/server/v3 after its last non-version element.
     if (out / "server").exists():
@@ -293,15 +296,52 @@ def _build_module_source(layout: Layout, part: GoPart, env: dict[str, str], log:
     tags = ",".join(part.tags)
     version = part.version.lstrip("v")
     report(f"go build -tags '{' '.join(part.tags)}' ({log})")
-    run_logged(
-        ["go", "build", "-trimpath", "-tags", tags, "-ldflags", f"-s -w -X main.Version={version}", "-o", str(out / part.programs[0]), "."],
+    run_with_heartbeat(
+        ["go", "build", "-v", "-trimpath", "-tags", tags, "-ldflags", f"-s -w -X main.Version={version}",
+         "-o", str(out / part.programs[0]), "."],
         log=log,
         env=env,
         cwd=source,
+        heartbeat=report,
     )
 
 
 # -- running commands ----------------------------------------------------------
+
+
+def run_with_heartbeat(
+    cmd: Sequence[str], *, log: Path, env: Mapping[str, str], cwd: Path, heartbeat: Report, every: float = 30.0
+) -> None:
+    """Run a long command with its output going to `log`; every `every` seconds, say how far it got.
+
+    With `go build -v` each output line is a package built, so the count is progress.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        start_size = out.tell()
+        try:
+            proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        except FileNotFoundError as exc:
+            raise ToolError(f"`{cmd[0]}` is not installed or not on PATH (running: {' '.join(cmd)})") from exc
+        started = time.monotonic()
+        while True:
+            try:
+                returncode = proc.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                with log.open("rb") as reader:
+                    reader.seek(start_size)
+                    lines = reader.read().count(b"\n")
+                heartbeat(f"... {time.monotonic() - started:.0f}s, {lines} packages built")
+    if returncode != 0:
+        with log.open("rb") as reader:
+            reader.seek(start_size)
+            tail = "\n".join(reader.read().decode(errors="replace").strip().splitlines()[-15:])
+        raise ToolError(f"`{' '.join(cmd)}` failed with exit code {returncode}:\n{tail}\n(full output: {log})") from (
+            subprocess.CalledProcessError(returncode, list(cmd))
+        )
 
 
 def run_logged(
