@@ -130,11 +130,12 @@ def status(as_json: bool) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table()
-        table.add_column("service", no_wrap=True)
-        table.add_column("address", no_wrap=True)
-        table.add_column("state", no_wrap=True)
-        table.add_column("pid", no_wrap=True)
+        table = Table(box=None, padding=(0, 2), header_style="bold")
+        # Only the answer gives way on a narrow terminal (or none: 80 columns).
+        table.add_column("service", no_wrap=True, min_width=23)
+        table.add_column("address", no_wrap=True, min_width=15)
+        table.add_column("state", no_wrap=True, min_width=7)
+        table.add_column("pid", no_wrap=True, min_width=5)
         table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=40)
         for s in services:
             colour = "green" if s.healthy else ("dim" if not s.built else "red")
