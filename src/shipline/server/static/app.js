@@ -83,6 +83,7 @@ function toast(text) {
 function dur(ms) {
   if (ms === null || ms === undefined || ms < 0) return "";
   const sec = ms / 1000;
+  if (sec < 1) return Math.round(ms) + "ms";
   if (sec < 10) return sec.toFixed(1) + "s";
   if (sec < 60) return Math.round(sec) + "s";
   const m = Math.floor(sec / 60), r = Math.round(sec % 60);
