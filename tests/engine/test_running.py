@@ -503,3 +503,20 @@ def test_a_run_waiting_for_a_slot_is_still_queued(settings: Settings, store: Sql
     first, waiting, records = asyncio.run(scenario())
     assert waiting == RunStatus.QUEUED
     assert [r.status for r in records] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+
+
+def test_cancel_right_after_a_task_was_launched(engine: Engine, write: Callable[..., Path]) -> None:
+    # The cancel lands before the task's coroutine has run at all.
+    pipeline = load_pipeline(write("name: early\ntasks: [{name: a, steps: [{run: sleep 30}]}, {name: b, steps: [{run: 'true'}]}]\n"))
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(pipeline, {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while run_id not in engine._drivers or not engine._drivers[run_id].running:
+            await asyncio.sleep(0)
+        engine.cancel(run_id)
+        return await asyncio.wait_for(driving, 30)
+
+    record = asyncio.run(scenario())
+    assert record.status == RunStatus.CANCELLED
+    assert statuses(record) == {"a": "cancelled", "b": "skipped"}

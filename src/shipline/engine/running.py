@@ -230,8 +230,7 @@ class _RunDriver:
                         self.states[name].status = TaskStatus.SKIPPED
                     self.recorder.tasks_skipped(decision.skip)
                 for name in decision.start:
-                    self.states[name].status = TaskStatus.RUNNING
-                    self.running[name] = asyncio.create_task(self._run_task(self.pipeline.task(name)))
+                    self._launch(self.pipeline.task(name))
                 if decision.finished is not None and not self.running:
                     message = self.stopping if decision.finished != RunStatus.SUCCEEDED else ""
                     if decision.finished == RunStatus.FAILED and not message:
@@ -254,24 +253,40 @@ class _RunDriver:
             if timer is not None:
                 timer.cancel()
 
+    def _launch(self, task: ResolvedTask) -> None:
+        self.states[task.name].status = TaskStatus.RUNNING
+        handle = asyncio.create_task(self._run_task(task))
+        self.running[task.name] = handle
+        # A task cancelled before its coroutine ever ran skips the coroutine's
+        # `finally`: the done-callback makes sure it is still recorded as ended.
+        handle.add_done_callback(lambda _: self._finish(task.name, *self._stopped()))
+
+    def _stopped(self) -> tuple[TaskStatus, dict[str, str], str]:
+        """How a task ends when the run stops it: cancelled, or failed for a run timeout."""
+        status = TaskStatus.FAILED if self.stopping and not self.cancelled else TaskStatus.CANCELLED
+        return status, {}, f"stopped: {self.stopping}" if self.stopping else "cancelled"
+
+    def _finish(self, name: str, status: TaskStatus, results: dict[str, str], message: str) -> None:
+        if name not in self.running:
+            return  # already recorded
+        del self.running[name]
+        self.states[name].status = status
+        self.states[name].results = results
+        self.recorder.task_finished(name, status, results, message)
+        self.wake.set()
+
     async def _run_task(self, task: ResolvedTask) -> None:
-        status, message = TaskStatus.FAILED, ""
-        results: dict[str, str] = {}
+        outcome: tuple[TaskStatus, dict[str, str], str] = (TaskStatus.FAILED, {}, "")
         try:
             async with self.engine.slots:
                 self._ensure_started()
-                status, results, message = await self._attempts(task)
+                outcome = await self._attempts(task)
         except asyncio.CancelledError:
-            status = TaskStatus.FAILED if self.stopping and not self.cancelled else TaskStatus.CANCELLED
-            message = f"stopped: {self.stopping}" if self.stopping else "cancelled"
+            outcome = self._stopped()
         except Exception as exc:  # a bug or an unexpected OS error: the task fails, the run goes on
-            status, message = TaskStatus.FAILED, f"shipline could not run the task: {exc.__class__.__name__}: {exc}"
+            outcome = (TaskStatus.FAILED, {}, f"shipline could not run the task: {exc.__class__.__name__}: {exc}")
         finally:
-            self.states[task.name].status = status
-            self.states[task.name].results = results
-            self.recorder.task_finished(task.name, status, results, message)
-            del self.running[task.name]
-            self.wake.set()
+            self._finish(task.name, *outcome)
 
     async def _attempts(self, task: ResolvedTask) -> tuple[TaskStatus, dict[str, str], str]:
         ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled)
