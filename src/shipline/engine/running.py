@@ -190,16 +190,15 @@ class _RunDriver:
         if self.cancelled:
             return
         self.cancelled = True
-        self.stopping = reason or "cancelled"
-        for name, task in self.running.items():
-            if not self.pipeline.task(name).is_finally:
-                task.cancel()
-        self.wake.set()
+        self._stop_main_tasks(reason or "cancelled")
 
     def _time_out(self) -> None:
-        if self.stopping:
-            return
-        self.stopping = f"the run timed out after {self.pipeline.timeout:g}s"
+        if not self.stopping:
+            self._stop_main_tasks(f"the run timed out after {self.pipeline.timeout:g}s")
+
+    def _stop_main_tasks(self, why: str) -> None:
+        """Stop the running tasks (finally tasks go on); `plan` skips the rest."""
+        self.stopping = why
         for name, task in self.running.items():
             if not self.pipeline.task(name).is_finally:
                 task.cancel()
