@@ -15,7 +15,8 @@ from shipline.cli.pipelines import drive_with_progress, record_json
 from shipline.cli.progress import duration, status_text, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
-from shipline.engine.logs import parse_line, read_log
+from shipline.engine.logs import parse_line
+from shipline.exceptions import NotFound
 
 
 @click.group()
@@ -94,8 +95,6 @@ def logs(wiring: Wiring, run_id: int, task: str | None, follow: bool, timestamps
     record = store.get_run(run_id)
     if task is not None and task not in {t.name for t in record.tasks}:
         names = ", ".join(t.name for t in record.tasks)
-        from shipline.exceptions import NotFound
-
         raise NotFound(f"run {run_id} has no task '{task}' (tasks: {names})")
     offsets: dict[str, int] = {}
     while True:

@@ -162,15 +162,6 @@ class Pipeline(_Spec):
     timeout: Duration | None = None
     """For the whole run; on expiry running tasks are stopped and the run fails."""
 
-    def all_tasks(self) -> list[Task]:
-        return [*self.tasks, *self.finally_]
-
-    def task(self, name: str) -> Task:
-        for task in self.all_tasks():
-            if task.name == name:
-                return task
-        raise KeyError(name)
-
 
 class ResolvedTask(_Spec):
     """A task ready to run: a `uses:` has been replaced by the template's steps."""

@@ -7,8 +7,7 @@ that a step had printed.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,24 +55,3 @@ def read_log(path: Path) -> Iterator[LogLine]:
                 yield parse_line(raw)
     except FileNotFoundError:
         return
-
-
-async def follow_log(path: Path, done: asyncio.Event, poll: float = 0.2) -> AsyncIterator[LogLine]:
-    """Yield lines as they are written until `done` is set and the file is drained."""
-    while not path.exists() and not done.is_set():
-        await asyncio.sleep(poll)
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8", errors="replace") as f:
-        partial = ""
-        while True:
-            chunk = f.readline()
-            if chunk:
-                partial += chunk
-                if partial.endswith("\n"):
-                    yield parse_line(partial)
-                    partial = ""
-                continue
-            if done.is_set():
-                return
-            await asyncio.sleep(poll)

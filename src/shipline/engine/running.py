@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,7 +377,3 @@ def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict
             f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT"
         )
     return {k: v for k, v in results.items() if k in task.results}, ""
-
-
-def remove_workspace(settings: Settings, run_id: int) -> None:
-    shutil.rmtree(settings.workspaces / str(run_id), ignore_errors=True)
