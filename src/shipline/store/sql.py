@@ -88,7 +88,9 @@ class SqlStore:
         try:
             parsed = make_url(url)
         except SQLAlchemyError as exc:
-            raise StoreError(f"database URL {url!r} is not valid: {exc}") from exc
+            raise StoreError(
+                f"database URL {url!r} is not valid ({exc}); write postgresql://USER@HOST:PORT/DB or sqlite:////ABSOLUTE/PATH"
+            ) from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
