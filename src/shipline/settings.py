@@ -115,5 +115,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = Settings(**values)
     except ValidationError as exc:
         lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise UsageError(f"invalid settings (from {config_path} or SHIPLINE_* variables):\n" + "\n".join(lines)) from exc
+        source = f"{config_path} or SHIPLINE_* variables" if config_path.is_file() else "SHIPLINE_* variables"
+        raise UsageError(f"invalid settings (from {source}):\n" + "\n".join(lines)) from exc
     return settings.model_copy(update={"home": settings.home.expanduser().absolute()})
