@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from shipline.exceptions import UsageError
 
@@ -40,6 +40,10 @@ class Settings(BaseModel):
 
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """After SIGTERM, how long a step's process group gets before SIGKILL."""
+
+    secret_key: SecretStr | None = None
+    """The key that encrypts stored secrets ($SHIPLINE_SECRET_KEY); None means `home/secret.key`,
+    made on first use.  Every process sharing a PostgreSQL store must have the same key."""
 
     # --- the server (`shipline serve`) ---
 
@@ -79,11 +83,16 @@ class Settings(BaseModel):
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def secret_key_file(self) -> Path:
+        return self.home / "secret.key"
+
 
 _ENV = {
     "SHIPLINE_HOME": "home",
     "SHIPLINE_DATABASE_URL": "database_url",
     "SHIPLINE_MAX_PARALLEL": "max_parallel",
+    "SHIPLINE_SECRET_KEY": "secret_key",
     "SHIPLINE_HOST": "host",
     "SHIPLINE_PORT": "port",
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",

@@ -290,28 +290,6 @@ def test_values_are_data_never_code(run_pipeline: RunFn, settings: Settings, tmp
     assert value.splitlines()[0] in log_text(settings, record, "echo")
 
 
-def test_secret_params_are_masked(run_pipeline: RunFn, settings: Settings, store: SqlStore) -> None:
-    record = run_pipeline(
-        """
-        name: secret
-        params:
-          token: {secret: true}
-        tasks:
-          - name: use
-            steps:
-              - run: |
-                  echo "token is ${{ params.token }}"
-                  echo "echoed=${{ params.token }}" >> "$SHIPLINE_OUTPUT"
-            results: [echoed]
-        """,
-        {"token": "s3cr3t-value"},
-    )
-    assert record.params == {"token": "***"}
-    assert record.task("use").results == {"echoed": "***"}
-    assert "s3cr3t-value" not in log_text(settings, record, "use")
-    assert "token is ***" in log_text(settings, record, "use")
-
-
 def test_skipped_task_results_skip_dependents(run_pipeline: RunFn) -> None:
     record = run_pipeline(
         """

@@ -75,6 +75,9 @@ def test_tokens_guard_every_change(live: Live, pipeline_file: Callable[..., Path
         ("POST", "/api/v1/repositories/app/triggers", {"on": "push"}),
         ("DELETE", "/api/v1/triggers/1", None),
         ("POST", "/api/v1/tokens", {"name": "n", "role": "operator"}),
+        ("GET", "/api/v1/secrets", None),
+        ("PUT", "/api/v1/secrets/token", {"value": "v"}),
+        ("DELETE", "/api/v1/secrets/token", None),
     ]
     for method, path, body in changes:
         r = httpx.request(method, live.url + path, json=body)
@@ -94,6 +97,38 @@ def test_tokens_guard_every_change(live: Live, pipeline_file: Callable[..., Path
         assert c.post("/api/v1/runs", json={"pipeline": "missing"}).status_code == 404
         rerun = c.post(f"/api/v1/runs/{run['id']}/rerun").json()
         assert rerun["rerun_of"] == run["id"] and rerun["params"] == run["params"]
+
+
+DEPLOY = """
+name: deploy
+params:
+  branch: {default: main}
+tasks:
+  - name: push
+    env: {TOKEN: "${{ secrets.registry-token }}"}
+    steps:
+      - run: echo "pushing with $TOKEN"
+"""
+
+
+def test_secrets_are_set_used_and_never_shown(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(DEPLOY))
+    value = "tok-9f8e7d"
+    with live.client(live.operator_token) as c:
+        missing = c.post("/api/v1/runs", json={"pipeline": "deploy"})
+        assert missing.status_code == 400 and "shipline secrets set registry-token" in missing.json()["message"]
+        r = c.put("/api/v1/secrets/registry-token", json={"value": value})
+        assert r.status_code == 200 and r.json()["name"] == "registry-token" and value not in r.text
+        assert c.put("/api/v1/secrets/no%20spaces", json={"value": "v"}).status_code == 400
+        assert [s["name"] for s in c.get("/api/v1/secrets").json()] == ["registry-token"]
+        run = live.wait_run(c.post("/api/v1/runs", json={"pipeline": "deploy"}).json()["id"], {"succeeded", "failed"})
+        assert run["status"] == "succeeded", run["message"]
+        logs = c.get(f"/api/v1/runs/{run['id']}/logs", params={"format": "text"}).text
+        assert "pushing with ***" in logs and value not in logs
+        assert value not in c.get(f"/api/v1/runs/{run['id']}").text
+        assert c.delete("/api/v1/secrets/registry-token").status_code == 200
+        assert c.get("/api/v1/secrets").json() == []
+        assert c.delete("/api/v1/secrets/registry-token").status_code == 404
 
 
 def test_reading_can_require_a_token(settings: Settings, pipeline_file: Callable[..., Path]) -> None:

@@ -15,11 +15,12 @@ from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.exceptions import NotFound, StoreError
 from shipline.settings import Settings
+from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
 PIPELINE = """
 name: stored
-params: {who: {default: world}, token: {secret: true, default: hunter2}}
+params: {who: {default: world}, token: {default: hunter2}}
 tasks:
   - name: greet
     steps: [{run: 'echo "hello ${{ params.who }}"; echo "who=${{ params.who }}" >> $SHIPLINE_OUTPUT'}]
@@ -54,7 +55,7 @@ def test_a_run_round_trips(any_store: SqlStore, settings: Settings, write: Calla
     again = any_store.get_run(run_id)
     assert again == record
     assert record.status == RunStatus.FAILED
-    assert record.params == {"who": "db", "token": "***"}
+    assert record.params == {"who": "db", "token": "hunter2"}
     assert record.task("greet").results == {"who": "db"}
     assert record.task("fail").steps[0].exit_code == 4
     assert record.started_at and record.finished_at and record.started_at.tzinfo is not None
@@ -89,3 +90,17 @@ def test_missing_run(any_store: SqlStore) -> None:
 def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot open the store at postgresql://x:\\*\\*\\*@127.0.0.1:1/db"):
         SqlStore("postgresql://x:secret@127.0.0.1:1/db")
+
+
+def test_secrets_round_trip_encrypted(any_store: SqlStore, settings: Settings) -> None:
+    secrets = SecretStore(any_store, Keyring.from_settings(settings))
+    first = secrets.set("token", "one")
+    second = secrets.set("token", "two")  # replaces, keeps when it was made
+    assert second.created_at == first.created_at and second.updated_at >= first.updated_at
+    assert secrets.reveal(["token"]) == {"token": "two"}
+    assert secrets.missing(["token", "other"]) == ["other"]
+    with pytest.raises(NotFound, match="secret other is not set"):
+        secrets.reveal(["token", "other"])
+    assert [s.name for s in secrets.all()] == ["token"]
+    secrets.delete("token")
+    assert secrets.all() == []

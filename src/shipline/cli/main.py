@@ -10,6 +10,7 @@ from shipline.cli.pipelines import run, schema, validate
 from shipline.cli.runs import runs
 from shipline.cli.testbed import testbed
 from shipline.cli.repos import repos, tokens
+from shipline.cli.secrets import secrets
 from shipline.cli.serve import serve
 from shipline.cli.wiring import Wiring
 
@@ -40,3 +41,4 @@ main.add_command(testbed)
 main.add_command(serve)
 main.add_command(repos)
 main.add_command(tokens)
+main.add_command(secrets)

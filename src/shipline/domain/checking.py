@@ -9,6 +9,7 @@ it into FILE:LINE:COL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -20,6 +21,9 @@ from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 Loc = tuple[str | int, ...]
 
 RUN_FIELDS = ("id", "pipeline", "status")
+
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
+"""What `shipline secrets set NAME` accepts and `${{ secrets.NAME }}` may name."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,16 @@ def check_references(
         yield Finding(loc, f"bad expression: {exc.message}", exc.offset)
         return
     for ref, offset in refs:
+        if ref.path[0] == "secrets" and _is_condition(loc):
+            # A condition on a secret would tell its value bit by bit through skipped tasks.
+            yield Finding(loc, f"'{'.'.join(ref.path)}': secrets cannot be used in `when:`", offset)
+            continue
         for finding in _check_ref(ref, loc, params=params, inputs=inputs, results=results, visible=visible, task_name=task_name):
             yield Finding(finding.loc, finding.message, offset)
+
+
+def _is_condition(loc: Loc) -> bool:
+    return loc[-1] == "when" and (len(loc) < 2 or loc[-2] not in ("env", "with"))
 
 
 def _check_ref(
@@ -114,8 +126,13 @@ def _check_ref(
             yield Finding(loc, f"'{text}': run has {', '.join('run.' + f for f in RUN_FIELDS)}")
     elif root == "tasks" and inputs is None:
         yield from _check_task_ref(path, text, loc, results, visible, task_name)
+    elif root == "secrets" and inputs is None:
+        if len(path) != 2 or not SECRET_NAME.fullmatch(path[1]):
+            yield Finding(loc, f"'{text}': write secrets.NAME (letters, digits, '_' and '-')")
+    elif root == "secrets":
+        yield Finding(loc, f"'{text}': a reusable task gets secrets through its inputs: `with: {{NAME: ${{{{ secrets.NAME }}}}}}`")
     else:
-        allowed = "inputs.*, run.*" if inputs is not None else "params.*, tasks.*, run.*"
+        allowed = "inputs.*, run.*" if inputs is not None else "params.*, tasks.*, secrets.*, run.*"
         yield Finding(loc, f"'{text}': unknown reference (expressions may use {allowed})")
 
 
@@ -203,6 +220,17 @@ def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], t
                 if problem := check_workdir(step.workdir):
                     findings.append(Finding((*loc, "steps", i, "workdir"), problem))
     return findings
+
+
+def referenced_secrets(pipeline: ResolvedPipeline) -> list[str]:
+    """The names of the secrets a (checked) pipeline uses, each once, sorted."""
+    texts = list(pipeline.env.values())
+    for task in pipeline.tasks:
+        texts += [*task.env.values(), *task.inputs.values()]
+        texts += [text for step in task.steps for text in (step.run, *step.env.values())]
+    return sorted(
+        {ref.path[1] for text in texts for ref, _ in ex.template_references(text) if ref.path[0] == "secrets" and len(ref.path) == 2}
+    )
 
 
 def check_template(env: dict[str, str], steps_texts: list[tuple[Loc, str]], inputs: set[str]) -> list[Finding]:

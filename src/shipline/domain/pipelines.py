@@ -73,8 +73,6 @@ class Param(_Spec):
     default: Text | None = None
     """Used when no value is given; without one the param is required."""
     description: str = ""
-    secret: bool = False
-    """Masked as *** in logs, results and run records."""
 
     @model_validator(mode="before")
     @classmethod
@@ -205,7 +203,3 @@ class ResolvedPipeline(_Spec):
             if task.name == name:
                 return task
         raise KeyError(name)
-
-    @property
-    def secret_params(self) -> list[str]:
-        return [name for name, p in self.params.items() if p.secret]

@@ -143,10 +143,12 @@ def context(
     run_id: int,
     cancelled: bool = False,
     inputs: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """What `${{ }}` may see.  Results of tasks that did not succeed are absent."""
     return {
         "params": dict(params),
+        "secrets": dict(secrets or {}),
         "tasks": {
             name: {
                 "status": st.status.value,
@@ -171,6 +173,7 @@ def plan(
     *,
     stopping: bool = False,
     cancelled: bool = False,
+    secrets: Mapping[str, str] | None = None,
 ) -> Decision:
     """Decide what happens next.
 
@@ -182,7 +185,7 @@ def plan(
     skip: dict[str, str] = {}
     main_failed = _failed(states, pipeline.main)
     halt = stopping or cancelled or main_failed
-    ctx = context(pipeline, states, params, run_id, cancelled)
+    ctx = context(pipeline, states, params, run_id, cancelled, secrets=secrets)
 
     for task in pipeline.main:
         if states[task.name].status != TaskStatus.PENDING:

@@ -22,12 +22,16 @@ def now() -> datetime:
 
 
 class RunRecorder:
-    def __init__(self, store: SqlStore, bus: EventBus, logs: Path, run_id: int, secrets: list[str]) -> None:
+    def __init__(self, store: SqlStore, bus: EventBus, logs: Path, run_id: int) -> None:
         self.store = store
         self.bus = bus
         self.logs = logs
         self.run_id = run_id
-        self.secrets = [s for s in secrets if s]
+        self.secrets: list[str] = []
+
+    def hide(self, values: list[str]) -> None:
+        """From now on, write each of these values as ***."""
+        self.secrets += [v for v in values if v]
 
     def mask(self, text: str) -> str:
         return mask(text, self.secrets) if self.secrets else text

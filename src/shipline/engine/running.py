@@ -18,14 +18,16 @@ from typing import Any
 
 from shipline.domain import expressions as ex
 from shipline.domain.outputs import OutputError, parse_output
+from shipline.domain.checking import referenced_secrets
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 from shipline.domain.runs import RunRecord, RunStatus, TaskState, TaskStatus, bind_params, context, plan
 from shipline.engine.events import EventBus
 from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
-from shipline.exceptions import Conflict
+from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
 HEARTBEAT_SECONDS = 10.0
@@ -37,6 +39,7 @@ class Engine:
         self.store = store
         self.executor = executor
         self.bus = bus or EventBus()
+        self.secrets = SecretStore(store, Keyring.from_settings(settings))
         self.owner = owner_id()
         self._slots: asyncio.Semaphore | None = None
         self._drivers: dict[int, _RunDriver] = {}
@@ -61,6 +64,15 @@ class Engine:
         """Check the params and create a queued run; raises UsageError for bad params."""
         bound = bind_params(pipeline, params)
         return self.store.create_run(pipeline, bound, trigger=trigger, rerun_of=rerun_of)
+
+    def check_secrets(self, pipeline: ResolvedPipeline) -> None:
+        """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
+        if missing := self.secrets.missing(referenced_secrets(pipeline)):
+            names = ", ".join(missing)
+            raise UsageError(
+                f"pipeline '{pipeline.name}' uses secret {names}, which is not set; "
+                f"set it with `shipline secrets set {missing[0]}` (the value is read from stdin)"
+            )
 
     def rerun(self, run_id: int) -> int:
         """A new queued run of the same resolved definition with the same params."""
@@ -173,6 +185,7 @@ class _RunDriver:
     pipeline: ResolvedPipeline
     params: dict[str, str]
     states: dict[str, TaskState] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # name -> value, looked up when the run starts
     cancelled: bool = False
     started: bool = False
     stopping: str = ""
@@ -181,8 +194,7 @@ class _RunDriver:
 
     def __post_init__(self) -> None:
         self.states = {t.name: TaskState() for t in self.pipeline.tasks}
-        secrets = [self.params[name] for name in self.pipeline.secret_params if name in self.params]
-        self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id, secrets)
+        self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
         self.workspace = self.engine.workspace(self.run_id)
 
     def request_cancel(self, reason: str = "") -> None:
@@ -209,7 +221,21 @@ class _RunDriver:
             self.started = True
             self.recorder.run_started(self.engine.owner)
 
+    def _reveal_secrets(self) -> bool:
+        """Look up the secrets the run uses, now; False (and the run failed) when one cannot be had."""
+        try:
+            self.secrets = self.engine.secrets.reveal(referenced_secrets(self.pipeline))
+        except (NotFound, StoreError, UsageError) as exc:
+            self.recorder.tasks_skipped({t.name: "the run could not start" for t in self.pipeline.tasks})
+            self._ensure_started()
+            self.recorder.run_finished(RunStatus.FAILED, str(exc))
+            return False
+        self.recorder.hide(list(self.secrets.values()))
+        return True
+
     async def go(self) -> None:
+        if not self._reveal_secrets():
+            return
         self.workspace.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
@@ -222,6 +248,7 @@ class _RunDriver:
                     self.run_id,
                     stopping=bool(self.stopping),
                     cancelled=self.cancelled,
+                    secrets=self.secrets,
                 )
                 if decision.skip:
                     for name in decision.skip:
@@ -287,9 +314,9 @@ class _RunDriver:
             self._finish(task.name, *outcome)
 
     async def _attempts(self, task: ResolvedTask) -> tuple[TaskStatus, dict[str, str], str]:
-        ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled)
+        ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets)
         inputs = {k: ex.render(v, ctx) for k, v in task.inputs.items()}
-        step_ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, inputs)
+        step_ctx = {**ctx, "inputs": inputs}
         if task.uses is not None:
             step_ctx = {"inputs": inputs, "run": step_ctx["run"]}
         base_env = _base_env(self.run_id, self.pipeline.name, task.name, self.workspace)

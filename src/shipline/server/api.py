@@ -1,4 +1,4 @@
-"""The REST API under /api/v1: runs, pipelines, repositories, triggers, deliveries, tokens.
+"""The REST API under /api/v1: runs, pipelines, repositories, triggers, deliveries, secrets, tokens.
 
 Reads need a token only when `anonymous_read` is off; every change needs an
 operator token.  Errors come back as `{"error": kind, "message": ...}` with
@@ -19,6 +19,7 @@ from shipline.engine.logs import read_log
 from shipline.exceptions import Conflict, NotFound, ShiplineError
 from shipline.server.auth import operator, reader
 from shipline.store.repositories import Repository, Role, Token, Trigger
+from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
 
 router = APIRouter(prefix="/api/v1")
@@ -97,6 +98,7 @@ def start_run(request: Request, body: StartRun, token: Operator) -> RunDetail:
         raise NotFound(f"no pipeline {body.pipeline!r} among the registered repositories' pipelines ({known})")
     repo, pipeline = pipelines[body.pipeline]
     trigger = {"source": "api", "event": "manual", "token": token.name, "repository_name": repo.name}
+    server.engine.check_secrets(pipeline)
     run_id = server.engine.submit(pipeline, body.params, trigger=trigger)
     server.dispatcher.notify(run_id)
     server.metrics.runs_started.labels("api").inc()
@@ -261,6 +263,32 @@ def remove_trigger(request: Request, trigger_id: int, _: Operator) -> Trigger:
 @router.get("/deliveries", tags=["triggers"], summary="Recent webhook, poll and cron deliveries")
 def list_deliveries(request: Request, _: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     return [d.model_dump(mode="json") for d in _server(request).state.list_deliveries(limit)]
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(min_length=1, description="The value; stored encrypted, never returned by any endpoint.")
+
+
+@router.get("/secrets", response_model=list[SecretInfo], tags=["secrets"], summary="Secret names and times (never values)")
+def list_secrets(request: Request, _: Operator) -> list[SecretInfo]:
+    result: list[SecretInfo] = _server(request).engine.secrets.all()
+    return result
+
+
+@router.put("/secrets/{name}", response_model=SecretInfo, tags=["secrets"], summary="Create or replace a secret")
+def set_secret(request: Request, name: str, body: SecretIn, _: Operator) -> SecretInfo:
+    result: SecretInfo = _server(request).engine.secrets.set(name, body.value)
+    return result
+
+
+@router.delete("/secrets/{name}", response_model=SecretInfo, tags=["secrets"])
+def delete_secret(request: Request, name: str, _: Operator) -> SecretInfo:
+    result: SecretInfo = _server(request).engine.secrets.delete(name)
+    return result
 
 
 # --- tokens ------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import (
-    MASK,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -334,12 +333,11 @@ class SqlStore:
             )
         by_id = {}
         for r in run_rows:
-            secret = {name for name, p in r.spec.get("params", {}).items() if p.get("secret")}
             by_id[r.id] = RunRecord(
                 id=r.id,
                 pipeline=r.pipeline,
                 status=RunStatus(r.status),
-                params={k: (MASK if k in secret else v) for k, v in r.params.items()},
+                params=r.params,
                 created_at=_utc(r.created_at),
                 started_at=_utc(r.started_at),
                 finished_at=_utc(r.finished_at),

@@ -76,3 +76,12 @@ step_runs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("run_id", "task", "attempt", "idx", name="uq_step_runs_place"),
 )
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("value", Text, nullable=False),  # a Fernet token: never the value itself
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

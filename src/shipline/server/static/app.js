@@ -266,7 +266,7 @@ async function startDialog() {
     const p = pipelines.find((x) => x.name === select.value);
     fields.replaceChildren(...Object.entries(p.params).map(([name, spec]) => h("label", { class: "field" },
       h("span", {}, name, spec.description ? h("span", { class: "muted" }, ` · ${spec.description}`) : null),
-      h("input", { name, value: spec.default ?? "", placeholder: spec.default === null ? "required" : "", type: spec.secret ? "password" : "text" }))));
+      h("input", { name, value: spec.default ?? "", placeholder: spec.default === null ? "required" : "", type: "text" }))));
   }
   const error = h("p", { class: "error", hidden: true });
   const dialog = h("dialog", { id: "start-dialog" },

@@ -1,0 +1,150 @@
+"""Secrets: referenced by name, encrypted at rest, given to steps as data, masked everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from helpers import RunFn
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
+from shipline.exceptions import DefinitionError, UsageError
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+Write = Callable[..., Path]
+
+USES_TOKEN = """
+name: deploy
+tasks:
+  - name: login
+    env: {TOKEN: "${{ secrets.registry-token }}"}
+    steps:
+      - run: |
+          echo "logging in with $TOKEN"
+          echo "inline ${{ secrets.registry-token }}"
+          echo "echoed=$TOKEN" >> "$SHIPLINE_OUTPUT"
+          printf %s "$TOKEN" > token.seen
+    results: [echoed]
+"""
+
+
+def log_text(settings: Settings, run_id: int) -> str:
+    return "".join(p.read_text() for p in sorted((settings.logs / str(run_id)).rglob("*.log")))
+
+
+def test_a_step_gets_the_value_and_nothing_keeps_it(
+    engine: Engine, run_pipeline: RunFn, settings: Settings, store: SqlStore
+) -> None:
+    value = "hunter2-s3cr3t"
+    engine.secrets.set("registry-token", value)
+    record = run_pipeline(USES_TOKEN)
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    assert (settings.workspaces / str(record.id) / "token.seen").read_text() == value  # the step had the real value
+    logs = log_text(settings, record.id)
+    assert "logging in with ***" in logs and "inline ***" in logs and value not in logs
+    assert record.task("login").results == {"echoed": "***"}
+    with store.engine.connect() as conn:
+        rows = [json.dumps([*row]) for row in conn.execute(text("SELECT * FROM runs"))]
+        rows += [json.dumps([*row]) for row in conn.execute(text("SELECT * FROM task_runs"))]
+        stored = conn.execute(text("SELECT value FROM secrets")).scalar_one()
+    assert all(value not in row for row in rows)
+    assert value not in stored and stored.startswith("gAAAA")  # a Fernet token, not the value
+    assert (settings.home / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_reusable_task_gets_a_secret_through_its_inputs(engine: Engine, run_pipeline: RunFn, write: Write, settings: Settings) -> None:
+    write(
+        """
+        inputs: {password: {}}
+        steps:
+          - run: echo "using ${{ inputs.password }}"; printf %s "${{ inputs.password }}" > pw.seen
+        """,
+        "tasks/login.yaml",
+    )
+    engine.secrets.set("db_password", "pa55word")
+    record = run_pipeline(
+        """
+        name: reuse
+        tasks:
+          - name: login
+            uses: ./tasks/login.yaml
+            with: {password: "${{ secrets.db_password }}"}
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    assert (settings.workspaces / str(record.id) / "pw.seen").read_text() == "pa55word"
+    assert "using ***" in log_text(settings, record.id) and "pa55word" not in log_text(settings, record.id)
+
+
+def test_a_secret_value_is_data_not_code(engine: Engine, run_pipeline: RunFn, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    engine.secrets.set("registry-token", f'$(touch {marker})`touch {marker}`"; touch {marker} #')
+    record = run_pipeline(USES_TOKEN)
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    assert not marker.exists(), "a secret's value was executed"
+
+
+def test_a_missing_secret_fails_the_run_before_any_step(engine: Engine, write: Write, settings: Settings) -> None:
+    pipeline = load_pipeline(write(USES_TOKEN))
+    with pytest.raises(UsageError, match=r"secret registry-token, which is not set.*shipline secrets set registry-token"):
+        engine.check_secrets(pipeline)
+    run_id = engine.submit(pipeline, {})  # what a webhook does: the run exists and says why it failed
+    record = asyncio.run(engine.drive(run_id))
+    assert record.status == RunStatus.FAILED
+    assert "secret registry-token is not set" in record.message and "shipline secrets set registry-token" in record.message
+    assert record.task("login").status == TaskStatus.SKIPPED
+    assert not (settings.workspaces / str(run_id) / "token.seen").exists()
+
+
+def test_a_rerun_uses_the_current_value(engine: Engine, run_pipeline: RunFn, settings: Settings) -> None:
+    engine.secrets.set("registry-token", "old-value")
+    first = run_pipeline(USES_TOKEN)
+    engine.secrets.set("registry-token", "new-value")
+    second = asyncio.run(engine.drive(engine.rerun(first.id)))
+    assert second.status == RunStatus.SUCCEEDED, second.message
+    assert (settings.workspaces / str(second.id) / "token.seen").read_text() == "new-value"
+    assert "new-value" not in log_text(settings, second.id)
+
+
+def test_another_key_cannot_read_the_secrets(engine: Engine, settings: Settings, store: SqlStore, write: Write) -> None:
+    engine.secrets.set("registry-token", "value")
+    other = settings.model_copy(update={"secret_key": SecretStr(Fernet.generate_key().decode())})  # valid, but not this store's
+    stranger = Engine(other, store, LocalExecutor(1.0), EventBus())
+    run_id = stranger.submit(load_pipeline(write(USES_TOKEN)), {})
+    record = asyncio.run(stranger.drive(run_id))
+    assert record.status == RunStatus.FAILED
+    assert "cannot be decrypted" in record.message and "$SHIPLINE_SECRET_KEY" in record.message
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("when: ${{ secrets.token == 'x' }}", "secrets cannot be used in `when:`"),
+        ("env: {T: '${{ secrets }}'}", "write secrets.NAME"),
+        ("env: {T: '${{ secrets.a.b }}'}", "write secrets.NAME"),
+    ],
+)
+def test_validate_rejects_secret_misuse(write: Write, snippet: str, message: str) -> None:
+    path = write(f"name: bad\ntasks:\n  - name: a\n    {snippet}\n    steps: [{{run: 'true'}}]\n")
+    with pytest.raises(DefinitionError) as info:
+        load_pipeline(path)
+    assert [p.line for p in info.value.problems] == [4]
+    assert message in str(info.value)
+
+
+def test_a_reusable_task_file_cannot_name_secrets(write: Write) -> None:
+    write("steps: [{run: 'echo ${{ secrets.token }}'}]\n", "tasks/leaky.yaml")
+    path = write("name: p\ntasks:\n  - name: a\n    uses: ./tasks/leaky.yaml\n")
+    with pytest.raises(DefinitionError, match=r"gets secrets through its inputs"):
+        load_pipeline(path)
