@@ -7,14 +7,17 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 from serverkit import BUILD, Live, github_push, signed, start_server
 
 from shipline.settings import Settings
-from shipline.store.repositories import Role
+from shipline.store.repositories import STALE_CLAIM, Role
+from shipline.store.server_tables import deliveries
 
 URL = "https://github.example/acme/app.git"
 SECRET = "hook-secret"
@@ -69,6 +72,38 @@ def test_redelivery_is_ignored(live: Live, pipeline_file: Callable[..., Path]) -
     assert first.status_code == 202 and len(first.json()["runs"]) == 1
     assert again.status_code == 200 and again.json()["result"] == "duplicate" and again.json()["runs"] == []
     assert len(httpx.get(live.url + "/api/v1/runs").json()["runs"]) == 1
+
+
+def _as_if_a_server_died_handling(live: Live, delivery: str) -> None:
+    """Leave the delivery as a server killed mid-way leaves it: claimed, unfinished, minutes ago."""
+    with live.server.sql.engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.delivery_id == delivery)
+            .values(result="received", received_at=datetime.now(UTC) - STALE_CLAIM - timedelta(seconds=1))
+        )
+
+
+def test_a_delivery_orphaned_by_a_crash_is_not_lost_nor_doubled(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    repo = live.server.state.get_repository("app")
+    # Died after recording the delivery, before starting its run: the redelivery starts it.
+    live.server.state.claim_delivery("github", "crash-before-run", repo.id, "push")
+    _as_if_a_server_died_handling(live, "crash-before-run")
+    body, headers = signed(SECRET, github_push(URL), delivery="crash-before-run")
+    retried = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
+    assert retried.status_code == 202 and len(retried.json()["runs"]) == 1, retried.text
+    # Died after starting the run, before recording that: the redelivery finds the run.
+    body, headers = signed(SECRET, github_push(URL), delivery="crash-after-run")
+    (first,) = httpx.post(live.url + "/hooks/github", content=body, headers=headers).json()["runs"]
+    _as_if_a_server_died_handling(live, "crash-after-run")
+    again = httpx.post(live.url + "/hooks/github", content=body, headers=headers).json()
+    assert again["result"] == "duplicate" and again["runs"] == [first], again
+    # A delivery being handled right now (not stale) is a plain duplicate.
+    live.server.state.claim_delivery("github", "in-flight", repo.id, "push")
+    body, headers = signed(SECRET, github_push(URL), delivery="in-flight")
+    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).json()["result"] == "duplicate"
+    assert len(httpx.get(live.url + "/api/v1/runs").json()["runs"]) == 2
 
 
 def test_ping_unknown_repo_and_rules(live: Live, pipeline_file: Callable[..., Path]) -> None:

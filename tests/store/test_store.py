@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, update
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
@@ -15,7 +16,9 @@ from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.exceptions import NotFound, StoreError
 from shipline.settings import Settings
+from shipline.store.repositories import STALE_CLAIM, Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
+from shipline.store.server_tables import deliveries
 from shipline.store.sql import SqlStore
 
 PIPELINE = """
@@ -104,3 +107,17 @@ def test_secrets_round_trip_encrypted(any_store: SqlStore, settings: Settings) -
     assert [s.name for s in secrets.all()] == ["token"]
     secrets.delete("token")
     assert secrets.all() == []
+
+
+def test_an_orphaned_delivery_finds_its_runs(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
+    state = ServerStore(any_store)
+    assert state.claim_delivery("github", "d-1", None, "push") is Claim.NEW
+    assert state.claim_delivery("github", "d-1", None, "push") is Claim.SEEN  # being handled: a duplicate
+    engine = Engine(settings, any_store, LocalExecutor(1.0))
+    run_id = engine.submit(load_pipeline(write(PIPELINE)), {}, trigger={"source": "github", "delivery": "d-1"})
+    engine.submit(load_pipeline(write(PIPELINE)), {}, trigger={"source": "gitea", "delivery": "d-1"})
+    with any_store.engine.begin() as conn:
+        conn.execute(update(deliveries).values(received_at=datetime.now(UTC) - STALE_CLAIM - timedelta(seconds=1)))
+    assert state.claim_delivery("github", "d-1", None, "push") is Claim.ORPHANED
+    assert state.claim_delivery("github", "d-1", None, "push") is Claim.SEEN  # taken over once only
+    assert state.runs_of_delivery("github", "d-1") == [run_id]

@@ -19,7 +19,7 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.exceptions import ShiplineError
 from shipline.server.observing import Metrics
-from shipline.store.repositories import Repository, ServerStore, public_url
+from shipline.store.repositories import Claim, Repository, ServerStore, public_url
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
 from shipline.triggers.rules import DEFAULT_RULES, Concurrency, TriggerRule
@@ -82,9 +82,14 @@ class Dispatcher:
 
         `rule` names the rule directly (a schedule that came due) instead of matching.
         """
-        if not self.state.claim_delivery(source, delivery_id, repo.id, event.kind.value):
+        claim = self.state.claim_delivery(source, delivery_id, repo.id, event.kind.value)
+        if claim is Claim.SEEN:
             log.info("redelivery ignored", extra={"source": source, "delivery": delivery_id, "repository": repo.name})
             return Outcome("duplicate", message=f"delivery {delivery_id} was already handled; nothing started")
+        if claim is Claim.ORPHANED and (started := self.state.runs_of_delivery(source, delivery_id)):
+            self.state.finish_delivery(source, delivery_id, "started", started)
+            runs = ", ".join(map(str, started))
+            return Outcome("duplicate", started, f"delivery {delivery_id} had started run {runs} before a server stopped; nothing new started")
         if event.kind is EventKind.PING:
             self.state.finish_delivery(source, delivery_id, "ping", [])
             return Outcome("ping", message=f"pong: repository {repo.name!r} is registered")

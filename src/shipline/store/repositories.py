@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,16 @@ from shipline.triggers.rules import TriggerRule
 
 FORGES = ("github", "gitea", "gitlab", "git")
 """`git`: a plain git remote that sends no webhooks; poll it."""
+
+STALE_CLAIM = timedelta(minutes=2)
+"""A delivery being handled takes milliseconds; one still unfinished after this was orphaned by a crash."""
+
+
+class Claim(StrEnum):
+    NEW = "new"
+    SEEN = "seen"
+    ORPHANED = "orphaned"
+
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -265,8 +275,13 @@ class ServerStore:
 
     # --- deliveries -------------------------------------------------------------------
 
-    def claim_delivery(self, source: str, delivery_id: str, repository_id: int | None, event: str) -> bool:
-        """Record a delivery; False when it was seen before (a redelivery), atomically."""
+    def claim_delivery(self, source: str, delivery_id: str, repository_id: int | None, event: str) -> Claim:
+        """Record a delivery, atomically: NEW the first time, SEEN for a redelivery.
+
+        A delivery still `received` after STALE_CLAIM was being handled by a
+        server that died before it finished; the claim passes to this caller
+        (ORPHANED), who must first look for runs that server already started.
+        """
         try:
             with self._tx() as conn:
                 conn.execute(
@@ -280,9 +295,32 @@ class ServerStore:
                         received_at=utcnow(),
                     )
                 )
+            return Claim.NEW
         except IntegrityError:
-            return False
-        return True
+            pass
+        moment = utcnow()
+        with self._tx() as conn:
+            taken = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.source == source,
+                    deliveries.c.delivery_id == delivery_id,
+                    deliveries.c.result == "received",
+                    deliveries.c.received_at < moment - STALE_CLAIM,
+                )
+                .values(received_at=moment)
+            )
+        return Claim.ORPHANED if taken.rowcount == 1 else Claim.SEEN
+
+    def runs_of_delivery(self, source: str, delivery_id: str) -> list[int]:
+        """Runs started for this delivery (rare: only asked after a server died mid-delivery)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(runs.c.id)
+                .where(runs.c.trigger["source"].as_string() == source, runs.c.trigger["delivery"].as_string() == delivery_id)
+                .order_by(runs.c.id)
+            )
+            return list(rows.scalars())
 
     def finish_delivery(self, source: str, delivery_id: str, result: str, run_ids: list[int]) -> None:
         with self._tx() as conn:
