@@ -1,10 +1,13 @@
-"""`shipline runs ...`: list, show, follow logs of, cancel and rerun pipeline runs."""
+"""`shipline runs ...`: list, show, follow logs of, cancel, rerun and prune pipeline runs."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,18 +18,20 @@ from shipline.cli.pipelines import drive_with_progress, record_json
 from shipline.cli.progress import duration, status_text, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
+from shipline.engine import pruning
 from shipline.engine.logs import parse_line
 from shipline.exceptions import NotFound
 
 
 @click.group()
 def runs() -> None:
-    """Pipeline runs: list, show, logs, cancel, rerun.
+    """Pipeline runs: list, show, logs, cancel, rerun, prune.
 
     \b
       shipline runs list --status failed
       shipline runs logs 12 --task build --follow
       shipline runs rerun 12
+      shipline runs prune --older-than 7d --dry-run
     """
 
 
@@ -172,3 +177,106 @@ def rerun(wiring: Wiring, run_id: int, as_json: bool) -> None:
     click.echo(f"run {new_id}: rerun of run {run_id}", err=True)
     record = drive_with_progress(wiring, new_id, as_json)
     sys.exit(0 if record.status == RunStatus.SUCCEEDED else 1)
+
+
+class Duration(click.ParamType[timedelta]):
+    """A span of time written as a whole number and a unit: 7d, 12h, 30m, 90s."""
+
+    name = "duration"
+    UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"(\d+)([dhms])", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration: write a whole number and a unit, e.g. 7d, 12h, 30m or 90s", param, ctx)
+        try:
+            span = timedelta(**{self.UNITS[match[2]]: int(match[1])})
+            datetime.now(UTC) - span  # the cutoff must still be a date (year 1 or later)
+        except OverflowError:
+            self.fail(f"{value!r} reaches back before the year 1: write a shorter duration", param, ctx)
+        return span
+
+
+@runs.command()
+@click.option("--older-than", type=Duration(), default="30d", show_default=True,
+              help="Only runs that finished longer ago than this: 7d, 12h, 30m, 90s.")
+@click.option("--keep", type=click.IntRange(min=0), default=10, metavar="N", show_default=True,
+              help="Keep the newest N finished runs of each pipeline, however old.")
+@click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--workspaces-only", is_flag=True, help="Remove only the workspaces; records and logs stay, so history is still browsable.")
+@click.option("--dry-run", is_flag=True, help="Print what would go; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"runs": [ids], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.')
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def prune(
+    wiring: Wiring,
+    older_than: timedelta,
+    keep: int,
+    pipeline: str | None,
+    workspaces_only: bool,
+    dry_run: bool,
+    as_json: bool,
+    yes: bool,
+) -> None:
+    """Remove runs that are over and old: their records, workspaces and logs.
+
+    A run goes when it succeeded, failed or was cancelled longer ago than
+    --older-than, unless it is one of the newest --keep finished runs of its
+    pipeline.  Queued and running runs are never touched.  Removing a run
+    removes $SHIPLINE_HOME/workspaces/RUN, $SHIPLINE_HOME/logs/RUN, then its
+    record; a run whose files cannot be removed keeps its record and is
+    listed on stderr, and the exit status is 1.
+
+    On a terminal it asks first (not with --yes, --dry-run or --json); when
+    stdin is not a terminal (a script, cron) it goes ahead without asking.
+
+    \b
+      shipline runs prune --dry-run                    # what the defaults would remove
+      shipline runs prune --older-than 7d --keep 3 --yes
+      shipline runs prune --workspaces-only --older-than 12h
+      shipline runs prune --pipeline nightly --json | jq .bytes_freed
+      0 3 * * * shipline runs prune --older-than 14d   # crontab: every night
+    """
+    wiring.engine.recover()
+    settings, store = wiring.settings, wiring.store
+    chosen = pruning.prunable(
+        store, settings, before=datetime.now(UTC) - older_than, keep=keep, pipeline=pipeline, workspaces_only=workspaces_only
+    )
+    what = "workspaces" if workspaces_only else "records, workspaces and logs"
+    if chosen and sys.stdin.isatty() and not (yes or dry_run or as_json):
+        click.confirm(f"Remove the {what} of {_count(len(chosen))}?", abort=True)
+    outcome = pruning.prune(store, settings, chosen, workspaces_only=workspaces_only, dry_run=dry_run)
+    for failure in outcome.failed:
+        click.echo(f"run {failure.run_id}: not removed: {failure.error}", err=True)
+    if as_json:
+        click.echo(json.dumps({
+            "runs": [run.id for run in outcome.runs],
+            "bytes_freed": outcome.bytes_freed,
+            "dry_run": dry_run,
+            "failed": [{"id": f.run_id, "error": f.error} for f in outcome.failed],
+        }, indent=2))
+    else:
+        for run in outcome.runs:
+            finished = run.finished_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{'would remove' if dry_run else 'removed'} run {run.id}  {run.pipeline}  finished {finished}")
+        freed = f"{_bytes_text(outcome.bytes_freed)} {'would be freed' if dry_run else 'freed'}"
+        kept = " (records and logs kept)" if workspaces_only else ""
+        click.echo(f"{_count(len(outcome.runs))}, {freed}{kept}" + (", nothing removed: dry run" if dry_run else ""))
+    if outcome.failed:
+        sys.exit(1)
+
+
+def _count(runs: int) -> str:
+    return f"{runs} run{'s' if runs != 1 else ''}"
+
+
+def _bytes_text(count: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    size, unit = float(count), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"

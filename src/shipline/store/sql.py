@@ -441,6 +441,35 @@ class SqlStore:
             )
             return [(r.task, r.attempt, r.idx, r.pid) for r in rows]
 
+    # --- pruning ----------------------------------------------------------------------
+
+    def finished_runs(self, pipeline: str | None = None) -> list[tuple[int, str, datetime]]:
+        """(id, pipeline, finished at) of every run that is over: what `shipline runs prune` chooses from."""
+        done = [s.value for s in RunStatus if s.done]
+        query = select(runs.c.id, runs.c.pipeline, runs.c.finished_at).where(
+            runs.c.status.in_(done), runs.c.finished_at.is_not(None)
+        )
+        if pipeline:
+            query = query.where(runs.c.pipeline == pipeline)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        # SQLite hands datetimes back without a zone; they were written in UTC.
+        return [(r.id, r.pipeline, r.finished_at.replace(tzinfo=r.finished_at.tzinfo or UTC)) for r in rows]
+
+    def delete_runs(self, run_ids: Sequence[int]) -> int:
+        """Delete runs that are over, with their tasks and steps; a queued or running run is never deleted.
+
+        The children go by ON DELETE CASCADE: PostgreSQL always honours it, and
+        SQLite does because every connection turns `foreign_keys` on (`_sqlite_pragmas`).
+        Returns how many runs were deleted.
+        """
+        if not run_ids:
+            return 0
+        done = [s.value for s in RunStatus if s.done]
+        with self._tx() as conn:
+            result = conn.execute(runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(done)))
+        return int(result.rowcount)
+
 
 def host_name() -> str:
     return socket.gethostname()

@@ -1,0 +1,130 @@
+"""Pruning: the runs that are over and old go, with their workspaces and logs.
+
+Nothing else ever removes a run, so without this `$SHIPLINE_HOME` only grows.
+`choose` is the policy (pure: which runs), `prunable` applies it to the
+store, and `prune` removes each run's files and then its record, one run at a
+time: a run whose files could not be removed keeps its record and is reported,
+never lost silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from shipline.exceptions import Conflict, ShiplineError
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+
+class FinishedRun(NamedTuple):
+    id: int
+    pipeline: str
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Failure:
+    run_id: int
+    error: str
+
+
+@dataclass
+class Outcome:
+    """What `prune` removed, or with `dry_run` would have removed."""
+
+    dry_run: bool
+    runs: list[FinishedRun] = field(default_factory=list)
+    bytes_freed: int = 0
+    failed: list[Failure] = field(default_factory=list)
+
+
+def choose(finished: Iterable[FinishedRun], *, before: datetime, keep: int) -> list[FinishedRun]:
+    """The runs that finished before `before`, except the newest `keep` of each pipeline; oldest first."""
+    seen: Counter[str] = Counter()
+    chosen = []
+    for run in sorted(finished, key=lambda r: (r.finished_at, r.id), reverse=True):
+        seen[run.pipeline] += 1
+        if seen[run.pipeline] > keep and run.finished_at < before:
+            chosen.append(run)
+    return chosen[::-1]
+
+
+def prunable(
+    store: SqlStore,
+    settings: Settings,
+    *,
+    before: datetime,
+    keep: int,
+    pipeline: str | None = None,
+    workspaces_only: bool = False,
+) -> list[FinishedRun]:
+    """The runs `prune` would take: with `workspaces_only`, only those that still have a workspace."""
+    chosen = choose((FinishedRun(*row) for row in store.finished_runs(pipeline)), before=before, keep=keep)
+    if workspaces_only:
+        chosen = [run for run in chosen if os.path.lexists(settings.workspaces / str(run.id))]
+    return chosen
+
+
+def prune(
+    store: SqlStore, settings: Settings, chosen: Iterable[FinishedRun], *, workspaces_only: bool = False, dry_run: bool = False
+) -> Outcome:
+    """Remove each run's workspace, then (unless `workspaces_only`) its logs, then its record.
+
+    A run whose files or record could not be removed is reported in `failed`
+    and the others go on.  Bytes count the directories removed whole, a failed
+    run's included.
+    """
+    outcome = Outcome(dry_run=dry_run)
+    roots = [settings.workspaces] if workspaces_only else [settings.workspaces, settings.logs]
+    for run in chosen:
+        freed = 0
+        try:
+            for root in roots:
+                freed += _remove(root, run.id, dry_run)
+            if not (workspaces_only or dry_run):
+                store.delete_runs([run.id])
+        except (OSError, ShiplineError) as exc:
+            outcome.failed.append(Failure(run.id, str(exc)))
+        else:
+            outcome.runs.append(run)
+        outcome.bytes_freed += freed
+    return outcome
+
+
+def _remove(root: Path, run_id: int, dry_run: bool) -> int:
+    """Remove `root/RUN` and return the bytes its files held; a directory already gone holds none."""
+    path = root / str(run_id)
+    if not os.path.lexists(path):
+        return 0
+    # The name is an int, but the entry itself may be a link to anywhere: never follow one.
+    if path.is_symlink() or path.resolve().parent != root.resolve():
+        raise Conflict(f"{path} is a link to {path.resolve()}: left alone, remove it by hand if that is safe")
+    size = _measure(path, make_writable=not dry_run)
+    if not dry_run:
+        shutil.rmtree(path)
+    return size
+
+
+def _measure(path: Path, *, make_writable: bool) -> int:
+    """Total size of the files under `path`, links not followed.
+
+    Steps may leave read-only directories (Go's module cache is one), whose
+    entries rmtree cannot unlink: with `make_writable` they are opened up first.
+    """
+    total = 0
+    for directory, _subdirectories, filenames in os.walk(path):
+        if make_writable:
+            mode = os.lstat(directory).st_mode
+            if mode & stat.S_IRWXU != stat.S_IRWXU:
+                os.chmod(directory, mode | stat.S_IRWXU)
+        for name in filenames:
+            total += os.lstat(os.path.join(directory, name)).st_size
+    return total
