@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,7 @@ from sqlalchemy import update
 from serverkit import BUILD, Live, github_push, signed, start_server
 
 from shipline.settings import Settings
-from shipline.store.repositories import STALE_CLAIM, Role
+from shipline.store.repositories import Role
 from shipline.store.server_tables import deliveries
 
 URL = "https://github.example/acme/app.git"
@@ -74,22 +74,20 @@ def test_redelivery_is_ignored(live: Live, pipeline_file: Callable[..., Path]) -
     assert len(httpx.get(live.url + "/api/v1/runs").json()["runs"]) == 1
 
 
+DEAD_SERVER = f"{socket.gethostname()}:{2**22 + 1}:0"  # a pid above Linux's pid_max: no such process
+
+
 def _as_if_a_server_died_handling(live: Live, delivery: str) -> None:
-    """Leave the delivery as a server killed mid-way leaves it: claimed, unfinished, minutes ago."""
+    """Leave the delivery as a server killed mid-way leaves it: claimed by that (dead) server, unfinished."""
     with live.server.sql.engine.begin() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.delivery_id == delivery)
-            .values(result="received", received_at=datetime.now(UTC) - STALE_CLAIM - timedelta(seconds=1))
-        )
+        conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery).values(result="received", claimed_by=DEAD_SERVER))
 
 
 def test_a_delivery_orphaned_by_a_crash_is_not_lost_nor_doubled(live: Live, pipeline_file: Callable[..., Path]) -> None:
     register(live, pipeline_file(BUILD))
     repo = live.server.state.get_repository("app")
     # Died after recording the delivery, before starting its run: the redelivery starts it.
-    live.server.state.claim_delivery("github", "crash-before-run", repo.id, "push")
-    _as_if_a_server_died_handling(live, "crash-before-run")
+    live.server.state.claim_delivery("github", "crash-before-run", repo.id, "push", DEAD_SERVER, lambda *_: False)
     body, headers = signed(SECRET, github_push(URL), delivery="crash-before-run")
     retried = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
     assert retried.status_code == 202 and len(retried.json()["runs"]) == 1, retried.text
@@ -99,8 +97,8 @@ def test_a_delivery_orphaned_by_a_crash_is_not_lost_nor_doubled(live: Live, pipe
     _as_if_a_server_died_handling(live, "crash-after-run")
     again = httpx.post(live.url + "/hooks/github", content=body, headers=headers).json()
     assert again["result"] == "duplicate" and again["runs"] == [first], again
-    # A delivery being handled right now (not stale) is a plain duplicate.
-    live.server.state.claim_delivery("github", "in-flight", repo.id, "push")
+    # A delivery that a live server is handling right now is a plain duplicate.
+    live.server.state.claim_delivery("github", "in-flight", repo.id, "push", live.server.engine.owner, lambda *_: False)
     body, headers = signed(SECRET, github_push(URL), delivery="in-flight")
     assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).json()["result"] == "duplicate"
     assert len(httpx.get(live.url + "/api/v1/runs").json()["runs"]) == 2

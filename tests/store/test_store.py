@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
@@ -16,9 +15,8 @@ from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.exceptions import NotFound, StoreError
 from shipline.settings import Settings
-from shipline.store.repositories import STALE_CLAIM, Claim, ServerStore
+from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
-from shipline.store.server_tables import deliveries
 from shipline.store.sql import SqlStore
 
 PIPELINE = """
@@ -111,13 +109,20 @@ def test_secrets_round_trip_encrypted(any_store: SqlStore, settings: Settings) -
 
 def test_an_orphaned_delivery_finds_its_runs(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
     state = ServerStore(any_store)
-    assert state.claim_delivery("github", "d-1", None, "push") is Claim.NEW
-    assert state.claim_delivery("github", "d-1", None, "push") is Claim.SEEN  # being handled: a duplicate
+    dead = {"server-a"}
+
+    def claim(owner: str) -> Claim:
+        return state.claim_delivery("github", "d-1", None, "push", owner, lambda claimant, _at: claimant in dead)
+
+    assert claim("server-b") is Claim.NEW
+    assert claim("server-a") is Claim.SEEN  # server-b handles it
     engine = Engine(settings, any_store, LocalExecutor(1.0))
     run_id = engine.submit(load_pipeline(write(PIPELINE)), {}, trigger={"source": "github", "delivery": "d-1"})
     engine.submit(load_pipeline(write(PIPELINE)), {}, trigger={"source": "gitea", "delivery": "d-1"})
-    with any_store.engine.begin() as conn:
-        conn.execute(update(deliveries).values(received_at=datetime.now(UTC) - STALE_CLAIM - timedelta(seconds=1)))
-    assert state.claim_delivery("github", "d-1", None, "push") is Claim.ORPHANED
-    assert state.claim_delivery("github", "d-1", None, "push") is Claim.SEEN  # taken over once only
+    dead.add("server-b")
+    assert claim("server-c") is Claim.ORPHANED
+    assert claim("server-d") is Claim.SEEN  # taken over once only: server-c is alive
     assert state.runs_of_delivery("github", "d-1") == [run_id]
+    state.finish_delivery("github", "d-1", "started", [run_id])
+    dead.add("server-c")
+    assert claim("server-d") is Claim.SEEN  # finished: never taken over

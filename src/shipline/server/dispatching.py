@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.events import Event, EventBus
 from shipline.engine.loading import load_pipeline
+from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
 from shipline.exceptions import ShiplineError
 from shipline.server.observing import Metrics
@@ -56,6 +58,11 @@ class PipelineCache:
         return pipeline
 
 
+def _claimant_dead(owner: str, claimed_at: datetime) -> bool:
+    """A claim's server is gone: a dead process on this host, or another host's claim over a minute old."""
+    return not owner_alive(owner, claimed_at, datetime.now(UTC))
+
+
 class Dispatcher:
     def __init__(
         self, engine: Engine, state: ServerStore, bus: EventBus, metrics: Metrics, cancel: Callable[[int], object]
@@ -82,7 +89,7 @@ class Dispatcher:
 
         `rule` names the rule directly (a schedule that came due) instead of matching.
         """
-        claim = self.state.claim_delivery(source, delivery_id, repo.id, event.kind.value)
+        claim = self.state.claim_delivery(source, delivery_id, repo.id, event.kind.value, self.engine.owner, _claimant_dead)
         if claim is Claim.SEEN:
             log.info("redelivery ignored", extra={"source": source, "delivery": delivery_id, "repository": repo.name})
             return Outcome("duplicate", message=f"delivery {delivery_id} was already handled; nothing started")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,10 +29,6 @@ from shipline.triggers.rules import TriggerRule
 
 FORGES = ("github", "gitea", "gitlab", "git")
 """`git`: a plain git remote that sends no webhooks; poll it."""
-
-STALE_CLAIM = timedelta(minutes=2)
-"""A delivery being handled takes milliseconds; one still unfinished after this was orphaned by a crash."""
-
 
 class Claim(StrEnum):
     NEW = "new"
@@ -275,12 +271,21 @@ class ServerStore:
 
     # --- deliveries -------------------------------------------------------------------
 
-    def claim_delivery(self, source: str, delivery_id: str, repository_id: int | None, event: str) -> Claim:
+    def claim_delivery(
+        self,
+        source: str,
+        delivery_id: str,
+        repository_id: int | None,
+        event: str,
+        owner: str,
+        orphaned: Callable[[str, datetime], bool],
+    ) -> Claim:
         """Record a delivery, atomically: NEW the first time, SEEN for a redelivery.
 
-        A delivery still `received` after STALE_CLAIM was being handled by a
-        server that died before it finished; the claim passes to this caller
-        (ORPHANED), who must first look for runs that server already started.
+        A delivery still `received` whose claimant is dead (`orphaned(claimed_by,
+        received_at)`) was being handled by a server that stopped before it
+        finished; the claim passes to `owner` (ORPHANED), who must first look
+        for runs that server already started.
         """
         try:
             with self._tx() as conn:
@@ -293,22 +298,24 @@ class ServerStore:
                         result="received",
                         run_ids=[],
                         received_at=utcnow(),
+                        claimed_by=owner,
                     )
                 )
             return Claim.NEW
         except IntegrityError:
             pass
-        moment = utcnow()
+        mine = (deliveries.c.source == source, deliveries.c.delivery_id == delivery_id)
         with self._tx() as conn:
+            row = conn.execute(select(deliveries.c.result, deliveries.c.claimed_by, deliveries.c.received_at).where(*mine)).one()
+            claimed_at = _utc(row.received_at)
+            assert claimed_at is not None  # the column is NOT NULL
+            if row.result != "received" or not orphaned(row.claimed_by, claimed_at):
+                return Claim.SEEN
+            # Two servers may both find it orphaned: the claimant in the WHERE lets one win.
             taken = conn.execute(
                 update(deliveries)
-                .where(
-                    deliveries.c.source == source,
-                    deliveries.c.delivery_id == delivery_id,
-                    deliveries.c.result == "received",
-                    deliveries.c.received_at < moment - STALE_CLAIM,
-                )
-                .values(received_at=moment)
+                .where(*mine, deliveries.c.result == "received", deliveries.c.claimed_by == row.claimed_by)
+                .values(claimed_by=owner, received_at=utcnow())
             )
         return Claim.ORPHANED if taken.rowcount == 1 else Claim.SEEN
 

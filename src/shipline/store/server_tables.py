@@ -43,6 +43,7 @@ deliveries = Table(
     Column("result", String(32), nullable=False),
     Column("run_ids", JSON, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(255), nullable=False, server_default=""),  # the engine owner id handling it (0004)
     UniqueConstraint("source", "delivery_id", name="uq_deliveries_source_id"),
 )
 
