@@ -19,6 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from shipline.exceptions import UsageError
 
 
+DEFAULT_STEP_ENV = (
+    "PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "TMPDIR", "USER", "LOGNAME",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
+)
+"""What steps see of the engine's environment by default: nothing that holds a credential."""
+
+
 def _default_parallel() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
@@ -40,6 +47,10 @@ class Settings(BaseModel):
 
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """After SIGTERM, how long a step's process group gets before SIGKILL."""
+
+    step_env: list[str] = Field(default_factory=lambda: list(DEFAULT_STEP_ENV))
+    """Variables of the engine's environment that steps see, as names or globs (`LC_*`); the rest,
+    credentials included, stays out ($SHIPLINE_STEP_ENV, comma-separated)."""
 
     secret_key: SecretStr | None = None
     """The key that encrypts stored secrets ($SHIPLINE_SECRET_KEY); None means `home/secret.key`,
@@ -84,6 +95,11 @@ class Settings(BaseModel):
         return self.home / "logs"
 
     @property
+    def step_homes(self) -> Path:
+        """Each run's steps get `step_homes/RUN` as $HOME, not the engine's own."""
+        return self.home / "step-homes"
+
+    @property
     def secret_key_file(self) -> Path:
         return self.home / "secret.key"
 
@@ -93,6 +109,7 @@ _ENV = {
     "SHIPLINE_DATABASE_URL": "database_url",
     "SHIPLINE_MAX_PARALLEL": "max_parallel",
     "SHIPLINE_SECRET_KEY": "secret_key",
+    "SHIPLINE_STEP_ENV": "step_env",
     "SHIPLINE_HOST": "host",
     "SHIPLINE_PORT": "port",
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
@@ -120,6 +137,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for var, field in _ENV.items():
         if env.get(var):
             values[field] = env[var]
+    if isinstance(values.get("step_env"), str):
+        values["step_env"] = [name.strip() for name in values["step_env"].split(",") if name.strip()]
     try:
         settings = Settings(**values)
     except ValidationError as exc:

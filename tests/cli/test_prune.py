@@ -73,7 +73,7 @@ def test_old_runs_go_with_workspace_logs_and_records(home: Path, settings: Setti
     recent = finished(run_pipeline, store, "app", days_ago=1)
     for run_id in (old, recent):
         assert (settings.workspaces / str(run_id) / "blob").stat().st_size == BLOB
-        assert (settings.logs / str(run_id)).is_dir()
+        assert (settings.logs / str(run_id)).is_dir() and (settings.step_homes / str(run_id)).is_dir()
     (settings.workspaces / str(gone_already) / "blob").unlink()
     (settings.workspaces / str(gone_already)).rmdir()
 
@@ -84,7 +84,7 @@ def test_old_runs_go_with_workspace_logs_and_records(home: Path, settings: Setti
     assert done.stdout.splitlines()[-1].startswith("2 runs, 9") and "KiB freed" in done.stdout
     for run_id in (old, gone_already):
         assert not (settings.workspaces / str(run_id)).exists()
-        assert not (settings.logs / str(run_id)).exists()
+        assert not (settings.logs / str(run_id)).exists() and not (settings.step_homes / str(run_id)).exists()
         assert rows(store, run_id) == {"runs": 0, "task_runs": 0, "step_runs": 0}
         shown = shipline("runs", "show", str(run_id))
         assert shown.returncode == 2 and f"no run {run_id}" in shown.stderr
@@ -120,7 +120,7 @@ def test_workspaces_only_keeps_records_and_logs(home: Path, settings: Settings, 
     result = prune_json("--workspaces-only", "--keep", "0")
 
     assert result["runs"] == [old] and isinstance(result["bytes_freed"], int) and result["bytes_freed"] >= BLOB
-    assert not (settings.workspaces / str(old)).exists()
+    assert not (settings.workspaces / str(old)).exists() and not (settings.step_homes / str(old)).exists()
     assert rows(store, old) == {"runs": 1, "task_runs": 1, "step_runs": 1}
     logs = shipline("runs", "logs", str(old))
     assert logs.returncode == 0 and "built" in logs.stdout.splitlines()

@@ -15,7 +15,7 @@ from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
-from shipline.settings import Settings
+from shipline.settings import Settings, load_settings
 from shipline.store.sql import SqlStore
 
 
@@ -498,3 +498,44 @@ def test_cancel_right_after_a_task_was_launched(engine: Engine, write: Callable[
     record = asyncio.run(scenario())
     assert record.status == RunStatus.CANCELLED
     assert statuses(record) == {"a": "cancelled", "b": "skipped"}
+
+
+def test_steps_see_no_credentials_of_the_engine(
+    run_pipeline: RunFn, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    person = tmp_path / "person"
+    (person / ".kube").mkdir(parents=True)
+    (person / ".kube" / "config").write_text("a person's cluster credentials")
+    monkeypatch.setenv("HOME", str(person))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-cloud-key")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
+    monkeypatch.setenv("LC_TIME", "C")
+    record = run_pipeline(
+        """
+        name: env
+        tasks:
+          - name: look
+            steps:
+              - run: |
+                  env > "$SHIPLINE_WORKSPACE/env.txt"
+                  cat ~/.kube/config > "$SHIPLINE_WORKSPACE/kube.txt" 2>/dev/null || true
+                  git --version > /dev/null   # PATH still finds tools
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    workspace = settings.workspaces / str(record.id)
+    seen = dict(line.split("=", 1) for line in (workspace / "env.txt").read_text().splitlines() if "=" in line)
+    assert "AWS_SECRET_ACCESS_KEY" not in seen and "SSH_AUTH_SOCK" not in seen
+    assert seen["HOME"] == str(settings.step_homes / str(record.id)) and seen["LC_TIME"] == "C"
+    assert (workspace / "kube.txt").read_text() == ""
+
+
+def test_step_env_setting_lets_named_variables_through(
+    engine: Engine, write: Callable[..., Path], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUILD_CACHE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("SHIPLINE_STEP_ENV", "PATH,BUILD_*")
+    engine.settings = load_settings()
+    pipeline = load_pipeline(write("name: pass\ntasks: [{name: a, steps: [{run: 'echo \"cache=$BUILD_CACHE_URL\" >> $SHIPLINE_OUTPUT'}], results: [cache]}]\n"))
+    record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+    assert record.task("a").results == {"cache": "http://127.0.0.1:1"}

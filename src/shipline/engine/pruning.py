@@ -76,14 +76,15 @@ def prunable(
 def prune(
     store: SqlStore, settings: Settings, chosen: Iterable[FinishedRun], *, workspaces_only: bool = False, dry_run: bool = False
 ) -> Outcome:
-    """Remove each run's workspace, then (unless `workspaces_only`) its logs, then its record.
+    """Remove each run's workspace and step home, then (unless `workspaces_only`) its logs, then its record.
 
     A run whose files or record could not be removed is reported in `failed`
     and the others go on.  Bytes count the directories removed whole, a failed
     run's included.
     """
     outcome = Outcome(dry_run=dry_run)
-    roots = [settings.workspaces] if workspaces_only else [settings.workspaces, settings.logs]
+    scratch = [settings.workspaces, settings.step_homes]
+    roots = scratch if workspaces_only else [*scratch, settings.logs]
     for run in chosen:
         freed = 0
         try:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +198,7 @@ class _RunDriver:
         self.states = {t.name: TaskState() for t in self.pipeline.tasks}
         self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
         self.workspace = self.engine.workspace(self.run_id)
+        self.home = self.engine.settings.step_homes / str(self.run_id)
 
     def request_cancel(self, reason: str = "") -> None:
         if self.cancelled:
@@ -237,6 +240,7 @@ class _RunDriver:
         if not self._reveal_secrets():
             return
         self.workspace.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
@@ -319,7 +323,10 @@ class _RunDriver:
         step_ctx = {**ctx, "inputs": inputs}
         if task.uses is not None:
             step_ctx = {"inputs": inputs, "run": step_ctx["run"]}
-        base_env = _base_env(self.run_id, self.pipeline.name, task.name, self.workspace)
+        base_env = step_environment(
+            os.environ, self.engine.settings.step_env, run_id=self.run_id, pipeline=self.pipeline.name, task=task.name,
+            workspace=self.workspace, home=self.home,
+        )
         base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
         base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
         message = ""
@@ -372,9 +379,20 @@ class _RunDriver:
         return TaskInvocation(self.run_id, task.name, attempt, steps)
 
 
-def _base_env(run_id: int, pipeline: str, task: str, workspace: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLINE_")}
+def step_environment(
+    environ: Mapping[str, str], allowed: list[str], *, run_id: int, pipeline: str, task: str, workspace: Path, home: Path
+) -> dict[str, str]:
+    """What every step starts from: the allowed part of the engine's environment, a HOME of the run's own, SHIPLINE_*.
+
+    The engine's other variables (cloud keys, SSH_AUTH_SOCK, a person's
+    KUBECONFIG) and its HOME (~/.kube, ~/.docker, ~/.git-credentials) stay out:
+    no person's credentials are used by a pipeline.
+    """
+    env = {
+        k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)
+    }
     env.update(
+        HOME=str(home),
         SHIPLINE_RUN_ID=str(run_id),
         SHIPLINE_PIPELINE=pipeline,
         SHIPLINE_TASK=task,
