@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -539,3 +540,24 @@ def test_step_env_setting_lets_named_variables_through(
     pipeline = load_pipeline(write("name: pass\ntasks: [{name: a, steps: [{run: 'echo \"cache=$BUILD_CACHE_URL\" >> $SHIPLINE_OUTPUT'}], results: [cache]}]\n"))
     record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
     assert record.task("a").results == {"cache": "http://127.0.0.1:1"}
+
+
+def test_a_run_whose_engine_died_before_starting_it_is_not_left_queued(
+    settings: Settings, store: SqlStore, write: Callable[..., Path]
+) -> None:
+    pipeline = load_pipeline(write("name: never\ntasks: [{name: a, steps: [{run: 'true'}]}]\n"))
+    cli = Engine(settings, store, LocalExecutor(1.0))
+    cli.owner = f"{socket.gethostname()}:{2**22 + 1}:0"  # `shipline run`, killed between submit and drive
+    run_id = cli.submit(pipeline, {}, claim=True)
+    assert store.next_queued(10) == [], "a server must not take a run that a CLI engine took"
+    later = Engine(settings, store, LocalExecutor(1.0))
+    assert later.recover() == [run_id]
+    record = store.get_run(run_id)
+    assert record.status == RunStatus.FAILED and "stopped before the run started" in record.message
+    assert f"shipline runs rerun {run_id}" in record.message and record.task("a").status == TaskStatus.SKIPPED
+
+
+def test_an_engine_drives_the_run_it_claimed_at_submit(engine: Engine, write: Callable[..., Path]) -> None:
+    pipeline = load_pipeline(write("name: mine\ntasks: [{name: a, steps: [{run: 'true'}]}]\n"))
+    record = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+    assert record.status == RunStatus.SUCCEEDED

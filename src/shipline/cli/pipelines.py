@@ -93,7 +93,7 @@ def run(wiring: Wiring, file: Path, params: tuple[str, ...], as_json: bool) -> N
     engine = wiring.engine
     engine.recover()
     engine.check_secrets(pipeline)
-    run_id = engine.submit(pipeline, given)
+    run_id = engine.submit(pipeline, given, claim=True)
     record = drive_with_progress(wiring, run_id, as_json)
     sys.exit(0 if record.status == RunStatus.SUCCEEDED else 1)
 

@@ -173,7 +173,7 @@ def rerun(wiring: Wiring, run_id: int, as_json: bool) -> None:
     The definition is the one stored with the original run, so a rerun does
     what the original did even if the file changed since.
     """
-    new_id = wiring.engine.rerun(run_id)
+    new_id = wiring.engine.rerun(run_id, claim=True)
     click.echo(f"run {new_id}: rerun of run {run_id}", err=True)
     record = drive_with_progress(wiring, new_id, as_json)
     sys.exit(0 if record.status == RunStatus.SUCCEEDED else 1)

@@ -62,10 +62,16 @@ class Engine:
         *,
         trigger: dict[str, Any] | None = None,
         rerun_of: int | None = None,
+        claim: bool = False,
     ) -> int:
-        """Check the params and create a queued run; raises UsageError for bad params."""
+        """Check the params and create a queued run; raises UsageError for bad params.
+
+        `claim`: this engine drives it next (the CLI); if the engine dies before it
+        does, recovery finds the run instead of leaving it queued for no one.
+        """
         bound = bind_params(pipeline, params)
-        return self.store.create_run(pipeline, bound, trigger=trigger, rerun_of=rerun_of)
+        owner = self.owner if claim else None
+        return self.store.create_run(pipeline, bound, trigger=trigger, rerun_of=rerun_of, owner=owner)
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
@@ -76,11 +82,12 @@ class Engine:
                 f"set it with `shipline secrets set {missing[0]}` (the value is read from stdin)"
             )
 
-    def rerun(self, run_id: int) -> int:
-        """A new queued run of the same resolved definition with the same params."""
+    def rerun(self, run_id: int, claim: bool = False) -> int:
+        """A new queued run of the same resolved definition with the same params (`claim`: as in `submit`)."""
         pipeline, params = self.store.load_spec(run_id)
         original = self.store.get_run(run_id)
-        return self.store.create_run(pipeline, params, trigger=original.trigger, rerun_of=run_id)
+        owner = self.owner if claim else None
+        return self.store.create_run(pipeline, params, trigger=original.trigger, rerun_of=run_id, owner=owner)
 
     # --- driving runs -----------------------------------------------------------------
 
@@ -162,11 +169,12 @@ class Engine:
                     kill_orphan_group(pid, run_id)
                 self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
             host, _, rest = owner.partition(":")
-            message = (
-                f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped during the run; "
-                f"logs up to then are kept; start it again with `shipline runs rerun {run_id}`"
-            )
             record = self.store.get_run(run_id)
+            when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
+            message = (
+                f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
+                f"start it again with `shipline runs rerun {run_id}`"
+            )
             for task_record in record.tasks:
                 if task_record.status == TaskStatus.RUNNING:
                     self.store.update_task(run_id, task_record.name, status=TaskStatus.FAILED.value, finished_at=moment, message="interrupted")

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -163,7 +163,9 @@ class SqlStore:
         *,
         trigger: dict[str, Any] | None = None,
         rerun_of: int | None = None,
+        owner: str | None = None,
     ) -> int:
+        """A queued run; with `owner`, already taken by that engine (so recovery finds it if the engine dies)."""
         with self._tx() as conn:
             inserted = conn.execute(
                 insert(runs).values(
@@ -177,6 +179,8 @@ class SqlStore:
                     rerun_of=rerun_of,
                     created_at=utcnow(),
                     cancel_requested=False,
+                    owner=owner,
+                    heartbeat_at=utcnow() if owner else None,
                 )
             ).inserted_primary_key
             assert inserted is not None
@@ -364,11 +368,15 @@ class SqlStore:
     # --- ownership, cancel, recovery --------------------------------------------------
 
     def claim(self, run_id: int, owner: str) -> bool:
-        """Take a queued run for this engine; False when another engine has it."""
+        """Take a queued run for this engine (or keep one it took at creation); False when another engine has it."""
         with self._tx() as conn:
             result = conn.execute(
                 update(runs)
-                .where(runs.c.id == run_id, runs.c.owner.is_(None), runs.c.status == RunStatus.QUEUED.value)
+                .where(
+                    runs.c.id == run_id,
+                    or_(runs.c.owner.is_(None), runs.c.owner == owner),
+                    runs.c.status == RunStatus.QUEUED.value,
+                )
                 .values(owner=owner, heartbeat_at=utcnow())
             )
         return bool(result.rowcount)
