@@ -46,6 +46,7 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._drivers: dict[int, _RunDriver] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -99,10 +100,16 @@ class Engine:
         return await self._drive_claimed(run_id)
 
     async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
-        """Worker loop: claim queued runs from the store and drive them, until `stop`."""
+        """Worker loop: claim queued runs from the store and drive them, until `stop`.
+
+        It looks every `poll_seconds`, and at once when `wake()` is called (a run
+        was queued in this process, or one of its runs ended and freed room).
+        """
         self.recover()
+        self._wakeup = asyncio.Event()
         running: set[asyncio.Task[RunRecord]] = set()
         while not stop.is_set():
+            self._wakeup.clear()  # before looking: a wake() during the look is not lost
             # A little more than the task slots, so a replica keeps its slots busy
             # without hoarding runs that another replica could start.
             capacity = max(0, 2 * self.settings.max_parallel - len(running))
@@ -111,12 +118,18 @@ class Engine:
                     task = asyncio.create_task(self._drive_claimed(run_id))
                     running.add(task)
                     task.add_done_callback(running.discard)
+                    task.add_done_callback(lambda _: self.wake())
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_seconds)
+                await asyncio.wait_for(self._wakeup.wait(), poll_seconds)
         for driver in list(self._drivers.values()):
             driver.request_cancel("the engine is shutting down")
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Make `serve` look for queued runs now; call it on the engine's own loop."""
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def _drive_claimed(self, run_id: int) -> RunRecord:
         pipeline, params = self.store.load_spec(run_id)

@@ -100,6 +100,7 @@ def start_run(request: Request, body: StartRun, token: Operator) -> RunDetail:
     trigger = {"source": "api", "event": "manual", "token": token.name, "repository_name": repo.name}
     server.engine.check_secrets(pipeline)
     run_id = server.engine.submit(pipeline, body.params, trigger=trigger)
+    server.runner.poke()
     server.dispatcher.notify(run_id)
     server.metrics.runs_started.labels("api").inc()
     return detail(server.sql.get_run(run_id))
@@ -126,6 +127,7 @@ def cancel_run(request: Request, run_id: int, _: Operator) -> RunDetail:
 def rerun(request: Request, run_id: int, _: Operator) -> RunDetail:
     server = _server(request)
     new_id = server.engine.rerun(run_id)
+    server.runner.poke()
     server.dispatcher.notify(new_id)
     return detail(server.sql.get_run(new_id))
 

@@ -68,7 +68,9 @@ class Server:
         engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), EventBus())
         runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
-        dispatcher = Dispatcher(engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)))
+        dispatcher = Dispatcher(
+            engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
+        )
         return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner)
 
     def cancel(self, run_id: int) -> None:

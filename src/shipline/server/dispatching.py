@@ -65,10 +65,17 @@ def _claimant_dead(owner: str, claimed_at: datetime) -> bool:
 
 class Dispatcher:
     def __init__(
-        self, engine: Engine, state: ServerStore, bus: EventBus, metrics: Metrics, cancel: Callable[[int], object]
+        self,
+        engine: Engine,
+        state: ServerStore,
+        bus: EventBus,
+        metrics: Metrics,
+        cancel: Callable[[int], object],
+        wake: Callable[[], None],
     ) -> None:
         self.engine = engine
         self.cancel = cancel
+        self.wake = wake
         self.state = state
         self.bus = bus
         self.metrics = metrics
@@ -143,6 +150,7 @@ class Dispatcher:
                     self.notify(run_id)
                     cancelled.append(run_id)
         run_id = self.engine.submit(pipeline, params, trigger=trigger)
+        self.wake()
         self.notify(run_id, "queued", pipeline.name)
         self.metrics.runs_started.labels(source).inc()
         log.info(

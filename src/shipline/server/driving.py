@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TypeVar
 
 from shipline.engine.events import EventBus
@@ -84,8 +85,15 @@ class EngineThread:
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(timeout)
 
+    def poke(self) -> None:
+        """A run was queued: let the engine look now rather than at its next poll."""
+        if self.loop is not None and self.alive:
+            with suppress(RuntimeError):  # the loop is closing
+                self.loop.call_soon_threadsafe(self.engine.wake)
+
     def stop(self, timeout: float = 60.0) -> None:
         if self.loop is not None and self._stop is not None and self.alive:
             self.loop.call_soon_threadsafe(self._stop.set)
+            self.loop.call_soon_threadsafe(self.engine.wake)
         if self._thread is not None:
             self._thread.join(timeout)
