@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from shipline.cli.pipelines import parse_params
 from shipline.cli.wiring import Wiring
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import UsageError
@@ -28,23 +29,13 @@ def _state(wiring: Wiring) -> ServerStore:
     return ServerStore(wiring.store)
 
 
-def _params(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name:
-            raise UsageError(f"-p {value!r}: write NAME=VALUE")
-        out[name] = text
-    return out
-
-
 def _rule(
     on: str, branches: tuple[str, ...], tags: tuple[str, ...], paths: tuple[str, ...], actions: tuple[str, ...],
     cron: str | None, params: tuple[str, ...], concurrency: str,
 ) -> TriggerRule:
     data: dict[str, object] = {
         "on": on, "branches": list(branches), "tags": list(tags), "paths": list(paths), "cron": cron,
-        "params": _params(params), "concurrency": concurrency,
+        "params": parse_params(params), "concurrency": concurrency,
     }
     if actions:
         data["actions"] = list(actions)

@@ -112,27 +112,27 @@ class SecretStore:
             raise UsageError(f"secret {name!r}: the value is empty")
         token = self.keyring.fernet(create=True).encrypt(value.encode()).decode()
         moment = utcnow()
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             changed = conn.execute(update(secrets).where(secrets.c.name == name).values(value=token, updated_at=moment))
             if changed.rowcount == 0:
                 conn.execute(insert(secrets).values(name=name, value=token, created_at=moment, updated_at=moment))
         return self.get(name)
 
     def get(self, name: str) -> SecretInfo:
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             row = conn.execute(select(secrets.c.name, secrets.c.created_at, secrets.c.updated_at).where(secrets.c.name == name)).first()
         if row is None:
             raise NotFound(f"no secret {name!r}; set it with `shipline secrets set {name}`")
         return _info(row)
 
     def all(self) -> list[SecretInfo]:
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             rows = conn.execute(select(secrets.c.name, secrets.c.created_at, secrets.c.updated_at).order_by(secrets.c.name))
             return [_info(row) for row in rows]
 
     def delete(self, name: str) -> SecretInfo:
         info = self.get(name)
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             conn.execute(delete(secrets).where(secrets.c.name == name))
         return info
 
@@ -140,7 +140,7 @@ class SecretStore:
         """Which of these names have no secret (no decryption needed to tell)."""
         if not names:
             return []
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             found = set(conn.execute(select(secrets.c.name).where(secrets.c.name.in_(list(names)))).scalars())
         return [n for n in names if n not in found]
 
@@ -148,7 +148,7 @@ class SecretStore:
         """The values of these secrets, for a run that starts now; raises NotFound for a missing one."""
         if not names:
             return {}
-        with self.sql._tx() as conn:
+        with self.sql.transaction() as conn:
             rows = conn.execute(select(secrets.c.name, secrets.c.value).where(secrets.c.name.in_(list(names)))).all()
         if missing := [n for n in names if n not in {row.name for row in rows}]:
             listed = ", ".join(missing)

@@ -144,7 +144,8 @@ class SqlStore:
         return make_url(self.url).render_as_string(hide_password=True)
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; a database failure becomes a StoreError that names the store."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -166,7 +167,7 @@ class SqlStore:
         owner: str | None = None,
     ) -> int:
         """A queued run; with `owner`, already taken by that engine (so recovery finds it if the engine dies)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             inserted = conn.execute(
                 insert(runs).values(
                     pipeline=pipeline.name,
@@ -205,7 +206,7 @@ class SqlStore:
         return int(run_id)
 
     def load_spec(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]]:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute(select(runs.c.spec, runs.c.params).where(runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
@@ -226,7 +227,7 @@ class SqlStore:
                 .values({k: bindparam(k) for k in shape[2]})
             )
             self._statements[shape] = statement
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values)}})
 
     def update_run(self, run_id: int, **values: Any) -> None:
@@ -247,7 +248,7 @@ class SqlStore:
         started_at: datetime,
         pid: int | None,
     ) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 insert(step_runs).values(
                     run_id=run_id,
@@ -289,14 +290,14 @@ class SqlStore:
             query = query.where(runs.c.status == status)
         if before is not None:
             query = query.where(runs.c.id < before)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             ids = [row.id for row in conn.execute(query)]
         return self._records(ids)
 
     def _records(self, ids: list[int]) -> list[RunRecord]:
         if not ids:
             return []
-        with self._tx() as conn:
+        with self.transaction() as conn:
             run_rows = conn.execute(select(runs).where(runs.c.id.in_(ids))).all()
             task_rows = conn.execute(
                 select(task_runs).where(task_runs.c.run_id.in_(ids)).order_by(task_runs.c.position)
@@ -362,14 +363,14 @@ class SqlStore:
         )
         if task is not None:
             query = query.where(step_runs.c.task == task)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return [(r.task, r.attempt, r.idx, r.name, r.log_path) for r in conn.execute(query)]
 
     # --- ownership, cancel, recovery --------------------------------------------------
 
     def claim(self, run_id: int, owner: str) -> bool:
         """Take a queued run for this engine (or keep one it took at creation); False when another engine has it."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             result = conn.execute(
                 update(runs)
                 .where(
@@ -382,7 +383,7 @@ class SqlStore:
         return bool(result.rowcount)
 
     def next_queued(self, limit: int) -> list[int]:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(runs.c.id)
                 .where(runs.c.status == RunStatus.QUEUED.value, runs.c.owner.is_(None))
@@ -394,7 +395,7 @@ class SqlStore:
     def request_cancel(self, run_id: int) -> RunRecord:
         """Ask whichever engine owns the run to cancel it; a queued unowned run ends at once."""
         now = utcnow()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute(select(runs.c.status, runs.c.owner).where(runs.c.id == run_id)).first()
             if row is None:
                 raise NotFound(f"no run {run_id} (see `shipline runs list`)")
@@ -416,14 +417,14 @@ class SqlStore:
     def cancel_requests(self, run_ids: Sequence[int]) -> set[int]:
         if not run_ids:
             return set()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True))
             )
             return {row.id for row in rows}
 
     def heartbeat(self, owner: str) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(runs)
                 .where(runs.c.owner == owner, runs.c.status.in_(ACTIVE))
@@ -432,7 +433,7 @@ class SqlStore:
 
     def owned_active(self) -> list[tuple[int, str, datetime | None]]:
         """(run id, owner, last heartbeat) of every run some engine has taken and not finished."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(runs.c.id, runs.c.owner, runs.c.heartbeat_at).where(
                     runs.c.status.in_(ACTIVE), runs.c.owner.is_not(None)
@@ -441,7 +442,7 @@ class SqlStore:
             return [(row.id, row.owner, _utc(row.heartbeat_at)) for row in rows]
 
     def running_steps(self, run_id: int) -> list[tuple[str, int, int, int | None]]:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(step_runs.c.task, step_runs.c.attempt, step_runs.c.idx, step_runs.c.pid).where(
                     step_runs.c.run_id == run_id, step_runs.c.status == StepStatus.RUNNING.value
@@ -459,7 +460,7 @@ class SqlStore:
         )
         if pipeline:
             query = query.where(runs.c.pipeline == pipeline)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(query).all()
         # SQLite hands datetimes back without a zone; they were written in UTC.
         return [(r.id, r.pipeline, r.finished_at.replace(tzinfo=r.finished_at.tzinfo or UTC)) for r in rows]
@@ -474,7 +475,7 @@ class SqlStore:
         if not run_ids:
             return 0
         done = [s.value for s in RunStatus if s.done]
-        with self._tx() as conn:
+        with self.transaction() as conn:
             result = conn.execute(runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(done)))
         return int(result.rowcount)
 
