@@ -59,7 +59,7 @@ def test_a_step_gets_the_value_and_nothing_keeps_it(
         rows += [json.dumps([*row]) for row in conn.execute(text("SELECT * FROM task_runs"))]
         stored = conn.execute(text("SELECT value FROM secrets")).scalar_one()
     assert all(value not in row for row in rows)
-    assert value not in stored and stored.startswith("gAAAA")  # a Fernet token, not the value
+    assert value not in stored and stored.startswith("fernet:gAAAA")  # a Fernet token, not the value
     assert (settings.home / "secret.key").stat().st_mode & 0o777 == 0o600
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from serverkit import BUILD, Live, github_push, signed, start_server
 
 from shipline.settings import Settings
 from shipline.store.repositories import Role
-from shipline.store.server_tables import deliveries
+from shipline.store.server_tables import deliveries, repositories
 
 URL = "https://github.example/acme/app.git"
 SECRET = "hook-secret"
@@ -45,6 +45,18 @@ def test_signed_push_starts_the_right_run(live: Live, pipeline_file: Callable[..
     assert record["trigger"]["forge"] == "github" and record["trigger"]["delivery"] == headers["X-GitHub-Delivery"]
     logs = httpx.get(f"{live.url}/api/v1/runs/{run_id}/logs", params={"format": "text"}).text
     assert f"building main at {'a' * 40}" in logs
+
+
+def test_webhook_secrets_are_sealed_at_rest(live: Live, pipeline_file: Callable[..., Path]) -> None:
+    register(live, pipeline_file(BUILD))
+    with live.server.sql.engine.begin() as conn:
+        stored = conn.execute(select(repositories.c.secret)).scalar_one()
+    assert stored.startswith("fernet:") and SECRET not in stored
+    # A secret stored in clear by an older shipline still verifies.
+    with live.server.sql.engine.begin() as conn:
+        conn.execute(update(repositories).values(secret=SECRET))
+    body, headers = signed(SECRET, github_push(URL))
+    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 202
 
 
 def test_wrong_or_missing_signature_is_401_and_starts_nothing(live: Live, pipeline_file: Callable[..., Path]) -> None:

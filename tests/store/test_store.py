@@ -108,7 +108,7 @@ def test_secrets_round_trip_encrypted(any_store: SqlStore, settings: Settings) -
 
 
 def test_an_orphaned_delivery_finds_its_runs(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
-    state = ServerStore(any_store)
+    state = ServerStore(any_store, Keyring.from_settings(settings))
     dead = {"server-a"}
 
     def claim(owner: str) -> Claim:

@@ -64,7 +64,7 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
             f"no {forge.value} repository registered for {urls}; register it with `shipline repos add`",
         )
     # Several registrations may share a URL (one pipeline each): each has its own secret.
-    verified = [r for r in candidates if verify(forge, r.secret, body, delivery.signature)]
+    verified = [r for r in candidates if verify(forge, server.state.webhook_secret(r), body, delivery.signature)]
     if not verified:
         count("unauthorized")
         header = {"github": "X-Hub-Signature-256", "gitea": "X-Gitea-Signature", "gitlab": "X-Gitlab-Token"}[forge.value]

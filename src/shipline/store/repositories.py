@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipline.domain.runs import RunStatus
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
+from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
 from shipline.store.sql import ACTIVE, SqlStore, _utc, utcnow
 from shipline.store.tables import runs
@@ -58,7 +59,7 @@ class Repository(BaseModel):
     poll_seconds: int | None
     created_at: datetime
     secret: str = Field(default="", exclude=True, repr=False)
-    """Never shown: excluded from every dump."""
+    """The webhook secret as stored (sealed: see `ServerStore.webhook_secret`); never shown, excluded from every dump."""
 
     @field_serializer("url")
     def _hide_password(self, url: str) -> str:
@@ -151,8 +152,9 @@ def _repo(row: Any) -> Repository:
 
 
 class ServerStore:
-    def __init__(self, sql: SqlStore) -> None:
+    def __init__(self, sql: SqlStore, keyring: Keyring) -> None:
         self.sql = sql
+        self.keyring = keyring
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -195,7 +197,7 @@ class ServerStore:
                         url=url,
                         url_key=url_key(url),
                         forge=forge,
-                        secret=secret,
+                        secret=self.keyring.seal(secret) if secret else "",
                         pipeline=pipeline,
                         default_branch=default_branch,
                         poll_seconds=poll_seconds,
@@ -205,6 +207,10 @@ class ServerStore:
         except IntegrityError as exc:
             raise Conflict(f"a repository named {name!r} is already registered; pick another name or remove it first") from exc
         return self.get_repository(str(repo_id))
+
+    def webhook_secret(self, repo: Repository) -> str:
+        """The repository's webhook secret in clear, for checking a signature."""
+        return self.keyring.open(repo.secret)
 
     def get_repository(self, ref: str) -> Repository:
         """By id or by name."""

@@ -8,7 +8,8 @@ rotated secret takes effect without touching any definition.
 
 Values are encrypted with Fernet (AES-128-CBC and HMAC-SHA256) under one key:
 `$SHIPLINE_SECRET_KEY`, else the file `$SHIPLINE_HOME/secret.key`, made with
-mode 0600 the first time a secret is set.  Everything that shares a store
+mode 0600 the first time a secret is set.  Repositories' webhook secrets are
+sealed with the same key.  Everything that shares a store
 (a server and the CLI, several server replicas on PostgreSQL) needs that key.
 """
 
@@ -56,7 +57,7 @@ class Keyring:
     def source(self) -> str:
         return "$SHIPLINE_SECRET_KEY" if self.key else str(self.key_file)
 
-    def fernet(self, create: bool) -> Fernet:
+    def _cipher(self, create: bool) -> Fernet:
         if self._fernet is None:
             self._fernet = self._load(create)
         return self._fernet
@@ -79,6 +80,26 @@ class Keyring:
                 f"the secret key in {self.source} is not a Fernet key (32 url-safe base64 bytes); "
                 'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             ) from exc
+
+
+    def seal(self, value: str) -> str:
+        """A value to keep in the store, encrypted and marked as such."""
+        return SEALED + self._cipher(create=True).encrypt(value.encode()).decode()
+
+    def open(self, stored: str) -> str:
+        """The value behind `seal`; text stored before sealing existed comes back as it is."""
+        if not stored.startswith(SEALED):
+            return stored
+        try:
+            return self._cipher(create=False).decrypt(stored[len(SEALED):].encode()).decode()
+        except InvalidToken as exc:
+            raise StoreError(
+                f"a value in the store cannot be decrypted with the key in {self.source}: it was sealed under "
+                "another key; use that key (SHIPLINE_SECRET_KEY or secret.key) or set the value again"
+            ) from exc
+
+
+SEALED = "fernet:"
 
 
 def _create_key_file(path: Path) -> None:
@@ -110,7 +131,7 @@ class SecretStore:
         check_name(name)
         if not value:
             raise UsageError(f"secret {name!r}: the value is empty")
-        token = self.keyring.fernet(create=True).encrypt(value.encode()).decode()
+        token = self.keyring.seal(value)
         moment = utcnow()
         with self.sql.transaction() as conn:
             changed = conn.execute(update(secrets).where(secrets.c.name == name).values(value=token, updated_at=moment))
@@ -153,16 +174,12 @@ class SecretStore:
         if missing := [n for n in names if n not in {row.name for row in rows}]:
             listed = ", ".join(missing)
             raise NotFound(f"secret {listed} is not set: set it with `shipline secrets set {missing[0]}` (or PUT /api/v1/secrets/NAME)")
-        fernet = self.keyring.fernet(create=False)
         values = {}
         for row in rows:
             try:
-                values[row.name] = fernet.decrypt(row.value.encode()).decode()
-            except InvalidToken as exc:
-                raise StoreError(
-                    f"secret {row.name!r} cannot be decrypted with the key in {self.keyring.source}: it was set under "
-                    "another key; use that key (SHIPLINE_SECRET_KEY or secret.key) or set the secret again"
-                ) from exc
+                values[row.name] = self.keyring.open(row.value)
+            except StoreError as exc:
+                raise StoreError(f"secret {row.name!r}: {exc}") from exc
         return values
 
 

@@ -81,7 +81,7 @@ secrets = Table(
     "secrets",
     metadata,
     Column("name", String(128), primary_key=True),
-    Column("value", Text, nullable=False),  # a Fernet token: never the value itself
+    Column("value", Text, nullable=False),  # sealed (Keyring.seal): never the value itself
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
