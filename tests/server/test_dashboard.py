@@ -164,6 +164,27 @@ def test_operator_cancels_a_running_run(live: Live, pipeline_file: Callable[...,
     expect(page.locator(".params")).to_contain_text("branch=from-the-dashboard")
 
 
+def test_operator_sets_and_deletes_a_secret(live: Live, page: Page) -> None:
+    value = "hunter2-from-the-browser"
+    page.goto(live.url + "/#/secrets")
+    expect(page.locator(".empty")).to_contain_text("operator token")
+    page.locator(".empty button").click()
+    page.fill("#token-input", live.operator_token)
+    page.locator('#token-dialog button[value="save"]').click()
+    page.fill("#secret-name", "registry-token")
+    page.fill("#secret-value", value)
+    page.locator("#secret-save").click()
+    expect(page.locator('[data-secret="registry-token"]')).to_be_visible()
+    expect(page.locator("#secret-value")).to_have_value("")
+    assert value not in page.content()
+    assert live.server.engine.secrets.reveal(["registry-token"]) == {"registry-token": value}
+    page.screenshot(path=str(ARTIFACTS / "secrets.png"), full_page=True)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator('[data-secret="registry-token"] button').click()
+    expect(page.locator('[data-secret="registry-token"]')).to_have_count(0)
+    assert live.server.engine.secrets.all() == []
+
+
 def test_narrow_window_and_repositories_page(live: Live, pipeline_file: Callable[..., Path], browser: Browser) -> None:
     setup_repo(live, pipeline_file)
     run_id = push(live)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from shipline.domain import expressions as ex
-from shipline.domain.outputs import OutputError, parse_output
 from shipline.domain.checking import referenced_secrets
+from shipline.domain.outputs import OutputError, parse_output
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 from shipline.domain.runs import RunRecord, RunStatus, TaskState, TaskStatus, bind_params, context, plan
 from shipline.engine.events import EventBus

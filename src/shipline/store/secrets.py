@@ -68,7 +68,7 @@ class Keyring:
             if not self.key_file.exists():
                 if not create:
                     raise StoreError(
-                        f"the secrets in the store were encrypted with a key that is not here: {self.key_file} "
+                        f"values in the store were encrypted with a key that is not here: {self.key_file} "
                         "is missing; restore it, set SHIPLINE_SECRET_KEY, or set the secrets again"
                     )
                 _create_key_file(self.key_file)

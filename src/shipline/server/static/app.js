@@ -54,6 +54,8 @@ const api = {
   },
   get(path) { return this.call("GET", path); },
   post(path, body) { return this.call("POST", path, body || {}); },
+  put(path, body) { return this.call("PUT", path, body); },
+  del(path) { return this.call("DELETE", path); },
   stream(path) {
     const sep = path.includes("?") ? "&" : "?";
     return new EventSource(this.token ? `${path}${sep}token=${encodeURIComponent(this.token)}` : path);
@@ -154,6 +156,7 @@ function route() {
   document.querySelectorAll("nav a").forEach((a) => a.classList.remove("active"));
   if ((m = hash.match(/^#\/runs\/(\d+)/))) { $('[data-nav="runs"]').classList.add("active"); runView(view, Number(m[1])); }
   else if (hash.startsWith("#/repos")) { $('[data-nav="repos"]').classList.add("active"); reposView(view); }
+  else if (hash.startsWith("#/secrets")) { $('[data-nav="secrets"]').classList.add("active"); secretsView(view); }
   else { $('[data-nav="runs"]').classList.add("active"); runsView(view); }
 }
 
@@ -528,6 +531,52 @@ async function reposView(view) {
       h("td", {}, d.run_ids.map((i) => h("a", { href: `#/runs/${i}`, onclick: (e) => e.stopPropagation() }, `#${i} `))),
     )));
   } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
+}
+
+/* --- secrets -------------------------------------------------------------------------- */
+
+async function secretsView(view) {
+  view.append(h("div", { class: "row" }, h("h1", {}, "Secrets")),
+    h("p", { class: "muted" }, "Pipelines use them as ", h("code", {}, "${{ secrets.NAME }}"),
+      ". Values are encrypted in the store, masked as *** in logs and never shown again, here or anywhere."));
+  if (api.role !== "operator") {
+    view.append(h("div", { class: "panel empty" }, "Secrets need an operator token. ",
+      h("button", { class: "primary small", type: "button", onclick: openToken }, "Sign in")));
+    return;
+  }
+  const rows = h("tbody", { id: "secret-rows" });
+  const name = h("input", { id: "secret-name", placeholder: "registry-token", autocomplete: "off", "aria-label": "secret name" });
+  const value = h("input", { id: "secret-value", type: "password", placeholder: "value", autocomplete: "new-password", "aria-label": "secret value" });
+  const form = h("form", { class: "panel pad secret-form", id: "secret-form" },
+    h("label", { class: "field" }, "name", name), h("label", { class: "field" }, "value", value),
+    h("button", { class: "primary", type: "submit", id: "secret-save" }, "Set"));
+  view.append(form, h("div", { class: "panel section" }, h("table", { class: "runs" },
+    h("thead", {}, h("tr", {}, ["name", "updated", "created", ""].map((c) => h("th", {}, c)))), rows)));
+
+  async function load() {
+    const items = await api.get("/api/v1/secrets");
+    rows.replaceChildren(...(items.length ? items.map((x) => h("tr", { "data-secret": x.name },
+      h("td", { class: "mono" }, x.name),
+      h("td", { class: "muted", title: x.updated_at }, ago(x.updated_at)),
+      h("td", { class: "muted", title: x.created_at }, ago(x.created_at)),
+      h("td", {}, h("button", { class: "ghost small", type: "button", onclick: () => remove(x.name) }, "Delete")),
+    )) : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No secrets yet."))]));
+  }
+  async function remove(secret) {
+    if (!confirm(`Delete secret ${secret}? Runs that use it fail until it is set again.`)) return;
+    try { await api.del(`/api/v1/secrets/${encodeURIComponent(secret)}`); toast(`deleted ${secret}`); await load(); }
+    catch (e) { toast(e.message); }
+  }
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api.put(`/api/v1/secrets/${encodeURIComponent(name.value.trim())}`, { value: value.value });
+      toast(`secret ${name.value.trim()} set`);
+      name.value = ""; value.value = "";
+      await load();
+    } catch (err) { toast(err.message); }
+  });
+  try { await load(); } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
 }
 
 /* --- token dialog --------------------------------------------------------------------- */
