@@ -205,7 +205,7 @@ class Duration(click.ParamType[timedelta]):
 @click.option("--keep", type=click.IntRange(min=0), default=10, metavar="N", show_default=True,
               help="Keep the newest N finished runs of each pipeline, however old.")
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--workspaces-only", is_flag=True, help="Remove only the workspaces; records and logs stay, so history is still browsable.")
+@click.option("--workspaces-only", is_flag=True, help="Remove only the workspaces (and step homes); records and logs stay, so history is still browsable.")
 @click.option("--dry-run", is_flag=True, help="Print what would go; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"runs": [ids], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.')
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -225,9 +225,9 @@ def prune(
     A run goes when it succeeded, failed or was cancelled longer ago than
     --older-than, unless it is one of the newest --keep finished runs of its
     pipeline.  Queued and running runs are never touched.  Removing a run
-    removes $SHIPLINE_HOME/workspaces/RUN, $SHIPLINE_HOME/logs/RUN, then its
-    record; a run whose files cannot be removed keeps its record and is
-    listed on stderr, and the exit status is 1.
+    removes its workspaces/RUN, step-homes/RUN and logs/RUN under
+    $SHIPLINE_HOME, then its record; a run whose files cannot be removed
+    keeps its record and is listed on stderr, and the exit status is 1.
 
     On a terminal it asks first (not with --yes, --dry-run or --json); when
     stdin is not a terminal (a script, cron) it goes ahead without asking.
