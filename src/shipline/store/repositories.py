@@ -31,7 +31,10 @@ from shipline.triggers.rules import TriggerRule
 FORGES = ("github", "gitea", "gitlab", "git")
 """`git`: a plain git remote that sends no webhooks; poll it."""
 
+
 class Claim(StrEnum):
+    """What recording a delivery found: a new one, one seen before, or one a dead server left unfinished."""
+
     NEW = "new"
     SEEN = "seen"
     ORPHANED = "orphaned"

@@ -40,8 +40,12 @@ class SecretInfo(BaseModel):
     updated_at: datetime
 
 
+SEALED = "fernet:"
+"""The prefix of an encrypted value in the store (text without it predates encryption)."""
+
+
 class Keyring:
-    """The one key that encrypts secrets, read (or made) only when a secret is touched."""
+    """The one key that encrypts values in the store, read (or made) only when one is touched."""
 
     def __init__(self, key: str | None, key_file: Path) -> None:
         self.key = key
@@ -81,7 +85,6 @@ class Keyring:
                 'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             ) from exc
 
-
     def seal(self, value: str) -> str:
         """A value to keep in the store, encrypted and marked as such."""
         return SEALED + self._cipher(create=True).encrypt(value.encode()).decode()
@@ -97,9 +100,6 @@ class Keyring:
                 f"a value in the store cannot be decrypted with the key in {self.source}: it was sealed under "
                 "another key; use that key (SHIPLINE_SECRET_KEY or secret.key) or set the value again"
             ) from exc
-
-
-SEALED = "fernet:"
 
 
 def _create_key_file(path: Path) -> None:
