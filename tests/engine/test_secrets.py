@@ -87,6 +87,24 @@ def test_a_reusable_task_gets_a_secret_through_its_inputs(engine: Engine, run_pi
     assert "using ***" in log_text(settings, record.id) and "pa55word" not in log_text(settings, record.id)
 
 
+def test_each_line_of_a_multi_line_secret_is_masked(engine: Engine, run_pipeline: RunFn, settings: Settings) -> None:
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+    engine.secrets.set("deploy-key", key)
+    record = run_pipeline(
+        """
+        name: pem
+        tasks:
+          - name: show
+            env: {KEY: "${{ secrets.deploy-key }}"}
+            steps: [{run: 'echo "$KEY"; echo "second line: $(echo "$KEY" | sed -n 2p)"'}]
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    logs = log_text(settings, record.id)
+    assert all(line not in logs for line in key.splitlines())
+    assert "second line: ***" in logs
+
+
 def test_a_secret_value_is_data_not_code(engine: Engine, run_pipeline: RunFn, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     engine.secrets.set("registry-token", f'$(touch {marker})`touch {marker}`"; touch {marker} #')

@@ -30,8 +30,16 @@ class RunRecorder:
         self.secrets: list[str] = []
 
     def hide(self, values: list[str]) -> None:
-        """From now on, write each of these values as ***."""
-        self.secrets += [v for v in values if v]
+        """From now on, write each of these values as ***.
+
+        Logs are masked a line at a time, so each line of a multi-line value
+        (a PEM key, a kubeconfig) is masked on its own too; lines too short to
+        tell anything (`}`, `---`) are left alone.
+        """
+        for value in values:
+            if value:
+                self.secrets.append(value)
+                self.secrets += [line for line in value.splitlines() if len(line.strip()) >= 4 and line != value]
 
     def mask(self, text: str) -> str:
         return mask(text, self.secrets) if self.secrets else text
