@@ -21,13 +21,12 @@ from shipline.cli.wiring import Wiring
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import UsageError
 from shipline.store.repositories import FORGES, Role, ServerStore, public_url
-from shipline.store.secrets import Keyring
 from shipline.triggers.events import PullRequestAction
 from shipline.triggers.rules import Concurrency, On, TriggerRule
 
 
 def _state(wiring: Wiring) -> ServerStore:
-    return ServerStore(wiring.store, Keyring.from_settings(wiring.settings))
+    return ServerStore(wiring.store, wiring.engine.secrets.keyring)
 
 
 def _rule(

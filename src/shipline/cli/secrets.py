@@ -57,7 +57,7 @@ def set_secret(wiring: Wiring, name: str, from_env: str | None, from_file: Path 
       printf %s "$TOKEN" | shipline secrets set registry-token
       shipline secrets set kube-token --from-file /run/keys/token
     """
-    check_name(name)
+    check_name(name)  # before asking for a value that a bad name would throw away
     value = read_value(from_env, from_file, prompt=f"value of {name}")
     info = wiring.engine.secrets.set(name, value)
     if as_json:

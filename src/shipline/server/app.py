@@ -34,7 +34,6 @@ from shipline.server.driving import EngineThread
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
 from shipline.store.repositories import Repository, ServerSqlStore, ServerStore
-from shipline.store.secrets import Keyring
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.polling import Poller, PollTarget
 from shipline.triggers.rules import On
@@ -63,10 +62,10 @@ class Server:
     @classmethod
     def build(cls, settings: Settings) -> Server:
         sql = ServerSqlStore(settings.database)
-        state = ServerStore(sql, Keyring.from_settings(settings))
         bus = EventBus()
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
         engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), EventBus())
+        state = ServerStore(sql, engine.secrets.keyring)  # one key for pipeline secrets and webhook secrets
         runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
         dispatcher = Dispatcher(
