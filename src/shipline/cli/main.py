@@ -12,6 +12,7 @@ from shipline.cli.testbed import testbed
 from shipline.cli.repos import repos, tokens
 from shipline.cli.secrets import secrets
 from shipline.cli.serve import serve
+from shipline.cli.steps import step
 from shipline.cli.wiring import Wiring
 
 
@@ -42,3 +43,4 @@ main.add_command(serve)
 main.add_command(repos)
 main.add_command(tokens)
 main.add_command(secrets)
+main.add_command(step)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -412,6 +413,11 @@ def step_environment(
     env = {
         k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)
     }
+    # Catalog tasks call `shipline step ...`: the steps find the same shipline as
+    # the engine's, also when it lives in a virtualenv that is not on PATH.
+    tools = Path(sys.executable).parent
+    if (tools / "shipline").exists() and str(tools) not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
     env.update(
         HOME=str(home),
         SHIPLINE_RUN_ID=str(run_id),
