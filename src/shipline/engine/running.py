@@ -352,6 +352,7 @@ class _RunDriver:
         base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
         base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
         message = ""
+        failed_results: dict[str, str] = {}
         for attempt in range(1, task.retries + 2):
             invocation = self._invocation(task, attempt, base_env, step_ctx)
             self.recorder.task_started(task.name, attempt)
@@ -371,11 +372,14 @@ class _RunDriver:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
                     message = outcome.message
+                    # What the steps reported before failing (a test task's counts and
+                    # failing names) is what a person looks at first; keep it.
+                    failed_results = _partial_results(task, outcome.outputs)
             if attempt <= task.retries:
                 self.recorder.task_retrying(task.name, attempt, message)
         if task.retries:
             message = f"{message} (after {task.retries + 1} attempts)"
-        return TaskStatus.FAILED, {}, message
+        return TaskStatus.FAILED, failed_results, message
 
     def _invocation(
         self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]
@@ -449,3 +453,14 @@ def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict
             f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT"
         )
     return {k: v for k, v in results.items() if k in task.results}, ""
+
+
+def _partial_results(task: ResolvedTask, outputs: tuple[str, ...]) -> dict[str, str]:
+    """The declared results a failed attempt's steps wrote (shown with the failure, never used by other tasks)."""
+    results: dict[str, str] = {}
+    for text in outputs:
+        try:
+            results.update(parse_output(text))
+        except OutputError:
+            continue
+    return {k: v for k, v in results.items() if k in task.results}
