@@ -18,3 +18,11 @@ from shipline.cli.errors import ShiplineGroup
 @click.group(cls=ShiplineGroup)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+# Registered here so `shipline step --help` lists every command; each module owns its own.
+from shipline.cli.steps_service import tag, test_report, version  # noqa: E402
+
+step.add_command(version)
+step.add_command(test_report)
+step.add_command(tag)
