@@ -6,6 +6,7 @@ import click
 
 from shipline import __version__
 from shipline.cli.errors import ShiplineGroup
+from shipline.cli.init import init
 from shipline.cli.pipelines import run, schema, validate
 from shipline.cli.runs import runs
 from shipline.cli.testbed import testbed
@@ -44,3 +45,4 @@ main.add_command(repos)
 main.add_command(tokens)
 main.add_command(secrets)
 main.add_command(step)
+main.add_command(init)
