@@ -31,6 +31,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/service.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
