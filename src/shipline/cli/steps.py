@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import click
 
+from shipline.cli import steps_artifacts
 from shipline.cli.errors import ShiplineGroup
 
 
 @click.group(cls=ShiplineGroup)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+step.add_command(steps_artifacts.image)
+step.add_command(steps_artifacts.chart)
+step.add_command(steps_artifacts.publish)
+step.add_command(steps_artifacts.notify)
