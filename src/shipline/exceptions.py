@@ -7,6 +7,7 @@
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
     └── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
+        └── RegistryError         exit 1, HTTP 502   an OCI registry is unreachable or refused a push
 
 Each class carries its CLI exit code and HTTP status, so the edges convert
 without a table of their own.  A message says what happened, to what, and what
@@ -67,3 +68,7 @@ class StoreError(ShiplineError):
 
 class ToolError(ShiplineError):
     http_status = 502
+
+
+class RegistryError(ToolError):
+    """An OCI registry is unreachable, wants credentials, or refused a push."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from shipline.cli import steps_artifacts, steps_service
 from shipline.cli.errors import ShiplineGroup
 
 
@@ -20,9 +21,10 @@ def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
 
 
-# Registered here so `shipline step --help` lists every command; each module owns its own.
-from shipline.cli.steps_service import tag, test_report, version  # noqa: E402
-
-step.add_command(version)
-step.add_command(test_report)
-step.add_command(tag)
+step.add_command(steps_artifacts.image)
+step.add_command(steps_artifacts.chart)
+step.add_command(steps_artifacts.publish)
+step.add_command(steps_artifacts.notify)
+step.add_command(steps_service.version)
+step.add_command(steps_service.test_report)
+step.add_command(steps_service.tag)
