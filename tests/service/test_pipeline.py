@@ -250,7 +250,7 @@ def test_pull_request_gets_a_pr_prerelease_and_a_summary(released: Service) -> N
     assert record["results"]["tag"] == ""
     assert released.remote_tags() == tags_before
     summary = record["results"]["summary"]
-    assert summary.startswith("passed:") and record["results"]["version"] in summary and "2 passed" in summary
+    assert summary.startswith("passed:") and record["results"]["version"] in summary and "2 tests passed" in summary
 
 
 def test_a_branch_named_like_a_command_is_data(released: Service) -> None:

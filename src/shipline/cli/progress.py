@@ -168,7 +168,7 @@ def summary(record: RunRecord, console: Console) -> None:
     table.add_column("results / message", overflow="fold")
     for task in record.tasks:
         table.add_row(task.name + (" (finally)" if task.is_finally else ""), status_text(task.status.value),
-                      duration(task.started_at, task.finished_at), _task_detail(task))
+                      duration(task.started_at, task.finished_at), Text(_task_detail(task)))
     console.print(table)
     style = STYLE[record.status.value][1]
     took = duration(record.started_at, record.finished_at)
