@@ -1,4 +1,4 @@
-"""`shipline step version|test-report|tag`: the logic of the service pipeline's own tasks.
+"""`shipline step version|test-report|tag|withdraw`: the logic of the service pipeline's own tasks.
 
 Each reads flags, prints what it found (the lines become the step's log), writes
 results to $SHIPLINE_OUTPUT and, on failure, exits non-zero with the cause as
@@ -17,8 +17,11 @@ from typing import NoReturn
 import click
 from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped, TestSuite
 
+from shipline.domain.artifacts import parse_registry, split_image
 from shipline.domain.versions import VersionError, last_release_tag, plan_version, release_version
-from shipline.integrations.gitrepos import GitError, Repo, check_ref_name
+from shipline.integrations.gitrepos import GitError, Repo
+from shipline.integrations.manifests import withdraw as withdraw_tag
+from shipline.integrations.registries import load_auth_file
 
 FAILED_NAMES_MAX = 4000
 """failed-tests is a result (64 KiB at most); a long list is cut with a count of the rest."""
@@ -192,3 +195,40 @@ def test_report(reports: str, exit_code: int) -> None:
         _fail(f"{counts.failed} of {total} tests failed: {shown}")
     if exit_code != 0:
         _fail(f"the test command exited with code {exit_code} (no failing test in the reports: see the log above)")
+
+
+def _split_pushed(reference: str) -> tuple[str, str, str]:
+    """`HOST/PATH:TAG` or `oci://HOST/PATH:TAG` -> (HOST, PATH, TAG)."""
+    repository, tag = split_image(reference.removeprefix("oci://"))
+    host, _, path = repository.partition("/")
+    return host, path, tag
+
+
+@click.command("withdraw")
+@click.option("--dir", "directory", default="src", show_default=True, help="The cloned service repository.")
+@click.option("--tag", "release_tag", default="", help="The release tag of this run (empty for a pre-release).")
+@click.option("--pushed", multiple=True, help="REF@DIGEST this run pushed (image, oci:// chart, artifact); empty ones are skipped.")
+@click.option("--auth-file", default="", help="Registry credentials ({\"auths\": ...}).")
+def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_file: str) -> None:
+    """After a failed run: delete the image, chart and artifact it pushed, unless its release tag exists.
+
+    Only a tag that still points at the digest this run pushed is deleted.
+    """
+    if release_tag and Path(directory, ".git").exists():
+        try:
+            if Repo(Path(directory)).remote_tag_commit(release_tag):
+                click.echo(f"tag {release_tag} exists: the release is out, nothing is withdrawn")
+                return
+        except GitError as exc:
+            click.echo(f"cannot check tag {release_tag} ({exc}); withdrawing what this run pushed")
+    auth = load_auth_file(auth_file) if auth_file else None
+    # Each REF@DIGEST is put together from guarded results: a part is empty when its task did not succeed.
+    refs = [(ref, digest) for ref, _, digest in (p.rpartition("@") for p in pushed)
+            if digest.startswith("sha256:") and ref and not ref.startswith(":") and not ref.endswith(":")]
+    if not refs:
+        click.echo("this run pushed nothing: nothing to withdraw")
+        return
+    for reference, digest in refs:
+        host, path, tag = _split_pushed(reference)
+        result = withdraw_tag(parse_registry(host), path, tag, digest, auth)
+        click.echo(f"{'withdrawn' if result.done else 'kept'}: {result.reference}: {result.note}")

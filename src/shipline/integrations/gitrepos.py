@@ -10,7 +10,6 @@ passed to git here is checked first and given after `--` or as a full
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +99,3 @@ class Repo:
         self.git(*IDENTITY, "tag", "--annotate", "--message", message, "--", tag, commit)
         self.git("push", "--quiet", self.remote, f"refs/tags/{tag}:refs/tags/{tag}")
 
-
-def check_ref_name(name: str, kinds: Sequence[str] = ("heads",)) -> bool:
-    """Whether name is a ref name git accepts (no `..`, spaces, control characters, leading `-`)."""
-    if not name or name.startswith("-"):
-        return False
-    proc = subprocess.run(
-        ["git", "check-ref-format", f"refs/{kinds[0]}/{name}"], capture_output=True, check=False, timeout=GIT_TIMEOUT
-    )
-    return proc.returncode == 0
