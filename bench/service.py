@@ -98,9 +98,10 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         [sys.executable, "-m", "shipline", "run", str(pipeline), "-p", f"url={url}", "--json"],
         env=env, capture_output=True, text=True, check=False,
     )
+    start = proc.stdout.rfind("\n{")
     try:
-        record = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
+        record = json.loads(proc.stdout[start + 1 :] if start >= 0 else proc.stdout)
+    except json.JSONDecodeError:
         sys.exit(f"shipline run printed no run record:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     if record["status"] != "succeeded":
         failed = [f"{t['name']}: {t.get('message', '')}" for t in record["tasks"] if t["status"] == "failed"]

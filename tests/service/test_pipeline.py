@@ -68,9 +68,7 @@ class Service:
         args = [f"-p{k}={v}" for k, v in {"url": self.url, **params}.items()]
         proc = run(sys.executable, "-m", "shipline", "run", str(self.work / ".shipline" / "pipeline.yaml"),
                    *args, "--json", env=self.env, check=False)
-        lines = proc.stdout.strip().splitlines()
-        assert lines, proc.stderr
-        record: dict[str, Any] = json.loads(lines[-1])
+        record = last_json(proc.stdout, proc.stderr)
         record["exit_code"] = proc.returncode
         self.runs.append(record)
         return record
@@ -100,6 +98,14 @@ class Service:
                   "--plain-http", env=self.env).stdout
         values: dict[str, Any] = YAML(typ="safe").load(out)
         return values
+
+
+def last_json(stdout: str, stderr: str = "") -> dict[str, Any]:
+    """The run record `shipline run --json` prints last on stdout (indented JSON)."""
+    start = stdout.rfind("\n{")
+    assert stdout.strip(), stderr[-3000:]
+    record: dict[str, Any] = json.loads(stdout[start + 1 :] if start >= 0 else stdout)
+    return record
 
 
 def task(record: dict[str, Any], name: str) -> dict[str, Any]:

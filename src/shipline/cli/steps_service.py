@@ -42,11 +42,14 @@ def _write_results(results: dict[str, str]) -> None:
         click.echo(lines, nl=False)
 
 
-def _repo(directory: str) -> Repo:
+def _repo(directory: str, credentials: str = "") -> Repo:
     path = Path(directory)
     if not (path / ".git").exists():
         _fail(f"{path} is not a git work tree: clone the service first (shipline/git-clone, dir: {directory})", 2)
-    return Repo(path)
+    return Repo(path, credentials=credentials)
+
+
+_credentials = click.option("--credentials", default="", help="A git credential-store file for the remote.")
 
 
 @click.command("version")
@@ -54,9 +57,10 @@ def _repo(directory: str) -> Repo:
 @click.option("--branch", default="", help="The branch of this run (empty for a detached commit).")
 @click.option("--default-branch", default="", help="The release branch; empty: the remote's HEAD, else main.")
 @click.option("--pr", default="", help="A pull-request number: a X.Y.Z-pr-N.M pre-release.")
-def version(directory: str, branch: str, default_branch: str, pr: str) -> None:
+@_credentials
+def version(directory: str, branch: str, default_branch: str, pr: str, credentials: str) -> None:
     """The version of this run from the last vX.Y.Z tag and Conventional Commits since it."""
-    repo = _repo(directory)
+    repo = _repo(directory, credentials)
     try:
         if repo.is_shallow():
             _fail(
@@ -94,11 +98,12 @@ def _refuse_taken_tag(repo: Repo, tag: str, commit: str) -> None:
 @click.option("--dir", "directory", default="src", show_default=True, help="The cloned service repository.")
 @click.option("--tag", "tag", required=True, help="vX.Y.Z, from the version task.")
 @click.option("--commit", required=True, help="The commit to tag (the one that was built).")
-def tag(directory: str, tag: str, commit: str) -> None:
+@_credentials
+def tag(directory: str, tag: str, commit: str, credentials: str) -> None:
     """Push tag vX.Y.Z at commit: idempotent when it is already there, refused when it is on another commit."""
     if release_version(tag) is None:
         _fail(f"'{tag}' is not a release tag (vX.Y.Z)", 2)
-    repo = _repo(directory)
+    repo = _repo(directory, credentials)
     try:
         taken = repo.remote_tag_commit(tag)
         if taken == commit:
@@ -209,14 +214,15 @@ def _split_pushed(reference: str) -> tuple[str, str, str]:
 @click.option("--tag", "release_tag", default="", help="The release tag of this run (empty for a pre-release).")
 @click.option("--pushed", multiple=True, help="REF@DIGEST this run pushed (image, oci:// chart, artifact); empty ones are skipped.")
 @click.option("--auth-file", default="", help="Registry credentials ({\"auths\": ...}).")
-def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_file: str) -> None:
+@_credentials
+def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_file: str, credentials: str) -> None:
     """After a failed run: delete the image, chart and artifact it pushed, unless its release tag exists.
 
     Only a tag that still points at the digest this run pushed is deleted.
     """
     if release_tag and Path(directory, ".git").exists():
         try:
-            if Repo(Path(directory)).remote_tag_commit(release_tag):
+            if Repo(Path(directory), credentials=credentials).remote_tag_commit(release_tag):
                 click.echo(f"tag {release_tag} exists: the release is out, nothing is withdrawn")
                 return
         except GitError as exc:

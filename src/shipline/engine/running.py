@@ -538,7 +538,11 @@ def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:
 
 def forge_credentials(settings: Settings) -> dict[str, str]:
     """Secrets shipline offers without `secrets set`: `git-credentials`, a git credential-store
-    file for the configured forges, when a token is set (a stored secret of that name wins)."""
+    file for the configured forges (a stored secret of that name wins).
+
+    Always offered, empty when no forge token is set: a catalog pipeline can hand it to
+    git unconditionally, and still clone a public or local repository on a machine
+    with no token (an empty store is no credential at all)."""
     lines = []
     if settings.gitea_url and settings.gitea_token:
         parts = urlsplit(settings.gitea_url)
@@ -548,7 +552,7 @@ def forge_credentials(settings: Settings) -> dict[str, str]:
     if settings.github_token:
         token = quote(settings.github_token.get_secret_value(), safe="")
         lines.append(f"https://x-access-token:{token}@github.com")
-    return {"git-credentials": "\n".join(lines) + "\n"} if lines else {}
+    return {"git-credentials": "\n".join(lines) + "\n" if lines else ""}
 
 
 def _first_line(script: str) -> str:

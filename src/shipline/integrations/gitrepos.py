@@ -29,9 +29,12 @@ class Repo:
 
     path: Path
     remote: str = "origin"
+    credentials: str = ""
+    """A git credential-store file for the remote (a secret file of the task), or ""."""
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = ["git", "-C", str(self.path), *args]
+        helper = ["-c", "credential.helper=", "-c", f"credential.helper=store --file={self.credentials}"] if self.credentials else []
+        cmd = ["git", "-C", str(self.path), *helper, *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
