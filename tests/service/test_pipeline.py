@@ -27,6 +27,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from shipline.testbed.fixtures import GiteaClient, GiteaRepo, Testbed
+from shipline.testbed.parts import HELM
 
 pytestmark = [pytest.mark.testbed, pytest.mark.timeout(900)]
 
@@ -125,8 +126,9 @@ def base_env(testbed: Testbed, home: Path) -> dict[str, str]:
         SHIPLINE_STEP_ENV="PATH,LANG,LC_*,TZ,TMPDIR,GOCACHE",
     )
     env.pop("SHIPLINE_DATABASE_URL", None)
-    # The testbed's programs (helm) first, then this interpreter's (shipline).
-    env["PATH"] = f"{testbed.env.get('PATH', os.environ['PATH'])}{os.pathsep}{Path(sys.executable).parent}"
+    # The testbed's helm, this interpreter's shipline, then the rest (buildah, skopeo, git, go).
+    helm = testbed.layout.program(HELM, "helm").parent
+    env["PATH"] = os.pathsep.join((str(helm), str(Path(sys.executable).parent), os.environ["PATH"]))
     return env
 
 
