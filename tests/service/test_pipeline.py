@@ -338,6 +338,22 @@ def test_a_registry_that_is_down_or_refuses(fresh: Any, testbed: Testbed, where:
     assert_nothing_released(svc)
 
 
+def test_a_failure_after_the_image_push_withdraws_the_image(fresh: Any) -> None:
+    svc: Service = fresh("withdrawn")
+    # `artifacts` names files the build does not make: publish fails while the image,
+    # started beside it, is pushed; the run then takes the image back.
+    pipeline = svc.work / ".shipline" / "pipeline.yaml"
+    svc.commit("feat: x", files={".shipline/pipeline.yaml": pipeline.read_text() + "  artifacts: dist/*\n"})
+    record = svc.pipeline()
+    assert failed_at(record) == ["publish"]
+    assert "no file matches 'dist/*'" in task(record, "publish")["message"]
+    assert task(record, "withdraw")["status"] == "succeeded"
+    if task(record, "image")["status"] == "succeeded":
+        logs = svc.shipline("runs", "logs", str(record["id"]), "--task", "withdraw")
+        assert f"withdrawn: {svc.registry}/{svc.name}:0.1.0: deleted" in logs
+    assert_nothing_released(svc)
+
+
 def test_a_tag_that_exists_on_another_commit(fresh: Any) -> None:
     svc: Service = fresh("tag-taken")
     svc.commit("feat: x")

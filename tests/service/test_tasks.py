@@ -333,3 +333,23 @@ def test_a_failing_test_command_without_reports_still_fails(run_pipeline: RunFn)
     record = run_pipeline(BUILD_TEST, {"test": "exit 3"})
     assert record.status == RunStatus.FAILED
     assert "the test command exited with code 3" in record.task("build-test").message
+
+
+def test_git_credentials_are_offered_empty_without_a_forge_token(run_pipeline: RunFn, remote: Remote) -> None:
+    # The service archetype hands ${{ secret_files.git-credentials }} to git unconditionally:
+    # without a token it must still clone a local or public repository.
+    remote.commit("initial")
+    record = run_pipeline(
+        f"""
+        name: creds
+        tasks:
+          - name: clone
+            uses: shipline/git-clone
+            with: {{url: "{remote.url}", credentials: "${{{{ secret_files.git-credentials }}}}"}}
+          - name: look
+            env: {{CREDS: "${{{{ secret_files.git-credentials }}}}"}}
+            steps:
+              - run: test -f "$CREDS" && test ! -s "$CREDS"
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED, [(t.name, t.message) for t in record.tasks]
