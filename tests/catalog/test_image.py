@@ -61,7 +61,7 @@ def test_a_dockerfile_that_does_not_build_fails_and_pushes_nothing(
     record = run_pipeline(_pipeline(context, registry, name))
     assert record.status == RunStatus.FAILED
     log = log_text(settings, record, "image")
-    assert "the image build of" in log and "Dockerfile failed (buildah exited" in log
+    assert "the image build of ctx/Dockerfile failed (buildah exited 3)" in log
     assert "Check the Dockerfile" in log
     assert inspect_image(f"{registry}/{name}:1.2.3") is None
 
