@@ -118,7 +118,7 @@ def probe(registry: Registry, auth: AuthFile | None) -> Probe:
             f"registry {registry.host} answered GET /v2/ with HTTP {response.status_code}: "
             "check that `registry` names an OCI registry (HOST:PORT[/PREFIX])"
         )
-    return Probe("")
+    return Probe(scheme)
 
 
 def refused(what: str, registry: Registry, detail: str) -> RegistryError:
