@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,12 @@ from artifactkit import extra_registry, inspect_image, log_text, tiny_context, w
 from helpers import RunFn
 
 from shipline.domain.runs import RunStatus
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
+from shipline.store.sql import SqlStore
 
 pytestmark = pytest.mark.testbed
 
@@ -27,16 +35,21 @@ def _pipeline(context: Path, registry: str, name: str, *, extra: str = "") -> st
               version: 1.2.3
               name: {name}
               context: ctx
-              registry: "{registry}"
+              {f'registry: "{registry}"' if registry else ""}
               source: https://git.example/org/svc.git
               revision: 0123456789abcdef0123456789abcdef01234567
               {extra}
         """
 
 
-def test_builds_labels_and_pushes(run_pipeline: RunFn, registry: str, tmp_path: Path, settings: Settings) -> None:
+def test_builds_labels_and_pushes_to_the_registry_setting(
+    registry: str, tmp_path: Path, settings: Settings, store: SqlStore, write: Callable[..., Path]
+) -> None:
+    # No `registry` input: the task uses the SHIPLINE_REGISTRY setting, which every step gets.
+    engine = Engine(settings.model_copy(update={"registry": registry}), store, LocalExecutor(1.0), EventBus())
     name = f"img-{uuid.uuid4().hex[:8]}"
-    record = run_pipeline(_pipeline(tiny_context(tmp_path / "ctx"), registry, name))
+    pipeline = load_pipeline(write(textwrap.dedent(_pipeline(tiny_context(tmp_path / "ctx"), "", name))))
+    record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
     assert record.status == RunStatus.SUCCEEDED, record.message + log_text(settings, record, "image")
     results = record.task("image").results
     assert results["image"] == f"{registry}/{name}:1.2.3"
@@ -91,7 +104,7 @@ def test_a_read_only_registry_refuses_the_push(run_pipeline: RunFn, tmp_path: Pa
 
 
 def test_a_registry_with_auth_needs_and_takes_the_auth_file(
-    run_pipeline: RunFn, tmp_path: Path, settings: Settings
+    run_pipeline: RunFn, engine: Engine, tmp_path: Path, settings: Settings
 ) -> None:
     with extra_registry(tmp_path / "auth", users={"ci": "s3cret"}) as reg:
         context = tiny_context(tmp_path / "ctx")
@@ -104,8 +117,9 @@ def test_a_registry_with_auth_needs_and_takes_the_auth_file(
         assert bad.status == RunStatus.FAILED
         assert f"registry {reg.host} refused the credentials for user 'ci'" in log_text(settings, bad, "image")
 
-        good = write_auth_file(tmp_path / "good.json", reg.host, "ci", "s3cret")
-        ok = run_pipeline(_pipeline(context, reg.host, "svc", extra=f'auth-file: "{good}"'))
+        # The documented way: the auth file is a secret, handed to the task as a file.
+        engine.secrets.set("registry-auth", write_auth_file(tmp_path / "good.json", reg.host, "ci", "s3cret").read_text())
+        ok = run_pipeline(_pipeline(context, reg.host, "svc", extra='auth-file: "${{ secret_files.registry-auth }}"'))
         assert ok.status == RunStatus.SUCCEEDED, log_text(settings, ok, "image")
         assert ok.task("image").results["image-digest"].startswith("sha256:")
         assert "s3cret" not in log_text(settings, ok, "image")
