@@ -125,8 +125,12 @@ def image(version: str, name: str, context_dir: str, dockerfile: str, source: st
     probe(target, auth)
     home = Path(os.environ.get("HOME") or tempfile.gettempdir())
     with images.buildah_storage(home / ".shipline-scratch") as storage, _scratch("image-") as scratch:
-        _echo(f"building {reference} from {dockerfile_path.relative_to(_workspace())}")
-        images.build(storage=storage, context=context, dockerfile=dockerfile_path, reference=reference, labels=labels, auth=auth, echo=_echo)
+        shown = str(dockerfile_path.relative_to(_workspace()))
+        _echo(f"building {reference} from {shown}")
+        images.build(
+            storage=storage, context=context, dockerfile=dockerfile_path, reference=reference, labels=labels, auth=auth,
+            echo=_echo, shown_as=shown,
+        )
         _echo(f"pushing {reference}")
         digest = images.push(storage=storage, reference=reference, registry=target, auth=auth, echo=_echo, workdir=scratch)
     _echo(f"pushed {reference}@{digest}")

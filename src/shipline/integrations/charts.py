@@ -18,6 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from shipline.domain.artifacts import Registry
 from shipline.exceptions import RegistryError, ToolError, UsageError
@@ -40,16 +41,21 @@ class Stamp:
     tag_key: str = "image.tag"
 
 
-def _yaml() -> YAML:
+def _yaml(indent: int = 2, offset: int = 0) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold a long line the author wrote on one
+    yaml.indent(mapping=indent, sequence=indent + offset, offset=offset)
     return yaml
 
 
-def _load(path: Path, what: str) -> CommentedMap:
+def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
+    """The file's mapping and a YAML that writes it back with the author's indentation."""
     try:
-        data = _yaml().load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        _, _, offset = load_yaml_guess_indent(text)
+        indent = _mapping_indent(text)
+        data = _yaml(indent, offset or 0).load(text)
     except FileNotFoundError as exc:
         raise UsageError(f"{path} is missing: {what}") from exc
     except (OSError, UnicodeDecodeError, YAMLError) as exc:
@@ -58,7 +64,17 @@ def _load(path: Path, what: str) -> CommentedMap:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):
         raise UsageError(f"{path} must be a YAML mapping")
-    return data
+    return data, _yaml(indent, offset or 0)
+
+
+def _mapping_indent(text: str) -> int:
+    """The smallest indentation of a nested key: how far the author indents mappings (default 2)."""
+    widths = [
+        len(line) - len(line.lstrip(" "))
+        for line in text.splitlines()
+        if line.startswith(" ") and line.strip() and not line.lstrip().startswith(("#", "-"))
+    ]
+    return min((w for w in widths if w > 0), default=2)
 
 
 def _set(data: CommentedMap, dotted: str, value: str, path: Path) -> None:
@@ -74,7 +90,7 @@ def _set(data: CommentedMap, dotted: str, value: str, path: Path) -> None:
 
 
 def chart_name(chart: Path) -> str:
-    name = _load(chart / "Chart.yaml", "a chart directory holds Chart.yaml").get("name")
+    name = _load(chart / "Chart.yaml", "a chart directory holds Chart.yaml")[0].get("name")
     if not isinstance(name, str) or not name:
         raise UsageError(f"{chart / 'Chart.yaml'} has no `name`")
     return name
@@ -90,19 +106,19 @@ def stamped_copy(chart: Path, into: Path, stamp: Stamp) -> Path:
     copy = into / name
     shutil.copytree(chart, copy, symlinks=True)
     chart_yaml = copy / "Chart.yaml"
-    meta = _load(chart_yaml, "a chart directory holds Chart.yaml")
+    meta, meta_yaml = _load(chart_yaml, "a chart directory holds Chart.yaml")
     meta["version"] = stamp.version
     meta["appVersion"] = stamp.app_version
     with chart_yaml.open("w", encoding="utf-8") as out:
-        _yaml().dump(meta, out)
+        meta_yaml.dump(meta, out)
     if stamp.image_repository:
         values_yaml = copy / "values.yaml"
-        values = _load(values_yaml, "") if values_yaml.exists() else CommentedMap()
+        values, values_out = _load(values_yaml, "") if values_yaml.exists() else (CommentedMap(), _yaml())
         _set(values, stamp.repository_key, stamp.image_repository, values_yaml)
         if stamp.image_tag:
             _set(values, stamp.tag_key, stamp.image_tag, values_yaml)
         with values_yaml.open("w", encoding="utf-8") as out:
-            _yaml().dump(values, out)
+            values_out.dump(values, out)
     return copy
 
 

@@ -55,6 +55,7 @@ def build(
     labels: dict[str, str],
     auth: AuthFile | None,
     echo: Echo,
+    shown_as: str = "",
 ) -> None:
     """`buildah bud` the Dockerfile into `reference`; a failed build is a ToolError naming the failing line."""
     argv = [BUILDAH, *storage, "bud", "--isolation", "chroot", "--format", "oci", "-f", str(dockerfile), "-t", reference]
@@ -66,9 +67,9 @@ def build(
     result = run_tool(argv, echo=echo, needed_for="the image task")
     if not result.ok:
         raise ToolError(
-            f"the image build of {dockerfile} failed (buildah exited {result.code}): {result.cause()}. "
+            f"the image build of {shown_as or dockerfile} failed (buildah exited {result.code}): {result.cause()}. "
             "Check the Dockerfile at the instruction the log shows last, and that the files it copies are in the context "
-            f"({context})"
+            f"({Path(shown_as).parent if shown_as else context})"
         )
 
 

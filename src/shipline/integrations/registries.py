@@ -118,7 +118,7 @@ def probe(registry: Registry, auth: AuthFile | None) -> Probe:
             f"registry {registry.host} answered GET /v2/ with HTTP {response.status_code}: "
             "check that `registry` names an OCI registry (HOST:PORT[/PREFIX])"
         )
-    return Probe("")
+    return Probe(scheme)
 
 
 def refused(what: str, registry: Registry, detail: str) -> RegistryError:
@@ -146,6 +146,15 @@ def push_artifact(
     client = oras.provider.Registry(
         hostname=registry.host, insecure=registry.plain_http, auth_backend="basic" if challenge == "basic" else "token"
     )
+    # oras-py reports some refusals only as a failure to parse the body: keep the last
+    # answer that said no, so the error can name its status.
+    refusals: list[str] = []
+
+    def remember(response: Any, *args: Any, **kwargs: Any) -> None:
+        if response.status_code >= 400 and response.status_code != 401:
+            refusals.append(f"{response.request.method} {response.url} answered status {response.status_code} {response.reason}")
+
+    client.session.hooks["response"].append(remember)
     target = f"{repository}:{tag}"
     try:
         response = client.push(
@@ -158,7 +167,8 @@ def push_artifact(
             quiet=True,
         )
     except Exception as exc:  # oras raises ValueError, requests' errors and jsonschema's: all are a failed push
-        raise refused(f"push of {target}", registry, f"{exc.__class__.__name__}: {exc}") from exc
+        detail = refusals[-1] if refusals else f"{exc.__class__.__name__}: {exc}"
+        raise refused(f"push of {target}", registry, detail) from exc
     digest = str(response.headers.get("Docker-Content-Digest", ""))
     if not digest:
         raise RegistryError(f"push of {target} to {registry.host}: the registry answered without a manifest digest")
