@@ -13,8 +13,9 @@ For each run:
 - wall: the run's own start to end (the run record's timestamps);
 - tools: the time during which at least one step process was running, from the
   step records (git, go, buildah, helm, skopeo... and the `shipline step` helpers);
-- helpers: the time spent inside `shipline step ...` processes (Python startup
-  and shipline's own logic in the steps), measured by a timing wrapper on PATH;
+- helpers: the CPU time of the `shipline step ...` processes themselves (Python
+  startup and shipline's own logic in the steps; not the tools they start), measured
+  by a wrapper on PATH;
 - shipline's share = (wall - tools) + helpers, over wall: the engine's scheduling
   and bookkeeping between steps plus shipline's own code inside them.
 
@@ -61,17 +62,22 @@ def testbed_env() -> dict[str, str]:
 
 
 def wrapper(directory: Path, log: Path) -> Path:
-    """A `shipline` first on PATH that times each `shipline step ...` call."""
-    real = Path(sys.executable).parent / "shipline"
+    """A `shipline` first on PATH that records the CPU time of each `shipline step ...` process itself.
+
+    Its own user+system time (RUSAGE_SELF: not its children's), so the buildah, helm
+    and git processes a helper starts count as the tools' time, not shipline's.
+    """
     directory.mkdir(parents=True)
     script = directory / "shipline"
     script.write_text(
-        "#!/bin/bash\n"
-        "start=$(date +%s%N)\n"
-        f"{shlex.quote(str(real))} \"$@\"\n"
-        "code=$?\n"
-        f"echo \"$(( ($(date +%s%N) - start) / 1000 ))\" >> {shlex.quote(str(log))}\n"
-        "exit $code\n"
+        f"#!{sys.executable}\n"
+        "import atexit, resource, sys\n"
+        "def _done():\n"
+        "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
+        f"    with open({str(log)!r}, 'a') as f: f.write(f'{{r.ru_utime + r.ru_stime:.6f}}\\n')\n"
+        "atexit.register(_done)\n"
+        "from shipline.cli import main\n"
+        "main()\n"
     )
     script.chmod(0o755)
     return directory
@@ -112,7 +118,7 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         for t in record["tasks"] for s in t.get("steps", []) if s.get("started_at") and s.get("finished_at")
     ]
     tools = union_seconds(steps)
-    helpers = sum(int(line) for line in log.read_text().split()) / 1e6
+    helpers = sum(float(line) for line in log.read_text().split())
     tasks = {
         t["name"]: round(ts(t["finished_at"]) - ts(t["started_at"]), 2)
         for t in record["tasks"] if t.get("started_at") and t.get("finished_at")

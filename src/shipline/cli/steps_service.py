@@ -17,11 +17,8 @@ from typing import NoReturn
 import click
 from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped, TestSuite
 
-from shipline.domain.artifacts import parse_registry, split_image
 from shipline.domain.versions import VersionError, last_release_tag, plan_version, release_version
 from shipline.integrations.gitrepos import GitError, Repo
-from shipline.integrations.manifests import withdraw as withdraw_tag
-from shipline.integrations.registries import load_auth_file
 
 FAILED_NAMES_MAX = 4000
 """failed-tests is a result (64 KiB at most); a long list is cut with a count of the rest."""
@@ -204,6 +201,8 @@ def test_report(reports: str, exit_code: int) -> None:
 
 def _split_pushed(reference: str) -> tuple[str, str, str]:
     """`HOST/PATH:TAG` or `oci://HOST/PATH:TAG` -> (HOST, PATH, TAG)."""
+    from shipline.domain.artifacts import split_image
+
     repository, tag = split_image(reference.removeprefix("oci://"))
     host, _, path = repository.partition("/")
     return host, path, tag
@@ -220,6 +219,11 @@ def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_fil
 
     Only a tag that still points at the digest this run pushed is deleted.
     """
+    # Here, not at the top: the other step commands of this module need no HTTP client.
+    from shipline.domain.artifacts import parse_registry
+    from shipline.integrations.manifests import withdraw as withdraw_tag
+    from shipline.integrations.registries import load_auth_file
+
     if release_tag and Path(directory, ".git").exists():
         try:
             if Repo(Path(directory), credentials=credentials).remote_tag_commit(release_tag):
