@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,12 @@ def last_json(stdout: str, stderr: str = "") -> dict[str, Any]:
     assert stdout.strip(), stderr[-3000:]
     record: dict[str, Any] = json.loads(stdout[start + 1 :] if start >= 0 else stdout)
     return record
+
+
+def runs_list(svc: Service) -> list[dict[str, Any]]:
+    data = json.loads(svc.shipline("runs", "list", "--json"))
+    runs: list[dict[str, Any]] = data["runs"] if isinstance(data, dict) else data
+    return runs
 
 
 def task(record: dict[str, Any], name: str) -> dict[str, Any]:
@@ -214,6 +221,34 @@ def test_fix_then_feat_bump_patch_then_minor(released: Service) -> None:
     assert {"v0.1.0", "v0.1.1", "v0.2.0"} <= set(tags)
     assert tags["v0.2.0"] == released.git("rev-parse", "HEAD")
     assert released.image("0.2.0") is not None and released.chart("0.2.0") is not None
+
+
+def test_two_quick_pushes_to_main_release_one_after_the_other(released: Service) -> None:
+    # Both runs start before either ends; the service's concurrency group makes the
+    # second wait, so it sees the first one's tag and computes the next version.
+    first = released.commit("fix: first of two")
+    pipeline = str(released.work / ".shipline" / "pipeline.yaml")
+    earlier = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", pipeline, f"-purl={released.url}", "-pbranch=main", f"-prevision={first}", "--json"],
+        env=released.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # The first run exists (queued or running) before the second is asked for, as two
+    # webhooks in order would make them.
+    deadline = time.monotonic() + 60
+    while not any(r["params"].get("revision") == first for r in runs_list(released)):
+        assert earlier.poll() is None and time.monotonic() < deadline, earlier.communicate()
+        time.sleep(0.1)
+    second = released.commit("fix: second of two")
+    later = released.pipeline(revision=second, branch="main")
+    out, err = earlier.communicate(timeout=600)
+    before = last_json(out, err)
+    assert before["status"] == "succeeded" and later["status"] == "succeeded", (failed_at(before), failed_at(later))
+    assert before["concurrency_group"] == later["concurrency_group"]
+    assert before["results"]["commit"] == first and later["results"]["commit"] == second
+    major, minor, patch = (int(x) for x in before["results"]["version"].split("."))
+    assert later["results"]["version"] == f"{major}.{minor}.{patch + 1}"
+    tags = released.remote_tags()
+    assert tags[before["results"]["tag"]] == first and tags[later["results"]["tag"]] == second
 
 
 def test_rerun_of_a_released_commit_is_idempotent(released: Service) -> None:
