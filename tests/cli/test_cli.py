@@ -171,6 +171,7 @@ def test_killed_engine_loses_nothing(home: Path, write: Write, tmp_path: Path) -
     logs = shipline("runs", "logs", str(record["id"]))
     assert "started work" in logs.stdout and "child running" in logs.stdout
     assert not _alive(child), "the dead engine's step processes were stopped"
+    assert not list(home.rglob("*.out")), "the dead engine's raw $SHIPLINE_OUTPUT files were left on disk"
 
 
 def test_live_view_on_a_terminal(home: Path) -> None:

@@ -1,7 +1,10 @@
 """The one writer of run state: every change is saved to the store, then published.
 
-Nothing else updates runs, tasks or steps.  Secret values are masked here,
-on the way to the store, the log files and the event bus alike.
+Nothing else updates runs, tasks or steps.  Secret values are masked here, in
+one place: every value the recorder hands on, to the store, the log files or
+the event bus, passes `_masked` first (`_save_*`, `_log` and `_publish` are
+the only ways out, and each masks what it is given).  A new message, field or
+kind of event is masked without anyone having to remember it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from shipline.engine.logs import LogWriter, step_log_path
 from shipline.executors.base import StepEnd
 from shipline.store.sql import SqlStore
 
+STRUCTURE = frozenset(
+    {"status", "started_at", "finished_at", "owner", "heartbeat_at", "log_path", "pid", "exit_code", "attempts", "attempt", "step", "task"}
+)
+"""Fields the engine makes itself (states, times, ids, the task's name from the definition): never masked,
+so a short secret that happens to read `failed` or `1` cannot break a record.  Every other field is masked."""
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -23,8 +32,8 @@ def now() -> datetime:
 
 class RunRecorder:
     def __init__(self, store: SqlStore, bus: EventBus, logs: Path, run_id: int) -> None:
-        self.store = store
-        self.bus = bus
+        self._store = store
+        self._bus = bus
         self.logs = logs
         self.run_id = run_id
         self.secrets: list[str] = []
@@ -44,44 +53,79 @@ class RunRecorder:
     def mask(self, text: str) -> str:
         return mask(text, self.secrets) if self.secrets else text
 
+    def _masked(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The fields to save or publish, each masked but the engine's own (`STRUCTURE`)."""
+        if not self.secrets:
+            return values
+        return {k: v if k in STRUCTURE else self._deep(v) for k, v in values.items()}
+
+    def _deep(self, value: Any) -> Any:
+        """Every string in the value masked: keys and items of mappings and lists too."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {self._deep(k): self._deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._deep(v) for v in value)
+        return value
+
+    # --- the only ways out: each masks what it is given --------------------------------
+
     def _publish(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
-        if self.bus.has_subscribers:
-            self.bus.publish(Event(self.run_id, kind, data, at))
+        if self._bus.has_subscribers:
+            self._bus.publish(Event(self.run_id, kind, self._masked(data), at))
+
+    def _save_run(self, **values: Any) -> None:
+        self._store.update_run(self.run_id, **self._masked(values))
+
+    def _save_task(self, task: str, **values: Any) -> None:
+        self._store.update_task(self.run_id, task, **self._masked(values))
+
+    def _save_new_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
+        self._store.start_step(self.run_id, task, attempt, index, **self._masked(values))
+
+    def _save_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
+        self._store.update_step(self.run_id, task, attempt, index, **self._masked(values))
+
+    def _log(self, writer: LogWriter, line: str) -> tuple[str, datetime]:
+        line = self.mask(line)
+        return line, writer.write(line)
+
+    # --- what happened ------------------------------------------------------------------
 
     def run_started(self, owner: str) -> None:
         at = now()
-        self.store.update_run(self.run_id, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
+        self._save_run(status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
-    def run_finished(self, status: RunStatus, message: str = "") -> None:
+    def run_finished(self, status: RunStatus, message: str = "", **values: Any) -> None:
+        """The run is over; `values` are more columns of the run to save and publish with it (masked too)."""
         at = now()
-        self.store.update_run(self.run_id, status=status.value, finished_at=at, message=message)
-        self._publish("run", {"status": status.value, "message": message}, at)
+        self._save_run(status=status.value, finished_at=at, message=message, **values)
+        self._publish("run", {"status": status.value, "message": message, **values}, at)
 
     def task_started(self, task: str, attempt: int) -> None:
         at = now()
         values: dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": attempt, "message": ""}
         if attempt == 1:
             values["started_at"] = at
-        self.store.update_task(self.run_id, task, **values)
+        self._save_task(task, **values)
         self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at)
 
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
-        self.store.update_task(self.run_id, task, message=f"attempt {attempt} failed: {message}; retrying")
+        self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
         self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message}, at)
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()
-        shown = {k: self.mask(v) for k, v in results.items()}
-        message = self.mask(message)
-        self.store.update_task(self.run_id, task, status=status.value, results=shown, message=message, finished_at=at)
-        self._publish("task", {"task": task, "status": status.value, "results": shown, "message": message}, at)
+        self._save_task(task, status=status.value, results=results, message=message, finished_at=at)
+        self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()
         for task, reason in reasons.items():
-            self.store.update_task(self.run_id, task, status=TaskStatus.SKIPPED.value, message=self.mask(reason))
+            self._save_task(task, status=TaskStatus.SKIPPED.value, message=reason)
             self._publish("task", {"task": task, "status": TaskStatus.SKIPPED.value, "message": reason}, at)
 
     def steps(self, task: str, attempt: int, names: list[str]) -> StepRecorder:
@@ -102,9 +146,7 @@ class StepRecorder:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
-        self.run.store.start_step(
-            self.run.run_id, self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
-        )
+        self.run._save_new_step(self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid)
         self.run._publish("step", {"task": self.task, "step": index, "name": self.names[index], "attempt": self.attempt, "status": StepStatus.RUNNING.value}, at)
 
     def _writer(self, index: int) -> LogWriter:
@@ -114,8 +156,7 @@ class StepRecorder:
         return writer
 
     def step_log(self, index: int, line: str) -> None:
-        line = self.run.mask(line)
-        at = self._writer(index).write(line)
+        line, at = self.run._log(self._writer(index), line)
         self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
@@ -123,7 +164,7 @@ class StepRecorder:
         writer = self.writers.pop(index, None)
         if writer is not None:
             writer.close()
-        self.run.store.update_step(self.run.run_id, self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
+        self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
         self.run._publish("step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at)
 
     def close(self) -> None:

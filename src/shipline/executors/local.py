@@ -88,8 +88,11 @@ class LocalExecutor:
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
-            code, status = await self._run_step(step, listener)
-            outputs.append(_read_output(step))
+            try:
+                code, status = await self._run_step(step, listener)
+            finally:
+                output = _take_output(step)
+            outputs.append(output)
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
@@ -97,8 +100,7 @@ class LocalExecutor:
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
-        step.output_file.parent.mkdir(parents=True, exist_ok=True)
-        step.output_file.write_bytes(b"")
+        _create_output(step)
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
 
@@ -184,8 +186,23 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
-def _read_output(step: StepSpec) -> str:
+def _create_output(step: StepSpec) -> None:
+    """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
+    directory = step.output_file.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    fd = os.open(step.output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _take_output(step: StepSpec) -> str:
+    """What the step wrote to $SHIPLINE_OUTPUT; the file goes, so no raw value outlives the step."""
     try:
         return step.output_file.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+    finally:
+        step.output_file.unlink(missing_ok=True)
