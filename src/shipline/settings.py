@@ -132,6 +132,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values.update(tomllib.loads(config_path.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{config_path}: not valid TOML: {exc}") from exc
+        mode = config_path.stat().st_mode & 0o777
+        if "secret_key" in values and mode & 0o077:
+            raise UsageError(
+                f"{config_path} holds secret_key but others may read it (mode {mode:o}): "
+                f"`chmod 600 {config_path}`, or give the key in $SHIPLINE_SECRET_KEY instead"
+            )
     elif env.get("SHIPLINE_CONFIG"):
         raise UsageError(f"SHIPLINE_CONFIG names {config_path}, which does not exist")
     for var, field in _ENV.items():

@@ -58,10 +58,11 @@ def test_run_json_record_and_exit_codes(home: Path, write: Write) -> None:
 
 def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> None:
     hello = str(REPO / "examples" / "hello.yaml")
-    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"]):
+    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"], ["-p", "who=https://ghp_T0k3nXYZ@github.com/acme/priv.git"]):
         done = shipline("run", hello, *args)
         assert done.returncode == 2, args
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "param 'who' is a URL with credentials" in done.stderr and "ghp_T0k3nXYZ" not in done.stderr
     done = shipline("run", str(write("name: x\n")))
     assert done.returncode == 2 and "'tasks' is required" in done.stderr
     done = shipline("run", "/no/such/file.yaml")

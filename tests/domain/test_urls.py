@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from pydantic import ValidationError
+
 from shipline.domain.urls import check_url, public_url, url_key
 from shipline.exceptions import UsageError
+from shipline.triggers.rules import TriggerRule
 
 
 def test_url_key_is_one_spelling_per_repository() -> None:
@@ -65,3 +68,12 @@ def test_check_url_refuses_credentials_and_says_what_to_do(url: str, message: st
 )
 def test_check_url_takes_urls_without_credentials(url: str) -> None:
     assert check_url(url) == url
+
+
+def test_a_trigger_rule_takes_no_credentials_in_its_params_and_shows_none_it_had() -> None:
+    given = {"on": "push", "params": {"url": "https://ci:tok3n@forge.example/o/r.git"}}
+    with pytest.raises(ValidationError, match="param 'url' is a URL with credentials") as info:
+        TriggerRule.model_validate(given)
+    assert all("tok3n" not in e["msg"] for e in info.value.errors())  # what the API and CLI show
+    stored = TriggerRule.model_validate(given, context={"stored": True})  # kept by an older version
+    assert stored.params == {"url": "https://forge.example/o/r.git"}

@@ -55,6 +55,12 @@ def _is_credential(parts: _Parts) -> bool:
     return parts.scheme not in _SSH_SCHEMES or ":" in parts.userinfo
 
 
+def has_credentials(text: str) -> bool:
+    """Whether this is a URL with a token or password in it (an SSH user name is none)."""
+    parts = _split(text.strip())
+    return parts is not None and _is_credential(parts)
+
+
 def public_url(url: str) -> str:
     """The URL without credentials (an SSH user name stays): what is shown and handed to runs."""
     parts = _split(url)
@@ -72,7 +78,7 @@ def check_url(url: str) -> str:
     parts = _split(url)
     if parts is None:
         return url
-    if _is_credential(parts):
+    if has_credentials(url):
         raise UsageError(
             f"repository URL {public_url(url)!r} carries credentials before '@' (a token or a password); "
             "they would be shown to everyone who can read the repository list and handed to every run. "

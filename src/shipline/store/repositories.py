@@ -40,6 +40,9 @@ class Claim(StrEnum):
     ORPHANED = "orphaned"
 
 
+STORED = {"stored": True}
+"""Validation context of rules read back from the store (see `TriggerRule._no_credentials`)."""
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -230,7 +233,7 @@ class ServerStore:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
             raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
-        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule), created_at=_utc(row.created_at))
+        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule, context=STORED), created_at=_utc(row.created_at))
 
     def list_triggers(self, repository_id: int | None = None) -> list[Trigger]:
         query = select(triggers).order_by(triggers.c.id)
@@ -239,7 +242,7 @@ class ServerStore:
         with self._tx() as conn:
             rows = conn.execute(query).all()
         return [
-            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule), created_at=_utc(r.created_at))
+            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule, context=STORED), created_at=_utc(r.created_at))
             for r in rows
         ]
 
