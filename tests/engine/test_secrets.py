@@ -17,6 +17,7 @@ from sqlalchemy import text
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
+from shipline.engine.recording import RunRecorder
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.exceptions import DefinitionError, UsageError
@@ -268,3 +269,39 @@ def test_private_modes_do_not_depend_on_the_umask(settings: Settings, write: Wri
         assert path.stat().st_mode & 0o777 == 0o600, path
     for path in (settings.home, settings.logs, settings.workspaces, settings.step_homes, *settings.logs.rglob("*/")):
         assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+def test_a_secret_across_the_cut_of_a_very_long_line_is_masked(engine: Engine, run_pipeline: RunFn, settings: Settings) -> None:
+    """The executor cuts lines into 64 KiB pieces; one cut falls inside the secret, which stays masked."""
+    value = "ÄÖÜ-hunter2-s3cr3t"  # first the cut falls inside its first (two-byte) character, then after 'ÄÖÜ-hu'
+    engine.secrets.set("registry-token", value)
+    record = run_pipeline(
+        """
+        name: long
+        tasks:
+          - name: print
+            env: {TOKEN: "${{ secrets.registry-token }}"}
+            steps:
+              - run: |
+                  python3 -c 'import os, sys; sys.stdout.write("x" * 65535 + os.environ["TOKEN"] + "y" * 100 + "\\n")'
+                  python3 -c 'import os, sys; sys.stdout.write("x" * 65527 + os.environ["TOKEN"] + "y" * 100 + "\\n")'
+                  echo "after $TOKEN"
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    logs = log_text(settings, record.id)
+    assert "hunter2" not in logs and "s3cr3t" not in logs and "\ufffd" not in logs
+    text = "".join(line.split(" ", 1)[1].removesuffix("\n") for line in logs.splitlines(keepends=True)[:-1])
+    assert text == "x" * 65535 + "***" + "y" * 100 + "x" * 65527 + "***" + "y" * 100
+    assert logs.splitlines()[-1].endswith(" after ***")
+
+
+def test_hold_back_keeps_a_secret_whole_on_one_side_of_the_split(store: SqlStore, settings: Settings) -> None:
+    recorder = RunRecorder(store, EventBus(), settings.logs, 1)
+    recorder.hide(["s3cr3t-value"])
+    assert recorder.hold_back("log s3cr3t-value ok") == ("log s3cr3t-value", " ok")  # complete: masked now
+    assert recorder.hold_back("log s3cr3t-va") == ("lo", "g s3cr3t-va")  # may go on: its longest possible start is held back
+    assert recorder.hold_back("") == ("", "")
+    overlapping = RunRecorder(store, EventBus(), settings.logs, 1)
+    overlapping.hide(["abab"])
+    assert overlapping.hold_back("xxababab") == ("xxababab", "")  # each occurrence that spans the split moves it on

@@ -91,6 +91,27 @@ class RunRecorder:
         line = self.mask(line)
         return line, writer.write(line)
 
+    def hold_back(self, text: str) -> tuple[str, str]:
+        """Split a piece of a line that goes on: what can be masked and written now, and the rest.
+
+        The rest is the shortest end that could be the start of a secret the
+        next piece completes; a secret that spans the split is kept whole on the
+        left, so masking the left part alone hides it.
+        """
+        if not self.secrets:
+            return text, ""
+        cut = max(0, len(text) - max(len(s) for s in self.secrets) + 1)
+        moved = True
+        while moved:
+            moved = False
+            for secret in self.secrets:
+                start = text.find(secret, max(0, cut - len(secret) + 1))
+                while start != -1 and start < cut:
+                    if start + len(secret) > cut:
+                        cut, moved = start + len(secret), True
+                    start = text.find(secret, start + 1)
+        return text[:cut], text[cut:]
+
     # --- what happened ------------------------------------------------------------------
 
     def run_started(self, owner: str) -> None:
@@ -141,6 +162,7 @@ class StepRecorder:
         self.attempt = attempt
         self.names = names
         self.writers: dict[int, LogWriter] = {}
+        self.carry: dict[int, str] = {}  # the held-back end of a cut line, by step
 
     def step_started(self, index: int, pid: int | None) -> None:
         at = now()
@@ -155,11 +177,20 @@ class StepRecorder:
             writer = self.writers[index] = LogWriter(step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index))
         return writer
 
-    def step_log(self, index: int, line: str) -> None:
+    def step_log(self, index: int, line: str, partial: bool = False) -> None:
+        line = self.carry.pop(index, "") + line
+        if partial:
+            line, rest = self.run.hold_back(line)
+            if rest:
+                self.carry[index] = rest
+            if not line:
+                return
         line, at = self.run._log(self._writer(index), line)
         self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
+        if index in self.carry:
+            self.step_log(index, "")
         at = now()
         writer = self.writers.pop(index, None)
         if writer is not None:
@@ -168,6 +199,8 @@ class StepRecorder:
         self.run._publish("step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at)
 
     def close(self) -> None:
+        for index in list(self.carry):
+            self.step_log(index, "")
         for writer in self.writers.values():
             writer.close()
         self.writers.clear()

@@ -11,6 +11,7 @@ step's main process exits, what it left running in its group is killed.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import signal
 from collections.abc import Callable
@@ -38,8 +39,8 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
-        self.emit: Callable[[bytes], None] | None = None
-        self.early: list[bytes] = []  # lines that came before the step was announced
+        self.emit: Callable[[bytes, bool], None] | None = None
+        self.early: list[tuple[bytes, bool]] = []  # lines that came before the step was announced
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.pending = b""
@@ -50,22 +51,24 @@ class _StepProtocol(asyncio.SubprocessProtocol):
         for line in lines:
             self._emit(line)
         while len(self.pending) > MAX_LINE:
-            self._emit(self.pending[:MAX_LINE])
+            self._emit(self.pending[:MAX_LINE], partial=True)
             self.pending = self.pending[MAX_LINE:]
 
-    def attach(self, emit: Callable[[bytes], None]) -> None:
+    def attach(self, emit: Callable[[bytes, bool], None]) -> None:
         self.emit = emit
-        for line in self.early:
-            emit(line)
+        for line, partial in self.early:
+            emit(line, partial)
         self.early.clear()
 
-    def _emit(self, line: bytes) -> None:
+    def _emit(self, line: bytes, partial: bool = False) -> None:
+        """Pass a line on in pieces of MAX_LINE; all but the last of a cut line are `partial`."""
         for start in range(0, max(len(line), 1), MAX_LINE):
             piece = line[start : start + MAX_LINE]
+            cut = partial or start + MAX_LINE < len(line)
             if self.emit is None:
-                self.early.append(piece)
+                self.early.append((piece, cut))
             else:
-                self.emit(piece)
+                self.emit(piece, cut)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.pending:
@@ -104,8 +107,11 @@ class LocalExecutor:
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
 
-        def emit(raw: bytes) -> None:
-            listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
+
+        def emit(raw: bytes, partial: bool) -> None:
+            text = decoder.decode(raw, final=not partial)
+            listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
         spawn = asyncio.ensure_future(
