@@ -305,3 +305,25 @@ def test_hold_back_keeps_a_secret_whole_on_one_side_of_the_split(store: SqlStore
     overlapping = RunRecorder(store, EventBus(), settings.logs, 1)
     overlapping.hide(["abab"])
     assert overlapping.hold_back("xxababab") == ("xxababab", "")  # each occurrence that spans the split moves it on
+
+
+def test_a_token_inside_a_credential_url_is_masked_on_its_own(store: SqlStore, settings: Settings, write: Write) -> None:
+    """A git-credentials file is masked line by line, and the token in each line alone too (raw or %-encoded)."""
+    token = "gta-1234/5678"
+    settings = settings.model_copy(update={"gitea_url": "http://127.0.0.1:3000", "gitea_token": SecretStr(token)})
+    engine = Engine(settings, store, LocalExecutor(1.0), EventBus())
+    pipeline = load_pipeline(write("""
+        name: clone
+        tasks:
+          - name: clone
+            env: {CREDS: "${{ secret_files.git-credentials }}"}
+            steps:
+              - run: |
+                  sed 's/.*shipline:\\(.*\\)@.*/encoded \\1/' "$CREDS"
+                  echo "raw $(sed 's/.*shipline:\\(.*\\)@.*/\\1/; s/%2F/\\//' "$CREDS")"
+    """))
+    record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    logs = log_text(settings, record.id)
+    assert "encoded ***" in logs and "raw ***" in logs, logs
+    assert "1234" not in logs

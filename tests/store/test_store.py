@@ -130,6 +130,25 @@ def test_an_orphaned_delivery_finds_its_runs(any_store: SqlStore, settings: Sett
     assert claim("server-d") is Claim.SEEN  # finished: never taken over
 
 
+def test_only_one_run_of_a_concurrency_group_is_claimed_at_a_time(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    pipeline = load_pipeline(write(PIPELINE))
+    first = any_store.create_run(pipeline, {}, concurrency_group="deploy-prod")
+    second = any_store.create_run(pipeline, {}, concurrency_group="deploy-prod")
+    other = any_store.create_run(pipeline, {}, concurrency_group="deploy-dev")
+    # The queue offers the oldest of each group; the younger waits behind it.
+    assert any_store.next_queued(10) == [first, other]
+    # A second engine cannot jump the queue, nor start a run while the group is held.
+    assert not any_store.claim(second, "engine-b")
+    assert any_store.claim(first, "engine-a")
+    assert not any_store.claim(second, "engine-b")
+    assert any_store.next_queued(10) == [other]
+    assert any_store.group_holder("deploy-prod") == first
+    any_store.update_run(first, status=RunStatus.SUCCEEDED.value)
+    assert any_store.next_queued(10) == [second, other]
+    assert any_store.claim(second, "engine-b")
+    assert any_store.get_run(second).concurrency_group == "deploy-prod"
+
+
 def test_upgrading_drops_credentials_an_older_version_kept_in_repository_urls(settings: Settings) -> None:
     token = "ghp_Zq4cJ8x2LbN7vR1tY6wE3uK9pA0sD5fG"
     settings.home.mkdir(parents=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from shipline.exceptions import UsageError
 
@@ -59,6 +59,17 @@ def has_credentials(text: str) -> bool:
     """Whether this is a URL with a token or password in it (an SSH user name is none)."""
     parts = _split(text.strip())
     return parts is not None and _is_credential(parts)
+
+
+def url_secrets(text: str) -> list[str]:
+    """The credentials in a URL (the password, or a bare token), as written and %-decoded; none in others."""
+    parts = _split(text.strip())
+    if parts is None or not _is_credential(parts):
+        return []
+    assert parts.userinfo is not None
+    user, colon, password = parts.userinfo.partition(":")
+    secret = password if colon else user
+    return list(dict.fromkeys(s for s in (secret, unquote(secret)) if s))
 
 
 def public_url(url: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shipline.domain.runs import RunStatus, StepStatus, TaskStatus, mask
+from shipline.domain.urls import url_secrets
 from shipline.engine.events import Event, EventBus
 from shipline.engine.logs import LogWriter, step_log_path
 from shipline.executors.base import StepEnd
@@ -43,12 +44,15 @@ class RunRecorder:
 
         Logs are masked a line at a time, so each line of a multi-line value
         (a PEM key, a kubeconfig) is masked on its own too; lines too short to
-        tell anything (`}`, `---`) are left alone.
+        tell anything (`}`, `---`) are left alone.  So is the password or token
+        of each URL with credentials in it, as written and %-decoded.
         """
         for value in values:
             if value:
                 self.secrets.append(value)
                 self.secrets += [line for line in value.splitlines() if len(line.strip()) >= 4 and line != value]
+                # The token in a credential URL (a git-credentials line), wherever it shows up alone.
+                self.secrets += [t for line in value.splitlines() for t in url_secrets(line) if len(t) >= 4]
 
     def mask(self, text: str) -> str:
         return mask(text, self.secrets) if self.secrets else text
@@ -119,11 +123,15 @@ class RunRecorder:
         self._save_run(status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
-    def run_finished(self, status: RunStatus, message: str = "", **values: Any) -> None:
-        """The run is over; `values` are more columns of the run to save and publish with it (masked too)."""
+    def run_waiting(self, message: str) -> None:
+        """A queued run that may not start yet (its concurrency group is held): said, not stored."""
+        self._publish("run", {"status": RunStatus.QUEUED.value, "message": message}, now())
+
+    def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
         at = now()
-        self._save_run(status=status.value, finished_at=at, message=message, **values)
-        self._publish("run", {"status": status.value, "message": message, **values}, at)
+        results = results or {}
+        self._save_run(status=status.value, finished_at=at, message=message, results=results)
+        self._publish("run", {"status": status.value, "message": message, "results": results}, at)
 
     def task_started(self, task: str, attempt: int) -> None:
         at = now()

@@ -3,8 +3,8 @@
 Such a URL (`https://TOKEN@host/o/r.git`) is now refused when a repository is
 registered; polling takes the server user's git credentials instead.
 
-Revision ID: 0005_urls
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
@@ -12,8 +12,8 @@ from alembic import op
 
 from shipline.domain.urls import public_url
 
-revision = "0005_urls"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
