@@ -2,7 +2,7 @@
 
 Nothing else updates runs, tasks or steps.  Secret values are masked here, in
 one place: every value the recorder hands on, to the store, the log files or
-the event bus, passes `_masked` first (`_save_*`, `_log` and `_publish` are
+the event bus, is masked once on its way (`_save_*`, `_log` and `_publish` are
 the only ways out, and each masks what it is given).  A new message, field or
 kind of event is masked without anyone having to remember it.
 """
@@ -76,8 +76,12 @@ class RunRecorder:
     # --- the only ways out: each masks what it is given --------------------------------
 
     def _publish(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
+        self._send(kind, self._masked(data), at)
+
+    def _send(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
+        """Only for data masked here already (by `_publish` or `_log`)."""
         if self._bus.has_subscribers:
-            self._bus.publish(Event(self.run_id, kind, self._masked(data), at))
+            self._bus.publish(Event(self.run_id, kind, data, at))
 
     def _save_run(self, **values: Any) -> None:
         self._store.update_run(self.run_id, **self._masked(values))
@@ -91,9 +95,11 @@ class RunRecorder:
     def _save_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
         self._store.update_step(self.run_id, task, attempt, index, **self._masked(values))
 
-    def _log(self, writer: LogWriter, line: str) -> tuple[str, datetime]:
+    def _log(self, writer: LogWriter, line: str, event: dict[str, Any]) -> None:
+        """Write a step's line to its log and publish it with `event`: masked once, for both."""
         line = self.mask(line)
-        return line, writer.write(line)
+        at = writer.write(line)
+        self._send("log", {**event, "line": line}, at)
 
     def hold_back(self, text: str) -> tuple[str, str]:
         """Split a piece of a line that goes on: what can be masked and written now, and the rest.
@@ -193,8 +199,7 @@ class StepRecorder:
                 self.carry[index] = rest
             if not line:
                 return
-        line, at = self.run._log(self._writer(index), line)
-        self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
+        self.run._log(self._writer(index), line, {"task": self.task, "step": index, "attempt": self.attempt})
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
         if index in self.carry:
