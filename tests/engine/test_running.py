@@ -588,3 +588,13 @@ def test_a_failed_task_says_why_and_keeps_what_it_reported(run_pipeline: RunFn) 
     # Shown with the failure, but only what was declared; other tasks never see it.
     assert task.results == {"tests-failed": "2"}
     assert record.task("after").status == TaskStatus.SKIPPED
+
+
+def test_an_engine_driven_from_successive_event_loops_keeps_its_slots(engine: Engine, write: Callable[..., Path]) -> None:
+    # More tasks than slots wait on the slot semaphore; a second asyncio.run must not find it bound to the first loop.
+    width = engine.settings.max_parallel * 3
+    leaves = "".join(f"  - name: l{i}\n    needs: []\n    steps: [{{run: 'true'}}]\n" for i in range(width))
+    pipeline = load_pipeline(write(f"name: wide\ntasks:\n{leaves}"))
+    for _ in range(2):
+        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+        assert record.status == RunStatus.SUCCEEDED, [t.message for t in record.tasks if t.message]
