@@ -31,7 +31,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _write_results(results: dict[str, str]) -> None:
     path = os.environ.get("SHIPLINE_OUTPUT")
-    lines = "".join(f"{k}={v}\n" for k, v in results.items())
+    # One line each: a test name from a report may hold a newline, which would end the value early.
+    lines = "".join(f"{k}={' '.join(v.splitlines())}\n" for k, v in results.items())
     if path:
         with open(path, "a", encoding="utf-8") as out:
             out.write(lines)
