@@ -76,6 +76,10 @@ def main(ctx: click.Context) -> None:
     State lives under $SHIPLINE_HOME (default ~/.shipline); set
     SHIPLINE_DATABASE_URL=postgresql://... to keep it in PostgreSQL.
     """
+    if ctx.invoked_subcommand in ("step", "init"):
+        # No settings, store or engine: a `shipline step` runs inside a step, several
+        # times per run, and pydantic's import alone is a tenth of a second of CPU.
+        return
     from shipline.cli.wiring import Wiring  # builds (and imports) the engine only when a command asks
 
     ctx.obj = Wiring()
