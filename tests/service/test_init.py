@@ -82,3 +82,15 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
     done = shipline("init", "service", "x", str(tmp_path / "x"))
     assert done.returncode == 2 and "not empty" in done.stderr
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("lang", ["go", "python"])
+def test_scaffolded_pipeline_validates_and_a_typo_is_pointed_at(tmp_path: Path, lang: str) -> None:
+    assert shipline("init", "service", "svc", "--lang", lang, str(tmp_path / "svc")).returncode == 0
+    pipeline = tmp_path / "svc" / ".shipline" / "pipeline.yaml"
+    done = shipline("validate", str(pipeline))
+    assert done.returncode == 0, done.stderr
+    pipeline.write_text(pipeline.read_text().replace("  test:", "  tset:"))
+    done = shipline("validate", str(pipeline))
+    assert done.returncode == 2
+    assert f"{pipeline}:5:3:" in done.stderr and "tset" in done.stderr
