@@ -74,7 +74,7 @@ def wrapper(directory: Path, log: Path) -> Path:
         "import atexit, resource, sys\n"
         "def _done():\n"
         "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
-        f"    with open({str(log)!r}, 'a') as f: f.write(f'{{r.ru_utime + r.ru_stime:.6f}}\\n')\n"
+        f"    with open({str(log)!r}, 'a') as f: f.write(f'{{sys.argv[2] if len(sys.argv) > 2 else sys.argv[1]}} {{r.ru_utime + r.ru_stime:.6f}}\\n')\n"
         "atexit.register(_done)\n"
         "from shipline.cli import main\n"
         "main()\n"
@@ -118,7 +118,11 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         for t in record["tasks"] for s in t.get("steps", []) if s.get("started_at") and s.get("finished_at")
     ]
     tools = union_seconds(steps)
-    helpers = sum(float(line) for line in log.read_text().split())
+    per_command: dict[str, float] = {}
+    for line in log.read_text().splitlines():
+        name, _, seconds = line.rpartition(" ")
+        per_command[name] = per_command.get(name, 0.0) + float(seconds)
+    helpers = sum(per_command.values())
     tasks = {
         t["name"]: round(ts(t["finished_at"]) - ts(t["started_at"]), 2)
         for t in record["tasks"] if t.get("started_at") and t.get("finished_at")
@@ -131,6 +135,7 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         "helpers_s": round(helpers, 3),
         "share_pct": round(100 * (wall - tools + helpers) / wall, 2),
         "tasks_s": tasks,
+        "helpers_cpu_s": {k: round(v, 3) for k, v in sorted(per_command.items())},
     }
 
 
@@ -188,6 +193,7 @@ def main() -> None:
     slowest = max(warm[-1]["tasks_s"].items(), key=lambda kv: kv[1])
     print(f"warm median: {summary['warm_wall_s_median']:.2f} s wall, shipline's share {summary['warm_share_pct_median']:.2f} %"
           f" (slowest task: {slowest[0]} {slowest[1]:.2f} s)")
+    print("helpers' own CPU in the last run: " + ", ".join(f"{k} {v:.3f} s" for k, v in warm[-1]["helpers_cpu_s"].items()))
     out = REPO / "bench" / "results" / "service.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
