@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped, TestSuite
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from junitparser import JUnitXml, TestSuite
 
 from shipline.domain.versions import VersionError, last_release_tag, plan_version, release_version
 from shipline.integrations.gitrepos import GitError, Repo
@@ -128,6 +131,8 @@ class _Counts:
 
 
 def _suites(xml: JUnitXml | TestSuite) -> Iterable[TestSuite]:
+    from junitparser import TestSuite
+
     if isinstance(xml, TestSuite):
         yield xml
     else:
@@ -135,6 +140,9 @@ def _suites(xml: JUnitXml | TestSuite) -> Iterable[TestSuite]:
 
 
 def _read_reports(paths: list[Path], root: Path) -> _Counts:
+    # Imported here: junitparser loads importlib.metadata (80 ms), which version and tag do not need.
+    from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped
+
     counts = _Counts()
     for path in paths:
         try:
