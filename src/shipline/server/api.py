@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import read_log
-from shipline.exceptions import Conflict, NotFound, ShiplineError
+from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
 from shipline.store.repositories import Repository, Role, Token, Trigger
 from shipline.store.secrets import SecretInfo
@@ -168,6 +168,10 @@ def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
     server = _server(request)
     out = []
     for repo in server.state.list_repositories():
+        if not repo.pipeline:
+            out.append(PipelineOut(name="", repository=repo.name, file="", params={}, tasks=[],
+                                   problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit"))
+            continue
         try:
             p = server.dispatcher.pipelines.load(repo.pipeline)
         except ShiplineError as exc:
@@ -194,7 +198,9 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    pipeline: str = Field(default="", description=(
+        "Path on the server of the pipeline file to run; empty (gitea, github): the repository's own "
+        ".shipline/pipeline.yaml at each event's commit."))
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -220,6 +226,8 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
+    if not body.pipeline and body.forge not in ("gitea", "github"):
+        raise UsageError(f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API")
     repo = server.state.add_repository(
         name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,

@@ -31,6 +31,7 @@ from shipline.executors.local import LocalExecutor
 from shipline.server import api, hooks, streaming
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
+from shipline.server.notifying import CommitStatuses
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
 from shipline.store.repositories import Repository, ServerStore
@@ -56,6 +57,7 @@ class Server:
     metrics: Metrics
     dispatcher: Dispatcher
     runner: EngineThread
+    statuses: CommitStatuses
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
@@ -72,7 +74,8 @@ class Server:
         dispatcher = Dispatcher(
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
         )
-        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner)
+        statuses = CommitStatuses(settings, sql, state)
+        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses)
 
     def cancel(self, run_id: int) -> None:
         """Cancel on the engine's own loop: its drivers live there."""
@@ -88,6 +91,8 @@ class Server:
     def known_pipelines(self) -> dict[str, tuple[Repository, ResolvedPipeline]]:
         out: dict[str, tuple[Repository, ResolvedPipeline]] = {}
         for repo in self.state.list_repositories():
+            if not repo.pipeline:
+                continue  # pipelines as code: known only at an event's commit
             with suppress(ShiplineError):
                 pipeline = self.dispatcher.pipelines.load(repo.pipeline)
                 out.setdefault(pipeline.name, (repo, pipeline))
@@ -140,6 +145,7 @@ class Server:
         self.runner.start(asyncio.get_running_loop())
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
+            asyncio.create_task(self.statuses.watch(self.bus)),
             asyncio.create_task(self.poller.run(stop)),
             asyncio.create_task(scheduler.run(stop)),
         ]

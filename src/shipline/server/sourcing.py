@@ -1,0 +1,139 @@
+"""Pipelines as code: a repository's own `.shipline/pipeline.yaml`, read at the event's commit.
+
+A repository registered without `--pipeline` carries its definition.  For
+each event the file is read through the forge's API at the commit the event
+names (so a branch builds with the pipeline it has, and a pull request with
+its own), together with the `./` files it `uses:`, written under
+`SHIPLINE_HOME/pipelines/REPO/COMMIT/` and loaded as any definition is.
+A commit never changes, so definitions are cached by (repository, commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from shipline.domain.pipelines import ResolvedPipeline
+from shipline.engine.loading import load_pipeline
+from shipline.exceptions import DefinitionError, Problem, UsageError
+from shipline.integrations.forges import Forge, connect, repo_ref
+from shipline.settings import Settings
+from shipline.store.repositories import Repository
+
+log = logging.getLogger("shipline.server.sourcing")
+
+PIPELINE_PATH = ".shipline/pipeline.yaml"
+"""Where a repository keeps its pipeline (pipelines as code)."""
+FROM_REPOSITORY = ""
+"""The `pipeline` of a repository registered without `--pipeline`."""
+MAX_FILES = 20
+"""A definition and the `./` files it uses, at most: a bound on what one event makes us fetch."""
+CACHE_SIZE = 256
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def _local_uses(text: str) -> list[str]:
+    """The `uses: ./x.yaml` references of a definition or archetype (pipeline-level and per task)."""
+    try:
+        root = YAML(typ="safe").load(text)
+    except YAMLError:
+        return []  # the loader reports it, with its position
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            uses = node.get("uses")
+            if isinstance(uses, str) and uses.startswith(("./", "../")):
+                found.append(uses)
+            for key in ("tasks", "finally"):
+                for task in node.get(key) or []:
+                    visit(task)
+
+    visit(root)
+    return found
+
+
+class RepoPipelines:
+    """Definitions read from repositories, cached by (repository, commit)."""
+
+    def __init__(self, settings: Settings, forge_for: Callable[[str], Forge] | None = None) -> None:
+        self.settings = settings
+        self.root = settings.home / "pipelines"
+        self.forge_for = forge_for or (lambda kind: connect(settings, kind))
+        self._cache: OrderedDict[tuple[int, str], ResolvedPipeline] = OrderedDict()
+
+    def load(self, repo: Repository, ref: str) -> ResolvedPipeline:
+        """The repository's pipeline at `ref` (a commit; a branch or tag when no commit is known)."""
+        if not ref:
+            raise UsageError(f"repository {repo.name!r}: the event names no commit to read {PIPELINE_PATH} at")
+        pinned = bool(_SHA.match(ref))
+        key = (repo.id, ref)
+        if pinned and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        pipeline = self._fetch_and_load(repo, ref, pinned)
+        if pinned:
+            self._cache[key] = pipeline
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return pipeline
+
+    def _fetch_and_load(self, repo: Repository, ref: str, pinned: bool) -> ResolvedPipeline:
+        where = self.root / str(repo.id) / (ref if pinned else "refs")
+        top = where / PIPELINE_PATH
+        if not (pinned and top.is_file()):
+            self._fetch(repo, ref, where)
+        try:
+            return load_pipeline(top)
+        except DefinitionError as exc:
+            # Name the file as the repository has it, not our copy's path.
+            shown = f"{repo.name}@{ref[:12]}:"
+            problems = [Problem(p.file.replace(str(where) + "/", shown), p.line, p.column, p.message) for p in exc.problems]
+            raise DefinitionError(problems) from exc
+
+    def _fetch(self, repo: Repository, ref: str, where: Path) -> None:
+        forge = self.forge_for(repo.forge)
+        try:
+            owner_name = repo_ref(repo.url)
+            staging = where.with_name(where.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            pending, seen = [PIPELINE_PATH], set()
+            while pending:
+                path = pending.pop()
+                if path in seen:
+                    continue
+                seen.add(path)
+                if len(seen) > MAX_FILES:
+                    raise UsageError(f"{repo.name}@{ref[:12]}: {PIPELINE_PATH} uses more than {MAX_FILES} files")
+                data = forge.read_file(owner_name, path, ref)
+                if data is None:
+                    if path == PIPELINE_PATH:
+                        raise UsageError(
+                            f"repository {repo.name!r} has no {PIPELINE_PATH} at {ref[:12]}: add one, "
+                            f"or register the repository with `--pipeline FILE`"
+                        )
+                    continue  # the loader says "no such file" with the line that uses it
+                target = staging / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                base = posixpath.dirname(path)
+                for uses in _local_uses(data.decode("utf-8", errors="replace")):
+                    joined = posixpath.normpath(posixpath.join(base, uses))
+                    if joined.startswith("../") or joined == ".." or posixpath.isabs(joined):
+                        continue  # outside the repository: the loader finds no file and says so
+                    pending.append(joined)
+            shutil.rmtree(where, ignore_errors=True)
+            where.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(where)
+            log.info("pipeline read from the repository", extra={"repository": repo.name, "ref": ref, "files": len(seen)})
+        finally:
+            forge.close()
