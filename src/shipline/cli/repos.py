@@ -18,10 +18,11 @@ from rich.table import Table
 
 from shipline.cli.pipelines import parse_params
 from shipline.cli.wiring import Wiring
+from shipline.domain.urls import public_url
 from shipline.engine.loading import load_pipeline
-from shipline.server.sourcing import FROM_REPOSITORY, PIPELINE_PATH
 from shipline.exceptions import ShiplineError, UsageError
-from shipline.store.repositories import FORGES, Repository, Role, ServerStore, public_url
+from shipline.server.sourcing import FROM_REPOSITORY, PIPELINE_PATH
+from shipline.store.repositories import FORGES, Repository, Role, ServerStore
 from shipline.triggers.events import PullRequestAction
 from shipline.triggers.rules import Concurrency, On, TriggerRule
 
@@ -122,15 +123,18 @@ def add(
       shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
 
     URL is the clone URL the forge's payloads name (any spelling: https, ssh,
-    with or without .git).  With `--pipeline`, the file lives on the server; it
-    is checked now and re-read when it changes.  Without it (gitea, github),
-    each event runs the repository's own .shipline/pipeline.yaml as it is at the
-    event's commit (pipelines as code).  With a forge token set
-    (SHIPLINE_GITEA_TOKEN, SHIPLINE_GITHUB_TOKEN), the webhook is registered on
-    the forge, pointing at SHIPLINE_PUBLIC_URL, with a secret made for it;
-    running this again never makes a second one.  Without rules of its own
-    (`shipline repos trigger add`), the repository runs on each push to its
-    default branch.
+    with or without .git), without credentials: `https://TOKEN@host/...` is
+    refused, as it would be shown and handed to every run.  Polling uses the
+    git credentials of the user running the server (~/.git-credentials);
+    steps get a token from a secret (`shipline secrets set NAME`).  With
+    `--pipeline`, the file lives on the server; it is checked now and re-read
+    when it changes.  Without it (gitea, github), each event runs the
+    repository's own .shipline/pipeline.yaml as it is at the event's commit
+    (pipelines as code).  With a forge token set (SHIPLINE_GITEA_TOKEN,
+    SHIPLINE_GITHUB_TOKEN), the webhook is registered on the forge, pointing
+    at SHIPLINE_PUBLIC_URL, with a secret made for it; running this again
+    never makes a second one.  Without rules of its own (`shipline repos
+    trigger add`), the repository runs on each push to its default branch.
     """
     from shipline.integrations.forges import SUPPORTED, has_token
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shipline.domain import expressions as ex
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+from shipline.domain.urls import has_credentials, public_url
 from shipline.exceptions import UsageError
 
 
@@ -371,6 +372,14 @@ def bind_params(pipeline: ResolvedPipeline, given: Mapping[str, str]) -> dict[st
         else:
             hint = f" ({spec.description})" if spec.description else ""
             problems.append(f"param '{name}' is required{hint}: pass -p {name}=VALUE")
+    for name, value in bound.items():
+        if has_credentials(value):
+            # Params are stored with the run, shown to readers and given again on rerun.
+            problems.append(
+                f"param '{name}' is a URL with credentials ({public_url(value)!r} with a token or password before '@'); "
+                "params are shown to everyone who can read runs: pass the URL without them, and the token as a "
+                "secret (`shipline secrets set NAME`, then `${{ secrets.NAME }}`)"
+            )
     if problems:
         raise UsageError("\n".join(problems))
     return bound

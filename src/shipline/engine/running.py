@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -35,11 +35,13 @@ from shipline.domain.runs import (
     run_results,
 )
 from shipline.engine.events import EventBus
+from shipline.engine.logs import discard_outputs
 from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
@@ -245,6 +247,7 @@ class Engine:
                 elif task_record.status == TaskStatus.PENDING:
                     self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
             self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            discard_outputs(self.settings.logs, run_id)
             interrupted.append(run_id)
         return interrupted
 
@@ -342,8 +345,8 @@ class _RunDriver:
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for private in (self.workspace, self.home, self.engine.settings.logs / str(self.run_id)):
+            private_dir(private, root=self.engine.settings.home)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
@@ -474,7 +477,7 @@ class _RunDriver:
                 listener.close()
             if outcome is not None:
                 if outcome.succeeded:
-                    results, message = _collect_results(task, outcome.outputs)
+                    results, message = _collect_results(task, outcome.outputs, self.recorder.mask)
                     if not message:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
@@ -570,12 +573,14 @@ def _first_line(script: str) -> str:
     return line if len(line) <= 60 else line[:57] + "..."
 
 
-def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict[str, str], str]:
-    """Merge the steps' outputs and check every declared result is there."""
+def _collect_results(
+    task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Merge the steps' outputs and check every declared result is there (`shown`: how output is quoted)."""
     results: dict[str, str] = {}
     for i, text in enumerate(outputs):
         try:
-            results.update(parse_output(text))
+            results.update(parse_output(text, shown))
         except OutputError as exc:
             return {}, f"step {i + 1} wrote a malformed $SHIPLINE_OUTPUT: {exc}"
     missing = [name for name in task.results if name not in results]
