@@ -129,7 +129,11 @@ class RepoPipelines:
                 for uses in _local_uses(data.decode("utf-8", errors="replace")):
                     joined = posixpath.normpath(posixpath.join(base, uses))
                     if joined.startswith("../") or joined == ".." or posixpath.isabs(joined):
-                        continue  # outside the repository: the loader finds no file and says so
+                        # Our copy lives on the server: a path out of the repository would read the server's files.
+                        raise UsageError(
+                            f"{repo.name}@{ref[:12]}:{path}: `uses: {uses}` points outside the repository; "
+                            f"a repository's pipeline may only use files of that repository or shipline/NAME"
+                        )
                     pending.append(joined)
             shutil.rmtree(where, ignore_errors=True)
             where.parent.mkdir(parents=True, exist_ok=True)
