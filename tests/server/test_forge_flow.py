@@ -182,3 +182,53 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
             assert "try again" in str(exc).lower() and time.monotonic() < deadline, exc
             time.sleep(0.3)
     assert gitea.request("GET", f"{slug}/pulls/{pr['number']}")["merged"] is True
+
+
+SECRET_PIPELINE = """\
+name: hello-fork
+params:
+  revision: {default: ""}
+tasks:
+  - name: deploy
+    env: {KEY: "${{ secrets.deploy-key }}"}
+    steps:
+      - run: echo "deploying with a key of ${#KEY} characters"
+"""
+
+
+def test_a_pull_request_from_a_fork_gets_no_secrets(
+    env: dict[str, str], server: str, gitea: GiteaClient, gitea_repo: GiteaRepo, tmp_path: Path
+) -> None:
+    slug = f"/repos/{gitea_repo.owner}/{gitea_repo.name}"
+    work = tmp_path / "work"
+    git("init", "-b", "main", str(work), cwd=tmp_path)
+    (work / ".shipline").mkdir()
+    (work / ".shipline" / "pipeline.yaml").write_text(SECRET_PIPELINE)
+    git("add", ".", cwd=work)
+    git("commit", "-m", "first commit", cwd=work)
+    git("push", gitea_repo.clone_url, "main", cwd=work)
+    set_secret = subprocess.run([sys.executable, "-m", "shipline", "secrets", "set", "deploy-key"], env=env,
+                                input="the-deploy-key", capture_output=True, text=True, timeout=60, check=False)
+    assert set_secret.returncode == 0, set_secret.stderr
+    assert shipline(env, "repos", "add", "svc", gitea_repo.html_url, "--forge", "gitea").returncode == 0
+    assert shipline(env, "repos", "trigger", "add", "svc", "--on", "pull_request").returncode == 0
+
+    # Someone forks the repository and proposes a change from their fork.
+    fork_org = f"fork-{gitea_repo.owner}"
+    gitea.request("POST", "/orgs", {"username": fork_org, "visibility": "public"})
+    gitea.request("POST", f"{slug}/forks", {"organization": fork_org})
+    git("checkout", "-b", "feature", cwd=work)
+    (work / "CHANGES").write_text("from a fork\n")
+    git("add", ".", cwd=work)
+    git("commit", "-m", "feat: from a fork", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    git("push", gitea.authed_url(f"{fork_org}/{gitea_repo.name}.git"), "feature", cwd=work)
+    pr = gitea.request("POST", f"{slug}/pulls", {"head": f"{fork_org}:feature", "base": "main", "title": "from a fork"})
+
+    run = wait_run(server, "hello-fork", 1)
+    assert run["status"] == "failed"
+    assert run["trigger"]["fork"] is True and run["trigger"]["pr_number"] == pr["number"]
+    assert "pull request from a fork" in run["message"] and "deploy-key" in run["message"]
+    assert [t["status"] for t in run["tasks"]] == ["skipped"]
+    seen = statuses(gitea, gitea_repo, head, "failure")
+    assert seen[-1]["context"] == "shipline/hello-fork"
