@@ -232,3 +232,16 @@ def test_a_pull_request_from_a_fork_gets_no_secrets(
     assert [t["status"] for t in run["tasks"]] == ["skipped"]
     seen = statuses(gitea, gitea_repo, head, "failure")
     assert seen[-1]["context"] == "shipline/hello-fork"
+
+
+def test_repos_add_registers_nothing_when_the_forge_refuses(env: dict[str, str], gitea_repo: GiteaRepo) -> None:
+    bad = {**env, "SHIPLINE_GITEA_TOKEN": "revoked-token"}
+    refused = shipline(bad, "repos", "add", "svc", gitea_repo.html_url, "--forge", "gitea")
+    assert refused.returncode == 1
+    assert "HTTP 401" in refused.stderr and "check SHIPLINE_GITEA_TOKEN" in refused.stderr
+    assert "revoked-token" not in refused.stderr + refused.stdout
+    listed = shipline(env, "repos", "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+    # A plain git remote has no API to read the pipeline through.
+    no_api = shipline(env, "repos", "add", "infra", "/srv/git/infra.git", "--forge", "git")
+    assert no_api.returncode == 2 and "needs --pipeline FILE" in no_api.stderr

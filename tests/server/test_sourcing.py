@@ -116,3 +116,14 @@ def test_uses_outside_the_repository_are_refused(settings: Settings) -> None:
     })
     with pytest.raises(UsageError, match=r"\.shipline/a\.yaml: `uses: \.\./\.\./"):
         pipelines(settings, nested).load(repo(), A)
+
+
+def test_the_api_registers_a_repository_without_a_pipeline_file(live: Any) -> None:
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={"name": "plain", "url": "/srv/git/plain.git", "forge": "git"})
+        assert r.status_code == 400 and "needs a `pipeline` file" in r.json()["message"]
+        r = c.post("/api/v1/repositories", json={
+            "name": "svc", "url": "http://127.0.0.1:3000/team/svc.git", "forge": "gitea", "secret": "s"})
+        assert r.status_code == 201, r.text
+        (listed,) = c.get("/api/v1/pipelines").json()
+        assert listed["repository"] == "svc" and "pipelines as code" in listed["problem"]
