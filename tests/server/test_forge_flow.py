@@ -96,14 +96,15 @@ def shipline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([sys.executable, "-m", "shipline", *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-def wait_run(server: str, pipeline: str, count: int, timeout: float = 60) -> dict[str, Any]:
-    """The newest run once `count` runs of `pipeline` exist and it has ended."""
+def wait_run(server: str, pipeline: str, revision: str, timeout: float = 60) -> dict[str, Any]:
+    """The run of `pipeline` at commit `revision`, once it has ended."""
     deadline = time.monotonic() + timeout
     while True:
         runs = httpx.get(f"{server}/api/v1/runs", params={"pipeline": pipeline}).json()["runs"]
-        if len(runs) >= count and runs[0]["status"] in ("succeeded", "failed", "cancelled"):
-            return httpx.get(f"{server}/api/v1/runs/{runs[0]['id']}").json()  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"wanted {count} ended runs of {pipeline}, have {runs}"
+        mine = [r for r in runs if r["params"].get("revision") == revision]
+        if mine and mine[0]["status"] in ("succeeded", "failed", "cancelled"):
+            return httpx.get(f"{server}/api/v1/runs/{mine[0]['id']}").json()  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"no ended run of {pipeline} at {revision}: {runs}"
         time.sleep(0.2)
 
 
@@ -141,7 +142,7 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
     # A push runs the pipeline the repository has at that commit.
     second = commit_pipeline(work, 0, "second commit")
     git("push", gitea_repo.clone_url, "main", cwd=work)
-    run = wait_run(server, "hello-code", 1)
+    run = wait_run(server, "hello-code", second)
     assert run["status"] == "succeeded", run
     assert run["params"] == {"url": gitea_repo.html_url, "revision": second, "branch": "main", "pr": ""}
     assert gitea.request("GET", f"{slug}/statuses/{second}") == []  # a push is no pull request: no status
@@ -155,7 +156,7 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
     failing = commit_pipeline(work, 3, "feat: breaks the check")
     git("push", gitea_repo.clone_url, "feature", cwd=work)
     pr = gitea.request("POST", f"{slug}/pulls", {"head": "feature", "base": "main", "title": "feat: more"})
-    run = wait_run(server, "hello-code", 2)
+    run = wait_run(server, "hello-code", failing)
     assert run["status"] == "failed"
     assert run["params"] == {"url": gitea_repo.html_url, "revision": failing, "branch": "feature", "pr": str(pr["number"])}
     seen = statuses(gitea, gitea_repo, failing, "failure")
@@ -169,8 +170,8 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
     # A new commit on the pull request fixes its pipeline: success, and the merge goes through.
     fixed = commit_pipeline(work, 0, "fix: the check passes")
     git("push", gitea_repo.clone_url, "feature", cwd=work)
-    run = wait_run(server, "hello-code", 3)
-    assert run["status"] == "succeeded" and run["params"]["revision"] == fixed
+    run = wait_run(server, "hello-code", fixed)
+    assert run["status"] == "succeeded" and run["trigger"]["event"] == "pull_request"
     seen = statuses(gitea, gitea_repo, fixed, "success")
     assert [s["status"] for s in seen] in (["pending", "pending", "success"], ["pending", "success"])
     deadline = time.monotonic() + 30
@@ -225,7 +226,7 @@ def test_a_pull_request_from_a_fork_gets_no_secrets(
     git("push", gitea.authed_url(f"{fork_org}/{gitea_repo.name}.git"), "feature", cwd=work)
     pr = gitea.request("POST", f"{slug}/pulls", {"head": f"{fork_org}:feature", "base": "main", "title": "from a fork"})
 
-    run = wait_run(server, "hello-fork", 1)
+    run = wait_run(server, "hello-fork", head)
     assert run["status"] == "failed"
     assert run["trigger"]["fork"] is True and run["trigger"]["pr_number"] == pr["number"]
     assert "pull request from a fork" in run["message"] and "deploy-key" in run["message"]

@@ -10,14 +10,18 @@ body too large.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import suppress
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from shipline.exceptions import ShiplineError, UsageError
-from shipline.triggers.events import EventKind, Forge
+from shipline.store.repositories import Repository
+from shipline.triggers.events import EventKind, Forge, ForgeEvent
+from shipline.triggers.matching import match
 from shipline.triggers.parsing import PARSERS, decode
 from shipline.triggers.verifying import read_headers, verify
 
@@ -71,6 +75,8 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
         what = "missing" if delivery.signature is None else "does not match the repository's webhook secret"
         log.warning("webhook refused", extra={"forge": forge.value, "delivery": delivery.delivery_id, "reason": what})
         return _answer(401, forge, "unauthorized", f"{header} {what}; nothing started")
+    for repo in verified:
+        await _read_pipeline_first(server, repo, event)
     outcomes = []
     for repo in verified:
         source = forge.value if len(verified) == 1 else f"{forge.value}:{repo.id}"
@@ -89,6 +95,15 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
         202 if result == "started" else 200, forge, result, message,
         runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes],
     )
+
+
+async def _read_pipeline_first(server: Any, repo: Repository, event: ForgeEvent) -> None:
+    """A repository's own pipeline is read through the forge's API, which may take seconds:
+    read it in a thread (the dispatch then finds it cached) rather than on the loop that answers webhooks."""
+    if repo.pipeline or not event.sha or not match(server.dispatcher.rules_for(repo), event, repo.url):
+        return
+    with suppress(ShiplineError):  # the dispatch meets the same error and answers with it
+        await asyncio.to_thread(server.dispatcher.repo_pipelines.load, repo, event.sha)
 
 
 @router.post("/hooks/github", summary="GitHub webhook (push, pull_request, ping)")

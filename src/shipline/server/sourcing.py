@@ -14,6 +14,8 @@ import logging
 import posixpath
 import re
 import shutil
+import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -70,42 +72,54 @@ class RepoPipelines:
         self.root = settings.home / "pipelines"
         self.forge_for = forge_for or (lambda kind: connect(settings, kind))
         self._cache: OrderedDict[tuple[int, str], ResolvedPipeline] = OrderedDict()
+        self._lock = threading.Lock()
 
     def load(self, repo: Repository, ref: str) -> ResolvedPipeline:
-        """The repository's pipeline at `ref` (a commit; a branch or tag when no commit is known)."""
+        """The repository's pipeline at `ref` (a commit; a branch or tag when no commit is known).
+
+        Safe to call from several threads (the webhook handler warms the cache off its loop)."""
         if not ref:
             raise UsageError(f"repository {repo.name!r}: the event names no commit to read {PIPELINE_PATH} at")
         pinned = bool(_SHA.match(ref))
         key = (repo.id, ref)
-        if pinned and key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        if pinned:
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
         pipeline = self._fetch_and_load(repo, ref, pinned)
         if pinned:
-            self._cache[key] = pipeline
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[key] = pipeline
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return pipeline
 
     def _fetch_and_load(self, repo: Repository, ref: str, pinned: bool) -> ResolvedPipeline:
-        where = self.root / str(repo.id) / (ref if pinned else "refs")
-        top = where / PIPELINE_PATH
-        if not (pinned and top.is_file()):
-            self._fetch(repo, ref, where)
+        parent = self.root / str(repo.id)
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A commit's files never change: kept under its sha.  A branch's are read into a
+        # directory of this load's own and dropped once loaded (the run keeps the resolved spec).
+        where = parent / ref if pinned else Path(tempfile.mkdtemp(prefix=".ref-", dir=parent)) / "tree"
         try:
-            return load_pipeline(top)
-        except DefinitionError as exc:
-            # Name the file as the repository has it, not our copy's path.
-            shown = f"{repo.name}@{ref[:12]}:"
-            problems = [Problem(p.file.replace(str(where) + "/", shown), p.line, p.column, p.message) for p in exc.problems]
-            raise DefinitionError(problems) from exc
+            if not (pinned and (where / PIPELINE_PATH).is_file()):
+                self._fetch(repo, ref, where)
+            try:
+                return load_pipeline(where / PIPELINE_PATH)
+            except DefinitionError as exc:
+                # Name the file as the repository has it, not our copy's path.
+                shown = f"{repo.name}@{ref[:12]}:"
+                problems = [Problem(p.file.replace(str(where) + "/", shown), p.line, p.column, p.message) for p in exc.problems]
+                raise DefinitionError(problems) from exc
+        finally:
+            if not pinned:
+                shutil.rmtree(where.parent, ignore_errors=True)
 
     def _fetch(self, repo: Repository, ref: str, where: Path) -> None:
+        owner_name = repo_ref(repo.url)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=where.parent))
         forge = self.forge_for(repo.forge)
         try:
-            owner_name = repo_ref(repo.url)
-            staging = where.with_name(where.name + ".partial")
-            shutil.rmtree(staging, ignore_errors=True)
             pending, seen = [PIPELINE_PATH], set()
             while pending:
                 path = pending.pop()
@@ -135,9 +149,13 @@ class RepoPipelines:
                             f"a repository's pipeline may only use files of that repository or shipline/NAME"
                         )
                     pending.append(joined)
-            shutil.rmtree(where, ignore_errors=True)
-            where.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(where)
+            try:
+                staging.rename(where)  # whole or not at all: a reader never sees half the files
+            except OSError:  # another load of the same commit got there first, with the same files
+                shutil.rmtree(staging, ignore_errors=True)
             log.info("pipeline read from the repository", extra={"repository": repo.name, "ref": ref, "files": len(seen)})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         finally:
             forge.close()
