@@ -124,7 +124,7 @@ def test_protection_requiring_the_status_refuses_a_failing_pull_request(
 
     refused = merge_when_checked(forge, ref, pr.number)
     assert not refused.merged
-    assert refused.reason  # Gitea's own words, for the PR's comment or the log
+    assert refused.reason == "Not all required status checks successful"  # Gitea's words, for a comment or the log
     assert not forge.pull_request(ref, pr.number).merged
     assert forge.read_file(ref, "README.md", "main") == b"hello\n"
 

@@ -9,6 +9,7 @@ uses to refuse the merge of a failing pull request.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,11 +131,13 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
 
     added = shipline(env, "repos", "add", "svc", gitea_repo.html_url, "--forge", "gitea")
     assert added.returncode == 0, added.stderr
-    assert f"webhook: registered" in added.stdout and f"{server}/hooks/gitea" in added.stdout
+    assert "webhook: registered" in added.stdout and f"{server}/hooks/gitea" in added.stdout
+    hooks_before = gitea.request("GET", f"{slug}/hooks")
     again = shipline(env, "repos", "add", "svc", gitea_repo.html_url, "--forge", "gitea")
     assert again.returncode == 1 and "already registered" in again.stderr
-    other = shipline(env, "repos", "add", "svc-too", gitea_repo.html_url + ".git", "--forge", "gitea")
-    assert other.returncode == 0 and "already there" in other.stdout, other.stderr
+    other = shipline(env, "repos", "add", "svc-too", gitea_repo.html_url + ".git", "--forge", "gitea", "--json")
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["webhook"] == {"id": hooks_before[0]["id"], "url": f"{server}/hooks/gitea", "created": False}
     assert shipline(env, "repos", "remove", "svc-too").returncode == 0
     hooks = gitea.request("GET", f"{slug}/hooks")
     assert [h["config"]["url"] for h in hooks] == [f"{server}/hooks/gitea"]

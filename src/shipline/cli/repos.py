@@ -21,6 +21,7 @@ from shipline.cli.wiring import Wiring
 from shipline.domain.urls import public_url
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import ShiplineError, UsageError
+from shipline.integrations.forges.base import Hook
 from shipline.server.sourcing import FROM_REPOSITORY, PIPELINE_PATH
 from shipline.store.repositories import FORGES, Repository, Role, ServerStore
 from shipline.triggers.events import PullRequestAction
@@ -173,42 +174,41 @@ def add(
         pipeline=str(pipeline_file.resolve()) if pipeline_file is not None else FROM_REPOSITORY,
         default_branch=default_branch, poll_seconds=poll_seconds,
     )
-    hook_line = ""
-    if register:
-        hook_line = _register_webhook(wiring, state, repo, secret)
+    hook: Hook | None = _register_webhook(wiring, state, repo, secret) if register else None
+    target = f"{settings.server_url}/hooks/{forge}"
     if as_json:
         out = repo.model_dump(mode="json")
         if generate_secret:
             out["secret"] = secret
+        if hook is not None:
+            out["webhook"] = {"id": hook.id, "url": hook.url, "created": hook.created}
         click.echo(json.dumps(out, indent=2))
         return
     where = repo.pipeline or f"{PIPELINE_PATH} in the repository, at each event's commit"
     click.echo(f"registered {repo.name} ({repo.forge}) -> {where}")
-    if hook_line:
-        click.echo(hook_line)
+    if hook is not None:
+        note = "" if settings.public_url else " (SHIPLINE_PUBLIC_URL is not set: can the forge reach this address?)"
+        click.echo(f"webhook: {'registered' if hook.created else 'already there, updated'} #{hook.id} -> {target}{note}")
     elif forge != "git":
         click.echo(f"webhook: POST {settings.server_url}/hooks/{forge}, content type application/json")
     if generate_secret:
         click.echo(f"webhook secret (shown once): {secret}")
 
 
-def _register_webhook(wiring: Wiring, state: ServerStore, repo: Repository, secret: str) -> str:
+def _register_webhook(wiring: Wiring, state: ServerStore, repo: Repository, secret: str) -> Hook:
     """Register (or bring up to date) the repository's hook; on failure, forget the registration again."""
     from shipline.integrations.forges import connect, repo_ref
 
     settings = wiring.settings
-    target = f"{settings.server_url}/hooks/{repo.forge}"
     try:
         forge = connect(settings, repo.forge)
         try:
-            hook = forge.ensure_webhook(repo_ref(repo.url), url=target, secret=secret)
+            return forge.ensure_webhook(repo_ref(repo.url), url=f"{settings.server_url}/hooks/{repo.forge}", secret=secret)
         finally:
             forge.close()
     except ShiplineError:
         state.remove_repository(repo.name)
         raise
-    note = "" if settings.public_url else " (SHIPLINE_PUBLIC_URL is not set: is this address reachable from the forge?)"
-    return f"webhook: {'registered' if hook.created else 'already there, updated'} #{hook.id} -> {target}{note}"
 
 
 @repos.command("list")

@@ -70,7 +70,9 @@ class PullRequest:
     """`open` or `closed`."""
     merged: bool
     mergeable: bool | None
-    """None while the forge has not worked it out yet (GitHub computes it lazily)."""
+    """Whether it merges without conflicts; None while the forge has not worked it out yet (GitHub computes
+    it lazily).  Required checks are apart from it: see `statuses` and `branch_protection`, or just merge and
+    read `MergeResult.reason`."""
     url: str
     """The pull request's page, for people."""
 
