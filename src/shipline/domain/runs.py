@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -109,6 +109,44 @@ class RunRecord(BaseModel):
             if task.name == name:
                 return task
         raise KeyError(name)
+
+
+# --- the outbox ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A run or task changing status, as the recorder appends it to the outbox (already masked)."""
+
+    run_id: int
+    kind: Literal["run", "task"]
+    status: str
+    task: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "kind": self.kind, "task": self.task, "status": self.status,
+            "data": dict(self.data), "created_at": self.at,
+        }
+
+
+class RunTransition(BaseModel):
+    """An outbox row as a notifier reads it: the transition, and what it needs of its run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    run_id: int
+    pipeline: str
+    kind: Literal["run", "task"]
+    task: str | None = None
+    status: str
+    data: dict[str, Any] = {}
+    at: datetime
+    params: dict[str, str] = {}
+    trigger: dict[str, Any] | None = None
 
 
 # --- the state machine -----------------------------------------------------------------

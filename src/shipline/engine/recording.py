@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from shipline.domain.runs import RunStatus, StepStatus, TaskStatus, mask
+from shipline.domain.runs import RunRecord, RunStatus, StepStatus, TaskStatus, Transition, mask
 from shipline.domain.urls import url_secrets
 from shipline.engine.events import Event, EventBus
 from shipline.engine.logs import LogWriter, step_log_path
@@ -83,11 +83,19 @@ class RunRecorder:
         if self._bus.has_subscribers:
             self._bus.publish(Event(self.run_id, kind, data, at))
 
-    def _save_run(self, **values: Any) -> None:
-        self._store.update_run(self.run_id, **self._masked(values))
+    def _save_run(self, transition: dict[str, Any] | None = None, **values: Any) -> None:
+        """Save the run's fields; with `transition` (status and data), append it to the outbox in the same transaction."""
+        self._store.update_run(self.run_id, self._transition("run", None, transition), **self._masked(values))
 
-    def _save_task(self, task: str, **values: Any) -> None:
-        self._store.update_task(self.run_id, task, **self._masked(values))
+    def _save_task(self, task: str, transition: dict[str, Any] | None = None, **values: Any) -> None:
+        self._store.update_task(self.run_id, task, self._transition("task", task, transition), **self._masked(values))
+
+    def _transition(self, kind: Literal["run", "task"], task: str | None, data: dict[str, Any] | None) -> Transition | None:
+        if data is None:
+            return None
+        masked = self._masked(data)
+        status = masked.pop("status")
+        return Transition(self.run_id, kind, status, task, masked)
 
     def _save_new_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
         self._store.start_step(self.run_id, task, attempt, index, **self._masked(values))
@@ -126,7 +134,7 @@ class RunRecorder:
 
     def run_started(self, owner: str) -> None:
         at = now()
-        self._save_run(status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
+        self._save_run({"status": RunStatus.RUNNING.value}, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
     def run_waiting(self, message: str) -> None:
@@ -136,7 +144,10 @@ class RunRecorder:
     def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
         at = now()
         results = results or {}
-        self._save_run(status=status.value, finished_at=at, message=message, results=results)
+        self._save_run(
+            {"status": status.value, "message": message, "results": results},
+            status=status.value, finished_at=at, message=message, results=results,
+        )
         self._publish("run", {"status": status.value, "message": message, "results": results}, at)
 
     def task_started(self, task: str, attempt: int) -> None:
@@ -144,7 +155,7 @@ class RunRecorder:
         values: dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": attempt, "message": ""}
         if attempt == 1:
             values["started_at"] = at
-        self._save_task(task, **values)
+        self._save_task(task, {"status": TaskStatus.RUNNING.value} if attempt == 1 else None, **values)
         self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at)
 
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
@@ -154,14 +165,43 @@ class RunRecorder:
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()
-        self._save_task(task, status=status.value, results=results, message=message, finished_at=at)
+        self._save_task(
+            task, {"status": status.value, "message": message, "results": results},
+            status=status.value, results=results, message=message, finished_at=at,
+        )
         self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()
         for task, reason in reasons.items():
-            self._save_task(task, status=TaskStatus.SKIPPED.value, message=reason)
+            self._save_task(task, {"status": TaskStatus.SKIPPED.value, "message": reason}, status=TaskStatus.SKIPPED.value, message=reason)
             self._publish("task", {"task": task, "status": TaskStatus.SKIPPED.value, "message": reason}, at)
+
+    def request_cancel(self) -> RunRecord:
+        """Ask the run's engine to cancel it; a queued run no engine has taken ends here and now."""
+        record = self._store.request_cancel(self.run_id)
+        if record.status == RunStatus.CANCELLED:
+            self._send("run", {"status": record.status.value, "message": record.message}, now())
+        return record
+
+    def interrupted(self, record: RunRecord, running_steps: list[tuple[str, int, int]], message: str) -> None:
+        """The run's engine died: what was running failed, what was pending is skipped, the run failed."""
+        at = now()
+        for task, attempt, index in running_steps:
+            self._save_step(task, attempt, index, status=StepStatus.FAILED.value, finished_at=at)
+        for task_record in record.tasks:
+            if task_record.status == TaskStatus.RUNNING:
+                self._save_task(
+                    task_record.name, {"status": TaskStatus.FAILED.value, "message": "interrupted"},
+                    status=TaskStatus.FAILED.value, finished_at=at, message="interrupted",
+                )
+            elif task_record.status == TaskStatus.PENDING:
+                self._save_task(
+                    task_record.name, {"status": TaskStatus.SKIPPED.value, "message": "interrupted"},
+                    status=TaskStatus.SKIPPED.value, message="interrupted",
+                )
+        self._save_run({"status": RunStatus.FAILED.value, "message": message}, status=RunStatus.FAILED.value, finished_at=at, message=message)
+        self._publish("run", {"status": RunStatus.FAILED.value, "message": message}, at)
 
     def steps(self, task: str, attempt: int, names: list[str]) -> StepRecorder:
         return StepRecorder(self, task, attempt, names)

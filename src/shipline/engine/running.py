@@ -58,14 +58,19 @@ class Engine:
         self.builtin_secrets = forge_credentials(settings)
         self.owner = owner_id()
         self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
 
     @property
     def slots(self) -> asyncio.Semaphore:
-        if self._slots is None:
+        """Task slots of this engine, on the running event loop (a semaphore belongs to one loop;
+        an engine driven by successive `asyncio.run` calls gets a fresh one for each)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
             self._slots = asyncio.Semaphore(self.settings.max_parallel)
+            self._slots_loop = loop
         return self._slots
 
     # --- creating runs ----------------------------------------------------------------
@@ -140,7 +145,7 @@ class Engine:
                 return record
             if record.status != RunStatus.QUEUED or record.concurrency_group is None:
                 raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
-            recorder = RunRecorder(self.store, self.bus, self.settings.logs, run_id)
+            recorder = self._recorder(run_id)
             if self.store.cancel_requests([run_id]):
                 recorder.tasks_skipped({t.name: "the run was cancelled" for t in record.tasks})
                 recorder.run_finished(RunStatus.CANCELLED, "cancelled while it waited for its concurrency group")
@@ -201,7 +206,10 @@ class Engine:
         if driver is not None:
             driver.request_cancel()
             return self.store.get_run(run_id)
-        return self.store.request_cancel(run_id)
+        return self._recorder(run_id).request_cancel()
+
+    def _recorder(self, run_id: int) -> RunRecorder:
+        return RunRecorder(self.store, self.bus, self.settings.logs, run_id)
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None or self._watcher.done():
@@ -230,10 +238,10 @@ class Engine:
         for run_id, owner, heartbeat in self.store.owned_active():
             if owner == self.owner or owner_alive(owner, heartbeat, moment):
                 continue
-            for task, attempt, index, pid in self.store.running_steps(run_id):
+            steps = self.store.running_steps(run_id)
+            for _, _, _, pid in steps:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
-                self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
@@ -241,12 +249,7 @@ class Engine:
                 f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
                 f"start it again with `shipline runs rerun {run_id}`"
             )
-            for task_record in record.tasks:
-                if task_record.status == TaskStatus.RUNNING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.FAILED.value, finished_at=moment, message="interrupted")
-                elif task_record.status == TaskStatus.PENDING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
-            self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            self._recorder(run_id).interrupted(record, [(t, a, i) for t, a, i, _ in steps], message)
             discard_outputs(self.settings.logs, run_id)
             interrupted.append(run_id)
         return interrupted
