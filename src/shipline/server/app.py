@@ -74,7 +74,7 @@ class Server:
         dispatcher = Dispatcher(
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
         )
-        statuses = CommitStatuses(settings, sql, state)
+        statuses = CommitStatuses(settings, sql, state, owner=engine.owner)
         return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses)
 
     def cancel(self, run_id: int) -> None:
@@ -145,7 +145,7 @@ class Server:
         self.runner.start(asyncio.get_running_loop())
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
-            asyncio.create_task(self.statuses.watch(self.bus)),
+            asyncio.create_task(self.statuses.follow(self.bus, stop, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.poller.run(stop)),
             asyncio.create_task(scheduler.run(stop)),
         ]

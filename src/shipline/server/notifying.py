@@ -1,23 +1,32 @@
 """Commit statuses on the forge for pull-request runs: pending when they start, the outcome when they end.
 
-`post_commit_status(run_id)` is the whole job for one run: read the run as it
-is now, work out its status (`triggers/statuses.py`, pure), and set it on the
-pull request's head commit.  It is idempotent (it always posts the run's
-current state, so a late or repeated call does no harm) and is driven, for
-now, by the run events of the server's bus; a durable outbox can call the
-same function instead.
+The server reads the outbox (`engine/outbox.py`) with a cursor of its own,
+`commit-statuses`: every run transition, in order, durable before anyone is
+told.  A server killed between "the run failed" and "the status was set" sets
+it after it restarts; several servers on one PostgreSQL store share the
+cursor's lease, so one of them posts.  `handle(transition)` is the whole job
+for one transition: work out the status (`triggers/statuses.py`, pure) and
+set it on the pull request's head.  Delivery is at least once, and setting a
+status is idempotent.
+
+A forge that cannot be reached (or answers 5xx) keeps the cursor where it is
+and is tried again at the next poll, so statuses land in order; a forge that
+refuses for good (4xx: a deleted repository, a token without the scope) is
+logged and skipped, so one bad repository does not hold back every other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 
+from shipline.domain.runs import RunStatus, RunTransition
 from shipline.engine.events import EventBus
-from shipline.exceptions import ShiplineError
+from shipline.engine.outbox import OutboxReader
+from shipline.exceptions import ForgeError, NotFound
 from shipline.integrations.forges import CommitState, Forge, connect, has_token, repo_ref
 from shipline.settings import Settings
 from shipline.store.repositories import ServerStore
@@ -25,7 +34,8 @@ from shipline.store.sql import SqlStore
 from shipline.triggers.statuses import StatusUpdate, commit_status
 
 log = logging.getLogger("shipline.server.notify")
-POSTED_MEMORY = 10_000
+CONSUMER = "commit-statuses"
+RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -33,26 +43,43 @@ class CommitStatuses:
     settings: Settings
     sql: SqlStore
     state: ServerStore
+    owner: str
+    """This process, as the holder of the cursor's lease."""
     forge_for: Callable[[str], Forge] | None = None
-    _posted: OrderedDict[int, tuple[str, str]] = field(default_factory=OrderedDict)
-    """run id -> (state, description) last posted by this process (the latest POSTED_MEMORY runs): a repeat is not sent again."""
 
-    def post_commit_status(self, run_id: int) -> StatusUpdate | None:
-        """Set the run's current status on its commit; returns what was set (None: the run reports none).
-
-        Raises ForgeError when the forge refused or could not be reached (the caller may retry)."""
-        record = self.sql.get_run(run_id)
-        update = commit_status(
-            run_id=record.id, pipeline=record.pipeline, status=record.status, trigger=record.trigger,
-            server_url=self.settings.server_url, message=record.message, results=record.results,
-        )
-        if update is None:
+    def update_for(self, transition: RunTransition) -> StatusUpdate | None:
+        """The status a run transition calls for, if any."""
+        if transition.kind != "run":
             return None
-        if self._posted.get(run_id) == (update.state, update.description):
-            return update
-        repo = self.state.get_repository(str(update.repository_id))
+        results = transition.data.get("results")
+        return commit_status(
+            run_id=transition.run_id, pipeline=transition.pipeline, status=RunStatus(transition.status),
+            trigger=transition.trigger, server_url=self.settings.server_url,
+            message=str(transition.data.get("message") or ""),
+            results={str(k): str(v) for k, v in results.items()} if isinstance(results, dict) else {},
+        )
+
+    def handle(self, transition: RunTransition) -> None:
+        """Set the status this transition calls for, if any.
+
+        Raises ForgeError when the forge could not be reached or failed on its side (try again later)."""
+        update = self.update_for(transition)
+        if update is None:
+            return
+        try:
+            self.post(update)
+        except ForgeError as exc:
+            if exc.status is None or exc.status >= 500 or exc.status == 429:
+                raise
+            log.warning("commit status refused; skipped", extra={"run": transition.run_id, "error": str(exc)})
+
+    def post(self, update: StatusUpdate) -> None:
+        try:
+            repo = self.state.get_repository(str(update.repository_id))
+        except NotFound:
+            return  # the repository was removed since the run started
         if repo.forge not in ("gitea", "github") or not has_token(self.settings, repo.forge):
-            return None  # no token for this forge: nothing to report with
+            return  # no token for this forge: nothing to report with
         forge = self.forge_for(repo.forge) if self.forge_for else connect(self.settings, repo.forge)
         try:
             forge.set_status(
@@ -61,23 +88,50 @@ class CommitStatuses:
             )
         finally:
             forge.close()
-        self._posted[run_id] = (update.state, update.description)
-        self._posted.move_to_end(run_id)
-        while len(self._posted) > POSTED_MEMORY:
-            self._posted.popitem(last=False)
-        log.info("commit status set", extra={"run": run_id, "repository": repo.name, "sha": update.sha,
+        log.info("commit status set", extra={"repository": repo.name, "sha": update.sha,
                                              "context": update.context, "state": update.state})
-        return update
 
-    async def watch(self, bus: EventBus) -> None:
-        """Post a status for each run event that changes a run's status, one at a time (so they land in order)."""
-        with bus.subscribe(maxsize=100_000) as sub:
-            async for event in sub:
-                if event.kind != "run":
-                    continue
+    async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
+        """Read the outbox until `stop`: at once when a run event is published here, else every `poll_seconds`."""
+        reader = OutboxReader(self.sql, CONSUMER, self.owner)
+        nudged = asyncio.Event()
+
+        async def listen() -> None:
+            with bus.subscribe(maxsize=1000) as sub:
+                async for event in sub:
+                    if event.kind == "run":
+                        nudged.set()
+
+        listener = asyncio.create_task(listen())
+        try:
+            while not stop.is_set():
+                nudged.clear()
+                retry = False
                 try:
-                    await asyncio.to_thread(self.post_commit_status, event.run_id)
-                except ShiplineError as exc:
-                    log.warning("commit status not set", extra={"run": event.run_id, "error": str(exc)})
-                except Exception:  # a notifier must outlive any one bad run
-                    log.exception("commit status failed", extra={"run": event.run_id})
+                    while await asyncio.to_thread(reader.poll, self.handle):
+                        pass
+                except ForgeError as exc:
+                    log.warning("commit status not set; will try again", extra={"error": str(exc)})
+                    retry = True
+                except Exception:  # a notifier must outlive any one bad transition or store hiccup
+                    log.exception("commit statuses: reading the outbox failed")
+                    retry = True
+                with suppress(TimeoutError):
+                    # After a failure, new runs do not hurry the retry: the forge gets its pause.
+                    waiting = stop.wait() if retry else _first(nudged, stop)
+                    await asyncio.wait_for(waiting, RETRY_SECONDS if retry else poll_seconds)
+        finally:
+            listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await listener
+            with suppress(Exception):
+                await asyncio.to_thread(reader.close)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
