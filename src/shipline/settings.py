@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shipline.exceptions import UsageError
 
@@ -109,6 +109,15 @@ class Settings(BaseModel):
 
     webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     """Larger webhook bodies are refused with 413 before anything is parsed."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^/@\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL without credentials, e.g. https://shipline.example")
+        return value
 
     @property
     def database(self) -> str:
