@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipline.exceptions import UsageError
-from shipline.integrations.forges import connect, has_token, repo_ref, RepoRef
+from shipline.integrations.forges import RepoRef, connect, has_token, repo_ref, serves
 from shipline.integrations.forges.gitea import GiteaForge
 from shipline.integrations.forges.github import GitHubForge
 from shipline.settings import load_settings
@@ -50,3 +50,15 @@ def test_public_url() -> None:
     for bad in ("ci.example", "https://user:pw@ci.example", "ftp://ci.example"):
         with pytest.raises(UsageError, match="public_url"):
             settings(SHIPLINE_PUBLIC_URL=bad)
+
+
+def test_a_token_serves_its_own_host_only() -> None:
+    gitea = settings(SHIPLINE_GITEA_URL="http://127.0.0.1:3000", SHIPLINE_GITEA_TOKEN="t")
+    assert serves(gitea, "gitea", "http://127.0.0.1:3000/team/app.git")
+    assert serves(gitea, "gitea", "git@127.0.0.1:team/app.git")
+    assert not serves(gitea, "gitea", "https://gitea.example/team/app.git")
+    github = settings(SHIPLINE_GITHUB_TOKEN="t")
+    assert serves(github, "github", "https://github.com/team/app") and serves(github, "github", "git@github.com:team/app.git")
+    assert not serves(github, "github", "https://gitea.example/team/app")
+    ghe = settings(SHIPLINE_GITHUB_TOKEN="t", SHIPLINE_GITHUB_API_URL="https://ghe.example/api/v3")
+    assert serves(ghe, "github", "https://ghe.example/team/app") and not serves(ghe, "github", "https://github.com/team/app")

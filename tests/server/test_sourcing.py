@@ -43,8 +43,16 @@ def repo() -> Repository:
                       default_branch="main", poll_seconds=None, created_at=datetime.now(UTC))
 
 
-def pipelines(settings: Settings, files: Files) -> RepoPipelines:
+def pipelines(settings: Settings, files: Files, gitea_url: str = "http://127.0.0.1:3000") -> RepoPipelines:
+    settings = settings.model_copy(update={"gitea_url": gitea_url})
     return RepoPipelines(settings, forge_for=lambda kind: files)  # type: ignore[arg-type,return-value]
+
+
+def test_only_from_the_forge_the_token_is_for(settings: Settings) -> None:
+    files = Files({(".shipline/pipeline.yaml", A): "name: x\ntasks:\n  - name: t\n    steps: [{run: 'true'}]\n"})
+    with pytest.raises(UsageError, match=r"is on 127\.0\.0\.1, but SHIPLINE_GITEA_URL is for gitea\.example"):
+        pipelines(settings, files, gitea_url="https://gitea.example").load(repo(), A)
+    assert files.reads == []
 
 
 SERVICE = """

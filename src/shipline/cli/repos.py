@@ -137,7 +137,7 @@ def add(
     never makes a second one.  Without rules of its own (`shipline repos
     trigger add`), the repository runs on each push to its default branch.
     """
-    from shipline.integrations.forges import SUPPORTED, has_token
+    from shipline.integrations.forges import SUPPORTED, serves
 
     if pipeline_file is not None:
         load_pipeline(pipeline_file)  # a broken file fails here, with every problem listed
@@ -150,7 +150,8 @@ def add(
         raise UsageError("give one of --secret-env, --secret-file, --generate-secret")
     settings = wiring.settings
     state = _state(wiring)
-    register = webhook and forge in SUPPORTED and has_token(settings, forge)
+    # Only the forge the token is for: a repository on another host gets its hook by hand.
+    register = webhook and forge in SUPPORTED and serves(settings, forge, url)
     secret = ""
     if secret_env:
         secret = os.environ.get(secret_env, "")

@@ -27,7 +27,7 @@ from shipline.domain.runs import RunStatus, RunTransition
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.exceptions import ForgeError, NotFound
-from shipline.integrations.forges import CommitState, Forge, connect, has_token, repo_ref
+from shipline.integrations.forges import CommitState, Forge, connect, repo_ref, serves
 from shipline.settings import Settings
 from shipline.store.repositories import ServerStore
 from shipline.store.sql import SqlStore
@@ -78,8 +78,8 @@ class CommitStatuses:
             repo = self.state.get_repository(str(update.repository_id))
         except NotFound:
             return  # the repository was removed since the run started
-        if repo.forge not in ("gitea", "github") or not has_token(self.settings, repo.forge):
-            return  # no token for this forge: nothing to report with
+        if repo.forge not in ("gitea", "github") or not serves(self.settings, repo.forge, repo.url):
+            return  # no token for this repository's forge: nothing to report with
         forge = self.forge_for(repo.forge) if self.forge_for else connect(self.settings, repo.forge)
         try:
             forge.set_status(

@@ -27,7 +27,7 @@ from ruamel.yaml.error import YAMLError
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import DefinitionError, Problem, UsageError
-from shipline.integrations.forges import Forge, connect, repo_ref
+from shipline.integrations.forges import Forge, connect, forge_host, host_of, repo_ref
 from shipline.settings import Settings
 from shipline.store.repositories import Repository
 
@@ -117,6 +117,13 @@ class RepoPipelines:
 
     def _fetch(self, repo: Repository, ref: str, where: Path) -> None:
         owner_name = repo_ref(repo.url)
+        if host_of(repo.url) != forge_host(self.settings, repo.forge):
+            setting = "SHIPLINE_GITEA_URL" if repo.forge == "gitea" else "SHIPLINE_GITHUB_API_URL"
+            raise UsageError(
+                f"repository {repo.name!r} is on {host_of(repo.url) or repo.url}, but {setting} is for "
+                f"{forge_host(self.settings, repo.forge) or 'no host'}: shipline reads a repository's own pipeline "
+                f"only from the forge it has a token for; register it with `--pipeline FILE`"
+            )
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=where.parent))
         forge = self.forge_for(repo.forge)
         try:

@@ -22,13 +22,14 @@ from shipline.integrations.forges.base import (
     MergeResult,
     PullRequest,
     RepoRef,
+    host_of,
     repo_ref,
 )
 from shipline.settings import Settings
 
 __all__ = [
     "BranchProtection", "Commit", "CommitState", "CommitStatus", "FileChange", "Forge", "Hook", "MergeResult",
-    "PullRequest", "RepoRef", "connect", "repo_ref",
+    "PullRequest", "RepoRef", "connect", "forge_host", "has_token", "host_of", "repo_ref", "serves",
 ]
 
 SUPPORTED = ("gitea", "github")
@@ -63,3 +64,18 @@ def has_token(settings: Settings, kind: str) -> bool:
     if kind == "github":
         return settings.github_token is not None
     return False
+
+
+def forge_host(settings: Settings, kind: str) -> str:
+    """The host whose repositories the configured token is for ("" when none is configured)."""
+    if kind == "gitea":
+        return host_of(settings.gitea_url or "")
+    if kind == "github":
+        api = host_of(settings.github_api_url)
+        return "github.com" if api == "api.github.com" else api
+    return ""
+
+
+def serves(settings: Settings, kind: str, url: str) -> bool:
+    """Whether shipline has a token for the forge that hosts `url` (the token of another host is no use there)."""
+    return has_token(settings, kind) and host_of(url) == forge_host(settings, kind) != ""

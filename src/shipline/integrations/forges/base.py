@@ -56,6 +56,14 @@ def repo_ref(url: str) -> RepoRef:
     return RepoRef(parts[-2], parts[-1])
 
 
+def host_of(url: str) -> str:
+    """The host name a clone, web or API URL points at, in lower case ("" for a path)."""
+    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)", url.strip())
+    if scp:
+        return scp.group(1).lower()
+    return (urlsplit(url.strip()).hostname or "").lower()
+
+
 @dataclass(frozen=True)
 class PullRequest:
     number: int
