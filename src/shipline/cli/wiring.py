@@ -26,5 +26,5 @@ class Wiring:
 
     @cached_property
     def engine(self) -> Engine:
-        executor = LocalExecutor(kill_grace_seconds=self.settings.kill_grace_seconds)
+        executor = LocalExecutor.from_settings(self.settings)
         return Engine(self.settings, self.store, executor, EventBus())

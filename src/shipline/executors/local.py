@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import suppress
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.settings import Settings
 
 MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
@@ -82,14 +83,31 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
 
 class LocalExecutor:
-    def __init__(self, kill_grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self, kill_grace_seconds: float = 5.0, max_log_bytes: int = 50 * 1024 * 1024, max_output_bytes: int = 1024 * 1024
+    ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
+        self.max_log_bytes = max_log_bytes
+        self.max_output_bytes = max_output_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalExecutor:
+        return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
             code, status = await self._run_step(step, listener)
-            outputs.append(_read_output(step))
+            too_big = _output_size(step) > self.max_output_bytes
+            outputs.append("" if too_big else _read_output(step))
+            if too_big and status == "succeeded":
+                return TaskOutcome(
+                    False,
+                    f"step '{step.name}' wrote {_output_size(step)} bytes to $SHIPLINE_OUTPUT, more than "
+                    f"step_output_max_bytes ({self.max_output_bytes}); results are short `name=value` lines: "
+                    "put files in the workspace and write their paths (or raise SHIPLINE_STEP_OUTPUT_MAX_BYTES)",
+                    tuple(outputs),
+                )
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
@@ -101,8 +119,20 @@ class LocalExecutor:
         step.output_file.write_bytes(b"")
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
+        kept = 0
 
         def emit(raw: bytes) -> None:
+            nonlocal kept
+            if kept > self.max_log_bytes:
+                return  # past the cap: drained from the pipe, not kept
+            kept += len(raw) + 1
+            if kept > self.max_log_bytes:
+                listener.step_log(
+                    step.index,
+                    f"shipline: this step's output passed step_log_max_bytes ({self.max_log_bytes} bytes); the rest "
+                    "is not kept (write large output to a file in the workspace, or raise SHIPLINE_STEP_LOG_MAX_BYTES)",
+                )
+                return
             listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
 
         loop = asyncio.get_running_loop()
@@ -182,6 +212,13 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 async def _drain(proto: _StepProtocol) -> None:
     with suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
+
+
+def _output_size(step: StepSpec) -> int:
+    try:
+        return step.output_file.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _read_output(step: StepSpec) -> str:
