@@ -31,6 +31,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
