@@ -55,3 +55,10 @@ def test_anchors_within_the_limits_still_work(write: Callable[..., Path]) -> Non
             steps: [{run: echo}]
     """)
     assert load_pipeline(path).tasks[0].env == {"A": "1", "B": "2"}
+
+
+def test_deep_block_nesting_is_refused_too(write: Callable[..., Path]) -> None:
+    deep = "".join(f"{'  ' * i}k:\n" for i in range(1, 80))
+    path = write("name: x\nenv:\n" + deep + "tasks: []\n")
+    found = problems(path)
+    assert found == [f"{path}:66:{2 * 64 + 1}: nested more than 64 levels deep"], found

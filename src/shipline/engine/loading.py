@@ -6,6 +6,7 @@ Every problem is collected with FILE:LINE:COL before anything fails, so one
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +35,8 @@ MAX_DEPTH = 64
 """How deeply mappings and lists may nest in a definition."""
 MAX_NODES = 100_000
 """How many values a definition may hold once its aliases (`*name`) are expanded: no "billion laughs"."""
+
+_FLOW_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % MAX_DEPTH)  # inside the top mapping: one level more
 
 _reads: ContextVar[list[Path] | None] = ContextVar("shipline_definition_reads", default=None)
 
@@ -118,6 +121,12 @@ class _Document:
 def _bounds(text: str, display: str) -> Problem | None:
     """The first place the YAML nests too deeply or expands to too much, found from its events
     (before any tree is built, so a hostile file fails in the time it takes to read it)."""
+    # A long run of `[`/`{` is refused before the YAML scanner sees it: it reads ahead
+    # ~1,000 of them for a possible key, slowly and without letting other threads run.
+    if (run := _FLOW_RUN.search(text)) is not None:
+        at = run.start() + [m.start() for m in re.finditer(r"[\[{]", run.group())][MAX_DEPTH - 1]
+        line = text.count("\n", 0, at)
+        return Problem(display, line + 1, at - (text.rfind("\n", 0, at) + 1) + 1, f"nested more than {MAX_DEPTH} levels deep")
     depth = 0
     stack: list[int] = []  # values so far in each open collection
     sizes: dict[str, int] = {}  # anchor -> values it stands for

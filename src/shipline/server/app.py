@@ -230,7 +230,8 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         return JSONResponse({"error": "UsageError", "message": "; ".join(problems), "problems": problems}, status_code=422)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # On the event loop itself, not in the worker threads: busy workers must not make it look dead.
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="Ready for work: store reachable, engine running")
