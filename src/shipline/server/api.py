@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import parse_line
-from shipline.exceptions import Conflict, DefinitionError, NotFound, ShiplineError, UsageError
+from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
 from shipline.store.repositories import Repository, Role, Token, Trigger
 from shipline.store.secrets import SecretInfo
