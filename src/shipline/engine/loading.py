@@ -317,6 +317,8 @@ def _archetype_path(name: str) -> Path | None:
 
 def archetype_names() -> list[str]:
     root = resources.files("shipline") / "catalog" / "pipelines"
+    if not root.is_dir():
+        return []
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 

@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from shipline.exceptions import ShiplineError, UsageError
-from shipline.store.repositories import Repository, url_key
+from shipline.domain.urls import url_key
+from shipline.store.repositories import Repository
 from shipline.triggers.events import EventKind, Forge
 from shipline.triggers.parsing import PARSERS, decode
 from shipline.triggers.verifying import read_headers, verify
