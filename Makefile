@@ -30,6 +30,7 @@ lint: install
 	$(BIN)/lint-imports
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/abuse.py
 

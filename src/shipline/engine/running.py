@@ -61,14 +61,19 @@ class Engine:
         self.builtin_secrets = forge_credentials(settings)
         self.owner = owner_id()
         self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
 
     @property
     def slots(self) -> asyncio.Semaphore:
-        if self._slots is None:
+        """Task slots of this engine, on the running event loop (a semaphore belongs to one loop;
+        an engine driven by successive `asyncio.run` calls gets a fresh one for each)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
             self._slots = asyncio.Semaphore(self.settings.max_parallel)
+            self._slots_loop = loop
         return self._slots
 
     # --- creating runs ----------------------------------------------------------------
