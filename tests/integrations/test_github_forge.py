@@ -6,7 +6,7 @@ written to be exactly as GitHub's REST API documents its responses (API version
 git database).  A small HTTP server answers each expected call in order with
 one of them, after checking the request: method, path and query, the headers
 GitHub asks for (Bearer token, `application/vnd.github+json`, API version) and
-the JSON body.  A call the script does not expect is answered 418 and fails the test.
+the JSON body (GitHub also insists on a User-Agent).  A call the script does not expect is answered 418 and fails the test.
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ def github() -> Iterator[FakeGitHub]:
                 problems.append(f"{self.command} {self.path}: Authorization header is {self.headers.get('Authorization')!r}")
             if self.headers.get("Accept") != "application/vnd.github+json":
                 problems.append(f"{self.command} {self.path}: Accept is {self.headers.get('Accept')!r}")
+            if not self.headers.get("User-Agent"):  # GitHub refuses requests without one
+                problems.append(f"{self.command} {self.path}: no User-Agent")
+            if raw and self.headers.get("Content-Type") != "application/json":
+                problems.append(f"{self.command} {self.path}: Content-Type is {self.headers.get('Content-Type')!r}")
             if self.headers.get("X-GitHub-Api-Version") != "2022-11-28":
                 problems.append(f"{self.command} {self.path}: no X-GitHub-Api-Version: 2022-11-28")
             if not fake.script:
