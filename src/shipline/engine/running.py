@@ -330,6 +330,8 @@ class _RunDriver:
         """Look up the secrets the run uses, now; False (and the run failed) when one cannot be had."""
         builtin = self.engine.builtin_secrets
         names = _all_secrets(self.pipeline)
+        if names and _secrets_withheld(self.engine.store.get_run(self.run_id).trigger):
+            return self._withhold_secrets(names)
         try:
             self.secrets = self.engine.secrets.reveal([n for n in names if n not in builtin])
             self.secrets.update({n: builtin[n] for n in names if n in builtin})
@@ -339,6 +341,23 @@ class _RunDriver:
             self.recorder.run_finished(RunStatus.FAILED, str(exc))
             return False
         self.recorder.hide(list(self.secrets.values()))
+        return True
+
+    def _withhold_secrets(self, names: list[str]) -> bool:
+        """A run of untrusted code (a pull request from a fork): the built-in git credentials are
+        an empty file (public clones still work), and a pipeline that uses a stored secret fails now."""
+        stored = [n for n in names if n not in self.engine.builtin_secrets]
+        if stored:
+            listed = ", ".join(stored)
+            self.recorder.tasks_skipped({t.name: "the run could not start" for t in self.pipeline.tasks})
+            self._ensure_started()
+            self.recorder.run_finished(
+                RunStatus.FAILED,
+                f"this run was started by a pull request from a fork, and such runs get no secrets; the pipeline uses "
+                f"secret {listed}. To run it with secrets, push its branch to the repository itself (a maintainer can)",
+            )
+            return False
+        self.secrets = dict.fromkeys(names, "")
         return True
 
     async def go(self) -> None:
@@ -582,6 +601,11 @@ def step_environment(
 
 SECRET_FILES_DIR = ".secret-files"
 """Under a run's HOME: one folder per task with the secret files its steps were given."""
+
+
+def _secrets_withheld(trigger: dict[str, Any] | None) -> bool:
+    """Runs of untrusted code (pull requests from forks) are marked so by whoever started them."""
+    return isinstance(trigger, dict) and trigger.get("secrets") == "withheld"
 
 
 def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:

@@ -253,6 +253,10 @@ def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
     server = _server(request)
     out = []
     for repo in server.state.list_repositories():
+        if not repo.pipeline:
+            out.append(PipelineOut(name="", repository=repo.name, file="", params={}, tasks=[],
+                                   problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit"))
+            continue
         try:
             p = server.dispatcher.pipelines.load(repo.pipeline)
         except ShiplineError as exc:
@@ -279,7 +283,9 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    pipeline: str = Field(default="", description=(
+        "Path on the server of the pipeline file to run; empty (gitea, github): the repository's own "
+        ".shipline/pipeline.yaml at each event's commit."))
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -305,7 +311,11 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
-    server.dispatcher.pipelines.load(body.pipeline)  # a broken file is refused now (422 with its problems), not at the first event
+    if not body.pipeline:
+        if body.forge not in ("gitea", "github"):
+            raise UsageError(f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API")
+    else:
+        server.dispatcher.pipelines.load(body.pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
         name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,

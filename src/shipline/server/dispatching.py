@@ -26,6 +26,7 @@ from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, ShiplineError
 from shipline.server.observing import Metrics
+from shipline.server.sourcing import FROM_REPOSITORY, RepoPipelines
 from shipline.store.repositories import Claim, Repository, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
@@ -95,6 +96,7 @@ class Dispatcher:
         metrics: Metrics,
         cancel: Callable[[int], object],
         wake: Callable[[], None],
+        repo_pipelines: RepoPipelines | None = None,
     ) -> None:
         self.engine = engine
         self.cancel = cancel
@@ -103,6 +105,7 @@ class Dispatcher:
         self.bus = bus
         self.metrics = metrics
         self.pipelines = PipelineCache()
+        self.repo_pipelines = repo_pipelines or RepoPipelines(engine.settings)
         self.loop: asyncio.AbstractEventLoop | None = None
         """The server's loop, whose bus `notify` publishes on."""
 
@@ -154,7 +157,10 @@ class Dispatcher:
             what = event.kind.value + (f" to {event.branch}" if event.branch else "") + (f" of {event.tag}" if event.tag else "")
             return Outcome("ignored", message=f"no trigger rule of {repo.name!r} fires for this {what}")
         chosen = matches[0]  # the first rule that fires decides: one event, one run
-        pipeline = self.pipelines.load(repo.pipeline)
+        if repo.pipeline == FROM_REPOSITORY:
+            pipeline = self.repo_pipelines.load(repo, event.sha or event.branch or event.tag or repo.default_branch)
+        else:
+            pipeline = self.pipelines.load(repo.pipeline)
         params = {k: v for k, v in chosen.params.items() if k in pipeline.params}
         key = concurrency_key(pipeline.name, event)
         trigger: dict[str, object] = {
@@ -167,6 +173,8 @@ class Dispatcher:
             "concurrency": chosen.rule.concurrency.value,
             "concurrency_key": key,
         }
+        if event.pr_from_fork:
+            trigger["secrets"] = "withheld"  # its code (and pipeline file) is anyone's: see engine/running.py
         cancelled = []
         if chosen.rule.concurrency is Concurrency.CANCEL:
             for run_id, other in self.state.active_runs(pipeline.name):
