@@ -24,7 +24,7 @@ from shipline.domain.runs import RunStatus
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
-from shipline.store.sql import ACTIVE, SqlStore, _utc, utcnow
+from shipline.store.sql import ACTIVE, ID_MAX, SqlStore, _utc, utcnow
 from shipline.store.tables import runs
 from shipline.triggers.rules import TriggerRule
 
@@ -106,6 +106,29 @@ class Token(BaseModel):
     last_used_at: datetime | None
 
 
+def check_url(url: str) -> None:
+    """Raise UsageError, saying what is wrong, when git could not use `url` (shown without its password)."""
+    # Greedy to the last '@': a password holding '/' must not show in the message either.
+    shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^?#]*@", r"\1***@", url, flags=re.IGNORECASE)
+    if not url or url.startswith("-") or any(c.isspace() or ord(c) < 32 for c in url):
+        raise UsageError(f"repository URL {shown!r} is not a URL or path git can use")
+    if "://" not in url:
+        return  # a path, or git's scp-like `user@host:path`
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise UsageError(
+            f"repository URL {shown!r}: {port_text!r} after the host's ':' is not a port number; "
+            "write https://HOST[:PORT]/OWNER/REPO.git (a '/', '@' or ':' inside a user name or password "
+            "must be percent-encoded: %2F, %40, %3A)"
+        ) from None
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        raise UsageError(f"repository URL {shown!r} names no host; write {parts.scheme}://HOST/OWNER/REPO.git")
+    del port
+
+
 def url_key(url: str) -> str:
     """One spelling per repository: no scheme, user, `.git` or trailing slash; host in lower case.
 
@@ -118,7 +141,14 @@ def url_key(url: str) -> str:
         host, path = scp.group(1), scp.group(2)
     elif "://" in url:
         parts = urlsplit(url)
-        host, path = (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), parts.path
+        try:
+            port = parts.port
+        except ValueError:  # a malformed port (from a webhook payload, say): keep what was written
+            port = None
+            host_text = parts.netloc.rpartition("@")[2]
+        else:
+            host_text = (parts.hostname or "") + (f":{port}" if port else "")
+        host, path = host_text, parts.path
         if parts.scheme == "file":
             host = ""
     else:
@@ -186,8 +216,7 @@ class ServerStore:
             raise UsageError(f"repository name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
         if forge not in FORGES:
             raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
-        if not url or url.startswith("-"):
-            raise UsageError(f"repository URL {url!r} is not a URL or path git can use")
+        check_url(url)
         if poll_seconds is not None and poll_seconds < 1:
             raise UsageError("poll interval must be at least 1 second")
         if forge != "git" and not secret:
@@ -219,6 +248,8 @@ class ServerStore:
         """By id or by name."""
         column = repositories.c.id if ref.isdigit() else repositories.c.name
         value: int | str = int(ref) if ref.isdigit() else ref
+        if isinstance(value, int) and not 1 <= value <= ID_MAX:
+            raise NotFound(f"no repository {ref!r} is registered (see `shipline repos list`)")
         with self._tx() as conn:
             row = conn.execute(select(repositories).where(column == value)).first()
         if row is None:
@@ -255,6 +286,8 @@ class ServerStore:
         return self.get_trigger(int(trigger_id))
 
     def get_trigger(self, trigger_id: int) -> Trigger:
+        if not 1 <= trigger_id <= ID_MAX:
+            raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
         with self._tx() as conn:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
@@ -390,6 +423,8 @@ class ServerStore:
         ]
 
     def revoke_token(self, token_id: int) -> None:
+        if not 1 <= token_id <= ID_MAX:
+            raise NotFound(f"no token {token_id} (see `shipline tokens list`)")
         with self._tx() as conn:
             result = conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id))
         if not result.rowcount:
