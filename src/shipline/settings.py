@@ -98,6 +98,11 @@ class Settings(BaseModel):
     webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     """Larger webhook bodies are refused with 413 before anything is parsed."""
 
+    pipelines_root: Path | None = None
+    """The folder on the server that pipeline files registered over HTTP must be in
+    ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
+    relative to it, so a remote operator cannot make the server read other files."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'shipline.db'}"
@@ -114,6 +119,11 @@ class Settings(BaseModel):
     def step_homes(self) -> Path:
         """Each run's steps get `step_homes/RUN` as $HOME, not the engine's own."""
         return self.home / "step-homes"
+
+    @property
+    def pipelines(self) -> Path:
+        """Where pipeline files registered through the API live (`pipelines_root`)."""
+        return self.pipelines_root or self.home / "pipelines"
 
     @property
     def secret_key_file(self) -> Path:
@@ -135,6 +145,7 @@ _ENV = {
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
+    "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
 }
 
 

@@ -48,3 +48,20 @@ def test_cli_says_what_is_wrong(home: Path, tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr, (args, done.stderr)
         if args[1] != "list":
             assert done.returncode == 2 and f"no run {HUGE}" in done.stderr, (args, done.stderr)
+
+
+def test_api_registers_pipeline_files_in_the_pipelines_folder_only(live: Live, pipeline_file: Callable[..., Path],
+                                                                    tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(BUILD)
+    inside = pipeline_file(BUILD, "inside.yaml")
+    (inside.parent / "sneaky.yaml").symlink_to(outside)
+    with live.client(live.operator_token) as c:
+        for path in ("/etc/passwd", "../elsewhere.yaml", str(outside), "sneaky.yaml", "../../../../etc/passwd"):
+            r = c.post("/api/v1/repositories", json={"name": "x", "url": "/srv/x.git", "forge": "git", "pipeline": path})
+            assert r.status_code == 400, (path, r.text)
+            assert "outside the server's pipelines folder" in r.json()["message"]
+        r = c.post("/api/v1/repositories", json={"name": "x", "url": "/srv/x.git", "forge": "git", "pipeline": "inside.yaml"})
+        assert r.status_code == 201, r.text
+        assert r.json()["repository"]["pipeline"] == str(inside.resolve())
+        assert [p["name"] for p in c.get("/api/v1/pipelines").json()] == ["build"]

@@ -149,7 +149,29 @@ def catalog_names() -> list[str]:
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[TaskTemplate, _Document] | None:
+def repository_root(path: Path) -> Path:
+    """Where the files a definition `uses:` may live: its git repository, else its own folder."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _local_file(doc: _Document, loc: Loc, uses: str, base: Path, root: Path) -> Path | None:
+    """The file `./x.yaml` names, if it is a file inside `root` (symlinks followed); else a problem."""
+    path = (base / uses).resolve()
+    if not path.is_relative_to(root):
+        doc.problem(loc, f"'{uses}' is outside the pipeline's repository ({root}): a file it uses must be "
+                         f"inside it, or come from the catalog (shipline/NAME)")
+        return None
+    if not path.is_file():
+        doc.problem(loc, f"'{uses}': no such file (relative to {base})")
+        return None
+    return path
+
+
+def _load_template(doc: _Document, task: Task, loc: Loc, base: Path, root: Path) -> tuple[TaskTemplate, _Document] | None:
     assert task.uses is not None
     if task.uses.startswith(CATALOG_PREFIX):
         path = _catalog_path(task.uses.removeprefix(CATALOG_PREFIX))
@@ -158,11 +180,10 @@ def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[Ta
             return None
         display = task.uses
     elif task.uses.startswith(("./", "../")):
-        path = (base / task.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem((*loc, "uses"), f"'{task.uses}': no such file (relative to {base})")
+        found = _local_file(doc, (*loc, "uses"), task.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem((*loc, "uses"), f"'{task.uses}': write ./path.yaml (relative to this file) or shipline/NAME")
         return None
@@ -233,7 +254,7 @@ def archetype_names() -> list[str]:
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipeline, _Document, Path] | None:
+def _load_archetype(doc: _Document, spec: Pipeline, base: Path, root: Path) -> tuple[Pipeline, _Document, Path] | None:
     """The whole pipeline a file `uses:`, checked on its own; its `inputs` against the file's `with:`."""
     assert spec.uses is not None
     if spec.uses.startswith(CATALOG_PREFIX):
@@ -243,11 +264,10 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
             return None
         display = spec.uses
     elif spec.uses.startswith(("./", "../")):
-        path = (base / spec.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem(("uses",), f"'{spec.uses}': no such file (relative to {base})")
+        found = _local_file(doc, ("uses",), spec.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem(("uses",), f"'{spec.uses}': write shipline/NAME (a pipeline from the catalog) or ./path.yaml")
         return None
@@ -278,13 +298,16 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
     return archetype, adoc, path.parent
 
 
-def load_pipeline(path: str | Path) -> ResolvedPipeline:
+def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedPipeline:
     """Read, check and resolve one definition; raise DefinitionError listing every problem.
 
     A file that `uses:` an archetype gets the archetype's tasks, params and
     results under its own name, with its `with:` as the archetype's inputs.
+    Files it uses (`./x.yaml`) must lie inside `root`: by default the file's git
+    repository, or its folder when it is in none.
     """
     path = Path(path)
+    root = Path(root).resolve() if root is not None else repository_root(path)
     doc = _read(path, str(path))
     if doc.root is None:
         raise DefinitionError(doc.problems)
@@ -295,10 +318,12 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
     base = path.resolve().parent
     body, body_doc = spec, doc
     if spec.uses is not None:
-        loaded = _load_archetype(doc, spec, base)
+        loaded = _load_archetype(doc, spec, base, root)
         if loaded is None or doc.problems:
             raise DefinitionError(doc.problems)
         body, body_doc, base = loaded
+        if spec.uses.startswith(CATALOG_PREFIX):
+            root = base.resolve()  # a catalog pipeline uses files of the catalog only
         for key, value in spec.with_.items():
             for f in check_references(value, ("with", key), params=set(body.params), inputs=None, results={},
                                       visible=set(), task_name=None, roots=frozenset({"params", "secrets", "secret_files", "run"})):
@@ -325,7 +350,7 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
             origins[task.name] = TaskOrigin(loc)
             template = None
             if task.uses is not None:
-                loaded_task = _load_template(body_doc, task, loc, base)
+                loaded_task = _load_template(body_doc, task, loc, base, root)
                 template = loaded_task[0] if loaded_task else None
                 templated.add(task.name)
             resolved.append(_resolve(task, deps[task.name], template, is_finally))

@@ -18,7 +18,7 @@ from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import read_log
 from shipline.exceptions import Conflict, NotFound, ShiplineError
 from shipline.server.auth import operator, reader
-from shipline.store.repositories import Repository, Role, Token, Trigger
+from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
 
@@ -194,7 +194,8 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    pipeline: str = Field(description="The pipeline file to run: a path relative to the server's pipelines folder "
+                                      "($SHIPLINE_PIPELINES_ROOT, default $SHIPLINE_HOME/pipelines); none outside it.")
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -221,7 +222,8 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
     repo = server.state.add_repository(
-        name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
+        name=body.name, url=body.url, forge=body.forge, secret=body.secret,
+        pipeline=confine_pipeline(body.pipeline, server.settings.pipelines),
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,
     )
     for rule in body.triggers:

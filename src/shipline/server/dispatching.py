@@ -40,8 +40,10 @@ class Outcome:
 class PipelineCache:
     """Parsed pipeline files, re-read when the file changes (parsing YAML is the slow part of a webhook)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self._cache: dict[Path, tuple[tuple[int, int], ResolvedPipeline]] = {}
+        self.root = root.resolve() if root is not None else None
+        """The server's pipelines folder: a file in it may use files anywhere in it, no further."""
 
     def load(self, path: str) -> ResolvedPipeline:
         p = Path(path)
@@ -53,7 +55,8 @@ class PipelineCache:
         hit = self._cache.get(p)
         if hit is not None and hit[0] == stamp and stamp != (0, 0):
             return hit[1]
-        pipeline = load_pipeline(p)
+        inside = self.root is not None and p.resolve().is_relative_to(self.root)
+        pipeline = load_pipeline(p, root=self.root if inside else None)
         self._cache[p] = (stamp, pipeline)
         return pipeline
 
@@ -79,7 +82,7 @@ class Dispatcher:
         self.state = state
         self.bus = bus
         self.metrics = metrics
-        self.pipelines = PipelineCache()
+        self.pipelines = PipelineCache(engine.settings.pipelines)
 
     def rules_for(self, repo: Repository) -> list[TriggerRule]:
         return [t.rule for t in self.state.list_triggers(repo.id)] or list(DEFAULT_RULES)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -127,6 +128,26 @@ def check_url(url: str) -> None:
     if parts.scheme.lower() != "file" and not parts.hostname:
         raise UsageError(f"repository URL {shown!r} names no host; write {parts.scheme}://HOST/OWNER/REPO.git")
     del port
+
+
+def confine_pipeline(path: str, root: Path) -> str:
+    """The absolute path of a pipeline file named relative to `root`; UsageError when it would leave `root`.
+
+    What the API registers: a remote operator names a file in the server's pipelines
+    folder, never any file the server can read (`/etc/passwd`, a key, a database).
+    """
+    if not path.strip() or "\0" in path:
+        raise UsageError("pipeline: give the path of a pipeline file, relative to the server's pipelines folder")
+    base = root.resolve()
+    resolved = (base / path).resolve()  # an absolute `path` replaces `base`, and is checked the same way
+    if not resolved.is_relative_to(base) or resolved == base:
+        raise UsageError(
+            f"pipeline {path!r} is outside the server's pipelines folder ({base}): put the file there and give "
+            "its path relative to it (the folder is $SHIPLINE_PIPELINES_ROOT, default $SHIPLINE_HOME/pipelines)"
+        )
+    if resolved.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"pipeline {path!r}: a pipeline file ends in .yaml or .yml")
+    return str(resolved)
 
 
 def url_key(url: str) -> str:
