@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from helpers import RunFn
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
+from shipline.executors import cgroups
 from shipline.exceptions import DefinitionError
 
 
@@ -58,3 +62,55 @@ def test_uses_may_not_read_outside_the_repository(write: Callable[..., Path], tm
     # A caller may name a narrower root: then the same file is outside it.
     with pytest.raises(DefinitionError, match="outside the pipeline's repository"):
         load_pipeline(repo / ".shipline" / "pipeline.yaml", root=repo / ".shipline")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return not f.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)  # leave nothing behind on this shared machine
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("end", ["step ends", "task times out", "step times out"])
+def test_no_process_of_a_step_outlives_it(run_pipeline: RunFn, tmp_path: Path, end: str) -> None:
+    """`setsid` leaves the step's process group, a double fork its parent: the step's cgroup still holds them."""
+    pids = tmp_path / "pids"
+    body = {"step ends": "true", "task times out": "sleep 60", "step times out": "sleep 60"}[end]
+    task_timeout = "timeout: 1s" if end == "task times out" else ""
+    step_timeout = ", timeout: 1s" if end == "step times out" else ""
+    record = run_pipeline(f"""
+        name: escape
+        tasks:
+          - name: a
+            {task_timeout}
+            steps:
+              - {{run: "setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & (sh -c 'echo $$ >> {pids}; exec sleep 300' &) ; while [ $(wc -l < {pids}) -lt 2 ]; do sleep 0.01; done; {body}"{step_timeout}}}
+    """)
+    assert record.task("a").status == (TaskStatus.SUCCEEDED if end == "step ends" else TaskStatus.FAILED)
+    left = [int(p) for p in pids.read_text().split()]
+    assert len(left) == 2
+    assert all(_wait_gone(pid) for pid in left), f"processes of the step outlived it ({end})"
+
+
+def test_without_a_writable_cgroup_steps_still_run_with_a_warning(
+    run_pipeline: RunFn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path / "no-cgroups")
+    cgroups.hierarchy.cache_clear()
+    try:
+        record = run_pipeline("name: plain\ntasks: [{name: a, steps: [{run: 'sleep 0.1 & echo hi'}]}]\n")
+    finally:
+        cgroups.hierarchy.cache_clear()
+    assert record.status == RunStatus.SUCCEEDED
+    assert any("tracked by process group only" in r.getMessage() for r in caplog.records)

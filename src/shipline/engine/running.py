@@ -37,7 +37,7 @@ from shipline.domain.runs import (
     run_results,
 )
 from shipline.engine.events import EventBus
-from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
+from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
@@ -234,6 +234,7 @@ class Engine:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
                 self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
+            kill_orphans(owner, run_id)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"

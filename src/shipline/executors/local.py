@@ -5,7 +5,9 @@ in the run's workspace.  stdout and stderr are merged and cut into lines as
 they arrive, so a step that prints a 10 MB line or no newline at all still
 streams.  On cancel or timeout the whole process group gets SIGTERM, then
 SIGKILL after a grace period: children started by the step go too.  When a
-step's main process exits, what it left running in its group is killed.
+step's main process exits, what it left running is killed.  "What it left"
+is found through a cgroup of the step's own (`cgroups.py`), so a child that
+called `setsid` or double-forked out of the process group goes as well.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 from collections.abc import Callable
 from contextlib import suppress
 
+from shipline.executors.cgroups import StepGroup
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 
 MAX_LINE = 64 * 1024
@@ -28,6 +31,13 @@ _SHELLS = {
     "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
     "sh": ["sh", "-ec"],
 }
+
+_JOIN = (
+    '{ echo 0 > "$0"; } 2>/dev/null || echo "shipline: warning: could not join the step\'s cgroup $0;'
+    ' processes that leave its process group may outlive it" >&2; exec "$@"'
+)
+"""The step's first process moves itself into the step's cgroup, then becomes the shell:
+so it is inside before it can fork anything."""
 
 
 class _StepProtocol(asyncio.SubprocessProtocol):
@@ -88,7 +98,12 @@ class LocalExecutor:
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
-            code, status = await self._run_step(step, listener)
+            group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
+            try:
+                code, status = await self._run_step(step, listener, group)
+            finally:
+                if group is not None:
+                    await asyncio.to_thread(_kill_and_remove, group)
             outputs.append(_read_output(step))
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
@@ -96,7 +111,7 @@ class LocalExecutor:
                 return TaskOutcome(False, f"step '{step.name}' exited with code {code}", tuple(outputs))
         return TaskOutcome(True, "", tuple(outputs))
 
-    async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
+    async def _run_step(self, step: StepSpec, listener: StepListener, group: StepGroup | None) -> tuple[int | None, str]:
         step.output_file.parent.mkdir(parents=True, exist_ok=True)
         step.output_file.write_bytes(b"")
         step.workdir.mkdir(parents=True, exist_ok=True)
@@ -106,9 +121,11 @@ class LocalExecutor:
             listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
 
         loop = asyncio.get_running_loop()
+        join = ["/bin/sh", "-c", _JOIN, str(group.procs_file)] if group is not None else []
         spawn = asyncio.ensure_future(
             loop.subprocess_exec(
                 _StepProtocol,
+                *join,
                 *_SHELLS[step.shell],
                 step.script,
                 cwd=step.workdir,
@@ -128,7 +145,7 @@ class LocalExecutor:
                 transport, proto = await spawn
                 listener.step_started(step.index, transport.get_pid())
                 proto.attach(emit)
-                await self._stop(transport.get_pid(), proto)
+                await self._stop(transport.get_pid(), proto, group)
                 transport.close()
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
             raise
@@ -145,16 +162,18 @@ class LocalExecutor:
                 async with asyncio.timeout(step.timeout):
                     await asyncio.shield(proto.exited)  # a cancel must not cancel the future itself
             except TimeoutError:
-                await self._stop(pid, proto)
+                await self._stop(pid, proto, group)
                 listener.step_log(step.index, f"shipline: step timed out after {step.timeout:g}s; its processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "failed")
                 return transport.get_returncode(), "timed out"
             except asyncio.CancelledError:
-                await self._stop(pid, proto)
+                await self._stop(pid, proto, group)
                 listener.step_log(step.index, "shipline: cancelled; the step's processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
+            if group is not None:
+                await asyncio.to_thread(group.kill)
             await _drain(proto)
             code = transport.get_returncode()
         finally:
@@ -163,15 +182,24 @@ class LocalExecutor:
         listener.step_finished(step.index, code, status)
         return code, status
 
-    async def _stop(self, pid: int, proto: _StepProtocol) -> None:
-        """TERM the group, give it the grace period, then KILL what is left."""
+    async def _stop(self, pid: int, proto: _StepProtocol, group: StepGroup | None) -> None:
+        """TERM the step's processes, give them the grace period, then KILL what is left."""
         _kill_group(pid, signal.SIGTERM)
+        if group is not None:
+            group.signal(signal.SIGTERM)
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proto.exited), self.kill_grace_seconds)
         _kill_group(pid, signal.SIGKILL)
+        if group is not None:
+            await asyncio.to_thread(group.kill)
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proto.exited), DRAIN_SECONDS)
         await _drain(proto)
+
+
+def _kill_and_remove(group: StepGroup) -> None:
+    group.kill()
+    group.remove()
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
