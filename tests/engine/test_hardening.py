@@ -15,6 +15,7 @@ from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.executors import cgroups
 from shipline.exceptions import DefinitionError
+from shipline.settings import Settings
 
 
 def test_a_finally_task_reports_with_a_fallback_when_a_result_is_missing(run_pipeline: RunFn) -> None:
@@ -114,3 +115,29 @@ def test_without_a_writable_cgroup_steps_still_run_with_a_warning(
         cgroups.hierarchy.cache_clear()
     assert record.status == RunStatus.SUCCEEDED
     assert any("tracked by process group only" in r.getMessage() for r in caplog.records)
+
+
+def test_a_workdir_cannot_follow_a_symlink_out_of_the_workspace(run_pipeline: RunFn, tmp_path: Path, settings: Settings) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    record = run_pipeline(f"""
+        name: escape
+        tasks:
+          - name: plant
+            steps: [{{run: "ln -s {outside} out && mkdir -p real && ln -s real inner"}}]
+          - name: inside
+            steps:
+              - workdir: inner/sub
+                run: pwd > here.txt
+          - name: follow
+            steps:
+              - workdir: out/made-by-engine
+                run: touch written-by-step
+    """)
+    follow = record.task("follow")
+    assert follow.status == TaskStatus.FAILED
+    assert "outside the run's workspace" in follow.message
+    assert list(outside.iterdir()) == [], "nothing was made or written outside the workspace"
+    assert record.task("inside").status == TaskStatus.SUCCEEDED, "a symlink that stays inside is fine"
+    here = settings.workspaces / str(record.id) / "real" / "sub" / "here.txt"
+    assert here.read_text().strip() == str(here.parent.resolve())

@@ -492,6 +492,7 @@ class _RunDriver:
                     workdir=workdir,
                     output_file=logs / f"{attempt}.{i}.out",
                     timeout=step.timeout,
+                    workspace=self.workspace,
                 )
             )
         return TaskInvocation(self.run_id, task.name, attempt, steps)

@@ -24,6 +24,8 @@ class StepSpec:
     output_file: Path
     """Where the step writes `name=value` result lines ($SHIPLINE_OUTPUT)."""
     timeout: float | None = None
+    workspace: Path | None = None
+    """The run's workspace: `workdir` must be inside it, also once symlinks are followed."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -98,10 +99,19 @@ class LocalExecutor:
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
+            try:
+                workdir = _open_workdir(step)
+            except WorkdirEscape as exc:
+                listener.step_started(step.index, None)
+                listener.step_log(step.index, f"shipline: {exc}")
+                listener.step_finished(step.index, None, "failed")
+                outputs.append("")
+                return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
             try:
-                code, status = await self._run_step(step, listener, group)
+                code, status = await self._run_step(step, listener, group, workdir)
             finally:
+                os.close(workdir)
                 if group is not None:
                     await asyncio.to_thread(_kill_and_remove, group)
             outputs.append(_read_output(step))
@@ -111,10 +121,11 @@ class LocalExecutor:
                 return TaskOutcome(False, f"step '{step.name}' exited with code {code}", tuple(outputs))
         return TaskOutcome(True, "", tuple(outputs))
 
-    async def _run_step(self, step: StepSpec, listener: StepListener, group: StepGroup | None) -> tuple[int | None, str]:
+    async def _run_step(
+        self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int
+    ) -> tuple[int | None, str]:
         step.output_file.parent.mkdir(parents=True, exist_ok=True)
         step.output_file.write_bytes(b"")
-        step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
 
         def emit(raw: bytes) -> None:
@@ -128,7 +139,9 @@ class LocalExecutor:
                 *join,
                 *_SHELLS[step.shell],
                 step.script,
-                cwd=step.workdir,
+                # The folder checked and opened, not its name: a symlink swapped in
+                # since (by a task running beside this one) cannot redirect the step.
+                cwd=f"/proc/self/fd/{workdir}",
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -195,6 +208,49 @@ class LocalExecutor:
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proto.exited), DRAIN_SECONDS)
         await _drain(proto)
+
+
+class WorkdirEscape(Exception):
+    """A step's workdir leads outside the run's workspace (through a symlink a step made)."""
+
+
+def _open_workdir(step: StepSpec) -> int:
+    """Open the step's workdir, making the folders that are missing, and never leave the workspace.
+
+    One folder at a time: each is made inside the folder opened before (so nothing
+    is ever created through a symlink), opened, and where it really is checked.
+    A symlink that stays inside the workspace is fine; one that leads out is refused.
+    """
+    if step.workspace is None:
+        step.workdir.mkdir(parents=True, exist_ok=True)
+        return os.open(step.workdir, os.O_RDONLY | os.O_DIRECTORY)
+    step.workspace.mkdir(parents=True, exist_ok=True)
+    root = step.workspace.resolve()
+    shown = step.workdir.relative_to(step.workspace) if step.workdir.is_relative_to(step.workspace) else step.workdir
+    if not step.workdir.is_relative_to(step.workspace) or ".." in shown.parts:
+        raise WorkdirEscape(f"workdir '{shown}' is not inside the run's workspace: refused")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in shown.parts:
+            if part in ("", "."):
+                continue
+            with suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                raise WorkdirEscape(f"workdir '{shown}': cannot open '{part}' ({exc.strerror}): refused") from exc
+            os.close(fd)
+            fd = inner
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if not real.is_relative_to(root):
+                raise WorkdirEscape(
+                    f"workdir '{shown}' leads to {real} (through a symlink), outside the run's workspace: refused"
+                )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _kill_and_remove(group: StepGroup) -> None:
