@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from helpers import RunFn
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
 from shipline.executors import cgroups
 from shipline.exceptions import DefinitionError
 from shipline.settings import Settings
@@ -141,3 +143,23 @@ def test_a_workdir_cannot_follow_a_symlink_out_of_the_workspace(run_pipeline: Ru
     assert record.task("inside").status == TaskStatus.SUCCEEDED, "a symlink that stays inside is fine"
     here = settings.workspaces / str(record.id) / "real" / "sub" / "here.txt"
     assert here.read_text().strip() == str(here.parent.resolve())
+
+
+def test_a_planted_symlink_does_not_redirect_a_later_task_s_secret_file(engine: Engine, write: Callable[..., Path],
+                                                                        tmp_path: Path) -> None:
+    engine.secrets.set("deploy-key", "k3y-value-for-deploy")
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    pipeline = load_pipeline(write(f"""
+        name: plant
+        tasks:
+          - name: untrusted-build
+            steps: [{{run: 'mkdir -p "$HOME/.secret-files" && ln -s {trap} "$HOME/.secret-files/deploy"'}}]
+          - name: deploy
+            env: {{KEY: "${{{{ secret_files.deploy-key }}}}"}}
+            steps: [{{run: 'test -f "$KEY" && echo "$KEY" > {tmp_path}/used'}}]
+    """))
+    record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+    assert record.status == RunStatus.SUCCEEDED, record.task("deploy").message
+    assert list(trap.iterdir()) == [], "the secret was written through the step's symlink"
+    assert not (tmp_path / "used").read_text().strip().startswith(str(trap))

@@ -416,8 +416,13 @@ class _RunDriver:
         if not names:
             return {}
         folder = self.home / SECRET_FILES_DIR / task.name
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder.parent, 0o700)
+        # HOME is the steps' to write: an earlier step may have put a symlink where these
+        # folders go, to have a later task's secrets written where it can read them.
+        for part in (folder.parent, folder):
+            if part.is_symlink() or (part.exists() and not part.is_dir()):
+                part.unlink()
+            part.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(part, 0o700)
         paths = {}
         for name in names:
             path = folder / name
