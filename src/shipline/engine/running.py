@@ -289,7 +289,10 @@ class _RunDriver:
         self._stop_main_tasks(reason or "cancelled")
 
     def _time_out(self) -> None:
-        if not self.stopping:
+        # Only main tasks are bounded: once they are all over (the first one failed at
+        # once, say), the run's end is not a timeout, however long `finally` takes.
+        main_left = any(not self.schedule.states[t.name].status.done for t in self.pipeline.main)
+        if not self.stopping and main_left:
             self._stop_main_tasks(f"the run timed out after {self.pipeline.timeout:g}s")
 
     def _stop_main_tasks(self, why: str) -> None:
@@ -297,7 +300,7 @@ class _RunDriver:
         self.stopping = why
         for name, task in self.running.items():
             if not self.pipeline.task(name).is_finally:
-                task.cancel()
+                task.cancel(why)  # the executor tells the step's log why it was stopped
         self.wake.set()
 
     def _ensure_started(self) -> None:
@@ -452,7 +455,10 @@ class _RunDriver:
             self.recorder.task_started(task.name, attempt)
             listener = self.recorder.steps(task.name, attempt, [s.name for s in invocation.steps])
             try:
-                async with asyncio.timeout(task.timeout):
+                # The executor bounds the attempt itself (and says so in the step's log);
+                # this is the backstop for one that does not.
+                backstop = task.timeout + self.engine.settings.kill_grace_seconds + 30 if task.timeout else None
+                async with asyncio.timeout(backstop):
                     outcome = await self.engine.executor.execute(invocation, listener)
             except TimeoutError:
                 outcome = None
@@ -494,7 +500,7 @@ class _RunDriver:
                     workspace=self.workspace,
                 )
             )
-        return TaskInvocation(self.run_id, task.name, attempt, steps)
+        return TaskInvocation(self.run_id, task.name, attempt, steps, timeout=task.timeout)
 
 
 def step_environment(

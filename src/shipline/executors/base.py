@@ -34,6 +34,8 @@ class TaskInvocation:
     task: str
     attempt: int
     steps: list[StepSpec]
+    timeout: float | None = None
+    """Bounds the whole attempt: when it runs out, the executor stops the steps and reports a timeout."""
 
 
 @dataclass(frozen=True)

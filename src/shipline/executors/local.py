@@ -98,7 +98,15 @@ class LocalExecutor:
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + invocation.timeout if invocation.timeout else None
         for step in invocation.steps:
+            # A step's own timeout, or what is left of the task's, whichever ends first.
+            limit, what = step.timeout, f"step timed out after {step.timeout:g}s" if step.timeout else ""
+            if deadline is not None and invocation.timeout is not None:
+                left = deadline - loop.time()
+                if limit is None or left < limit:
+                    limit, what = max(left, 0.0), f"the task timed out after {invocation.timeout:g}s"
             try:
                 workdir = _open_workdir(step)
             except WorkdirEscape as exc:
@@ -109,12 +117,14 @@ class LocalExecutor:
                 return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
             try:
-                code, status = await self._run_step(step, listener, group, workdir)
+                code, status = await self._run_step(step, listener, group, workdir, limit, what)
             finally:
                 os.close(workdir)
                 if group is not None:
                     await asyncio.to_thread(_kill_and_remove, group)
             outputs.append(_read_output(step))
+            if status == "timed out" and what.startswith("the task"):
+                return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", tuple(outputs))
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
@@ -122,7 +132,8 @@ class LocalExecutor:
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(
-        self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int
+        self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int,
+        limit: float | None, what: str,
     ) -> tuple[int | None, str]:
         step.output_file.parent.mkdir(parents=True, exist_ok=True)
         step.output_file.write_bytes(b"")
@@ -172,16 +183,17 @@ class LocalExecutor:
         proto.attach(emit)
         try:
             try:
-                async with asyncio.timeout(step.timeout):
+                async with asyncio.timeout(limit):
                     await asyncio.shield(proto.exited)  # a cancel must not cancel the future itself
             except TimeoutError:
                 await self._stop(pid, proto, group)
-                listener.step_log(step.index, f"shipline: step timed out after {step.timeout:g}s; its processes were stopped")
+                listener.step_log(step.index, f"shipline: {what}; its processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "failed")
                 return transport.get_returncode(), "timed out"
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 await self._stop(pid, proto, group)
-                listener.step_log(step.index, "shipline: cancelled; the step's processes were stopped")
+                why = str(exc.args[0]) if exc.args and exc.args[0] else "cancelled"
+                listener.step_log(step.index, f"shipline: {why}; the step's processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
