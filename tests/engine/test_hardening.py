@@ -163,3 +163,38 @@ def test_a_planted_symlink_does_not_redirect_a_later_task_s_secret_file(engine: 
     assert record.status == RunStatus.SUCCEEDED, record.task("deploy").message
     assert list(trap.iterdir()) == [], "the secret was written through the step's symlink"
     assert not (tmp_path / "used").read_text().strip().startswith(str(trap))
+
+
+def test_validate_reports_shape_names_and_references_in_one_pass(write: Callable[..., Path]) -> None:
+    path = write("""
+        name: Not_A_Name
+        params:
+          bad name: x
+        tasks:
+          - name: a
+            retries: 99
+            steps: [{run: echo}]
+          - name: b
+            steps: []
+          - name: b
+            steps: [{run: "echo ${{ params.nope }}"}]
+          - name: c
+            needs: [ghost, a]
+            env: {V: "${{ tasks.a.results.version }}"}
+            steps: [{run: echo}]
+    """)
+    with pytest.raises(DefinitionError) as err:
+        load_pipeline(path)
+    found = [f"{p.line}:{p.column}: {p.message}" for p in err.value.problems]
+    expected = [
+        "1:7: name: 'Not_A_Name' is not a name shipline takes: write lower-case letters, digits and '-', at most 63, "
+        "starting and ending with a letter or digit (e.g. build-image)",
+        "3:13: params.bad name: 'bad name' is not a key shipline takes: write letters, digits, '_' and '-', at most 64, "
+        "starting with a letter or '_' (e.g. image_tag)",
+        "6:14: tasks.0.retries: Input should be less than or equal to 10",
+        "8:5: tasks.1: `steps:` is empty: give the task at least one step (`- run: ...`), or `uses:` a reusable task",
+        "10:11: task name 'b' is used twice; task names must be unique",
+        "13:13: needs 'ghost': no such task in `tasks:`",
+    ]
+    assert found == expected, "\n".join(found)
+    assert not any("pattern" in p for p in found)

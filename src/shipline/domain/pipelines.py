@@ -19,7 +19,15 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 """Param, input and result names."""
 
+PATTERN_HINTS = {
+    NAME_PATTERN: "lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit "
+    "(e.g. build-image)",
+    VAR_PATTERN: "letters, digits, '_' and '-', at most 64, starting with a letter or '_' (e.g. image_tag)",
+}
+"""What each name pattern means, said the way a person would: messages never show the regex."""
+
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PATTERN_HINTS[ENV_PATTERN] = "letters, digits and '_', not starting with a digit (e.g. GO_FLAGS)"
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(rf"^(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?$")
@@ -122,6 +130,8 @@ class Task(_Spec):
 
     @model_validator(mode="after")
     def _steps_or_uses(self) -> Task:
+        if self.uses is None and not self.steps and "steps" in self.model_fields_set:
+            raise ValueError("`steps:` is empty: give the task at least one step (`- run: ...`), or `uses:` a reusable task")
         if self.uses is None and not self.steps:
             raise ValueError("a task needs `steps:` or `uses:`")
         if self.uses is not None and self.steps:
@@ -192,6 +202,8 @@ class Pipeline(_Spec):
     @model_validator(mode="after")
     def _tasks_or_uses(self) -> Pipeline:
         if self.uses is None:
+            if not self.tasks and "tasks" in self.model_fields_set:
+                raise ValueError("`tasks:` is empty: give the pipeline at least one task (`- name: ...` with `steps:`)")
             if not self.tasks:
                 raise ValueError("a pipeline needs `tasks:` (or `uses: shipline/NAME` for a whole pipeline from the catalog)")
             if self.with_:

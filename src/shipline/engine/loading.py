@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,8 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
-from shipline.domain.pipelines import Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
+from shipline.domain import expressions as ex
+from shipline.domain.pipelines import NAME_PATTERN, PATTERN_HINTS, Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
 from shipline.exceptions import DefinitionError, Problem
 
 CATALOG_PREFIX = "shipline/"
@@ -129,9 +131,21 @@ def _validate_model(doc: _Document, model: type[M], data: Any, loc: Loc = ()) ->
                 doc.problem(path[:-1], f"'{path[-1]}' is required")
             else:
                 where = ".".join(str(p) for p in path)
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = _message(err)
                 doc.problem(path, f"{where}: {msg}" if where else msg)
         return None
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, said for a person: a name rule in words, never its regex."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "string_pattern_mismatch":
+        hint = PATTERN_HINTS.get(ctx.get("pattern", ""), "")
+        what = "a name" if "[key]" not in err["loc"] else "a key"
+        return f"{err['input']!r} is not {what} shipline takes: write {hint}" if hint else "not in the expected form"
+    if err["type"] == "too_short" and err["loc"] and err["loc"][-1] == "steps":
+        return "`steps:` is empty: give at least one step (`- run: ...`)"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _is_tag(part: str | int) -> bool:
@@ -311,15 +325,22 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
     doc = _read(path, str(path))
     if doc.root is None:
         raise DefinitionError(doc.problems)
-    spec = _validate_model(doc, Pipeline, _plain(doc.root))
+    data = _plain(doc.root)
+    spec = _validate_model(doc, Pipeline, data)
+    broken: set[str] = set()
     if spec is None:
-        raise DefinitionError(doc.problems)
+        # Go on with what has the right shape, so the rest (names, needs,
+        # references) is checked in the same pass instead of in rounds.
+        lenient = _lenient(data)
+        if lenient is None:
+            raise DefinitionError(doc.problems)
+        spec, broken = lenient
 
     base = path.resolve().parent
     body, body_doc = spec, doc
     if spec.uses is not None:
         loaded = _load_archetype(doc, spec, base, root)
-        if loaded is None or doc.problems:
+        if loaded is None:
             raise DefinitionError(doc.problems)
         body, body_doc, base = loaded
         if spec.uses.startswith(CATALOG_PREFIX):
@@ -341,7 +362,10 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
     origins: dict[str, TaskOrigin] = {}
     templated: set[str] = set()
     for key, tasks, is_finally in (("tasks", body.tasks, False), ("finally", body.finally_, True)):
-        deps = dependencies([Node(t.name, t.needs) for t in tasks])
+        firsts: dict[str, Task] = {}
+        for t in tasks:
+            firsts.setdefault(t.name, t)  # a name used twice is reported below
+        deps = dependencies([Node(t.name, t.needs) for t in firsts.values()])
         for i, task in enumerate(tasks):
             loc: Loc = (key, i)
             if task.name in origins:
@@ -353,9 +377,15 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
                 loaded_task = _load_template(body_doc, task, loc, base, root)
                 template = loaded_task[0] if loaded_task else None
                 templated.add(task.name)
-            resolved.append(_resolve(task, deps[task.name], template, is_finally))
-    if doc.problems or body_doc.problems:
-        raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
+                if template is None:
+                    broken.add(task.name)
+            one = _resolve(task, deps[task.name], template, is_finally)
+            if task.name in broken:
+                # Its problems are reported; what it would declare is unknown, so
+                # references to its results are taken as they are written.
+                one = one.model_copy(update={"results": sorted(_referenced_results(data).get(task.name, set()))})
+                templated.add(task.name)
+            resolved.append(one)
     pipeline = ResolvedPipeline(
         name=spec.name,
         source=str(path),
@@ -379,6 +409,81 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
     if doc.problems or body_doc.problems:
         raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
     return pipeline
+
+
+def _lenient(data: Any) -> tuple[Pipeline, set[str]] | None:
+    """The definition with each part of the wrong shape left out or stood in for, and the stand-ins' names.
+
+    A task whose shape is wrong becomes a task of the same name (when that is a
+    valid name) with no checks of its own, so references to it are still judged.
+    """
+    if not isinstance(data, dict):
+        return None
+    data = dict(data)
+    try:
+        Pipeline.model_validate(data)
+        return None
+    except ValidationError as exc:
+        top = {e["loc"][0] for e in exc.errors() if e["loc"] and e["loc"][0] not in ("tasks", "finally")}
+    for key in top:
+        if key == "name":
+            data["name"] = "pipeline"
+        else:
+            data.pop(key, None)
+    broken: set[str] = set()
+    for key in ("tasks", "finally"):
+        items = data.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            data.pop(key)
+            continue
+        fixed = []
+        for i, item in enumerate(items):
+            try:
+                Task.model_validate(item)
+                fixed.append(item)
+                continue
+            except ValidationError:
+                pass
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+                name = f"{key}-{i}-has-problems"
+            stand_in: dict[str, Any] = {"name": name, "steps": [{"run": "true"}]}
+            needs = item.get("needs") if isinstance(item, dict) else None
+            try:
+                Task.model_validate({**stand_in, "needs": needs})
+                stand_in["needs"] = needs
+            except ValidationError:
+                pass
+            fixed.append(stand_in)
+            broken.add(name)
+        data[key] = fixed
+    try:
+        return Pipeline.model_validate(data), broken
+    except ValidationError:
+        return None
+
+
+def _referenced_results(data: Any) -> dict[str, set[str]]:
+    """Every `tasks.T.results.R` written anywhere in the raw definition: T -> {R}."""
+    found: dict[str, set[str]] = {}
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+        elif isinstance(node, str) and "${{" in node:
+            try:
+                refs = ex.template_references(node)
+            except ex.ExpressionError:
+                continue
+            for ref, _ in refs:
+                if len(ref.path) == 4 and ref.path[0] == "tasks" and ref.path[2] == "results":
+                    found.setdefault(ref.path[1], set()).add(ref.path[3])
+    return found
 
 
 def pipeline_schema() -> dict[str, Any]:
