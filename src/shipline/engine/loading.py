@@ -493,3 +493,11 @@ def pipeline_schema() -> dict[str, Any]:
     schema["title"] = "shipline pipeline"
     schema["anyOf"] = [{"required": ["tasks"]}, {"required": ["uses"]}]
     return schema
+
+
+def task_schema() -> dict[str, Any]:
+    """The JSON Schema of a reusable task file (`uses: ./tasks/x.yaml`, the catalog's tasks), for editors."""
+    schema = TaskTemplate.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "shipline reusable task"
+    return schema
