@@ -17,7 +17,7 @@ def test_api_answers_huge_ids_with_404(live: Live) -> None:
         for method, path in (("GET", f"/api/v1/runs/{HUGE}"), ("GET", f"/api/v1/runs/{HUGE}/logs"),
                              ("POST", f"/api/v1/runs/{HUGE}/cancel"), ("POST", f"/api/v1/runs/{HUGE}/rerun"),
                              ("GET", "/api/v1/runs/-5"), ("DELETE", f"/api/v1/triggers/{HUGE}"),
-                             ("GET", f"/api/v1/repositories/{HUGE}")):
+                             ("GET", f"/api/v1/repositories/{HUGE}"), ("GET", f"/api/v1/runs/{HUGE}/logs/stream")):
             r = c.request(method, path)
             assert r.status_code == 404, (method, path, r.status_code, r.text)
         r = c.get("/api/v1/runs", params={"before": HUGE})
@@ -33,6 +33,10 @@ def test_api_refuses_unparsable_urls_with_400(live: Live, pipeline_file: Callabl
             assert r.status_code == 400, r.text
             assert "not a port number" in r.json()["message"]
             assert "p/ss" not in r.text, "a password is not echoed back"
+        r = c.post("/api/v1/repositories", json={
+            "name": "x", "url": "/srv/x.git", "forge": "git", "pipeline": str(pipeline_file(BUILD)), "poll_seconds": int(HUGE),
+        })
+        assert r.status_code == 400 and "poll interval" in r.json()["message"], r.text
 
 
 def test_cli_says_what_is_wrong(home: Path, tmp_path: Path) -> None:

@@ -238,8 +238,8 @@ class ServerStore:
         if forge not in FORGES:
             raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
         check_url(url)
-        if poll_seconds is not None and poll_seconds < 1:
-            raise UsageError("poll interval must be at least 1 second")
+        if poll_seconds is not None and not 1 <= poll_seconds <= 7 * 86400:
+            raise UsageError(f"poll interval {poll_seconds}s: give 1 second to 7 days (604800)")
         if forge != "git" and not secret:
             raise UsageError(f"a {forge} repository needs a webhook secret (the same one set on the forge's hook)")
         try:
