@@ -98,7 +98,7 @@ def test_no_process_of_a_step_outlives_it(run_pipeline: RunFn, tmp_path: Path, e
           - name: a
             {task_timeout}
             steps:
-              - {{run: "setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & (sh -c 'echo $$ >> {pids}; exec sleep 300' &) ; while [ $(wc -l < {pids}) -lt 2 ]; do sleep 0.01; done; {body}"{step_timeout}}}
+              - {{run: ": > {pids}; setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & (sh -c 'echo $$ >> {pids}; exec sleep 300' &) ; while [ $(wc -l < {pids}) -lt 2 ]; do sleep 0.01; done; {body}"{step_timeout}}}
     """)
     assert record.task("a").status == (TaskStatus.SUCCEEDED if end == "step ends" else TaskStatus.FAILED)
     left = [int(p) for p in pids.read_text().split()]
@@ -198,3 +198,11 @@ def test_validate_reports_shape_names_and_references_in_one_pass(write: Callable
     ]
     assert found == expected, "\n".join(found)
     assert not any("pattern" in p for p in found)
+
+
+def test_a_catalog_name_cannot_climb_out_of_the_catalog(write: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "evil.yaml").write_text("steps: [{run: echo planted}]\n")
+    climb = "../" * 30 + str(tmp_path).lstrip("/") + "/evil"
+    for text in (f"name: p\ntasks: [{{name: a, uses: 'shipline/{climb}'}}]\n", f"name: p\nuses: 'shipline/{climb}'\n"):
+        with pytest.raises(DefinitionError, match="no (catalog task|pipeline) 'shipline/"):
+            load_pipeline(write(text, "repo/p.yaml"))

@@ -54,7 +54,9 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
 @click.command()
 @click.option("--task", "for_task", is_flag=True, help="The schema of a reusable task file (uses: ./tasks/x.yaml) instead.")
 def schema(for_task: bool) -> None:
-    """Print the JSON Schema of a pipeline file (or, with --task, of a reusable task file), for editors.
+    """Print the JSON Schema of a pipeline file, for editors.
+
+    With --task: the schema of a reusable task file (`uses: ./tasks/x.yaml`).
 
     \b
       shipline schema > .shipline/schema.json

@@ -154,6 +154,8 @@ def _is_tag(part: str | int) -> bool:
 
 
 def _catalog_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):  # `shipline/../../x` must not leave the catalog
+        return None
     candidate = resources.files("shipline") / "catalog" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
@@ -259,12 +261,16 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
 
 
 def _archetype_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        return None
     candidate = resources.files("shipline") / "catalog" / "pipelines" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
 
 def archetype_names() -> list[str]:
     root = resources.files("shipline") / "catalog" / "pipelines"
+    if not root.is_dir():  # none shipped yet (git keeps no empty folder)
+        return []
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
