@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -35,11 +35,13 @@ from shipline.domain.runs import (
     run_results,
 )
 from shipline.engine.events import EventBus
+from shipline.engine.logs import discard_outputs
 from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
@@ -138,7 +140,7 @@ class Engine:
                 return record
             if record.status != RunStatus.QUEUED or record.concurrency_group is None:
                 raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
-            recorder = RunRecorder(self.store, self.bus, self.settings.logs, run_id)
+            recorder = self._recorder(run_id)
             if self.store.cancel_requests([run_id]):
                 recorder.tasks_skipped({t.name: "the run was cancelled" for t in record.tasks})
                 recorder.run_finished(RunStatus.CANCELLED, "cancelled while it waited for its concurrency group")
@@ -199,7 +201,10 @@ class Engine:
         if driver is not None:
             driver.request_cancel()
             return self.store.get_run(run_id)
-        return self.store.request_cancel(run_id)
+        return self._recorder(run_id).request_cancel()
+
+    def _recorder(self, run_id: int) -> RunRecorder:
+        return RunRecorder(self.store, self.bus, self.settings.logs, run_id)
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None or self._watcher.done():
@@ -228,10 +233,10 @@ class Engine:
         for run_id, owner, heartbeat in self.store.owned_active():
             if owner == self.owner or owner_alive(owner, heartbeat, moment):
                 continue
-            for task, attempt, index, pid in self.store.running_steps(run_id):
+            steps = self.store.running_steps(run_id)
+            for _, _, _, pid in steps:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
-                self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
             kill_orphans(owner, run_id)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
@@ -240,12 +245,8 @@ class Engine:
                 f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
                 f"start it again with `shipline runs rerun {run_id}`"
             )
-            for task_record in record.tasks:
-                if task_record.status == TaskStatus.RUNNING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.FAILED.value, finished_at=moment, message="interrupted")
-                elif task_record.status == TaskStatus.PENDING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
-            self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            self._recorder(run_id).interrupted(record, [(t, a, i) for t, a, i, _ in steps], message)
+            discard_outputs(self.settings.logs, run_id)
             interrupted.append(run_id)
         return interrupted
 
@@ -327,8 +328,8 @@ class _RunDriver:
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for private in (self.workspace, self.home, self.engine.settings.logs / str(self.run_id)):
+            private_dir(private, root=self.engine.settings.home)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
@@ -467,7 +468,7 @@ class _RunDriver:
                 listener.close()
             if outcome is not None:
                 if outcome.succeeded:
-                    results, message = _collect_results(task, outcome.outputs)
+                    results, message = _collect_results(task, outcome.outputs, self.recorder.mask)
                     if not message:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
@@ -559,12 +560,14 @@ def _first_line(script: str) -> str:
     return line if len(line) <= 60 else line[:57] + "..."
 
 
-def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict[str, str], str]:
-    """Merge the steps' outputs and check every declared result is there."""
+def _collect_results(
+    task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Merge the steps' outputs and check every declared result is there (`shown`: how output is quoted)."""
     results: dict[str, str] = {}
     for i, text in enumerate(outputs):
         try:
-            results.update(parse_output(text))
+            results.update(parse_output(text, shown))
         except OutputError as exc:
             return {}, f"step {i + 1} wrote a malformed $SHIPLINE_OUTPUT: {exc}"
     missing = [name for name in task.results if name not in results]

@@ -13,11 +13,12 @@ called `setsid` or double-forked out of the process group goes as well.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import signal
-from pathlib import Path
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 
 from shipline.executors.cgroups import StepGroup
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
@@ -49,8 +50,8 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
-        self.emit: Callable[[bytes], None] | None = None
-        self.early: list[bytes] = []  # lines that came before the step was announced
+        self.emit: Callable[[bytes, bool], None] | None = None
+        self.early: list[tuple[bytes, bool]] = []  # lines that came before the step was announced
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.pending = b""
@@ -61,22 +62,24 @@ class _StepProtocol(asyncio.SubprocessProtocol):
         for line in lines:
             self._emit(line)
         while len(self.pending) > MAX_LINE:
-            self._emit(self.pending[:MAX_LINE])
+            self._emit(self.pending[:MAX_LINE], partial=True)
             self.pending = self.pending[MAX_LINE:]
 
-    def attach(self, emit: Callable[[bytes], None]) -> None:
+    def attach(self, emit: Callable[[bytes, bool], None]) -> None:
         self.emit = emit
-        for line in self.early:
-            emit(line)
+        for line, partial in self.early:
+            emit(line, partial)
         self.early.clear()
 
-    def _emit(self, line: bytes) -> None:
+    def _emit(self, line: bytes, partial: bool = False) -> None:
+        """Pass a line on in pieces of MAX_LINE; all but the last of a cut line are `partial`."""
         for start in range(0, max(len(line), 1), MAX_LINE):
             piece = line[start : start + MAX_LINE]
+            cut = partial or start + MAX_LINE < len(line)
             if self.emit is None:
-                self.early.append(piece)
+                self.early.append((piece, cut))
             else:
-                self.emit(piece)
+                self.emit(piece, cut)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.pending:
@@ -122,7 +125,8 @@ class LocalExecutor:
                 os.close(workdir)
                 if group is not None:
                     await asyncio.to_thread(_kill_and_remove, group)
-            outputs.append(_read_output(step))
+                output = _take_output(step)
+            outputs.append(output)
             if status == "timed out" and what.startswith("the task"):
                 return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", tuple(outputs))
             if status == "timed out":
@@ -135,12 +139,14 @@ class LocalExecutor:
         self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int,
         limit: float | None, what: str,
     ) -> tuple[int | None, str]:
-        step.output_file.parent.mkdir(parents=True, exist_ok=True)
-        step.output_file.write_bytes(b"")
+        _create_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
 
-        def emit(raw: bytes) -> None:
-            listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
+
+        def emit(raw: bytes, partial: bool) -> None:
+            text = decoder.decode(raw, final=not partial)
+            listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
         join = ["/bin/sh", "-c", _JOIN, str(group.procs_file)] if group is not None else []
@@ -280,8 +286,23 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
-def _read_output(step: StepSpec) -> str:
+def _create_output(step: StepSpec) -> None:
+    """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
+    directory = step.output_file.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    fd = os.open(step.output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _take_output(step: StepSpec) -> str:
+    """What the step wrote to $SHIPLINE_OUTPUT; the file goes, so no raw value outlives the step."""
     try:
         return step.output_file.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+    finally:
+        step.output_file.unlink(missing_ok=True)

@@ -15,13 +15,13 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipline.domain.runs import RunStatus
+from shipline.domain.urls import check_url, public_url, url_key
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
@@ -40,6 +40,9 @@ class Claim(StrEnum):
     SEEN = "seen"
     ORPHANED = "orphaned"
 
+
+STORED = {"stored": True}
+"""Validation context of rules read back from the store (see `TriggerRule._no_credentials`)."""
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -66,13 +69,8 @@ class Repository(BaseModel):
     """The webhook secret as stored (sealed: see `ServerStore.webhook_secret`); never shown, excluded from every dump."""
 
     @field_serializer("url")
-    def _hide_password(self, url: str) -> str:
-        return public_url(url)
-
-
-def public_url(url: str) -> str:
-    """The URL without its password: one in the URL (for `git ls-remote`) is used, never shown or passed on."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
+    def _hide_credentials(self, url: str) -> str:
+        return public_url(url)  # one stored by an older version, which let them in
 
 
 class Trigger(BaseModel):
@@ -107,29 +105,6 @@ class Token(BaseModel):
     last_used_at: datetime | None
 
 
-def check_url(url: str) -> None:
-    """Raise UsageError, saying what is wrong, when git could not use `url` (shown without its password)."""
-    # Greedy to the last '@': a password holding '/' must not show in the message either.
-    shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^?#]*@", r"\1***@", url, flags=re.IGNORECASE)
-    if not url or url.startswith("-") or any(c.isspace() or ord(c) < 32 for c in url):
-        raise UsageError(f"repository URL {shown!r} is not a URL or path git can use")
-    if "://" not in url:
-        return  # a path, or git's scp-like `user@host:path`
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        raise UsageError(
-            f"repository URL {shown!r}: {port_text!r} after the host's ':' is not a port number; "
-            "write https://HOST[:PORT]/OWNER/REPO.git (a '/', '@' or ':' inside a user name or password "
-            "must be percent-encoded: %2F, %40, %3A)"
-        ) from None
-    if parts.scheme.lower() != "file" and not parts.hostname:
-        raise UsageError(f"repository URL {shown!r} names no host; write {parts.scheme}://HOST/OWNER/REPO.git")
-    del port
-
-
 def confine_pipeline(path: str, root: Path) -> str:
     """The absolute path of a pipeline file named relative to `root`; UsageError when it would leave `root`.
 
@@ -148,36 +123,6 @@ def confine_pipeline(path: str, root: Path) -> str:
     if resolved.suffix not in (".yaml", ".yml"):
         raise UsageError(f"pipeline {path!r}: a pipeline file ends in .yaml or .yml")
     return str(resolved)
-
-
-def url_key(url: str) -> str:
-    """One spelling per repository: no scheme, user, `.git` or trailing slash; host in lower case.
-
-    `https://Forge.example/o/r.git`, `git@forge.example:o/r.git` and
-    `ssh://git@forge.example/o/r` all become `forge.example/o/r`.
-    """
-    url = url.strip()
-    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url)
-    if scp:
-        host, path = scp.group(1), scp.group(2)
-    elif "://" in url:
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:  # a malformed port (from a webhook payload, say): keep what was written
-            port = None
-            host_text = parts.netloc.rpartition("@")[2]
-        else:
-            host_text = (parts.hostname or "") + (f":{port}" if port else "")
-        host, path = host_text, parts.path
-        if parts.scheme == "file":
-            host = ""
-    else:
-        host, path = "", url
-    path = path.rstrip("/")
-    path = path.removesuffix(".git").rstrip("/")
-    key = f"{host.lower()}/{path.lstrip('/')}" if host else path
-    return key[:500]
 
 
 def _new_id(result: Any) -> int:
@@ -313,7 +258,7 @@ class ServerStore:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
             raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
-        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule), created_at=_utc(row.created_at))
+        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule, context=STORED), created_at=_utc(row.created_at))
 
     def list_triggers(self, repository_id: int | None = None) -> list[Trigger]:
         query = select(triggers).order_by(triggers.c.id)
@@ -322,7 +267,7 @@ class ServerStore:
         with self._tx() as conn:
             rows = conn.execute(query).all()
         return [
-            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule), created_at=_utc(r.created_at))
+            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule, context=STORED), created_at=_utc(r.created_at))
             for r in rows
         ]
 
