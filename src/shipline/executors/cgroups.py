@@ -108,13 +108,15 @@ class StepGroup:
         pid = os.getpid()
         owner = engine_key(pid, process_start_time(pid) or "0")
         path = where.base / owner / f"run-{run_id}" / f"{task}.{attempt}.{index}"
+        existed = path.is_dir()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("cannot make the step's cgroup %s (%s): its processes are tracked by process group only", path, exc)
             return None
         group = cls(path, where.kind)
-        group.kill()  # left by an earlier attempt at the same place: start empty
+        if existed:
+            group.kill()  # left at the same place by an earlier engine with our pid: start empty
         return group
 
     @property
@@ -153,6 +155,8 @@ def _pids(path: Path) -> list[int]:
 def _kill_tree(path: Path, kind: str) -> None:
     """Kill every process in `path` and its child cgroups; freeze first where the freezer allows."""
     groups = [Path(d) for d, _, _ in os.walk(path)] if path.is_dir() else []
+    if not any(_pids(g) for g in groups):
+        return  # the usual case at a step's end: nothing to freeze
     frozen = kind == "freezer" and _freeze(path, "FROZEN")
     deadline = time.monotonic() + KILL_SECONDS
     try:
