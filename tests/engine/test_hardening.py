@@ -206,3 +206,15 @@ def test_a_catalog_name_cannot_climb_out_of_the_catalog(write: Callable[..., Pat
     for text in (f"name: p\ntasks: [{{name: a, uses: 'shipline/{climb}'}}]\n", f"name: p\nuses: 'shipline/{climb}'\n"):
         with pytest.raises(DefinitionError, match="no (catalog task|pipeline) 'shipline/"):
             load_pipeline(write(text, "repo/p.yaml"))
+
+
+def test_empty_steps_and_tasks_are_called_empty(write: Callable[..., Path]) -> None:
+    write("steps: []\n", "repo/tasks/empty.yaml")
+    for text, expected in (
+        ("name: p\ntasks: []\n", "`tasks:` is empty: give the pipeline at least one task"),
+        ("name: p\ntasks: [{name: a, uses: ./tasks/empty.yaml}]\n", "steps: `steps:` is empty: give at least one step"),
+    ):
+        with pytest.raises(DefinitionError) as err:
+            load_pipeline(write(text, "repo/p.yaml"))
+        assert any(expected in p.message for p in err.value.problems), err.value
+        assert not any("needs `" in p.message or "at least 1 item" in p.message for p in err.value.problems)
