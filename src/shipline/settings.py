@@ -97,7 +97,21 @@ class Settings(BaseModel):
     """How often the poller and the cron scheduler check whether something is due."""
 
     webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    """Larger webhook bodies are refused with 413 before anything is parsed."""
+    """Larger webhook bodies are refused with 413 while they arrive, before anything is parsed
+    ($SHIPLINE_WEBHOOK_MAX_BYTES)."""
+
+    api_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Larger request bodies to the API are refused with 413 while they arrive ($SHIPLINE_API_MAX_BYTES)."""
+
+    # --- what one step may produce ---
+
+    step_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """A step's log keeps this much of its output; past it, one line says so and the rest is
+    dropped (the step goes on) ($SHIPLINE_STEP_LOG_MAX_BYTES)."""
+
+    step_output_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """A step that writes more than this to $SHIPLINE_OUTPUT fails, saying so
+    ($SHIPLINE_STEP_OUTPUT_MAX_BYTES).  Results are short values: put files in the workspace."""
 
     pipelines_root: Path | None = None
     """The folder on the server that pipeline files registered over HTTP must be in
@@ -147,6 +161,10 @@ _ENV = {
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
     "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
+    "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
+    "SHIPLINE_API_MAX_BYTES": "api_max_bytes",
+    "SHIPLINE_STEP_LOG_MAX_BYTES": "step_log_max_bytes",
+    "SHIPLINE_STEP_OUTPUT_MAX_BYTES": "step_output_max_bytes",
 }
 
 

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from shipline.executors.cgroups import StepGroup
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.executors.cgroups import StepGroup
+from shipline.settings import Settings
 
 MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
@@ -96,8 +97,16 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
 
 class LocalExecutor:
-    def __init__(self, kill_grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self, kill_grace_seconds: float = 5.0, max_log_bytes: int = 50 * 1024 * 1024, max_output_bytes: int = 1024 * 1024
+    ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
+        self.max_log_bytes = max_log_bytes
+        self.max_output_bytes = max_output_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalExecutor:
+        return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
@@ -110,6 +119,7 @@ class LocalExecutor:
                 left = deadline - loop.time()
                 if limit is None or left < limit:
                     limit, what = max(left, 0.0), f"the task timed out after {invocation.timeout:g}s"
+            size = 0
             try:
                 workdir = _open_workdir(step)
             except WorkdirEscape as exc:
@@ -125,8 +135,17 @@ class LocalExecutor:
                 os.close(workdir)
                 if group is not None:
                     await asyncio.to_thread(_kill_and_remove, group)
-                output = _take_output(step)
+                size = _output_size(step)
+                output = _take_output(step, self.max_output_bytes)
             outputs.append(output)
+            if size > self.max_output_bytes and status == "succeeded":
+                return TaskOutcome(
+                    False,
+                    f"step '{step.name}' wrote {size} bytes to $SHIPLINE_OUTPUT, more than "
+                    f"step_output_max_bytes ({self.max_output_bytes}); results are short `name=value` lines: "
+                    "put files in the workspace and write their paths (or raise SHIPLINE_STEP_OUTPUT_MAX_BYTES)",
+                    tuple(outputs),
+                )
             if status == "timed out" and what.startswith("the task"):
                 return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", tuple(outputs))
             if status == "timed out":
@@ -141,10 +160,23 @@ class LocalExecutor:
     ) -> tuple[int | None, str]:
         _create_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
+        kept = 0
 
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
 
         def emit(raw: bytes, partial: bool) -> None:
+            nonlocal kept
+            if kept > self.max_log_bytes:
+                return  # past the cap: drained from the pipe, not kept
+            kept += len(raw) + (0 if partial else 1)
+            if kept > self.max_log_bytes:
+                listener.step_log(
+                    step.index,
+                    f"shipline: this step's output passed step_log_max_bytes ({self.max_log_bytes} bytes); the rest "
+                    "is not kept (write large output to a file in the workspace, or raise SHIPLINE_STEP_LOG_MAX_BYTES)",
+                    False,
+                )
+                return
             text = decoder.decode(raw, final=not partial)
             listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
@@ -286,6 +318,13 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
+def _output_size(step: StepSpec) -> int:
+    try:
+        return step.output_file.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _create_output(step: StepSpec) -> None:
     """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
     directory = step.output_file.parent
@@ -298,9 +337,12 @@ def _create_output(step: StepSpec) -> None:
         os.close(fd)
 
 
-def _take_output(step: StepSpec) -> str:
-    """What the step wrote to $SHIPLINE_OUTPUT; the file goes, so no raw value outlives the step."""
+def _take_output(step: StepSpec, limit: int) -> str:
+    """What the step wrote to $SHIPLINE_OUTPUT (nothing when it is over `limit`, which is not read);
+    the file goes, so no raw value outlives the step."""
     try:
+        if _output_size(step) > limit:
+            return ""
         return step.output_file.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""

@@ -127,6 +127,48 @@ class SqlStore:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        try:
+            st = Path(database).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def writable(self) -> str | None:
+        """Why the store cannot take a write right now, or None when it can.
+
+        Checks that an SQLite file is still the one opened (not deleted or
+        replaced under a running process) and that a write transaction can be
+        begun (not read-only, not locked for long), without changing anything.
+        """
+        if self._identity is not None:
+            database = str(make_url(self.url).database)
+            try:
+                st = Path(database).stat()
+            except FileNotFoundError:
+                return f"the store file {database} was deleted while this process had it open; restart the process"
+            if (st.st_dev, st.st_ino) != self._identity:
+                return f"the store file {database} was replaced while this process had it open; restart the process"
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:  # a locked store is not ready: do not wait the writers' 30 s for it
+                    conn.exec_driver_sql("PRAGMA busy_timeout=2000")
+                    conn.commit()
+                try:
+                    conn.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+                finally:
+                    conn.rollback()
+                    if self.is_sqlite:
+                        conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                        conn.commit()
+        except SQLAlchemyError as exc:
+            return f"the store at {self._where()} cannot be written: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        return None
 
     def _migrate(self) -> None:
         """Bring the schema to the newest revision; cheap when it already is.
