@@ -306,10 +306,11 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
-    server.dispatcher.pipelines.load(body.pipeline)  # a broken file is refused now (422 with its problems), not at the first event
+    pipeline = confine_pipeline(body.pipeline, server.settings.pipelines)  # before anything reads the file
+    server.dispatcher.pipelines.load(pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
         name=body.name, url=body.url, forge=body.forge, secret=body.secret,
-        pipeline=confine_pipeline(body.pipeline, server.settings.pipelines),
+        pipeline=pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,
     )
     for rule in body.triggers:
