@@ -124,6 +124,11 @@ class Settings(BaseModel):
     """A step that writes more than this to $SHIPLINE_OUTPUT fails, saying so
     ($SHIPLINE_STEP_OUTPUT_MAX_BYTES).  Results are short values: put files in the workspace."""
 
+    pipelines_root: Path | None = None
+    """The folder on the server that pipeline files registered over HTTP must be in
+    ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
+    relative to it, so a remote operator cannot make the server read other files."""
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -159,6 +164,11 @@ class Settings(BaseModel):
         return self.home / "step-homes"
 
     @property
+    def pipelines(self) -> Path:
+        """Where pipeline files registered through the API live (`pipelines_root`)."""
+        return self.pipelines_root or self.home / "pipelines"
+
+    @property
     def secret_key_file(self) -> Path:
         return self.home / "secret.key"
 
@@ -181,6 +191,7 @@ _ENV = {
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
+    "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
     "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
     "SHIPLINE_API_MAX_BYTES": "api_max_bytes",
     "SHIPLINE_STEP_LOG_MAX_BYTES": "step_log_max_bytes",

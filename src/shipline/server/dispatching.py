@@ -50,7 +50,9 @@ class PipelineCache:
     parse it again and again.  Safe to share between threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root.resolve() if root is not None else None
+        """The server's pipelines folder: a file in it may use files anywhere in it, no further."""
         self._lock = threading.Lock()
         # path -> the files its last load read, with their digests, and what came of it
         self._cache: dict[Path, tuple[dict[Path, str], ResolvedPipeline | DefinitionError]] = {}
@@ -62,7 +64,8 @@ class PipelineCache:
             if hit is None or any(_digest(f) != d for f, d in hit[0].items()):
                 with recording_reads() as files:
                     try:
-                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p)
+                        inside = self.root is not None and p.resolve().is_relative_to(self.root)
+                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p, root=self.root if inside else None)
                     except DefinitionError as exc:
                         outcome = exc
                 hit = ({f: _digest(f) for f in files}, outcome)
@@ -104,7 +107,7 @@ class Dispatcher:
         self.state = state
         self.bus = bus
         self.metrics = metrics
-        self.pipelines = PipelineCache()
+        self.pipelines = PipelineCache(engine.settings.pipelines)
         self.repo_pipelines = repo_pipelines or RepoPipelines(engine.settings)
         self.loop: asyncio.AbstractEventLoop | None = None
         """The server's loop, whose bus `notify` publishes on."""
