@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -6,8 +6,9 @@
     ├── NotFound                  exit 2, HTTP 404   no such run, task or file
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
-    └── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
-        └── RegistryError         exit 1, HTTP 502   an OCI registry is unreachable or refused a push
+    ├── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
+    │   └── RegistryError         exit 1, HTTP 502   an OCI registry is unreachable or refused a push
+    └── ForgeError                exit 1, HTTP 502   a forge's API (Gitea, GitHub) refused or is unreachable
 
 Each class carries its CLI exit code and HTTP status, so the edges convert
 without a table of their own.  A message says what happened, to what, and what
@@ -72,3 +73,15 @@ class ToolError(ShiplineError):
 
 class RegistryError(ToolError):
     """An OCI registry is unreachable, wants credentials, or refused a push."""
+
+
+class ForgeError(ShiplineError):
+    """A forge's API call failed: names the forge, the call, the HTTP status and what to check."""
+
+    http_status = 502
+
+    def __init__(self, message: str, *, forge: str = "", call: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.forge = forge
+        self.call = call
+        self.status = status

@@ -36,5 +36,5 @@ class Wiring:
         from shipline.engine.running import Engine
         from shipline.executors.local import LocalExecutor
 
-        executor = LocalExecutor(kill_grace_seconds=self.settings.kill_grace_seconds)
+        executor = LocalExecutor.from_settings(self.settings)
         return Engine(self.settings, self.store, executor, EventBus())

@@ -6,8 +6,12 @@ Every problem is collected with FILE:LINE:COL before anything fails, so one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,15 +19,39 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
-from shipline.domain.pipelines import Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
+from shipline.domain import expressions as ex
+from shipline.domain.pipelines import NAME_PATTERN, PATTERN_HINTS, Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
 from shipline.exceptions import DefinitionError, Problem
 
 CATALOG_PREFIX = "shipline/"
 M = TypeVar("M", bound=BaseModel)
+
+MAX_DEFINITION_BYTES = 256 * 1024
+"""A definition file (pipeline, task, archetype) may be at most this large."""
+MAX_DEPTH = 64
+"""How deeply mappings and lists may nest in a definition."""
+MAX_NODES = 100_000
+"""How many values a definition may hold once its aliases (`*name`) are expanded: no "billion laughs"."""
+
+_FLOW_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % MAX_DEPTH)  # inside the top mapping: one level more
+
+_reads: ContextVar[list[Path] | None] = ContextVar("shipline_definition_reads", default=None)
+
+
+@contextmanager
+def recording_reads() -> Iterator[list[Path]]:
+    """Every file read by the loads inside the block (a pipeline, its tasks, its archetype), for caching."""
+    files: list[Path] = []
+    token = _reads.set(files)
+    try:
+        yield files
+    finally:
+        _reads.reset(token)
 
 
 def _yaml() -> YAML:
@@ -92,8 +120,66 @@ class _Document:
         return line + newlines, 0
 
 
-def _read(path: Path, display: str) -> _Document:
+def _bounds(text: str, display: str) -> Problem | None:
+    """The first place the YAML nests too deeply or expands to too much, found from its events
+    (before any tree is built, so a hostile file fails in the time it takes to read it)."""
+    # A long run of `[`/`{` is refused before the YAML scanner sees it: it reads ahead
+    # ~1,000 of them for a possible key, slowly and without letting other threads run.
+    if (run := _FLOW_RUN.search(text)) is not None:
+        at = run.start() + [m.start() for m in re.finditer(r"[\[{]", run.group())][MAX_DEPTH - 1]
+        line = text.count("\n", 0, at)
+        return Problem(display, line + 1, at - (text.rfind("\n", 0, at) + 1) + 1, f"nested more than {MAX_DEPTH} levels deep")
+    depth = 0
+    stack: list[int] = []  # values so far in each open collection
+    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    anchors: list[str | None] = []
+    total = 0
     try:
+        for ev in _yaml().parse(text):
+            if isinstance(ev, (CollectionStartEvent, ScalarEvent, AliasEvent)):
+                mark = ev.start_mark
+                where = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+                if isinstance(ev, AliasEvent):
+                    count = sizes.get(str(ev.anchor), 1)
+                else:
+                    count = 1
+                total += count
+                if total > MAX_NODES:
+                    what = f"alias *{ev.anchor} makes it" if isinstance(ev, AliasEvent) else "it is"
+                    return Problem(display, where[0], where[1], f"too large: {what} more than {MAX_NODES} values once aliases are expanded")
+                if stack:
+                    stack[-1] += count
+                if isinstance(ev, CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        return Problem(display, where[0], where[1], f"nested more than {MAX_DEPTH} levels deep")
+                    stack.append(1)
+                    anchors.append(ev.anchor)
+                elif isinstance(ev, ScalarEvent) and ev.anchor:
+                    sizes[str(ev.anchor)] = 1
+            elif isinstance(ev, CollectionEndEvent):
+                depth -= 1
+                count = stack.pop()
+                anchor = anchors.pop()
+                if anchor:
+                    sizes[str(anchor)] = count
+                if stack:
+                    stack[-1] += count - 1  # the start already counted 1
+    except YAMLError:
+        return None  # the real load reports it, with its position
+    return None
+
+
+def _read(path: Path, display: str) -> _Document:
+    files = _reads.get()
+    if files is not None:
+        files.append(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_DEFINITION_BYTES:
+            doc = _Document(path, display, "")
+            doc.problems.append(Problem(display, 1, 1, f"the file is {size} bytes; a definition may be at most {MAX_DEFINITION_BYTES}"))
+            return doc
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         doc = _Document(path, display, "")
@@ -104,6 +190,9 @@ def _read(path: Path, display: str) -> _Document:
         doc.problems.append(Problem(display, 1, 1, f"cannot read: {exc}"))
         return doc
     doc = _Document(path, display, text)
+    if (bound := _bounds(text, display)) is not None:
+        doc.problems.append(bound)
+        return doc
     try:
         doc.root = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -129,9 +218,21 @@ def _validate_model(doc: _Document, model: type[M], data: Any, loc: Loc = ()) ->
                 doc.problem(path[:-1], f"'{path[-1]}' is required")
             else:
                 where = ".".join(str(p) for p in path)
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = _message(err)
                 doc.problem(path, f"{where}: {msg}" if where else msg)
         return None
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, said for a person: a name rule in words, never its regex."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "string_pattern_mismatch":
+        hint = PATTERN_HINTS.get(ctx.get("pattern", ""), "")
+        what = "a name" if "[key]" not in err["loc"] else "a key"
+        return f"{err['input']!r} is not {what} shipline takes: write {hint}" if hint else "not in the expected form"
+    if err["type"] == "too_short" and err["loc"] and err["loc"][-1] == "steps":
+        return "`steps:` is empty: give at least one step (`- run: ...`)"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _is_tag(part: str | int) -> bool:
@@ -140,6 +241,8 @@ def _is_tag(part: str | int) -> bool:
 
 
 def _catalog_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):  # `shipline/../../x` must not leave the catalog
+        return None
     candidate = resources.files("shipline") / "catalog" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
@@ -149,7 +252,29 @@ def catalog_names() -> list[str]:
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[TaskTemplate, _Document] | None:
+def repository_root(path: Path) -> Path:
+    """Where the files a definition `uses:` may live: its git repository, else its own folder."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _local_file(doc: _Document, loc: Loc, uses: str, base: Path, root: Path) -> Path | None:
+    """The file `./x.yaml` names, if it is a file inside `root` (symlinks followed); else a problem."""
+    path = (base / uses).resolve()
+    if not path.is_relative_to(root):
+        doc.problem(loc, f"'{uses}' is outside the pipeline's repository ({root}): a file it uses must be "
+                         f"inside it, or come from the catalog (shipline/NAME)")
+        return None
+    if not path.is_file():
+        doc.problem(loc, f"'{uses}': no such file (relative to {base})")
+        return None
+    return path
+
+
+def _load_template(doc: _Document, task: Task, loc: Loc, base: Path, root: Path) -> tuple[TaskTemplate, _Document] | None:
     assert task.uses is not None
     if task.uses.startswith(CATALOG_PREFIX):
         path = _catalog_path(task.uses.removeprefix(CATALOG_PREFIX))
@@ -158,11 +283,10 @@ def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[Ta
             return None
         display = task.uses
     elif task.uses.startswith(("./", "../")):
-        path = (base / task.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem((*loc, "uses"), f"'{task.uses}': no such file (relative to {base})")
+        found = _local_file(doc, (*loc, "uses"), task.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem((*loc, "uses"), f"'{task.uses}': write ./path.yaml (relative to this file) or shipline/NAME")
         return None
@@ -224,18 +348,20 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
 
 
 def _archetype_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        return None
     candidate = resources.files("shipline") / "catalog" / "pipelines" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
 
 def archetype_names() -> list[str]:
     root = resources.files("shipline") / "catalog" / "pipelines"
-    if not root.is_dir():
+    if not root.is_dir():  # none shipped yet (git keeps no empty folder)
         return []
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipeline, _Document, Path] | None:
+def _load_archetype(doc: _Document, spec: Pipeline, base: Path, root: Path) -> tuple[Pipeline, _Document, Path] | None:
     """The whole pipeline a file `uses:`, checked on its own; its `inputs` against the file's `with:`."""
     assert spec.uses is not None
     if spec.uses.startswith(CATALOG_PREFIX):
@@ -245,11 +371,10 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
             return None
         display = spec.uses
     elif spec.uses.startswith(("./", "../")):
-        path = (base / spec.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem(("uses",), f"'{spec.uses}': no such file (relative to {base})")
+        found = _local_file(doc, ("uses",), spec.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem(("uses",), f"'{spec.uses}': write shipline/NAME (a pipeline from the catalog) or ./path.yaml")
         return None
@@ -280,27 +405,39 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
     return archetype, adoc, path.parent
 
 
-def load_pipeline(path: str | Path) -> ResolvedPipeline:
+def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedPipeline:
     """Read, check and resolve one definition; raise DefinitionError listing every problem.
 
     A file that `uses:` an archetype gets the archetype's tasks, params and
     results under its own name, with its `with:` as the archetype's inputs.
+    Files it uses (`./x.yaml`) must lie inside `root`: by default the file's git
+    repository, or its folder when it is in none.
     """
     path = Path(path)
+    root = Path(root).resolve() if root is not None else repository_root(path)
     doc = _read(path, str(path))
     if doc.root is None:
         raise DefinitionError(doc.problems)
-    spec = _validate_model(doc, Pipeline, _plain(doc.root))
+    data = _plain(doc.root)
+    spec = _validate_model(doc, Pipeline, data)
+    broken: set[str] = set()
     if spec is None:
-        raise DefinitionError(doc.problems)
+        # Go on with what has the right shape, so the rest (names, needs,
+        # references) is checked in the same pass instead of in rounds.
+        lenient = _lenient(data)
+        if lenient is None:
+            raise DefinitionError(doc.problems)
+        spec, broken = lenient
 
     base = path.resolve().parent
     body, body_doc = spec, doc
     if spec.uses is not None:
-        loaded = _load_archetype(doc, spec, base)
-        if loaded is None or doc.problems:
+        loaded = _load_archetype(doc, spec, base, root)
+        if loaded is None:
             raise DefinitionError(doc.problems)
         body, body_doc, base = loaded
+        if spec.uses.startswith(CATALOG_PREFIX):
+            root = base.resolve()  # a catalog pipeline uses files of the catalog only
         for key, value in spec.with_.items():
             for f in check_references(value, ("with", key), params=set(body.params), inputs=None, results={},
                                       visible=set(), task_name=None, roots=frozenset({"params", "secrets", "secret_files", "run"})):
@@ -318,7 +455,10 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
     origins: dict[str, TaskOrigin] = {}
     templated: set[str] = set()
     for key, tasks, is_finally in (("tasks", body.tasks, False), ("finally", body.finally_, True)):
-        deps = dependencies([Node(t.name, t.needs) for t in tasks])
+        firsts: dict[str, Task] = {}
+        for t in tasks:
+            firsts.setdefault(t.name, t)  # a name used twice is reported below
+        deps = dependencies([Node(t.name, t.needs) for t in firsts.values()])
         for i, task in enumerate(tasks):
             loc: Loc = (key, i)
             if task.name in origins:
@@ -327,12 +467,18 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
             origins[task.name] = TaskOrigin(loc)
             template = None
             if task.uses is not None:
-                loaded_task = _load_template(body_doc, task, loc, base)
+                loaded_task = _load_template(body_doc, task, loc, base, root)
                 template = loaded_task[0] if loaded_task else None
                 templated.add(task.name)
-            resolved.append(_resolve(task, deps[task.name], template, is_finally))
-    if doc.problems or body_doc.problems:
-        raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
+                if template is None:
+                    broken.add(task.name)
+            one = _resolve(task, deps[task.name], template, is_finally)
+            if task.name in broken:
+                # Its problems are reported; what it would declare is unknown, so
+                # references to its results are taken as they are written.
+                one = one.model_copy(update={"results": sorted(_referenced_results(data).get(task.name, set()))})
+                templated.add(task.name)
+            resolved.append(one)
     pipeline = ResolvedPipeline(
         name=spec.name,
         source=str(path),
@@ -358,10 +504,93 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
     return pipeline
 
 
+def _lenient(data: Any) -> tuple[Pipeline, set[str]] | None:
+    """The definition with each part of the wrong shape left out or stood in for, and the stand-ins' names.
+
+    A task whose shape is wrong becomes a task of the same name (when that is a
+    valid name) with no checks of its own, so references to it are still judged.
+    """
+    if not isinstance(data, dict):
+        return None
+    data = dict(data)
+    try:
+        Pipeline.model_validate(data)
+        return None
+    except ValidationError as exc:
+        top = {e["loc"][0] for e in exc.errors() if e["loc"] and e["loc"][0] not in ("tasks", "finally")}
+    for key in top:
+        if key == "name":
+            data["name"] = "pipeline"
+        else:
+            data.pop(key, None)
+    broken: set[str] = set()
+    for key in ("tasks", "finally"):
+        items = data.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            data.pop(key)
+            continue
+        fixed = []
+        for i, item in enumerate(items):
+            try:
+                Task.model_validate(item)
+                fixed.append(item)
+                continue
+            except ValidationError:
+                pass
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+                name = f"{key}-{i}-has-problems"
+            stand_in: dict[str, Any] = {"name": name, "steps": [{"run": "true"}]}
+            needs = item.get("needs") if isinstance(item, dict) else None
+            try:
+                Task.model_validate({**stand_in, "needs": needs})
+                stand_in["needs"] = needs
+            except ValidationError:
+                pass
+            fixed.append(stand_in)
+            broken.add(name)
+        data[key] = fixed
+    try:
+        return Pipeline.model_validate(data), broken
+    except ValidationError:
+        return None
+
+
+def _referenced_results(data: Any) -> dict[str, set[str]]:
+    """Every `tasks.T.results.R` written anywhere in the raw definition: T -> {R}."""
+    found: dict[str, set[str]] = {}
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+        elif isinstance(node, str) and "${{" in node:
+            try:
+                refs = ex.template_references(node)
+            except ex.ExpressionError:
+                continue
+            for ref, _ in refs:
+                if len(ref.path) == 4 and ref.path[0] == "tasks" and ref.path[2] == "results":
+                    found.setdefault(ref.path[1], set()).add(ref.path[3])
+    return found
+
+
 def pipeline_schema() -> dict[str, Any]:
     """The JSON Schema of a definition file, for editors."""
     schema = Pipeline.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "shipline pipeline"
     schema["anyOf"] = [{"required": ["tasks"]}, {"required": ["uses"]}]
+    return schema
+
+
+def task_schema() -> dict[str, Any]:
+    """The JSON Schema of a reusable task file (`uses: ./tasks/x.yaml`, the catalog's tasks), for editors."""
+    schema = TaskTemplate.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "shipline reusable task"
     return schema

@@ -17,6 +17,7 @@ from shipline.domain.runs import RunRecord, RunStatus, StepStatus, TaskStatus, T
 from shipline.domain.urls import url_secrets
 from shipline.engine.events import Event, EventBus
 from shipline.engine.logs import LogWriter, step_log_path
+from shipline.exceptions import StoreError
 from shipline.executors.base import StepEnd
 from shipline.store.sql import SqlStore
 
@@ -38,6 +39,8 @@ class RunRecorder:
         self.logs = logs
         self.run_id = run_id
         self.secrets: list[str] = []
+        self.fault: StoreError | None = None
+        """A step's state could not be written (the executor is not stopped for it: the driver looks here)."""
 
     def hide(self, values: list[str]) -> None:
         """From now on, write each of these values as ***.
@@ -161,7 +164,8 @@ class RunRecorder:
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
         self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
-        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message}, at)
+        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message,
+                               "retrying": True}, at)
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()
@@ -222,7 +226,10 @@ class StepRecorder:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
-        self.run._save_new_step(self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid)
+        try:
+            self.run._save_new_step(self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid)
+        except StoreError as exc:
+            self.run.fault = exc
         self.run._publish("step", {"task": self.task, "step": index, "name": self.names[index], "attempt": self.attempt, "status": StepStatus.RUNNING.value}, at)
 
     def _writer(self, index: int) -> LogWriter:
@@ -248,7 +255,10 @@ class StepRecorder:
         writer = self.writers.pop(index, None)
         if writer is not None:
             writer.close()
-        self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
+        try:
+            self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
+        except StoreError as exc:
+            self.run.fault = exc
         self.run._publish("step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ any other process (`shipline runs cancel`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -36,7 +37,8 @@ from shipline.domain.runs import (
 )
 from shipline.engine.events import EventBus
 from shipline.engine.logs import discard_outputs
-from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
+from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
+from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
@@ -46,6 +48,7 @@ from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
 HEARTBEAT_SECONDS = 10.0
+log = logging.getLogger("shipline.engine")
 
 
 class Engine:
@@ -109,9 +112,12 @@ class Engine:
             for older in self.store.active_in_group(group):
                 self.cancel(older)
         owner = self.owner if claim else None
-        return self.store.create_run(
+        run_id = self.store.create_run(
             pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group
         )
+        if (moved := set_aside(self.settings, run_id)) is not None:
+            log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
+        return run_id
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
@@ -171,12 +177,16 @@ class Engine:
             # A little more than the task slots, so a replica keeps its slots busy
             # without hoarding runs that another replica could start.
             capacity = max(0, 2 * self.settings.max_parallel - len(running))
-            for run_id in self.store.next_queued(capacity) if capacity else []:
-                if self.store.claim(run_id, self.owner):
-                    task = asyncio.create_task(self._drive_claimed(run_id))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: self.wake())
+            try:
+                for run_id in self.store.next_queued(capacity) if capacity else []:
+                    if self.store.claim(run_id, self.owner):
+                        task = asyncio.create_task(self._drive_claimed(run_id))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                        task.add_done_callback(_report_failure)
+                        task.add_done_callback(lambda _: self.wake())
+            except StoreError as exc:  # the store is away for now: look again at the next poll
+                log.warning("cannot look for queued runs: %s", exc)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll_seconds)
         for driver in list(self._drivers.values()):
@@ -220,14 +230,17 @@ class Engine:
         beat = 0.0
         while self._drivers:
             await asyncio.sleep(self.settings.cancel_poll_seconds)
-            for run_id in self.store.cancel_requests(list(self._drivers)):
-                driver = self._drivers.get(run_id)
-                if driver is not None:
-                    driver.request_cancel()
-            beat += self.settings.cancel_poll_seconds
-            if beat >= HEARTBEAT_SECONDS:
-                beat = 0.0
-                self.store.heartbeat(self.owner)
+            try:
+                for run_id in self.store.cancel_requests(list(self._drivers)):
+                    driver = self._drivers.get(run_id)
+                    if driver is not None:
+                        driver.request_cancel()
+                beat += self.settings.cancel_poll_seconds
+                if beat >= HEARTBEAT_SECONDS:
+                    beat = 0.0
+                    self.store.heartbeat(self.owner)
+            except StoreError as exc:  # the store is away for now: the drivers see it on their next write
+                log.warning("cannot read cancel requests: %s", exc)
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -242,6 +255,7 @@ class Engine:
             for _, _, _, pid in steps:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
+            kill_orphans(owner, run_id)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
@@ -270,6 +284,8 @@ class _RunDriver:
     stopping: str = ""
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    store_fault: StoreError | None = None
+    """A write of this run's state failed: the run stops and its end is written once the store is back."""
 
     def __post_init__(self) -> None:
         self.schedule = Scheduler(self.pipeline)
@@ -294,7 +310,10 @@ class _RunDriver:
         self._stop_main_tasks(reason or "cancelled")
 
     def _time_out(self) -> None:
-        if not self.stopping:
+        # Only main tasks are bounded: once they are all over (the first one failed at
+        # once, say), the run's end is not a timeout, however long `finally` takes.
+        main_left = any(not self.schedule.states[t.name].status.done for t in self.pipeline.main)
+        if not self.stopping and main_left:
             self._stop_main_tasks(f"the run timed out after {self.pipeline.timeout:g}s")
 
     def _stop_main_tasks(self, why: str) -> None:
@@ -302,7 +321,7 @@ class _RunDriver:
         self.stopping = why
         for name, task in self.running.items():
             if not self.pipeline.task(name).is_finally:
-                task.cancel()
+                task.cancel(why)  # the executor tells the step's log why it was stopped
         self.wake.set()
 
     def _ensure_started(self) -> None:
@@ -315,6 +334,8 @@ class _RunDriver:
         """Look up the secrets the run uses, now; False (and the run failed) when one cannot be had."""
         builtin = self.engine.builtin_secrets
         names = _all_secrets(self.pipeline)
+        if names and _secrets_withheld(self.engine.store.get_run(self.run_id).trigger):
+            return self._withhold_secrets(names)
         try:
             self.secrets = self.engine.secrets.reveal([n for n in names if n not in builtin])
             self.secrets.update({n: builtin[n] for n in names if n in builtin})
@@ -326,6 +347,23 @@ class _RunDriver:
         self.recorder.hide(list(self.secrets.values()))
         return True
 
+    def _withhold_secrets(self, names: list[str]) -> bool:
+        """A run of untrusted code (a pull request from a fork): the built-in git credentials are
+        an empty file (public clones still work), and a pipeline that uses a stored secret fails now."""
+        stored = [n for n in names if n not in self.engine.builtin_secrets]
+        if stored:
+            listed = ", ".join(stored)
+            self.recorder.tasks_skipped({t.name: "the run could not start" for t in self.pipeline.tasks})
+            self._ensure_started()
+            self.recorder.run_finished(
+                RunStatus.FAILED,
+                f"this run was started by a pull request from a fork, and such runs get no secrets; the pipeline uses "
+                f"secret {listed}. To run it with secrets, push its branch to the repository itself (a maintainer can)",
+            )
+            return False
+        self.secrets = dict.fromkeys(names, "")
+        return True
+
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
@@ -335,6 +373,8 @@ class _RunDriver:
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
             while True:
+                if (fault := self.store_fault or self.recorder.fault) is not None:
+                    raise fault
                 decision = self.schedule.decide(
                     self.params,
                     self.run_id,
@@ -362,6 +402,8 @@ class _RunDriver:
                     continue
                 await self.wake.wait()
                 self.wake.clear()
+        except StoreError as exc:
+            await self._outlast(exc)
         except BaseException:
             for task in self.running.values():
                 task.cancel()
@@ -372,6 +414,38 @@ class _RunDriver:
             if timer is not None:
                 timer.cancel()
             shutil.rmtree(self.home / SECRET_FILES_DIR, ignore_errors=True)
+
+    async def _outlast(self, fault: StoreError) -> None:
+        """The run's state could not be written: stop it, and write how it ended once the store takes writes again."""
+        self.store_fault = fault
+        self.stopping = self.stopping or "the store could not be written"
+        for task in self.running.values():
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+        message = f"stopped: the run's state could not be written to the store ({fault})"
+        log.warning("run %s stopped: %s; its end is written when the store takes writes again", self.run_id, fault)
+        delay = 0.5
+        while True:
+            try:
+                self._write_end(message)
+                log.info("run %s: the store takes writes again; the run is recorded as failed", self.run_id)
+                return
+            except StoreError:
+                if self.cancelled:  # the engine is stopping: recovery will end the run
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 10.0)
+
+    def _write_end(self, message: str) -> None:
+        """What the store missed, through the recorder: tasks that ended as they ended, then the rest as for an interrupted run."""
+        store = self.engine.store
+        saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
+        for name, state in self.schedule.states.items():
+            if state.status.done and saved.get(name) != state.status:
+                self.recorder.task_finished(name, state.status, state.results, "it ended while the store could not be written")
+        self._ensure_started()
+        steps = [(task, attempt, index) for task, attempt, index, _pid in store.running_steps(self.run_id)]
+        self.recorder.interrupted(store.get_run(self.run_id), steps, message)
 
     def _launch(self, task: ResolvedTask) -> None:
         self.schedule.update(task.name, TaskStatus.RUNNING)
@@ -391,7 +465,10 @@ class _RunDriver:
             return  # already recorded
         del self.running[name]
         self.schedule.update(name, status, results)
-        self.recorder.task_finished(name, status, results, message)
+        try:
+            self.recorder.task_finished(name, status, results, message)
+        except StoreError as exc:
+            self.store_fault = exc
         self.wake.set()
 
     async def _run_task(self, task: ResolvedTask) -> None:
@@ -425,8 +502,13 @@ class _RunDriver:
         if not names:
             return {}
         folder = self.home / SECRET_FILES_DIR / task.name
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder.parent, 0o700)
+        # HOME is the steps' to write: an earlier step may have put a symlink where these
+        # folders go, to have a later task's secrets written where it can read them.
+        for part in (folder.parent, folder):
+            if part.is_symlink() or (part.exists() and not part.is_dir()):
+                part.unlink()
+            part.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(part, 0o700)
         paths = {}
         for name in names:
             path = folder / name
@@ -453,13 +535,18 @@ class _RunDriver:
             self.recorder.task_started(task.name, attempt)
             listener = self.recorder.steps(task.name, attempt, [s.name for s in invocation.steps])
             try:
-                async with asyncio.timeout(task.timeout):
+                # The executor bounds the attempt itself (and says so in the step's log);
+                # this is the backstop for one that does not.
+                backstop = task.timeout + self.engine.settings.kill_grace_seconds + 30 if task.timeout else None
+                async with asyncio.timeout(backstop):
                     outcome = await self.engine.executor.execute(invocation, listener)
             except TimeoutError:
                 outcome = None
                 message = f"timed out after {task.timeout:g}s"
             finally:
                 listener.close()
+            if self.recorder.fault is not None:
+                raise self.recorder.fault
             if outcome is not None:
                 if outcome.succeeded:
                     results, message = _collect_results(task, outcome.outputs, self.recorder.mask)
@@ -495,9 +582,10 @@ class _RunDriver:
                     workdir=workdir,
                     output_file=logs / f"{attempt}.{i}.out",
                     timeout=step.timeout,
+                    workspace=self.workspace,
                 )
             )
-        return TaskInvocation(self.run_id, task.name, attempt, steps)
+        return TaskInvocation(self.run_id, task.name, attempt, steps, timeout=task.timeout)
 
 
 def step_environment(
@@ -532,6 +620,11 @@ SECRET_FILES_DIR = ".secret-files"
 """Under a run's HOME: one folder per task with the secret files its steps were given."""
 
 
+def _secrets_withheld(trigger: dict[str, Any] | None) -> bool:
+    """Runs of untrusted code (pull requests from forks) are marked so by whoever started them."""
+    return isinstance(trigger, dict) and trigger.get("secrets") == "withheld"
+
+
 def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:
     return sorted({*referenced_secrets(pipeline), *referenced_secrets(pipeline, "secret_files")})
 
@@ -553,6 +646,12 @@ def forge_credentials(settings: Settings) -> dict[str, str]:
         token = quote(settings.github_token.get_secret_value(), safe="")
         lines.append(f"https://x-access-token:{token}@github.com")
     return {"git-credentials": "\n".join(lines) + "\n" if lines else ""}
+
+
+def _report_failure(task: asyncio.Task[RunRecord]) -> None:
+    """A run's driver that failed is said in the log (never `Task exception was never retrieved`)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a run's driver stopped: %s: %s", exc.__class__.__name__, exc)
 
 
 def _first_line(script: str) -> str:

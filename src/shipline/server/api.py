@@ -7,18 +7,23 @@ the status each shipline error class names.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
-from shipline.engine.logs import read_log
-from shipline.exceptions import Conflict, NotFound, ShiplineError
+from shipline.engine.logs import parse_line
+from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
-from shipline.store.repositories import Repository, Role, Token, Trigger
+from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
 
@@ -132,21 +137,101 @@ def rerun(request: Request, run_id: int, _: Operator) -> RunDetail:
     return detail(server.sql.get_run(new_id))
 
 
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+"""A page of JSON logs holds at most about this much text, whatever `limit` says."""
+
+
+def _cursor(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 0
+    step, _, offset = text.partition(":")
+    if not (step.isdigit() and offset.isdigit()) or len(text) > 40:
+        raise UsageError(f"cursor {text!r} is not one this server gave (STEP:OFFSET, from the X-Next-Cursor header)")
+    return int(step), int(offset)
+
+
 @router.get("/runs/{run_id}/logs", response_model=list[StepLog], tags=["runs"],
-            summary="Step logs so far (JSON, or text with ?format=text); stream them with /logs/stream")
+            summary="Step logs so far, a page at a time (JSON), or all of them streamed as text (?format=text)",
+            description=(
+                "JSON: at most `limit` lines (and about 4 MiB) per answer; when more remain, the "
+                "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
+                "Text (`?format=text`): every line from `cursor` on, streamed. "
+                "Follow a running run with /logs/stream."
+            ))
 def logs(
-    request: Request, run_id: int, _: Reader, task: str | None = None, format: str = "json"
-) -> list[StepLog] | PlainTextResponse:
+    request: Request,
+    run_id: int,
+    _: Reader,
+    task: str | None = None,
+    format: Literal["json", "text"] = "json",
+    cursor: Annotated[str | None, Query(description="Where to go on from: the X-Next-Cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
+) -> Response:
     server = _server(request)
     server.sql.get_run(run_id)  # 404 for an unknown run
-    out = []
-    for task_name, attempt, index, name, path in server.sql.log_paths(run_id, task):
-        lines = [LogLineOut(at=line.at.isoformat(), text=line.text) for line in read_log(server.log_file(path))]
-        out.append(StepLog(task=task_name, attempt=attempt, step=index, name=name, lines=lines))
+    first, offset = _cursor(cursor)
+    steps = server.sql.log_paths(run_id, task)[first:]
     if format == "text":
-        text = "".join(f"[{s.task}#{s.step}] {line.text}\n" for s in out for line in s.lines)
-        return PlainTextResponse(text)
-    return out
+        def text() -> Iterator[bytes]:
+            batch: list[bytes] = []
+            size = 0
+            for i, (task_name, _attempt, index, _name, path) in enumerate(steps):
+                for line, _end in _lines(server.log_file(path), offset if i == 0 else 0):
+                    piece = f"[{task_name}#{index}] {line.text}\n".encode()
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= 256 * 1024:  # one send per batch, not per line
+                        yield b"".join(batch)
+                        batch, size = [], 0
+            if batch:
+                yield b"".join(batch)
+
+        return StreamingResponse(text(), media_type="text/plain; charset=utf-8")
+    out: list[dict[str, Any]] = []
+    budget, left = LOG_PAGE_BYTES, limit
+    headers: dict[str, str] = {}
+    for i, (task_name, attempt, index, name, path) in enumerate(steps):
+        lines: list[dict[str, str]] = []
+        out.append({"task": task_name, "attempt": attempt, "step": index, "name": name, "lines": lines})
+        for line, end in _lines(server.log_file(path), offset if i == 0 else 0):
+            if left == 0 or budget <= 0:
+                nxt = f"{first + i}:{end - line.size}"
+                headers["X-Next-Cursor"] = nxt
+                headers["Link"] = f'</api/v1/runs/{run_id}/logs?cursor={nxt}&limit={limit}>; rel="next"'
+                break
+            lines.append({"at": line.at.isoformat(), "text": line.text})
+            left -= 1
+            budget -= line.size
+        if headers:
+            break
+    # Rendered here, in the worker thread: a page is megabytes of JSON, too much for the event loop.
+    return Response(json.dumps(out).encode(), media_type="application/json", headers=headers)
+
+
+@dataclass(frozen=True)
+class _Line:
+    at: datetime
+    text: str
+    size: int
+    """Bytes it takes in the file."""
+
+
+def _lines(path: Path, offset: int) -> Iterator[tuple[_Line, int]]:
+    """The log's lines from `offset`, one at a time (bounded memory), each with the offset after it."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(offset)
+        pos = offset
+        while raw := f.readline(MAX_LOG_LINE):
+            pos += len(raw)
+            parsed = parse_line(raw.decode("utf-8", errors="replace"))
+            yield _Line(parsed.at, parsed.text, len(raw)), pos
+
+
+MAX_LOG_LINE = 1024 * 1024
 
 
 # --- pipelines ---------------------------------------------------------------------------
@@ -168,6 +253,10 @@ def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
     server = _server(request)
     out = []
     for repo in server.state.list_repositories():
+        if not repo.pipeline:
+            out.append(PipelineOut(name="", repository=repo.name, file="", params={}, tasks=[],
+                                   problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit"))
+            continue
         try:
             p = server.dispatcher.pipelines.load(repo.pipeline)
         except ShiplineError as exc:
@@ -194,7 +283,10 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    pipeline: str = Field(default="", description=(
+        "The pipeline file to run: a path relative to the server's pipelines folder ($SHIPLINE_PIPELINES_ROOT, "
+        "default $SHIPLINE_HOME/pipelines), none outside it; empty (gitea, github): the repository's own "
+        ".shipline/pipeline.yaml at each event's commit."))
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -220,8 +312,16 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
+    if not body.pipeline:
+        if body.forge not in ("gitea", "github"):
+            raise UsageError(f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API")
+        pipeline = ""
+    else:
+        pipeline = confine_pipeline(body.pipeline, server.settings.pipelines)  # before anything reads the file
+        server.dispatcher.pipelines.load(pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
-        name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
+        name=body.name, url=body.url, forge=body.forge, secret=body.secret,
+        pipeline=pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,
     )
     for rule in body.triggers:

@@ -8,8 +8,12 @@ only as params and as the trigger record: data, never code or paths.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +21,12 @@ from pathlib import Path
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.urls import public_url
 from shipline.engine.events import Event, EventBus
-from shipline.engine.loading import load_pipeline
+from shipline.engine.loading import MAX_DEFINITION_BYTES, load_pipeline, recording_reads
 from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
-from shipline.exceptions import ShiplineError
+from shipline.exceptions import DefinitionError, ShiplineError
 from shipline.server.observing import Metrics
+from shipline.server.sourcing import FROM_REPOSITORY, RepoPipelines
 from shipline.store.repositories import Claim, Repository, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
@@ -39,24 +44,45 @@ class Outcome:
 
 
 class PipelineCache:
-    """Parsed pipeline files, re-read when the file changes (parsing YAML is the slow part of a webhook)."""
+    """Parsed pipeline files, by content: a file (and every file it uses) is parsed once per content.
 
-    def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple[int, int], ResolvedPipeline]] = {}
+    A broken file is remembered too, so a GET that lists pipelines does not
+    parse it again and again.  Safe to share between threads.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root.resolve() if root is not None else None
+        """The server's pipelines folder: a file in it may use files anywhere in it, no further."""
+        self._lock = threading.Lock()
+        # path -> the files its last load read, with their digests, and what came of it
+        self._cache: dict[Path, tuple[dict[Path, str], ResolvedPipeline | DefinitionError]] = {}
 
     def load(self, path: str) -> ResolvedPipeline:
         p = Path(path)
-        try:
-            st = p.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stamp = (0, 0)
-        hit = self._cache.get(p)
-        if hit is not None and hit[0] == stamp and stamp != (0, 0):
-            return hit[1]
-        pipeline = load_pipeline(p)
-        self._cache[p] = (stamp, pipeline)
-        return pipeline
+        with self._lock:
+            hit = self._cache.get(p)
+            if hit is None or any(_digest(f) != d for f, d in hit[0].items()):
+                with recording_reads() as files:
+                    try:
+                        inside = self.root is not None and p.resolve().is_relative_to(self.root)
+                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p, root=self.root if inside else None)
+                    except DefinitionError as exc:
+                        outcome = exc
+                hit = ({f: _digest(f) for f in files}, outcome)
+                self._cache[p] = hit
+        if isinstance(hit[1], DefinitionError):
+            raise hit[1]
+        return hit[1]
+
+
+def _digest(path: Path) -> str:
+    """What the file holds, as far as the cache cares: a hash of its bytes (a file too large is not read)."""
+    try:
+        if path.stat().st_size > MAX_DEFINITION_BYTES:
+            return f"too large: {path.stat().st_size}"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.__class__.__name__}"
 
 
 def _claimant_dead(owner: str, claimed_at: datetime) -> bool:
@@ -73,6 +99,7 @@ class Dispatcher:
         metrics: Metrics,
         cancel: Callable[[int], object],
         wake: Callable[[], None],
+        repo_pipelines: RepoPipelines | None = None,
     ) -> None:
         self.engine = engine
         self.cancel = cancel
@@ -80,7 +107,10 @@ class Dispatcher:
         self.state = state
         self.bus = bus
         self.metrics = metrics
-        self.pipelines = PipelineCache()
+        self.pipelines = PipelineCache(engine.settings.pipelines)
+        self.repo_pipelines = repo_pipelines or RepoPipelines(engine.settings)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The server's loop, whose bus `notify` publishes on."""
 
     def rules_for(self, repo: Repository) -> list[TriggerRule]:
         return [t.rule for t in self.state.list_triggers(repo.id)] or list(DEFAULT_RULES)
@@ -130,7 +160,10 @@ class Dispatcher:
             what = event.kind.value + (f" to {event.branch}" if event.branch else "") + (f" of {event.tag}" if event.tag else "")
             return Outcome("ignored", message=f"no trigger rule of {repo.name!r} fires for this {what}")
         chosen = matches[0]  # the first rule that fires decides: one event, one run
-        pipeline = self.pipelines.load(repo.pipeline)
+        if repo.pipeline == FROM_REPOSITORY:
+            pipeline = self.repo_pipelines.load(repo, event.sha or event.branch or event.tag or repo.default_branch)
+        else:
+            pipeline = self.pipelines.load(repo.pipeline)
         params = {k: v for k, v in chosen.params.items() if k in pipeline.params}
         key = concurrency_key(pipeline.name, event)
         trigger: dict[str, object] = {
@@ -143,6 +176,8 @@ class Dispatcher:
             "concurrency": chosen.rule.concurrency.value,
             "concurrency_key": key,
         }
+        if event.pr_from_fork:
+            trigger["secrets"] = "withheld"  # its code (and pipeline file) is anyone's: see engine/running.py
         cancelled = []
         if chosen.rule.concurrency is Concurrency.CANCEL:
             for run_id, other in self.state.active_runs(pipeline.name):
@@ -176,4 +211,18 @@ class Dispatcher:
                 return
             status, pipeline = record.status.value, record.pipeline
         if self.bus.has_subscribers:
-            self.bus.publish(Event(run_id, "run", {"status": status, "pipeline": pipeline}))
+            event = Event(run_id, "run", {"status": status, "pipeline": pipeline})
+            # The bus belongs to the server's loop; webhooks, API routes and the poller call from threads.
+            loop = self.loop
+            if loop is None or _running_loop() is loop:
+                self.bus.publish(event)
+            else:
+                with suppress(RuntimeError):  # the loop is closing
+                    loop.call_soon_threadsafe(self.bus.publish, event)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

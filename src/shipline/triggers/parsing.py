@@ -18,6 +18,10 @@ from shipline.exceptions import UsageError
 from shipline.triggers.events import ZERO_SHA, EventKind, Forge, ForgeEvent, PullRequestAction
 
 
+MAX_DEPTH = 32
+"""Forges' payloads nest a handful of levels; deeper JSON is refused (400), not followed."""
+
+
 def decode(body: bytes) -> dict[str, Any]:
     """The JSON object a webhook carries (also form-encoded `payload=` is not accepted: configure JSON)."""
     try:
@@ -26,9 +30,30 @@ def decode(body: bytes) -> dict[str, Any]:
         raise UsageError(
             f"webhook body is not JSON ({exc}); set the hook's content type to application/json"
         ) from exc
+    except RecursionError as exc:
+        raise UsageError(f"webhook body nests deeper than {MAX_DEPTH} levels; no forge sends that") from exc
     if not isinstance(data, dict):
         raise UsageError("webhook body is JSON but not an object; is this a forge webhook?")
+    if json_depth(data) > MAX_DEPTH:
+        raise UsageError(f"webhook body nests deeper than {MAX_DEPTH} levels; no forge sends that")
     return data
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (without recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -168,6 +193,17 @@ def _github_like_pr(
     if not isinstance(pr, Mapping):
         raise UsageError("pull_request event without a `pull_request` object")
     action = actions.get(_text(payload, "action"), PullRequestAction.OTHER)
+    # A head repository that differs from the base, or is gone (a deleted fork: `repo: null`), is a fork.
+    head_repo = _text(pr, "head", "repo", "full_name")
+    base_repo = _text(pr, "base", "repo", "full_name") or _text(payload, "repository", "full_name")
+    head_id, base_id = _int(pr, "head", "repo_id"), _int(pr, "base", "repo_id")
+    if head_repo:
+        from_fork = head_repo.lower() != base_repo.lower()
+    elif head_id is not None and base_id is not None:
+        from_fork = head_id != base_id
+    else:
+        head = _get(pr, "head")
+        from_fork = isinstance(head, Mapping) and "repo" in head and head["repo"] is None
     return ForgeEvent(
         forge=forge.value,
         kind=EventKind.PULL_REQUEST,
@@ -178,6 +214,7 @@ def _github_like_pr(
         pr_action=action,
         pr_title=_text(pr, "title"),
         pr_merged=_get(pr, "merged") is True,
+        pr_from_fork=from_fork,
         message=_text(pr, "title"),
         **base,
     )
@@ -282,6 +319,7 @@ def parse_gitlab(event: str, payload: Mapping[str, Any]) -> ForgeEvent:
             pr_action=action,
             pr_title=_text(attrs, "title"),
             pr_merged=raw == "merge",
+            pr_from_fork=_int(attrs, "source_project_id") != _int(attrs, "target_project_id"),
             message=_text(attrs, "title"),
             **base,
         )
