@@ -7,6 +7,7 @@
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
     ├── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
+    │   └── RegistryError         exit 1, HTTP 502   an OCI registry is unreachable or refused a push
     └── ForgeError                exit 1, HTTP 502   a forge's API (Gitea, GitHub) refused or is unreachable
 
 Each class carries its CLI exit code and HTTP status, so the edges convert
@@ -68,6 +69,10 @@ class StoreError(ShiplineError):
 
 class ToolError(ShiplineError):
     http_status = 502
+
+
+class RegistryError(ToolError):
+    """An OCI registry is unreachable, wants credentials, or refused a push."""
 
 
 class ForgeError(ShiplineError):

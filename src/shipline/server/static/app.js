@@ -357,6 +357,57 @@ function graph(run, selected, onSelect) {
   return h("div", { class: "graph-wrap" }, svg);
 }
 
+/* --- a run's own results: what a service run released, traceable and copyable ---------- */
+
+async function copyText(value) {
+  try {
+    await navigator.clipboard.writeText(value);
+  } catch (_) {
+    // Plain-HTTP dashboards have no clipboard API: fall back to a selection copy.
+    const area = h("textarea", { class: "offscreen", readonly: true });
+    area.value = value;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  toast(`copied ${value.length > 40 ? value.slice(0, 37) + "..." : value}`);
+}
+
+function copyButton(value, label) {
+  return h("button", { class: "ghost small copy", type: "button", title: `Copy ${label}`, "aria-label": `Copy ${label}`,
+    "data-copy": value, onclick: (e) => { e.stopPropagation(); copyText(value); } }, "copy");
+}
+
+/* A page of the repository on its forge (Gitea, GitHub, GitLab all serve /commit/SHA), for http(s) URLs only. */
+function forgePage(url, path) {
+  if (!/^https?:\/\/[^\s]+$/i.test(url || "")) return null;
+  return url.replace(/\.git$/, "").replace(/\/+$/, "") + path;
+}
+
+function renderRelease(box, run) {
+  const r = run.results || {};
+  const names = Object.keys(r);
+  box.hidden = !names.length;
+  if (!names.length) return;
+  const url = (run.params || {}).url || "";
+  const link = (text, href) => href ? h("a", { href, target: "_blank", rel: "noopener" }, text) : h("span", {}, text);
+  const steps = [];
+  if (r.commit) steps.push(h("span", { class: "hop" }, "commit ", link(r.commit.slice(0, 12), forgePage(url, `/commit/${r.commit}`))));
+  if ("tag" in r) steps.push(h("span", { class: "hop" }, r.tag ? ["tag ", link(r.tag, forgePage(url, `/releases/tag/${encodeURIComponent(r.tag)}`))] : "no tag (pre-release)"));
+  if (r["image-digest"]) steps.push(h("span", { class: "hop" }, "image ", h("code", { title: `${r.image}@${r["image-digest"]}` }, r["image-digest"].slice(0, 19) + "…")));
+  if (r["chart-version"]) steps.push(h("span", { class: "hop" }, "chart ", h("b", {}, r["chart-version"])));
+  const trace = steps.length > 1 ? h("div", { class: "trace" }, steps.flatMap((x, i) => i ? [h("span", { class: "arrow" }, "→"), x] : [x])) : null;
+  const copyable = (k, v) => k.endsWith("digest") || k === "commit" || k === "image" || k === "chart" || k === "version" || k === "tag";
+  const rows = names.map((k) => {
+    const v = r[k];
+    const shown = k === "image" && r["image-digest"] ? `${v}@${r["image-digest"]}` : v;
+    return h("tr", { "data-result": k }, h("td", {}, k), h("td", { class: "v" }, shown),
+      h("td", { class: "act" }, v && copyable(k, v) ? copyButton(shown, k) : null));
+  });
+  box.replaceChildren(h("h2", {}, "Release"), trace, h("table", { class: "run-results" }, h("tbody", {}, rows)));
+}
+
 function runView(view, id) {
   const state = { run: null, selected: null, lines: [], follow: true };
   const head = h("div", { class: "panel pad" });
@@ -366,8 +417,9 @@ function runView(view, id) {
   const logPre = h("div", { class: "log", id: "log", role: "log", "aria-label": "logs" });
   const showAll = h("button", { class: "ghost small", type: "button", onclick: () => select(null) }, "All tasks");
   const results = h("div", { class: "panel pad results", hidden: true });
+  const release = h("div", { class: "panel pad section release", id: "release", hidden: true });
   view.append(
-    head, graphBox,
+    head, release, graphBox,
     h("div", { class: "split" }, taskList,
       h("div", { class: "panel logs" }, h("div", { class: "bar" }, logTitle, h("span", { class: "spacer" }), showAll), logPre)),
     results,
@@ -429,7 +481,8 @@ function runView(view, id) {
         h("li", {}, h("span", { title: st.name }, `${st.index + 1}. ${st.name}`),
           h("span", {}, st.status === "running" ? "running" : (st.exit_code !== null && st.exit_code !== 0 ? `exit ${st.exit_code}` : dur(elapsed(st.started_at, st.finished_at))))))) : null,
     );
-    taskList.replaceChildren(...main.map(item), fin.length ? h("div", { class: "finally-label" }, "finally") : null, ...fin.map(item));
+    taskList.replaceChildren(...main.map(item), ...(fin.length ? [h("div", { class: "finally-label" }, "finally")] : []), ...fin.map(item));
+    renderRelease(release, run);
     const withResults = run.tasks.filter((x) => Object.keys(x.results || {}).length);
     results.hidden = !withResults.length;
     results.replaceChildren(h("h2", {}, "Results"), h("table", {}, h("tbody", {},
