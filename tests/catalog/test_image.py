@@ -125,3 +125,24 @@ def test_a_registry_with_auth_needs_and_takes_the_auth_file(
         assert ok.task("image").results["image"] == f"{reg.host}/svc:1.2.3"  # named after the pipeline
         assert ok.task("image").results["image-digest"].startswith("sha256:")
         assert "s3cret" not in log_text(settings, ok, "image")
+
+
+def test_a_base_image_from_the_loopback_registry_is_pulled_over_http(
+    run_pipeline: RunFn, registry: str, tmp_path: Path, settings: Settings
+) -> None:
+    base = f"base-{uuid.uuid4().hex[:8]}"
+    first = run_pipeline(_pipeline(tiny_context(tmp_path / "base"), registry, base))
+    assert first.status == RunStatus.SUCCEEDED, log_text(settings, first, "image")
+    context = tmp_path / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {registry}/{base}:1.2.3 AS base\n"
+        'RUN ["/bin/busybox", "sh", "-c", "echo app > /app"]\n'
+    )
+    name = f"app-{uuid.uuid4().hex[:8]}"
+    second = run_pipeline(_pipeline(context, registry, name))
+    assert second.status == RunStatus.SUCCEEDED, log_text(settings, second, "image")
+    app, base_info = inspect_image(f"{registry}/{name}:1.2.3"), inspect_image(f"{registry}/{base}:1.2.3")
+    assert app is not None and base_info is not None
+    # The app is the base image plus its own layer: the base really came from the registry.
+    assert app["Layers"][:-1] == base_info["Layers"] and len(app["Layers"]) == len(base_info["Layers"]) + 1

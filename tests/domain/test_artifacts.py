@@ -9,7 +9,9 @@ from packageurl import PackageURL
 
 from shipline.domain.artifacts import (
     Registry,
+    insecure_registries_conf,
     is_loopback,
+    loopback_registries_in,
     oci_labels,
     oci_purl,
     parse_registry,
@@ -121,3 +123,21 @@ def test_refusal_hints(output: str, status: int | None, words: str) -> None:
     got_status, hint = refusal_hint(output)
     assert got_status == status
     assert words in hint
+
+
+def test_loopback_registries_named_by_from_lines() -> None:
+    dockerfile = (
+        "FROM --platform=linux/amd64 127.0.0.1:5000/base:1 AS build\n"
+        "from localhost:5001/tools/x@sha256:00 as tools\n"
+        "FROM registry.example:5000/other:1\nFROM scratch\nFROM busybox:1.36\nFROM build\n"
+        "FROM 127.0.0.1:5000/base:2\n"
+    )
+    assert loopback_registries_in(dockerfile) == ["127.0.0.1:5000", "localhost:5001"]
+
+
+def test_insecure_registries_conf_extends_the_systems_file() -> None:
+    system = '# comment\nunqualified-search-registries = ["docker.io"]\n'
+    conf = insecure_registries_conf(system, ["127.0.0.1:5000"])
+    assert conf == system + '\n[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
+    v1 = "[registries.search]\nregistries = ['docker.io']\n"
+    assert insecure_registries_conf(v1, ["127.0.0.1:5000"]) == '[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
