@@ -115,3 +115,16 @@ def test_without_helm_the_task_says_so(
     record = run_pipeline(_pipeline(tiny_chart(tmp_path / "chart"), "127.0.0.1:1"))
     assert record.status == RunStatus.FAILED
     assert "'helm' is not installed or not on PATH; the chart task needs it" in log_text(settings, record, "chart")
+
+
+def test_a_registry_that_is_down_fails_the_push_with_its_address(
+    run_pipeline: RunFn, helm_on_path: Path, tmp_path: Path, settings: Settings
+) -> None:
+    from artifactkit import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    record = run_pipeline(_pipeline(tiny_chart(tmp_path / "chart"), down))
+    assert record.status == RunStatus.FAILED
+    log = log_text(settings, record, "chart")
+    assert f"registry {down} is unreachable over HTTP" in log and "check that it runs" in log
+    assert "Successfully packaged" in log  # lint and package ran; only the push could not

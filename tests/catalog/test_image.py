@@ -33,7 +33,7 @@ def _pipeline(context: Path, registry: str, name: str, *, extra: str = "") -> st
             uses: shipline/image
             with:
               version: 1.2.3
-              name: {name}
+              {f"name: {name}" if name else ""}
               context: ctx
               {f'registry: "{registry}"' if registry else ""}
               source: https://git.example/org/svc.git
@@ -95,7 +95,8 @@ def test_a_registry_that_is_down_fails_before_building(
 
 def test_a_read_only_registry_refuses_the_push(run_pipeline: RunFn, tmp_path: Path, settings: Settings) -> None:
     with extra_registry(tmp_path / "ro", readonly=True) as ro:
-        record = run_pipeline(_pipeline(tiny_context(tmp_path / "ctx"), ro.host, "svc"))
+        # No `name`: the image is named after the pipeline (svc).
+        record = run_pipeline(_pipeline(tiny_context(tmp_path / "ctx"), ro.host, ""))
         assert record.status == RunStatus.FAILED
         log = log_text(settings, record, "image")
         assert f"push of image {ro.host}/svc:1.2.3 to {ro.host} failed: HTTP 405" in log
@@ -119,7 +120,29 @@ def test_a_registry_with_auth_needs_and_takes_the_auth_file(
 
         # The documented way: the auth file is a secret, handed to the task as a file.
         engine.secrets.set("registry-auth", write_auth_file(tmp_path / "good.json", reg.host, "ci", "s3cret").read_text())
-        ok = run_pipeline(_pipeline(context, reg.host, "svc", extra='auth-file: "${{ secret_files.registry-auth }}"'))
+        ok = run_pipeline(_pipeline(context, reg.host, "", extra='auth-file: "${{ secret_files.registry-auth }}"'))
         assert ok.status == RunStatus.SUCCEEDED, log_text(settings, ok, "image")
+        assert ok.task("image").results["image"] == f"{reg.host}/svc:1.2.3"  # named after the pipeline
         assert ok.task("image").results["image-digest"].startswith("sha256:")
         assert "s3cret" not in log_text(settings, ok, "image")
+
+
+def test_a_base_image_from_the_loopback_registry_is_pulled_over_http(
+    run_pipeline: RunFn, registry: str, tmp_path: Path, settings: Settings
+) -> None:
+    base = f"base-{uuid.uuid4().hex[:8]}"
+    first = run_pipeline(_pipeline(tiny_context(tmp_path / "base"), registry, base))
+    assert first.status == RunStatus.SUCCEEDED, log_text(settings, first, "image")
+    context = tmp_path / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {registry}/{base}:1.2.3 AS base\n"
+        'RUN ["/bin/busybox", "sh", "-c", "echo app > /app"]\n'
+    )
+    name = f"app-{uuid.uuid4().hex[:8]}"
+    second = run_pipeline(_pipeline(context, registry, name))
+    assert second.status == RunStatus.SUCCEEDED, log_text(settings, second, "image")
+    app, base_info = inspect_image(f"{registry}/{name}:1.2.3"), inspect_image(f"{registry}/{base}:1.2.3")
+    assert app is not None and base_info is not None
+    # The app is the base image plus its own layer: the base really came from the registry.
+    assert app["Layers"][:-1] == base_info["Layers"] and len(app["Layers"]) == len(base_info["Layers"]) + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from artifactkit import event_sink, free_port, log_text
 from helpers import RunFn
 
@@ -122,3 +124,13 @@ def test_a_failed_run_is_reported_as_a_failure(run_pipeline: RunFn, settings: Se
     [finished] = [r.json() for r in sink.received]
     assert finished["context"]["type"] == "dev.cdevents.pipelinerun.finished.0.2.0"
     assert finished["subject"]["content"] == {"pipelineName": "hello", "outcome": "failure", "errors": "build failed"}
+
+
+def test_a_loopback_subscriber_is_not_reached_through_the_proxy(
+    run_pipeline: RunFn, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # a proxy that is down
+    with event_sink() as sink:
+        record = run_pipeline(_pipeline(sink.url, extra='attempts: "1"'))
+    assert record.status == RunStatus.SUCCEEDED, log_text(settings, record, "notify")
+    assert len(sink.received) == 5

@@ -90,3 +90,13 @@ def test_pushes_with_credentials_from_an_auth_file(run_pipeline: RunFn, tmp_path
         raw = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "ci:s3cret", f"docker://{reg.host}/svc-artifacts:2.0.0")
         assert raw.returncode == 0, raw.stderr
         assert "sha256:" + hashlib.sha256(raw.stdout.encode()).hexdigest() == record.task("publish").results["artifact-digest"]
+
+
+def test_a_loopback_registry_is_not_reached_through_the_proxy(
+    run_pipeline: RunFn, registry: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from artifactkit import free_port
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # a proxy that is down
+    record = run_pipeline(_pipeline(registry, f"pub-{uuid.uuid4().hex[:8]}", "mkdir -p dist && echo x > dist/x"))
+    assert record.status == RunStatus.SUCCEEDED, log_text(settings, record, "publish")

@@ -129,7 +129,7 @@ def image(version: str, name: str, context_dir: str, dockerfile: str, source: st
         _echo(f"building {reference} from {shown}")
         images.build(
             storage=storage, context=context, dockerfile=dockerfile_path, reference=reference, labels=labels, auth=auth,
-            echo=_echo, shown_as=shown,
+            echo=_echo, shown_as=shown, registry_hosts=[target.host],
         )
         _echo(f"pushing {reference}")
         digest = images.push(storage=storage, reference=reference, registry=target, auth=auth, echo=_echo, workdir=scratch)

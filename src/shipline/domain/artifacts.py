@@ -197,3 +197,28 @@ def refusal_hint(tool_output: str) -> tuple[int | None, str]:
     return (int(found.group(1)) if found else None), (
         "check the registry's address, that it runs and accepts pushes, and the credentials"
     )
+
+
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.I | re.M)
+
+
+def loopback_registries_in(dockerfile: str) -> list[str]:
+    """Registries on loopback that a Dockerfile's FROM lines pull from (`127.0.0.1:5000/base:1`)."""
+    hosts: list[str] = []
+    for image in _FROM.findall(dockerfile):
+        first, slash, _ = image.partition("/")
+        if slash and (":" in first or "." in first or first == "localhost") and is_loopback(first) and first not in hosts:
+            hosts.append(first)
+    return hosts
+
+
+def insecure_registries_conf(system: str, hosts: list[str]) -> str:
+    """containers-registries.conf(5) that adds plain-HTTP `hosts` to the system's file (v2 format).
+
+    buildah, unlike Docker, speaks HTTPS to loopback registries too; this is how a
+    build pulls a base image from the same loopback registry it pushes to.
+    """
+    entries = "".join(f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n' for host in hosts)
+    if re.search(r"^\s*\[registries\.", system, re.M):  # the old v1 format cannot be mixed with v2 tables
+        return entries.lstrip("\n")
+    return (system.rstrip("\n") + "\n" if system.strip() else "") + entries

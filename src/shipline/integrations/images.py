@@ -16,12 +16,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shipline.domain.artifacts import Registry
+from shipline.domain.artifacts import Registry, insecure_registries_conf, is_loopback, loopback_registries_in
 from shipline.exceptions import RegistryError, ToolError
 from shipline.integrations.registries import AuthFile, refused
 from shipline.integrations.tools import Echo, run_tool
 
 BUILDAH = "buildah"
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 @contextmanager
@@ -56,15 +64,27 @@ def build(
     auth: AuthFile | None,
     echo: Echo,
     shown_as: str = "",
+    registry_hosts: list[str] | None = None,
 ) -> None:
-    """`buildah bud` the Dockerfile into `reference`; a failed build is a ToolError naming the failing line."""
+    """`buildah bud` the Dockerfile into `reference`; a failed build is a ToolError naming the failing line.
+
+    Base images on loopback registries (`registry_hosts` and those the FROM lines
+    name) are pulled over plain HTTP, as Docker does.
+    """
     argv = [BUILDAH, *storage, "bud", "--isolation", "chroot", "--format", "oci", "-f", str(dockerfile), "-t", reference]
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
     if auth:
         argv += ["--authfile", str(auth.path)]
     argv.append(str(context))
-    result = run_tool(argv, echo=echo, needed_for="the image task")
+    env = dict(os.environ)
+    hosts = [h for h in (registry_hosts or []) if is_loopback(h)]
+    hosts += [h for h in loopback_registries_in(_read(dockerfile)) if h not in hosts]
+    if hosts:
+        conf = Path(storage[storage.index("--root") + 1]).parent / "registries.conf"
+        conf.write_text(insecure_registries_conf(_read(SYSTEM_REGISTRIES_CONF), hosts))
+        env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
+    result = run_tool(argv, echo=echo, needed_for="the image task", env=env)
     if not result.ok:
         raise ToolError(
             f"the image build of {shown_as or dockerfile} failed (buildah exited {result.code}): {result.cause()}. "

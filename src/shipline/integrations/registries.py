@@ -86,7 +86,8 @@ def probe(registry: Registry, auth: AuthFile | None) -> Probe:
     url = f"{registry.scheme}://{registry.host}/v2/"
     creds = auth.credentials(registry.host) if auth else None
     try:
-        with httpx.Client(timeout=PROBE_TIMEOUT, verify=True) as client:
+        # Loopback never goes through a proxy (Go's tools, buildah and helm, skip it too).
+        with httpx.Client(timeout=PROBE_TIMEOUT, trust_env=not registry.plain_http) as client:
             response = client.get(url)
             scheme = response.headers.get("www-authenticate", "").split(" ", 1)[0].lower()
             if response.status_code == 401 and creds is not None and scheme == "basic":
@@ -155,6 +156,7 @@ def push_artifact(
             refusals.append(f"{response.request.method} {response.url} answered status {response.status_code} {response.reason}")
 
     client.session.hooks["response"].append(remember)
+    client.session.trust_env = not registry.plain_http
     target = f"{repository}:{tag}"
     try:
         response = client.push(
