@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shipline.domain.environments import Environment, ObjectKey, duplicates, key_of, place, plan
+from shipline.domain.environments import Environment, ObjectKey, apply_order, duplicates, key_of, place, plan
 
 
 def deployment(name: str = "hello", image: str = "reg/hello:1.0.0", replicas: int = 1, ns: str = "dev") -> dict[str, Any]:
@@ -134,13 +134,13 @@ def test_place_sets_the_environment_namespace_and_orders_for_apply() -> None:
         {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
         {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}},
     ]
-    placed = place(objects, "dev", force=True)
+    placed = apply_order(place(objects, "dev", force=True))
     by_name = {o["metadata"]["name"]: o["metadata"].get("namespace") for o in placed}
     assert by_name == {"hello": "dev", "c": "dev", "r": None, "widgets.example.com": None, "w": None, "g": "dev"}
     assert [o["kind"] for o in placed][:3] == ["ConfigMap", "CustomResourceDefinition", "ClusterRole"]
     assert objects[0]["metadata"]["namespace"] == "elsewhere", "place works on copies"
     kept = place([deployment(ns="other"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}], "default", force=False)
-    assert [o["metadata"]["namespace"] for o in kept] == ["default", "other"]
+    assert [o["metadata"]["namespace"] for o in kept] == ["other", "default"]
 
 
 def test_duplicates_are_found() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shipline import __version__
+from shipline.cli.envs import env
 from shipline.cli.errors import ShiplineGroup
 from shipline.cli.pipelines import run, schema, validate
 from shipline.cli.runs import runs
@@ -44,3 +45,4 @@ main.add_command(repos)
 main.add_command(tokens)
 main.add_command(secrets)
 main.add_command(step)
+main.add_command(env)

@@ -18,3 +18,8 @@ from shipline.cli.errors import ShiplineGroup
 @click.group(cls=ShiplineGroup)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+from shipline.cli.steps_envs import env_render  # noqa: E402  (registered on the group above)
+
+step.add_command(env_render)

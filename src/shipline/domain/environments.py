@@ -13,6 +13,8 @@ import json
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -132,6 +134,7 @@ _ORDER = [
     "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress", "APIService",
 ]
 """Helm's install order: what others refer to goes first."""
+_RANK = {kind: i for i, kind in enumerate(_ORDER)}
 
 
 @dataclass(frozen=True, order=True)
@@ -186,7 +189,7 @@ def is_namespaced(obj: Mapping[str, Any], custom_cluster_kinds: Collection[tuple
 def place(objects: Sequence[Mapping[str, Any]], namespace: str, *, force: bool) -> list[dict[str, Any]]:
     """Give namespaced objects a namespace: `namespace` always when `force` (an environment that
     is one namespace), else only where the object names none (`cluster: true`).
-    Cluster-scoped objects lose any namespace they name.  Returns copies, in apply order."""
+    Cluster-scoped objects lose any namespace they name.  Returns copies, in the same order."""
     custom = cluster_scoped_kinds(objects)
     placed: list[dict[str, Any]] = []
     for obj in objects:
@@ -198,14 +201,16 @@ def place(objects: Sequence[Mapping[str, Any]], namespace: str, *, force: bool) 
         else:
             meta.pop("namespace", None)
         placed.append(copy)
-    return apply_order(placed)
+    return placed
+
+
+def apply_rank(obj: Mapping[str, Any]) -> int:
+    """Where an object goes in apply order (lower first); sort stably by it."""
+    return _RANK.get(str(obj.get("kind")), len(_RANK))
 
 
 def apply_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    rank = {kind: i for i, kind in enumerate(_ORDER)}
-    indexed = list(enumerate(objects))
-    indexed.sort(key=lambda p: (rank.get(str(p[1].get("kind")), len(rank)), p[0]))
-    return [obj for _, obj in indexed]
+    return sorted(objects, key=apply_rank)
 
 
 def duplicates(objects: Iterable[Mapping[str, Any]]) -> list[ObjectKey]:
@@ -379,3 +384,110 @@ def _same_scalar(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, str)) and isinstance(b, (int, float, str)) and not isinstance(a, bool) and not isinstance(b, bool):
         return str(a) == str(b)
     return False
+
+
+# --- status and history -----------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """How a sync or rollback ended."""
+
+    VERIFIED = "verified"
+    """Applied, and every rollout became available in time."""
+    ROLLED_BACK = "rolled-back"
+    """Applied, verify failed, and the last verified commit's state was applied again."""
+    FAILED = "failed"
+    """Stopped before or during apply, or verify failed with nothing to roll back to."""
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    environment: str
+    action: str
+    """sync or rollback."""
+    run_id: int | None
+    commit: str
+    """The commit the run was asked to apply."""
+    applied_commit: str
+    """The commit whose state the cluster was left in ("" when the run applied nothing)."""
+    outcome: Outcome
+    verified: bool
+    rolled_back_to: str
+    message: str
+    created_at: datetime
+
+
+class SyncState(StrEnum):
+    SYNCED = "Synced"
+    OUT_OF_SYNC = "OutOfSync"
+
+
+class Health(StrEnum):
+    HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    MISSING = "Missing"
+
+
+class EnvironmentStatus(BaseModel):
+    """`shipline env status NAME --json`: exactly these keys (contract)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    sync: SyncState
+    health: Health
+    commit: str
+    """The head of the environment's branch, as the repository has it now."""
+    applied_commit: str
+    message: str
+
+
+def status_of(
+    name: str,
+    *,
+    head: str,
+    last: HistoryEntry | None,
+    last_applied: HistoryEntry | None,
+    drift: str = "",
+    running: int | None = None,
+    live_health: Health | None = None,
+    head_error: str = "",
+) -> EnvironmentStatus:
+    """An environment's status from its newest history entries, its branch head and what is live.
+
+    `running` is the id of a sync run under way; `live_health`, when the cluster
+    was asked, wins over what the history implies.
+    """
+    applied = last_applied.applied_commit if last_applied else ""
+    in_sync = bool(applied) and applied == head and not drift
+    if live_health is not None:
+        health = live_health
+    elif running is not None:
+        health = Health.PROGRESSING
+    elif last_applied is None:
+        health = Health.MISSING
+    elif last is not None and last.outcome == Outcome.FAILED and last.applied_commit:
+        health = Health.DEGRADED
+    else:
+        health = Health.HEALTHY
+    if running is not None:
+        message = f"a sync is running (run {running})"
+    elif drift:
+        message = f"drifted: {drift}"
+    elif head_error:
+        message = f"cannot read the branch head: {head_error}"
+    elif last is not None:
+        message = last.message
+    else:
+        message = "never synced: run `shipline env sync " + name + "`"
+    return EnvironmentStatus(
+        name=name,
+        sync=SyncState.SYNCED if in_sync else SyncState.OUT_OF_SYNC,
+        health=health,
+        commit=head,
+        applied_commit=applied,
+        message=message,
+    )

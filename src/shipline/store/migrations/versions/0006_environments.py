@@ -1,0 +1,46 @@
+"""Environments: their declarations, and the history of their syncs and rollbacks.
+
+Revision ID: 0006
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "environments",
+        sa.Column("name", sa.String(50), primary_key=True),
+        sa.Column("declaration", sa.JSON, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("drift", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "environment_history",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("environment", sa.String(50), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("run_id", sa.Integer, nullable=True),
+        sa.Column("commit", sa.String(64), nullable=False),
+        sa.Column("applied_commit", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("verified", sa.Boolean, nullable=False),
+        sa.Column("rolled_back_to", sa.String(64), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_environment_history_environment", "environment_history", ["environment", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_environment_history_environment", "environment_history")
+    op.drop_table("environment_history")
+    op.drop_table("environments")
