@@ -18,3 +18,12 @@ from shipline.cli.errors import ShiplineGroup
 @click.group(cls=ShiplineGroup)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+from shipline.cli.steps_cluster import env_apply, env_diff, env_prune, env_validate, env_verify  # noqa: E402
+
+step.add_command(env_validate)
+step.add_command(env_diff)
+step.add_command(env_apply)
+step.add_command(env_prune)
+step.add_command(env_verify)
