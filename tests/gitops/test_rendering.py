@@ -219,7 +219,7 @@ def test_a_helmfile_renders_one_release_per_service(tmp_path: Path, helm: Path, 
               - name: hello-again
           - name: local
             chart: ./charts/local
-          - name: off
+          - name: disabled
             chart: ./charts/local
             installed: false
     """)

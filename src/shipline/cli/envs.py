@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from shipline.cli.pipelines import drive_with_progress
+from shipline.cli.steps_cluster import credentials
 from shipline.cli.wiring import Wiring
-from shipline.domain.environments import EnvironmentStatus
+from shipline.domain.environments import EnvironmentStatus, Outcome
+from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.logs import read_log
 from shipline.exceptions import UsageError
 from shipline.gitops import syncing
 from shipline.gitops.declarations import kubeconfig_path, load_environments, read_kubeconfig
@@ -184,3 +190,111 @@ def history_cmd(wiring: Wiring, name: str, limit: int, as_json: bool) -> None:
             e.applied_commit[:12], str(e.run_id or ""), e.message,
         )
     Console(highlight=False).print(table)
+
+
+# --- runs: sync, diff, rollback ---------------------------------------------------------
+
+BAD_INPUT_TASKS = ("clone", "render", "validate")
+"""A failure here with exit status 2 is bad input (the repository's content): nothing was applied."""
+
+
+def _exit_code(record: RunRecord, action: syncing.Action) -> int:
+    if record.status == RunStatus.SUCCEEDED:
+        if action == syncing.Action.DIFF:
+            return 0
+        return 0 if syncing.outcome_of(record)[0] == Outcome.VERIFIED else 1
+    for task in record.tasks:
+        if task.status == TaskStatus.FAILED:
+            codes = [s.exit_code for s in task.steps if s.exit_code not in (None, 0)]
+            return 2 if task.name in BAD_INPUT_TASKS and codes and codes[-1] == 2 else 1
+    return 1
+
+
+def _run(wiring: Wiring, name: str, action: syncing.Action, *, revision: str, last_verified: str, as_json: bool) -> int:
+    store = _store(wiring)
+    env_ = store.get(name).environment
+    path = syncing.write_definition(wiring.settings.home, env_)
+    pipeline = load_pipeline(path)
+    engine = wiring.engine
+    engine.recover()
+    syncing.record_unrecorded(wiring.store, store, env_)
+    engine.check_secrets(pipeline)
+    params = syncing.run_params(action, revision=revision, last_verified=last_verified)
+    run_id = engine.submit(pipeline, params, claim=True)
+    record = drive_with_progress(wiring, run_id, as_json)
+    entry = syncing.record_outcome(store, env_, record, action)
+    out = sys.stderr if as_json else sys.stdout
+    if action == syncing.Action.DIFF and record.status == RunStatus.SUCCEEDED:
+        for _task, _attempt, _index, _step, log in wiring.store.log_paths(run_id, task="diff"):
+            for line in read_log(Path(log)):
+                print(line.text, file=out)
+    if entry is not None:
+        print(entry.message, file=out)
+    return _exit_code(record, action)
+
+
+@env.command("sync")
+@click.argument("name")
+@click.option("--revision", default="", help="Apply this commit instead of the head of the branch.")
+@click.option("--json", "as_json", is_flag=True, help="Progress goes to stderr; the run record is printed last on stdout.")
+@click.pass_obj
+def sync_cmd(wiring: Wiring, name: str, revision: str, as_json: bool) -> None:
+    """Apply the head of NAME's branch: render, validate, diff, apply, prune, verify.
+
+    Exit status: 0 when verified; 1 when the sync failed (after a failed
+    verify the last verified commit is applied again, and history says so);
+    2 for bad input (the repository's content does not render or the API
+    server rejects an object: nothing was applied).
+    """
+    store = _store(wiring)
+    store.get(name)
+    verified = store.verified_commits(name)
+    sys.exit(_run(wiring, name, syncing.Action.SYNC, revision=_commitish(revision), last_verified=verified[0] if verified else "", as_json=as_json))
+
+
+@env.command("diff")
+@click.argument("name")
+@click.option("--revision", default="", help="Compare this commit instead of the head of the branch.")
+@click.pass_obj
+def diff_cmd(wiring: Wiring, name: str, revision: str) -> None:
+    """What a sync of NAME would create, change and prune; changes nothing.
+
+    Exit status 0 (whatever the diff), 1 when the run failed, 2 for bad input.
+    """
+    sys.exit(_run(wiring, name, syncing.Action.DIFF, revision=_commitish(revision), last_verified="", as_json=False))
+
+
+@env.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", default="", help="The commit to go back to (default: the verified commit before the applied one).")
+@click.option("--json", "as_json", is_flag=True, help="Progress goes to stderr; the run record is printed last on stdout.")
+@click.pass_obj
+def rollback_cmd(wiring: Wiring, name: str, to: str, as_json: bool) -> None:
+    """Apply an earlier commit of NAME's branch (render, apply, prune, verify, as a sync does).
+
+    Without --to, the last verified commit before the one applied now.  The
+    branch is not changed: the next sync (or the server, with `sync: auto`,
+    on the next commit) applies its head again.
+    """
+    store = _store(wiring)
+    store.get(name)
+    current = store.last_applied(name)
+    applied = current.applied_commit if current else ""
+    verified = store.verified_commits(name)
+    if not to:
+        earlier = [c for c in verified if c != applied]
+        if not earlier:
+            raise UsageError(f"{name} has no verified commit other than the applied one to roll back to; give one with --to COMMIT")
+        to = earlier[0]
+    back = applied if applied in verified else (verified[0] if verified else "")
+    sys.exit(_run(wiring, name, syncing.Action.ROLLBACK, revision=_commitish(to), last_verified=back, as_json=as_json))
+
+
+def _commitish(value: str) -> str:
+    value = value.strip()
+    if value and (value.startswith("-") or any(c.isspace() for c in value) or len(value) > 255):
+        raise UsageError(f"{value!r} is not a commit: give a commit id (or a tag or branch name)")
+    return value
+
+
+env.add_command(credentials)

@@ -152,3 +152,20 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment) ->
         drift=stored.drift,
         running=active_run(sql, env),
     )
+
+
+def record_unrecorded(sql: SqlStore, store: EnvironmentStore, env: Environment) -> list[HistoryEntry]:
+    """History entries for finished runs of the environment that have none (their driver died, or
+    a server ran them): each run's action is in its params."""
+    entries: list[HistoryEntry] = []
+    for record in reversed(sql.list_runs(pipeline=env.pipeline_name, limit=20)):
+        if not record.status.done or store.entry_of_run(record.id) is not None:
+            continue
+        try:
+            action = Action(record.params.get("action", "sync"))
+        except ValueError:
+            continue
+        entry = record_outcome(store, env, record, action)
+        if entry is not None:
+            entries.append(entry)
+    return entries
