@@ -145,3 +145,39 @@ def test_place_sets_the_environment_namespace_and_orders_for_apply() -> None:
 
 def test_duplicates_are_found() -> None:
     assert [str(k) for k in duplicates([deployment(), deployment(image="x"), deployment("other")])] == ["Deployment dev/hello"]
+
+
+# --- status -----------------------------------------------------------------------------
+
+from datetime import UTC, datetime  # noqa: E402
+
+from shipline.domain.environments import HistoryEntry, Outcome, SyncState, status_of  # noqa: E402
+from shipline.domain.rollouts import Health  # noqa: E402
+
+
+def entry(outcome: Outcome, commit: str, applied: str, message: str = "m") -> HistoryEntry:
+    return HistoryEntry(id=1, environment="dev", action="sync", run_id=1, commit=commit, applied_commit=applied,
+                        outcome=outcome, verified=outcome == Outcome.VERIFIED, rolled_back_to="", message=message,
+                        created_at=datetime.now(UTC))
+
+
+def test_status_is_synced_when_the_head_is_applied_and_nothing_drifted() -> None:
+    ok = entry(Outcome.VERIFIED, "a", "a", "verified a")
+    result = status_of("dev", head="a", last=ok, last_applied=ok)
+    assert (result.sync, result.health, result.applied_commit, result.message) == (SyncState.SYNCED, Health.HEALTHY, "a", "verified a")
+    assert set(result.model_dump()) == {"name", "sync", "health", "commit", "applied_commit", "message"}
+    assert status_of("dev", head="b", last=ok, last_applied=ok).sync == SyncState.OUT_OF_SYNC
+    drifted = status_of("dev", head="a", last=ok, last_applied=ok, drift="Deployment dev/hello changed")
+    assert drifted.sync == SyncState.OUT_OF_SYNC and drifted.message == "drifted: Deployment dev/hello changed"
+
+
+def test_status_health_follows_history_unless_the_cluster_said() -> None:
+    assert status_of("dev", head="a", last=None, last_applied=None).health == Health.MISSING
+    ok = entry(Outcome.VERIFIED, "a", "a")
+    assert status_of("dev", head="a", last=ok, last_applied=ok, running=7).health == Health.PROGRESSING
+    broken = entry(Outcome.FAILED, "b", "b")
+    assert status_of("dev", head="b", last=broken, last_applied=broken).health == Health.DEGRADED
+    back = entry(Outcome.ROLLED_BACK, "b", "a", "rolled back to a")
+    rolled = status_of("dev", head="b", last=back, last_applied=back)
+    assert (rolled.sync, rolled.health, rolled.applied_commit) == (SyncState.OUT_OF_SYNC, Health.HEALTHY, "a")
+    assert status_of("dev", head="a", last=ok, last_applied=ok, live_health=Health.DEGRADED).health == Health.DEGRADED

@@ -157,7 +157,9 @@ def status_cmd(wiring: Wiring, name: str, as_json: bool) -> None:
     """
     wiring.engine.recover()
     stored = _store(wiring).get(name)
-    result = syncing.status(wiring.store, _store(wiring), stored)
+    secret = stored.environment.kubeconfig_secret
+    kubeconfig = None if wiring.engine.secrets.missing([secret]) else wiring.engine.secrets.reveal([secret])[secret]
+    result = syncing.status(wiring.store, _store(wiring), stored, kubeconfig)
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return

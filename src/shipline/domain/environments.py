@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from shipline.domain.pipelines import Duration
+from shipline.domain.rollouts import Health
 
 ENV_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
 """Environment names: DNS labels short enough that `env-NAME` is still a pipeline name."""
@@ -424,13 +425,6 @@ class SyncState(StrEnum):
     OUT_OF_SYNC = "OutOfSync"
 
 
-class Health(StrEnum):
-    HEALTHY = "Healthy"
-    PROGRESSING = "Progressing"
-    DEGRADED = "Degraded"
-    MISSING = "Missing"
-
-
 class EnvironmentStatus(BaseModel):
     """`shipline env status NAME --json`: exactly these keys (contract)."""
 
@@ -454,12 +448,14 @@ def status_of(
     drift: str = "",
     running: int | None = None,
     live_health: Health | None = None,
+    live_detail: str = "",
     head_error: str = "",
 ) -> EnvironmentStatus:
     """An environment's status from its newest history entries, its branch head and what is live.
 
     `running` is the id of a sync run under way; `live_health`, when the cluster
-    was asked, wins over what the history implies.
+    was asked, wins over what the history implies (`live_detail` says what is
+    not healthy).
     """
     applied = last_applied.applied_commit if last_applied else ""
     in_sync = bool(applied) and applied == head and not drift
@@ -481,6 +477,8 @@ def status_of(
         message = f"cannot read the branch head: {head_error}"
     elif last is not None:
         message = last.message
+        if live_detail and live_health not in (None, Health.HEALTHY):
+            message = f"{live_detail}; {message}"
     else:
         message = "never synced: run `shipline env sync " + name + "`"
     return EnvironmentStatus(

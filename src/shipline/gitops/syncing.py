@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 
 from shipline.domain.environments import Environment, EnvironmentStatus, HistoryEntry, Outcome, status_of
+from shipline.domain.objects import ref_of
+from shipline.domain.rollouts import Health, assess, worst
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
-from shipline.exceptions import ToolError
+from shipline.exceptions import ShiplineError, ToolError
+from shipline.integrations.clusters import Cluster, Target
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.sql import SqlStore
 from shipline.triggers.polling import ls_remote
@@ -139,10 +143,32 @@ def active_run(sql: SqlStore, env: Environment) -> int | None:
     return None
 
 
-def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment) -> EnvironmentStatus:
+def live_health(env: Environment, kubeconfig: str) -> tuple[Health | None, str]:
+    """The worst health of the objects shipline applied for the environment, as the cluster has them now;
+    (None, why) when the cluster cannot be asked."""
+    with tempfile.TemporaryDirectory(prefix="shipline-status-") as tmp:
+        path = Path(tmp) / "kubeconfig"
+        path.touch(mode=0o600)
+        path.write_text(kubeconfig, encoding="utf-8")
+        try:
+            cluster = Cluster.connect(path, environment=env.name, target=Target(env.namespace, env.cluster))
+            objects = cluster.tracked()
+        except ShiplineError as exc:
+            return None, str(exc)
+    if not objects:
+        return Health.MISSING, "no object that shipline applied for it is in the cluster"
+    assessed = [(ref_of(o), assess(o, o)) for o in objects]
+    health = worst(a.health for _, a in assessed)
+    bad = [f"{ref}: {a.health} ({a.message})" for ref, a in sorted(assessed, key=lambda p: p[0]) if a.health != Health.HEALTHY]
+    return health, "; ".join(bad[:3])
+
+
+def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment, kubeconfig: str | None) -> EnvironmentStatus:
+    """The contract's status; with `kubeconfig` (the environment's), health is read from the cluster."""
     env = stored.environment
     head, head_error = branch_head(env)
     history = store.history(env.name, limit=1)
+    health, detail = live_health(env, kubeconfig) if kubeconfig else (None, "")
     return status_of(
         env.name,
         head=head,
@@ -151,6 +177,8 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment) ->
         last_applied=store.last_applied(env.name),
         drift=stored.drift,
         running=active_run(sql, env),
+        live_health=health,
+        live_detail=detail,
     )
 
 
