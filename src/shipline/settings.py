@@ -82,6 +82,10 @@ class Settings(BaseModel):
     webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     """Larger webhook bodies are refused with 413 before anything is parsed."""
 
+    env_poll_seconds: float = Field(default=30.0, gt=0)
+    """How often the server reads the branch head of each `sync: auto` environment; a webhook
+    from the environment repository makes it look at once ($SHIPLINE_ENV_POLL_SECONDS)."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'shipline.db'}"
@@ -115,6 +119,7 @@ _ENV = {
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
+    "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
 }
 
 

@@ -24,15 +24,19 @@ from sqlalchemy import text
 
 from shipline import __version__
 from shipline.domain.pipelines import ResolvedPipeline
+from shipline.domain.environments import Environment
 from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
+from shipline.gitops.reconciling import Reconciler
+from shipline.gitops.syncing import Action, run_params, write_definition
 from shipline.server import api, hooks, streaming
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
+from shipline.store.environments import EnvironmentStore
 from shipline.store.repositories import Repository, ServerSqlStore, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.polling import Poller, PollTarget
@@ -58,6 +62,7 @@ class Server:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
+    reconciler: Reconciler | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Server:
@@ -91,6 +96,22 @@ class Server:
                 pipeline = self.dispatcher.pipelines.load(repo.pipeline)
                 out.setdefault(pipeline.name, (repo, pipeline))
         return out
+
+    # --- environments (GitOps) ----------------------------------------------------------
+
+    @property
+    def environments(self) -> EnvironmentStore:
+        return EnvironmentStore(self.sql)
+
+    def submit_environment(self, env: Environment, action: Action, revision: str, last_verified: str) -> int:
+        """Queue a run of an environment's pipeline (the reconciler's and the API's one way in)."""
+        pipeline = self.dispatcher.pipelines.load(str(write_definition(self.settings.home, env)))
+        params = run_params(action, revision=revision, last_verified=last_verified)
+        trigger: dict[str, object] = {"source": "gitops", "environment": env.name, "action": action.value, "revision": revision}
+        run_id = self.engine.submit(pipeline, params, trigger=trigger)
+        self.runner.poke()
+        self.dispatcher.notify(run_id, "queued", pipeline.name)
+        return run_id
 
     # --- what the poller and the scheduler need -----------------------------------------
 
@@ -136,11 +157,16 @@ class Server:
         self.stopping = asyncio.Event()
         self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
         scheduler = CronScheduler(self.schedules, self.on_schedule, self.settings.poll_tick_seconds)
+        self.reconciler = Reconciler(
+            self.sql, self.environments, self.engine.secrets, self.engine.workspace, self.submit_environment,
+            poll_seconds=self.settings.env_poll_seconds, tick=self.settings.poll_tick_seconds,
+        )
         self.runner.start(asyncio.get_running_loop())
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
             asyncio.create_task(self.poller.run(stop)),
             asyncio.create_task(scheduler.run(stop)),
+            asyncio.create_task(self.reconciler.run(stop)),
         ]
         self.ready = True
         log.info("server ready", extra={"version": __version__, "database": self.sql._where(), "home": str(self.settings.home)})

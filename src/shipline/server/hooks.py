@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from shipline.exceptions import ShiplineError, UsageError
-from shipline.triggers.events import EventKind, Forge
+from shipline.triggers.events import EventKind, Forge, ForgeEvent
 from shipline.triggers.parsing import PARSERS, decode
 from shipline.triggers.verifying import read_headers, verify
 
@@ -52,7 +52,17 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
     except UsageError as exc:
         count("bad_request")
         return _answer(400, forge, "bad_request", str(exc))
+    poked, refused = _poke_environments(server, forge, event, body, delivery.signature)
     candidates = [r for r in server.state.find_repositories(event.repo_urls) if r.forge == forge.value]
+    if not candidates and (poked or refused):
+        if not poked:
+            count("unauthorized")
+            return _answer(401, forge, "unauthorized", f"signature does not match the webhook secret of environment {refused[0]}; nothing started")
+        count("started")
+        return _answer(
+            202, forge, "started", f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
+            environments=poked, delivery=delivery.delivery_id,
+        )
     if not candidates:
         if event.kind is EventKind.PING and not event.repo_urls:
             count("ping")
@@ -89,6 +99,33 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
         202 if result == "started" else 200, forge, result, message,
         runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes],
     )
+
+
+def _poke_environments(server: Any, forge: Forge, event: ForgeEvent, body: bytes, signature: str | None) -> tuple[list[str], list[str]]:
+    """Environments whose repository and branch this push is about: (verified and poked, refused).
+
+    Each environment checks the signature against its own secret `env-NAME-webhook`
+    (`shipline secrets set env-NAME-webhook`); one without that secret takes no webhooks
+    and follows its branch by polling.  A poke only makes the reconciler read the branch
+    head now: nothing from the payload is used.
+    """
+    reconciler = server.reconciler
+    if reconciler is None or event.kind is not EventKind.PUSH:
+        return [], []
+    poked: list[str] = []
+    refused: list[str] = []
+    for env in reconciler.environments_for(event.repo_urls, event.branch):
+        name = f"env-{env.name}-webhook"
+        secrets = server.engine.secrets
+        if secrets.missing([name]):
+            continue
+        if verify(forge, secrets.reveal([name])[name], body, signature):
+            poked.append(env.name)
+        else:
+            refused.append(env.name)
+    if poked:
+        reconciler.poke(poked)
+    return poked, refused
 
 
 @router.post("/hooks/github", summary="GitHub webhook (push, pull_request, ping)")
