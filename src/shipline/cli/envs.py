@@ -250,8 +250,8 @@ def sync_cmd(wiring: Wiring, name: str, revision: str, as_json: bool) -> None:
     """
     store = _store(wiring)
     store.get(name)
-    verified = store.verified_commits(name)
-    sys.exit(_run(wiring, name, syncing.Action.SYNC, revision=_commitish(revision), last_verified=verified[0] if verified else "", as_json=as_json))
+    back = syncing.last_verified(store, name)
+    sys.exit(_run(wiring, name, syncing.Action.SYNC, revision=syncing.check_revision(revision), last_verified=back, as_json=as_json))
 
 
 @env.command("diff")
@@ -263,7 +263,7 @@ def diff_cmd(wiring: Wiring, name: str, revision: str) -> None:
 
     Exit status 0 (whatever the diff), 1 when the run failed, 2 for bad input.
     """
-    sys.exit(_run(wiring, name, syncing.Action.DIFF, revision=_commitish(revision), last_verified="", as_json=False))
+    sys.exit(_run(wiring, name, syncing.Action.DIFF, revision=syncing.check_revision(revision), last_verified="", as_json=False))
 
 
 @env.command("rollback")
@@ -280,23 +280,8 @@ def rollback_cmd(wiring: Wiring, name: str, to: str, as_json: bool) -> None:
     """
     store = _store(wiring)
     store.get(name)
-    current = store.last_applied(name)
-    applied = current.applied_commit if current else ""
-    verified = store.verified_commits(name)
-    if not to:
-        earlier = [c for c in verified if c != applied]
-        if not earlier:
-            raise UsageError(f"{name} has no verified commit other than the applied one to roll back to; give one with --to COMMIT")
-        to = earlier[0]
-    back = applied if applied in verified else (verified[0] if verified else "")
-    sys.exit(_run(wiring, name, syncing.Action.ROLLBACK, revision=_commitish(to), last_verified=back, as_json=as_json))
-
-
-def _commitish(value: str) -> str:
-    value = value.strip()
-    if value and (value.startswith("-") or any(c.isspace() for c in value) or len(value) > 255):
-        raise UsageError(f"{value!r} is not a commit: give a commit id (or a tag or branch name)")
-    return value
+    to, back = syncing.rollback_plan(store, name, syncing.check_revision(to))
+    sys.exit(_run(wiring, name, syncing.Action.ROLLBACK, revision=to, last_verified=back, as_json=as_json))
 
 
 env.add_command(credentials)

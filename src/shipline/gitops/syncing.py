@@ -21,7 +21,7 @@ from shipline.domain.environments import Environment, EnvironmentStatus, History
 from shipline.domain.objects import ref_of
 from shipline.domain.rollouts import Health, assess, worst
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
-from shipline.exceptions import ShiplineError, ToolError
+from shipline.exceptions import ShiplineError, ToolError, UsageError
 from shipline.integrations.clusters import Cluster, Target
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.sql import SqlStore
@@ -197,3 +197,35 @@ def record_unrecorded(sql: SqlStore, store: EnvironmentStore, env: Environment) 
         if entry is not None:
             entries.append(entry)
     return entries
+
+
+def last_verified(store: EnvironmentStore, name: str) -> str:
+    """Where a failed sync goes back to: the newest verified commit ("" when none)."""
+    verified = store.verified_commits(name)
+    return verified[0] if verified else ""
+
+
+def rollback_plan(store: EnvironmentStore, name: str, to: str = "") -> tuple[str, str]:
+    """(commit to apply, commit to go back to if that fails) for a rollback of `name`.
+
+    Without `to`: the newest verified commit other than the one applied now.
+    """
+    to = check_revision(to)
+    current = store.last_applied(name)
+    applied = current.applied_commit if current else ""
+    verified = store.verified_commits(name)
+    if not to:
+        earlier = [c for c in verified if c != applied]
+        if not earlier:
+            raise UsageError(f"{name} has no verified commit other than the applied one to roll back to; give one with --to COMMIT")
+        to = earlier[0]
+    back = applied if applied in verified else (verified[0] if verified else "")
+    return to, back
+
+
+def check_revision(value: str) -> str:
+    """A commit id, tag or branch name given by someone: never an option to git, never text with spaces."""
+    value = value.strip()
+    if value and (value.startswith("-") or any(c.isspace() for c in value) or len(value) > 255):
+        raise UsageError(f"{value!r} is not a commit: give a commit id (or a tag or branch name)")
+    return value

@@ -31,7 +31,7 @@ from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, run_params, write_definition
-from shipline.server import api, hooks, streaming
+from shipline.server import api, environments, hooks, streaming
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
 from shipline.server.observing import Metrics, cancel_quietly
@@ -244,6 +244,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     app.include_router(hooks.router)
     app.include_router(streaming.router)
     app.include_router(api.router)
+    app.include_router(environments.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
