@@ -29,6 +29,12 @@ from shipline.gitops.declarations import kubeconfig_path, load_environments, rea
 from shipline.store.environments import EnvironmentStore
 
 
+def _console() -> Console:
+    """A terminal's width on a terminal; wide enough for whole commit ids in a pipe."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=250)
+
+
 def _store(wiring: Wiring) -> EnvironmentStore:
     return EnvironmentStore(wiring.store)
 
@@ -96,7 +102,7 @@ def apply_cmd(wiring: Wiring, file: Path) -> None:
         text, source = kubeconfigs[item.name]
         secrets.set(item.kubeconfig_secret, text)
         created = store.put(item, str(file.resolve()))
-        syncing.write_definition(wiring.settings.home, item)
+        syncing.write_definition(wiring.settings.home, item, git_credentials=syncing.git_credentials_available(wiring.settings, secrets))
         target = f"namespace {item.namespace}" if item.namespace else "the whole cluster"
         how = "" if item.kubeconfig else f" (no `kubeconfig:` declared: using {source})"
         click.echo(f"{item.name}: {'registered' if created else 'updated'} — {item.repo} {item.branch} -> {target}{how}")
@@ -131,7 +137,7 @@ def list_cmd(wiring: Wiring, as_json: bool) -> None:
             e.name, e.namespace or "(cluster)", e.repo, e.branch, e.sync,
             last.applied_commit[:12] if last else "", history[0].outcome.value if history else "never synced",
         )
-    Console(highlight=False).print(table)
+    _console().print(table)
 
 
 def _print_status(result: EnvironmentStatus) -> None:
@@ -191,7 +197,7 @@ def history_cmd(wiring: Wiring, name: str, limit: int, as_json: bool) -> None:
             e.outcome.value,
             e.applied_commit[:12], str(e.run_id or ""), e.message,
         )
-    Console(highlight=False).print(table)
+    _console().print(table)
 
 
 # --- runs: sync, diff, rollback ---------------------------------------------------------
@@ -215,7 +221,8 @@ def _exit_code(record: RunRecord, action: syncing.Action) -> int:
 def _run(wiring: Wiring, name: str, action: syncing.Action, *, revision: str, last_verified: str, as_json: bool) -> int:
     store = _store(wiring)
     env_ = store.get(name).environment
-    path = syncing.write_definition(wiring.settings.home, env_)
+    creds = syncing.git_credentials_available(wiring.settings, wiring.engine.secrets)
+    path = syncing.write_definition(wiring.settings.home, env_, git_credentials=creds)
     pipeline = load_pipeline(path)
     engine = wiring.engine
     engine.recover()

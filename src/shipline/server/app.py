@@ -30,7 +30,7 @@ from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
 from shipline.gitops.reconciling import Reconciler
-from shipline.gitops.syncing import Action, run_params, write_definition
+from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
 from shipline.server import api, environments, hooks, streaming
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
@@ -106,7 +106,8 @@ class Server:
 
     def submit_environment(self, env: Environment, action: Action, revision: str, last_verified: str) -> int:
         """Queue a run of an environment's pipeline (the reconciler's and the API's one way in)."""
-        pipeline = self.dispatcher.pipelines.load(str(write_definition(self.settings.home, env)))
+        creds = git_credentials_available(self.settings, self.engine.secrets)
+        pipeline = self.dispatcher.pipelines.load(str(write_definition(self.settings.home, env, git_credentials=creds)))
         params = run_params(action, revision=revision, last_verified=last_verified)
         trigger: dict[str, object] = {"source": "gitops", "environment": env.name, "action": action.value, "revision": revision}
         run_id = self.engine.submit(pipeline, params, trigger=trigger)
