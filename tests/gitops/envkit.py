@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
+
+from helpers import shipline
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -59,3 +63,83 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip())
     return path
+
+
+def deployment(name: str, image: str, *, cpu: str | None = None) -> str:
+    resources = f"\n          resources: {{requests: {{cpu: \"{cpu}\"}}}}" if cpu else ""
+    return f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: app
+          image: "{image}"{resources}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+
+class EnvRepo:
+    """A working copy of the environment repository, pushed to Gitea on each commit."""
+
+    def __init__(self, path: Path, remote: str) -> None:
+        self.path = path
+        self.remote = remote
+        path.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.email", "ops@example.com")
+        self.git("config", "user.name", "ops")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    def write(self, name: str, text: str) -> None:
+        write(self.path / name, text)
+
+    def remove(self, name: str) -> None:
+        self.git("rm", "-q", name)
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        self.git("push", "-q", self.remote, "HEAD:main")
+        return self.git("rev-parse", "HEAD")
+
+
+class Kube:
+    def __init__(self, kubectl: Path, kubeconfig: Path, namespace: str) -> None:
+        self.kubectl, self.kubeconfig, self.namespace = kubectl, kubeconfig, namespace
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", "-n", self.namespace, *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def get(self, kind: str) -> list[dict[str, Any]]:
+        return list(json.loads(self.run("get", kind, "-o", "json").stdout)["items"])
+
+    def images(self) -> dict[str, str]:
+        return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in self.get("deployments")}
+
+    def names(self, kind: str) -> set[str]:
+        return {o["metadata"]["name"] for o in self.get(kind)}
+
+
+def env_cmd(cli_env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`shipline env ARGS` in a subprocess, with the testbed's tools."""
+    return shipline("env", *args, env=cli_env, timeout=timeout)

@@ -7,111 +7,17 @@ real CLI in a subprocess and looks at the cluster with kubectl.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from envkit import push_chart, write, write_chart
-from helpers import shipline
+from envkit import EnvRepo, Kube, deployment, env_cmd, push_chart, write, write_chart
 
-from shipline.testbed.fixtures import GiteaRepo, Testbed
+from shipline.testbed.fixtures import GiteaRepo
 
 pytestmark = pytest.mark.testbed
-
-
-def deployment(name: str, image: str, *, cpu: str | None = None) -> str:
-    resources = f"\n          resources: {{requests: {{cpu: \"{cpu}\"}}}}" if cpu else ""
-    return f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers:
-        - name: app
-          image: "{image}"{resources}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
-
-
-class EnvRepo:
-    """A working copy of the environment repository, pushed to Gitea on each commit."""
-
-    def __init__(self, path: Path, remote: str) -> None:
-        self.path = path
-        self.remote = remote
-        path.mkdir(parents=True)
-        self.git("init", "-q", "-b", "main")
-        self.git("config", "user.email", "ops@example.com")
-        self.git("config", "user.name", "ops")
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-    def write(self, name: str, text: str) -> None:
-        write(self.path / name, text)
-
-    def remove(self, name: str) -> None:
-        self.git("rm", "-q", name)
-
-    def commit(self, message: str) -> str:
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        self.git("push", "-q", self.remote, "HEAD:main")
-        return self.git("rev-parse", "HEAD")
-
-
-@pytest.fixture
-def env_repo(tmp_path: Path, gitea_repo: GiteaRepo) -> EnvRepo:
-    return EnvRepo(tmp_path / "env-repo", gitea_repo.clone_url)
-
-
-@pytest.fixture
-def cli_env(home: Path, testbed: Testbed, helm: Path, kubectl: Path) -> dict[str, str]:
-    """What the CLI gets: the testbed's variables and its helm and kubectl on PATH."""
-    path = os.pathsep.join([str(helm.parent), str(kubectl.parent), os.environ.get("PATH", "")])
-    return {**testbed.env, "PATH": path, "SHIPLINE_HOME": str(home)}
-
-
-class Kube:
-    def __init__(self, kubectl: Path, kubeconfig: Path, namespace: str) -> None:
-        self.kubectl, self.kubeconfig, self.namespace = kubectl, kubeconfig, namespace
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", "-n", self.namespace, *args],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if check:
-            assert proc.returncode == 0, proc.stderr
-        return proc
-
-    def get(self, kind: str) -> list[dict[str, Any]]:
-        return list(json.loads(self.run("get", kind, "-o", "json").stdout)["items"])
-
-    def images(self) -> dict[str, str]:
-        return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in self.get("deployments")}
-
-    def names(self, kind: str) -> set[str]:
-        return {o["metadata"]["name"] for o in self.get(kind)}
-
-
-@pytest.fixture
-def kube(kubectl: Path, kubeconfig: Path, namespace: str) -> Kube:
-    return Kube(kubectl, kubeconfig, namespace)
 
 
 def declare(tmp_path: Path, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, **extra: str) -> Path:
@@ -120,10 +26,6 @@ def declare(tmp_path: Path, gitea_repo: GiteaRepo, namespace: str, kubeconfig: P
     path = tmp_path / "environments.yaml"
     path.write_text(json.dumps({"environments": [env]}, indent=2))
     return path
-
-
-def env_cmd(cli_env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return shipline("env", *args, env=cli_env, timeout=timeout)
 
 
 def status(cli_env: dict[str, str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipline.domain.environments import Environment, Outcome, diff_fields
+from shipline.domain.environments import Environment, FieldChange, Outcome, diff_fields
 from shipline.domain.objects import ObjectRef, ref_of
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
@@ -217,7 +217,8 @@ class Reconciler:
         if kind == "DELETED":
             what = f"{ref} was deleted"
         else:
-            changes = list(diff_fields(want, obj))
+            # As a change made to the applied state: applied value -> live value.
+            changes = [FieldChange(c.path, c.new, c.old) for c in diff_fields(want, obj)]
             what = f"{ref}: " + "; ".join(str(c) for c in changes[:3]) if changes else ""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._drifted, name, watched, ref, what)
