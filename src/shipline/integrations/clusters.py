@@ -924,21 +924,25 @@ def _status_text(exc: ApiError) -> str:
 
 
 def _pod_trouble(pods: list[dict[str, Any]]) -> str:
-    """The first reasons, among a workload's pods, why they do not run."""
-    reasons: list[str] = []
+    """Why a workload's pods do not run (unschedulable, image pull, crash loop), each reason once."""
+    troubles: dict[str, list[str]] = {}
     for pod in pods:
-        name = (pod.get("metadata") or {}).get("name")
+        name = str((pod.get("metadata") or {}).get("name"))
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                reasons.append(f"pod {name} {condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip())
+                why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
         for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-                reasons.append(f"pod {name} container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip())
-        if len(reasons) >= 2:
-            break
-    return "; ".join(dict.fromkeys(reasons))
+                why = f"container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
+    parts = []
+    for why, names in list(troubles.items())[:3]:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        parts.append(f"pod {names[0]}{more} {why}")
+    return "; ".join(parts)
 
 
 def _seconds(seconds: float) -> str:
