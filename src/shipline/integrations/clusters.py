@@ -209,16 +209,14 @@ def read_manifests(directory: Path) -> list[Manifest]:
         except (YAMLError, UnicodeDecodeError) as exc:
             problems.append(f"{name}: invalid YAML: {exc}")
             continue
-        index = 0
-        for document in documents:
-            for body in _flatten(document):
-                index += 1
-                source = name if len(documents) == 1 and index == 1 else f"{name}#{index}"
-                problem = _shape_problem(body)
-                if problem:
-                    problems.append(f"{source}: {problem}")
-                else:
-                    manifests.append(Manifest(source, body))
+        bodies = [body for document in documents for body in _flatten(document)]
+        for index, body in enumerate(bodies, 1):
+            source = name if len(bodies) == 1 else f"{name}#{index}"
+            problem = _shape_problem(body)
+            if problem:
+                problems.append(f"{source}: {problem}")
+            else:
+                manifests.append(Manifest(source, body))
     if problems:
         raise ManifestError(problems)
     return manifests
