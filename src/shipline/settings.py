@@ -56,6 +56,22 @@ class Settings(BaseModel):
     """The key that encrypts stored secrets ($SHIPLINE_SECRET_KEY); None means `home/secret.key`,
     made on first use.  Every process sharing a PostgreSQL store must have the same key."""
 
+    # --- what pipelines talk to ---
+
+    registry: str | None = None
+    """The default OCI registry, `HOST:PORT[/PREFIX]` ($SHIPLINE_REGISTRY); steps see it as
+    $SHIPLINE_REGISTRY.  A registry on 127.0.0.1 or localhost is spoken to over plain HTTP."""
+
+    gitea_url: str | None = None
+    """Base URL of the Gitea that hosts the repositories ($SHIPLINE_GITEA_URL); steps see it as $SHIPLINE_GITEA_URL."""
+
+    gitea_token: SecretStr | None = None
+    """API token for `gitea_url` ($SHIPLINE_GITEA_TOKEN): git over HTTP (clones, tags) and the API.
+    Steps never see it unless a task asks for `${{ secret_files.git-credentials }}`."""
+
+    github_token: SecretStr | None = None
+    """Token for github.com ($SHIPLINE_GITHUB_TOKEN), used like `gitea_token`."""
+
     # --- the server (`shipline serve`) ---
 
     host: str = "127.0.0.1"
@@ -110,6 +126,10 @@ _ENV = {
     "SHIPLINE_MAX_PARALLEL": "max_parallel",
     "SHIPLINE_SECRET_KEY": "secret_key",
     "SHIPLINE_STEP_ENV": "step_env",
+    "SHIPLINE_REGISTRY": "registry",
+    "SHIPLINE_GITEA_URL": "gitea_url",
+    "SHIPLINE_GITEA_TOKEN": "gitea_token",
+    "SHIPLINE_GITHUB_TOKEN": "github_token",
     "SHIPLINE_HOST": "host",
     "SHIPLINE_PORT": "port",
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",

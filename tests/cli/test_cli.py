@@ -63,7 +63,7 @@ def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> No
         assert done.returncode == 2, args
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     done = shipline("run", str(write("name: x\n")))
-    assert done.returncode == 2 and "'tasks' is required" in done.stderr
+    assert done.returncode == 2 and "a pipeline needs `tasks:`" in done.stderr
     done = shipline("run", "/no/such/file.yaml")
     assert done.returncode == 2 and "no such file" in done.stderr
     required = write("name: r\nparams: {env: {description: target environment}}\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")

@@ -225,5 +225,6 @@ def test_workdir_may_not_leave_the_workspace(write: Write) -> None:
 def test_schema_describes_the_file() -> None:
     schema = pipeline_schema()
     assert schema["title"] == "shipline pipeline"
-    assert set(schema["required"]) == {"name", "tasks"}
+    assert set(schema["required"]) == {"name"}
+    assert schema["anyOf"] == [{"required": ["tasks"]}, {"required": ["uses"]}]
     assert "finally" in schema["properties"]

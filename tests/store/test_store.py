@@ -126,3 +126,22 @@ def test_an_orphaned_delivery_finds_its_runs(any_store: SqlStore, settings: Sett
     state.finish_delivery("github", "d-1", "started", [run_id])
     dead.add("server-c")
     assert claim("server-d") is Claim.SEEN  # finished: never taken over
+
+
+def test_only_one_run_of_a_concurrency_group_is_claimed_at_a_time(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    pipeline = load_pipeline(write(PIPELINE))
+    first = any_store.create_run(pipeline, {}, concurrency_group="deploy-prod")
+    second = any_store.create_run(pipeline, {}, concurrency_group="deploy-prod")
+    other = any_store.create_run(pipeline, {}, concurrency_group="deploy-dev")
+    # The queue offers the oldest of each group; the younger waits behind it.
+    assert any_store.next_queued(10) == [first, other]
+    # A second engine cannot jump the queue, nor start a run while the group is held.
+    assert not any_store.claim(second, "engine-b")
+    assert any_store.claim(first, "engine-a")
+    assert not any_store.claim(second, "engine-b")
+    assert any_store.next_queued(10) == [other]
+    assert any_store.group_holder("deploy-prod") == first
+    any_store.update_run(first, status=RunStatus.SUCCEEDED.value)
+    assert any_store.next_queued(10) == [second, other]
+    assert any_store.claim(second, "engine-b")
+    assert any_store.get_run(second).concurrency_group == "deploy-prod"

@@ -67,6 +67,7 @@ class RunView:
         self.run_id = run_id
         self.pipeline = pipeline
         self.status = "queued"
+        self.note = ""  # e.g. which run holds the concurrency group this one waits for
         self.started: datetime | None = None
         self.tasks = {t.name: _TaskView(t.name) for t in pipeline.tasks}
 
@@ -74,6 +75,7 @@ class RunView:
         data = event.data
         if event.kind == "run":
             self.status = data["status"]
+            self.note = data.get("message", "") if self.status == "queued" else ""
             if self.status == "running" and self.started is None:
                 self.started = event.at
             return
@@ -94,7 +96,7 @@ class RunView:
     def render(self) -> RenderableType:
         head = Text.assemble(
             (f"run {self.run_id} ", "bold"), (self.pipeline.name, "cyan"), "  ", status_text(self.status),
-            f"  {duration(self.started, None)}",
+            f"  {duration(self.started, None)}", (f"  {self.note}" if self.note else "", "yellow"),
         )
         table = Table.grid(padding=(0, 2))
         table.add_column(no_wrap=True)
@@ -143,6 +145,8 @@ def _plain(event: Event, view: RunView) -> str | None:
     if event.kind == "run":
         if data["status"] == "running":
             return f"{stamp} run {view.run_id} ({view.pipeline.name}) started"
+        if data["status"] == "queued" and data.get("message"):
+            return f"{stamp} run {view.run_id} ({view.pipeline.name}) {data['message']}"
         return None  # the summary says how it ended
     task = data.get("task", "")
     if event.kind == "log":

@@ -25,6 +25,12 @@ RUN_FIELDS = ("id", "pipeline", "status")
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
 """What `shipline secrets set NAME` accepts and `${{ secrets.NAME }}` may name."""
 
+SECRET_ROOTS = frozenset({"secrets", "secret_files"})
+"""`secrets.NAME` is the value; `secret_files.NAME` the path of a private file holding it."""
+
+GROUP_ROOTS = frozenset({"params", "inputs", "run"})
+"""What a `concurrency:` group may use: it is rendered when the run is created."""
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -77,19 +83,33 @@ def check_references(
     results: dict[str, list[str]],
     visible: set[str],
     task_name: str | None,
+    archetype_inputs: set[str] | None = None,
+    roots: frozenset[str] | None = None,
 ) -> Iterator[Finding]:
-    """Check one templated string.  `inputs` is None outside reusable task files."""
+    """Check one templated string.
+
+    `inputs` is None outside reusable task files; `archetype_inputs` names the
+    inputs of a whole-pipeline archetype (`${{ inputs.* }}` in its tasks);
+    `roots`, when given, limits what may be referenced at all.
+    """
     try:
         refs = ex.template_references(text)
     except ex.ExpressionError as exc:
         yield Finding(loc, f"bad expression: {exc.message}", exc.offset)
         return
     for ref, offset in refs:
-        if ref.path[0] == "secrets" and _is_condition(loc):
+        if roots is not None and ref.path[0] not in roots:
+            allowed = ", ".join(f"{r}.*" for r in sorted(roots))
+            yield Finding(loc, f"'{'.'.join(ref.path)}': only {allowed} may be used here", offset)
+            continue
+        if ref.path[0] in SECRET_ROOTS and _is_condition(loc):
             # A condition on a secret would tell its value bit by bit through skipped tasks.
             yield Finding(loc, f"'{'.'.join(ref.path)}': secrets cannot be used in `when:`", offset)
             continue
-        for finding in _check_ref(ref, loc, params=params, inputs=inputs, results=results, visible=visible, task_name=task_name):
+        for finding in _check_ref(
+            ref, loc, params=params, inputs=inputs, results=results, visible=visible, task_name=task_name,
+            archetype_inputs=archetype_inputs,
+        ):
             yield Finding(finding.loc, finding.message, offset)
 
 
@@ -106,6 +126,7 @@ def _check_ref(
     results: dict[str, list[str]],
     visible: set[str],
     task_name: str | None,
+    archetype_inputs: set[str] | None,
 ) -> Iterator[Finding]:
     path, text = ref.path, ".".join(ref.path)
     root = path[0]
@@ -115,9 +136,13 @@ def _check_ref(
         elif path[1] not in params:
             known = ", ".join(sorted(params)) or "none are declared"
             yield Finding(loc, f"'{text}': no param '{path[1]}' (params: {known})")
+    elif root == "inputs" and inputs is None and archetype_inputs is not None:
+        if len(path) != 2 or path[1] not in archetype_inputs:
+            known = ", ".join(sorted(archetype_inputs)) or "none are declared"
+            yield Finding(loc, f"'{text}': no input '{path[-1]}' (inputs: {known})")
     elif root == "inputs":
         if inputs is None:
-            yield Finding(loc, f"'{text}': inputs.* exist only in reusable task files; here use params.NAME")
+            yield Finding(loc, f"'{text}': inputs.* exist only in reusable task files and archetypes; here use params.NAME")
         elif len(path) != 2 or path[1] not in inputs:
             known = ", ".join(sorted(inputs)) or "none are declared"
             yield Finding(loc, f"'{text}': no input '{path[-1]}' (inputs: {known})")
@@ -126,13 +151,13 @@ def _check_ref(
             yield Finding(loc, f"'{text}': run has {', '.join('run.' + f for f in RUN_FIELDS)}")
     elif root == "tasks" and inputs is None:
         yield from _check_task_ref(path, text, loc, results, visible, task_name)
-    elif root == "secrets" and inputs is None:
+    elif root in SECRET_ROOTS and inputs is None:
         if len(path) != 2 or not SECRET_NAME.fullmatch(path[1]):
-            yield Finding(loc, f"'{text}': write secrets.NAME (letters, digits, '_' and '-')")
-    elif root == "secrets":
-        yield Finding(loc, f"'{text}': a reusable task gets secrets through its inputs: `with: {{NAME: ${{{{ secrets.NAME }}}}}}`")
+            yield Finding(loc, f"'{text}': write {root}.NAME (letters, digits, '_' and '-')")
+    elif root in SECRET_ROOTS:
+        yield Finding(loc, f"'{text}': a reusable task gets secrets through its inputs: `with: {{NAME: ${{{{ {root}.NAME }}}}}}`")
     else:
-        allowed = "inputs.*, run.*" if inputs is not None else "params.*, tasks.*, secrets.*, run.*"
+        allowed = "inputs.*, run.*" if inputs is not None else "params.*, tasks.*, secrets.*, secret_files.*, run.*"
         yield Finding(loc, f"'{text}': unknown reference (expressions may use {allowed})")
 
 
@@ -166,8 +191,14 @@ def _check_task_ref(
             )
 
 
-def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], templated: set[str]) -> list[Finding]:
-    """Every problem that spans tasks.  `templated` names tasks whose steps came from `uses:`.
+def check_pipeline(
+    pipeline: ResolvedPipeline,
+    origins: dict[str, TaskOrigin],
+    templated: set[str],
+    declared_inputs: set[str] | None = None,
+) -> list[Finding]:
+    """Every problem that spans tasks.  `templated` names tasks whose steps came from `uses:`;
+    `declared_inputs` the inputs of an archetype (None for a plain pipeline).
 
     Task names must already be unique (the loader checks that first).
     """
@@ -197,10 +228,20 @@ def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], t
 
     results = {t.name: t.results for t in pipeline.tasks}
     params = set(pipeline.params)
+    arch = declared_inputs
     for key, value in pipeline.env.items():
         findings += check_references(
-            value, ("env", key), params=params, inputs=None, results=results, visible=set(), task_name=None
+            value, ("env", key), params=params, inputs=None, results=results, visible=set(), task_name=None,
+            archetype_inputs=arch,
         )
+    everything = {t.name for t in pipeline.tasks}
+    for key, value in pipeline.results.items():
+        findings += check_references(
+            value, ("results", key), params=params, inputs=None, results=results, visible=everything,
+            task_name=None, archetype_inputs=arch, roots=frozenset({"params", "inputs", "tasks", "run"}),
+        )
+    if pipeline.concurrency is not None:
+        findings += check_group(pipeline.concurrency.group, params, arch)
     for task in pipeline.tasks:
         loc = origins[task.name].loc
         deps = graphs[task.is_finally]
@@ -209,7 +250,8 @@ def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], t
             visible |= main_names
         for text_loc, text in expression_texts(task, loc, template=task.name in templated):
             findings += check_references(
-                text, text_loc, params=params, inputs=None, results=results, visible=visible, task_name=task.name
+                text, text_loc, params=params, inputs=None, results=results, visible=visible, task_name=task.name,
+                archetype_inputs=arch,
             )
         if task.when is not None and not task.when.strip():
             findings.append(Finding((*loc, "when"), "`when:` is empty"))
@@ -222,15 +264,54 @@ def check_pipeline(pipeline: ResolvedPipeline, origins: dict[str, TaskOrigin], t
     return findings
 
 
-def referenced_secrets(pipeline: ResolvedPipeline) -> list[str]:
-    """The names of the secrets a (checked) pipeline uses, each once, sorted."""
-    texts = list(pipeline.env.values())
+def check_group(group: str, params: set[str], archetype_inputs: set[str] | None) -> list[Finding]:
+    """A `concurrency:` group: rendered when the run is created, so params, inputs and run.pipeline only."""
+    findings = list(check_references(
+        group, ("concurrency", "group"), params=params, inputs=None, results={}, visible=set(), task_name=None,
+        archetype_inputs=archetype_inputs, roots=GROUP_ROOTS,
+    ))
+    try:
+        refs = ex.template_references(group)
+    except ex.ExpressionError:
+        refs = []  # reported above
+    for ref, offset in refs:
+        if ref.path[0] == "run" and ref.path[1:] != ("pipeline",):
+            findings.append(Finding(
+                ("concurrency", "group"),
+                f"'{'.'.join(ref.path)}': a group may use run.pipeline only (it is rendered before the run exists)",
+                offset,
+            ))
+    return findings
+
+
+def referenced_secrets(pipeline: ResolvedPipeline, root: str = "secrets") -> list[str]:
+    """The names of the secrets a (checked) pipeline uses as values (`root="secret_files"`: as files), each once, sorted."""
+    texts = [*pipeline.env.values(), *pipeline.inputs.values()]
     for task in pipeline.tasks:
         texts += [*task.env.values(), *task.inputs.values()]
         texts += [text for step in task.steps for text in (step.run, *step.env.values())]
     return sorted(
-        {ref.path[1] for text in texts for ref, _ in ex.template_references(text) if ref.path[0] == "secrets" and len(ref.path) == 2}
+        {ref.path[1] for text in texts for ref, _ in ex.template_references(text) if ref.path[0] == root and len(ref.path) == 2}
     )
+
+
+def task_secret_files(pipeline: ResolvedPipeline, task: ResolvedTask) -> list[str]:
+    """The secrets a task needs as files: named in its own texts, the pipeline's env, or an
+    archetype input it uses.  Only that task's steps get those files."""
+    texts = [*task.env.values(), *task.inputs.values(), *pipeline.env.values()]
+    if task.uses is None:
+        texts += [text for step in task.steps for text in (step.run, *step.env.values())]
+    names: set[str] = set()
+    for text in texts:
+        for ref, _ in ex.template_references(text):
+            if ref.path[0] == "secret_files" and len(ref.path) == 2:
+                names.add(ref.path[1])
+            elif ref.path[0] == "inputs" and len(ref.path) == 2 and ref.path[1] in pipeline.inputs:
+                names.update(
+                    r.path[1] for r, _ in ex.template_references(pipeline.inputs[ref.path[1]])
+                    if r.path[0] == "secret_files" and len(r.path) == 2
+                )
+    return sorted(names)
 
 
 def check_template(env: dict[str, str], steps_texts: list[tuple[Loc, str]], inputs: set[str]) -> list[Finding]:

@@ -147,18 +147,61 @@ class TaskTemplate(_Spec):
     timeout: Duration | None = None
 
 
+class Concurrency(_Spec):
+    """Runs whose rendered `group` is the same never overlap, whatever started them."""
+
+    group: str = Field(min_length=1, max_length=200)
+    """Text that may use `${{ params.* }}`, `${{ inputs.* }}` and `${{ run.pipeline }}`."""
+    policy: Literal["queue", "cancel-previous"] = "queue"
+    """`queue`: a new run waits until the group is free.  `cancel-previous`: it cancels the group's unfinished runs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `concurrency: deploy-${{ params.env }}` is short for `{group: ..., policy: queue}`.
+        return {"group": data} if isinstance(data, str) else data
+
+
 class Pipeline(_Spec):
-    """A pipeline definition: params, tasks (a sequence or a DAG) and finally tasks."""
+    """A pipeline definition: params, tasks (a sequence or a DAG) and finally tasks.
+
+    Or a whole pipeline from the catalog: `uses: shipline/NAME` with `with:` inputs.
+    """
 
     name: Name
     description: str = ""
+    uses: str | None = None
+    """An archetype: `shipline/NAME` from the catalog or `./path.yaml`; then no `tasks:`."""
+    with_: dict[VarName, Text] = Field(default={}, alias="with")
+    """Values for the archetype's `inputs:`."""
+    inputs: dict[VarName, Param] = {}
+    """Only in an archetype: what a file that `uses:` it fills with `with:` (`${{ inputs.NAME }}`)."""
     params: dict[VarName, Param] = {}
     env: dict[EnvName, Text] = {}
-    tasks: list[Task] = Field(min_length=1)
+    tasks: list[Task] = []
     finally_: list[Task] = Field(default=[], alias="finally")
     """Always run after the tasks, whether they succeeded, failed or were cancelled."""
+    results: dict[VarName, str] = {}
+    """The run's own results: NAME -> a template such as `${{ tasks.build.results.version }}`,
+    evaluated when the run ends; one that cannot be resolved then is left out."""
+    concurrency: Concurrency | None = None
     timeout: Duration | None = None
     """For the whole run; on expiry running tasks are stopped and the run fails."""
+
+    @model_validator(mode="after")
+    def _tasks_or_uses(self) -> Pipeline:
+        if self.uses is None:
+            if not self.tasks:
+                raise ValueError("a pipeline needs `tasks:` (or `uses: shipline/NAME` for a whole pipeline from the catalog)")
+            if self.with_:
+                raise ValueError("`with:` goes with `uses:`")
+            return self
+        extra = [key for key, given in (("tasks", self.tasks), ("finally", self.finally_), ("inputs", self.inputs),
+                                        ("env", self.env), ("results", self.results)) if given]
+        if extra:
+            raise ValueError(f"a pipeline that `uses:` another takes name, description, with, params, "
+                             f"concurrency and timeout; not {', '.join(extra)}")
+        return self
 
 
 class ResolvedTask(_Spec):
@@ -186,8 +229,12 @@ class ResolvedPipeline(_Spec):
     name: Name
     source: str = ""
     params: dict[str, Param] = {}
+    inputs: dict[str, str] = {}
+    """An archetype's inputs: templates (they may hold `${{ params.* }}`) seen as `inputs.*`."""
     env: dict[str, str] = {}
     tasks: list[ResolvedTask]
+    results: dict[str, str] = {}
+    concurrency: Concurrency | None = None
     timeout: float | None = None
 
     @property

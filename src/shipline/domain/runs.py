@@ -98,6 +98,9 @@ class RunRecord(BaseModel):
     source: str = ""
     rerun_of: int | None = None
     trigger: dict[str, Any] | None = None
+    results: dict[str, str] = {}
+    """The pipeline's own results (its top-level `results:`), set when the run ends."""
+    concurrency_group: str | None = None
     tasks: list[TaskRecord] = []
 
     def task(self, name: str) -> TaskRecord:
@@ -144,11 +147,16 @@ def context(
     cancelled: bool = False,
     inputs: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
+    secret_files: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """What `${{ }}` may see.  Results of tasks that did not succeed are absent."""
-    return {
+    """What `${{ }}` may see.  Results of tasks that did not succeed are absent.
+
+    `inputs` defaults to the archetype's inputs, rendered (they may use params and secrets).
+    """
+    ctx: dict[str, object] = {
         "params": dict(params),
         "secrets": dict(secrets or {}),
+        "secret_files": dict(secret_files or {}),
         "tasks": {
             name: {
                 "status": st.status.value,
@@ -161,8 +169,41 @@ def context(
             "pipeline": pipeline.name,
             "status": aggregate(pipeline, states, cancelled).value,
         },
-        "inputs": dict(inputs or {}),
     }
+    ctx["inputs"] = dict(inputs) if inputs is not None else _render_all(pipeline.inputs, ctx)
+    return ctx
+
+
+def _render_all(templates: Mapping[str, str], ctx: Mapping[str, object]) -> dict[str, str]:
+    """Each template rendered; one whose references do not resolve is left out."""
+    out: dict[str, str] = {}
+    for name, template in templates.items():
+        try:
+            out[name] = ex.render(template, ctx)
+        except ex.UnresolvedReference:
+            continue
+    return out
+
+
+def run_results(pipeline: ResolvedPipeline, ctx: Mapping[str, object]) -> dict[str, str]:
+    """The pipeline's own results once it has ended: those whose references resolve."""
+    return _render_all(pipeline.results, ctx)
+
+
+def concurrency_group(pipeline: ResolvedPipeline, params: Mapping[str, str]) -> str | None:
+    """The run's rendered concurrency group, or None; raises UsageError when it cannot be rendered."""
+    if pipeline.concurrency is None:
+        return None
+    ctx: dict[str, object] = {"params": dict(params), "run": {"pipeline": pipeline.name}}
+    ctx["inputs"] = _render_all(pipeline.inputs, ctx)
+    try:
+        group = ex.render(pipeline.concurrency.group, ctx)
+    except ex.UnresolvedReference as exc:
+        raise UsageError(
+            f"concurrency group {pipeline.concurrency.group!r} of '{pipeline.name}' needs {'.'.join(exc.path)}, "
+            "which has no value when the run is created"
+        ) from exc
+    return group[:255]
 
 
 def plan(
@@ -174,6 +215,7 @@ def plan(
     stopping: bool = False,
     cancelled: bool = False,
     secrets: Mapping[str, str] | None = None,
+    secret_files: Mapping[str, str] | None = None,
 ) -> Decision:
     """Decide what happens next.
 
@@ -185,7 +227,7 @@ def plan(
     skip: dict[str, str] = {}
     main_failed = _failed(states, pipeline.main)
     halt = stopping or cancelled or main_failed
-    ctx = context(pipeline, states, params, run_id, cancelled, secrets=secrets)
+    ctx = context(pipeline, states, params, run_id, cancelled, secrets=secrets, secret_files=secret_files)
 
     for task in pipeline.main:
         if states[task.name].status != TaskStatus.PENDING:

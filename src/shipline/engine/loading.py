@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from shipline.domain.checking import Finding, Loc, TaskOrigin, check_pipeline, check_template
+from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
 from shipline.domain.pipelines import Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
 from shipline.exceptions import DefinitionError, Problem
@@ -223,8 +223,67 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
     )
 
 
+def _archetype_path(name: str) -> Path | None:
+    candidate = resources.files("shipline") / "catalog" / "pipelines" / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def archetype_names() -> list[str]:
+    root = resources.files("shipline") / "catalog" / "pipelines"
+    return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipeline, _Document, Path] | None:
+    """The whole pipeline a file `uses:`, checked on its own; its `inputs` against the file's `with:`."""
+    assert spec.uses is not None
+    if spec.uses.startswith(CATALOG_PREFIX):
+        path = _archetype_path(spec.uses.removeprefix(CATALOG_PREFIX))
+        if path is None:
+            doc.problem(("uses",), f"no pipeline '{spec.uses}' in the catalog (pipelines: {', '.join(archetype_names())})")
+            return None
+        display = spec.uses
+    elif spec.uses.startswith(("./", "../")):
+        path = (base / spec.uses).resolve()
+        display = str(path)
+        if not path.is_file():
+            doc.problem(("uses",), f"'{spec.uses}': no such file (relative to {base})")
+            return None
+    else:
+        doc.problem(("uses",), f"'{spec.uses}': write shipline/NAME (a pipeline from the catalog) or ./path.yaml")
+        return None
+    adoc = _read(path, display)
+    archetype = None
+    if adoc.root is not None:
+        # An archetype's name is optional: runs take the name of the file that uses it.
+        archetype = _validate_model(adoc, Pipeline, {"name": "archetype", **_plain(adoc.root)})
+    if archetype is not None and archetype.uses is not None:
+        adoc.problem(("uses",), "an archetype cannot itself `uses:` another pipeline")
+        archetype = None
+    doc.problems += adoc.problems
+    adoc.problems = []
+    if archetype is None:
+        return None
+    for key in spec.with_:
+        if key not in archetype.inputs:
+            known = ", ".join(archetype.inputs) or "none"
+            doc.problem(("with", key), f"'{spec.uses}' has no input '{key}' (inputs: {known})", at_key=True)
+    for key, param in archetype.inputs.items():
+        if param.required and key not in spec.with_:
+            hint = f" ({param.description})" if param.description else ""
+            doc.problem(("with",) if spec.with_ else ("uses",), f"'{spec.uses}' needs input '{key}'{hint}: add it to `with:`")
+    for key in spec.params:
+        if key not in archetype.params:
+            known = ", ".join(archetype.params) or "none"
+            doc.problem(("params", key), f"'{spec.uses}' has no param '{key}' to give a default to (params: {known})", at_key=True)
+    return archetype, adoc, path.parent
+
+
 def load_pipeline(path: str | Path) -> ResolvedPipeline:
-    """Read, check and resolve one definition; raise DefinitionError listing every problem."""
+    """Read, check and resolve one definition; raise DefinitionError listing every problem.
+
+    A file that `uses:` an archetype gets the archetype's tasks, params and
+    results under its own name, with its `with:` as the archetype's inputs.
+    """
     path = Path(path)
     doc = _read(path, str(path))
     if doc.root is None:
@@ -234,38 +293,66 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
         raise DefinitionError(doc.problems)
 
     base = path.resolve().parent
+    body, body_doc = spec, doc
+    if spec.uses is not None:
+        loaded = _load_archetype(doc, spec, base)
+        if loaded is None or doc.problems:
+            raise DefinitionError(doc.problems)
+        body, body_doc, base = loaded
+        for key, value in spec.with_.items():
+            for f in check_references(value, ("with", key), params=set(body.params), inputs=None, results={},
+                                      visible=set(), task_name=None, roots=frozenset({"params", "secrets", "secret_files", "run"})):
+                doc.problem(f.loc, f.message, f.offset)
+    inputs = {k: p.default for k, p in body.inputs.items() if p.default is not None}
+    inputs.update(spec.with_)
+    params = {**body.params, **{k: v for k, v in spec.params.items() if spec.uses is not None}}
+    if spec.uses is None:
+        for key, param in body.inputs.items():
+            if param.required:
+                doc.problem(("inputs", key), f"input '{key}' has no default: this file is an archetype; "
+                            f"use it from another file with `uses: ./{path.name}` and `with: {{{key}: ...}}`")
+
     resolved: list[ResolvedTask] = []
     origins: dict[str, TaskOrigin] = {}
     templated: set[str] = set()
-    for key, tasks, is_finally in (("tasks", spec.tasks, False), ("finally", spec.finally_, True)):
+    for key, tasks, is_finally in (("tasks", body.tasks, False), ("finally", body.finally_, True)):
         deps = dependencies([Node(t.name, t.needs) for t in tasks])
         for i, task in enumerate(tasks):
             loc: Loc = (key, i)
             if task.name in origins:
-                doc.problem((*loc, "name"), f"task name '{task.name}' is used twice; task names must be unique")
+                body_doc.problem((*loc, "name"), f"task name '{task.name}' is used twice; task names must be unique")
                 continue
             origins[task.name] = TaskOrigin(loc)
             template = None
             if task.uses is not None:
-                loaded = _load_template(doc, task, loc, base)
-                template = loaded[0] if loaded else None
+                loaded_task = _load_template(body_doc, task, loc, base)
+                template = loaded_task[0] if loaded_task else None
                 templated.add(task.name)
             resolved.append(_resolve(task, deps[task.name], template, is_finally))
-    if doc.problems:
-        raise DefinitionError(doc.problems)
+    if doc.problems or body_doc.problems:
+        raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
     pipeline = ResolvedPipeline(
         name=spec.name,
         source=str(path),
-        params=dict(spec.params),
-        env=dict(spec.env),
+        params=params,
+        inputs=inputs,
+        env=dict(body.env),
         tasks=resolved,
-        timeout=spec.timeout,
+        results=dict(body.results),
+        concurrency=body.concurrency,
+        timeout=spec.timeout or body.timeout,
     )
-    findings: list[Finding] = check_pipeline(pipeline, origins, templated)
+    declared = set(body.inputs) if (spec.uses is not None or body.inputs) else None
+    findings: list[Finding] = check_pipeline(pipeline, origins, templated, declared)
     for f in findings:
-        doc.problem(f.loc, f.message, f.offset)
-    if doc.problems:
-        raise DefinitionError(doc.problems)
+        body_doc.problem(f.loc, f.message, f.offset)
+    if spec.concurrency is not None and body is not spec:
+        # The file's own group replaces the archetype's.
+        for f in check_group(spec.concurrency.group, set(params), declared):
+            doc.problem(f.loc, f.message, f.offset)
+        pipeline = pipeline.model_copy(update={"concurrency": spec.concurrency})
+    if doc.problems or body_doc.problems:
+        raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
     return pipeline
 
 
@@ -274,4 +361,5 @@ def pipeline_schema() -> dict[str, Any]:
     schema = Pipeline.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "shipline pipeline"
+    schema["anyOf"] = [{"required": ["tasks"]}, {"required": ["uses"]}]
     return schema

@@ -53,10 +53,16 @@ class RunRecorder:
         self.store.update_run(self.run_id, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
-    def run_finished(self, status: RunStatus, message: str = "") -> None:
+    def run_waiting(self, message: str) -> None:
+        """A queued run that may not start yet (its concurrency group is held): said, not stored."""
+        self._publish("run", {"status": RunStatus.QUEUED.value, "message": self.mask(message)}, now())
+
+    def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
         at = now()
-        self.store.update_run(self.run_id, status=status.value, finished_at=at, message=message)
-        self._publish("run", {"status": status.value, "message": message}, at)
+        message = self.mask(message)
+        shown = {k: self.mask(v) for k, v in (results or {}).items()}
+        self.store.update_run(self.run_id, status=status.value, finished_at=at, message=message, results=shown)
+        self._publish("run", {"status": status.value, "message": message, "results": shown}, at)
 
     def task_started(self, task: str, attempt: int) -> None:
         at = now()

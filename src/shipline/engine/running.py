@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from contextlib import suppress
@@ -18,12 +19,23 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from shipline.domain import expressions as ex
-from shipline.domain.checking import referenced_secrets
+from shipline.domain.checking import referenced_secrets, task_secret_files
 from shipline.domain.outputs import OutputError, parse_output
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
-from shipline.domain.runs import RunRecord, RunStatus, TaskState, TaskStatus, bind_params, context, plan
+from shipline.domain.runs import (
+    RunRecord,
+    RunStatus,
+    TaskState,
+    TaskStatus,
+    bind_params,
+    concurrency_group,
+    context,
+    plan,
+    run_results,
+)
 from shipline.engine.events import EventBus
 from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
@@ -43,6 +55,7 @@ class Engine:
         self.executor = executor
         self.bus = bus or EventBus()
         self.secrets = SecretStore(store, Keyring.from_settings(settings))
+        self.builtin_secrets = forge_credentials(settings)
         self.owner = owner_id()
         self._slots: asyncio.Semaphore | None = None
         self._drivers: dict[int, _RunDriver] = {}
@@ -65,19 +78,41 @@ class Engine:
         trigger: dict[str, Any] | None = None,
         rerun_of: int | None = None,
         claim: bool = False,
+        fallback_group: str | None = None,
     ) -> int:
         """Check the params and create a queued run; raises UsageError for bad params.
 
         `claim`: this engine drives it next (the CLI); if the engine dies before it
         does, recovery finds the run instead of leaving it queued for no one.
+        `fallback_group`: the concurrency group when the pipeline declares none
+        (a trigger rule's `queue`/`cancel`).
         """
         bound = bind_params(pipeline, params)
+        return self._create(pipeline, bound, trigger, rerun_of, claim, fallback_group)
+
+    def _create(
+        self,
+        pipeline: ResolvedPipeline,
+        params: dict[str, str],
+        trigger: dict[str, Any] | None,
+        rerun_of: int | None,
+        claim: bool,
+        fallback_group: str | None = None,
+    ) -> int:
+        group = concurrency_group(pipeline, params) or fallback_group
+        if group is not None and pipeline.concurrency is not None and pipeline.concurrency.policy == "cancel-previous":
+            for older in self.store.active_in_group(group):
+                self.cancel(older)
         owner = self.owner if claim else None
-        return self.store.create_run(pipeline, bound, trigger=trigger, rerun_of=rerun_of, owner=owner)
+        return self.store.create_run(
+            pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group
+        )
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
-        if missing := self.secrets.missing(referenced_secrets(pipeline)):
+        if missing := self.secrets.missing(
+            [n for n in _all_secrets(pipeline) if n not in self.builtin_secrets]
+        ):
             names = ", ".join(missing)
             raise UsageError(
                 f"pipeline '{pipeline.name}' uses secret {names}, which is not set; "
@@ -88,16 +123,33 @@ class Engine:
         """A new queued run of the same resolved definition with the same params (`claim`: as in `submit`)."""
         pipeline, params = self.store.load_spec(run_id)
         original = self.store.get_run(run_id)
-        owner = self.owner if claim else None
-        return self.store.create_run(pipeline, params, trigger=original.trigger, rerun_of=run_id, owner=owner)
+        return self._create(pipeline, params, original.trigger, run_id, claim, original.concurrency_group)
 
     # --- driving runs -----------------------------------------------------------------
 
     async def drive(self, run_id: int) -> RunRecord:
-        """Take the queued run and carry it to its end; returns the final record."""
-        if not self.store.claim(run_id, self.owner):
+        """Take the queued run and carry it to its end; returns the final record.
+
+        A run whose concurrency group is held waits here (queued) until it is its turn,
+        or until someone cancels it.
+        """
+        announced = False
+        while not self.store.claim(run_id, self.owner):
             record = self.store.get_run(run_id)
-            raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
+            if record.status.done:
+                return record
+            if record.status != RunStatus.QUEUED or record.concurrency_group is None:
+                raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
+            recorder = RunRecorder(self.store, self.bus, self.settings.logs, run_id)
+            if self.store.cancel_requests([run_id]):
+                recorder.tasks_skipped({t.name: "the run was cancelled" for t in record.tasks})
+                recorder.run_finished(RunStatus.CANCELLED, "cancelled while it waited for its concurrency group")
+                return self.store.get_run(run_id)
+            if not announced:
+                announced = True
+                holder = self.store.group_holder(record.concurrency_group)
+                recorder.run_waiting(f"waiting: run {holder} is in concurrency group '{record.concurrency_group}'")
+            await asyncio.sleep(self.settings.queue_poll_seconds)
         return await self._drive_claimed(run_id)
 
     async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
@@ -248,8 +300,11 @@ class _RunDriver:
 
     def _reveal_secrets(self) -> bool:
         """Look up the secrets the run uses, now; False (and the run failed) when one cannot be had."""
+        builtin = self.engine.builtin_secrets
+        names = _all_secrets(self.pipeline)
         try:
-            self.secrets = self.engine.secrets.reveal(referenced_secrets(self.pipeline))
+            self.secrets = self.engine.secrets.reveal([n for n in names if n not in builtin])
+            self.secrets.update({n: builtin[n] for n in names if n in builtin})
         except (NotFound, StoreError, UsageError) as exc:
             self.recorder.tasks_skipped({t.name: "the run could not start" for t in self.pipeline.tasks})
             self._ensure_started()
@@ -275,6 +330,7 @@ class _RunDriver:
                     stopping=bool(self.stopping),
                     cancelled=self.cancelled,
                     secrets=self.secrets,
+                    secret_files=dict.fromkeys(self.secrets, ""),  # judged only; files are made per task
                 )
                 if decision.skip:
                     for name in decision.skip:
@@ -288,7 +344,8 @@ class _RunDriver:
                         failed = [n for n, s in self.states.items() if s.status == TaskStatus.FAILED]
                         message = f"task {', '.join(failed)} failed" if failed else ""
                     self._ensure_started()
-                    self.recorder.run_finished(decision.finished, message)
+                    ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets)
+                    self.recorder.run_finished(decision.finished, message, run_results(self.pipeline, ctx))
                     return
                 if decision.skip or decision.start:
                     continue
@@ -303,6 +360,7 @@ class _RunDriver:
         finally:
             if timer is not None:
                 timer.cancel()
+            shutil.rmtree(self.home / SECRET_FILES_DIR, ignore_errors=True)
 
     def _launch(self, task: ResolvedTask) -> None:
         self.states[task.name].status = TaskStatus.RUNNING
@@ -340,15 +398,52 @@ class _RunDriver:
             self._finish(task.name, *outcome)
 
     async def _attempts(self, task: ResolvedTask) -> tuple[TaskStatus, dict[str, str], str]:
-        ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets)
-        inputs = {k: ex.render(v, ctx) for k, v in task.inputs.items()}
-        step_ctx = {**ctx, "inputs": inputs}
+        files = self._write_secret_files(task)
+        try:
+            return await self._attempts_with(task, files)
+        finally:
+            if files:
+                shutil.rmtree(self.home / SECRET_FILES_DIR / task.name, ignore_errors=True)
+
+    def _write_secret_files(self, task: ResolvedTask) -> dict[str, str]:
+        """The secrets this task uses as files, each in a 0600 file only its steps are told of.
+
+        They live in the run's private HOME and go when the task ends (and, at the
+        latest, when the run does); their values are masked like every secret.
+        """
+        names = task_secret_files(self.pipeline, task)
+        if not names:
+            return {}
+        folder = self.home / SECRET_FILES_DIR / task.name
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder.parent, 0o700)
+        paths = {}
+        for name in names:
+            path = folder / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.secrets[name])
+            paths[name] = str(path)
+        return paths
+
+    async def _attempts_with(self, task: ResolvedTask, files: dict[str, str]) -> tuple[TaskStatus, dict[str, str], str]:
+        ctx = context(
+            self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets, secret_files=files
+        )
+        step_ctx: dict[str, object] = ctx
         if task.uses is not None:
-            step_ctx = {"inputs": inputs, "run": step_ctx["run"]}
+            # A reusable task's steps see its inputs and run.*, nothing of the pipeline.
+            inputs = {k: ex.render(v, ctx) for k, v in task.inputs.items()}
+            step_ctx = {"inputs": inputs, "run": ctx["run"]}
         base_env = step_environment(
             os.environ, self.engine.settings.step_env, run_id=self.run_id, pipeline=self.pipeline.name, task=task.name,
             workspace=self.workspace, home=self.home,
         )
+        settings = self.engine.settings
+        if settings.registry:
+            base_env["SHIPLINE_REGISTRY"] = settings.registry
+        if settings.gitea_url:
+            base_env["SHIPLINE_GITEA_URL"] = settings.gitea_url
         base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
         base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
         message = ""
@@ -427,6 +522,29 @@ def step_environment(
         CI="true",
     )
     return env
+
+
+SECRET_FILES_DIR = ".secret-files"
+"""Under a run's HOME: one folder per task with the secret files its steps were given."""
+
+
+def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:
+    return sorted({*referenced_secrets(pipeline), *referenced_secrets(pipeline, "secret_files")})
+
+
+def forge_credentials(settings: Settings) -> dict[str, str]:
+    """Secrets shipline offers without `secrets set`: `git-credentials`, a git credential-store
+    file for the configured forges, when a token is set (a stored secret of that name wins)."""
+    lines = []
+    if settings.gitea_url and settings.gitea_token:
+        parts = urlsplit(settings.gitea_url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            token = quote(settings.gitea_token.get_secret_value(), safe="")
+            lines.append(f"{parts.scheme}://shipline:{token}@{parts.netloc}")
+    if settings.github_token:
+        token = quote(settings.github_token.get_secret_value(), safe="")
+        lines.append(f"https://x-access-token:{token}@github.com")
+    return {"git-credentials": "\n".join(lines) + "\n"} if lines else {}
 
 
 def _first_line(script: str) -> str:

@@ -33,7 +33,8 @@ from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
-from shipline.store.repositories import Repository, ServerSqlStore, ServerStore
+from shipline.store.repositories import Repository, ServerStore
+from shipline.store.sql import SqlStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.polling import Poller, PollTarget
 from shipline.triggers.rules import On
@@ -48,7 +49,7 @@ class Server:
     """Everything one `shipline serve` process runs, built once."""
 
     settings: Settings
-    sql: ServerSqlStore
+    sql: SqlStore
     state: ServerStore
     bus: EventBus
     engine: Engine
@@ -61,7 +62,7 @@ class Server:
 
     @classmethod
     def build(cls, settings: Settings) -> Server:
-        sql = ServerSqlStore(settings.database)
+        sql = SqlStore(settings.database)
         bus = EventBus()
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
         engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), EventBus())

@@ -149,7 +149,10 @@ class Dispatcher:
                     self.cancel(run_id)
                     self.notify(run_id)
                     cancelled.append(run_id)
-        run_id = self.engine.submit(pipeline, params, trigger=trigger)
+        # A rule's `queue` or `cancel` keeps runs of one branch (PR, tag) from overlapping, as a
+        # pipeline's own `concurrency:` group does; the pipeline's group, if it has one, wins.
+        group = key if chosen.rule.concurrency is not Concurrency.PARALLEL else None
+        run_id = self.engine.submit(pipeline, params, trigger=trigger, fallback_group=group)
         self.wake()
         self.notify(run_id, "queued", pipeline.name)
         self.metrics.runs_started.labels(source).inc()

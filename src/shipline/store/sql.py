@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, inspect, or_, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, create_engine, event, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -165,8 +165,12 @@ class SqlStore:
         trigger: dict[str, Any] | None = None,
         rerun_of: int | None = None,
         owner: str | None = None,
+        concurrency_group: str | None = None,
     ) -> int:
-        """A queued run; with `owner`, already taken by that engine (so recovery finds it if the engine dies)."""
+        """A queued run; with `owner`, already taken by that engine (so recovery finds it if the engine dies).
+
+        A run with a `concurrency_group` does not hold it yet: `claim` decides when it may start.
+        """
         with self.transaction() as conn:
             inserted = conn.execute(
                 insert(runs).values(
@@ -182,6 +186,9 @@ class SqlStore:
                     cancel_requested=False,
                     owner=owner,
                     heartbeat_at=utcnow() if owner else None,
+                    results={},
+                    concurrency_group=concurrency_group,
+                    holds_group=False,
                 )
             ).inserted_primary_key
             assert inserted is not None
@@ -350,6 +357,8 @@ class SqlStore:
                 source=r.source,
                 rerun_of=r.rerun_of,
                 trigger=r.trigger,
+                results=r.results or {},
+                concurrency_group=r.concurrency_group,
                 tasks=tasks.get(r.id, []),
             )
         return [by_id[i] for i in ids if i in by_id]
@@ -369,24 +378,86 @@ class SqlStore:
     # --- ownership, cancel, recovery --------------------------------------------------
 
     def claim(self, run_id: int, owner: str) -> bool:
-        """Take a queued run for this engine (or keep one it took at creation); False when another engine has it."""
+        """Take a queued run for this engine (or keep one it took at creation); False when another
+        engine has it, or when its concurrency group is held by another run or an older one waits in it.
+
+        One UPDATE decides, so two engines never both start runs of one group: SQLite has one
+        writer at a time, and PostgreSQL takes a lock on the group first.
+        """
+        other = runs.alias("other")
+        group_free = ~(
+            select(other.c.id)
+            .where(
+                other.c.concurrency_group == runs.c.concurrency_group,
+                other.c.id != runs.c.id,
+                or_(
+                    and_(other.c.holds_group.is_(True), other.c.status.in_(ACTIVE)),
+                    and_(other.c.status == RunStatus.QUEUED.value, other.c.id < runs.c.id),
+                ),
+            )
+            .exists()
+        )
         with self.transaction() as conn:
+            if self.engine.dialect.name == "postgresql":
+                group = conn.execute(select(runs.c.concurrency_group).where(runs.c.id == run_id)).scalar()
+                if group is not None:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7245082, hashtext(:g))"), {"g": group})
             result = conn.execute(
                 update(runs)
                 .where(
                     runs.c.id == run_id,
                     or_(runs.c.owner.is_(None), runs.c.owner == owner),
                     runs.c.status == RunStatus.QUEUED.value,
+                    or_(runs.c.concurrency_group.is_(None), group_free),
                 )
-                .values(owner=owner, heartbeat_at=utcnow())
+                .values(owner=owner, heartbeat_at=utcnow(), holds_group=runs.c.concurrency_group.is_not(None))
             )
         return bool(result.rowcount)
 
-    def next_queued(self, limit: int) -> list[int]:
+    def group_holder(self, group: str) -> int | None:
+        """The run that holds a concurrency group now, or the oldest one waiting in it."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(runs.c.id)
+                .where(runs.c.concurrency_group == group, runs.c.status.in_(ACTIVE))
+                .order_by(runs.c.holds_group.desc(), runs.c.id)
+                .limit(1)
+            ).first()
+        return row.id if row else None
+
+    def active_in_group(self, group: str) -> list[int]:
+        """Queued and running runs of a concurrency group, oldest first."""
         with self.transaction() as conn:
             rows = conn.execute(
                 select(runs.c.id)
-                .where(runs.c.status == RunStatus.QUEUED.value, runs.c.owner.is_(None))
+                .where(runs.c.concurrency_group == group, runs.c.status.in_(ACTIVE))
+                .order_by(runs.c.id)
+            )
+            return [row.id for row in rows]
+
+    def next_queued(self, limit: int) -> list[int]:
+        """Queued runs no engine has taken, oldest first; runs of a busy concurrency group are held back."""
+        other = runs.alias("other")
+        blocked = (
+            select(other.c.id)
+            .where(
+                other.c.concurrency_group == runs.c.concurrency_group,
+                other.c.id != runs.c.id,
+                or_(
+                    and_(other.c.holds_group.is_(True), other.c.status.in_(ACTIVE)),
+                    and_(other.c.status == RunStatus.QUEUED.value, other.c.id < runs.c.id),
+                ),
+            )
+            .exists()
+        )
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(runs.c.id)
+                .where(
+                    runs.c.status == RunStatus.QUEUED.value,
+                    runs.c.owner.is_(None),
+                    or_(runs.c.concurrency_group.is_(None), ~blocked),
+                )
                 .order_by(runs.c.id)
                 .limit(limit)
             )

@@ -37,7 +37,11 @@ runs = Table(
     Column("owner", String(255), nullable=True),
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("results", JSON, nullable=True),
+    Column("concurrency_group", String(255), nullable=True),
+    Column("holds_group", Boolean, nullable=False, default=False),
     Index("ix_runs_status", "status"),
+    Index("ix_runs_concurrency_group", "concurrency_group", "status"),
     Index("ix_runs_pipeline", "pipeline", "id"),
 )
 

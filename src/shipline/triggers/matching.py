@@ -119,9 +119,12 @@ def match(rules: Iterable[TriggerRule], event: ForgeEvent, repo_url: str) -> lis
 
 
 def concurrency_key(pipeline: str, event: ForgeEvent) -> str:
-    """Runs with the same key queue behind, or cancel, each other."""
+    """Runs with the same key queue behind, or cancel, each other (it becomes their concurrency group).
+
+    `:` separates the parts: neither pipeline names nor git refs may contain it.
+    """
     if event.kind is EventKind.PULL_REQUEST:
-        return f"{pipeline}\0pr\0{event.pr_number}"
+        return f"{pipeline}:pr:{event.pr_number}"
     if event.kind is EventKind.TAG:
-        return f"{pipeline}\0tag\0{event.tag}"
-    return f"{pipeline}\0branch\0{event.branch}"
+        return f"{pipeline}:tag:{event.tag}"
+    return f"{pipeline}:branch:{event.branch}"
