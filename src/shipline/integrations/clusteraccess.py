@@ -34,7 +34,7 @@ from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, Role, RoleBinding
 from ruamel.yaml import YAML
 
-from shipline.domain.objects import FIELD_MANAGER, check_environment_name, selector
+from shipline.domain.objects import MANAGED_BY, check_environment_name
 from shipline.exceptions import ClusterError, UsageError
 
 WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -57,6 +57,10 @@ Not there: the namespace itself, ResourceQuotas and LimitRanges (the operator's
 limits on the environment), and anything cluster-scoped."""
 
 DEFAULT_SECONDS = 90 * 24 * 3600
+
+CREDENTIALS_MANAGER = "shipline-credentials"
+"""Not the environments' field manager, nor their labels: an environment's prune never deletes its own credentials."""
+CREDENTIALS_FOR = "shipline.dev/credentials-for"
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,12 @@ def issue_credentials(
 
 async def _issue(admin: SingleConfig, environment: str, namespace: str, cluster_wide: bool, seconds: int) -> Credentials:
     name = account_name(environment)
-    labels = selector(environment)
+    labels = {MANAGED_BY: "shipline", CREDENTIALS_FOR: environment}
     created: list[str] = []
-    async with AsyncClient(admin, field_manager=FIELD_MANAGER, trust_env=False) as client:
+    async with AsyncClient(admin, field_manager=CREDENTIALS_MANAGER, trust_env=False) as client:
 
         async def apply(obj: Any, what: str) -> None:
-            await client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+            await client.apply(obj, field_manager=CREDENTIALS_MANAGER, force=True)
             created.append(what)
 
         await apply(Namespace(metadata=ObjectMeta(name=namespace)), f"Namespace/{namespace}")
@@ -130,7 +134,7 @@ async def _issue(admin: SingleConfig, environment: str, namespace: str, cluster_
                 ),
                 f"RoleBinding/{name} in namespace {namespace}",
             )
-        request = ServiceAccount.Token(spec=TokenRequestSpec(audiences=[], expirationSeconds=seconds))
+        request = ServiceAccount.Token(metadata=ObjectMeta(name=name, namespace=namespace), spec=TokenRequestSpec(audiences=[], expirationSeconds=seconds))
         token = await client.create(request, name, namespace=namespace)
     status = token.status
     if status is None or not status.token:

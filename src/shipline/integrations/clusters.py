@@ -209,16 +209,14 @@ def read_manifests(directory: Path) -> list[Manifest]:
         except (YAMLError, UnicodeDecodeError) as exc:
             problems.append(f"{name}: invalid YAML: {exc}")
             continue
-        index = 0
-        for document in documents:
-            for body in _flatten(document):
-                index += 1
-                source = name if len(documents) == 1 and index == 1 else f"{name}#{index}"
-                problem = _shape_problem(body)
-                if problem:
-                    problems.append(f"{source}: {problem}")
-                else:
-                    manifests.append(Manifest(source, body))
+        bodies = [body for document in documents for body in _flatten(document)]
+        for index, body in enumerate(bodies, 1):
+            source = name if len(bodies) == 1 else f"{name}#{index}"
+            problem = _shape_problem(body)
+            if problem:
+                problems.append(f"{source}: {problem}")
+            else:
+                manifests.append(Manifest(source, body))
     if problems:
         raise ManifestError(problems)
     return manifests
@@ -512,7 +510,8 @@ class Cluster:
                 (item.ref.group, item.ref.kind) in new_kinds or item.ref.namespace in new_namespaces
             ):
                 validation.deferred.append(item)
-            elif code in (400, 404, 422):
+            elif code in (400, 404, 422) or "failed to create typed patch object" in str(result.status.message):
+                # The API server answers 500 when server-side apply meets a field the schema lacks.
                 manifest_problems.append(f"{item.source}: {item.ref}: {_status_text(result)}")
             else:
                 cluster_problems.append(str(self._refused("apply", item.ref, result)))
@@ -528,28 +527,36 @@ class Cluster:
     async def _apply(self, client: AsyncClient, desired: Sequence[Desired], report: Callable[[Applied], None]) -> list[Applied]:
         await self._ensure_namespace(client)
         validation = await self._validate(client, desired, defer=True)
+        live = await self._live(client, desired)
         deferred = {d.ref for d in validation.deferred}
         first = [d for d in desired if (d.ref.group, d.ref.kind) in NEVER_PRUNED and d.ref not in deferred]
-        done = await self._apply_all(client, first, validation, report)
+        done = await self._apply_all(client, first, validation, live, report)
         if validation.deferred:
             await self._await_established(client, [d for d in first if d.ref.kind == "CustomResourceDefinition"])
             self._kinds = await self._discover()
             later = await self._validate(client, validation.deferred, defer=False)
             validation.dry_runs.update(later.dry_runs)
         rest = [d for d in desired if d not in first]
-        return done + await self._apply_all(client, rest, validation, report)
+        return done + await self._apply_all(client, rest, validation, live, report)
 
     async def _apply_all(
-        self, client: AsyncClient, items: Sequence[Desired], validation: Validation, report: Callable[[Applied], None]
+        self, client: AsyncClient, items: Sequence[Desired], validation: Validation,
+        live: Mapping[ObjectRef, dict[str, Any]], report: Callable[[Applied], None],
     ) -> list[Applied]:
         async def one(item: Desired) -> Applied:
-            try:
-                result = await client.apply(_resource(item.kind)(item.body), field_manager=FIELD_MANAGER, force=True)
-            except ApiError as exc:
-                raise self._refused("apply", item.ref, exc) from exc
-            before = (validation.dry_runs.get(item.ref, {}).get("metadata") or {}).get("resourceVersion")
-            after = (dict(result).get("metadata") or {}).get("resourceVersion")
-            outcome = Outcome.CREATED if not before else Outcome.UNCHANGED if before == after else Outcome.CONFIGURED
+            before = live.get(item.ref)
+            after = validation.dry_runs.get(item.ref)
+            if (
+                before is not None and after is not None and applied_by_shipline(before, self.environment)
+                and comparable(before) == comparable(after)
+            ):
+                outcome = Outcome.UNCHANGED  # the dry-run says applying changes nothing: spare the request
+            else:
+                try:
+                    await client.apply(_resource(item.kind)(item.body), field_manager=FIELD_MANAGER, force=True)
+                except ApiError as exc:
+                    raise self._refused("apply", item.ref, exc) from exc
+                outcome = Outcome.CREATED if before is None else Outcome.CONFIGURED
             applied = Applied(item.ref, outcome)
             report(applied)
             return applied
@@ -565,6 +572,42 @@ class Cluster:
                 + "; ".join(str(f) for f in failures[:5])
             ) from failures[0]
         return [r for r in results if isinstance(r, Applied)]
+
+    async def _live(self, client: AsyncClient, desired: Sequence[Desired]) -> dict[ObjectRef, dict[str, Any]]:
+        """The live counterparts of desired (absent: not there).
+
+        A namespace environment lists each kind in its namespace (one request a
+        kind); a cluster-wide one lists what carries its labels and asks for the rest
+        one by one, rather than listing every namespace of the cluster.
+        """
+        live: dict[ObjectRef, dict[str, Any]] = {}
+        kinds = {d.kind for d in desired}
+        wide = self.target.cluster_wide
+
+        async def listing(kind: Kind) -> None:
+            resource = _resource(kind)
+            if not kind.namespaced:
+                found = client.list(resource, labels=self._labels())
+            elif wide:
+                found = client.list(resource, namespace="*", labels=self._labels())
+            else:
+                found = client.list(resource, namespace=self.target.namespace)
+            async for obj in found:
+                body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                live[ref_of(body)] = body
+
+        for result in await self._gather(kinds, listing):
+            if isinstance(result, ApiError):
+                raise self._refused("list", ObjectRef("", "objects", self.target.namespace or "", "*"), result) from result
+            if isinstance(result, BaseException):
+                raise result
+        missing = [d for d in desired if d.ref not in live and (wide or not d.kind.namespaced)]
+        for item, obj in zip(missing, await self._gather(missing, lambda d: self._get(client, d.kind, d.ref))):
+            if isinstance(obj, BaseException):
+                raise obj
+            if obj is not None:
+                live[item.ref] = obj
+        return {ref: obj for ref, obj in live.items()}
 
     async def _await_established(self, client: AsyncClient, crds: Sequence[Desired], timeout: float = 60.0) -> None:
         """A new CRD's kind is served only once the CRD is Established."""
@@ -585,14 +628,9 @@ class Cluster:
     async def _diff(self, client: AsyncClient, desired: Sequence[Desired]) -> list[Change]:
         await self._ensure_namespace(client)
         validation = await self._validate(client, desired, defer=True)
-        live = {ref_of(o): o for o in await self._tracked(client)}
-        missing = [d for d in desired if d.ref not in live]
-        found = await self._gather(missing, lambda d: self._get(client, d.kind, d.ref))
-        for item, obj in zip(missing, found):
-            if isinstance(obj, dict):
-                live[item.ref] = obj
-            elif isinstance(obj, BaseException):
-                raise obj
+        live = await self._live(client, desired)
+        for obj in await self._tracked(client):
+            live.setdefault(ref_of(obj), obj)
         changes: list[Change] = []
         for item in desired:
             before = live.get(item.ref)
@@ -884,21 +922,25 @@ def _status_text(exc: ApiError) -> str:
 
 
 def _pod_trouble(pods: list[dict[str, Any]]) -> str:
-    """The first reasons, among a workload's pods, why they do not run."""
-    reasons: list[str] = []
+    """Why a workload's pods do not run (unschedulable, image pull, crash loop), each reason once."""
+    troubles: dict[str, list[str]] = {}
     for pod in pods:
-        name = (pod.get("metadata") or {}).get("name")
+        name = str((pod.get("metadata") or {}).get("name"))
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                reasons.append(f"pod {name} {condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip())
+                why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
         for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-                reasons.append(f"pod {name} container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip())
-        if len(reasons) >= 2:
-            break
-    return "; ".join(dict.fromkeys(reasons))
+                why = f"container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
+    parts = []
+    for why, names in list(troubles.items())[:3]:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        parts.append(f"pod {names[0]}{more} {why}")
+    return "; ".join(parts)
 
 
 def _seconds(seconds: float) -> str:
