@@ -258,3 +258,28 @@ def test_long_lines_and_binary_output_are_kept(home: Path, write: Write) -> None
     assert [len(line) for line in lines[:3]] == [65536, 65536, 150000 - 2 * 65536]
     assert lines[3] == "\ufffd\ufffd bytes"
     assert lines[4] == "no newline at the end"
+
+
+def test_help_lists_every_command_with_its_own_summary() -> None:
+    import click
+
+    from shipline.cli.main import COMMANDS, main
+
+    ctx = click.Context(main)
+    for name, (_, summary) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert command is not None and command.get_short_help_str(limit=200) == summary, name
+    done = shipline("--help")
+    assert done.returncode == 0 and all(f"  {name} " in done.stdout for name in COMMANDS)
+
+
+def test_version_and_help_do_not_load_the_engine() -> None:
+    # What makes `shipline --version` take a second: SQLAlchemy, FastAPI, the engine.
+    probe = (
+        "import sys; from shipline.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sqlalchemy', 'fastapi', 'shipline.engine.running', 'rich.live') if m in sys.modules]\n"
+        "print('loaded:', heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().endswith("loaded: []"), done.stdout + done.stderr
