@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, with_tracking
+from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, settled, with_tracking
 from shipline.domain.rollouts import Health, assess, worst
 
 
@@ -100,3 +100,18 @@ def test_changed_paths_ignore_what_the_server_writes() -> None:
     live["metadata"].update(resourceVersion="9", managedFields=[{}], uid="u")
     want = deployment(image="app:2")
     assert changed_paths(comparable(live), comparable(want)) == ["spec.template.spec.containers[0].image"]
+
+
+def test_an_object_is_settled_only_when_manifest_and_live_fields_are_as_shipline_left_them() -> None:
+    desired = with_tracking(deployment(image="app:2"), "dev")
+    live = {**desired, "metadata": {**desired["metadata"], "managedFields": [{"manager": "shipline", "operation": "Apply"}]}}
+    live["spec"] = {**desired["spec"], "progressDeadlineSeconds": 600}  # defaults the server added
+    assert settled(desired, live, "dev")
+    edited = with_tracking(deployment(image="app:3"), "dev")  # the repository changed: another fingerprint
+    assert not settled(edited, live, "dev")
+    by_hand = {**live, "spec": {**live["spec"], "replicas": 5}}  # a field the manifest sets, edited live
+    assert not settled(desired, by_hand, "dev")
+    assert not settled(desired, None, "dev")
+    removed = deployment(image="app:2")
+    del removed["spec"]["replicas"]  # a field dropped from the manifest: SSA would remove it live
+    assert not settled(with_tracking(removed, "dev"), live, "dev")

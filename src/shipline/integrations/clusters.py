@@ -36,18 +36,20 @@ from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
-from lightkube.types import CascadeType
+from lightkube.types import CascadeType, OnErrorAction, OnErrorResult
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from shipline.domain.objects import (
     FIELD_MANAGER,
+    FINGERPRINT,
     ObjectRef,
     applied_by_shipline,
     check_environment_name,
     comparable,
     ref_of,
     selector,
+    settled,
     with_tracking,
 )
 from shipline.domain.rollouts import Assessment, Health, assess, is_workload, worst
@@ -526,11 +528,20 @@ class Cluster:
 
     async def _apply(self, client: AsyncClient, desired: Sequence[Desired], report: Callable[[Applied], None]) -> list[Applied]:
         await self._ensure_namespace(client)
+        try:
+            live = await self._live(client, desired)
+        except ClusterError as exc:
+            raise ClusterError(f"nothing applied: {exc}") from exc
+        # Objects whose manifest and live fields are as shipline left them need no dry-run and no write.
+        quiet = [d for d in desired if settled(d.body, live.get(d.ref), self.environment)]
+        for item in quiet:
+            report(Applied(item.ref, Outcome.UNCHANGED))
+        done = [Applied(d.ref, Outcome.UNCHANGED) for d in quiet]
+        desired = [d for d in desired if d not in quiet]
         validation = await self._validate(client, desired, defer=True)
-        live = await self._live(client, desired)
         deferred = {d.ref for d in validation.deferred}
         first = [d for d in desired if (d.ref.group, d.ref.kind) in NEVER_PRUNED and d.ref not in deferred]
-        done = await self._apply_all(client, first, validation, live, report)
+        done += await self._apply_all(client, first, validation, live, report)
         if validation.deferred:
             await self._await_established(client, [d for d in first if d.ref.kind == "CustomResourceDefinition"])
             self._kinds = await self._discover()
@@ -548,7 +559,7 @@ class Cluster:
             after = validation.dry_runs.get(item.ref)
             if (
                 before is not None and after is not None and applied_by_shipline(before, self.environment)
-                and comparable(before) == comparable(after)
+                and comparable(before) == comparable(after) and _fingerprint(before) == _fingerprint(after)
             ):
                 outcome = Outcome.UNCHANGED  # the dry-run says applying changes nothing: spare the request
             else:
@@ -592,13 +603,15 @@ class Cluster:
                 found = client.list(resource, namespace="*", labels=self._labels())
             else:
                 found = client.list(resource, namespace=self.target.namespace)
-            async for obj in found:
-                body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
-                live[ref_of(body)] = body
+            try:
+                async for obj in found:
+                    body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                    live[ref_of(body)] = body
+            except ApiError as exc:
+                where = "" if wide or not kind.namespaced else self.target.namespace or ""
+                raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
 
         for result in await self._gather(kinds, listing):
-            if isinstance(result, ApiError):
-                raise self._refused("list", ObjectRef("", "objects", self.target.namespace or "", "*"), result) from result
             if isinstance(result, BaseException):
                 raise result
         missing = [d for d in desired if d.ref not in live and (wide or not d.kind.namespaced)]
@@ -779,7 +792,7 @@ class Cluster:
             args: dict[str, Any] = {"labels": selector(self.environment), "resource_version": versions.get((kind.group, kind.kind))}
             if kind.namespaced:
                 args["namespace"] = namespace
-            async for event, obj in client.watch(resource, **args):
+            async for event, obj in client.watch(resource, on_error=_watch_errors, **args):
                 live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                 observe(ref_of(live), None if event == "DELETED" else live)
 
@@ -803,6 +816,11 @@ class Cluster:
                         exc = task.exception()
                         if isinstance(exc, ApiError):
                             raise self._refused("watch", ObjectRef("", "objects", namespace or "", "*"), exc) from exc
+                        if isinstance(exc, httpx2.HTTPStatusError):
+                            raise ClusterError(
+                                f"watch of environment {self.environment}'s workloads refused: HTTP "
+                                f"{exc.response.status_code}: check that {self.origin} may watch them"
+                            ) from exc
                         raise exc  # type: ignore[misc]
         finally:
             for task in watches:
@@ -893,6 +911,19 @@ def _resource(kind: Kind) -> Any:
         cls = type(kind.kind, (base,), {"_api_info": info})
         _CLASSES[kind] = cls
     return cls
+
+
+def _fingerprint(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(FINGERPRINT)
+
+
+def _watch_errors(exc: Exception, count: int) -> OnErrorResult:
+    """Watches outlive a restarted API server or an expired resourceVersion (410 Gone): retry a few times."""
+    if count <= 5 and (
+        (isinstance(exc, ApiError) and exc.status.code == 410) or isinstance(exc, httpx2.TransportError)
+    ):
+        return OnErrorResult(OnErrorAction.RETRY, sleep=0.5 * count)
+    return OnErrorResult(OnErrorAction.RAISE)
 
 
 def _crd_kinds(body: Mapping[str, Any]) -> list[Kind]:
