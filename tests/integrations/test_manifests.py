@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shipline.exceptions import ManifestError
-from shipline.integrations.clusters import read_manifests
+from shipline.integrations.manifests import read_manifests
 
 
 def test_objects_come_in_path_order_with_lists_flattened_and_yaml_1_1_numbers(tmp_path: Path) -> None:

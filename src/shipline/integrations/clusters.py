@@ -37,8 +37,6 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
 from lightkube.types import CascadeType, OnErrorAction, OnErrorResult
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from shipline.domain.objects import (
     FIELD_MANAGER,
@@ -52,8 +50,9 @@ from shipline.domain.objects import (
     settled,
     with_tracking,
 )
-from shipline.domain.rollouts import Assessment, Health, assess, is_workload, worst
+from shipline.domain.rollouts import Assessment, Health, assess, pod_trouble, worst
 from shipline.exceptions import ClusterError, ManifestError, UsageError
+from shipline.integrations.manifests import Manifest, read_manifests
 
 T = TypeVar("T")
 
@@ -82,13 +81,6 @@ class Target:
     def __post_init__(self) -> None:
         if not self.cluster_wide and not self.namespace:
             raise UsageError("an environment needs a target: a namespace (--namespace NS) or the whole cluster (--cluster)")
-
-
-@dataclass(frozen=True)
-class Manifest:
-    source: str
-    """Where it was written: `web.yaml` or `web.yaml#2` (the second document)."""
-    body: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -180,68 +172,6 @@ class Validation:
     """The API server's answer for each object it could check."""
     deferred: list[Desired] = field(default_factory=list)
     """Objects in a namespace, or of a kind, that the same manifests create: checked once those exist."""
-
-
-# ---------------------------------------------------------------- manifests
-
-
-def read_manifests(directory: Path) -> list[Manifest]:
-    """Every object in the *.yaml, *.yml and *.json files under directory, in path order.
-
-    YAML is read as Kubernetes reads it (YAML 1.1: `0644` is octal, `on` is
-    true).  `kind: List` documents are flattened.  Every problem in every file
-    is reported at once.
-    """
-    if not directory.is_dir():
-        raise UsageError(f"{directory}: no such directory of rendered manifests")
-    yaml = YAML(typ="safe")
-    yaml.version = (1, 1)
-    manifests: list[Manifest] = []
-    problems: list[str] = []
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
-    for path in files:
-        name = str(path.relative_to(directory))
-        try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8")))
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
-            problems.append(f"{where}: invalid YAML: {exc.problem}")
-            continue
-        except (YAMLError, UnicodeDecodeError) as exc:
-            problems.append(f"{name}: invalid YAML: {exc}")
-            continue
-        bodies = [body for document in documents for body in _flatten(document)]
-        for index, body in enumerate(bodies, 1):
-            source = name if len(bodies) == 1 else f"{name}#{index}"
-            problem = _shape_problem(body)
-            if problem:
-                problems.append(f"{source}: {problem}")
-            else:
-                manifests.append(Manifest(source, body))
-    if problems:
-        raise ManifestError(problems)
-    return manifests
-
-
-def _flatten(document: Any) -> list[Any]:
-    if document is None:
-        return []
-    if isinstance(document, dict) and str(document.get("kind", "")).endswith("List") and "items" in document:
-        return [item for sub in document.get("items") or [] for item in _flatten(sub)]
-    return [document]
-
-
-def _shape_problem(body: Any) -> str:
-    if not isinstance(body, dict):
-        return f"not a Kubernetes object (a {type(body).__name__}, not a mapping)"
-    missing = [k for k in ("apiVersion", "kind") if not body.get(k)]
-    meta = body.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name"):
-        missing.append("metadata.name")
-    if missing:
-        return f"{body.get('kind') or 'object'} without {', '.join(missing)}"
-    return ""
 
 
 # ---------------------------------------------------------------- the cluster
@@ -769,10 +699,14 @@ class Cluster:
                 if kind.namespaced else client.list(resource, labels=self._labels())
             )
             seen = set()
-            async for obj in found:
-                live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
-                seen.add(ref_of(live))
-                observe(ref_of(live), live)
+            try:
+                async for obj in found:
+                    live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                    seen.add(ref_of(live))
+                    observe(ref_of(live), live)
+            except ApiError as exc:
+                where = "" if namespace == "*" or not kind.namespaced else namespace or ""
+                raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
             try:
                 versions[(kind.group, kind.kind)] = found.resourceVersion
             except Exception:  # noqa: BLE001 - an empty list may carry no version; watch from now
@@ -782,8 +716,6 @@ class Cluster:
                     observe(ref, None)
 
         for result in await self._gather(kinds.values(), listing):
-            if isinstance(result, ApiError):
-                raise self._refused("list", ObjectRef("", "objects", namespace or "", "*"), result) from result
             if isinstance(result, BaseException):
                 raise result
 
@@ -796,8 +728,10 @@ class Cluster:
                 live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                 observe(ref_of(live), None if event == "DELETED" else live)
 
+        # Watch the kinds that still have something to wait for: workloads rolling out, objects not there yet.
         pending = [k for k in kinds.values() if any(
-            d.kind.kind == k.kind and d.kind.group == k.group and is_workload(d.body) for d in desired
+            (d.kind.group, d.kind.kind) == (k.group, k.kind) and state[d.ref].health is not Health.HEALTHY
+            for d in desired
         )]
         watches = [asyncio.create_task(watching(k)) for k in pending] if not finished() else []
         timed_out = False
@@ -845,7 +779,7 @@ class Cluster:
             if match:
                 try:
                     found = client.list(_resource(pods), namespace=ref.namespace, labels=dict(match))
-                    why = _pod_trouble([dict(p) async for p in found])
+                    why = pod_trouble([dict(p) async for p in found])
                 except ApiError:
                     why = ""
             message = assessment.message + (f"; {why}" if why else "")
@@ -950,28 +884,6 @@ def _status_text(exc: ApiError) -> str:
     if causes and not all(c in message for c in causes):
         message += " (" + "; ".join(causes) + ")"
     return message
-
-
-def _pod_trouble(pods: list[dict[str, Any]]) -> str:
-    """Why a workload's pods do not run (unschedulable, image pull, crash loop), each reason once."""
-    troubles: dict[str, list[str]] = {}
-    for pod in pods:
-        name = str((pod.get("metadata") or {}).get("name"))
-        status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
-                troubles.setdefault(why, []).append(name)
-        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-                why = f"container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip()
-                troubles.setdefault(why, []).append(name)
-    parts = []
-    for why, names in list(troubles.items())[:3]:
-        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-        parts.append(f"pod {names[0]}{more} {why}")
-    return "; ".join(parts)
 
 
 def _seconds(seconds: float) -> str:
