@@ -188,9 +188,10 @@ def test_an_unschedulable_rollout_fails_verify_and_the_previous_state_comes_back
     assert any("Deployment/web" in line and "Progressing" in line for line in lines)
 
     # Rollback: the previous rendered state, applied and verified the same way.
-    cluster.apply(cluster.load(good))
-    cluster.prune(cluster.load(good))
-    back = cluster.verify(cluster.load(good), timeout=120)
+    changes, back = cluster.sync(cluster.load(good), timeout=120)
+    assert [(c.ref.kind, c.ref.name, c.outcome) for c in changes if c.outcome is not Outcome.UNCHANGED] == [
+        ("Deployment", "web", Outcome.CONFIGURED)
+    ]
     assert back.ok, [str(r) for r in back.failures()]
     live = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", "deployment", "web")
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "127.0.0.1:1/app:1.0"
@@ -320,8 +321,10 @@ def test_cluster_wide_credentials_run_a_cluster_environment(
                           ("Namespace", two): Outcome.KEPT}
         assert not exists(kubectl, kubeconfig, "clusterrole", role)
     finally:
-        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "clusterrole", role, "--ignore-not-found"],
-                       capture_output=True)
+        for args in (["clusterrole", role], ["clusterrolebinding", f"shipline-env-{env_name}"],
+                     ["-n", "shipline-system", "serviceaccount", f"shipline-env-{env_name}"]):
+            subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", *args, "--ignore-not-found"],
+                           capture_output=True)
 
 
 def test_an_unreachable_api_server_is_a_clear_error(kubeconfig: Path, tmp_path: Path) -> None:

@@ -252,6 +252,19 @@ class Cluster:
         """Wait (watching, not polling) until every workload rolled out, one fails, or timeout seconds pass."""
         return self._run(lambda client: self._verify(client, desired, timeout, report))
 
+    def sync(
+        self, desired: Sequence[Desired], timeout: float,
+        applied: Callable[[Applied], None] = lambda a: None, health: Callable[[ResourceHealth], None] = lambda r: None,
+    ) -> tuple[list[Applied], Verification]:
+        """apply, prune and verify in one go (one connection): a sync, or a rollback to an earlier rendered state."""
+
+        async def go(client: AsyncClient) -> tuple[list[Applied], Verification]:
+            changes = await self._apply(client, desired, applied)
+            changes += await self._prune(client, desired, applied, False)
+            return changes, await self._verify(client, desired, timeout, health)
+
+        return self._run(go)
+
     # ------------------------------------------------ plumbing
 
     def _labels(self) -> dict[str, Any]:
