@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, with_tracking
-from shipline.domain.rollouts import Health, assess, worst
+from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, settled, with_tracking
+from shipline.domain.rollouts import Health, assess, pod_trouble, worst
 
 
 def deployment(image: str = "app:2", replicas: int = 2, **status: Any) -> dict[str, Any]:
@@ -100,3 +100,32 @@ def test_changed_paths_ignore_what_the_server_writes() -> None:
     live["metadata"].update(resourceVersion="9", managedFields=[{}], uid="u")
     want = deployment(image="app:2")
     assert changed_paths(comparable(live), comparable(want)) == ["spec.template.spec.containers[0].image"]
+
+
+def test_an_object_is_settled_only_when_manifest_and_live_fields_are_as_shipline_left_them() -> None:
+    desired = with_tracking(deployment(image="app:2"), "dev")
+    live = {**desired, "metadata": {**desired["metadata"], "managedFields": [{"manager": "shipline", "operation": "Apply"}]}}
+    live["spec"] = {**desired["spec"], "progressDeadlineSeconds": 600}  # defaults the server added
+    assert settled(desired, live, "dev")
+    edited = with_tracking(deployment(image="app:3"), "dev")  # the repository changed: another fingerprint
+    assert not settled(edited, live, "dev")
+    by_hand = {**live, "spec": {**live["spec"], "replicas": 5}}  # a field the manifest sets, edited live
+    assert not settled(desired, by_hand, "dev")
+    assert not settled(desired, None, "dev")
+    removed = deployment(image="app:2")
+    del removed["spec"]["replicas"]  # a field dropped from the manifest: SSA would remove it live
+    assert not settled(with_tracking(removed, "dev"), live, "dev")
+
+
+def test_pods_reasons_are_named_once_each() -> None:
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient cpu."}
+    pods = [
+        {"metadata": {"name": f"web-{i}"}, "status": {"conditions": [unschedulable]}} for i in range(3)
+    ] + [{"metadata": {"name": "web-x"}, "status": {"containerStatuses": [
+        {"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}}]
+    assert pod_trouble(pods) == (
+        "pod web-0 and 2 more Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.; "
+        "pod web-x container app ImagePullBackOff: not found"
+    )
+    assert pod_trouble([{"metadata": {"name": "ok"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]) == ""

@@ -11,6 +11,8 @@ Pure data and functions: no client, no I/O.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from shipline.exceptions import UsageError
 FIELD_MANAGER = "shipline"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 ENVIRONMENT = "shipline.dev/environment"
+FINGERPRINT = "shipline.dev/fingerprint"
+"""Annotation: a hash of the manifest as shipline last applied it (see `settled`)."""
 
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -64,10 +68,43 @@ def selector(environment: str) -> dict[str, str]:
 
 
 def with_tracking(obj: Mapping[str, Any], environment: str) -> dict[str, Any]:
-    """A copy of obj carrying the tracking labels (the manifest itself is not changed)."""
+    """A copy of obj carrying the tracking labels and its fingerprint (the manifest itself is not changed)."""
     meta = dict(obj.get("metadata") or {})
     meta["labels"] = {**(meta.get("labels") or {}), **selector(environment)}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != FINGERPRINT}
+    labelled = {**obj, "metadata": {**meta, "annotations": annotations}}
+    meta["annotations"] = {**annotations, FINGERPRINT: fingerprint(labelled)}
     return {**obj, "metadata": meta}
+
+
+def fingerprint(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def settled(desired: Mapping[str, Any], live: Mapping[str, Any] | None, environment: str) -> bool:
+    """True when applying desired again would change nothing, without asking the API server.
+
+    Two facts make it safe: the live object carries the fingerprint of this very
+    manifest (so no field was added, changed or removed in the repository since
+    shipline applied it), and every field the manifest sets still has its value
+    live (so nobody edited those fields by hand since).  Anything else, including
+    a value the server normalises (`cpu: 1000m` reads back as `1`), answers False
+    and the object takes the full way: dry-run, compare, apply.
+    """
+    if live is None or not applied_by_shipline(live, environment):
+        return False
+    mine = ((desired.get("metadata") or {}).get("annotations") or {}).get(FINGERPRINT)
+    theirs = ((live.get("metadata") or {}).get("annotations") or {}).get(FINGERPRINT)
+    return bool(mine) and mine == theirs and contained(desired, live)
+
+
+def contained(part: Any, whole: Any) -> bool:
+    """Every field of part is in whole with the same value (lists: same length, item by item)."""
+    if isinstance(part, Mapping):
+        return isinstance(whole, Mapping) and all(k in whole and contained(v, whole[k]) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(whole, list) and len(part) == len(whole) and all(contained(p, w) for p, w in zip(part, whole))
+    return bool(part == whole)
 
 
 def applied_by_shipline(live: Mapping[str, Any], environment: str) -> bool:
@@ -90,7 +127,8 @@ def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
     annotations = {
-        k: v for k, v in (meta.get("annotations") or {}).items() if k != "deployment.kubernetes.io/revision"
+        k: v for k, v in (meta.get("annotations") or {}).items()
+        if k not in ("deployment.kubernetes.io/revision", FINGERPRINT)
     }
     if annotations:
         meta["annotations"] = annotations

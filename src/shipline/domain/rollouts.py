@@ -180,3 +180,25 @@ def _get(obj: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
     for key in path:
         here = here.get(key) if isinstance(here, Mapping) else None
     return here if isinstance(here, Mapping) else {}
+
+
+def pod_trouble(pods: list[dict[str, Any]]) -> str:
+    """Why a workload's pods do not run (unschedulable, image pull, crash loop), each reason once."""
+    troubles: dict[str, list[str]] = {}
+    for pod in pods:
+        name = str((pod.get("metadata") or {}).get("name"))
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                why = f"container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip()
+                troubles.setdefault(why, []).append(name)
+    parts = []
+    for why, names in list(troubles.items())[:3]:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        parts.append(f"pod {names[0]}{more} {why}")
+    return "; ".join(parts)

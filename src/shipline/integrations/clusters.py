@@ -36,22 +36,23 @@ from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
-from lightkube.types import CascadeType
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from lightkube.types import CascadeType, OnErrorAction, OnErrorResult
 
 from shipline.domain.objects import (
     FIELD_MANAGER,
+    FINGERPRINT,
     ObjectRef,
     applied_by_shipline,
     check_environment_name,
     comparable,
     ref_of,
     selector,
+    settled,
     with_tracking,
 )
-from shipline.domain.rollouts import Assessment, Health, assess, is_workload, worst
+from shipline.domain.rollouts import Assessment, Health, assess, pod_trouble, worst
 from shipline.exceptions import ClusterError, ManifestError, UsageError
+from shipline.integrations.manifests import Manifest, read_manifests
 
 T = TypeVar("T")
 
@@ -80,13 +81,6 @@ class Target:
     def __post_init__(self) -> None:
         if not self.cluster_wide and not self.namespace:
             raise UsageError("an environment needs a target: a namespace (--namespace NS) or the whole cluster (--cluster)")
-
-
-@dataclass(frozen=True)
-class Manifest:
-    source: str
-    """Where it was written: `web.yaml` or `web.yaml#2` (the second document)."""
-    body: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -180,68 +174,6 @@ class Validation:
     """Objects in a namespace, or of a kind, that the same manifests create: checked once those exist."""
 
 
-# ---------------------------------------------------------------- manifests
-
-
-def read_manifests(directory: Path) -> list[Manifest]:
-    """Every object in the *.yaml, *.yml and *.json files under directory, in path order.
-
-    YAML is read as Kubernetes reads it (YAML 1.1: `0644` is octal, `on` is
-    true).  `kind: List` documents are flattened.  Every problem in every file
-    is reported at once.
-    """
-    if not directory.is_dir():
-        raise UsageError(f"{directory}: no such directory of rendered manifests")
-    yaml = YAML(typ="safe")
-    yaml.version = (1, 1)
-    manifests: list[Manifest] = []
-    problems: list[str] = []
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
-    for path in files:
-        name = str(path.relative_to(directory))
-        try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8")))
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
-            problems.append(f"{where}: invalid YAML: {exc.problem}")
-            continue
-        except (YAMLError, UnicodeDecodeError) as exc:
-            problems.append(f"{name}: invalid YAML: {exc}")
-            continue
-        bodies = [body for document in documents for body in _flatten(document)]
-        for index, body in enumerate(bodies, 1):
-            source = name if len(bodies) == 1 else f"{name}#{index}"
-            problem = _shape_problem(body)
-            if problem:
-                problems.append(f"{source}: {problem}")
-            else:
-                manifests.append(Manifest(source, body))
-    if problems:
-        raise ManifestError(problems)
-    return manifests
-
-
-def _flatten(document: Any) -> list[Any]:
-    if document is None:
-        return []
-    if isinstance(document, dict) and str(document.get("kind", "")).endswith("List") and "items" in document:
-        return [item for sub in document.get("items") or [] for item in _flatten(sub)]
-    return [document]
-
-
-def _shape_problem(body: Any) -> str:
-    if not isinstance(body, dict):
-        return f"not a Kubernetes object (a {type(body).__name__}, not a mapping)"
-    missing = [k for k in ("apiVersion", "kind") if not body.get(k)]
-    meta = body.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name"):
-        missing.append("metadata.name")
-    if missing:
-        return f"{body.get('kind') or 'object'} without {', '.join(missing)}"
-    return ""
-
-
 # ---------------------------------------------------------------- the cluster
 
 
@@ -319,6 +251,19 @@ class Cluster:
     ) -> Verification:
         """Wait (watching, not polling) until every workload rolled out, one fails, or timeout seconds pass."""
         return self._run(lambda client: self._verify(client, desired, timeout, report))
+
+    def sync(
+        self, desired: Sequence[Desired], timeout: float,
+        applied: Callable[[Applied], None] = lambda a: None, health: Callable[[ResourceHealth], None] = lambda r: None,
+    ) -> tuple[list[Applied], Verification]:
+        """apply, prune and verify in one go (one connection): a sync, or a rollback to an earlier rendered state."""
+
+        async def go(client: AsyncClient) -> tuple[list[Applied], Verification]:
+            changes = await self._apply(client, desired, applied)
+            changes += await self._prune(client, desired, applied, False)
+            return changes, await self._verify(client, desired, timeout, health)
+
+        return self._run(go)
 
     # ------------------------------------------------ plumbing
 
@@ -526,11 +471,20 @@ class Cluster:
 
     async def _apply(self, client: AsyncClient, desired: Sequence[Desired], report: Callable[[Applied], None]) -> list[Applied]:
         await self._ensure_namespace(client)
+        try:
+            live = await self._live(client, desired)
+        except ClusterError as exc:
+            raise ClusterError(f"nothing applied: {exc}") from exc
+        # Objects whose manifest and live fields are as shipline left them need no dry-run and no write.
+        quiet = [d for d in desired if settled(d.body, live.get(d.ref), self.environment)]
+        for item in quiet:
+            report(Applied(item.ref, Outcome.UNCHANGED))
+        done = [Applied(d.ref, Outcome.UNCHANGED) for d in quiet]
+        desired = [d for d in desired if d not in quiet]
         validation = await self._validate(client, desired, defer=True)
-        live = await self._live(client, desired)
         deferred = {d.ref for d in validation.deferred}
         first = [d for d in desired if (d.ref.group, d.ref.kind) in NEVER_PRUNED and d.ref not in deferred]
-        done = await self._apply_all(client, first, validation, live, report)
+        done += await self._apply_all(client, first, validation, live, report)
         if validation.deferred:
             await self._await_established(client, [d for d in first if d.ref.kind == "CustomResourceDefinition"])
             self._kinds = await self._discover()
@@ -548,7 +502,7 @@ class Cluster:
             after = validation.dry_runs.get(item.ref)
             if (
                 before is not None and after is not None and applied_by_shipline(before, self.environment)
-                and comparable(before) == comparable(after)
+                and comparable(before) == comparable(after) and _fingerprint(before) == _fingerprint(after)
             ):
                 outcome = Outcome.UNCHANGED  # the dry-run says applying changes nothing: spare the request
             else:
@@ -592,13 +546,15 @@ class Cluster:
                 found = client.list(resource, namespace="*", labels=self._labels())
             else:
                 found = client.list(resource, namespace=self.target.namespace)
-            async for obj in found:
-                body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
-                live[ref_of(body)] = body
+            try:
+                async for obj in found:
+                    body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                    live[ref_of(body)] = body
+            except ApiError as exc:
+                where = "" if wide or not kind.namespaced else self.target.namespace or ""
+                raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
 
         for result in await self._gather(kinds, listing):
-            if isinstance(result, ApiError):
-                raise self._refused("list", ObjectRef("", "objects", self.target.namespace or "", "*"), result) from result
             if isinstance(result, BaseException):
                 raise result
         missing = [d for d in desired if d.ref not in live and (wide or not d.kind.namespaced)]
@@ -756,10 +712,14 @@ class Cluster:
                 if kind.namespaced else client.list(resource, labels=self._labels())
             )
             seen = set()
-            async for obj in found:
-                live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
-                seen.add(ref_of(live))
-                observe(ref_of(live), live)
+            try:
+                async for obj in found:
+                    live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                    seen.add(ref_of(live))
+                    observe(ref_of(live), live)
+            except ApiError as exc:
+                where = "" if namespace == "*" or not kind.namespaced else namespace or ""
+                raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
             try:
                 versions[(kind.group, kind.kind)] = found.resourceVersion
             except Exception:  # noqa: BLE001 - an empty list may carry no version; watch from now
@@ -769,8 +729,6 @@ class Cluster:
                     observe(ref, None)
 
         for result in await self._gather(kinds.values(), listing):
-            if isinstance(result, ApiError):
-                raise self._refused("list", ObjectRef("", "objects", namespace or "", "*"), result) from result
             if isinstance(result, BaseException):
                 raise result
 
@@ -779,12 +737,14 @@ class Cluster:
             args: dict[str, Any] = {"labels": selector(self.environment), "resource_version": versions.get((kind.group, kind.kind))}
             if kind.namespaced:
                 args["namespace"] = namespace
-            async for event, obj in client.watch(resource, **args):
+            async for event, obj in client.watch(resource, on_error=_watch_errors, **args):
                 live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                 observe(ref_of(live), None if event == "DELETED" else live)
 
+        # Watch the kinds that still have something to wait for: workloads rolling out, objects not there yet.
         pending = [k for k in kinds.values() if any(
-            d.kind.kind == k.kind and d.kind.group == k.group and is_workload(d.body) for d in desired
+            (d.kind.group, d.kind.kind) == (k.group, k.kind) and state[d.ref].health is not Health.HEALTHY
+            for d in desired
         )]
         watches = [asyncio.create_task(watching(k)) for k in pending] if not finished() else []
         timed_out = False
@@ -803,6 +763,11 @@ class Cluster:
                         exc = task.exception()
                         if isinstance(exc, ApiError):
                             raise self._refused("watch", ObjectRef("", "objects", namespace or "", "*"), exc) from exc
+                        if isinstance(exc, httpx2.HTTPStatusError):
+                            raise ClusterError(
+                                f"watch of environment {self.environment}'s workloads refused: HTTP "
+                                f"{exc.response.status_code}: check that {self.origin} may watch them"
+                            ) from exc
                         raise exc  # type: ignore[misc]
         finally:
             for task in watches:
@@ -827,7 +792,7 @@ class Cluster:
             if match:
                 try:
                     found = client.list(_resource(pods), namespace=ref.namespace, labels=dict(match))
-                    why = _pod_trouble([dict(p) async for p in found])
+                    why = pod_trouble([dict(p) async for p in found])
                 except ApiError:
                     why = ""
             message = assessment.message + (f"; {why}" if why else "")
@@ -895,6 +860,19 @@ def _resource(kind: Kind) -> Any:
     return cls
 
 
+def _fingerprint(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(FINGERPRINT)
+
+
+def _watch_errors(exc: Exception, count: int) -> OnErrorResult:
+    """Watches outlive a restarted API server or an expired resourceVersion (410 Gone): retry a few times."""
+    if count <= 5 and (
+        (isinstance(exc, ApiError) and exc.status.code == 410) or isinstance(exc, httpx2.TransportError)
+    ):
+        return OnErrorResult(OnErrorAction.RETRY, sleep=0.5 * count)
+    return OnErrorResult(OnErrorAction.RAISE)
+
+
 def _crd_kinds(body: Mapping[str, Any]) -> list[Kind]:
     if body.get("kind") != "CustomResourceDefinition" or not str(body.get("apiVersion", "")).startswith("apiextensions.k8s.io/"):
         return []
@@ -919,28 +897,6 @@ def _status_text(exc: ApiError) -> str:
     if causes and not all(c in message for c in causes):
         message += " (" + "; ".join(causes) + ")"
     return message
-
-
-def _pod_trouble(pods: list[dict[str, Any]]) -> str:
-    """Why a workload's pods do not run (unschedulable, image pull, crash loop), each reason once."""
-    troubles: dict[str, list[str]] = {}
-    for pod in pods:
-        name = str((pod.get("metadata") or {}).get("name"))
-        status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
-                troubles.setdefault(why, []).append(name)
-        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-                why = f"container {container.get('name')} {waiting['reason']}: {waiting.get('message', '')}".strip()
-                troubles.setdefault(why, []).append(name)
-    parts = []
-    for why, names in list(troubles.items())[:3]:
-        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-        parts.append(f"pod {names[0]}{more} {why}")
-    return "; ".join(parts)
 
 
 def _seconds(seconds: float) -> str:
