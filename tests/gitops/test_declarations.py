@@ -63,3 +63,33 @@ def test_invalid_yaml_and_duplicates(write: Callable[..., Path]) -> None:
     """, "twice.yaml")
     with pytest.raises(DefinitionError, match=r"twice.yaml:3:12: environment 'dev' is declared twice"):
         load_environments(twice)
+
+
+def test_a_kubeconfig_with_certificate_files_is_stored_self_contained(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from shipline.exceptions import UsageError
+    from shipline.gitops.declarations import read_kubeconfig
+
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_bytes(b"CA-PEM")
+    (tmp_path / "certs" / "token").write_text("tok-123\n")
+    path = tmp_path / "dev.kubeconfig"
+    path.write_text("""
+apiVersion: v1
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", certificate-authority: certs/ca.pem}}]
+users: [{name: u, user: {tokenFile: certs/token}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+""")
+    config = json.loads(read_kubeconfig(path))
+    cluster = config["clusters"][0]["cluster"]
+    assert base64.b64decode(cluster["certificate-authority-data"]) == b"CA-PEM" and "certificate-authority" not in cluster
+    assert config["users"][0]["user"] == {"token": "tok-123"}
+    inline = tmp_path / "inline.kubeconfig"
+    inline.write_text("clusters: [{name: c, cluster: {server: s}}]\n")
+    assert read_kubeconfig(inline) == inline.read_text(), "a self-contained kubeconfig is kept as written"
+    (tmp_path / "not.kubeconfig").write_text("hello: world\n")
+    with pytest.raises(UsageError, match="not a kubeconfig"):
+        read_kubeconfig(tmp_path / "not.kubeconfig")
