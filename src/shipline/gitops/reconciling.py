@@ -29,6 +29,8 @@ from typing import Any
 
 from shipline.domain.environments import Environment, FieldChange, Outcome, diff_fields
 from shipline.domain.objects import ObjectRef, ref_of
+from shipline.domain.runs import RunStatus
+from shipline.engine.events import EventBus
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
 from shipline.integrations.clusters import Cluster, Target
@@ -99,6 +101,14 @@ class Reconciler:
         self._poked.update(names)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def follow(self, bus: EventBus) -> None:
+        """Look again as soon as a run ends: its outcome goes into the history without waiting for a tick."""
+        done = {s.value for s in RunStatus if s.done}
+        with bus.subscribe() as sub:
+            async for event in sub:
+                if event.kind == "run" and event.data.get("status") in done:
+                    self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------------
 

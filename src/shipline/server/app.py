@@ -169,6 +169,7 @@ class Server:
             asyncio.create_task(self.poller.run(stop)),
             asyncio.create_task(scheduler.run(stop)),
             asyncio.create_task(self.reconciler.run(stop)),
+            asyncio.create_task(self.reconciler.follow(self.bus)),
         ]
         self.ready = True
         log.info("server ready", extra={"version": __version__, "database": self.sql._where(), "home": str(self.settings.home)})

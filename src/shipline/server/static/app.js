@@ -619,7 +619,7 @@ async function envView(view, name) {
     )) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, `Never synced: shipline env sync ${name}`))]));
   }
   try { await load(); } catch (e) { view.append(h("p", { class: "error" }, e.message)); return; }
-  const off = live.on((kind, data) => { if (kind === "run" && data.pipeline === `env-${name}` && !ACTIVE.has(data.status)) setTimeout(() => load().catch(() => {}), 1500); });
+  const off = live.on((kind, data) => { if (kind === "run" && !ACTIVE.has(data.status)) setTimeout(() => load().catch(() => {}), 1000); });
   cleanup.push(off);
 }
 
