@@ -73,19 +73,22 @@ class ObjectWatch:
         labels: dict[str, Any] = dict(selector(self.cluster.environment))
         namespace = "*" if self.cluster.target.cluster_wide else self.cluster.target.namespace
         while True:
+            if kind.namespaced:
+                stream = client.watch(resource, namespace=namespace, labels=labels)
+            else:
+                stream = client.watch(resource, labels=labels)
             try:
-                if kind.namespaced:
-                    stream = client.watch(resource, namespace=namespace, labels=labels)
-                else:
-                    stream = client.watch(resource, labels=labels)
                 async for event, obj in stream:
                     body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                     try:
                         self.on_event(event, body)
                     except Exception:  # a handler's bug must not end the watch
                         log.exception("drift handler failed", extra={"environment": self.cluster.environment})
-            except asyncio.CancelledError:
-                raise
             except (ApiError, httpx2.HTTPError, OSError) as exc:
                 log.info("watch restarts", extra={"environment": self.cluster.environment, "kind": kind.kind, "error": str(exc)})
+            finally:
+                # Close the response now, while the client is open (not whenever the generator is collected).
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
             await asyncio.sleep(self.retry_seconds)
