@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,10 @@ def write_services(directory: Path, count: int, changed: int | None = None) -> N
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def free_port() -> int:
@@ -137,16 +142,27 @@ class Bench:
         if answer.status_code != 202:
             raise SystemExit(f"webhook refused: {answer.status_code} {answer.text}")
 
-    def until_verified(self, name: str, commit: str, timeout: float = 900) -> None:
+    def until_verified(self, name: str, commit: str, timeout: float = 900) -> int:
+        """Wait for the history entry of `commit`; the id of its run."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entries = httpx.get(f"{self.url}/api/v1/environments/{name}/history?limit=1", timeout=30).json()
             if entries and entries[0]["commit"] == commit:
                 if entries[0]["outcome"] != "verified":
                     raise SystemExit(f"{name} at {commit[:12]}: {entries[0]['message']}")
-                return
+                return int(entries[0]["run_id"])
             time.sleep(0.05)
         raise SystemExit(f"{name} at {commit[:12]}: not verified within {timeout:.0f}s")
+
+    def task_seconds(self, run_id: int) -> dict[str, float]:
+        """Where the run's time went, task by task (validate and diff run side by side)."""
+        record = httpx.get(f"{self.url}/api/v1/runs/{run_id}", timeout=30).json()
+        seconds: dict[str, float] = {}
+        for task in record["tasks"]:
+            if task["started_at"] and task["finished_at"]:
+                seconds[task["name"]] = round(_seconds(task["finished_at"]) - _seconds(task["started_at"]), 2)
+        seconds["run"] = round(_seconds(record["finished_at"]) - _seconds(record["started_at"]), 2)
+        return seconds
 
     def floor(self, namespace: str, directory: Path, changed: str | None) -> float:
         started = time.perf_counter()
@@ -196,8 +212,9 @@ class Bench:
                 commit = git(checkout, "rev-parse", "HEAD")
                 started = time.perf_counter()
                 self.push_hook(bare)
-                self.until_verified(name, commit)
+                run_id = self.until_verified(name, commit)
                 row[case] = time.perf_counter() - started
+                row[f"{case} tasks"] = self.task_seconds(run_id)
             row["server MiB"] = memory(server.pid)
         finally:
             self.drop(namespace)
@@ -234,6 +251,9 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                "trigger": "signed push webhook", "rows": rows}, indent=2) + "\n")
+    for r in rows:
+        for case in ("shipline initial", "shipline one changed"):
+            print(f"{r['services']} services, {case}: " + ", ".join(f"{k} {v}s" for k, v in r[f"{case} tasks"].items()))
     print(f"wrote {out}")
 
 
