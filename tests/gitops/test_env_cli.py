@@ -131,6 +131,16 @@ def test_a_helmfile_sync(
     now = status(cli_env)
     assert (now["sync"], now["health"], now["applied_commit"]) == ("Synced", "Healthy", head)
 
+    # `env diff` says what a sync would change, and changes nothing.
+    env_repo.write("helmfile.yaml", (env_repo.path / "helmfile.yaml").read_text().replace('"2.0.1"', '"2.0.2"'))
+    env_repo.commit("web 2.0.2")
+    diff = env_cmd(cli_env, "diff", "dev")
+    assert diff.returncode == 0, diff.stderr
+    assert f"Deployment/web in namespace {namespace} update: spec.template.spec.containers" in diff.stdout
+    assert "+      - image: reg.example/hello:2.0.2" in diff.stdout
+    assert kube.images()["web"] == "reg.example/hello:2.0.1"
+    assert status(cli_env)["applied_commit"] == head
+
 
 # --- bad input: a clear reason, exit 2, nothing applied ----------------------------------------
 
@@ -198,6 +208,40 @@ def test_a_failed_verify_rolls_back_and_rollback_to_goes_back_further(
     again = env_cmd(cli_env, "rollback", "dev")
     assert again.returncode == 0, again.stderr
     assert status(cli_env)["applied_commit"] == second, "without --to: the verified commit before the applied one"
+
+
+def test_a_cluster_environment_applies_namespaces_and_what_is_in_them(
+    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, kubeconfig: Path, kubectl: Path, cli_env: dict[str, str],
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    env_repo.write("manifests/team.yaml", f"""
+        apiVersion: v1
+        kind: Namespace
+        metadata: {{name: {team}}}
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {{name: settings, namespace: {team}}}
+        data: {{colour: blue}}
+    """)
+    env_repo.write("manifests/app.yaml", deployment("app", "reg.example/app:1.0.0").replace(
+        "metadata: {name: app}", f"metadata: {{name: app, namespace: {team}}}"))
+    head = env_repo.commit("team namespace")
+    path = tmp_path / "environments.yaml"
+    path.write_text(json.dumps({"environments": [{"name": "ops", "repo": f"{gitea_repo.html_url}.git", "cluster": True,
+                                                  "kubeconfig": str(kubeconfig), "verify-timeout": "60s"}]}))
+    assert env_cmd(cli_env, "apply", str(path)).returncode == 0
+    kube = Kube(kubectl, kubeconfig, team)
+    try:
+        done = env_cmd(cli_env, "sync", "ops")
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        assert kube.images() == {"app": "reg.example/app:1.0.0"}
+        assert kube.names("configmaps") >= {"settings"}
+        state = json.loads(env_cmd(cli_env, "status", "ops", "--json").stdout)
+        assert (state["sync"], state["health"], state["applied_commit"]) == ("Synced", "Healthy", head)
+    finally:
+        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", team, "--wait=false"],
+                       capture_output=True, check=False)
 
 
 def test_env_apply_reports_every_problem_and_stores_nothing(tmp_path: Path, cli_env: dict[str, str]) -> None:
