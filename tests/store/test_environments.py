@@ -47,3 +47,18 @@ def test_drift_is_cleared_by_the_next_applied_sync(store: SqlStore) -> None:
     assert envs.get("dev").drift.startswith("Deployment")
     envs.record("dev", action="sync", run_id=1, commit="a", applied_commit="a", outcome=Outcome.VERIFIED, verified=True)
     assert envs.get("dev").drift == ""
+
+
+def test_a_run_is_recorded_once_whoever_records_it(store: SqlStore) -> None:
+    envs = EnvironmentStore(store)
+    envs.put(dev(), "f")
+    first = envs.record("dev", action="sync", run_id=7, commit="a", applied_commit="a", outcome=Outcome.VERIFIED, verified=True)
+    again = envs.record("dev", action="sync", run_id=7, commit="a", applied_commit="a", outcome=Outcome.VERIFIED, verified=True)
+    assert again.id == first.id and len(envs.history("dev")) == 1
+    sql = SqlStore(store.url)  # another process's store on the same database
+    try:
+        other = EnvironmentStore(sql)
+        assert other.record("dev", action="sync", run_id=7, commit="a", applied_commit="a", outcome=Outcome.VERIFIED,
+                            verified=True).id == first.id
+    finally:
+        sql.close()

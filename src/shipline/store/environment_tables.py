@@ -32,4 +32,5 @@ environment_history = Table(
     Column("message", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_environment_history_environment", "environment", "id"),
+    Index("uq_environment_history_run", "run_id", unique=True),
 )

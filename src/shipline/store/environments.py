@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, insert, select, update
 
 from shipline.domain.environments import Environment, HistoryEntry, Outcome
-from shipline.exceptions import NotFound
+from shipline.exceptions import NotFound, StoreError
 from shipline.store.environment_tables import environment_history, environments
 from shipline.store.sql import SqlStore, _utc, utcnow
 
@@ -120,6 +120,24 @@ class EnvironmentStore:
         rolled_back_to: str = "",
         message: str = "",
     ) -> HistoryEntry:
+        """Add an entry; for a run that has one already (another process recorded it), that one."""
+        if run_id is not None and (existing := self.entry_of_run(run_id)) is not None:
+            return existing
+        try:
+            entry = self._insert(name, action, run_id, commit, applied_commit, outcome, verified, rolled_back_to, message)
+        except StoreError:
+            if run_id is not None and (existing := self.entry_of_run(run_id)) is not None:
+                return existing  # lost a race with another recorder of the same run
+            raise
+        if outcome != Outcome.FAILED or applied_commit:
+            # What was applied is what the repository now holds, as far as drift goes.
+            self.set_drift(name, "")
+        return entry
+
+    def _insert(
+        self, name: str, action: str, run_id: int | None, commit: str, applied_commit: str, outcome: Outcome,
+        verified: bool, rolled_back_to: str, message: str,
+    ) -> HistoryEntry:
         with self.sql.transaction() as conn:
             inserted = conn.execute(
                 insert(environment_history).values(
@@ -130,9 +148,6 @@ class EnvironmentStore:
             ).inserted_primary_key
             assert inserted is not None
             row = conn.execute(select(environment_history).where(environment_history.c.id == inserted[0])).one()
-        if outcome != Outcome.FAILED or applied_commit:
-            # What was applied is what the repository now holds, as far as drift goes.
-            self.set_drift(name, "")
         return _entry(row)
 
     def history(self, name: str, limit: int = 50) -> list[HistoryEntry]:

@@ -38,9 +38,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_environment_history_environment", "environment_history", ["environment", "id"])
+    # One entry per run, even when the CLI that drove it and a server both see it end.
+    op.create_index("uq_environment_history_run", "environment_history", ["run_id"], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index("uq_environment_history_run", "environment_history")
     op.drop_index("ix_environment_history_environment", "environment_history")
     op.drop_table("environment_history")
     op.drop_table("environments")
