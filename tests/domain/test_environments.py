@@ -181,3 +181,10 @@ def test_status_health_follows_history_unless_the_cluster_said() -> None:
     rolled = status_of("dev", head="b", last=back, last_applied=back)
     assert (rolled.sync, rolled.health, rolled.applied_commit) == (SyncState.OUT_OF_SYNC, Health.HEALTHY, "a")
     assert status_of("dev", head="a", last=ok, last_applied=ok, live_health=Health.DEGRADED).health == Health.DEGRADED
+
+
+def test_status_says_when_health_comes_from_history() -> None:
+    ok = entry(Outcome.VERIFIED, "a", "a", "verified a")
+    result = status_of("dev", head="a", last=ok, last_applied=ok, live_error="cannot reach https://127.0.0.1:1")
+    assert result.health == Health.HEALTHY
+    assert result.message == "verified a (health from history: the cluster cannot be asked: cannot reach https://127.0.0.1:1)"

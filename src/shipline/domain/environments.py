@@ -449,13 +449,14 @@ def status_of(
     running: int | None = None,
     live_health: Health | None = None,
     live_detail: str = "",
+    live_error: str = "",
     head_error: str = "",
 ) -> EnvironmentStatus:
     """An environment's status from its newest history entries, its branch head and what is live.
 
     `running` is the id of a sync run under way; `live_health`, when the cluster
     was asked, wins over what the history implies (`live_detail` says what is
-    not healthy).
+    not healthy; `live_error` why the cluster could not be asked).
     """
     applied = last_applied.applied_commit if last_applied else ""
     in_sync = bool(applied) and applied == head and not drift
@@ -481,6 +482,8 @@ def status_of(
             message = f"{live_detail}; {message}"
     else:
         message = "never synced: run `shipline env sync " + name + "`"
+    if live_error and running is None:
+        message = f"{message} (health from history: the cluster cannot be asked: {live_error})"
     return EnvironmentStatus(
         name=name,
         sync=SyncState.SYNCED if in_sync else SyncState.OUT_OF_SYNC,

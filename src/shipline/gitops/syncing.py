@@ -187,7 +187,8 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment, ku
         drift=stored.drift,
         running=active_run(sql, env),
         live_health=health,
-        live_detail=detail,
+        live_detail=detail if health is not None else "",
+        live_error=detail if kubeconfig and health is None else "",
     )
 
 
