@@ -30,7 +30,9 @@ lint: install
 	$(BIN)/lint-imports
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -9,6 +9,12 @@
 (b) throughput: 200 runs of a 5-task pipeline submitted at once; runs per
     second, and a check that every run ended `succeeded` (none lost).
 (c) peak memory (max RSS) of the engine process, children excluded.
+(d) the curve: engine overhead per task for sequential runs of 1 to 1,000 tasks
+    and for 1 -> N -> 1 fan-outs, each beside its floor measured in the same
+    run (the same commands from a bare shell loop, or `xargs -P` for a fan-out);
+    drawn to bench/results/engine-curve.png.
+(e) start-up: `shipline --version`, `--help` and a 1-task `shipline run`, wall,
+    and one SQLite commit (the store's floor).
 
 Prints a table and writes bench/results/engine.json.  Not a test: nothing
 here asserts a time.
@@ -116,6 +122,113 @@ def burst(work: Path, database: str | None, label: str) -> dict[str, Any]:
     }
 
 
+CURVE_SEQUENTIAL = (1, 10, 100, 300, 1000)
+CURVE_FANOUT = (10, 100, 500)
+
+
+def _fanout(directory: Path, width: int) -> Path:
+    leaves = "\n".join(f"  - name: leaf{i}\n    needs: [root]\n    steps: [{{run: 'true'}}]" for i in range(width))
+    names = ", ".join(f"leaf{i}" for i in range(width))
+    path = directory / f"fan{width}.yaml"
+    path.write_text(
+        f"name: fan{width}\ntasks:\n  - name: root\n    steps: [{{run: 'true'}}]\n{leaves}\n"
+        f"  - name: join\n    needs: [{names}]\n    steps: [{{run: 'true'}}]\n"
+    )
+    return path
+
+
+def parallel_floor(n: int, parallel: int) -> float:
+    """n `bash -c true` with `parallel` at a time, as the engine would run a fan-out."""
+    script = f"seq {n} | xargs -P {parallel} -I{{}} bash --noprofile --norc -eo pipefail -c true"
+    start = time.perf_counter()
+    subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - start
+
+
+def curve(work: Path, database: str | None, label: str) -> list[dict[str, Any]]:
+    """Overhead per task against the size of the run: it should stay flat."""
+    engine = _engine(work / f"home-curve-{label}", database)
+    rows = []
+    shapes = [("sequential", n, _pipeline(work, f"seq{n}", n)) for n in CURVE_SEQUENTIAL]
+    shapes += [("fan-out", n + 2, _fanout(work, n)) for n in CURVE_FANOUT]
+    for shape, tasks, path in shapes:
+        pipeline = load_pipeline(path)
+        start = time.perf_counter()
+        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+        elapsed = time.perf_counter() - start
+        assert record.status == RunStatus.SUCCEEDED, record.message
+        if shape == "sequential":
+            floor = shell_loop(tasks)
+        else:
+            floor = shell_loop(2) + parallel_floor(tasks - 2, engine.settings.max_parallel)
+        rows.append({
+            "database": label, "shape": shape, "tasks": tasks, "engine_s": round(elapsed, 3), "floor_s": round(floor, 3),
+            "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
+        })
+        print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
+    engine.store.close()
+    return rows
+
+
+def startup(work: Path) -> dict[str, float]:
+    """Wall time of the CLI's quick commands (median of 5), and one SQLite commit."""
+    env = {**__import__("os").environ, "SHIPLINE_HOME": str(work / "home-cli")}
+    one = _pipeline(work, "one", 1)
+    shipline = [sys.executable, "-m", "shipline"]
+
+    def timed(args: list[str]) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            subprocess.run(shipline + args, env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times), 3)
+
+    store = SqlStore(f"sqlite:///{work / 'commit.db'}")
+    commits = []
+    with store.transaction() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    for i in range(50):
+        start = time.perf_counter()
+        with store.transaction() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (?)", (i,))
+        commits.append(time.perf_counter() - start)
+    store.close()
+    timed(["run", str(one)])  # the first run creates the store: not what is measured
+    return {
+        "version_s": timed(["--version"]),
+        "help_s": timed(["--help"]),
+        "run_1_task_s": timed(["run", str(one)]),
+        "sqlite_commit_ms": round(statistics.median(commits) * 1000, 2),
+    }
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (label, shape), marker in zip(sorted({(r["database"], r["shape"]) for r in rows}), "osd^"):
+        points = sorted((r["tasks"], r["overhead_ms_per_task"]) for r in rows if (r["database"], r["shape"]) == (label, shape))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=f"{shape}, {label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("tasks in one run")
+    ax.set_ylabel("engine overhead per task (ms)")
+    ax.set_title("shipline: overhead per task against the size of the run")
+    ax.axhline(2.0, color="grey", linestyle="--", linewidth=0.8, label="target 2 ms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one repetition of the overhead measurement")
@@ -130,11 +243,16 @@ def main() -> None:
         results["overhead_sqlite"] = overhead(work, None, 1 if args.quick else 5)
         print(f"burst: {BURST_RUNS} runs x {BURST_TASKS} tasks (SQLite) ...", file=sys.stderr)
         results["burst"] = [burst(work, None, "sqlite")]
+        print("curve: overhead per task, 1 to 1000 tasks, sequential and fan-out (SQLite) ...", file=sys.stderr)
+        results["curve"] = curve(work, None, "sqlite")
+        print("start-up of the CLI ...", file=sys.stderr)
+        results["startup"] = startup(work)
         if not args.no_postgres:
             with ThrowawayPostgres() as pg:
-                print("overhead and burst (PostgreSQL) ...", file=sys.stderr)
+                print("overhead, burst and curve (PostgreSQL) ...", file=sys.stderr)
                 results["overhead_postgres"] = overhead(work, pg.create_database(), 1 if args.quick else 3)
                 results["burst"].append(burst(work, pg.create_database(), "postgres"))
+                results["curve"] += curve(work, pg.create_database(), "postgres")
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     o = results["overhead_sqlite"]
@@ -151,6 +269,16 @@ def main() -> None:
         print(f"{f'burst {runs}x{tasks}, {db} (tasks/s)':<44}{b['tasks_per_s']:>12}")
         print(f"{f'burst, {db}: succeeded / lost':<44}{str(b['succeeded']) + ' / ' + str(b['lost']):>12}")
     print(f"{'peak engine memory, max RSS (MiB)':<44}{results['peak_rss_mib']:>12}")
+    st = results["startup"]
+    print(f"{'shipline --version / --help (s)':<44}{str(st['version_s']) + ' / ' + str(st['help_s']):>12}")
+    print(f"{'shipline run, 1 task, wall (s)':<44}{st['run_1_task_s']:>12}")
+    print(f"{'one SQLite commit (ms)':<44}{st['sqlite_commit_ms']:>12}")
+    print(f"\n{'curve':<30}{'tasks':>7}{'engine s':>10}{'floor s':>10}{'ms/task':>10}")
+    for r in results["curve"]:
+        print(f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}{r['overhead_ms_per_task']:>10}")
+    picture = plot(results["curve"], args.out.parent / "engine-curve.png")
+    if picture is not None:
+        print(f"plot: {picture}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten: {args.out}", file=sys.stderr)

@@ -47,7 +47,7 @@ def store(settings: Settings) -> Iterator[SqlStore]:
 
 @pytest.fixture
 def engine(settings: Settings, store: SqlStore) -> Engine:
-    return Engine(settings, store, LocalExecutor(settings.kill_grace_seconds), EventBus())
+    return Engine(settings, store, LocalExecutor.from_settings(settings), EventBus())
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ win over the file, the file wins over defaults.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,7 +97,21 @@ class Settings(BaseModel):
     """How often the poller and the cron scheduler check whether something is due."""
 
     webhook_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    """Larger webhook bodies are refused with 413 before anything is parsed."""
+    """Larger webhook bodies are refused with 413 while they arrive, before anything is parsed
+    ($SHIPLINE_WEBHOOK_MAX_BYTES)."""
+
+    api_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Larger request bodies to the API are refused with 413 while they arrive ($SHIPLINE_API_MAX_BYTES)."""
+
+    # --- what one step may produce ---
+
+    step_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """A step's log keeps this much of its output; past it, one line says so and the rest is
+    dropped (the step goes on) ($SHIPLINE_STEP_LOG_MAX_BYTES)."""
+
+    step_output_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """A step that writes more than this to $SHIPLINE_OUTPUT fails, saying so
+    ($SHIPLINE_STEP_OUTPUT_MAX_BYTES).  Results are short values: put files in the workspace."""
 
     env_poll_seconds: float = Field(default=30.0, gt=0)
     """How often the server reads the branch head of each `sync: auto` environment; a webhook
@@ -140,7 +155,27 @@ _ENV = {
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
     "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
+    "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
+    "SHIPLINE_API_MAX_BYTES": "api_max_bytes",
+    "SHIPLINE_STEP_LOG_MAX_BYTES": "step_log_max_bytes",
+    "SHIPLINE_STEP_OUTPUT_MAX_BYTES": "step_output_max_bytes",
 }
+
+
+def _check_private(path: Path, values: Mapping[str, Any]) -> None:
+    """A config file holding a credential must be its owner's alone (as ssh insists for a key)."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    held = [name for name, field in Settings.model_fields.items() if name in values and "SecretStr" in str(field.annotation)]
+    if re.search(r"://[^/@]*:[^/@]*@", str(values.get("database_url", ""))):
+        held.append("database_url (with a password)")
+    if held:
+        variables = ", ".join(f"${var}" for var, field in _ENV.items() if any(h.startswith(field) for h in held))
+        raise UsageError(
+            f"{path} holds {', '.join(held)} but others may read it (mode {mode:o}): "
+            f"`chmod 600 {path}`, or give {'it' if len(held) == 1 else 'them'} in {variables} instead"
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +192,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values.update(tomllib.loads(config_path.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{config_path}: not valid TOML: {exc}") from exc
+        _check_private(config_path, values)
     elif env.get("SHIPLINE_CONFIG"):
         raise UsageError(f"SHIPLINE_CONFIG names {config_path}, which does not exist")
     for var, field in _ENV.items():

@@ -58,10 +58,11 @@ def test_run_json_record_and_exit_codes(home: Path, write: Write) -> None:
 
 def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> None:
     hello = str(REPO / "examples" / "hello.yaml")
-    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"]):
+    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"], ["-p", "who=https://ghp_T0k3nXYZ@github.com/acme/priv.git"]):
         done = shipline("run", hello, *args)
         assert done.returncode == 2, args
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "param 'who' is a URL with credentials" in done.stderr and "ghp_T0k3nXYZ" not in done.stderr
     done = shipline("run", str(write("name: x\n")))
     assert done.returncode == 2 and "a pipeline needs `tasks:`" in done.stderr
     done = shipline("run", "/no/such/file.yaml")
@@ -171,6 +172,7 @@ def test_killed_engine_loses_nothing(home: Path, write: Write, tmp_path: Path) -
     logs = shipline("runs", "logs", str(record["id"]))
     assert "started work" in logs.stdout and "child running" in logs.stdout
     assert not _alive(child), "the dead engine's step processes were stopped"
+    assert not list(home.rglob("*.out")), "the dead engine's raw $SHIPLINE_OUTPUT files were left on disk"
 
 
 def test_live_view_on_a_terminal(home: Path) -> None:

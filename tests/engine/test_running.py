@@ -561,3 +561,13 @@ def test_an_engine_drives_the_run_it_claimed_at_submit(engine: Engine, write: Ca
     pipeline = load_pipeline(write("name: mine\ntasks: [{name: a, steps: [{run: 'true'}]}]\n"))
     record = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
     assert record.status == RunStatus.SUCCEEDED
+
+
+def test_an_engine_driven_from_successive_event_loops_keeps_its_slots(engine: Engine, write: Callable[..., Path]) -> None:
+    # More tasks than slots wait on the slot semaphore; a second asyncio.run must not find it bound to the first loop.
+    width = engine.settings.max_parallel * 3
+    leaves = "".join(f"  - name: l{i}\n    needs: []\n    steps: [{{run: 'true'}}]\n" for i in range(width))
+    pipeline = load_pipeline(write(f"name: wide\ntasks:\n{leaves}"))
+    for _ in range(2):
+        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+        assert record.status == RunStatus.SUCCEEDED, [t.message for t in record.tasks if t.message]

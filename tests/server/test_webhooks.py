@@ -128,6 +128,9 @@ def test_ping_unknown_repo_and_rules(live: Live, pipeline_file: Callable[..., Pa
     body, headers = signed(SECRET, github_push(URL, "feature/x"))
     r = httpx.post(live.url + "/hooks/github", content=body, headers=headers)
     assert r.status_code == 200 and r.json()["result"] == "ignored"
+    # A body that is not JSON: 400 when signed with the secret, 401 (parsed not at all) when not.
+    assert httpx.post(live.url + "/hooks/github", content=b"{nope", headers=headers).status_code == 401
+    headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(SECRET.encode(), b"{nope", hashlib.sha256).hexdigest()
     assert httpx.post(live.url + "/hooks/github", content=b"{nope", headers=headers).status_code == 400
     assert httpx.get(live.url + "/api/v1/runs").json()["runs"] == []
 
@@ -190,8 +193,8 @@ def test_gitea_signature_header(live: Live, pipeline_file: Callable[..., Path]) 
                "X-Gitea-Signature": hmac.new(b"g", body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
     r = httpx.post(live.url + "/hooks/gitea", content=body, headers=headers)
     assert r.status_code == 202, r.text
-    # The same body to the GitHub endpoint is a different forge: no GitHub repository has that URL.
-    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 404
+    # The same body to the GitHub endpoint is a different forge: no GitHub repository's secret signed it.
+    assert httpx.post(live.url + "/hooks/github", content=body, headers=headers).status_code == 401
 
 
 @pytest.mark.postgres

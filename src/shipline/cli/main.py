@@ -79,6 +79,6 @@ def main(ctx: click.Context) -> None:
     State lives under $SHIPLINE_HOME (default ~/.shipline); set
     SHIPLINE_DATABASE_URL=postgresql://... to keep it in PostgreSQL.
     """
-    from shipline.cli.wiring import Wiring  # the engine's imports: only once a command runs
+    from shipline.cli.wiring import Wiring  # builds (and imports) the engine only when a command asks
 
     ctx.obj = Wiring()

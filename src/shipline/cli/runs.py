@@ -152,7 +152,7 @@ def cancel(wiring: Wiring, run_id: int, wait: bool, as_json: bool) -> None:
     if record.status.done:
         click.echo(f"run {run_id} already {record.status.value}", err=True)
     else:
-        record = store.request_cancel(run_id)
+        record = wiring.engine.cancel(run_id)
         deadline = time.monotonic() + 60
         while wait and not record.status.done and time.monotonic() < deadline:
             time.sleep(0.2)

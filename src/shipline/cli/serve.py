@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from shipline.cli.wiring import Wiring
@@ -46,6 +48,9 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
         updates["port"] = port
     settings = settings.model_copy(update=updates)
     configure_logging(settings)
+    # The event loop shares the GIL with the engine's thread and the request workers; a shorter
+    # switch interval (default 5 ms) lets it answer /healthz and small requests while they are busy.
+    sys.setswitchinterval(0.001)
     app = create_app(settings)
     # Keep idle connections longer than a reverse proxy typically does (nginx: 60s), so a proxy never
     # sends a request down a connection the server has just closed.

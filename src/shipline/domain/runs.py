@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from shipline.domain import expressions as ex
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+from shipline.domain.urls import has_credentials, public_url
 from shipline.exceptions import UsageError
 
 
@@ -108,6 +109,44 @@ class RunRecord(BaseModel):
             if task.name == name:
                 return task
         raise KeyError(name)
+
+
+# --- the outbox ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A run or task changing status, as the recorder appends it to the outbox (already masked)."""
+
+    run_id: int
+    kind: Literal["run", "task"]
+    status: str
+    task: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "kind": self.kind, "task": self.task, "status": self.status,
+            "data": dict(self.data), "created_at": self.at,
+        }
+
+
+class RunTransition(BaseModel):
+    """An outbox row as a notifier reads it: the transition, and what it needs of its run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    run_id: int
+    pipeline: str
+    kind: Literal["run", "task"]
+    task: str | None = None
+    status: str
+    data: dict[str, Any] = {}
+    at: datetime
+    params: dict[str, str] = {}
+    trigger: dict[str, Any] | None = None
 
 
 # --- the state machine -----------------------------------------------------------------
@@ -371,6 +410,14 @@ def bind_params(pipeline: ResolvedPipeline, given: Mapping[str, str]) -> dict[st
         else:
             hint = f" ({spec.description})" if spec.description else ""
             problems.append(f"param '{name}' is required{hint}: pass -p {name}=VALUE")
+    for name, value in bound.items():
+        if has_credentials(value):
+            # Params are stored with the run, shown to readers and given again on rerun.
+            problems.append(
+                f"param '{name}' is a URL with credentials ({public_url(value)!r} with a token or password before '@'); "
+                "params are shown to everyone who can read runs: pass the URL without them, and the token as a "
+                "secret (`shipline secrets set NAME`, then `${{ secrets.NAME }}`)"
+            )
     if problems:
         raise UsageError("\n".join(problems))
     return bound

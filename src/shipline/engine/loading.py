@@ -6,7 +6,10 @@ Every problem is collected with FILE:LINE:COL before anything fails, so one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
@@ -24,6 +28,28 @@ from shipline.exceptions import DefinitionError, Problem
 
 CATALOG_PREFIX = "shipline/"
 M = TypeVar("M", bound=BaseModel)
+
+MAX_DEFINITION_BYTES = 256 * 1024
+"""A definition file (pipeline, task, archetype) may be at most this large."""
+MAX_DEPTH = 64
+"""How deeply mappings and lists may nest in a definition."""
+MAX_NODES = 100_000
+"""How many values a definition may hold once its aliases (`*name`) are expanded: no "billion laughs"."""
+
+_FLOW_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % MAX_DEPTH)  # inside the top mapping: one level more
+
+_reads: ContextVar[list[Path] | None] = ContextVar("shipline_definition_reads", default=None)
+
+
+@contextmanager
+def recording_reads() -> Iterator[list[Path]]:
+    """Every file read by the loads inside the block (a pipeline, its tasks, its archetype), for caching."""
+    files: list[Path] = []
+    token = _reads.set(files)
+    try:
+        yield files
+    finally:
+        _reads.reset(token)
 
 
 def _yaml() -> YAML:
@@ -92,8 +118,66 @@ class _Document:
         return line + newlines, 0
 
 
-def _read(path: Path, display: str) -> _Document:
+def _bounds(text: str, display: str) -> Problem | None:
+    """The first place the YAML nests too deeply or expands to too much, found from its events
+    (before any tree is built, so a hostile file fails in the time it takes to read it)."""
+    # A long run of `[`/`{` is refused before the YAML scanner sees it: it reads ahead
+    # ~1,000 of them for a possible key, slowly and without letting other threads run.
+    if (run := _FLOW_RUN.search(text)) is not None:
+        at = run.start() + [m.start() for m in re.finditer(r"[\[{]", run.group())][MAX_DEPTH - 1]
+        line = text.count("\n", 0, at)
+        return Problem(display, line + 1, at - (text.rfind("\n", 0, at) + 1) + 1, f"nested more than {MAX_DEPTH} levels deep")
+    depth = 0
+    stack: list[int] = []  # values so far in each open collection
+    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    anchors: list[str | None] = []
+    total = 0
     try:
+        for ev in _yaml().parse(text):
+            if isinstance(ev, (CollectionStartEvent, ScalarEvent, AliasEvent)):
+                mark = ev.start_mark
+                where = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+                if isinstance(ev, AliasEvent):
+                    count = sizes.get(str(ev.anchor), 1)
+                else:
+                    count = 1
+                total += count
+                if total > MAX_NODES:
+                    what = f"alias *{ev.anchor} makes it" if isinstance(ev, AliasEvent) else "it is"
+                    return Problem(display, where[0], where[1], f"too large: {what} more than {MAX_NODES} values once aliases are expanded")
+                if stack:
+                    stack[-1] += count
+                if isinstance(ev, CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        return Problem(display, where[0], where[1], f"nested more than {MAX_DEPTH} levels deep")
+                    stack.append(1)
+                    anchors.append(ev.anchor)
+                elif isinstance(ev, ScalarEvent) and ev.anchor:
+                    sizes[str(ev.anchor)] = 1
+            elif isinstance(ev, CollectionEndEvent):
+                depth -= 1
+                count = stack.pop()
+                anchor = anchors.pop()
+                if anchor:
+                    sizes[str(anchor)] = count
+                if stack:
+                    stack[-1] += count - 1  # the start already counted 1
+    except YAMLError:
+        return None  # the real load reports it, with its position
+    return None
+
+
+def _read(path: Path, display: str) -> _Document:
+    files = _reads.get()
+    if files is not None:
+        files.append(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_DEFINITION_BYTES:
+            doc = _Document(path, display, "")
+            doc.problems.append(Problem(display, 1, 1, f"the file is {size} bytes; a definition may be at most {MAX_DEFINITION_BYTES}"))
+            return doc
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         doc = _Document(path, display, "")
@@ -104,6 +188,9 @@ def _read(path: Path, display: str) -> _Document:
         doc.problems.append(Problem(display, 1, 1, f"cannot read: {exc}"))
         return doc
     doc = _Document(path, display, text)
+    if (bound := _bounds(text, display)) is not None:
+        doc.problems.append(bound)
+        return doc
     try:
         doc.root = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -230,6 +317,8 @@ def _archetype_path(name: str) -> Path | None:
 
 def archetype_names() -> list[str]:
     root = resources.files("shipline") / "catalog" / "pipelines"
+    if not root.is_dir():
+        return []
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 

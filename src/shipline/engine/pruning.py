@@ -129,3 +129,28 @@ def _measure(path: Path, *, make_writable: bool) -> int:
         for name in filenames:
             total += os.lstat(os.path.join(directory, name)).st_size
     return total
+
+
+LEFTOVERS = "leftovers"
+"""Under `$SHIPLINE_HOME`: files found under a new run's id, set aside (see `set_aside`)."""
+
+
+def set_aside(settings: Settings, run_id: int) -> Path | None:
+    """Make sure a new run starts with no files: what is already under its id is moved away.
+
+    A run id is new when the store gives it, so files under it belong to an
+    earlier store (a database deleted and made anew, or restored from an older
+    copy): its logs must not be appended to, its workspace not reused.  They go
+    to `$SHIPLINE_HOME/leftovers/run-ID-TIME/` for an operator to look at or remove.
+    """
+    where: Path | None = None
+    for root in (settings.logs, settings.workspaces, settings.step_homes):
+        path = root / str(run_id)
+        if not os.path.lexists(path):
+            continue
+        if where is None:
+            stamp = datetime.now().strftime("%Y%m%dT%H%M%S.%f")
+            where = settings.home / LEFTOVERS / f"run-{run_id}-{stamp}"
+            where.mkdir(parents=True, mode=0o700)
+        os.rename(path, where / root.name)
+    return where

@@ -10,10 +10,11 @@ any other process (`shipline runs cancel`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -35,15 +36,19 @@ from shipline.domain.runs import (
     run_results,
 )
 from shipline.engine.events import EventBus
+from shipline.engine.logs import discard_outputs
 from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
+from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
 HEARTBEAT_SECONDS = 10.0
+log = logging.getLogger("shipline.engine")
 
 
 class Engine:
@@ -56,14 +61,19 @@ class Engine:
         self.builtin_secrets = forge_credentials(settings)
         self.owner = owner_id()
         self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
 
     @property
     def slots(self) -> asyncio.Semaphore:
-        if self._slots is None:
+        """Task slots of this engine, on the running event loop (a semaphore belongs to one loop;
+        an engine driven by successive `asyncio.run` calls gets a fresh one for each)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
             self._slots = asyncio.Semaphore(self.settings.max_parallel)
+            self._slots_loop = loop
         return self._slots
 
     # --- creating runs ----------------------------------------------------------------
@@ -102,9 +112,12 @@ class Engine:
             for older in self.store.active_in_group(group):
                 self.cancel(older)
         owner = self.owner if claim else None
-        return self.store.create_run(
+        run_id = self.store.create_run(
             pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group
         )
+        if (moved := set_aside(self.settings, run_id)) is not None:
+            log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
+        return run_id
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
@@ -138,7 +151,7 @@ class Engine:
                 return record
             if record.status != RunStatus.QUEUED or record.concurrency_group is None:
                 raise Conflict(f"run {run_id} is {record.status.value} and taken by another engine; it cannot be started here")
-            recorder = RunRecorder(self.store, self.bus, self.settings.logs, run_id)
+            recorder = self._recorder(run_id)
             if self.store.cancel_requests([run_id]):
                 recorder.tasks_skipped({t.name: "the run was cancelled" for t in record.tasks})
                 recorder.run_finished(RunStatus.CANCELLED, "cancelled while it waited for its concurrency group")
@@ -164,12 +177,16 @@ class Engine:
             # A little more than the task slots, so a replica keeps its slots busy
             # without hoarding runs that another replica could start.
             capacity = max(0, 2 * self.settings.max_parallel - len(running))
-            for run_id in self.store.next_queued(capacity) if capacity else []:
-                if self.store.claim(run_id, self.owner):
-                    task = asyncio.create_task(self._drive_claimed(run_id))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: self.wake())
+            try:
+                for run_id in self.store.next_queued(capacity) if capacity else []:
+                    if self.store.claim(run_id, self.owner):
+                        task = asyncio.create_task(self._drive_claimed(run_id))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                        task.add_done_callback(_report_failure)
+                        task.add_done_callback(lambda _: self.wake())
+            except StoreError as exc:  # the store is away for now: look again at the next poll
+                log.warning("cannot look for queued runs: %s", exc)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll_seconds)
         for driver in list(self._drivers.values()):
@@ -199,7 +216,10 @@ class Engine:
         if driver is not None:
             driver.request_cancel()
             return self.store.get_run(run_id)
-        return self.store.request_cancel(run_id)
+        return self._recorder(run_id).request_cancel()
+
+    def _recorder(self, run_id: int) -> RunRecorder:
+        return RunRecorder(self.store, self.bus, self.settings.logs, run_id)
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None or self._watcher.done():
@@ -210,14 +230,17 @@ class Engine:
         beat = 0.0
         while self._drivers:
             await asyncio.sleep(self.settings.cancel_poll_seconds)
-            for run_id in self.store.cancel_requests(list(self._drivers)):
-                driver = self._drivers.get(run_id)
-                if driver is not None:
-                    driver.request_cancel()
-            beat += self.settings.cancel_poll_seconds
-            if beat >= HEARTBEAT_SECONDS:
-                beat = 0.0
-                self.store.heartbeat(self.owner)
+            try:
+                for run_id in self.store.cancel_requests(list(self._drivers)):
+                    driver = self._drivers.get(run_id)
+                    if driver is not None:
+                        driver.request_cancel()
+                beat += self.settings.cancel_poll_seconds
+                if beat >= HEARTBEAT_SECONDS:
+                    beat = 0.0
+                    self.store.heartbeat(self.owner)
+            except StoreError as exc:  # the store is away for now: the drivers see it on their next write
+                log.warning("cannot read cancel requests: %s", exc)
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -228,10 +251,10 @@ class Engine:
         for run_id, owner, heartbeat in self.store.owned_active():
             if owner == self.owner or owner_alive(owner, heartbeat, moment):
                 continue
-            for task, attempt, index, pid in self.store.running_steps(run_id):
+            steps = self.store.running_steps(run_id)
+            for _, _, _, pid in steps:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
-                self.store.update_step(run_id, task, attempt, index, status="failed", finished_at=moment)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
@@ -239,12 +262,8 @@ class Engine:
                 f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
                 f"start it again with `shipline runs rerun {run_id}`"
             )
-            for task_record in record.tasks:
-                if task_record.status == TaskStatus.RUNNING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.FAILED.value, finished_at=moment, message="interrupted")
-                elif task_record.status == TaskStatus.PENDING:
-                    self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
-            self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            self._recorder(run_id).interrupted(record, [(t, a, i) for t, a, i, _ in steps], message)
+            discard_outputs(self.settings.logs, run_id)
             interrupted.append(run_id)
         return interrupted
 
@@ -264,6 +283,8 @@ class _RunDriver:
     stopping: str = ""
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    store_fault: StoreError | None = None
+    """A write of this run's state failed: the run stops and its end is written once the store is back."""
 
     def __post_init__(self) -> None:
         self.schedule = Scheduler(self.pipeline)
@@ -323,12 +344,14 @@ class _RunDriver:
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for private in (self.workspace, self.home, self.engine.settings.logs / str(self.run_id)):
+            private_dir(private, root=self.engine.settings.home)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
             while True:
+                if (fault := self.store_fault or self.recorder.fault) is not None:
+                    raise fault
                 decision = self.schedule.decide(
                     self.params,
                     self.run_id,
@@ -356,6 +379,8 @@ class _RunDriver:
                     continue
                 await self.wake.wait()
                 self.wake.clear()
+        except StoreError as exc:
+            await self._outlast(exc)
         except BaseException:
             for task in self.running.values():
                 task.cancel()
@@ -366,6 +391,38 @@ class _RunDriver:
             if timer is not None:
                 timer.cancel()
             shutil.rmtree(self.home / SECRET_FILES_DIR, ignore_errors=True)
+
+    async def _outlast(self, fault: StoreError) -> None:
+        """The run's state could not be written: stop it, and write how it ended once the store takes writes again."""
+        self.store_fault = fault
+        self.stopping = self.stopping or "the store could not be written"
+        for task in self.running.values():
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+        message = f"stopped: the run's state could not be written to the store ({fault})"
+        log.warning("run %s stopped: %s; its end is written when the store takes writes again", self.run_id, fault)
+        delay = 0.5
+        while True:
+            try:
+                self._write_end(message)
+                log.info("run %s: the store takes writes again; the run is recorded as failed", self.run_id)
+                return
+            except StoreError:
+                if self.cancelled:  # the engine is stopping: recovery will end the run
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 10.0)
+
+    def _write_end(self, message: str) -> None:
+        """What the store missed, through the recorder: tasks that ended as they ended, then the rest as for an interrupted run."""
+        store = self.engine.store
+        saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
+        for name, state in self.schedule.states.items():
+            if state.status.done and saved.get(name) != state.status:
+                self.recorder.task_finished(name, state.status, state.results, "it ended while the store could not be written")
+        self._ensure_started()
+        steps = [(task, attempt, index) for task, attempt, index, _pid in store.running_steps(self.run_id)]
+        self.recorder.interrupted(store.get_run(self.run_id), steps, message)
 
     def _launch(self, task: ResolvedTask) -> None:
         self.schedule.update(task.name, TaskStatus.RUNNING)
@@ -385,7 +442,10 @@ class _RunDriver:
             return  # already recorded
         del self.running[name]
         self.schedule.update(name, status, results)
-        self.recorder.task_finished(name, status, results, message)
+        try:
+            self.recorder.task_finished(name, status, results, message)
+        except StoreError as exc:
+            self.store_fault = exc
         self.wake.set()
 
     async def _run_task(self, task: ResolvedTask) -> None:
@@ -453,9 +513,11 @@ class _RunDriver:
                 message = f"timed out after {task.timeout:g}s"
             finally:
                 listener.close()
+            if self.recorder.fault is not None:
+                raise self.recorder.fault
             if outcome is not None:
                 if outcome.succeeded:
-                    results, message = _collect_results(task, outcome.outputs)
+                    results, message = _collect_results(task, outcome.outputs, self.recorder.mask)
                     if not message:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
@@ -541,17 +603,25 @@ def forge_credentials(settings: Settings) -> dict[str, str]:
     return {"git-credentials": "\n".join(lines) + "\n"} if lines else {}
 
 
+def _report_failure(task: asyncio.Task[RunRecord]) -> None:
+    """A run's driver that failed is said in the log (never `Task exception was never retrieved`)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a run's driver stopped: %s: %s", exc.__class__.__name__, exc)
+
+
 def _first_line(script: str) -> str:
     line = script.strip().splitlines()[0] if script.strip() else ""
     return line if len(line) <= 60 else line[:57] + "..."
 
 
-def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict[str, str], str]:
-    """Merge the steps' outputs and check every declared result is there."""
+def _collect_results(
+    task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Merge the steps' outputs and check every declared result is there (`shown`: how output is quoted)."""
     results: dict[str, str] = {}
     for i, text in enumerate(outputs):
         try:
-            results.update(parse_output(text))
+            results.update(parse_output(text, shown))
         except OutputError as exc:
             return {}, f"step {i + 1} wrote a malformed $SHIPLINE_OUTPUT: {exc}"
     missing = [name for name in task.results if name not in results]

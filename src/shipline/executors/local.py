@@ -11,12 +11,14 @@ step's main process exits, what it left running in its group is killed.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import signal
 from collections.abc import Callable
 from contextlib import suppress
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.settings import Settings
 
 MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
@@ -38,8 +40,8 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
-        self.emit: Callable[[bytes], None] | None = None
-        self.early: list[bytes] = []  # lines that came before the step was announced
+        self.emit: Callable[[bytes, bool], None] | None = None
+        self.early: list[tuple[bytes, bool]] = []  # lines that came before the step was announced
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.pending = b""
@@ -50,22 +52,24 @@ class _StepProtocol(asyncio.SubprocessProtocol):
         for line in lines:
             self._emit(line)
         while len(self.pending) > MAX_LINE:
-            self._emit(self.pending[:MAX_LINE])
+            self._emit(self.pending[:MAX_LINE], partial=True)
             self.pending = self.pending[MAX_LINE:]
 
-    def attach(self, emit: Callable[[bytes], None]) -> None:
+    def attach(self, emit: Callable[[bytes, bool], None]) -> None:
         self.emit = emit
-        for line in self.early:
-            emit(line)
+        for line, partial in self.early:
+            emit(line, partial)
         self.early.clear()
 
-    def _emit(self, line: bytes) -> None:
+    def _emit(self, line: bytes, partial: bool = False) -> None:
+        """Pass a line on in pieces of MAX_LINE; all but the last of a cut line are `partial`."""
         for start in range(0, max(len(line), 1), MAX_LINE):
             piece = line[start : start + MAX_LINE]
+            cut = partial or start + MAX_LINE < len(line)
             if self.emit is None:
-                self.early.append(piece)
+                self.early.append((piece, cut))
             else:
-                self.emit(piece)
+                self.emit(piece, cut)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.pending:
@@ -82,14 +86,35 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
 
 class LocalExecutor:
-    def __init__(self, kill_grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self, kill_grace_seconds: float = 5.0, max_log_bytes: int = 50 * 1024 * 1024, max_output_bytes: int = 1024 * 1024
+    ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
+        self.max_log_bytes = max_log_bytes
+        self.max_output_bytes = max_output_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalExecutor:
+        return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
-            code, status = await self._run_step(step, listener)
-            outputs.append(_read_output(step))
+            size = 0
+            try:
+                code, status = await self._run_step(step, listener)
+            finally:
+                size = _output_size(step)
+                output = _take_output(step, self.max_output_bytes)
+            outputs.append(output)
+            if size > self.max_output_bytes and status == "succeeded":
+                return TaskOutcome(
+                    False,
+                    f"step '{step.name}' wrote {size} bytes to $SHIPLINE_OUTPUT, more than "
+                    f"step_output_max_bytes ({self.max_output_bytes}); results are short `name=value` lines: "
+                    "put files in the workspace and write their paths (or raise SHIPLINE_STEP_OUTPUT_MAX_BYTES)",
+                    tuple(outputs),
+                )
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
@@ -97,13 +122,28 @@ class LocalExecutor:
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
-        step.output_file.parent.mkdir(parents=True, exist_ok=True)
-        step.output_file.write_bytes(b"")
+        _create_output(step)
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
+        kept = 0
 
-        def emit(raw: bytes) -> None:
-            listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
+
+        def emit(raw: bytes, partial: bool) -> None:
+            nonlocal kept
+            if kept > self.max_log_bytes:
+                return  # past the cap: drained from the pipe, not kept
+            kept += len(raw) + (0 if partial else 1)
+            if kept > self.max_log_bytes:
+                listener.step_log(
+                    step.index,
+                    f"shipline: this step's output passed step_log_max_bytes ({self.max_log_bytes} bytes); the rest "
+                    "is not kept (write large output to a file in the workspace, or raise SHIPLINE_STEP_LOG_MAX_BYTES)",
+                    False,
+                )
+                return
+            text = decoder.decode(raw, final=not partial)
+            listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
         spawn = asyncio.ensure_future(
@@ -184,8 +224,33 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
-def _read_output(step: StepSpec) -> str:
+def _output_size(step: StepSpec) -> int:
     try:
+        return step.output_file.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _create_output(step: StepSpec) -> None:
+    """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
+    directory = step.output_file.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    fd = os.open(step.output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _take_output(step: StepSpec, limit: int) -> str:
+    """What the step wrote to $SHIPLINE_OUTPUT (nothing when it is over `limit`, which is not read);
+    the file goes, so no raw value outlives the step."""
+    try:
+        if _output_size(step) > limit:
+            return ""
         return step.output_file.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+    finally:
+        step.output_file.unlink(missing_ok=True)

@@ -39,7 +39,6 @@ from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore
 from shipline.store.sql import SqlStore
 from shipline.triggers.polling import ls_remote
-from shipline.store.repositories import url_key
 
 log = logging.getLogger("shipline.gitops")
 
@@ -88,13 +87,6 @@ class Reconciler:
         os.chmod(self._keys, 0o700)
 
     # --- from outside ---------------------------------------------------------------------
-
-    def environments_for(self, urls: Sequence[str], branch: str | None) -> list[Environment]:
-        keys = {url_key(u) for u in urls if u}
-        return [
-            s.environment for s in self.store.all()
-            if url_key(s.environment.repo) in keys and (branch is None or branch == s.environment.branch)
-        ]
 
     def poke(self, names: Sequence[str]) -> None:
         """Check these environments' branches now (a webhook said they changed)."""

@@ -7,16 +7,21 @@ the status each shipline error class names.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
-from shipline.engine.logs import read_log
-from shipline.exceptions import Conflict, NotFound, ShiplineError
+from shipline.engine.logs import parse_line
+from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
 from shipline.store.repositories import Repository, Role, Token, Trigger
 from shipline.store.secrets import SecretInfo
@@ -132,21 +137,101 @@ def rerun(request: Request, run_id: int, _: Operator) -> RunDetail:
     return detail(server.sql.get_run(new_id))
 
 
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+"""A page of JSON logs holds at most about this much text, whatever `limit` says."""
+
+
+def _cursor(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 0
+    step, _, offset = text.partition(":")
+    if not (step.isdigit() and offset.isdigit()) or len(text) > 40:
+        raise UsageError(f"cursor {text!r} is not one this server gave (STEP:OFFSET, from the X-Next-Cursor header)")
+    return int(step), int(offset)
+
+
 @router.get("/runs/{run_id}/logs", response_model=list[StepLog], tags=["runs"],
-            summary="Step logs so far (JSON, or text with ?format=text); stream them with /logs/stream")
+            summary="Step logs so far, a page at a time (JSON), or all of them streamed as text (?format=text)",
+            description=(
+                "JSON: at most `limit` lines (and about 4 MiB) per answer; when more remain, the "
+                "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
+                "Text (`?format=text`): every line from `cursor` on, streamed. "
+                "Follow a running run with /logs/stream."
+            ))
 def logs(
-    request: Request, run_id: int, _: Reader, task: str | None = None, format: str = "json"
-) -> list[StepLog] | PlainTextResponse:
+    request: Request,
+    run_id: int,
+    _: Reader,
+    task: str | None = None,
+    format: Literal["json", "text"] = "json",
+    cursor: Annotated[str | None, Query(description="Where to go on from: the X-Next-Cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
+) -> Response:
     server = _server(request)
     server.sql.get_run(run_id)  # 404 for an unknown run
-    out = []
-    for task_name, attempt, index, name, path in server.sql.log_paths(run_id, task):
-        lines = [LogLineOut(at=line.at.isoformat(), text=line.text) for line in read_log(server.log_file(path))]
-        out.append(StepLog(task=task_name, attempt=attempt, step=index, name=name, lines=lines))
+    first, offset = _cursor(cursor)
+    steps = server.sql.log_paths(run_id, task)[first:]
     if format == "text":
-        text = "".join(f"[{s.task}#{s.step}] {line.text}\n" for s in out for line in s.lines)
-        return PlainTextResponse(text)
-    return out
+        def text() -> Iterator[bytes]:
+            batch: list[bytes] = []
+            size = 0
+            for i, (task_name, _attempt, index, _name, path) in enumerate(steps):
+                for line, _end in _lines(server.log_file(path), offset if i == 0 else 0):
+                    piece = f"[{task_name}#{index}] {line.text}\n".encode()
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= 256 * 1024:  # one send per batch, not per line
+                        yield b"".join(batch)
+                        batch, size = [], 0
+            if batch:
+                yield b"".join(batch)
+
+        return StreamingResponse(text(), media_type="text/plain; charset=utf-8")
+    out: list[dict[str, Any]] = []
+    budget, left = LOG_PAGE_BYTES, limit
+    headers: dict[str, str] = {}
+    for i, (task_name, attempt, index, name, path) in enumerate(steps):
+        lines: list[dict[str, str]] = []
+        out.append({"task": task_name, "attempt": attempt, "step": index, "name": name, "lines": lines})
+        for line, end in _lines(server.log_file(path), offset if i == 0 else 0):
+            if left == 0 or budget <= 0:
+                nxt = f"{first + i}:{end - line.size}"
+                headers["X-Next-Cursor"] = nxt
+                headers["Link"] = f'</api/v1/runs/{run_id}/logs?cursor={nxt}&limit={limit}>; rel="next"'
+                break
+            lines.append({"at": line.at.isoformat(), "text": line.text})
+            left -= 1
+            budget -= line.size
+        if headers:
+            break
+    # Rendered here, in the worker thread: a page is megabytes of JSON, too much for the event loop.
+    return Response(json.dumps(out).encode(), media_type="application/json", headers=headers)
+
+
+@dataclass(frozen=True)
+class _Line:
+    at: datetime
+    text: str
+    size: int
+    """Bytes it takes in the file."""
+
+
+def _lines(path: Path, offset: int) -> Iterator[tuple[_Line, int]]:
+    """The log's lines from `offset`, one at a time (bounded memory), each with the offset after it."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(offset)
+        pos = offset
+        while raw := f.readline(MAX_LOG_LINE):
+            pos += len(raw)
+            parsed = parse_line(raw.decode("utf-8", errors="replace"))
+            yield _Line(parsed.at, parsed.text, len(raw)), pos
+
+
+MAX_LOG_LINE = 1024 * 1024
 
 
 # --- pipelines ---------------------------------------------------------------------------
@@ -220,6 +305,7 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
+    server.dispatcher.pipelines.load(body.pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
         name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,

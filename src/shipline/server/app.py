@@ -16,11 +16,13 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+import threading
+
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from shipline import __version__
 from shipline.domain.pipelines import ResolvedPipeline
@@ -32,8 +34,10 @@ from shipline.executors.local import LocalExecutor
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
 from shipline.server import api, environments, hooks, streaming
+from shipline.server.auth import reader
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
+from shipline.server.guarding import Guard
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
@@ -46,6 +50,21 @@ from shipline.triggers.scheduling import CronScheduler, Scheduled
 
 log = logging.getLogger("shipline.server")
 STATIC = Path(str(resources.files("shipline.server") / "static"))
+SWAGGER = Path(str(swagger_ui_path))
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>shipline API</title>
+  <link rel="stylesheet" href="/api/docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/api/docs/assets/swagger-ui-bundle.js"></script>
+  <script src="/static/docs.js"></script>
+</body>
+</html>
+"""
 
 
 @dataclass
@@ -70,7 +89,7 @@ class Server:
         sql = SqlStore(settings.database)
         bus = EventBus()
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
-        engine = Engine(settings, sql, LocalExecutor(kill_grace_seconds=settings.kill_grace_seconds), EventBus())
+        engine = Engine(settings, sql, LocalExecutor.from_settings(settings), EventBus())
         state = ServerStore(sql, engine.secrets.keyring)  # one key for pipeline secrets and webhook secrets
         runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
@@ -153,22 +172,41 @@ class Server:
 
     # --- life ---------------------------------------------------------------------------
 
+    def _triggers(self, started: threading.Event, stop: threading.Event) -> None:
+        """The poller and the scheduler, on a loop of their own: what they do (git, SQL, YAML) blocks."""
+
+        async def main() -> None:
+            done = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True).start()
+            assert self.poller is not None
+            scheduler = CronScheduler(self.schedules, self.on_schedule, self.settings.poll_tick_seconds)
+            started.set()
+            await asyncio.gather(self.poller.run(done), scheduler.run(done))
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            log.exception("the poller and scheduler stopped")
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        stop = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.dispatcher.loop = asyncio.get_running_loop()
         self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
-        scheduler = CronScheduler(self.schedules, self.on_schedule, self.settings.poll_tick_seconds)
         self.reconciler = Reconciler(
             self.sql, self.environments, self.engine.secrets, self.engine.workspace, self.submit_environment,
             poll_seconds=self.settings.env_poll_seconds, tick=self.settings.poll_tick_seconds,
         )
         self.runner.start(asyncio.get_running_loop())
+        stop, started = threading.Event(), threading.Event()
+        triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
+        triggers.start()
+        await asyncio.to_thread(started.wait, 30)
+        environments_stop = asyncio.Event()
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
-            asyncio.create_task(self.poller.run(stop)),
-            asyncio.create_task(scheduler.run(stop)),
-            asyncio.create_task(self.reconciler.run(stop)),
+            asyncio.create_task(self.reconciler.run(environments_stop)),
             asyncio.create_task(self.reconciler.follow(self.bus)),
         ]
         self.ready = True
@@ -179,7 +217,9 @@ class Server:
             self.ready = False
             self.stopping.set()
             stop.set()
+            environments_stop.set()
             await asyncio.to_thread(self.runner.stop)
+            await asyncio.to_thread(triggers.join, 30)
             for task in helpers:
                 await cancel_quietly(task)
             self.sql.close()
@@ -203,10 +243,11 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
             "needs an operator token (`Authorization: Bearer ...`, made with `shipline tokens create`)."
         ),
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.server = server
+    app.add_middleware(Guard)
 
     @app.exception_handler(ShiplineError)
     async def shipline_error(_: Request, exc: ShiplineError) -> JSONResponse:
@@ -221,7 +262,8 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         return JSONResponse({"error": "UsageError", "message": "; ".join(problems), "problems": problems}, status_code=422)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # On the event loop itself, not in the worker threads: busy workers must not make it look dead.
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="Ready for work: store reachable, engine running")
@@ -232,15 +274,16 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         if not server.runner.alive:
             problems.append("the engine's worker loop has stopped; see the server log")
         try:
-            with server.sql.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            if (why := server.sql.writable()) is not None:
+                problems.append(why)
         except Exception as exc:  # any driver error means not ready
             problems.append(f"store unreachable: {exc.__class__.__name__}")
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (a read: needs a token unless anonymous_read)",
+             dependencies=[Depends(reader)])
     def metrics() -> Response:
         return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -253,5 +296,11 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI, served from the package (an air-gapped server has no CDN)."""
+        return HTMLResponse(DOCS_PAGE)
+
+    app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -8,20 +8,25 @@ only as params and as the trigger record: data, never code or paths.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from shipline.domain.pipelines import ResolvedPipeline
+from shipline.domain.urls import public_url
 from shipline.engine.events import Event, EventBus
-from shipline.engine.loading import load_pipeline
+from shipline.engine.loading import MAX_DEFINITION_BYTES, load_pipeline, recording_reads
 from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
-from shipline.exceptions import ShiplineError
+from shipline.exceptions import DefinitionError, ShiplineError
 from shipline.server.observing import Metrics
-from shipline.store.repositories import Claim, Repository, ServerStore, public_url
+from shipline.store.repositories import Claim, Repository, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
 from shipline.triggers.rules import DEFAULT_RULES, Concurrency, TriggerRule
@@ -38,24 +43,42 @@ class Outcome:
 
 
 class PipelineCache:
-    """Parsed pipeline files, re-read when the file changes (parsing YAML is the slow part of a webhook)."""
+    """Parsed pipeline files, by content: a file (and every file it uses) is parsed once per content.
+
+    A broken file is remembered too, so a GET that lists pipelines does not
+    parse it again and again.  Safe to share between threads.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple[int, int], ResolvedPipeline]] = {}
+        self._lock = threading.Lock()
+        # path -> the files its last load read, with their digests, and what came of it
+        self._cache: dict[Path, tuple[dict[Path, str], ResolvedPipeline | DefinitionError]] = {}
 
     def load(self, path: str) -> ResolvedPipeline:
         p = Path(path)
-        try:
-            st = p.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stamp = (0, 0)
-        hit = self._cache.get(p)
-        if hit is not None and hit[0] == stamp and stamp != (0, 0):
-            return hit[1]
-        pipeline = load_pipeline(p)
-        self._cache[p] = (stamp, pipeline)
-        return pipeline
+        with self._lock:
+            hit = self._cache.get(p)
+            if hit is None or any(_digest(f) != d for f, d in hit[0].items()):
+                with recording_reads() as files:
+                    try:
+                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p)
+                    except DefinitionError as exc:
+                        outcome = exc
+                hit = ({f: _digest(f) for f in files}, outcome)
+                self._cache[p] = hit
+        if isinstance(hit[1], DefinitionError):
+            raise hit[1]
+        return hit[1]
+
+
+def _digest(path: Path) -> str:
+    """What the file holds, as far as the cache cares: a hash of its bytes (a file too large is not read)."""
+    try:
+        if path.stat().st_size > MAX_DEFINITION_BYTES:
+            return f"too large: {path.stat().st_size}"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.__class__.__name__}"
 
 
 def _claimant_dead(owner: str, claimed_at: datetime) -> bool:
@@ -80,6 +103,8 @@ class Dispatcher:
         self.bus = bus
         self.metrics = metrics
         self.pipelines = PipelineCache()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The server's loop, whose bus `notify` publishes on."""
 
     def rules_for(self, repo: Repository) -> list[TriggerRule]:
         return [t.rule for t in self.state.list_triggers(repo.id)] or list(DEFAULT_RULES)
@@ -175,4 +200,18 @@ class Dispatcher:
                 return
             status, pipeline = record.status.value, record.pipeline
         if self.bus.has_subscribers:
-            self.bus.publish(Event(run_id, "run", {"status": status, "pipeline": pipeline}))
+            event = Event(run_id, "run", {"status": status, "pipeline": pipeline})
+            # The bus belongs to the server's loop; webhooks, API routes and the poller call from threads.
+            loop = self.loop
+            if loop is None or _running_loop() is loop:
+                self.bus.publish(event)
+            else:
+                with suppress(RuntimeError):  # the loop is closing
+                    loop.call_soon_threadsafe(self.bus.publish, event)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

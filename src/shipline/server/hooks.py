@@ -1,94 +1,124 @@
 """`POST /hooks/{github,gitea,gitlab}`: a forge tells us something happened.
 
-The repository is found from the URLs in the payload; the signature is then
-checked against that repository's secret before anything else is believed.
+The signature is checked first, on the raw bytes, against the webhook
+secrets of the forge's registered repositories; only a body signed with one
+of them is parsed at all.  So an anonymous caller gets the same 401 whether
+or not the repository it names is registered (no probing which exist), and
+a hostile body (huge, deeply nested) costs one HMAC, not a parse.  The body
+was already bounded while it arrived (see `guarding`), and everything that
+blocks (SQL, decryption, YAML) runs in a worker thread, off the event loop.
+
+A push to an environment's repository and branch (see `shipline env`), signed
+with that environment's secret `env-NAME-webhook`, makes the GitOps controller
+read the branch head at once; nothing else in the payload is used.
+
 Answers: 202 with the runs started, 200 for a ping, a redelivery or an event
-no rule wants, 401 for a bad or missing signature, 404 for a repository
-nobody registered, 400 for a body that is not the forge's JSON, 413 for a
-body too large.
+no rule wants, 401 for a bad or missing signature, 404 for a signed payload
+that names a repository not registered with that secret, 400 for a body that
+is not the forge's JSON, 413 for a body too large.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from shipline.domain.environments import Environment
+from shipline.domain.urls import url_key
 from shipline.exceptions import ShiplineError, UsageError
-from shipline.triggers.events import EventKind, Forge, ForgeEvent
+from shipline.store.repositories import Repository
+from shipline.triggers.events import EventKind, Forge
 from shipline.triggers.parsing import PARSERS, decode
 from shipline.triggers.verifying import read_headers, verify
 
 log = logging.getLogger("shipline.server.hooks")
 router = APIRouter(tags=["webhooks"])
 
+SIGNATURE_HEADER = {"github": "X-Hub-Signature-256", "gitea": "X-Gitea-Signature", "gitlab": "X-Gitlab-Token"}
 
-def _answer(status: int, forge: Forge, result: str, message: str, **extra: Any) -> JSONResponse:
+
+def _answer(status: int, result: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"result": result, "message": message, **extra}, status_code=status)
 
 
 async def _receive(forge: Forge, request: Request) -> JSONResponse:
-    server = request.app.state.server
-    metrics = server.metrics
+    body = await request.body()  # already bounded by webhook_max_bytes
+    headers = dict(request.headers)
+    return await run_in_threadpool(_handle, request.app.state.server, forge, headers, body)
 
+
+def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) -> JSONResponse:
     def count(result: str) -> None:
-        metrics.deliveries.labels(forge.value, result).inc()
+        server.metrics.deliveries.labels(forge.value, result).inc()
 
-    limit = server.settings.webhook_max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        count("bad_request")
-        return _answer(413, forge, "too_large", f"webhook body larger than {limit} bytes (webhook_max_bytes)")
-    body = await request.body()
-    if len(body) > limit:
-        count("bad_request")
-        return _answer(413, forge, "too_large", f"webhook body larger than {limit} bytes (webhook_max_bytes)")
-    delivery = read_headers(forge, request.headers, body)
+    delivery = read_headers(forge, headers, body)
+    # Several registrations may share a URL (one pipeline each), each with its own secret:
+    # keep every repository whose secret signed this body.  One HMAC per distinct secret.
+    verdicts: dict[str, bool] = {}
+    verified: list[Repository] = []
+    if delivery.signature is not None:
+        for repo in server.state.list_repositories():
+            if repo.forge != forge.value or not repo.secret:
+                continue
+            secret = server.state.webhook_secret(repo)
+            if secret not in verdicts:
+                verdicts[secret] = verify(forge, secret, body, delivery.signature)
+            if verdicts[secret]:
+                verified.append(repo)
+    environments = _signed_environments(server, forge, body, delivery.signature)
+    if not verified and not environments:
+        count("unauthorized")
+        what = "missing" if delivery.signature is None else "does not match the webhook secret of a registered repository"
+        log.warning("webhook refused", extra={"forge": forge.value, "delivery": delivery.delivery_id, "reason": what})
+        return _answer(
+            401, "unauthorized",
+            f"{SIGNATURE_HEADER[forge.value]} {what}; nothing started "
+            "(set the hook's secret to the one given to `shipline repos add --secret`)",
+        )
     try:
         payload = decode(body)
         event = PARSERS[forge](delivery.event, payload)
     except UsageError as exc:
         count("bad_request")
-        return _answer(400, forge, "bad_request", str(exc))
-    poked, refused = _poke_environments(server, forge, event, body, delivery.signature)
-    candidates = [r for r in server.state.find_repositories(event.repo_urls) if r.forge == forge.value]
-    if not candidates and (poked or refused):
-        if not poked:
-            count("unauthorized")
-            return _answer(401, forge, "unauthorized", f"signature does not match the webhook secret of environment {refused[0]}; nothing started")
+        return _answer(400, "bad_request", str(exc))
+    keys = {url_key(u) for u in event.repo_urls if u}
+    poked = [
+        e.name for e in environments
+        if event.kind is EventKind.PUSH and url_key(e.repo) in keys and event.branch == e.branch
+    ]
+    if poked and server.reconciler is not None:
+        server.reconciler.poke(poked)
+    named = [r for r in verified if url_key(r.url) in keys]
+    if not named and poked:
         count("started")
         return _answer(
-            202, forge, "started", f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
+            202, "started", f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
             environments=poked, delivery=delivery.delivery_id,
         )
-    if not candidates:
+    if not named:
         if event.kind is EventKind.PING and not event.repo_urls:
             count("ping")
-            return _answer(200, forge, "ping", "pong (this hook names no repository)")
+            return _answer(200, "ping", "pong (this hook names no repository)")
         count("unknown_repository")
         urls = ", ".join(event.repo_urls) or "none"
         return _answer(
-            404, forge, "unknown_repository",
-            f"no {forge.value} repository registered for {urls}; register it with `shipline repos add`",
+            404, "unknown_repository",
+            f"no {forge.value} repository with this webhook secret is registered for {urls}; "
+            "register it with `shipline repos add`",
         )
-    # Several registrations may share a URL (one pipeline each): each has its own secret.
-    verified = [r for r in candidates if verify(forge, server.state.webhook_secret(r), body, delivery.signature)]
-    if not verified:
-        count("unauthorized")
-        header = {"github": "X-Hub-Signature-256", "gitea": "X-Gitea-Signature", "gitlab": "X-Gitlab-Token"}[forge.value]
-        what = "missing" if delivery.signature is None else "does not match the repository's webhook secret"
-        log.warning("webhook refused", extra={"forge": forge.value, "delivery": delivery.delivery_id, "reason": what})
-        return _answer(401, forge, "unauthorized", f"{header} {what}; nothing started")
     outcomes = []
-    for repo in verified:
-        source = forge.value if len(verified) == 1 else f"{forge.value}:{repo.id}"
+    for repo in named:
+        source = forge.value if len(named) == 1 else f"{forge.value}:{repo.id}"
         try:
             outcome = server.dispatcher.dispatch(repo, event, source, delivery.delivery_id)
         except ShiplineError as exc:
             count("error")
-            return _answer(exc.http_status, forge, "error", f"repository {repo.name!r}: {exc}")
+            return _answer(exc.http_status, "error", f"repository {repo.name!r}: {exc}")
         outcomes.append((repo, outcome))
     results = {o.result for _, o in outcomes}
     result = "started" if "started" in results else sorted(results)[0]
@@ -96,36 +126,25 @@ async def _receive(forge: Forge, request: Request) -> JSONResponse:
     run_ids = [i for _, o in outcomes for i in o.run_ids]
     message = "; ".join(o.message for _, o in outcomes)
     return _answer(
-        202 if result == "started" else 200, forge, result, message,
-        runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes],
+        202 if result == "started" else 200, result, message,
+        runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes], environments=poked,
     )
 
 
-def _poke_environments(server: Any, forge: Forge, event: ForgeEvent, body: bytes, signature: str | None) -> tuple[list[str], list[str]]:
-    """Environments whose repository and branch this push is about: (verified and poked, refused).
+def _signed_environments(server: Any, forge: Forge, body: bytes, signature: str | None) -> list[Environment]:
+    """Environments whose webhook secret (`env-NAME-webhook`) signed this body.
 
-    Each environment checks the signature against its own secret `env-NAME-webhook`
-    (`shipline secrets set env-NAME-webhook`); one without that secret takes no webhooks
-    and follows its branch by polling.  A poke only makes the reconciler read the branch
-    head now: nothing from the payload is used.
+    An environment without that secret takes no webhooks: it follows its branch by polling.
     """
-    reconciler = server.reconciler
-    if reconciler is None or event.kind is not EventKind.PUSH:
-        return [], []
-    poked: list[str] = []
-    refused: list[str] = []
-    for env in reconciler.environments_for(event.repo_urls, event.branch):
-        name = f"env-{env.name}-webhook"
-        secrets = server.engine.secrets
-        if secrets.missing([name]):
-            continue
-        if verify(forge, secrets.reveal([name])[name], body, signature):
-            poked.append(env.name)
-        else:
-            refused.append(env.name)
-    if poked:
-        reconciler.poke(poked)
-    return poked, refused
+    if signature is None or server.reconciler is None:
+        return []
+    secrets = server.engine.secrets
+    signed = []
+    for stored in server.environments.all():
+        name = f"env-{stored.name}-webhook"
+        if not secrets.missing([name]) and verify(forge, secrets.reveal([name])[name], body, signature):
+            signed.append(stored.environment)
+    return signed
 
 
 @router.post("/hooks/github", summary="GitHub webhook (push, pull_request, ping)")

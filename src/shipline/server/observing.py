@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import datetime
+from urllib.parse import unquote_plus
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -46,7 +47,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&\s\"?#]*)(=)([^&\s\"#]*)")
+
+
+def redact_tokens(text: str) -> str:
+    """Every `token=` value in the URLs of `text` as ***, however its name is spelled (`%74oken`, `t%6Fken`, `TOKEN`)."""
+    if "=" not in text:
+        return text
+
+    def hide(m: re.Match[str]) -> str:
+        name = unquote_plus(m.group(2)).strip().lower()
+        return f"{m.group(1)}{m.group(2)}=***" if name == "token" else m.group(0)
+
+    return _QUERY_PARAM.sub(hide, text)
 
 
 class RedactTokens(logging.Filter):
@@ -54,9 +67,9 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN_IN_URL.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = _TOKEN_IN_URL.sub(r"\1***", record.msg)
+            record.msg = redact_tokens(record.msg)
         return True
 
 

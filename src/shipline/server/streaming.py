@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from shipline.engine.events import EventBus, Subscription
 from shipline.engine.logs import parse_line
@@ -24,6 +25,8 @@ from shipline.server.auth import reader
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 
 KEEPALIVE_SECONDS = 15.0
+READ_CHUNK = 1024 * 1024
+"""At most this much of one log file is read (and held) at a time."""
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -52,7 +55,7 @@ async def _next(sub: Subscription, stop: asyncio.Event, timeout: float) -> Any:
 
 @router.get("/events", summary="Every run, task and step change as Server-Sent Events (add ?run=ID for one run)")
 async def events(request: Request, run: int | None = None, logs: bool = False) -> StreamingResponse:
-    reader(request)
+    await run_in_threadpool(reader, request)
     server = request.app.state.server
     bus: EventBus = server.bus
 
@@ -75,23 +78,33 @@ async def events(request: Request, run: int | None = None, logs: bool = False) -
 
 @router.get("/runs/{run_id}/logs/stream", summary="A run's log lines as Server-Sent Events, from the first line, until it ends")
 async def stream_logs(request: Request, run_id: int, task: str | None = None) -> StreamingResponse:
-    reader(request)
+    await run_in_threadpool(reader, request)
     server = request.app.state.server
     store = server.sql
-    store.get_run(run_id)  # 404 before the stream starts
+    await run_in_threadpool(store.get_run, run_id)  # 404 before the stream starts
+
+    def look(offsets: dict[str, int]) -> tuple[Any, list[bytes], bool]:
+        """In a worker thread: the run, and the next lines of its logs (at most READ_CHUNK per file)."""
+        record = store.get_run(run_id)  # read before the files, so nothing written after the end is missed
+        out: list[bytes] = []
+        more = False
+        for task_name, attempt, index, name, path in store.log_paths(run_id, task):
+            lines, offset, full = _read_from(server.log_file(path), offsets.get(path, 0), READ_CHUNK)
+            offsets[path] = offset
+            more = more or full
+            for at, text in lines:
+                out.append(sse("line", {"task": task_name, "attempt": attempt, "step": index, "name": name, "at": at, "text": text}))
+        return record, out, more
 
     async def gen() -> AsyncIterator[bytes]:
         offsets: dict[str, int] = {}
         with server.bus.subscribe(maxsize=1000) as sub:
             while True:
-                record = store.get_run(run_id)  # read before draining, so nothing written after the end is missed
-                for task_name, attempt, index, name, path in store.log_paths(run_id, task):
-                    file = server.log_file(path)
-                    for line, offset in _read_from(file, offsets.get(path, 0)):
-                        offsets[path] = offset
-                        data = {"task": task_name, "attempt": attempt, "step": index, "name": name,
-                                "at": line[0], "text": line[1]}
-                        yield sse("line", data)
+                record, lines, more = await run_in_threadpool(look, offsets)
+                for line in lines:
+                    yield line
+                if more:
+                    continue  # a file has more than one chunk waiting: read on before anything else
                 if record.status.done:
                     yield sse("end", {"status": record.status.value, "message": record.message})
                     return
@@ -113,20 +126,24 @@ async def stream_logs(request: Request, run_id: int, task: str | None = None) ->
     return StreamingResponse(gen(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def _read_from(path: Path, offset: int) -> list[tuple[tuple[str, str], int]]:
-    """Whole lines after `offset`, each with the offset after it; a partial last line waits."""
-    out: list[tuple[tuple[str, str], int]] = []
+def _read_from(path: Path, offset: int, limit: int) -> tuple[list[tuple[str, str]], int, bool]:
+    """Whole lines after `offset` within `limit` bytes, the offset after the last, and whether the limit was hit.
+
+    A partial last line waits for its end (unless it alone fills the limit: then it is cut).
+    """
+    out: list[tuple[str, str]] = []
     try:
         with path.open("rb") as f:
             f.seek(offset)
-            data = f.read()
+            data = f.read(limit)
     except FileNotFoundError:
-        return out
+        return out, offset, False
+    full = len(data) == limit
     pos = offset
     for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
+        if not raw.endswith(b"\n") and not (full and pos == offset):
             break
         pos += len(raw)
         line = parse_line(raw.decode("utf-8", errors="replace"))
-        out.append(((line.at.isoformat(), line.text), pos))
-    return out
+        out.append((line.at.isoformat(), line.text))
+    return out, pos, full

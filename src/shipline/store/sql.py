@@ -8,22 +8,40 @@ consistent up to its last completed change.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, create_engine, event, insert, inspect, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import (
     RunRecord,
+    RunTransition,
+    Transition,
     RunStatus,
     StepRecord,
     StepStatus,
@@ -31,7 +49,8 @@ from shipline.domain.runs import (
     TaskStatus,
 )
 from shipline.exceptions import NotFound, StoreError
-from shipline.store.tables import runs, step_runs, task_runs
+from shipline.store.files import make_private, private_dir, private_file
+from shipline.store.tables import outbox_cursors, run_events, runs, step_runs, task_runs
 
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
@@ -54,6 +73,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _private_sqlite(database: Path) -> None:
+    """The database file, and so its -wal and -shm (SQLite gives them the database's mode), is 0600."""
+    private_dir(database.parent)
+    os.close(private_file(database, os.O_RDWR | os.O_CREAT))
+    for other in (Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
+        make_private(other)
 
 
 MIGRATIONS = resources.files("shipline.store") / "migrations"
@@ -91,8 +118,8 @@ class SqlStore:
                 f"database URL {url!r} is not valid ({exc}); write postgresql://USER@HOST:PORT/DB or sqlite:////ABSOLUTE/PATH"
             ) from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            _private_sqlite(Path(parsed.database))
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
@@ -100,6 +127,48 @@ class SqlStore:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        try:
+            st = Path(database).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def writable(self) -> str | None:
+        """Why the store cannot take a write right now, or None when it can.
+
+        Checks that an SQLite file is still the one opened (not deleted or
+        replaced under a running process) and that a write transaction can be
+        begun (not read-only, not locked for long), without changing anything.
+        """
+        if self._identity is not None:
+            database = str(make_url(self.url).database)
+            try:
+                st = Path(database).stat()
+            except FileNotFoundError:
+                return f"the store file {database} was deleted while this process had it open; restart the process"
+            if (st.st_dev, st.st_ino) != self._identity:
+                return f"the store file {database} was replaced while this process had it open; restart the process"
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:  # a locked store is not ready: do not wait the writers' 30 s for it
+                    conn.exec_driver_sql("PRAGMA busy_timeout=2000")
+                    conn.commit()
+                try:
+                    conn.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+                finally:
+                    conn.rollback()
+                    if self.is_sqlite:
+                        conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                        conn.commit()
+        except SQLAlchemyError as exc:
+            return f"the store at {self._where()} cannot be written: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        return None
 
     def _migrate(self) -> None:
         """Bring the schema to the newest revision; cheap when it already is.
@@ -133,7 +202,7 @@ class SqlStore:
         if not self.is_sqlite or not database or database == ":memory:":
             yield
             return
-        with open(f"{database}.migrate.lock", "a") as lock:
+        with os.fdopen(private_file(Path(f"{database}.migrate.lock")), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -210,6 +279,7 @@ class SqlStore:
                     for i, task in enumerate(pipeline.tasks)
                 ],
             )
+            conn.execute(self._outbox_insert, Transition(run_id, "run", RunStatus.QUEUED.value).row())
         return int(run_id)
 
     def load_spec(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]]:
@@ -219,8 +289,16 @@ class SqlStore:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
         return ResolvedPipeline.model_validate(row.spec), dict(row.params)
 
-    def _update(self, table: Table, keys: tuple[str, ...], key_values: tuple[Any, ...], values: dict[str, Any]) -> None:
-        """UPDATE table SET values WHERE keys = key_values, with the statement built once per shape.
+    def _update(
+        self,
+        table: Table,
+        keys: tuple[str, ...],
+        key_values: tuple[Any, ...],
+        values: dict[str, Any],
+        transition: Transition | None = None,
+    ) -> None:
+        """UPDATE table SET values WHERE keys = key_values, with the statement built once per shape;
+        with `transition`, the outbox row goes in the same transaction.
 
         Building SQLAlchemy expressions costs more than SQLite's commit; the
         recorder writes a few rows per task, so statements are cached.
@@ -236,12 +314,18 @@ class SqlStore:
             self._statements[shape] = statement
         with self.transaction() as conn:
             conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values)}})
+            if transition is not None:
+                conn.execute(self._outbox_insert, transition.row())
 
-    def update_run(self, run_id: int, **values: Any) -> None:
-        self._update(runs, ("id",), (run_id,), values)
+    _outbox_insert = insert(run_events).values(
+        {c: bindparam(c) for c in ("run_id", "kind", "task", "status", "data", "created_at")}
+    )
 
-    def update_task(self, run_id: int, name: str, **values: Any) -> None:
-        self._update(task_runs, ("run_id", "name"), (run_id, name), values)
+    def update_run(self, run_id: int, transition: Transition | None = None, **values: Any) -> None:
+        self._update(runs, ("id",), (run_id,), values, transition)
+
+    def update_task(self, run_id: int, name: str, transition: Transition | None = None, **values: Any) -> None:
+        self._update(task_runs, ("run_id", "name"), (run_id, name), values, transition)
 
     def start_step(
         self,
@@ -464,7 +548,10 @@ class SqlStore:
             return [row.id for row in rows]
 
     def request_cancel(self, run_id: int) -> RunRecord:
-        """Ask whichever engine owns the run to cancel it; a queued unowned run ends at once."""
+        """Ask whichever engine owns the run to cancel it; a queued unowned run ends at once.
+
+        Called by the recorder (`RunRecorder.request_cancel`), the one writer of run state.
+        """
         now = utcnow()
         with self.transaction() as conn:
             row = conn.execute(select(runs.c.status, runs.c.owner).where(runs.c.id == run_id)).first()
@@ -483,7 +570,85 @@ class SqlStore:
                         .where(task_runs.c.run_id == run_id)
                         .values(status=TaskStatus.SKIPPED.value, message="the run was cancelled")
                     )
+                    ended = Transition(run_id, "run", RunStatus.CANCELLED.value, data={"message": "cancelled before it started"})
+                    conn.execute(self._outbox_insert, ended.row())
         return self.get_run(run_id)
+
+    # --- the outbox -------------------------------------------------------------------
+
+    def transitions_after(self, position: int, limit: int = 100) -> list[RunTransition]:
+        """Outbox rows after `position`, oldest first, with what a notifier needs of their run."""
+        query = (
+            select(run_events, runs.c.pipeline, runs.c.params, runs.c.trigger)
+            .join(runs, runs.c.id == run_events.c.run_id)
+            .where(run_events.c.id > position)
+            .order_by(run_events.c.id)
+            .limit(limit)
+        )
+        with self.transaction() as conn:
+            rows = conn.execute(query).all()
+        return [
+            RunTransition(
+                id=r.id, run_id=r.run_id, pipeline=r.pipeline, kind=r.kind, task=r.task, status=r.status,
+                data=r.data or {}, at=_utc(r.created_at), params=r.params or {}, trigger=r.trigger,
+            )
+            for r in rows
+        ]
+
+    def lease_cursor(self, consumer: str, owner: str, seconds: float) -> int | None:
+        """Take (or keep) `consumer`'s lease for `seconds`; its position, or None while another process holds it.
+
+        A new consumer starts at the outbox's end: it is told of what happens from now on.
+        """
+        now = utcnow()
+        with self.transaction() as conn:
+            taken = conn.execute(
+                update(outbox_cursors)
+                .where(
+                    outbox_cursors.c.consumer == consumer,
+                    or_(
+                        outbox_cursors.c.lease_owner.is_(None),
+                        outbox_cursors.c.lease_owner == owner,
+                        outbox_cursors.c.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+                .returning(outbox_cursors.c.position)
+            ).first()
+            if taken is not None:
+                return int(taken.position)
+            exists = conn.execute(select(outbox_cursors.c.consumer).where(outbox_cursors.c.consumer == consumer)).first()
+            if exists is not None:
+                return None
+            end = conn.execute(select(func.coalesce(func.max(run_events.c.id), 0))).scalar_one()
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(outbox_cursors).values(
+                            consumer=consumer, position=end, lease_owner=owner, lease_until=now + timedelta(seconds=seconds)
+                        )
+                    )
+            except IntegrityError:
+                return None  # another process made it at the same moment: its lease
+            return int(end)
+
+    def advance_cursor(self, consumer: str, owner: str, position: int) -> bool:
+        """Move `consumer` past `position`; False when this process no longer holds the lease."""
+        with self.transaction() as conn:
+            moved = conn.execute(
+                update(outbox_cursors)
+                .where(outbox_cursors.c.consumer == consumer, outbox_cursors.c.lease_owner == owner)
+                .values(position=position)
+            )
+        return bool(moved.rowcount)
+
+    def release_cursor(self, consumer: str, owner: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                update(outbox_cursors)
+                .where(outbox_cursors.c.consumer == consumer, outbox_cursors.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
 
     def cancel_requests(self, run_ids: Sequence[int]) -> set[int]:
         if not run_ids:

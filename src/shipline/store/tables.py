@@ -89,3 +89,28 @@ secrets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+run_events = Table(
+    "run_events",
+    metadata,
+    # The transactional outbox: every run and task transition, appended in the transaction that
+    # makes it, so a notifier that reads it after a crash misses nothing.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("task", String(63), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_run_events_run", "run_id"),
+)
+
+outbox_cursors = Table(
+    "outbox_cursors",
+    metadata,
+    # How far each notifier has read `run_events`, and which process holds its lease.
+    Column("consumer", String(63), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)

@@ -18,6 +18,10 @@ from shipline.exceptions import UsageError
 from shipline.triggers.events import ZERO_SHA, EventKind, Forge, ForgeEvent, PullRequestAction
 
 
+MAX_DEPTH = 32
+"""Forges' payloads nest a handful of levels; deeper JSON is refused (400), not followed."""
+
+
 def decode(body: bytes) -> dict[str, Any]:
     """The JSON object a webhook carries (also form-encoded `payload=` is not accepted: configure JSON)."""
     try:
@@ -26,9 +30,30 @@ def decode(body: bytes) -> dict[str, Any]:
         raise UsageError(
             f"webhook body is not JSON ({exc}); set the hook's content type to application/json"
         ) from exc
+    except RecursionError as exc:
+        raise UsageError(f"webhook body nests deeper than {MAX_DEPTH} levels; no forge sends that") from exc
     if not isinstance(data, dict):
         raise UsageError("webhook body is JSON but not an object; is this a forge webhook?")
+    if json_depth(data) > MAX_DEPTH:
+        raise UsageError(f"webhook body nests deeper than {MAX_DEPTH} levels; no forge sends that")
     return data
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (without recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _get(obj: Any, *path: str) -> Any:

@@ -1,0 +1,149 @@
+"""The outbox: every run and task transition is durable before anyone is told, and read exactly where it was left."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shipline.domain.runs import RunTransition
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.outbox import OutboxReader
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+Write = Callable[..., Path]
+
+PIPELINE = """
+name: notified
+tasks:
+  - name: build
+    steps: [{run: 'echo "version=1.2.3" >> "$SHIPLINE_OUTPUT"'}]
+    results: [version]
+  - name: push
+    when: ${{ 'a' == 'b' }}
+    steps: [{run: 'true'}]
+results:
+  version: ${{ tasks.build.results.version }}
+"""
+
+
+def _read_all(reader: OutboxReader) -> list[RunTransition]:
+    seen: list[RunTransition] = []
+    while reader.poll(seen.append):
+        pass
+    return seen
+
+
+def test_a_run_leaves_its_transitions_in_order_for_a_reader_that_comes_later(engine: Engine, write: Write) -> None:
+    reader = OutboxReader(engine.store, "status-notifier", "server-1")
+    assert _read_all(reader) == []  # a new consumer starts at the end
+    run_id = engine.submit(load_pipeline(write(PIPELINE)), {})
+    asyncio.run(engine.drive(run_id))
+    seen = _read_all(reader)
+    assert [(t.kind, t.task, t.status) for t in seen] == [
+        ("run", None, "queued"),
+        ("run", None, "running"),
+        ("task", "build", "running"),
+        ("task", "build", "succeeded"),
+        ("task", "push", "skipped"),
+        ("run", None, "succeeded"),
+    ]
+    assert {t.run_id for t in seen} == {run_id} and {t.pipeline for t in seen} == {"notified"}
+    assert seen[-1].data["results"] == {"version": "1.2.3"}
+    assert _read_all(reader) == []  # read once
+
+
+def test_a_handler_that_fails_sees_the_same_transition_again(engine: Engine, write: Write) -> None:
+    reader = OutboxReader(engine.store, "flaky", "server-1")
+    _read_all(reader)
+    asyncio.run(engine.drive(engine.submit(load_pipeline(write(PIPELINE)), {})))
+    calls: list[int] = []
+
+    def flaky(t: RunTransition) -> None:
+        calls.append(t.id)
+        if len(calls) == 2:
+            raise ConnectionError("the forge is down")
+
+    with pytest.raises(ConnectionError):
+        reader.poll(flaky)
+    reader.poll(flaky)
+    assert calls[1] == calls[2]  # retried, not skipped
+    assert len(set(calls)) == 6
+
+
+def test_cancel_and_recovery_are_transitions_too(engine: Engine, write: Write, home: Path) -> None:
+    reader = OutboxReader(engine.store, "n", "server-1")
+    _read_all(reader)
+    queued = engine.submit(load_pipeline(write(PIPELINE)), {})
+    engine.cancel(queued)
+    # A CLI run killed mid-step: the next engine finds it and says it failed.
+    path = write("name: slow\ntasks:\n  - name: sleep\n    steps: [{run: 'sleep 60'}]\n", "slow.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(t.task == "sleep" and t.status == "running" for t in engine.store.transitions_after(0, 1000)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert engine.recover()
+    seen = [(t.run_id, t.kind, t.task, t.status) for t in _read_all(reader)]
+    assert (queued, "run", None, "cancelled") in seen
+    slow = max(run_id for run_id, *_ in seen)
+    assert seen[-2:] == [(slow, "task", "sleep", "failed"), (slow, "run", None, "failed")]
+
+
+@pytest.mark.postgres
+def test_two_servers_share_a_consumer_without_handling_anything_twice(
+    postgres_url: str, settings: Settings, write: Write
+) -> None:
+    stores = [SqlStore(postgres_url) for _ in range(3)]
+    engine = Engine(settings, stores[0], LocalExecutor(1.0), EventBus())
+    readers = [OutboxReader(store, "promotions", f"server-{i}", lease_seconds=5) for i, store in enumerate(stores[1:])]
+    _read_all(readers[0])
+    readers[0].close()
+    handled: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def serve(reader: OutboxReader) -> None:
+        def handle(t: RunTransition) -> None:
+            with lock:
+                handled.append((reader.owner, t.id))
+
+        while not stop.is_set():
+            reader.poll(handle)
+            reader.close()  # hand the lease over, so both get turns
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=serve, args=(r,)) for r in readers]
+    for t in threads:
+        t.start()
+    pipeline = load_pipeline(write(PIPELINE))
+
+    async def many() -> None:
+        await asyncio.gather(*(engine.drive(engine.submit(pipeline, {})) for _ in range(10)))
+
+    asyncio.run(many())
+    expected = {t.id for t in stores[0].transitions_after(0, 1000)}
+    deadline = time.monotonic() + 30
+    while {i for _, i in handled} != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    ids = [i for _, i in handled]
+    assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 60
+    for store in stores:
+        store.close()
+
