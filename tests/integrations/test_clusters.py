@@ -342,3 +342,40 @@ def test_an_unreachable_api_server_is_a_clear_error(kubeconfig: Path, tmp_path: 
          "--namespace", "dev"], env={**os.environ, "KUBECONFIG": str(closed)}, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1 and "cannot reach the Kubernetes API server" in proc.stderr
+
+
+def test_a_crd_and_its_custom_resources_apply_together(kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path) -> None:
+    group = f"t{uuid.uuid4().hex[:8]}.example.com"
+    crd = textwrap.dedent(f"""\
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {{name: widgets.{group}}}
+        spec:
+          group: {group}
+          scope: Namespaced
+          names: {{plural: widgets, singular: widget, kind: Widget}}
+          versions:
+            - name: v1
+              served: true
+              storage: true
+              schema:
+                openAPIV3Schema:
+                  type: object
+                  properties:
+                    spec: {{type: object, properties: {{size: {{type: integer}}}}}}
+        """)
+    widget = f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: gadget, namespace: {namespace}}}\nspec: {{size: 3}}\n"
+    cluster = Cluster.connect(kubeconfig, environment=f"crd-{uuid.uuid4().hex[:6]}", target=Target(cluster_wide=True))
+    try:
+        directory = rendered(tmp_path, crd=crd, widget=widget)
+        validation = cluster.validate(cluster.load(directory))
+        assert [d.ref.kind for d in validation.deferred] == ["Widget"]  # its kind exists once the CRD is applied
+        applied = cluster.apply(cluster.load(directory))
+        assert {(a.ref.kind, a.outcome) for a in applied} == {("CustomResourceDefinition", Outcome.CREATED), ("Widget", Outcome.CREATED)}
+        live = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", f"widgets.{group}", "gadget")
+        assert live["spec"] == {"size": 3}
+        pruned = cluster.prune(cluster.load(rendered(tmp_path)))
+        assert {(p.ref.kind, p.outcome) for p in pruned} == {("Widget", Outcome.PRUNED), ("CustomResourceDefinition", Outcome.KEPT)}
+    finally:
+        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "crd", f"widgets.{group}", "--ignore-not-found"],
+                       capture_output=True)

@@ -287,6 +287,15 @@ class Cluster:
             return asyncio.run(main())
         except httpx2.TransportError as exc:
             raise self._unreachable(exc) from exc
+        except ApiError as exc:  # a request no code path above expected to fail
+            raise ClusterError(
+                f"the API server at {self.server} refused a request: {_code(exc)} {exc.status.reason}: {_status_text(exc)}"
+            ) from exc
+        except httpx2.HTTPStatusError as exc:
+            raise ClusterError(
+                f"the API server at {self.server} answered HTTP {exc.response.status_code} to "
+                f"{exc.request.method} {exc.request.url.path}"
+            ) from exc
 
     def _unreachable(self, exc: Exception) -> ClusterError:
         return ClusterError(
@@ -433,11 +442,14 @@ class Cluster:
         result = await client.apply(_resource(item.kind)(item.body), field_manager=FIELD_MANAGER, force=True, dry_run=True)
         return dict(result)
 
-    async def _validate(self, client: AsyncClient, desired: Sequence[Desired], *, defer: bool) -> Validation:
-        new_namespaces = {d.ref.name for d in desired if (d.ref.group, d.ref.kind) == ("", "Namespace")}
-        new_kinds = {
-            (k.group, k.kind) for d in desired for k in _crd_kinds(d.body)
-        } - {(k.group, k.kind) for k in (self._kinds or {}).values()}
+    async def _validate(
+        self, client: AsyncClient, desired: Sequence[Desired], *, defer: bool, context: Sequence[Desired] = ()
+    ) -> Validation:
+        """Dry-run desired; with defer, a 404 for an object whose namespace or kind desired (or context)
+        declares is put off instead of rejected."""
+        declared = [*desired, *context]
+        new_namespaces = {d.ref.name for d in declared if (d.ref.group, d.ref.kind) == ("", "Namespace")}
+        new_kinds = {(k.group, k.kind) for d in declared for k in _crd_kinds(d.body)}
         validation = Validation()
         manifest_problems: list[str] = []
         cluster_problems: list[str] = []
@@ -448,9 +460,21 @@ class Cluster:
                 continue
             if isinstance(result, httpx2.TransportError):
                 raise self._unreachable(result) from result
+            if isinstance(result, httpx2.HTTPStatusError) and not isinstance(result, ApiError):
+                # Not a Kubernetes Status: the path itself is unknown (a kind not served, or not yet).
+                code = int(result.response.status_code)
+                if defer and code == 404 and (item.ref.group, item.ref.kind) in new_kinds:
+                    validation.deferred.append(item)
+                elif code == 404:
+                    manifest_problems.append(
+                        f"{item.source}: {item.ref}: the API server does not serve {item.kind.plural} in {item.kind.api_version}"
+                    )
+                else:
+                    cluster_problems.append(f"apply {item.ref}: HTTP {code}: {result.response.text[:200]}")
+                continue
             if not isinstance(result, ApiError):
                 raise result
-            code = result.status.code
+            code = _code(result)
             if defer and code == 404 and (
                 (item.ref.group, item.ref.kind) in new_kinds or item.ref.namespace in new_namespaces
             ):
@@ -487,9 +511,17 @@ class Cluster:
         done += await self._apply_all(client, first, validation, live, report)
         if validation.deferred:
             await self._await_established(client, [d for d in first if d.ref.kind == "CustomResourceDefinition"])
+            pending = validation.deferred
+            for _ in range(16):  # a new CRD's kind can take a moment to be served after Established
+                later = await self._validate(client, pending, defer=True, context=first)
+                validation.dry_runs.update(later.dry_runs)
+                pending = later.deferred
+                if not pending:
+                    break
+                await asyncio.sleep(0.5)
+            if pending:
+                await self._validate(client, pending, defer=False)  # raises, naming each object
             self._kinds = await self._discover()
-            later = await self._validate(client, validation.deferred, defer=False)
-            validation.dry_runs.update(later.dry_runs)
         rest = [d for d in desired if d not in first]
         return done + await self._apply_all(client, rest, validation, live, report)
 
@@ -550,7 +582,12 @@ class Cluster:
                 async for obj in found:
                     body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                     live[ref_of(body)] = body
-            except ApiError as exc:
+            except httpx2.HTTPStatusError as exc:
+                if _code(exc) == 404:
+                    return  # a kind that a CRD of these manifests is about to define: nothing live yet
+                if not isinstance(exc, ApiError):
+                    raise
+
                 where = "" if wide or not kind.namespaced else self.target.namespace or ""
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
 
@@ -607,9 +644,11 @@ class Cluster:
     async def _get(self, client: AsyncClient, kind: Kind, ref: ObjectRef) -> dict[str, Any] | None:
         try:
             return dict(await client.get(_resource(kind), ref.name, namespace=ref.namespace or None))
-        except ApiError as exc:
-            if exc.status.code == 404:
+        except httpx2.HTTPStatusError as exc:
+            if _code(exc) == 404:
                 return None
+            if not isinstance(exc, ApiError):
+                raise
             raise self._refused("read", ref, exc) from exc
 
     async def _tracked(self, client: AsyncClient) -> list[dict[str, Any]]:
@@ -630,9 +669,11 @@ class Cluster:
                 return [
                     {**dict(o), "apiVersion": kind.api_version, "kind": kind.kind} async for o in found
                 ]
-            except ApiError as exc:
-                if exc.status.code in (403, 404, 405):
+            except httpx2.HTTPStatusError as exc:
+                if _code(exc) in (403, 404, 405):
                     return []  # kinds these credentials may not list hold nothing they applied
+                if not isinstance(exc, ApiError):
+                    raise
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, namespace or "", "*"), exc) from exc
 
         results = await self._gather(kinds, listing)
@@ -717,7 +758,10 @@ class Cluster:
                     live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                     seen.add(ref_of(live))
                     observe(ref_of(live), live)
-            except ApiError as exc:
+            except httpx2.HTTPStatusError as exc:
+                if not isinstance(exc, ApiError):
+                    raise ClusterError(f"list {kind.kind} objects: HTTP {_code(exc)} from {self.server}") from exc
+
                 where = "" if namespace == "*" or not kind.namespaced else namespace or ""
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
             try:
@@ -858,6 +902,11 @@ def _resource(kind: Kind) -> Any:
         cls = type(kind.kind, (base,), {"_api_info": info})
         _CLASSES[kind] = cls
     return cls
+
+
+def _code(exc: httpx2.HTTPStatusError) -> int:
+    """The HTTP status of a failed request, a Kubernetes Status or not (an unknown path answers plain text)."""
+    return int(exc.status.code) if isinstance(exc, ApiError) and exc.status.code else int(exc.response.status_code)
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str | None:
