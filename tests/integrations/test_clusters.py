@@ -379,3 +379,22 @@ def test_a_crd_and_its_custom_resources_apply_together(kubeconfig: Path, kubectl
     finally:
         subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "crd", f"widgets.{group}", "--ignore-not-found"],
                        capture_output=True)
+
+
+def test_objects_outside_a_namespace_environment_are_refused_before_anything_is_sent(
+    kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    directory = rendered(
+        tmp_path,
+        elsewhere="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: production}\n",
+        wide="apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: []\n",
+    )
+    with pytest.raises(ManifestError) as caught:
+        cluster.load(directory)
+    assert caught.value.problems == [
+        f"elsewhere.yaml: ConfigMap/c: is in namespace production, but environment dev targets namespace {namespace} "
+        "(remove metadata.namespace, or declare the environment with `cluster: true`)",
+        f"wide.yaml: ClusterRole/r: ClusterRole is cluster-scoped and environment dev targets namespace {namespace}: "
+        "declare the environment with `cluster: true` to hold it",
+    ]
