@@ -9,6 +9,7 @@ win over the file, the file wins over defaults.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -138,6 +139,22 @@ _ENV = {
 }
 
 
+def _check_private(path: Path, values: Mapping[str, Any]) -> None:
+    """A config file holding a credential must be its owner's alone (as ssh insists for a key)."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    held = [name for name, field in Settings.model_fields.items() if name in values and "SecretStr" in str(field.annotation)]
+    if re.search(r"://[^/@]*:[^/@]*@", str(values.get("database_url", ""))):
+        held.append("database_url (with a password)")
+    if held:
+        variables = ", ".join(f"${var}" for var, field in _ENV.items() if any(h.startswith(field) for h in held))
+        raise UsageError(
+            f"{path} holds {', '.join(held)} but others may read it (mode {mode:o}): "
+            f"`chmod 600 {path}`, or give {'it' if len(held) == 1 else 'them'} in {variables} instead"
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the config file and the environment."""
     env = os.environ if environ is None else environ
@@ -152,6 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values.update(tomllib.loads(config_path.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{config_path}: not valid TOML: {exc}") from exc
+        _check_private(config_path, values)
     elif env.get("SHIPLINE_CONFIG"):
         raise UsageError(f"SHIPLINE_CONFIG names {config_path}, which does not exist")
     for var, field in _ENV.items():

@@ -58,10 +58,11 @@ def test_run_json_record_and_exit_codes(home: Path, write: Write) -> None:
 
 def test_run_bad_input_exits_2_without_traceback(home: Path, write: Write) -> None:
     hello = str(REPO / "examples" / "hello.yaml")
-    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"]):
+    for args in (["-p", "nope=1"], ["-p", "no-equals-sign"], ["-p", "who=https://ghp_T0k3nXYZ@github.com/acme/priv.git"]):
         done = shipline("run", hello, *args)
         assert done.returncode == 2, args
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "param 'who' is a URL with credentials" in done.stderr and "ghp_T0k3nXYZ" not in done.stderr
     done = shipline("run", str(write("name: x\n")))
     assert done.returncode == 2 and "a pipeline needs `tasks:`" in done.stderr
     done = shipline("run", "/no/such/file.yaml")
@@ -171,6 +172,7 @@ def test_killed_engine_loses_nothing(home: Path, write: Write, tmp_path: Path) -
     logs = shipline("runs", "logs", str(record["id"]))
     assert "started work" in logs.stdout and "child running" in logs.stdout
     assert not _alive(child), "the dead engine's step processes were stopped"
+    assert not list(home.rglob("*.out")), "the dead engine's raw $SHIPLINE_OUTPUT files were left on disk"
 
 
 def test_live_view_on_a_terminal(home: Path) -> None:
@@ -258,3 +260,28 @@ def test_long_lines_and_binary_output_are_kept(home: Path, write: Write) -> None
     assert [len(line) for line in lines[:3]] == [65536, 65536, 150000 - 2 * 65536]
     assert lines[3] == "\ufffd\ufffd bytes"
     assert lines[4] == "no newline at the end"
+
+
+def test_help_lists_every_command_with_its_own_summary() -> None:
+    import click
+
+    from shipline.cli.main import COMMANDS, main
+
+    ctx = click.Context(main)
+    for name, (_, summary) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert command is not None and command.get_short_help_str(limit=200) == summary, name
+    done = shipline("--help")
+    assert done.returncode == 0 and all(f"  {name} " in done.stdout for name in COMMANDS)
+
+
+def test_version_and_help_do_not_load_the_engine() -> None:
+    # What makes `shipline --version` take a second: SQLAlchemy, FastAPI, the engine.
+    probe = (
+        "import sys; from shipline.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sqlalchemy', 'fastapi', 'shipline.engine.running', 'rich.live') if m in sys.modules]\n"
+        "print('loaded:', heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().endswith("loaded: []"), done.stdout + done.stderr

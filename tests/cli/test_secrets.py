@@ -68,3 +68,19 @@ def test_a_bad_key_says_how_to_make_a_good_one(home: Path) -> None:
     done = shipline("secrets", "set", "token", "--from-env", "V", env={"V": "x", "SHIPLINE_SECRET_KEY": "not-a-key"})
     assert done.returncode == 2
     assert "not a Fernet key" in done.stderr and "Fernet.generate_key()" in done.stderr
+
+
+def test_a_config_file_holding_the_key_must_be_private(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('secret_key = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="\n')
+    config.chmod(0o644)
+    done = shipline("secrets", "list", env={"SHIPLINE_CONFIG": str(config)})
+    assert done.returncode == 2 and "holds secret_key but others may read it (mode 644)" in done.stderr
+    assert f"chmod 600 {config}" in done.stderr and "$SHIPLINE_SECRET_KEY" in done.stderr and "Zm9v" not in done.stderr
+    config.write_text('github_token = "ghp_abc123"\ndatabase_url = "postgresql://ci:pw123@127.0.0.1/x"\n')
+    done = shipline("secrets", "list", env={"SHIPLINE_CONFIG": str(config)})
+    assert done.returncode == 2 and "holds github_token, database_url (with a password)" in done.stderr
+    assert "$SHIPLINE_DATABASE_URL, $SHIPLINE_GITHUB_TOKEN" in done.stderr and "pw123" not in done.stderr
+    config.write_text('secret_key = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="\n')
+    config.chmod(0o600)
+    assert shipline("secrets", "list", env={"SHIPLINE_CONFIG": str(config)}).returncode == 0

@@ -98,3 +98,18 @@ def test_cron_schedule_starts_runs(live: Live, pipeline_file: Callable[..., Path
     record = live.wait_run(runs[-1]["id"], {"succeeded"})
     assert record["trigger"]["source"] == "cron" and record["params"]["branch"] == "develop"
     assert record["params"]["event"] == "schedule"
+
+
+def test_repos_add_refuses_a_token_in_the_url_and_says_how_to_give_one(home: Path, pipeline_file: Callable[..., Path]) -> None:
+    token = "ghp_Zq4cJ8x2LbN7vR1tY6wE3uK9pA0sD5fG"
+    pipeline = str(pipeline_file(BUILD))
+    for url in (f"https://{token}@github.com/acme/priv.git", f"https://ci:{token}@github.com/acme/priv.git"):
+        r = shipline("repos", "add", "priv", url, "--forge", "git", "--poll", "60", "--pipeline", pipeline)
+        assert r.returncode == 2, r.stderr
+        assert "carries credentials" in r.stderr and "'https://github.com/acme/priv.git'" in r.stderr
+        assert "~/.git-credentials" in r.stderr and "shipline secrets set" in r.stderr
+        assert token not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    r = shipline("repos", "add", "x", "https://github.com:abc/x.git", "--forge", "git", "--pipeline", pipeline)
+    assert r.returncode == 2 and "not a port number" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(shipline("repos", "list", "--json").stdout) == []
+    assert not any(token.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
@@ -17,7 +19,7 @@ from shipline.exceptions import NotFound, StoreError
 from shipline.settings import Settings
 from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
-from shipline.store.sql import SqlStore
+from shipline.store.sql import MIGRATIONS, SqlStore
 
 PIPELINE = """
 name: stored
@@ -145,3 +147,27 @@ def test_only_one_run_of_a_concurrency_group_is_claimed_at_a_time(any_store: Sql
     assert any_store.next_queued(10) == [second, other]
     assert any_store.claim(second, "engine-b")
     assert any_store.get_run(second).concurrency_group == "deploy-prod"
+
+
+def test_upgrading_drops_credentials_an_older_version_kept_in_repository_urls(settings: Settings) -> None:
+    token = "ghp_Zq4cJ8x2LbN7vR1tY6wE3uK9pA0sD5fG"
+    settings.home.mkdir(parents=True)
+    old = create_engine(settings.database)
+    with old.begin() as conn:  # the schema as revision 0004 left it, with what it let in
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+        for i, url in enumerate([f"https://{token}@forge.example/o/a.git", "git@forge.example:o/b.git"]):
+            conn.execute(
+                text("INSERT INTO repositories (name, url, url_key, forge, secret, pipeline, default_branch, created_at) "
+                     "VALUES (:n, :u, 'k', 'git', '', '/p.yaml', 'main', CURRENT_TIMESTAMP)"),
+                {"n": f"r{i}", "u": url},
+            )
+    old.dispose()
+    store = SqlStore(settings.database)
+    with store.engine.connect() as conn:
+        urls = list(conn.execute(text("SELECT url FROM repositories ORDER BY name")).scalars())
+    store.close()
+    assert urls == ["https://forge.example/o/a.git", "git@forge.example:o/b.git"]
+    assert token.encode() not in (settings.home / "shipline.db").read_bytes()

@@ -1,22 +1,66 @@
-"""The root command group; each subcommand lives in a module of its own."""
+"""The root command group; each subcommand lives in a module of its own.
+
+Subcommands are imported when they are run, not when `shipline` starts: the
+engine, SQLAlchemy and FastAPI take most of a second to import, and
+`shipline --version`, `--help` or `validate` should not wait for what they do
+not use.  `COMMANDS` names each command's module and its one-line help (a
+test checks that the line matches the command's own).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from shipline import __version__
 from shipline.cli.errors import ShiplineGroup
-from shipline.cli.pipelines import run, schema, validate
-from shipline.cli.runs import runs
-from shipline.cli.testbed import testbed
-from shipline.cli.repos import repos, tokens
-from shipline.cli.secrets import secrets
-from shipline.cli.serve import serve
-from shipline.cli.steps import step
-from shipline.cli.wiring import Wiring
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:attribute", short help shown by `shipline --help`)
+    "validate": ("shipline.cli.pipelines:validate", "Check pipeline definitions without running them."),
+    "schema": ("shipline.cli.pipelines:schema", "Print the JSON Schema of a pipeline file, for editors."),
+    "run": ("shipline.cli.pipelines:run", "Run a pipeline and show its progress until it ends."),
+    "runs": ("shipline.cli.runs:runs", "Pipeline runs: list, show, logs, cancel, rerun, prune."),
+    "serve": ("shipline.cli.serve:serve", "Run the server: webhooks in, runs out, dashboard and API to watch them."),
+    "repos": ("shipline.cli.repos:repos", "Repositories the server starts runs for, and their trigger rules."),
+    "tokens": (
+        "shipline.cli.repos:tokens",
+        "API tokens for the server: `read` may look, `operator` may also change things.",
+    ),
+    "secrets": ("shipline.cli.secrets:secrets", "Secrets for pipelines: set, list, delete."),
+    "testbed": (
+        "shipline.cli.testbed:testbed",
+        "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",
+    ),
+    "step": (
+        "shipline.cli.steps:step",
+        "Commands the catalog's tasks run inside their steps (not for interactive use).",
+    ),
+}
 
 
-@click.group(cls=ShiplineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(ShiplineGroup):
+    """A group whose subcommands are imported only when one is run (or its help is asked for)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = COMMANDS[cmd_name][0].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="shipline")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -31,16 +75,6 @@ def main(ctx: click.Context) -> None:
     State lives under $SHIPLINE_HOME (default ~/.shipline); set
     SHIPLINE_DATABASE_URL=postgresql://... to keep it in PostgreSQL.
     """
+    from shipline.cli.wiring import Wiring  # builds (and imports) the engine only when a command asks
+
     ctx.obj = Wiring()
-
-
-main.add_command(validate)
-main.add_command(schema)
-main.add_command(run)
-main.add_command(runs)
-main.add_command(testbed)
-main.add_command(serve)
-main.add_command(repos)
-main.add_command(tokens)
-main.add_command(secrets)
-main.add_command(step)

@@ -18,9 +18,10 @@ from rich.table import Table
 
 from shipline.cli.pipelines import parse_params
 from shipline.cli.wiring import Wiring
+from shipline.domain.urls import public_url
 from shipline.engine.loading import load_pipeline
 from shipline.exceptions import UsageError
-from shipline.store.repositories import FORGES, Role, ServerStore, public_url
+from shipline.store.repositories import FORGES, Role, ServerStore
 from shipline.triggers.events import PullRequestAction
 from shipline.triggers.rules import Concurrency, On, TriggerRule
 
@@ -114,7 +115,10 @@ def add(
       shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
 
     URL is the clone URL the forge's payloads name (any spelling: https, ssh,
-    with or without .git).  The pipeline file lives on the server; it is checked
+    with or without .git), without credentials: `https://TOKEN@host/...` is
+    refused, as it would be shown and handed to every run.  Polling uses the
+    git credentials of the user running the server (~/.git-credentials);
+    steps get a token from a secret (`shipline secrets set NAME`).  The pipeline file lives on the server; it is checked
     now and re-read when it changes.  Without rules of its own (`shipline repos
     trigger add`), the repository runs the pipeline on each push to its default
     branch.

@@ -1,30 +1,40 @@
-"""Where the CLI chooses its parts: settings, store, executor, engine."""
+"""Where the CLI chooses its parts: settings, store, executor, engine.
+
+Each part is built (and its modules imported) on first use: `shipline validate`
+never opens the database, and `shipline step ...` inside a pipeline's step
+never imports the engine.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from shipline.engine.events import EventBus
-from shipline.engine.running import Engine
-from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings, load_settings
-from shipline.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from shipline.engine.running import Engine
+    from shipline.store.sql import SqlStore
 
 
 @dataclass
 class Wiring:
-    """Built lazily: `shipline validate` never opens the database."""
-
     @cached_property
     def settings(self) -> Settings:
         return load_settings()
 
     @cached_property
     def store(self) -> SqlStore:
+        from shipline.store.sql import SqlStore
+
         return SqlStore(self.settings.database)
 
     @cached_property
     def engine(self) -> Engine:
+        from shipline.engine.events import EventBus
+        from shipline.engine.running import Engine
+        from shipline.executors.local import LocalExecutor
+
         executor = LocalExecutor(kill_grace_seconds=self.settings.kill_grace_seconds)
         return Engine(self.settings, self.store, executor, EventBus())

@@ -244,11 +244,14 @@ def check_pipeline(
         findings += check_group(pipeline.concurrency.group, params, arch)
     for task in pipeline.tasks:
         loc = origins[task.name].loc
-        deps = graphs[task.is_finally]
-        visible = ancestors(deps, task.name)
-        if task.is_finally:
-            visible |= main_names
-        for text_loc, text in expression_texts(task, loc, template=task.name in templated):
+        texts = list(expression_texts(task, loc, template=task.name in templated))
+        visible: set[str] = set()
+        if any("tasks." in text for _, text in texts):
+            # Only a task that names another task needs its ancestors (costly in a long chain).
+            visible = ancestors(graphs[task.is_finally], task.name)
+            if task.is_finally:
+                visible |= main_names
+        for text_loc, text in texts:
             findings += check_references(
                 text, text_loc, params=params, inputs=None, results=results, visible=visible, task_name=task.name,
                 archetype_inputs=arch,

@@ -11,6 +11,7 @@ The format is GitHub Actions': `name=value` on one line, or
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 MAX_RESULT_BYTES = 64 * 1024
 """Results are small named values; files belong in the workspace."""
@@ -22,8 +23,13 @@ class OutputError(ValueError):
     pass
 
 
-def parse_output(text: str) -> dict[str, str]:
-    """Every result in the file; a later line with the same name wins."""
+def parse_output(text: str, shown: Callable[[str], str] = lambda text: text) -> dict[str, str]:
+    """Every result in the file; a later line with the same name wins.
+
+    `shown` is how text of the file is shown in an error (the engine masks
+    secrets); it is applied to whole lines, before they are cut short, so a
+    cut can never leave part of a secret unmasked.
+    """
     results: dict[str, str] = {}
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -38,22 +44,22 @@ def parse_output(text: str) -> dict[str, str]:
         if heredoc != -1 and (eq == -1 or heredoc < eq):
             name, delimiter = line[:heredoc], line[heredoc + 2 :]
             if not delimiter:
-                raise OutputError(f"line {i}: '{line}' needs a delimiter after '<<'")
+                raise OutputError(f"line {i}: '{shown(line)[:80]}' needs a delimiter after '<<'")
             body: list[str] = []
             while i < len(lines) and lines[i].removesuffix("\r") != delimiter:
                 body.append(lines[i].removesuffix("\r"))
                 i += 1
             if i >= len(lines):
-                raise OutputError(f"line {i}: result '{name}' has no closing '{delimiter}' line")
+                raise OutputError(f"line {i}: result '{shown(name)[:80]}' has no closing '{shown(delimiter)[:80]}' line")
             i += 1
             value = "\n".join(body)
         elif eq != -1:
             name, value = line[:eq], line[eq + 1 :]
         else:
-            raise OutputError(f"line {i}: '{line[:80]}' is not `name=value` or `name<<DELIMITER`")
+            raise OutputError(f"line {i}: '{shown(line)[:80]}' is not `name=value` or `name<<DELIMITER`")
         if not _NAME.match(name):
-            raise OutputError(f"line {i}: '{name[:80]}' is not a result name (letters, digits, _ and -)")
+            raise OutputError(f"line {i}: '{shown(name)[:80]}' is not a result name (letters, digits, _ and -)")
         if len(value.encode()) > MAX_RESULT_BYTES:
-            raise OutputError(f"result '{name}' is {len(value.encode())} bytes; results are limited to 64 KiB")
+            raise OutputError(f"result '{shown(name)[:80]}' is {len(value.encode())} bytes; results are limited to 64 KiB")
         results[name] = value
     return results

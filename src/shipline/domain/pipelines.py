@@ -8,6 +8,7 @@ task graph) live in `graphs.py` and `checking.py`.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
@@ -237,16 +238,18 @@ class ResolvedPipeline(_Spec):
     concurrency: Concurrency | None = None
     timeout: float | None = None
 
-    @property
+    # Computed once per (immutable) pipeline: the engine asks for them per task.
+    @cached_property
     def main(self) -> list[ResolvedTask]:
         return [t for t in self.tasks if not t.is_finally]
 
-    @property
+    @cached_property
     def finally_(self) -> list[ResolvedTask]:
         return [t for t in self.tasks if t.is_finally]
 
+    @cached_property
+    def _by_name(self) -> dict[str, ResolvedTask]:
+        return {t.name: t for t in self.tasks}
+
     def task(self, name: str) -> ResolvedTask:
-        for task in self.tasks:
-            if task.name == name:
-                return task
-        raise KeyError(name)
+        return self._by_name[name]

@@ -1,13 +1,13 @@
 """Runs: statuses, the records a user sees, and the state machine that drives them.
 
-`plan()` is the scheduler's brain and is pure: given the pipeline and what
-has happened so far, it says which tasks to start, which to skip (and why),
-and whether the run is over.  The engine only carries out its decisions.
+`Scheduler` is the scheduler's brain and is pure: told what happened to each
+task, it says which tasks to start, which to skip (and why), and whether the
+run is over.  The engine only carries out its decisions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shipline.domain import expressions as ex
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
+from shipline.domain.urls import has_credentials, public_url
 from shipline.exceptions import UsageError
 
 
@@ -126,15 +127,33 @@ class Decision:
     finished: RunStatus | None  # the final status once nothing is left to do
 
 
-def _failed(states: Mapping[str, TaskState], tasks: list[ResolvedTask]) -> bool:
-    return any(states[t.name].status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for t in tasks)
+_BAD = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class _TasksView(Mapping[str, Mapping[str, object]]):
+    """`tasks.*` of an expression, built on access: a context costs nothing to make, however many tasks."""
+
+    def __init__(self, states: Mapping[str, TaskState]) -> None:
+        self._states = states
+
+    def __getitem__(self, name: str) -> Mapping[str, object]:
+        st = self._states[name]
+        if st.status == TaskStatus.SUCCEEDED:
+            return {"status": st.status.value, "results": st.results}
+        return {"status": st.status.value}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._states)
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 
 def aggregate(pipeline: ResolvedPipeline, states: Mapping[str, TaskState], cancelled: bool) -> RunStatus:
     """The run's status judged from its main tasks (what `run.status` means to finally tasks)."""
     if cancelled:
         return RunStatus.CANCELLED
-    if _failed(states, pipeline.main):
+    if any(states[t.name].status in _BAD for t in pipeline.main):
         return RunStatus.FAILED
     return RunStatus.SUCCEEDED
 
@@ -148,30 +167,137 @@ def context(
     inputs: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     secret_files: Mapping[str, str] | None = None,
+    run_status: RunStatus | None = None,
 ) -> dict[str, object]:
     """What `${{ }}` may see.  Results of tasks that did not succeed are absent.
 
-    `inputs` defaults to the archetype's inputs, rendered (they may use params and secrets).
+    `inputs` defaults to the archetype's inputs, rendered (they may use params and secrets);
+    `run_status`, when the caller knows it, saves judging it from every task.
     """
+    status = run_status or aggregate(pipeline, states, cancelled)
     ctx: dict[str, object] = {
-        "params": dict(params),
-        "secrets": dict(secrets or {}),
-        "secret_files": dict(secret_files or {}),
-        "tasks": {
-            name: {
-                "status": st.status.value,
-                **({"results": dict(st.results)} if st.status == TaskStatus.SUCCEEDED else {}),
-            }
-            for name, st in states.items()
-        },
-        "run": {
-            "id": str(run_id),
-            "pipeline": pipeline.name,
-            "status": aggregate(pipeline, states, cancelled).value,
-        },
+        "params": params,
+        "secrets": secrets or {},
+        "secret_files": secret_files or {},
+        "tasks": _TasksView(states),
+        "run": {"id": str(run_id), "pipeline": pipeline.name, "status": status.value},
     }
     ctx["inputs"] = dict(inputs) if inputs is not None else _render_all(pipeline.inputs, ctx)
     return ctx
+
+
+class Scheduler:
+    """The run's state machine: which tasks start, which are skipped (and why), when the run is over.
+
+    Pure and incremental: `update` records what happened to a task, `decide`
+    looks only at the tasks that became ready since the last decision, so a
+    decision costs what changed, not the size of the run.  The engine only
+    carries out its decisions.
+    """
+
+    def __init__(self, pipeline: ResolvedPipeline) -> None:
+        self.pipeline = pipeline
+        self.states = {t.name: TaskState() for t in pipeline.tasks}
+        self._finally = {t.name for t in pipeline.finally_}
+        self._unmet = {t.name: len(set(t.needs)) for t in pipeline.tasks}
+        self._dependents: dict[str, list[str]] = {t.name: [] for t in pipeline.tasks}
+        for task in pipeline.tasks:
+            for need in dict.fromkeys(task.needs):
+                self._dependents[need].append(task.name)
+        self._ready = [t.name for t in pipeline.main if not self._unmet[t.name]]
+        self._ready_finally = [t.name for t in pipeline.finally_ if not self._unmet[t.name]]
+        self._pending_main = dict.fromkeys(t.name for t in pipeline.main)  # an ordered set
+        self._main_open = len(pipeline.main)
+        self._open = len(pipeline.tasks)
+        self.main_failed = False
+        self.finally_failed = False
+
+    def update(self, name: str, status: TaskStatus, results: dict[str, str] | None = None) -> None:
+        """Record a task's new status (and results); every change must come through here."""
+        state = self.states[name]
+        was_done = state.status.done
+        state.status = status
+        if results is not None:
+            state.results = results
+        if status != TaskStatus.PENDING:
+            self._pending_main.pop(name, None)
+        if was_done or not status.done:
+            return
+        self._open -= 1
+        is_finally = name in self._finally
+        if not is_finally:
+            self._main_open -= 1
+        if status in _BAD:
+            if is_finally:
+                self.finally_failed = True
+            else:
+                self.main_failed = True
+        for dependent in self._dependents[name]:
+            self._unmet[dependent] -= 1
+            if not self._unmet[dependent]:
+                (self._ready_finally if dependent in self._finally else self._ready).append(dependent)
+
+    def run_status(self, cancelled: bool) -> RunStatus:
+        """What `run.status` means to finally tasks: judged from the main tasks."""
+        if cancelled:
+            return RunStatus.CANCELLED
+        return RunStatus.FAILED if self.main_failed else RunStatus.SUCCEEDED
+
+    def context(
+        self,
+        params: Mapping[str, str],
+        run_id: int,
+        cancelled: bool = False,
+        secrets: Mapping[str, str] | None = None,
+        secret_files: Mapping[str, str] | None = None,
+    ) -> dict[str, object]:
+        return context(
+            self.pipeline, self.states, params, run_id, cancelled,
+            secrets=secrets, secret_files=secret_files, run_status=self.run_status(cancelled),
+        )
+
+    def decide(
+        self,
+        params: Mapping[str, str],
+        run_id: int,
+        *,
+        stopping: bool = False,
+        cancelled: bool = False,
+        secrets: Mapping[str, str] | None = None,
+        secret_files: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """Decide what happens next; the caller reports every change back through `update`.
+
+        `stopping` is set once the run must not start more main tasks (a task
+        failed, the run was cancelled or timed out).  Main tasks then become
+        `skipped`; finally tasks still run once every main task has ended.
+        """
+        start: list[str] = []
+        skip: dict[str, str] = {}
+        ctx = self.context(params, run_id, cancelled, secrets, secret_files)
+        if stopping or cancelled or self.main_failed:
+            reason = "the run is stopping: " + ("cancelled" if cancelled else "an earlier task failed")
+            skip.update(dict.fromkeys(self._pending_main, reason))
+            self._ready.clear()
+        else:
+            ready, self._ready = self._ready, []
+            for name in ready:
+                if self.states[name].status == TaskStatus.PENDING:
+                    _judge(self.pipeline.task(name), ctx, start, skip)
+        if self._main_open == 0:
+            ready, self._ready_finally = self._ready_finally, []
+            for name in ready:
+                if self.states[name].status == TaskStatus.PENDING:
+                    _judge(self.pipeline.task(name), ctx, start, skip)
+        finished = None
+        if self._open == 0:
+            if cancelled:
+                finished = RunStatus.CANCELLED
+            elif stopping or self.main_failed or self.finally_failed:
+                finished = RunStatus.FAILED
+            else:
+                finished = RunStatus.SUCCEEDED
+        return Decision(start, skip, finished)
 
 
 def _render_all(templates: Mapping[str, str], ctx: Mapping[str, object]) -> dict[str, str]:
@@ -204,58 +330,6 @@ def concurrency_group(pipeline: ResolvedPipeline, params: Mapping[str, str]) -> 
             "which has no value when the run is created"
         ) from exc
     return group[:255]
-
-
-def plan(
-    pipeline: ResolvedPipeline,
-    states: Mapping[str, TaskState],
-    params: Mapping[str, str],
-    run_id: int,
-    *,
-    stopping: bool = False,
-    cancelled: bool = False,
-    secrets: Mapping[str, str] | None = None,
-    secret_files: Mapping[str, str] | None = None,
-) -> Decision:
-    """Decide what happens next.
-
-    `stopping` is set once the run must not start more main tasks (a task
-    failed, the run was cancelled or timed out).  Main tasks then become
-    `skipped`; finally tasks still run once every main task has ended.
-    """
-    start: list[str] = []
-    skip: dict[str, str] = {}
-    main_failed = _failed(states, pipeline.main)
-    halt = stopping or cancelled or main_failed
-    ctx = context(pipeline, states, params, run_id, cancelled, secrets=secrets, secret_files=secret_files)
-
-    for task in pipeline.main:
-        if states[task.name].status != TaskStatus.PENDING:
-            continue
-        if halt:
-            skip[task.name] = "the run is stopping: " + ("cancelled" if cancelled else "an earlier task failed")
-            continue
-        if all(states[d].status.done for d in task.needs):
-            _judge(task, ctx, start, skip)
-
-    main_done = all(states[t.name].status.done or t.name in skip for t in pipeline.main)
-    if main_done:
-        for task in pipeline.finally_:
-            if states[task.name].status != TaskStatus.PENDING:
-                continue
-            if all(states[d].status.done for d in task.needs):
-                _judge(task, ctx, start, skip)
-
-    everything_done = all(states[t.name].status.done or t.name in skip for t in pipeline.tasks)
-    finished = None
-    if everything_done and not start:
-        if cancelled:
-            finished = RunStatus.CANCELLED
-        elif stopping or main_failed or _failed(states, pipeline.finally_):
-            finished = RunStatus.FAILED
-        else:
-            finished = RunStatus.SUCCEEDED
-    return Decision(start, skip, finished)
 
 
 def _judge(task: ResolvedTask, ctx: dict[str, object], start: list[str], skip: dict[str, str]) -> None:
@@ -298,6 +372,14 @@ def bind_params(pipeline: ResolvedPipeline, given: Mapping[str, str]) -> dict[st
         else:
             hint = f" ({spec.description})" if spec.description else ""
             problems.append(f"param '{name}' is required{hint}: pass -p {name}=VALUE")
+    for name, value in bound.items():
+        if has_credentials(value):
+            # Params are stored with the run, shown to readers and given again on rerun.
+            problems.append(
+                f"param '{name}' is a URL with credentials ({public_url(value)!r} with a token or password before '@'); "
+                "params are shown to everyone who can read runs: pass the URL without them, and the token as a "
+                "secret (`shipline secrets set NAME`, then `${{ secrets.NAME }}`)"
+            )
     if problems:
         raise UsageError("\n".join(problems))
     return bound

@@ -7,11 +7,14 @@ that a step had printed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+from shipline.store.files import private_dir, private_file
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,12 @@ def step_log_path(logs: Path, run_id: int, task: str, attempt: int, index: int) 
 
 
 class LogWriter:
+    """Appends to a step's log, a file only the engine's user may read (lines come masked from the recorder)."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self._file: IO[str] = os.fdopen(private_file(path), "a", encoding="utf-8")
 
     def write(self, text: str, at: datetime | None = None) -> datetime:
         at = at or datetime.now(UTC)
@@ -55,3 +60,9 @@ def read_log(path: Path) -> Iterator[LogLine]:
                 yield parse_line(raw)
     except FileNotFoundError:
         return
+
+
+def discard_outputs(logs: Path, run_id: int) -> None:
+    """Remove what a run's steps wrote to $SHIPLINE_OUTPUT and no engine read (it died): raw, unmasked values."""
+    for path in (logs / str(run_id)).glob("*/*.out"):
+        path.unlink(missing_ok=True)

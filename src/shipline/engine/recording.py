@@ -1,7 +1,10 @@
 """The one writer of run state: every change is saved to the store, then published.
 
-Nothing else updates runs, tasks or steps.  Secret values are masked here,
-on the way to the store, the log files and the event bus alike.
+Nothing else updates runs, tasks or steps.  Secret values are masked here, in
+one place: every value the recorder hands on, to the store, the log files or
+the event bus, is masked once on its way (`_save_*`, `_log` and `_publish` are
+the only ways out, and each masks what it is given).  A new message, field or
+kind of event is masked without anyone having to remember it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shipline.domain.runs import RunStatus, StepStatus, TaskStatus, mask
+from shipline.domain.urls import url_secrets
 from shipline.engine.events import Event, EventBus
 from shipline.engine.logs import LogWriter, step_log_path
 from shipline.executors.base import StepEnd
 from shipline.store.sql import SqlStore
+
+STRUCTURE = frozenset(
+    {"status", "started_at", "finished_at", "owner", "heartbeat_at", "log_path", "pid", "exit_code", "attempts", "attempt", "step", "task"}
+)
+"""Fields the engine makes itself (states, times, ids, the task's name from the definition): never masked,
+so a short secret that happens to read `failed` or `1` cannot break a record.  Every other field is masked."""
 
 
 def now() -> datetime:
@@ -23,8 +33,8 @@ def now() -> datetime:
 
 class RunRecorder:
     def __init__(self, store: SqlStore, bus: EventBus, logs: Path, run_id: int) -> None:
-        self.store = store
-        self.bus = bus
+        self._store = store
+        self._bus = bus
         self.logs = logs
         self.run_id = run_id
         self.secrets: list[str] = []
@@ -34,60 +44,123 @@ class RunRecorder:
 
         Logs are masked a line at a time, so each line of a multi-line value
         (a PEM key, a kubeconfig) is masked on its own too; lines too short to
-        tell anything (`}`, `---`) are left alone.
+        tell anything (`}`, `---`) are left alone.  So is the password or token
+        of each URL with credentials in it, as written and %-decoded.
         """
         for value in values:
             if value:
                 self.secrets.append(value)
                 self.secrets += [line for line in value.splitlines() if len(line.strip()) >= 4 and line != value]
+                # The token in a credential URL (a git-credentials line), wherever it shows up alone.
+                self.secrets += [t for line in value.splitlines() for t in url_secrets(line) if len(t) >= 4]
 
     def mask(self, text: str) -> str:
         return mask(text, self.secrets) if self.secrets else text
 
+    def _masked(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The fields to save or publish, each masked but the engine's own (`STRUCTURE`)."""
+        if not self.secrets:
+            return values
+        return {k: v if k in STRUCTURE else self._deep(v) for k, v in values.items()}
+
+    def _deep(self, value: Any) -> Any:
+        """Every string in the value masked: keys and items of mappings and lists too."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {self._deep(k): self._deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._deep(v) for v in value)
+        return value
+
+    # --- the only ways out: each masks what it is given --------------------------------
+
     def _publish(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
-        if self.bus.has_subscribers:
-            self.bus.publish(Event(self.run_id, kind, data, at))
+        self._send(kind, self._masked(data), at)
+
+    def _send(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
+        """Only for data masked here already (by `_publish` or `_log`)."""
+        if self._bus.has_subscribers:
+            self._bus.publish(Event(self.run_id, kind, data, at))
+
+    def _save_run(self, **values: Any) -> None:
+        self._store.update_run(self.run_id, **self._masked(values))
+
+    def _save_task(self, task: str, **values: Any) -> None:
+        self._store.update_task(self.run_id, task, **self._masked(values))
+
+    def _save_new_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
+        self._store.start_step(self.run_id, task, attempt, index, **self._masked(values))
+
+    def _save_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
+        self._store.update_step(self.run_id, task, attempt, index, **self._masked(values))
+
+    def _log(self, writer: LogWriter, line: str, event: dict[str, Any]) -> None:
+        """Write a step's line to its log and publish it with `event`: masked once, for both."""
+        line = self.mask(line)
+        at = writer.write(line)
+        self._send("log", {**event, "line": line}, at)
+
+    def hold_back(self, text: str) -> tuple[str, str]:
+        """Split a piece of a line that goes on: what can be masked and written now, and the rest.
+
+        The rest is the shortest end that could be the start of a secret the
+        next piece completes; a secret that spans the split is kept whole on the
+        left, so masking the left part alone hides it.
+        """
+        if not self.secrets:
+            return text, ""
+        cut = max(0, len(text) - max(len(s) for s in self.secrets) + 1)
+        moved = True
+        while moved:
+            moved = False
+            for secret in self.secrets:
+                start = text.find(secret, max(0, cut - len(secret) + 1))
+                while start != -1 and start < cut:
+                    if start + len(secret) > cut:
+                        cut, moved = start + len(secret), True
+                    start = text.find(secret, start + 1)
+        return text[:cut], text[cut:]
+
+    # --- what happened ------------------------------------------------------------------
 
     def run_started(self, owner: str) -> None:
         at = now()
-        self.store.update_run(self.run_id, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
+        self._save_run(status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
     def run_waiting(self, message: str) -> None:
         """A queued run that may not start yet (its concurrency group is held): said, not stored."""
-        self._publish("run", {"status": RunStatus.QUEUED.value, "message": self.mask(message)}, now())
+        self._publish("run", {"status": RunStatus.QUEUED.value, "message": message}, now())
 
     def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
         at = now()
-        message = self.mask(message)
-        shown = {k: self.mask(v) for k, v in (results or {}).items()}
-        self.store.update_run(self.run_id, status=status.value, finished_at=at, message=message, results=shown)
-        self._publish("run", {"status": status.value, "message": message, "results": shown}, at)
+        results = results or {}
+        self._save_run(status=status.value, finished_at=at, message=message, results=results)
+        self._publish("run", {"status": status.value, "message": message, "results": results}, at)
 
     def task_started(self, task: str, attempt: int) -> None:
         at = now()
         values: dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": attempt, "message": ""}
         if attempt == 1:
             values["started_at"] = at
-        self.store.update_task(self.run_id, task, **values)
+        self._save_task(task, **values)
         self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at)
 
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
-        self.store.update_task(self.run_id, task, message=f"attempt {attempt} failed: {message}; retrying")
+        self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
         self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message}, at)
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()
-        shown = {k: self.mask(v) for k, v in results.items()}
-        message = self.mask(message)
-        self.store.update_task(self.run_id, task, status=status.value, results=shown, message=message, finished_at=at)
-        self._publish("task", {"task": task, "status": status.value, "results": shown, "message": message}, at)
+        self._save_task(task, status=status.value, results=results, message=message, finished_at=at)
+        self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()
         for task, reason in reasons.items():
-            self.store.update_task(self.run_id, task, status=TaskStatus.SKIPPED.value, message=self.mask(reason))
+            self._save_task(task, status=TaskStatus.SKIPPED.value, message=reason)
             self._publish("task", {"task": task, "status": TaskStatus.SKIPPED.value, "message": reason}, at)
 
     def steps(self, task: str, attempt: int, names: list[str]) -> StepRecorder:
@@ -103,14 +176,13 @@ class StepRecorder:
         self.attempt = attempt
         self.names = names
         self.writers: dict[int, LogWriter] = {}
+        self.carry: dict[int, str] = {}  # the held-back end of a cut line, by step
 
     def step_started(self, index: int, pid: int | None) -> None:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
-        self.run.store.start_step(
-            self.run.run_id, self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
-        )
+        self.run._save_new_step(self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid)
         self.run._publish("step", {"task": self.task, "step": index, "name": self.names[index], "attempt": self.attempt, "status": StepStatus.RUNNING.value}, at)
 
     def _writer(self, index: int) -> LogWriter:
@@ -119,20 +191,29 @@ class StepRecorder:
             writer = self.writers[index] = LogWriter(step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index))
         return writer
 
-    def step_log(self, index: int, line: str) -> None:
-        line = self.run.mask(line)
-        at = self._writer(index).write(line)
-        self.run._publish("log", {"task": self.task, "step": index, "attempt": self.attempt, "line": line}, at)
+    def step_log(self, index: int, line: str, partial: bool = False) -> None:
+        line = self.carry.pop(index, "") + line
+        if partial:
+            line, rest = self.run.hold_back(line)
+            if rest:
+                self.carry[index] = rest
+            if not line:
+                return
+        self.run._log(self._writer(index), line, {"task": self.task, "step": index, "attempt": self.attempt})
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
+        if index in self.carry:
+            self.step_log(index, "")
         at = now()
         writer = self.writers.pop(index, None)
         if writer is not None:
             writer.close()
-        self.run.store.update_step(self.run.run_id, self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
+        self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
         self.run._publish("step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at)
 
     def close(self) -> None:
+        for index in list(self.carry):
+            self.step_log(index, "")
         for writer in self.writers.values():
             writer.close()
         self.writers.clear()

@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -28,20 +28,20 @@ from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 from shipline.domain.runs import (
     RunRecord,
     RunStatus,
-    TaskState,
+    Scheduler,
     TaskStatus,
     bind_params,
     concurrency_group,
-    context,
-    plan,
     run_results,
 )
 from shipline.engine.events import EventBus
+from shipline.engine.logs import discard_outputs
 from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
@@ -247,6 +247,7 @@ class Engine:
                 elif task_record.status == TaskStatus.PENDING:
                     self.store.update_task(run_id, task_record.name, status=TaskStatus.SKIPPED.value, message="interrupted")
             self.store.update_run(run_id, status=RunStatus.FAILED.value, finished_at=moment, message=message)
+            discard_outputs(self.settings.logs, run_id)
             interrupted.append(run_id)
         return interrupted
 
@@ -260,7 +261,6 @@ class _RunDriver:
     run_id: int
     pipeline: ResolvedPipeline
     params: dict[str, str]
-    states: dict[str, TaskState] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value, looked up when the run starts
     cancelled: bool = False
     started: bool = False
@@ -269,10 +269,20 @@ class _RunDriver:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.states = {t.name: TaskState() for t in self.pipeline.tasks}
+        self.schedule = Scheduler(self.pipeline)
         self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
         self.workspace = self.engine.workspace(self.run_id)
         self.home = self.engine.settings.step_homes / str(self.run_id)
+        settings = self.engine.settings
+        # The same for every task of the run: filtered once, not per task.
+        self.run_env = step_environment(
+            os.environ, settings.step_env, run_id=self.run_id, pipeline=self.pipeline.name, task="",
+            workspace=self.workspace, home=self.home,
+        )
+        if settings.registry:
+            self.run_env["SHIPLINE_REGISTRY"] = settings.registry
+        if settings.gitea_url:
+            self.run_env["SHIPLINE_GITEA_URL"] = settings.gitea_url
 
     def request_cancel(self, reason: str = "") -> None:
         if self.cancelled:
@@ -316,15 +326,13 @@ class _RunDriver:
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for private in (self.workspace, self.home, self.engine.settings.logs / str(self.run_id)):
+            private_dir(private, root=self.engine.settings.home)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
             while True:
-                decision = plan(
-                    self.pipeline,
-                    self.states,
+                decision = self.schedule.decide(
                     self.params,
                     self.run_id,
                     stopping=bool(self.stopping),
@@ -334,17 +342,17 @@ class _RunDriver:
                 )
                 if decision.skip:
                     for name in decision.skip:
-                        self.states[name].status = TaskStatus.SKIPPED
+                        self.schedule.update(name, TaskStatus.SKIPPED)
                     self.recorder.tasks_skipped(decision.skip)
                 for name in decision.start:
                     self._launch(self.pipeline.task(name))
                 if decision.finished is not None and not self.running:
                     message = self.stopping if decision.finished != RunStatus.SUCCEEDED else ""
                     if decision.finished == RunStatus.FAILED and not message:
-                        failed = [n for n, s in self.states.items() if s.status == TaskStatus.FAILED]
+                        failed = [n for n, s in self.schedule.states.items() if s.status == TaskStatus.FAILED]
                         message = f"task {', '.join(failed)} failed" if failed else ""
                     self._ensure_started()
-                    ctx = context(self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets)
+                    ctx = self.schedule.context(self.params, self.run_id, self.cancelled, self.secrets)
                     self.recorder.run_finished(decision.finished, message, run_results(self.pipeline, ctx))
                     return
                 if decision.skip or decision.start:
@@ -363,7 +371,7 @@ class _RunDriver:
             shutil.rmtree(self.home / SECRET_FILES_DIR, ignore_errors=True)
 
     def _launch(self, task: ResolvedTask) -> None:
-        self.states[task.name].status = TaskStatus.RUNNING
+        self.schedule.update(task.name, TaskStatus.RUNNING)
         handle = asyncio.create_task(self._run_task(task))
         self.running[task.name] = handle
         # A task cancelled before its coroutine ever ran skips the coroutine's
@@ -379,8 +387,7 @@ class _RunDriver:
         if name not in self.running:
             return  # already recorded
         del self.running[name]
-        self.states[name].status = status
-        self.states[name].results = results
+        self.schedule.update(name, status, results)
         self.recorder.task_finished(name, status, results, message)
         self.wake.set()
 
@@ -427,23 +434,13 @@ class _RunDriver:
         return paths
 
     async def _attempts_with(self, task: ResolvedTask, files: dict[str, str]) -> tuple[TaskStatus, dict[str, str], str]:
-        ctx = context(
-            self.pipeline, self.states, self.params, self.run_id, self.cancelled, secrets=self.secrets, secret_files=files
-        )
+        ctx = self.schedule.context(self.params, self.run_id, self.cancelled, self.secrets, files)
         step_ctx: dict[str, object] = ctx
         if task.uses is not None:
             # A reusable task's steps see its inputs and run.*, nothing of the pipeline.
             inputs = {k: ex.render(v, ctx) for k, v in task.inputs.items()}
             step_ctx = {"inputs": inputs, "run": ctx["run"]}
-        base_env = step_environment(
-            os.environ, self.engine.settings.step_env, run_id=self.run_id, pipeline=self.pipeline.name, task=task.name,
-            workspace=self.workspace, home=self.home,
-        )
-        settings = self.engine.settings
-        if settings.registry:
-            base_env["SHIPLINE_REGISTRY"] = settings.registry
-        if settings.gitea_url:
-            base_env["SHIPLINE_GITEA_URL"] = settings.gitea_url
+        base_env = {**self.run_env, "SHIPLINE_TASK": task.name}
         base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
         base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
         message = ""
@@ -461,7 +458,7 @@ class _RunDriver:
                 listener.close()
             if outcome is not None:
                 if outcome.succeeded:
-                    results, message = _collect_results(task, outcome.outputs)
+                    results, message = _collect_results(task, outcome.outputs, self.recorder.mask)
                     if not message:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
@@ -552,12 +549,14 @@ def _first_line(script: str) -> str:
     return line if len(line) <= 60 else line[:57] + "..."
 
 
-def _collect_results(task: ResolvedTask, outputs: tuple[str, ...]) -> tuple[dict[str, str], str]:
-    """Merge the steps' outputs and check every declared result is there."""
+def _collect_results(
+    task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Merge the steps' outputs and check every declared result is there (`shown`: how output is quoted)."""
     results: dict[str, str] = {}
     for i, text in enumerate(outputs):
         try:
-            results.update(parse_output(text))
+            results.update(parse_output(text, shown))
         except OutputError as exc:
             return {}, f"step {i + 1} wrote a malformed $SHIPLINE_OUTPUT: {exc}"
     missing = [name for name in task.results if name not in results]

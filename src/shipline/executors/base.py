@@ -48,7 +48,8 @@ StepEnd = Literal["succeeded", "failed", "cancelled"]
 class StepListener(Protocol):
     def step_started(self, index: int, pid: int | None) -> None: ...
 
-    def step_log(self, index: int, line: str) -> None: ...
+    def step_log(self, index: int, line: str, partial: bool = False) -> None:
+        """A line of output; `partial`: it goes on in the next call (an executor cuts very long lines)."""
 
     def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None: ...
 

@@ -11,6 +11,7 @@ step's main process exits, what it left running in its group is killed.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import signal
 from collections.abc import Callable
@@ -38,8 +39,8 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
-        self.emit: Callable[[bytes], None] | None = None
-        self.early: list[bytes] = []  # lines that came before the step was announced
+        self.emit: Callable[[bytes, bool], None] | None = None
+        self.early: list[tuple[bytes, bool]] = []  # lines that came before the step was announced
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.pending = b""
@@ -50,22 +51,24 @@ class _StepProtocol(asyncio.SubprocessProtocol):
         for line in lines:
             self._emit(line)
         while len(self.pending) > MAX_LINE:
-            self._emit(self.pending[:MAX_LINE])
+            self._emit(self.pending[:MAX_LINE], partial=True)
             self.pending = self.pending[MAX_LINE:]
 
-    def attach(self, emit: Callable[[bytes], None]) -> None:
+    def attach(self, emit: Callable[[bytes, bool], None]) -> None:
         self.emit = emit
-        for line in self.early:
-            emit(line)
+        for line, partial in self.early:
+            emit(line, partial)
         self.early.clear()
 
-    def _emit(self, line: bytes) -> None:
+    def _emit(self, line: bytes, partial: bool = False) -> None:
+        """Pass a line on in pieces of MAX_LINE; all but the last of a cut line are `partial`."""
         for start in range(0, max(len(line), 1), MAX_LINE):
             piece = line[start : start + MAX_LINE]
+            cut = partial or start + MAX_LINE < len(line)
             if self.emit is None:
-                self.early.append(piece)
+                self.early.append((piece, cut))
             else:
-                self.emit(piece)
+                self.emit(piece, cut)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.pending:
@@ -88,8 +91,11 @@ class LocalExecutor:
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
         for step in invocation.steps:
-            code, status = await self._run_step(step, listener)
-            outputs.append(_read_output(step))
+            try:
+                code, status = await self._run_step(step, listener)
+            finally:
+                output = _take_output(step)
+            outputs.append(output)
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
@@ -97,13 +103,15 @@ class LocalExecutor:
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
-        step.output_file.parent.mkdir(parents=True, exist_ok=True)
-        step.output_file.write_bytes(b"")
+        _create_output(step)
         step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
 
-        def emit(raw: bytes) -> None:
-            listener.step_log(step.index, raw.decode("utf-8", "replace").removesuffix("\r"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
+
+        def emit(raw: bytes, partial: bool) -> None:
+            text = decoder.decode(raw, final=not partial)
+            listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
         spawn = asyncio.ensure_future(
@@ -184,8 +192,23 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
-def _read_output(step: StepSpec) -> str:
+def _create_output(step: StepSpec) -> None:
+    """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
+    directory = step.output_file.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    fd = os.open(step.output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _take_output(step: StepSpec) -> str:
+    """What the step wrote to $SHIPLINE_OUTPUT; the file goes, so no raw value outlives the step."""
     try:
         return step.output_file.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+    finally:
+        step.output_file.unlink(missing_ok=True)

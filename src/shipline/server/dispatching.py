@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shipline.domain.pipelines import ResolvedPipeline
+from shipline.domain.urls import public_url
 from shipline.engine.events import Event, EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
 from shipline.exceptions import ShiplineError
 from shipline.server.observing import Metrics
-from shipline.store.repositories import Claim, Repository, ServerStore, public_url
+from shipline.store.repositories import Claim, Repository, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
 from shipline.triggers.rules import DEFAULT_RULES, Concurrency, TriggerRule

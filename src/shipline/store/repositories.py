@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipline.domain.runs import RunStatus
+from shipline.domain.urls import check_url, public_url, url_key
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
@@ -39,6 +39,9 @@ class Claim(StrEnum):
     SEEN = "seen"
     ORPHANED = "orphaned"
 
+
+STORED = {"stored": True}
+"""Validation context of rules read back from the store (see `TriggerRule._no_credentials`)."""
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -65,13 +68,8 @@ class Repository(BaseModel):
     """The webhook secret as stored (sealed: see `ServerStore.webhook_secret`); never shown, excluded from every dump."""
 
     @field_serializer("url")
-    def _hide_password(self, url: str) -> str:
-        return public_url(url)
-
-
-def public_url(url: str) -> str:
-    """The URL without its password: one in the URL (for `git ls-remote`) is used, never shown or passed on."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
+    def _hide_credentials(self, url: str) -> str:
+        return public_url(url)  # one stored by an older version, which let them in
 
 
 class Trigger(BaseModel):
@@ -104,29 +102,6 @@ class Token(BaseModel):
     role: Role
     created_at: datetime
     last_used_at: datetime | None
-
-
-def url_key(url: str) -> str:
-    """One spelling per repository: no scheme, user, `.git` or trailing slash; host in lower case.
-
-    `https://Forge.example/o/r.git`, `git@forge.example:o/r.git` and
-    `ssh://git@forge.example/o/r` all become `forge.example/o/r`.
-    """
-    url = url.strip()
-    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url)
-    if scp:
-        host, path = scp.group(1), scp.group(2)
-    elif "://" in url:
-        parts = urlsplit(url)
-        host, path = (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), parts.path
-        if parts.scheme == "file":
-            host = ""
-    else:
-        host, path = "", url
-    path = path.rstrip("/")
-    path = path.removesuffix(".git").rstrip("/")
-    key = f"{host.lower()}/{path.lstrip('/')}" if host else path
-    return key[:500]
 
 
 def _new_id(result: Any) -> int:
@@ -186,8 +161,7 @@ class ServerStore:
             raise UsageError(f"repository name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
         if forge not in FORGES:
             raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
-        if not url or url.startswith("-"):
-            raise UsageError(f"repository URL {url!r} is not a URL or path git can use")
+        check_url(url)
         if poll_seconds is not None and poll_seconds < 1:
             raise UsageError("poll interval must be at least 1 second")
         if forge != "git" and not secret:
@@ -259,7 +233,7 @@ class ServerStore:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
             raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
-        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule), created_at=_utc(row.created_at))
+        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule, context=STORED), created_at=_utc(row.created_at))
 
     def list_triggers(self, repository_id: int | None = None) -> list[Trigger]:
         query = select(triggers).order_by(triggers.c.id)
@@ -268,7 +242,7 @@ class ServerStore:
         with self._tx() as conn:
             rows = conn.execute(query).all()
         return [
-            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule), created_at=_utc(r.created_at))
+            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule, context=STORED), created_at=_utc(r.created_at))
             for r in rows
         ]
 

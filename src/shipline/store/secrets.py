@@ -28,6 +28,7 @@ from sqlalchemy import delete, insert, select, update
 from shipline.domain.checking import SECRET_NAME
 from shipline.exceptions import NotFound, StoreError, UsageError
 from shipline.settings import Settings
+from shipline.store.files import private_dir, private_file
 from shipline.store.sql import SqlStore, _utc, utcnow
 from shipline.store.tables import secrets
 
@@ -104,9 +105,9 @@ class Keyring:
 
 def _create_key_file(path: Path) -> None:
     """Write a new key readable by its owner only; a racing process's key wins intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return
     with os.fdopen(fd, "wb") as out:

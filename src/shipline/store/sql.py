@@ -8,6 +8,7 @@ consistent up to its last completed change.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from shipline.domain.runs import (
     TaskStatus,
 )
 from shipline.exceptions import NotFound, StoreError
+from shipline.store.files import make_private, private_dir, private_file
 from shipline.store.tables import runs, step_runs, task_runs
 
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
@@ -54,6 +56,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _private_sqlite(database: Path) -> None:
+    """The database file, and so its -wal and -shm (SQLite gives them the database's mode), is 0600."""
+    private_dir(database.parent)
+    os.close(private_file(database, os.O_RDWR | os.O_CREAT))
+    for other in (Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
+        make_private(other)
 
 
 MIGRATIONS = resources.files("shipline.store") / "migrations"
@@ -91,8 +101,8 @@ class SqlStore:
                 f"database URL {url!r} is not valid ({exc}); write postgresql://USER@HOST:PORT/DB or sqlite:////ABSOLUTE/PATH"
             ) from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            _private_sqlite(Path(parsed.database))
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
@@ -133,7 +143,7 @@ class SqlStore:
         if not self.is_sqlite or not database or database == ":memory:":
             yield
             return
-        with open(f"{database}.migrate.lock", "a") as lock:
+        with os.fdopen(private_file(Path(f"{database}.migrate.lock")), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -208,7 +208,11 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
     if any(s.name == "gitea" for s in wanted):
         _ensure_gitea_token(layout, state, report)
         _save_state(layout, state)
-    layout.env_file.write_text(configs.env_file(env_values(layout, state)))
+    # It holds the Gitea admin token: the testbed's user's alone.
+    fd = os.open(layout.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(configs.env_file(env_values(layout, state)))
     report(f"testbed is up in {time.monotonic() - start:.1f}s; `eval \"$(shipline testbed env)\"` to use it")
     return state
 

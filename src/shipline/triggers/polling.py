@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from shipline.domain.urls import public_url
 from shipline.exceptions import ToolError
 from shipline.triggers.events import ZERO_SHA, EventKind, ForgeEvent
 
@@ -45,8 +46,9 @@ Sink = Callable[[PollTarget, ForgeEvent, str], None]
 
 async def ls_remote(url: str, timeout: float = 60.0) -> dict[str, str]:
     """ref -> sha of a remote's branches and tags (peeled tags give the commit)."""
+    shown = public_url(url)  # a credential an older version let into a URL is never logged
     if url.startswith("-"):
-        raise ToolError(f"repository URL {url!r} starts with '-'; git would read it as an option")
+        raise ToolError(f"repository URL {shown!r} starts with '-'; git would read it as an option")
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
     proc = await asyncio.create_subprocess_exec(
         "git", "ls-remote", "--heads", "--tags", url,
@@ -57,9 +59,10 @@ async def ls_remote(url: str, timeout: float = 60.0) -> dict[str, str]:
     except TimeoutError as exc:
         proc.kill()
         await proc.wait()
-        raise ToolError(f"git ls-remote {url} took longer than {timeout:g}s; is the forge reachable?") from exc
+        raise ToolError(f"git ls-remote {shown} took longer than {timeout:g}s; is the forge reachable?") from exc
     if proc.returncode != 0:
-        raise ToolError(f"git ls-remote {url} failed ({proc.returncode}): {err.decode(errors='replace').strip()[:500]}")
+        said = err.decode(errors="replace").replace(url, shown).strip()
+        raise ToolError(f"git ls-remote {shown} failed ({proc.returncode}): {said[:500]}")
     refs: dict[str, str] = {}
     for line in out.decode(errors="replace").splitlines():
         sha, _, ref = line.partition("\t")

@@ -13,8 +13,9 @@ from enum import StrEnum
 from typing import Annotated
 
 from croniter import croniter  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from shipline.domain.urls import has_credentials, public_url
 from shipline.triggers.events import PullRequestAction
 
 DEFAULT_BRANCH = ":default"
@@ -63,6 +64,19 @@ class TriggerRule(BaseModel):
     params: dict[ParamName, str] = {}
     """Fixed params for the run; they win over the ones taken from the event."""
     concurrency: Concurrency = Concurrency.QUEUE
+
+    @field_validator("params")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.context and info.context.get("stored"):  # one an older version let in: shown without
+            return {name: public_url(param) for name, param in value.items()}
+        for name, param in value.items():
+            if has_credentials(param):
+                raise ValueError(
+                    f"param {name!r} is a URL with credentials ({public_url(param)!r} with a token or password); "
+                    "rules are shown to everyone who can read them: give the URL without, the token as a secret"
+                )
+        return value
 
     @field_validator("actions")
     @classmethod
