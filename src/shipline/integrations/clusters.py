@@ -504,7 +504,8 @@ class Cluster:
         for item in quiet:
             report(Applied(item.ref, Outcome.UNCHANGED))
         done = [Applied(d.ref, Outcome.UNCHANGED) for d in quiet]
-        desired = [d for d in desired if d not in quiet]
+        quiet_refs = {d.ref for d in quiet}
+        desired = [d for d in desired if d.ref not in quiet_refs]
         validation = await self._validate(client, desired, defer=True)
         deferred = {d.ref for d in validation.deferred}
         first = [d for d in desired if (d.ref.group, d.ref.kind) in NEVER_PRUNED and d.ref not in deferred]
@@ -522,7 +523,8 @@ class Cluster:
             if pending:
                 await self._validate(client, pending, defer=False)  # raises, naming each object
             self._kinds = await self._discover()
-        rest = [d for d in desired if d not in first]
+        first_refs = {d.ref for d in first}
+        rest = [d for d in desired if d.ref not in first_refs]
         return done + await self._apply_all(client, rest, validation, live, report)
 
     async def _apply_all(
@@ -688,7 +690,7 @@ class Cluster:
         self, client: AsyncClient, desired: Sequence[Desired], report: Callable[[Applied], None], dry_run: bool
     ) -> list[Applied]:
         wanted = {d.ref for d in desired}
-        stale = sorted((ref_of(o), o) for o in await self._tracked(client) if ref_of(o) not in wanted)
+        stale = sorted(((ref_of(o), o) for o in await self._tracked(client) if ref_of(o) not in wanted), key=lambda e: e[0])
         kinds = {(k.group, k.kind): k for k in self._preferred()}
 
         async def one(entry: tuple[ObjectRef, dict[str, Any]]) -> Applied:
