@@ -398,3 +398,43 @@ def test_objects_outside_a_namespace_environment_are_refused_before_anything_is_
         f"wide.yaml: ClusterRole/r: ClusterRole is cluster-scoped and environment dev targets namespace {namespace}: "
         "declare the environment with `cluster: true` to hold it",
     ]
+
+
+def test_a_hand_edit_is_drift_noticed_by_a_watch_and_healed_by_apply(
+    kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path
+) -> None:
+    import threading
+
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    desired = cluster.load(rendered(tmp_path, web=service("web", cpu="100m"), api=service("api")))
+    cluster.apply(desired)
+    assert cluster.drifted(desired) == []
+    assert cluster.wait_for_drift(desired, timeout=1) == []
+
+    seen: list[Any] = []
+    watcher = threading.Thread(target=lambda: seen.extend(cluster.wait_for_drift(desired, timeout=60)))
+    watcher.start()
+    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "scale", "deployment/web", "--replicas=3"],
+                   check=True, capture_output=True)
+    watcher.join(timeout=90)
+    assert [(d.ref.kind, d.ref.name) for d in seen] == [("Deployment", "web")]
+    assert "spec.replicas" in seen[0].reason
+
+    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "delete", "service", "api"],
+                   check=True, capture_output=True)
+    assert sorted((str(d.ref.kind), d.reason.split(":")[0]) for d in cluster.drifted(desired)) == [
+        ("Deployment", "changed"), ("Service", "deleted"),
+    ]
+    healed = cluster.apply(desired)
+    assert {(a.ref.kind, a.ref.name) for a in healed if a.outcome is not Outcome.UNCHANGED} == {
+        ("Deployment", "web"), ("Service", "api"),
+    }
+    assert cluster.drifted(desired) == []
+
+
+def test_a_value_the_server_normalises_is_not_drift(kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    desired = cluster.load(rendered(tmp_path, web=service("web", cpu="1000m")))  # reads back as cpu: "1"
+    cluster.apply(desired)
+    assert cluster.drifted(desired) == []
+    assert {a.outcome for a in cluster.apply(desired)} == {Outcome.UNCHANGED}

@@ -44,6 +44,7 @@ from shipline.domain.objects import (
     ObjectRef,
     applied_by_shipline,
     check_environment_name,
+    drift,
     comparable,
     ref_of,
     selector,
@@ -166,6 +167,17 @@ class Verification:
         return [r for r in self.resources if r.assessment.health is not Health.HEALTHY]
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A live object that is no longer what shipline applied: edited by hand, deleted, relabelled."""
+
+    ref: ObjectRef
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.reason}"
+
+
 @dataclass
 class Validation:
     dry_runs: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
@@ -264,6 +276,77 @@ class Cluster:
             return changes, await self._verify(client, desired, timeout, health)
 
         return self._run(go)
+
+    def drifted(self, desired: Sequence[Desired]) -> list[Drift]:
+        """The objects whose live state left what shipline applied of desired (no dry-run: lists only)."""
+
+        async def go(client: AsyncClient) -> list[Drift]:
+            live = await self._live(client, desired)
+            found = await self._gather(desired, lambda d: self._drift(client, d, live.get(d.ref)))
+            for result in found:
+                if isinstance(result, BaseException):
+                    raise result
+            return [r for r in found if isinstance(r, Drift)]
+
+        return self._run(go)
+
+    async def _drift(self, client: AsyncClient, item: Desired, live: dict[str, Any] | None) -> Drift | None:
+        why = drift(item.body, live, self.environment)
+        if not why or live is None or not why.startswith("changed"):
+            return Drift(item.ref, why) if why else None
+        # A value the server normalises (cpu: 1000m reads back as 1) looks changed: the dry-run decides.
+        try:
+            would = await self._dry_run(client, item)
+        except ApiError:
+            return Drift(item.ref, why)
+        return Drift(item.ref, why) if comparable(would) != comparable(live) else None
+
+    def wait_for_drift(self, desired: Sequence[Desired], timeout: float) -> list[Drift]:
+        """Watch desired's objects until one drifts (returned at once) or timeout seconds pass ([]).
+
+        One watch per kind, filtered by the environment's label: a reconciler's
+        way to notice a hand edit without polling every object.  Status updates
+        by controllers are not drift.  Objects already drifted are returned at once.
+        """
+        return self._run(lambda client: self._wait_for_drift(client, desired, timeout))
+
+    async def _wait_for_drift(self, client: AsyncClient, desired: Sequence[Desired], timeout: float) -> list[Drift]:
+        by_ref = {d.ref: d for d in desired}
+        live = await self._live(client, desired)
+        now = [r for r in await self._gather(desired, lambda d: self._drift(client, d, live.get(d.ref))) if r is not None]
+        for result in now:
+            if isinstance(result, BaseException):
+                raise result
+        if now or not desired:
+            return [r for r in now if isinstance(r, Drift)]
+        found: list[Drift] = []
+        namespace = "*" if self.target.cluster_wide else self.target.namespace
+
+        async def watching(kind: Kind) -> None:
+            # Without a resourceVersion the watch starts with the current objects as ADDED events: all settled.
+            args: dict[str, Any] = {"labels": self._labels()}
+            if kind.namespaced:
+                args["namespace"] = namespace
+            async for event, obj in client.watch(_resource(kind), on_error=_watch_errors, **args):
+                body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                ref = ref_of(body)
+                if ref in by_ref:
+                    moved = await self._drift(client, by_ref[ref], None if event == "DELETED" else body)
+                    if moved is not None:
+                        found.append(moved)
+                        return
+
+        watches = [asyncio.create_task(watching(k)) for k in {d.kind for d in desired}]
+        try:
+            done, _ = await asyncio.wait(watches, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+        return found
 
     # ------------------------------------------------ plumbing
 
