@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, settled, with_tracking
+from shipline.domain.objects import applied_by_shipline, changed_paths, comparable, drift, settled, uncontained, with_tracking
 from shipline.domain.rollouts import Health, assess, pod_trouble, worst
 
 
@@ -129,3 +129,13 @@ def test_pods_reasons_are_named_once_each() -> None:
         "pod web-x container app ImagePullBackOff: not found"
     )
     assert pod_trouble([{"metadata": {"name": "ok"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]) == ""
+
+
+def test_drift_names_the_fields_edited_by_hand() -> None:
+    desired = with_tracking(deployment(image="app:2"), "dev")
+    live = {**desired, "metadata": {**desired["metadata"], "managedFields": [{"manager": "shipline", "operation": "Apply"}]}}
+    assert drift(desired, live, "dev") == ""
+    edited = {**live, "spec": {**live["spec"], "replicas": 5, "paused": True}}
+    assert drift(desired, edited, "dev") == "changed: spec.replicas"
+    assert drift(desired, None, "dev") == "deleted"
+    assert uncontained({"a": [1, 2], "b": {"c": 1}}, {"a": [1], "b": {"c": 2}}) == ["a", "b.c"]

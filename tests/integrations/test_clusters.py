@@ -342,3 +342,99 @@ def test_an_unreachable_api_server_is_a_clear_error(kubeconfig: Path, tmp_path: 
          "--namespace", "dev"], env={**os.environ, "KUBECONFIG": str(closed)}, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1 and "cannot reach the Kubernetes API server" in proc.stderr
+
+
+def test_a_crd_and_its_custom_resources_apply_together(kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path) -> None:
+    group = f"t{uuid.uuid4().hex[:8]}.example.com"
+    crd = textwrap.dedent(f"""\
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {{name: widgets.{group}}}
+        spec:
+          group: {group}
+          scope: Namespaced
+          names: {{plural: widgets, singular: widget, kind: Widget}}
+          versions:
+            - name: v1
+              served: true
+              storage: true
+              schema:
+                openAPIV3Schema:
+                  type: object
+                  properties:
+                    spec: {{type: object, properties: {{size: {{type: integer}}}}}}
+        """)
+    widget = f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: gadget, namespace: {namespace}}}\nspec: {{size: 3}}\n"
+    cluster = Cluster.connect(kubeconfig, environment=f"crd-{uuid.uuid4().hex[:6]}", target=Target(cluster_wide=True))
+    try:
+        directory = rendered(tmp_path, crd=crd, widget=widget)
+        validation = cluster.validate(cluster.load(directory))
+        assert [d.ref.kind for d in validation.deferred] == ["Widget"]  # its kind exists once the CRD is applied
+        applied = cluster.apply(cluster.load(directory))
+        assert {(a.ref.kind, a.outcome) for a in applied} == {("CustomResourceDefinition", Outcome.CREATED), ("Widget", Outcome.CREATED)}
+        live = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", f"widgets.{group}", "gadget")
+        assert live["spec"] == {"size": 3}
+        pruned = cluster.prune(cluster.load(rendered(tmp_path)))
+        assert {(p.ref.kind, p.outcome) for p in pruned} == {("Widget", Outcome.PRUNED), ("CustomResourceDefinition", Outcome.KEPT)}
+    finally:
+        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "crd", f"widgets.{group}", "--ignore-not-found"],
+                       capture_output=True)
+
+
+def test_objects_outside_a_namespace_environment_are_refused_before_anything_is_sent(
+    kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    directory = rendered(
+        tmp_path,
+        elsewhere="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: production}\n",
+        wide="apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: []\n",
+    )
+    with pytest.raises(ManifestError) as caught:
+        cluster.load(directory)
+    assert caught.value.problems == [
+        f"elsewhere.yaml: ConfigMap/c: is in namespace production, but environment dev targets namespace {namespace} "
+        "(remove metadata.namespace, or declare the environment with `cluster: true`)",
+        f"wide.yaml: ClusterRole/r: ClusterRole is cluster-scoped and environment dev targets namespace {namespace}: "
+        "declare the environment with `cluster: true` to hold it",
+    ]
+
+
+def test_a_hand_edit_is_drift_noticed_by_a_watch_and_healed_by_apply(
+    kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path
+) -> None:
+    import threading
+
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    desired = cluster.load(rendered(tmp_path, web=service("web", cpu="100m"), api=service("api")))
+    cluster.apply(desired)
+    assert cluster.drifted(desired) == []
+    assert cluster.wait_for_drift(desired, timeout=1) == []
+
+    seen: list[Any] = []
+    watcher = threading.Thread(target=lambda: seen.extend(cluster.wait_for_drift(desired, timeout=60)))
+    watcher.start()
+    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "scale", "deployment/web", "--replicas=3"],
+                   check=True, capture_output=True)
+    watcher.join(timeout=90)
+    assert [(d.ref.kind, d.ref.name) for d in seen] == [("Deployment", "web")]
+    assert "spec.replicas" in seen[0].reason
+
+    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "delete", "service", "api"],
+                   check=True, capture_output=True)
+    assert sorted((str(d.ref.kind), d.reason.split(":")[0]) for d in cluster.drifted(desired)) == [
+        ("Deployment", "changed"), ("Service", "deleted"),
+    ]
+    healed = cluster.apply(desired)
+    assert {(a.ref.kind, a.ref.name) for a in healed if a.outcome is not Outcome.UNCHANGED} == {
+        ("Deployment", "web"), ("Service", "api"),
+    }
+    assert cluster.drifted(desired) == []
+
+
+def test_a_value_the_server_normalises_is_not_drift(kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    desired = cluster.load(rendered(tmp_path, web=service("web", cpu="1000m")))  # reads back as cpu: "1"
+    cluster.apply(desired)
+    assert cluster.drifted(desired) == []
+    assert {a.outcome for a in cluster.apply(desired)} == {Outcome.UNCHANGED}

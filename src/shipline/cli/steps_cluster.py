@@ -81,8 +81,9 @@ def env_validate(directory: Path, environment: str, namespace: str | None, clust
     cluster = _cluster(environment, namespace, cluster_wide, kubeconfig)
     desired = cluster.load(directory)
     validation = cluster.validate(desired)
+    deferred = {d.ref for d in validation.deferred}
     for item in desired:
-        note = " (checked once its namespace or kind exists)" if item in validation.deferred else ""
+        note = " (checked once its namespace or kind exists)" if item.ref in deferred else ""
         _say(f"{item.ref} valid{note}")
     _say(f"{len(desired)} objects valid on {cluster.server}" + (
         f", {len(validation.deferred)} to be checked when applied" if validation.deferred else ""))

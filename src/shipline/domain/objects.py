@@ -98,6 +98,37 @@ def settled(desired: Mapping[str, Any], live: Mapping[str, Any] | None, environm
     return bool(mine) and mine == theirs and contained(desired, live)
 
 
+def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None, environment: str) -> str:
+    """How live differs from what shipline applied of desired ('' when it does not: settled)."""
+    if live is None:
+        return "deleted"
+    if not applied_by_shipline(live, environment):
+        return "no longer carries shipline's labels or field manager"
+    paths = uncontained(desired, live)
+    if paths:
+        return "changed: " + ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    if not settled(desired, live, environment):
+        return f"applied from other manifests (annotation {FINGERPRINT} differs)"
+    return ""
+
+
+def uncontained(part: Any, whole: Any, prefix: str = "") -> list[str]:
+    """The paths of part's fields that whole lacks or holds with another value."""
+    if isinstance(part, Mapping):
+        if not isinstance(whole, Mapping):
+            return [prefix or "."]
+        return [
+            p for k, v in part.items()
+            for p in ([f"{prefix}.{k}" if prefix else str(k)] if k not in whole
+                      else uncontained(v, whole[k], f"{prefix}.{k}" if prefix else str(k)))
+        ]
+    if isinstance(part, list):
+        if not isinstance(whole, list) or len(part) != len(whole):
+            return [prefix or "."]
+        return [p for i, (a, b) in enumerate(zip(part, whole)) for p in uncontained(a, b, f"{prefix}[{i}]")]
+    return [] if part == whole else [prefix or "."]
+
+
 def contained(part: Any, whole: Any) -> bool:
     """Every field of part is in whole with the same value (lists: same length, item by item)."""
     if isinstance(part, Mapping):

@@ -171,7 +171,7 @@ def write_private(path: Path, text: str) -> None:
     if path.is_dir():
         raise UsageError(f"{path} is a directory: name a file for the kubeconfig")
     temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, text.encode())

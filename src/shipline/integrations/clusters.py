@@ -44,6 +44,7 @@ from shipline.domain.objects import (
     ObjectRef,
     applied_by_shipline,
     check_environment_name,
+    drift,
     comparable,
     ref_of,
     selector,
@@ -166,6 +167,17 @@ class Verification:
         return [r for r in self.resources if r.assessment.health is not Health.HEALTHY]
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A live object that is no longer what shipline applied: edited by hand, deleted, relabelled."""
+
+    ref: ObjectRef
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.reason}"
+
+
 @dataclass
 class Validation:
     dry_runs: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
@@ -265,6 +277,77 @@ class Cluster:
 
         return self._run(go)
 
+    def drifted(self, desired: Sequence[Desired]) -> list[Drift]:
+        """The objects whose live state left what shipline applied of desired (no dry-run: lists only)."""
+
+        async def go(client: AsyncClient) -> list[Drift]:
+            live = await self._live(client, desired)
+            found = await self._gather(desired, lambda d: self._drift(client, d, live.get(d.ref)))
+            for result in found:
+                if isinstance(result, BaseException):
+                    raise result
+            return [r for r in found if isinstance(r, Drift)]
+
+        return self._run(go)
+
+    async def _drift(self, client: AsyncClient, item: Desired, live: dict[str, Any] | None) -> Drift | None:
+        why = drift(item.body, live, self.environment)
+        if not why or live is None or not why.startswith("changed"):
+            return Drift(item.ref, why) if why else None
+        # A value the server normalises (cpu: 1000m reads back as 1) looks changed: the dry-run decides.
+        try:
+            would = await self._dry_run(client, item)
+        except ApiError:
+            return Drift(item.ref, why)
+        return Drift(item.ref, why) if comparable(would) != comparable(live) else None
+
+    def wait_for_drift(self, desired: Sequence[Desired], timeout: float) -> list[Drift]:
+        """Watch desired's objects until one drifts (returned at once) or timeout seconds pass ([]).
+
+        One watch per kind, filtered by the environment's label: a reconciler's
+        way to notice a hand edit without polling every object.  Status updates
+        by controllers are not drift.  Objects already drifted are returned at once.
+        """
+        return self._run(lambda client: self._wait_for_drift(client, desired, timeout))
+
+    async def _wait_for_drift(self, client: AsyncClient, desired: Sequence[Desired], timeout: float) -> list[Drift]:
+        by_ref = {d.ref: d for d in desired}
+        live = await self._live(client, desired)
+        now = [r for r in await self._gather(desired, lambda d: self._drift(client, d, live.get(d.ref))) if r is not None]
+        for result in now:
+            if isinstance(result, BaseException):
+                raise result
+        if now or not desired:
+            return [r for r in now if isinstance(r, Drift)]
+        found: list[Drift] = []
+        namespace = "*" if self.target.cluster_wide else self.target.namespace
+
+        async def watching(kind: Kind) -> None:
+            # Without a resourceVersion the watch starts with the current objects as ADDED events: all settled.
+            args: dict[str, Any] = {"labels": self._labels()}
+            if kind.namespaced:
+                args["namespace"] = namespace
+            async for event, obj in client.watch(_resource(kind), on_error=_watch_errors, **args):
+                body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
+                ref = ref_of(body)
+                if ref in by_ref:
+                    moved = await self._drift(client, by_ref[ref], None if event == "DELETED" else body)
+                    if moved is not None:
+                        found.append(moved)
+                        return
+
+        watches = [asyncio.create_task(watching(k)) for k in {d.kind for d in desired}]
+        try:
+            done, _ = await asyncio.wait(watches, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+        return found
+
     # ------------------------------------------------ plumbing
 
     def _labels(self) -> dict[str, Any]:
@@ -287,6 +370,15 @@ class Cluster:
             return asyncio.run(main())
         except httpx2.TransportError as exc:
             raise self._unreachable(exc) from exc
+        except ApiError as exc:  # a request no code path above expected to fail
+            raise ClusterError(
+                f"the API server at {self.server} refused a request: {_code(exc)} {exc.status.reason}: {_status_text(exc)}"
+            ) from exc
+        except httpx2.HTTPStatusError as exc:
+            raise ClusterError(
+                f"the API server at {self.server} answered HTTP {exc.response.status_code} to "
+                f"{exc.request.method} {exc.request.url.path}"
+            ) from exc
 
     def _unreachable(self, exc: Exception) -> ClusterError:
         return ClusterError(
@@ -433,11 +525,14 @@ class Cluster:
         result = await client.apply(_resource(item.kind)(item.body), field_manager=FIELD_MANAGER, force=True, dry_run=True)
         return dict(result)
 
-    async def _validate(self, client: AsyncClient, desired: Sequence[Desired], *, defer: bool) -> Validation:
-        new_namespaces = {d.ref.name for d in desired if (d.ref.group, d.ref.kind) == ("", "Namespace")}
-        new_kinds = {
-            (k.group, k.kind) for d in desired for k in _crd_kinds(d.body)
-        } - {(k.group, k.kind) for k in (self._kinds or {}).values()}
+    async def _validate(
+        self, client: AsyncClient, desired: Sequence[Desired], *, defer: bool, context: Sequence[Desired] = ()
+    ) -> Validation:
+        """Dry-run desired; with defer, a 404 for an object whose namespace or kind desired (or context)
+        declares is put off instead of rejected."""
+        declared = [*desired, *context]
+        new_namespaces = {d.ref.name for d in declared if (d.ref.group, d.ref.kind) == ("", "Namespace")}
+        new_kinds = {(k.group, k.kind) for d in declared for k in _crd_kinds(d.body)}
         validation = Validation()
         manifest_problems: list[str] = []
         cluster_problems: list[str] = []
@@ -448,9 +543,21 @@ class Cluster:
                 continue
             if isinstance(result, httpx2.TransportError):
                 raise self._unreachable(result) from result
+            if isinstance(result, httpx2.HTTPStatusError) and not isinstance(result, ApiError):
+                # Not a Kubernetes Status: the path itself is unknown (a kind not served, or not yet).
+                code = int(result.response.status_code)
+                if defer and code == 404 and (item.ref.group, item.ref.kind) in new_kinds:
+                    validation.deferred.append(item)
+                elif code == 404:
+                    manifest_problems.append(
+                        f"{item.source}: {item.ref}: the API server does not serve {item.kind.plural} in {item.kind.api_version}"
+                    )
+                else:
+                    cluster_problems.append(f"apply {item.ref}: HTTP {code}: {result.response.text[:200]}")
+                continue
             if not isinstance(result, ApiError):
                 raise result
-            code = result.status.code
+            code = _code(result)
             if defer and code == 404 and (
                 (item.ref.group, item.ref.kind) in new_kinds or item.ref.namespace in new_namespaces
             ):
@@ -480,17 +587,27 @@ class Cluster:
         for item in quiet:
             report(Applied(item.ref, Outcome.UNCHANGED))
         done = [Applied(d.ref, Outcome.UNCHANGED) for d in quiet]
-        desired = [d for d in desired if d not in quiet]
+        quiet_refs = {d.ref for d in quiet}
+        desired = [d for d in desired if d.ref not in quiet_refs]
         validation = await self._validate(client, desired, defer=True)
         deferred = {d.ref for d in validation.deferred}
         first = [d for d in desired if (d.ref.group, d.ref.kind) in NEVER_PRUNED and d.ref not in deferred]
         done += await self._apply_all(client, first, validation, live, report)
         if validation.deferred:
             await self._await_established(client, [d for d in first if d.ref.kind == "CustomResourceDefinition"])
+            pending = validation.deferred
+            for _ in range(16):  # a new CRD's kind can take a moment to be served after Established
+                later = await self._validate(client, pending, defer=True, context=first)
+                validation.dry_runs.update(later.dry_runs)
+                pending = later.deferred
+                if not pending:
+                    break
+                await asyncio.sleep(0.5)
+            if pending:
+                await self._validate(client, pending, defer=False)  # raises, naming each object
             self._kinds = await self._discover()
-            later = await self._validate(client, validation.deferred, defer=False)
-            validation.dry_runs.update(later.dry_runs)
-        rest = [d for d in desired if d not in first]
+        first_refs = {d.ref for d in first}
+        rest = [d for d in desired if d.ref not in first_refs]
         return done + await self._apply_all(client, rest, validation, live, report)
 
     async def _apply_all(
@@ -550,7 +667,12 @@ class Cluster:
                 async for obj in found:
                     body = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                     live[ref_of(body)] = body
-            except ApiError as exc:
+            except httpx2.HTTPStatusError as exc:
+                if _code(exc) == 404:
+                    return  # a kind that a CRD of these manifests is about to define: nothing live yet
+                if not isinstance(exc, ApiError):
+                    raise
+
                 where = "" if wide or not kind.namespaced else self.target.namespace or ""
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
 
@@ -607,9 +729,11 @@ class Cluster:
     async def _get(self, client: AsyncClient, kind: Kind, ref: ObjectRef) -> dict[str, Any] | None:
         try:
             return dict(await client.get(_resource(kind), ref.name, namespace=ref.namespace or None))
-        except ApiError as exc:
-            if exc.status.code == 404:
+        except httpx2.HTTPStatusError as exc:
+            if _code(exc) == 404:
                 return None
+            if not isinstance(exc, ApiError):
+                raise
             raise self._refused("read", ref, exc) from exc
 
     async def _tracked(self, client: AsyncClient) -> list[dict[str, Any]]:
@@ -630,9 +754,11 @@ class Cluster:
                 return [
                     {**dict(o), "apiVersion": kind.api_version, "kind": kind.kind} async for o in found
                 ]
-            except ApiError as exc:
-                if exc.status.code in (403, 404, 405):
+            except httpx2.HTTPStatusError as exc:
+                if _code(exc) in (403, 404, 405):
                     return []  # kinds these credentials may not list hold nothing they applied
+                if not isinstance(exc, ApiError):
+                    raise
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, namespace or "", "*"), exc) from exc
 
         results = await self._gather(kinds, listing)
@@ -647,7 +773,7 @@ class Cluster:
         self, client: AsyncClient, desired: Sequence[Desired], report: Callable[[Applied], None], dry_run: bool
     ) -> list[Applied]:
         wanted = {d.ref for d in desired}
-        stale = sorted((ref_of(o), o) for o in await self._tracked(client) if ref_of(o) not in wanted)
+        stale = sorted(((ref_of(o), o) for o in await self._tracked(client) if ref_of(o) not in wanted), key=lambda e: e[0])
         kinds = {(k.group, k.kind): k for k in self._preferred()}
 
         async def one(entry: tuple[ObjectRef, dict[str, Any]]) -> Applied:
@@ -717,7 +843,10 @@ class Cluster:
                     live = {**dict(obj), "apiVersion": kind.api_version, "kind": kind.kind}
                     seen.add(ref_of(live))
                     observe(ref_of(live), live)
-            except ApiError as exc:
+            except httpx2.HTTPStatusError as exc:
+                if not isinstance(exc, ApiError):
+                    raise ClusterError(f"list {kind.kind} objects: HTTP {_code(exc)} from {self.server}") from exc
+
                 where = "" if namespace == "*" or not kind.namespaced else namespace or ""
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
             try:
@@ -858,6 +987,11 @@ def _resource(kind: Kind) -> Any:
         cls = type(kind.kind, (base,), {"_api_info": info})
         _CLASSES[kind] = cls
     return cls
+
+
+def _code(exc: httpx2.HTTPStatusError) -> int:
+    """The HTTP status of a failed request, a Kubernetes Status or not (an unknown path answers plain text)."""
+    return int(exc.status.code) if isinstance(exc, ApiError) and exc.status.code else int(exc.response.status_code)
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str | None:
