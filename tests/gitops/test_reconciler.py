@@ -76,10 +76,13 @@ def test_auto_sync_follows_the_branch_and_drift_is_seen_then_healed(
     wait_for("the first commit applied", lambda: environment(url)["status"]["applied_commit"] == first)
     assert kube.images() == {"hello": "reg.example/hello:1.0.0"}
 
-    env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.1.0"))
+    # cpu 0.5 reads back as 500m: a value the server normalises is not drift.
+    env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.1.0", cpu="0.5"))
     second = env_repo.commit("hello 1.1.0")
     wait_for("the new commit applied", lambda: environment(url)["status"]["applied_commit"] == second)
+    time.sleep(3)  # the drift watch has seen the applied objects by now
     state = environment(url)
+    assert state["drift"] == ""
     assert (state["status"]["sync"], state["status"]["health"]) == ("Synced", "Healthy")
     assert kube.images() == {"hello": "reg.example/hello:1.1.0"}
     assert [h["commit"] for h in state["history"]] == [second, first]
@@ -88,6 +91,7 @@ def test_auto_sync_follows_the_branch_and_drift_is_seen_then_healed(
     kube.run("scale", "deployment/hello", "--replicas=3")
     drifted = wait_for("drift reported", lambda: (s := environment(url)["status"])["sync"] == "OutOfSync" and s)
     assert "Deployment" in drifted["message"] and "spec.replicas: 1 -> 3" in drifted["message"]
+    assert "cpu" not in drifted["message"]
     assert kube.get("deployments")[0]["spec"]["replicas"] == 3
 
     # With self-heal, the next edit is undone by applying the same commit again.

@@ -33,7 +33,7 @@ from shipline.domain.runs import RunStatus
 from shipline.engine.events import EventBus
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
-from shipline.integrations.clusters import Cluster, Target
+from shipline.integrations.clusters import Cluster, Desired, Target
 from shipline.integrations.watching import ObjectWatch
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore
@@ -50,7 +50,8 @@ Submit = Callable[[Environment, Action, str, str], int]
 class _Watched:
     run_id: int
     commit: str
-    desired: dict[ObjectRef, dict[str, Any]]
+    cluster: Cluster
+    desired: dict[ObjectRef, Desired]
     watch: ObjectWatch | None = None
     drift: dict[ObjectRef, str] = field(default_factory=dict)
 
@@ -82,6 +83,7 @@ class Reconciler:
         self._healing: dict[str, int] = {}
         self._busy: set[str] = set()
         self._recorded: set[str] = set()
+        self._confirming: set[asyncio.Task[None]] = set()
         self._watches: dict[str, _Watched] = {}
         self._keys = Path(tempfile.mkdtemp(prefix="shipline-reconciler-"))
         os.chmod(self._keys, 0o700)
@@ -198,7 +200,7 @@ class Reconciler:
         path.write_text(self.secrets.reveal([secret])[secret], encoding="utf-8")
         cluster = Cluster.connect(path, environment=env.name, target=Target(env.namespace, env.cluster))
         desired = cluster.load(rendered)
-        watched = _Watched(last.run_id, last.applied_commit, {d.ref: d.body for d in desired})
+        watched = _Watched(last.run_id, last.applied_commit, cluster, {d.ref: d for d in desired})
         watch = ObjectWatch(cluster, [d.kind for d in desired], lambda kind, obj: self._seen(env.name, watched, kind, obj))
         watched.watch = watch
         self._watches[env.name] = watched
@@ -213,9 +215,10 @@ class Reconciler:
     def _seen(self, name: str, watched: _Watched, kind: str, obj: dict[str, Any]) -> None:
         """A watch event (in the watch's thread): compare the object with what was applied."""
         ref = ref_of(obj)
-        want = watched.desired.get(ref)
-        if want is None:
+        item = watched.desired.get(ref)
+        if item is None:
             return
+        want = item.body
         if kind == "DELETED":
             what = f"{ref} was deleted"
         else:
@@ -228,6 +231,25 @@ class Reconciler:
     def _drifted(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
         if self._watches.get(name) is not watched or name in self._busy:
             return  # an old watch, or our own run changing things
+        if what and not what.endswith(" was deleted"):
+            # A value the server normalises (cpu: 0.5 reads back as 500m) looks changed: the cluster confirms.
+            task = asyncio.get_running_loop().create_task(self._confirm(name, watched, ref, what))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
+        self._mark(name, watched, ref, what)
+
+    async def _confirm(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
+        try:
+            found = await asyncio.to_thread(watched.cluster.drifted, [watched.desired[ref]])
+        except ShiplineError as exc:
+            log.warning("drift not confirmed", extra={"environment": name, "error": str(exc)})
+            return
+        self._mark(name, watched, ref, what if found else "")
+
+    def _mark(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
+        if self._watches.get(name) is not watched or name in self._busy:
+            return
         if what:
             watched.drift[ref] = what
         else:

@@ -1,4 +1,4 @@
-"""The environments' tables.  Revision 0006 creates exactly this."""
+"""The environments' tables.  Revision 0008 creates exactly this."""
 
 from __future__ import annotations
 
