@@ -188,3 +188,16 @@ def test_status_says_when_health_comes_from_history() -> None:
     result = status_of("dev", head="a", last=ok, last_applied=ok, live_error="cannot reach https://127.0.0.1:1")
     assert result.health == Health.HEALTHY
     assert result.message == "verified a (health from history: the cluster cannot be asked: cannot reach https://127.0.0.1:1)"
+
+
+def test_quantities_in_the_servers_spelling_are_not_changes() -> None:
+    from shipline.domain.environments import diff_fields, quantity
+
+    assert quantity("500m") == quantity("0.5") and quantity("1Gi") == quantity("1024Mi") and quantity("1e3") == quantity("1k")
+    assert quantity("blue") is None
+    want = {"resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": 1}}}
+    live = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}}
+    assert list(diff_fields(want, live)) == []
+    assert [str(c) for c in diff_fields(want, {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1"}}})] == [
+        '~ resources.requests.cpu: "250m" -> "0.5"'
+    ]

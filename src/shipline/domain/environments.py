@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -381,10 +382,33 @@ def _keyed(items: list[Any]) -> bool:
 def _same_scalar(a: Any, b: Any) -> bool:
     if a == b and type(a) is type(b):
         return True
-    # Ports and quantities may come back as the other of int and text ("8080" vs 8080).
+    # Ports and quantities may come back as the other of int and text ("8080" vs 8080),
+    # and quantities in the server's own spelling (cpu: 0.5 -> "500m", memory: 1Gi -> "1Gi").
     if isinstance(a, (int, float, str)) and isinstance(b, (int, float, str)) and not isinstance(a, bool) and not isinstance(b, bool):
-        return str(a) == str(b)
+        if str(a) == str(b):
+            return True
+        qa, qb = quantity(str(a)), quantity(str(b))
+        return qa is not None and qa == qb
     return False
+
+
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_SUFFIX = {
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18"),
+}
+
+
+def quantity(text: str) -> Decimal | None:
+    """A Kubernetes quantity's value ("500m" -> 0.5, "1Gi" -> 1073741824); None when it is not one."""
+    match = _QUANTITY.match(text.strip())
+    if not match:
+        return None
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * (Decimal(10) ** int(suffix[1:]))
+    return number * _SUFFIX[suffix]
 
 
 # --- status and history -----------------------------------------------------------------
