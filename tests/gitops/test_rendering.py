@@ -77,7 +77,7 @@ def test_a_cluster_environment_keeps_the_namespaces_objects_name(tmp_path: Path)
 
 
 @pytest.mark.parametrize("text, message", [
-    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [unclosed\n", r"manifests/bad.yaml:4:1: not valid YAML: expected .,. or .\]."),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [unclosed\n", r"manifests/bad.yaml:4:1: not valid YAML: did not find expected .,. or .\]."),
     ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nmetadata: {name: x}\n", r"manifests/bad.yaml:5: an object needs kind"),
     ("- just\n- a list\n", r"manifests/bad.yaml:1: a manifest is a mapping"),
     ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",

@@ -8,7 +8,6 @@ the file and the cause; nothing has touched a cluster by then.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -16,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-from ruamel.yaml import YAML
+import yaml
 
 from shipline.domain.environments import key_of
 from shipline.exceptions import UsageError
 from shipline.gitops.rendering import render
+
+try:
+    _Dumper: Any = yaml.CSafeDumper
+except AttributeError:  # PyYAML built without libyaml
+    _Dumper = yaml.SafeDumper
 
 
 def write_result(name: str, value: str) -> None:
@@ -36,11 +40,7 @@ def write_result(name: str, value: str) -> None:
 
 
 def dump_yaml(obj: Any) -> str:
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    buffer = io.StringIO()
-    yaml.dump(obj, buffer)
-    return buffer.getvalue()
+    return str(yaml.dump(obj, Dumper=_Dumper, default_flow_style=False, sort_keys=False))
 
 
 def _file_name(index: int, obj: dict[str, Any]) -> str:

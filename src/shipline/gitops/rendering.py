@@ -24,14 +24,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.resolver import VersionedResolver
 
 from shipline.domain.environments import ObjectError, apply_rank, duplicates, key_of, place
 from shipline.exceptions import UsageError
 from shipline.integrations.templating import Templater, TemplateError, is_plain_http
+
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
 
 
 class RenderError(UsageError):
@@ -108,21 +112,9 @@ def render(root: Path, namespace: str, *, cluster: bool = False, release: str | 
 # --- YAML ---------------------------------------------------------------------------
 
 
-class _Yaml11(VersionedResolver):
-    """YAML 1.1 for every document, as kubectl reads manifests: 0644 is octal, yes/no are booleans.
-
-    (`YAML.version` would hold for the first document of a stream only.)
-    """
-
-    @property
-    def processing_version(self) -> Any:
-        return (1, 1)
-
-
-def _loader() -> YAML:
-    yaml = YAML(typ="safe")
-    yaml.Resolver = _Yaml11
-    return yaml
+def _load_all(text: str) -> list[Any]:
+    """YAML as kubectl reads it: YAML 1.1 (`0644` is octal, `yes` is true), with libyaml."""
+    return list(yaml.load_all(text, Loader=_Loader))
 
 
 def _jsonable(value: Any) -> Any:
@@ -156,14 +148,7 @@ def parse_documents(text: str, source: str) -> Iterator[tuple[dict[str, Any], st
 
     `kind: List` is opened into its items, as kubectl does.  Empty documents are skipped.
     """
-    try:
-        documents = list(_loader().load_all(text))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise RenderError(f"{source}{at}: not valid YAML: {exc.problem or exc.context}") from exc
-    except YAMLError as exc:
-        raise RenderError(f"{source}: not valid YAML: {exc}") from exc
+    documents = parse_raw(text, source)
     starts = _doc_lines(text)
     index = 0
     for doc in documents:
@@ -256,13 +241,11 @@ def _kustomize(root: Path, tools: Templater) -> Rendered:
 
 def _chart_meta(chart: Path, shown: str) -> dict[str, Any]:
     try:
-        meta = _loader().load((chart / "Chart.yaml").read_text(encoding="utf-8"))
+        text = (chart / "Chart.yaml").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RenderError(f"{shown}: cannot read: {exc}") from exc
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise RenderError(f"{shown}{at}: not valid YAML: {exc.problem or exc.context}") from exc
+    documents = [d for d in parse_raw(text, shown) if d is not None]
+    meta = documents[0] if len(documents) == 1 else None
     if not isinstance(meta, Mapping) or not meta.get("name"):
         raise RenderError(f"{shown}: a Chart.yaml needs at least `apiVersion: v2`, `name:` and `version:`")
     return dict(meta)
@@ -366,12 +349,15 @@ def _helmfile_spec(root: Path) -> tuple[Path, Helmfile]:
 
 
 def parse_raw(text: str, source: str) -> list[Any]:
+    """Every document of a YAML text; RenderError with FILE:LINE:COL when it is not YAML."""
     try:
-        return list(_loader().load_all(text))
-    except MarkedYAMLError as exc:
+        return _load_all(text)
+    except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise RenderError(f"{source}{at}: not valid YAML: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{source}: not valid YAML: {exc}") from exc
 
 
 def _inside(root: Path, base: Path, name: str, what: str) -> Path:
