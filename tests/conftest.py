@@ -35,7 +35,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def settings(home: Path) -> Settings:
-    return load_settings({"SHIPLINE_HOME": str(home)}).model_copy(update={"cancel_poll_seconds": 0.1, "kill_grace_seconds": 1.0})
+    # Pipeline files registered over HTTP live beside the home (`pipeline_file` writes them there).
+    return load_settings({"SHIPLINE_HOME": str(home)}).model_copy(
+        update={"cancel_poll_seconds": 0.1, "kill_grace_seconds": 1.0, "pipelines_root": home.parent / "pipelines"}
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
     ├── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
-    └── ClusterError              exit 1, HTTP 502   a Kubernetes API server refused or is unreachable
+    ├── ClusterError              exit 1, HTTP 502   a Kubernetes API server refused or is unreachable
+    └── ForgeError                exit 1, HTTP 502   a forge's API (Gitea, GitHub) refused or is unreachable
 
 Each class carries its CLI exit code and HTTP status, so the edges convert
 without a table of their own.  A message says what happened, to what, and what
@@ -88,3 +89,15 @@ class ClusterError(ShiplineError):
     """The Kubernetes API server refused a request (credentials, conflicts) or could not be reached."""
 
     http_status = 502
+
+
+class ForgeError(ShiplineError):
+    """A forge's API call failed: names the forge, the call, the HTTP status and what to check."""
+
+    http_status = 502
+
+    def __init__(self, message: str, *, forge: str = "", call: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.forge = forge
+        self.call = call
+        self.status = status

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shipline.exceptions import UsageError
 
@@ -73,6 +73,17 @@ class Settings(BaseModel):
     github_token: SecretStr | None = None
     """Token for github.com ($SHIPLINE_GITHUB_TOKEN), used like `gitea_token`."""
 
+    github_api_url: str = "https://api.github.com"
+    """GitHub's REST API ($SHIPLINE_GITHUB_API_URL); `https://HOST/api/v3` for GitHub Enterprise Server."""
+
+    forge_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    """How long one forge API call may take before it is retried or fails ($SHIPLINE_FORGE_TIMEOUT_SECONDS)."""
+
+    public_url: str | None = None
+    """The server's URL as forges and people reach it, e.g. `https://shipline.example` ($SHIPLINE_PUBLIC_URL):
+    `repos add` points webhooks at PUBLIC_URL/hooks/FORGE and commit statuses link to PUBLIC_URL/#/runs/ID.
+    None means http://HOST:PORT of `shipline serve`."""
+
     # --- the server (`shipline serve`) ---
 
     host: str = "127.0.0.1"
@@ -117,9 +128,31 @@ class Settings(BaseModel):
     """How often the server reads the branch head of each `sync: auto` environment; a webhook
     from the environment repository makes it look at once ($SHIPLINE_ENV_POLL_SECONDS)."""
 
+    pipelines_root: Path | None = None
+    """The folder on the server that pipeline files registered over HTTP must be in
+    ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
+    relative to it, so a remote operator cannot make the server read other files."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^/@\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL without credentials, e.g. https://shipline.example")
+        return value
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'shipline.db'}"
+
+    @property
+    def server_url(self) -> str:
+        """Where forges and people reach the server: `public_url`, else http://HOST:PORT (no trailing slash)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def workspaces(self) -> Path:
@@ -133,6 +166,11 @@ class Settings(BaseModel):
     def step_homes(self) -> Path:
         """Each run's steps get `step_homes/RUN` as $HOME, not the engine's own."""
         return self.home / "step-homes"
+
+    @property
+    def pipelines(self) -> Path:
+        """Where pipeline files registered through the API live (`pipelines_root`)."""
+        return self.pipelines_root or self.home / "pipelines"
 
     @property
     def secret_key_file(self) -> Path:
@@ -149,12 +187,16 @@ _ENV = {
     "SHIPLINE_GITEA_URL": "gitea_url",
     "SHIPLINE_GITEA_TOKEN": "gitea_token",
     "SHIPLINE_GITHUB_TOKEN": "github_token",
+    "SHIPLINE_GITHUB_API_URL": "github_api_url",
+    "SHIPLINE_FORGE_TIMEOUT_SECONDS": "forge_timeout_seconds",
+    "SHIPLINE_PUBLIC_URL": "public_url",
     "SHIPLINE_HOST": "host",
     "SHIPLINE_PORT": "port",
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
     "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
+    "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
     "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
     "SHIPLINE_API_MAX_BYTES": "api_max_bytes",
     "SHIPLINE_STEP_LOG_MAX_BYTES": "step_log_max_bytes",

@@ -68,3 +68,14 @@ def test_bind_script_moves_values_into_variables() -> None:
 def test_template_references_carry_offsets() -> None:
     refs = ex.template_references("ab ${{ params.x }} ${{ tasks.t.results.r == 'y' }}")
     assert [(".".join(r.path), off) for r, off in refs] == [("params.x", 7), ("tasks.t.results.r", 23)]
+
+
+def test_or_falls_back_on_a_missing_value() -> None:
+    ctx = {"tasks": {"build": {"status": "failed"}}, "params": {"empty": "", "x": "1"}}
+    assert ex.render("${{ tasks.build.results.version || 'unknown' }}", ctx) == "unknown"
+    assert ex.render("${{ params.empty || params.nope || 'last' }}", ctx) == "last"
+    assert ex.render("${{ params.x || 'unused' }}", ctx) == "1"
+    with pytest.raises(ex.UnresolvedReference):  # only the left of `||` may be missing
+        ex.render("${{ params.empty || tasks.build.results.version }}", ctx)
+    with pytest.raises(ex.UnresolvedReference):
+        ex.render("${{ tasks.build.results.version && 'x' }}", ctx)

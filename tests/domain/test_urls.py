@@ -47,7 +47,7 @@ def test_public_url_drops_every_credential_but_keeps_ssh_users() -> None:
         ("https://ghp_XXXX@github.com/acme/priv.git", "carries credentials"),
         ("https://bob:tok3n@forge.example/o/r.git", "carries credentials"),
         ("ssh://git:pw@forge.example/o/r.git", "carries credentials"),
-        ("https://user:p/ss@github.com/a/b.git", "'p' after the host is not a port number"),
+        ("https://user:p/ss@github.com/a/b.git", r"'https://\*\*\*@github.com/a/b.git': '\*\*\*' after the host is not a port"),
         ("https://github.com:abc/x.git", "'abc' after the host is not a port number"),
         ("https:///o/r.git", "names no host"),
         ("--upload-pack=touch /tmp/x", "not a URL or path git can use"),
@@ -57,6 +57,7 @@ def test_check_url_refuses_credentials_and_says_what_to_do(url: str, message: st
     with pytest.raises(UsageError, match=message) as info:
         check_url(url)
     assert "ghp_XXXX" not in str(info.value) and "tok3n" not in str(info.value) and ":pw@" not in str(info.value)
+    assert "p/ss" not in str(info.value), "no part of a password is echoed"
     if "credentials" in message:
         assert "~/.git-credentials" in str(info.value) and "shipline secrets set" in str(info.value)
 

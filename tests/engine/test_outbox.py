@@ -108,6 +108,14 @@ def test_two_servers_share_a_consumer_without_handling_anything_twice(
     postgres_url: str, settings: Settings, write: Write
 ) -> None:
     stores = [SqlStore(postgres_url) for _ in range(3)]
+    try:
+        _share_a_consumer(stores, settings, write)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _share_a_consumer(stores: list[SqlStore], settings: Settings, write: Write) -> None:
     engine = Engine(settings, stores[0], LocalExecutor(1.0), EventBus())
     readers = [OutboxReader(store, "promotions", f"server-{i}", lease_seconds=5) for i, store in enumerate(stores[1:])]
     _read_all(readers[0])
@@ -144,6 +152,4 @@ def test_two_servers_share_a_consumer_without_handling_anything_twice(
         t.join()
     ids = [i for _, i in handled]
     assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 60
-    for store in stores:
-        store.close()
 

@@ -42,7 +42,7 @@ def test_default_branch_and_other_branches() -> None:
     others = [TriggerRule(on=On.PUSH, branches=["**", "!:default"], params={"stage": "test"})]
     (m,) = match(others, push("feature/a"), URL)
     assert m.params == {
-        "event": "push", "repo_url": URL, "repository": "o/r", "branch": "feature/a",
+        "event": "push", "repo_url": URL, "url": URL, "repository": "o/r", "branch": "feature/a",
         "revision": "a" * 40, "stage": "test",
     }
 
@@ -63,6 +63,8 @@ def test_tags_and_pull_requests() -> None:
     for action in (PullRequestAction.OPENED, PullRequestAction.SYNCHRONIZED, PullRequestAction.REOPENED):
         (m,) = match(rules, pr(action), URL)
         assert m.params["pr_number"] == "7" and m.params["base_branch"] == "main"
+        # The service archetype's names: `url`, `revision` (the head commit), `branch` (the head), `pr`.
+        assert (m.params["pr"], m.params["url"], m.params["revision"], m.params["branch"]) == ("7", URL, "b" * 40, "feature/x")
     assert not match(rules, pr(PullRequestAction.CLOSED), URL)
     assert match([TriggerRule(on=On.PULL_REQUEST, actions=[PullRequestAction.CLOSED])], pr(PullRequestAction.CLOSED), URL)
     assert not match([TriggerRule(on=On.PULL_REQUEST, branches=["release/*"])], pr(PullRequestAction.OPENED), URL)

@@ -14,7 +14,7 @@ from rich.console import Console
 from shipline.cli.progress import RunView, live_terminal, plain_lines, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
-from shipline.engine.loading import load_pipeline, pipeline_schema
+from shipline.engine.loading import load_pipeline, pipeline_schema, task_schema
 from shipline.engine.logs import read_log
 from shipline.exceptions import DefinitionError, Problem, UsageError
 
@@ -52,14 +52,18 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
 
 
 @click.command()
-def schema() -> None:
+@click.option("--task", "for_task", is_flag=True, help="The schema of a reusable task file (uses: ./tasks/x.yaml) instead.")
+def schema(for_task: bool) -> None:
     """Print the JSON Schema of a pipeline file, for editors.
+
+    With --task: the schema of a reusable task file (`uses: ./tasks/x.yaml`).
 
     \b
       shipline schema > .shipline/schema.json
+      shipline schema --task > tasks/schema.json
       # VS Code (YAML extension):  # yaml-language-server: $schema=./schema.json
     """
-    click.echo(json.dumps(pipeline_schema(), indent=2))
+    click.echo(json.dumps(task_schema() if for_task else pipeline_schema(), indent=2))
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:

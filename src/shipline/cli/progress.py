@@ -84,7 +84,9 @@ class RunView:
             return
         if event.kind == "task":
             view.status = data["status"]
-            view.message = data.get("message", "") or view.message
+            # Each event says the whole message: a new attempt or the end replaces an
+            # earlier attempt's failure instead of carrying it on.
+            view.message = data.get("message", "")
             if view.status == "running":
                 view.started = view.started or event.at
                 view.attempt = data.get("attempt", view.attempt)
@@ -154,6 +156,8 @@ def _plain(event: Event, view: RunView) -> str | None:
     if event.kind == "task":
         t = view.tasks[task]
         status = data["status"]
+        if status == "running" and data.get("retrying"):
+            return f"{stamp} {task} attempt {data.get('attempt', 1)} failed: {data.get('message', '')}; retrying"
         if status == "running":
             attempt = data.get("attempt", 1)
             return f"{stamp} {task} started" + (f" (attempt {attempt})" if attempt > 1 else "")
@@ -188,6 +192,8 @@ def summary(record: RunRecord, console: Console) -> None:
 
 def _task_detail(task: TaskRecord) -> str:
     parts = [f"{k}={v if len(v) <= 40 else v[:37] + '...'}" for k, v in task.results.items()]
+    if task.attempts > 1 and "attempts)" not in task.message:
+        parts.append(f"({task.attempts} attempts)")
     if task.message:
         parts.append(task.message)
     return "  ".join(parts)

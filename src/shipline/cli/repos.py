@@ -20,8 +20,10 @@ from shipline.cli.pipelines import parse_params
 from shipline.cli.wiring import Wiring
 from shipline.domain.urls import public_url
 from shipline.engine.loading import load_pipeline
-from shipline.exceptions import UsageError
-from shipline.store.repositories import FORGES, Role, ServerStore
+from shipline.exceptions import ShiplineError, UsageError
+from shipline.integrations.forges.base import Hook
+from shipline.server.sourcing import FROM_REPOSITORY, PIPELINE_PATH
+from shipline.store.repositories import FORGES, Repository, Role, ServerStore
 from shipline.triggers.events import PullRequestAction
 from shipline.triggers.rules import Concurrency, On, TriggerRule
 
@@ -82,8 +84,10 @@ def repos() -> None:
       shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
       shipline repos list
 
-    On the forge, point the repository's webhook at http://SERVER/hooks/gitea
-    (or /hooks/github, /hooks/gitlab) with content type JSON and the same secret.
+    With SHIPLINE_GITEA_TOKEN (or SHIPLINE_GITHUB_TOKEN) set, `repos add`
+    registers the webhook itself at SHIPLINE_PUBLIC_URL/hooks/FORGE; otherwise
+    point the repository's webhook at http://SERVER/hooks/gitea (or
+    /hooks/github, /hooks/gitlab) with content type JSON and the same secret.
     A repository without rules runs its pipeline on each push to its default branch.
     """
 
@@ -93,23 +97,28 @@ def repos() -> None:
 @click.argument("url")
 @click.option("--forge", type=click.Choice(FORGES), required=True,
               help="Who sends the webhooks; `git` for a plain remote that is polled.")
-@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The pipeline file to run (checked now; the server re-reads it when it changes).")
+@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The pipeline file to run (checked now; the server re-reads it when it changes).  "
+                   "Without it (gitea, github): the repository's own .shipline/pipeline.yaml at each event's commit.")
 @click.option("--secret-env", metavar="VAR", help="Read the webhook secret from this environment variable.")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the webhook secret from this file.")
 @click.option("--generate-secret", is_flag=True, help="Make a random secret and print it once, to paste into the forge.")
 @click.option("--default-branch", default="main", show_default=True)
 @click.option("--poll", "poll_seconds", type=click.IntRange(min=1), help="Also poll with `git ls-remote` every N seconds.")
+@click.option("--webhook/--no-webhook", default=True, show_default=True,
+              help="With a forge token: register the repository's webhook (to SHIPLINE_PUBLIC_URL/hooks/FORGE) on the forge.")
 @click.option("--json", "as_json", is_flag=True, help="Print the repository as JSON.")
 @click.pass_obj
 def add(
-    wiring: Wiring, name: str, url: str, forge: str, pipeline_file: Path, secret_env: str | None,
-    secret_file: Path | None, generate_secret: bool, default_branch: str, poll_seconds: int | None, as_json: bool,
+    wiring: Wiring, name: str, url: str, forge: str, pipeline_file: Path | None, secret_env: str | None,
+    secret_file: Path | None, generate_secret: bool, default_branch: str, poll_seconds: int | None, webhook: bool,
+    as_json: bool,
 ) -> None:
-    """Register repository NAME at URL, whose events run the pipeline in FILE.
+    """Register repository NAME at URL, whose events run a pipeline.
 
     \b
+      shipline repos add shop https://gitea.example/team/shop.git --forge gitea
       shipline repos add shop https://gitea.example/team/shop.git --forge gitea \\
           --pipeline ./shop.yaml --generate-secret
       shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
@@ -118,15 +127,32 @@ def add(
     with or without .git), without credentials: `https://TOKEN@host/...` is
     refused, as it would be shown and handed to every run.  Polling uses the
     git credentials of the user running the server (~/.git-credentials);
-    steps get a token from a secret (`shipline secrets set NAME`).  The pipeline file lives on the server; it is checked
-    now and re-read when it changes.  Without rules of its own (`shipline repos
-    trigger add`), the repository runs the pipeline on each push to its default
-    branch.
+    steps get a token from a secret (`shipline secrets set NAME`).  With
+    `--pipeline`, the file lives on the server; it is checked now and re-read
+    when it changes.  Without it (gitea, github), each event runs the
+    repository's own .shipline/pipeline.yaml as it is at the event's commit
+    (pipelines as code).  With a forge token set (SHIPLINE_GITEA_TOKEN,
+    SHIPLINE_GITHUB_TOKEN), the webhook is registered on the forge, pointing
+    at SHIPLINE_PUBLIC_URL, with a secret made for it; running this again
+    never makes a second one.  Without rules of its own (`shipline repos
+    trigger add`), the repository runs on each push to its default branch.
     """
-    load_pipeline(pipeline_file)  # a broken file fails here, with every problem listed
-    secret = ""
+    from shipline.integrations.forges import SUPPORTED, serves
+
+    if pipeline_file is not None:
+        load_pipeline(pipeline_file)  # a broken file fails here, with every problem listed
+    elif forge not in SUPPORTED:
+        raise UsageError(
+            f"--forge {forge} needs --pipeline FILE: shipline reads a repository's own .shipline/pipeline.yaml "
+            f"only through the {' or '.join(SUPPORTED)} API"
+        )
     if sum(bool(x) for x in (secret_env, secret_file, generate_secret)) > 1:
         raise UsageError("give one of --secret-env, --secret-file, --generate-secret")
+    settings = wiring.settings
+    state = _state(wiring)
+    # Only the forge the token is for: a repository on another host gets its hook by hand.
+    register = webhook and forge in SUPPORTED and serves(settings, forge, url)
+    secret = ""
     if secret_env:
         secret = os.environ.get(secret_env, "")
         if not secret:
@@ -135,21 +161,55 @@ def add(
         secret = secret_file.read_text().strip()
     elif generate_secret:
         secret = secrets.token_hex(24)
-    repo = _state(wiring).add_repository(
-        name=name, url=url, forge=forge, secret=secret, pipeline=str(pipeline_file.resolve()),
+    elif register:
+        # One hook per URL on the forge: registrations of the same repository share its secret.
+        same = [r for r in state.find_repositories([url]) if r.forge == forge]
+        secret = state.webhook_secret(same[0]) if same else secrets.token_hex(24)
+    if forge not in ("git",) and not secret and not register:
+        raise UsageError(
+            f"a {forge} repository needs a webhook secret (the same one set on the forge's hook): give "
+            f"--generate-secret, --secret-env or --secret-file, or set the forge's token so shipline registers the hook itself"
+        )
+    repo = state.add_repository(
+        name=name, url=url, forge=forge, secret=secret,
+        pipeline=str(pipeline_file.resolve()) if pipeline_file is not None else FROM_REPOSITORY,
         default_branch=default_branch, poll_seconds=poll_seconds,
     )
+    hook: Hook | None = _register_webhook(wiring, state, repo, secret) if register else None
+    target = f"{settings.server_url}/hooks/{forge}"
     if as_json:
         out = repo.model_dump(mode="json")
         if generate_secret:
             out["secret"] = secret
+        if hook is not None:
+            out["webhook"] = {"id": hook.id, "url": hook.url, "created": hook.created}
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"registered {repo.name} ({repo.forge}) -> {repo.pipeline}")
-    if forge != "git":
-        click.echo(f"webhook: POST http://SERVER/hooks/{forge}, content type application/json")
+    where = repo.pipeline or f"{PIPELINE_PATH} in the repository, at each event's commit"
+    click.echo(f"registered {repo.name} ({repo.forge}) -> {where}")
+    if hook is not None:
+        note = "" if settings.public_url else " (SHIPLINE_PUBLIC_URL is not set: can the forge reach this address?)"
+        click.echo(f"webhook: {'registered' if hook.created else 'already there, updated'} #{hook.id} -> {target}{note}")
+    elif forge != "git":
+        click.echo(f"webhook: POST {settings.server_url}/hooks/{forge}, content type application/json")
     if generate_secret:
         click.echo(f"webhook secret (shown once): {secret}")
+
+
+def _register_webhook(wiring: Wiring, state: ServerStore, repo: Repository, secret: str) -> Hook:
+    """Register (or bring up to date) the repository's hook; on failure, forget the registration again."""
+    from shipline.integrations.forges import connect, repo_ref
+
+    settings = wiring.settings
+    try:
+        forge = connect(settings, repo.forge)
+        try:
+            return forge.ensure_webhook(repo_ref(repo.url), url=f"{settings.server_url}/hooks/{repo.forge}", secret=secret)
+        finally:
+            forge.close()
+    except ShiplineError:
+        state.remove_repository(repo.name)
+        raise
 
 
 @repos.command("list")
@@ -174,7 +234,7 @@ def list_repos(wiring: Wiring, as_json: bool) -> None:
     for r in repos_:
         rules = state.list_triggers(r.id)
         desc = ", ".join(f"#{t.id} {t.rule.on.value}" for t in rules) or "push to default branch"
-        table.add_row(r.name, r.forge, public_url(r.url), r.pipeline, desc, f"{r.poll_seconds}s" if r.poll_seconds else "")
+        table.add_row(r.name, r.forge, public_url(r.url), r.pipeline or f"(the repo's {PIPELINE_PATH})", desc, f"{r.poll_seconds}s" if r.poll_seconds else "")
     Console(highlight=False).print(table)
 
 

@@ -4,7 +4,9 @@ The language is deliberately small: references (`params.x`,
 `tasks.build.results.version`, `tasks.build.status`, `inputs.chart`,
 `run.id`), string literals in single quotes (`''` escapes a quote), `true`,
 `false`, numbers, `==`, `!=`, `&&`, `||`, `!` and parentheses.  Values are
-strings or booleans; `==` compares their text.  Nothing is ever evaluated as
+strings or booleans; `==` compares their text.  `a || b` is a's value when a
+exists and is true (text other than '', 'false' and '0'), else b's value: a
+reference that does not resolve on the left falls back to the right.  Nothing is ever evaluated as
 code: a value is only ever compared, concatenated into another value, or
 handed to a process as an environment variable.
 """
@@ -231,7 +233,12 @@ def evaluate(expr: Expr, context: Context) -> Value:
         left = evaluate(expr.left, context)
         return evaluate(expr.right, context) if truthy(left) else left
     if expr.op == "||":
-        left = evaluate(expr.left, context)
+        # `a || 'fallback'`: a missing value (a result of a task that failed or was
+        # skipped) falls back like an empty one, so a finally task can still report.
+        try:
+            left = evaluate(expr.left, context)
+        except UnresolvedReference:
+            return evaluate(expr.right, context)
         return left if truthy(left) else evaluate(expr.right, context)
     equal = as_text(evaluate(expr.left, context)) == as_text(evaluate(expr.right, context))
     return equal if expr.op == "==" else not equal

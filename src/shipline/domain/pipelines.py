@@ -11,7 +11,9 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, PlainSerializer, WithJsonSchema, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 """Task and pipeline names: DNS-label-like, so they are safe in paths and pod names."""
@@ -19,7 +21,15 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 """Param, input and result names."""
 
+PATTERN_HINTS = {
+    NAME_PATTERN: "lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit "
+    "(e.g. build-image)",
+    VAR_PATTERN: "letters, digits, '_' and '-', at most 64, starting with a letter or '_' (e.g. image_tag)",
+}
+"""What each name pattern means, said the way a person would: messages never show the regex."""
+
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PATTERN_HINTS[ENV_PATTERN] = "letters, digits and '_', not starting with a digit (e.g. GO_FLAGS)"
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(rf"^(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?$")
@@ -45,7 +55,10 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(lambda v: v, return_type=float),
-    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}),
+    WithJsonSchema({
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "minLength": 1, "pattern": _DURATION.pattern}],
+        "description": "Seconds (90), or text like '90s', '5m', '1h30m', '250ms'.",
+    }),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 VarName = Annotated[str, Field(pattern=VAR_PATTERN)]
@@ -61,11 +74,22 @@ def _scalar_text(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, BeforeValidator(_scalar_text)]
+Text = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema({"type": ["string", "number", "boolean"]})]
+"""Text; YAML's numbers and booleans (`depth: 1`, `push: true`) are taken as their text."""
+
+_SCALAR_SHORTHAND = {"type": ["string", "number", "boolean", "null"]}
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Each field's docstring is its description in `shipline schema` (editors show it).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+
+
+def _or_shorthand(cls: type[BaseModel], core: CoreSchema, handler: GetJsonSchemaHandler, short: JsonSchemaValue,
+                  what: str) -> JsonSchemaValue:
+    """The model's object schema, or the one-value shorthand the loader also takes."""
+    full = handler.resolve_ref_schema(handler(core))
+    return {"anyOf": [full, {**short, "description": what}], "description": full.get("description", "")}
 
 
 class Param(_Spec):
@@ -74,6 +98,7 @@ class Param(_Spec):
     default: Text | None = None
     """Used when no value is given; without one the param is required."""
     description: str = ""
+    """What the value is for: shown when it is missing, and in the dashboard."""
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +107,10 @@ class Param(_Spec):
         if data is None or isinstance(data, (str, int, float, bool)):
             return {"default": _scalar_text(data)} if data is not None else {}
         return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _or_shorthand(cls, core, handler, _SCALAR_SHORTHAND, "Short for {default: VALUE}; null: required.")
 
     @property
     def required(self) -> bool:
@@ -92,36 +121,49 @@ class Step(_Spec):
     """One command; the steps of a task share its working directory and run in order."""
 
     name: str | None = None
+    """Shown in progress and logs; default: the first line of `run`."""
     run: str
     """A script. `${{ }}` inside it becomes a reference to an environment variable holding the value."""
     shell: Literal["bash", "sh"] = "bash"
+    """`bash` (run as `bash -eo pipefail -c`) or `sh` (`sh -ec`)."""
     env: dict[EnvName, Text] = {}
+    """Environment variables for this step only; values may use `${{ }}`."""
     workdir: str | None = None
     """Relative to the run's workspace; may not leave it."""
     timeout: Duration | None = None
+    """Bounds this step; on expiry its processes are stopped and the task fails."""
 
 
 class Task(_Spec):
     """A unit of the pipeline: inline `steps`, or `uses` a reusable task with `with` inputs."""
 
     name: Name
+    """Unique in the pipeline; lower-case letters, digits and '-'."""
     needs: list[Name] | None = None
     """Tasks to wait for. Unset: the task listed before this one. `[]`: start at once."""
     when: str | None = None
     """A `${{ }}` condition; when false the task is skipped and its dependents still run."""
     env: dict[EnvName, Text] = {}
+    """Environment variables for every step of the task; values may use `${{ }}`."""
     steps: list[Step] = []
+    """Commands run one after another in the same working directory."""
     results: list[VarName] | dict[VarName, str] = []
     """Names the task must write to $SHIPLINE_OUTPUT (as `name=value` lines)."""
     retries: int = Field(default=0, ge=0, le=10)
+    """How many times a failed attempt is tried again (0-10)."""
     timeout: Duration | None = None
+    """Bounds each attempt; on expiry its processes are stopped and the attempt fails."""
     workdir: str | None = None
+    """Where the task's steps start, relative to the run's workspace (a step's own `workdir` wins)."""
     uses: str | None = None
     """`./path.yaml` (relative to this file) or `shipline/NAME` from the built-in catalog."""
     with_: dict[VarName, Text] = Field(default={}, alias="with")
+    """Values for the inputs of the task file named by `uses`."""
 
     @model_validator(mode="after")
     def _steps_or_uses(self) -> Task:
+        if self.uses is None and not self.steps and "steps" in self.model_fields_set:
+            raise ValueError("`steps:` is empty: give the task at least one step (`- run: ...`), or `uses:` a reusable task")
         if self.uses is None and not self.steps:
             raise ValueError("a task needs `steps:` or `uses:`")
         if self.uses is not None and self.steps:
@@ -139,13 +181,21 @@ class TaskTemplate(_Spec):
     """A reusable task file (`uses: ./tasks/x.yaml`): steps parameterised by `inputs`."""
 
     name: Name | None = None
+    """Informational: a task that uses this file is named by the pipeline."""
     description: str = ""
+    """What the task does."""
     inputs: dict[VarName, Param] = {}
+    """What `with:` gives, seen as `${{ inputs.NAME }}`; without a default an input is required."""
     env: dict[EnvName, Text] = {}
+    """Environment variables for every step; values may use `${{ inputs.* }}`."""
     steps: list[Step] = Field(min_length=1)
+    """Commands run one after another in the same working directory."""
     results: list[VarName] | dict[VarName, str] = []
+    """Names a step must write to $SHIPLINE_OUTPUT (as `name=value` lines)."""
     retries: int = Field(default=0, ge=0, le=10)
+    """Default retries for tasks that use this file (0-10)."""
     timeout: Duration | None = None
+    """Default timeout for each attempt of a task that uses this file."""
 
 
 class Concurrency(_Spec):
@@ -162,6 +212,10 @@ class Concurrency(_Spec):
         # `concurrency: deploy-${{ params.env }}` is short for `{group: ..., policy: queue}`.
         return {"group": data} if isinstance(data, str) else data
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _or_shorthand(cls, core, handler, {"type": "string", "minLength": 1}, "Short for {group: TEXT, policy: queue}.")
+
 
 class Pipeline(_Spec):
     """A pipeline definition: params, tasks (a sequence or a DAG) and finally tasks.
@@ -170,7 +224,9 @@ class Pipeline(_Spec):
     """
 
     name: Name
+    """Names the pipeline's runs; lower-case letters, digits and '-'."""
     description: str = ""
+    """What the pipeline does."""
     uses: str | None = None
     """An archetype: `shipline/NAME` from the catalog or `./path.yaml`; then no `tasks:`."""
     with_: dict[VarName, Text] = Field(default={}, alias="with")
@@ -178,20 +234,26 @@ class Pipeline(_Spec):
     inputs: dict[VarName, Param] = {}
     """Only in an archetype: what a file that `uses:` it fills with `with:` (`${{ inputs.NAME }}`)."""
     params: dict[VarName, Param] = {}
+    """Values given when a run starts (`-p NAME=VALUE`, triggers, the API): `${{ params.NAME }}`."""
     env: dict[EnvName, Text] = {}
+    """Environment variables for every step of every task."""
     tasks: list[Task] = []
+    """Run in the order listed, unless `needs:` makes a graph."""
     finally_: list[Task] = Field(default=[], alias="finally")
     """Always run after the tasks, whether they succeeded, failed or were cancelled."""
     results: dict[VarName, str] = {}
     """The run's own results: NAME -> a template such as `${{ tasks.build.results.version }}`,
     evaluated when the run ends; one that cannot be resolved then is left out."""
     concurrency: Concurrency | None = None
+    """Runs with the same rendered group never overlap: later ones wait, or cancel the earlier."""
     timeout: Duration | None = None
     """For the whole run; on expiry running tasks are stopped and the run fails."""
 
     @model_validator(mode="after")
     def _tasks_or_uses(self) -> Pipeline:
         if self.uses is None:
+            if not self.tasks and "tasks" in self.model_fields_set:
+                raise ValueError("`tasks:` is empty: give the pipeline at least one task (`- name: ...` with `steps:`)")
             if not self.tasks:
                 raise ValueError("a pipeline needs `tasks:` (or `uses: shipline/NAME` for a whole pipeline from the catalog)")
             if self.with_:

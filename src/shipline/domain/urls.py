@@ -100,11 +100,14 @@ def check_url(url: str) -> str:
         host, _, port = host.partition(":")
     elif "]:" in host:
         host, _, port = host.rpartition(":")
+    # `https://user:p/ss@host/...` splits at the '/' inside the password: show no part of
+    # what comes before the last '@'.
+    shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^?#]*@", r"\1***@", url, flags=re.IGNORECASE)
     if parts.scheme != "file" and not host:
-        raise UsageError(f"repository URL {url!r} names no host; write SCHEME://HOST/OWNER/REPO")
+        raise UsageError(f"repository URL {shown!r} names no host; write SCHEME://HOST/OWNER/REPO")
     if port and not port.isdigit():
         raise UsageError(
-            f"repository URL {url!r}: {port!r} after the host is not a port number; "
+            f"repository URL {shown!r}: {'***' if '@' in url else port!r} after the host is not a port number; "
             "if it is part of a password, do not put credentials in the URL: " + TOKEN_HELP
         )
     return url

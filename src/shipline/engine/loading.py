@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,8 @@ from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEv
 
 from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
-from shipline.domain.pipelines import Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
+from shipline.domain import expressions as ex
+from shipline.domain.pipelines import NAME_PATTERN, PATTERN_HINTS, Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
 from shipline.exceptions import DefinitionError, Problem
 
 CATALOG_PREFIX = "shipline/"
@@ -216,9 +218,21 @@ def _validate_model(doc: _Document, model: type[M], data: Any, loc: Loc = ()) ->
                 doc.problem(path[:-1], f"'{path[-1]}' is required")
             else:
                 where = ".".join(str(p) for p in path)
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = _message(err)
                 doc.problem(path, f"{where}: {msg}" if where else msg)
         return None
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, said for a person: a name rule in words, never its regex."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "string_pattern_mismatch":
+        hint = PATTERN_HINTS.get(ctx.get("pattern", ""), "")
+        what = "a name" if "[key]" not in err["loc"] else "a key"
+        return f"{err['input']!r} is not {what} shipline takes: write {hint}" if hint else "not in the expected form"
+    if err["type"] == "too_short" and err["loc"] and err["loc"][-1] == "steps":
+        return "`steps:` is empty: give at least one step (`- run: ...`)"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _is_tag(part: str | int) -> bool:
@@ -227,6 +241,8 @@ def _is_tag(part: str | int) -> bool:
 
 
 def _catalog_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):  # `shipline/../../x` must not leave the catalog
+        return None
     candidate = resources.files("shipline") / "catalog" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
@@ -236,7 +252,29 @@ def catalog_names() -> list[str]:
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[TaskTemplate, _Document] | None:
+def repository_root(path: Path) -> Path:
+    """Where the files a definition `uses:` may live: its git repository, else its own folder."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _local_file(doc: _Document, loc: Loc, uses: str, base: Path, root: Path) -> Path | None:
+    """The file `./x.yaml` names, if it is a file inside `root` (symlinks followed); else a problem."""
+    path = (base / uses).resolve()
+    if not path.is_relative_to(root):
+        doc.problem(loc, f"'{uses}' is outside the pipeline's repository ({root}): a file it uses must be "
+                         f"inside it, or come from the catalog (shipline/NAME)")
+        return None
+    if not path.is_file():
+        doc.problem(loc, f"'{uses}': no such file (relative to {base})")
+        return None
+    return path
+
+
+def _load_template(doc: _Document, task: Task, loc: Loc, base: Path, root: Path) -> tuple[TaskTemplate, _Document] | None:
     assert task.uses is not None
     if task.uses.startswith(CATALOG_PREFIX):
         path = _catalog_path(task.uses.removeprefix(CATALOG_PREFIX))
@@ -245,11 +283,10 @@ def _load_template(doc: _Document, task: Task, loc: Loc, base: Path) -> tuple[Ta
             return None
         display = task.uses
     elif task.uses.startswith(("./", "../")):
-        path = (base / task.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem((*loc, "uses"), f"'{task.uses}': no such file (relative to {base})")
+        found = _local_file(doc, (*loc, "uses"), task.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem((*loc, "uses"), f"'{task.uses}': write ./path.yaml (relative to this file) or shipline/NAME")
         return None
@@ -311,18 +348,20 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
 
 
 def _archetype_path(name: str) -> Path | None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        return None
     candidate = resources.files("shipline") / "catalog" / "pipelines" / f"{name}.yaml"
     return Path(str(candidate)) if candidate.is_file() else None
 
 
 def archetype_names() -> list[str]:
     root = resources.files("shipline") / "catalog" / "pipelines"
-    if not root.is_dir():
+    if not root.is_dir():  # none shipped yet (git keeps no empty folder)
         return []
     return sorted(CATALOG_PREFIX + Path(p.name).stem for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipeline, _Document, Path] | None:
+def _load_archetype(doc: _Document, spec: Pipeline, base: Path, root: Path) -> tuple[Pipeline, _Document, Path] | None:
     """The whole pipeline a file `uses:`, checked on its own; its `inputs` against the file's `with:`."""
     assert spec.uses is not None
     if spec.uses.startswith(CATALOG_PREFIX):
@@ -332,11 +371,10 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
             return None
         display = spec.uses
     elif spec.uses.startswith(("./", "../")):
-        path = (base / spec.uses).resolve()
-        display = str(path)
-        if not path.is_file():
-            doc.problem(("uses",), f"'{spec.uses}': no such file (relative to {base})")
+        found = _local_file(doc, ("uses",), spec.uses, base, root)
+        if found is None:
             return None
+        path, display = found, str(found)
     else:
         doc.problem(("uses",), f"'{spec.uses}': write shipline/NAME (a pipeline from the catalog) or ./path.yaml")
         return None
@@ -367,27 +405,39 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path) -> tuple[Pipelin
     return archetype, adoc, path.parent
 
 
-def load_pipeline(path: str | Path) -> ResolvedPipeline:
+def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedPipeline:
     """Read, check and resolve one definition; raise DefinitionError listing every problem.
 
     A file that `uses:` an archetype gets the archetype's tasks, params and
     results under its own name, with its `with:` as the archetype's inputs.
+    Files it uses (`./x.yaml`) must lie inside `root`: by default the file's git
+    repository, or its folder when it is in none.
     """
     path = Path(path)
+    root = Path(root).resolve() if root is not None else repository_root(path)
     doc = _read(path, str(path))
     if doc.root is None:
         raise DefinitionError(doc.problems)
-    spec = _validate_model(doc, Pipeline, _plain(doc.root))
+    data = _plain(doc.root)
+    spec = _validate_model(doc, Pipeline, data)
+    broken: set[str] = set()
     if spec is None:
-        raise DefinitionError(doc.problems)
+        # Go on with what has the right shape, so the rest (names, needs,
+        # references) is checked in the same pass instead of in rounds.
+        lenient = _lenient(data)
+        if lenient is None:
+            raise DefinitionError(doc.problems)
+        spec, broken = lenient
 
     base = path.resolve().parent
     body, body_doc = spec, doc
     if spec.uses is not None:
-        loaded = _load_archetype(doc, spec, base)
-        if loaded is None or doc.problems:
+        loaded = _load_archetype(doc, spec, base, root)
+        if loaded is None:
             raise DefinitionError(doc.problems)
         body, body_doc, base = loaded
+        if spec.uses.startswith(CATALOG_PREFIX):
+            root = base.resolve()  # a catalog pipeline uses files of the catalog only
         for key, value in spec.with_.items():
             for f in check_references(value, ("with", key), params=set(body.params), inputs=None, results={},
                                       visible=set(), task_name=None, roots=frozenset({"params", "secrets", "secret_files", "run"})):
@@ -405,7 +455,10 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
     origins: dict[str, TaskOrigin] = {}
     templated: set[str] = set()
     for key, tasks, is_finally in (("tasks", body.tasks, False), ("finally", body.finally_, True)):
-        deps = dependencies([Node(t.name, t.needs) for t in tasks])
+        firsts: dict[str, Task] = {}
+        for t in tasks:
+            firsts.setdefault(t.name, t)  # a name used twice is reported below
+        deps = dependencies([Node(t.name, t.needs) for t in firsts.values()])
         for i, task in enumerate(tasks):
             loc: Loc = (key, i)
             if task.name in origins:
@@ -414,12 +467,18 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
             origins[task.name] = TaskOrigin(loc)
             template = None
             if task.uses is not None:
-                loaded_task = _load_template(body_doc, task, loc, base)
+                loaded_task = _load_template(body_doc, task, loc, base, root)
                 template = loaded_task[0] if loaded_task else None
                 templated.add(task.name)
-            resolved.append(_resolve(task, deps[task.name], template, is_finally))
-    if doc.problems or body_doc.problems:
-        raise DefinitionError(doc.problems + (body_doc.problems if body_doc is not doc else []))
+                if template is None:
+                    broken.add(task.name)
+            one = _resolve(task, deps[task.name], template, is_finally)
+            if task.name in broken:
+                # Its problems are reported; what it would declare is unknown, so
+                # references to its results are taken as they are written.
+                one = one.model_copy(update={"results": sorted(_referenced_results(data).get(task.name, set()))})
+                templated.add(task.name)
+            resolved.append(one)
     pipeline = ResolvedPipeline(
         name=spec.name,
         source=str(path),
@@ -445,10 +504,93 @@ def load_pipeline(path: str | Path) -> ResolvedPipeline:
     return pipeline
 
 
+def _lenient(data: Any) -> tuple[Pipeline, set[str]] | None:
+    """The definition with each part of the wrong shape left out or stood in for, and the stand-ins' names.
+
+    A task whose shape is wrong becomes a task of the same name (when that is a
+    valid name) with no checks of its own, so references to it are still judged.
+    """
+    if not isinstance(data, dict):
+        return None
+    data = dict(data)
+    try:
+        Pipeline.model_validate(data)
+        return None
+    except ValidationError as exc:
+        top = {e["loc"][0] for e in exc.errors() if e["loc"] and e["loc"][0] not in ("tasks", "finally")}
+    for key in top:
+        if key == "name":
+            data["name"] = "pipeline"
+        else:
+            data.pop(key, None)
+    broken: set[str] = set()
+    for key in ("tasks", "finally"):
+        items = data.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            data.pop(key)
+            continue
+        fixed = []
+        for i, item in enumerate(items):
+            try:
+                Task.model_validate(item)
+                fixed.append(item)
+                continue
+            except ValidationError:
+                pass
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+                name = f"{key}-{i}-has-problems"
+            stand_in: dict[str, Any] = {"name": name, "steps": [{"run": "true"}]}
+            needs = item.get("needs") if isinstance(item, dict) else None
+            try:
+                Task.model_validate({**stand_in, "needs": needs})
+                stand_in["needs"] = needs
+            except ValidationError:
+                pass
+            fixed.append(stand_in)
+            broken.add(name)
+        data[key] = fixed
+    try:
+        return Pipeline.model_validate(data), broken
+    except ValidationError:
+        return None
+
+
+def _referenced_results(data: Any) -> dict[str, set[str]]:
+    """Every `tasks.T.results.R` written anywhere in the raw definition: T -> {R}."""
+    found: dict[str, set[str]] = {}
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+        elif isinstance(node, str) and "${{" in node:
+            try:
+                refs = ex.template_references(node)
+            except ex.ExpressionError:
+                continue
+            for ref, _ in refs:
+                if len(ref.path) == 4 and ref.path[0] == "tasks" and ref.path[2] == "results":
+                    found.setdefault(ref.path[1], set()).add(ref.path[3])
+    return found
+
+
 def pipeline_schema() -> dict[str, Any]:
     """The JSON Schema of a definition file, for editors."""
     schema = Pipeline.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "shipline pipeline"
     schema["anyOf"] = [{"required": ["tasks"]}, {"required": ["uses"]}]
+    return schema
+
+
+def task_schema() -> dict[str, Any]:
+    """The JSON Schema of a reusable task file (`uses: ./tasks/x.yaml`, the catalog's tasks), for editors."""
+    schema = TaskTemplate.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "shipline reusable task"
     return schema

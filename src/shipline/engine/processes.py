@@ -12,19 +12,13 @@ import socket
 from contextlib import suppress
 from datetime import datetime, timedelta
 
+from shipline.executors.cgroups import kill_run, process_start_time
+
 HEARTBEAT_STALE = timedelta(seconds=60)
 """An engine on another host is presumed dead after this long without a heartbeat."""
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+_start_time = process_start_time
 
 
 def owner_id() -> str:
@@ -53,3 +47,16 @@ def kill_orphan_group(pid: int, run_id: int) -> bool:
         os.killpg(pid, signal.SIGKILL)
         return True
     return False
+
+
+def kill_orphans(owner: str, run_id: int) -> int:
+    """Kill every process the steps of `run_id` left when their engine (`owner`, dead) stopped.
+
+    Through the steps' cgroups: also what left the steps' process groups
+    (`setsid`, daemons, `(sleep 300) &` whose shell is gone).  Returns how many.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return 0
+    return kill_run(int(pid_text), token, run_id)

@@ -164,7 +164,8 @@ class RunRecorder:
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
         self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
-        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message}, at)
+        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message,
+                               "retrying": True}, at)
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()

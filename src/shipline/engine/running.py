@@ -37,7 +37,7 @@ from shipline.domain.runs import (
 )
 from shipline.engine.events import EventBus
 from shipline.engine.logs import discard_outputs
-from shipline.engine.processes import kill_orphan_group, owner_alive, owner_id
+from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
 from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
@@ -255,6 +255,7 @@ class Engine:
             for _, _, _, pid in steps:
                 if pid is not None:
                     kill_orphan_group(pid, run_id)
+            kill_orphans(owner, run_id)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
@@ -309,7 +310,10 @@ class _RunDriver:
         self._stop_main_tasks(reason or "cancelled")
 
     def _time_out(self) -> None:
-        if not self.stopping:
+        # Only main tasks are bounded: once they are all over (the first one failed at
+        # once, say), the run's end is not a timeout, however long `finally` takes.
+        main_left = any(not self.schedule.states[t.name].status.done for t in self.pipeline.main)
+        if not self.stopping and main_left:
             self._stop_main_tasks(f"the run timed out after {self.pipeline.timeout:g}s")
 
     def _stop_main_tasks(self, why: str) -> None:
@@ -317,7 +321,7 @@ class _RunDriver:
         self.stopping = why
         for name, task in self.running.items():
             if not self.pipeline.task(name).is_finally:
-                task.cancel()
+                task.cancel(why)  # the executor tells the step's log why it was stopped
         self.wake.set()
 
     def _ensure_started(self) -> None:
@@ -330,6 +334,8 @@ class _RunDriver:
         """Look up the secrets the run uses, now; False (and the run failed) when one cannot be had."""
         builtin = self.engine.builtin_secrets
         names = _all_secrets(self.pipeline)
+        if names and _secrets_withheld(self.engine.store.get_run(self.run_id).trigger):
+            return self._withhold_secrets(names)
         try:
             self.secrets = self.engine.secrets.reveal([n for n in names if n not in builtin])
             self.secrets.update({n: builtin[n] for n in names if n in builtin})
@@ -339,6 +345,23 @@ class _RunDriver:
             self.recorder.run_finished(RunStatus.FAILED, str(exc))
             return False
         self.recorder.hide(list(self.secrets.values()))
+        return True
+
+    def _withhold_secrets(self, names: list[str]) -> bool:
+        """A run of untrusted code (a pull request from a fork): the built-in git credentials are
+        an empty file (public clones still work), and a pipeline that uses a stored secret fails now."""
+        stored = [n for n in names if n not in self.engine.builtin_secrets]
+        if stored:
+            listed = ", ".join(stored)
+            self.recorder.tasks_skipped({t.name: "the run could not start" for t in self.pipeline.tasks})
+            self._ensure_started()
+            self.recorder.run_finished(
+                RunStatus.FAILED,
+                f"this run was started by a pull request from a fork, and such runs get no secrets; the pipeline uses "
+                f"secret {listed}. To run it with secrets, push its branch to the repository itself (a maintainer can)",
+            )
+            return False
+        self.secrets = dict.fromkeys(names, "")
         return True
 
     async def go(self) -> None:
@@ -479,8 +502,13 @@ class _RunDriver:
         if not names:
             return {}
         folder = self.home / SECRET_FILES_DIR / task.name
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder.parent, 0o700)
+        # HOME is the steps' to write: an earlier step may have put a symlink where these
+        # folders go, to have a later task's secrets written where it can read them.
+        for part in (folder.parent, folder):
+            if part.is_symlink() or (part.exists() and not part.is_dir()):
+                part.unlink()
+            part.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(part, 0o700)
         paths = {}
         for name in names:
             path = folder / name
@@ -506,7 +534,10 @@ class _RunDriver:
             self.recorder.task_started(task.name, attempt)
             listener = self.recorder.steps(task.name, attempt, [s.name for s in invocation.steps])
             try:
-                async with asyncio.timeout(task.timeout):
+                # The executor bounds the attempt itself (and says so in the step's log);
+                # this is the backstop for one that does not.
+                backstop = task.timeout + self.engine.settings.kill_grace_seconds + 30 if task.timeout else None
+                async with asyncio.timeout(backstop):
                     outcome = await self.engine.executor.execute(invocation, listener)
             except TimeoutError:
                 outcome = None
@@ -547,9 +578,10 @@ class _RunDriver:
                     workdir=workdir,
                     output_file=logs / f"{attempt}.{i}.out",
                     timeout=step.timeout,
+                    workspace=self.workspace,
                 )
             )
-        return TaskInvocation(self.run_id, task.name, attempt, steps)
+        return TaskInvocation(self.run_id, task.name, attempt, steps, timeout=task.timeout)
 
 
 def step_environment(
@@ -582,6 +614,11 @@ def step_environment(
 
 SECRET_FILES_DIR = ".secret-files"
 """Under a run's HOME: one folder per task with the secret files its steps were given."""
+
+
+def _secrets_withheld(trigger: dict[str, Any] | None) -> bool:
+    """Runs of untrusted code (pull requests from forks) are marked so by whoever started them."""
+    return isinstance(trigger, dict) and trigger.get("secrets") == "withheld"
 
 
 def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:

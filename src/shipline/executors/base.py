@@ -24,6 +24,8 @@ class StepSpec:
     output_file: Path
     """Where the step writes `name=value` result lines ($SHIPLINE_OUTPUT)."""
     timeout: float | None = None
+    workspace: Path | None = None
+    """The run's workspace: `workdir` must be inside it, also once symlinks are followed."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class TaskInvocation:
     task: str
     attempt: int
     steps: list[StepSpec]
+    timeout: float | None = None
+    """Bounds the whole attempt: when it runs out, the executor stops the steps and reports a timeout."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ in the run's workspace.  stdout and stderr are merged and cut into lines as
 they arrive, so a step that prints a 10 MB line or no newline at all still
 streams.  On cancel or timeout the whole process group gets SIGTERM, then
 SIGKILL after a grace period: children started by the step go too.  When a
-step's main process exits, what it left running in its group is killed.
+step's main process exits, what it left running is killed.  "What it left"
+is found through a cgroup of the step's own (`cgroups.py`), so a child that
+called `setsid` or double-forked out of the process group goes as well.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import os
 import signal
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.executors.cgroups import StepGroup
 from shipline.settings import Settings
 
 MAX_LINE = 64 * 1024
@@ -30,6 +34,13 @@ _SHELLS = {
     "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
     "sh": ["sh", "-ec"],
 }
+
+_JOIN = (
+    '{ echo 0 > "$0"; } 2>/dev/null || echo "shipline: warning: could not join the step\'s cgroup $0;'
+    ' processes that leave its process group may outlive it" >&2; exec "$@"'
+)
+"""The step's first process moves itself into the step's cgroup, then becomes the shell:
+so it is inside before it can fork anything."""
 
 
 class _StepProtocol(asyncio.SubprocessProtocol):
@@ -99,11 +110,31 @@ class LocalExecutor:
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         outputs: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + invocation.timeout if invocation.timeout else None
         for step in invocation.steps:
+            # A step's own timeout, or what is left of the task's, whichever ends first.
+            limit, what = step.timeout, f"step timed out after {step.timeout:g}s" if step.timeout else ""
+            if deadline is not None and invocation.timeout is not None:
+                left = deadline - loop.time()
+                if limit is None or left < limit:
+                    limit, what = max(left, 0.0), f"the task timed out after {invocation.timeout:g}s"
             size = 0
             try:
-                code, status = await self._run_step(step, listener)
+                workdir = _open_workdir(step)
+            except WorkdirEscape as exc:
+                listener.step_started(step.index, None)
+                listener.step_log(step.index, f"shipline: {exc}")
+                listener.step_finished(step.index, None, "failed")
+                outputs.append("")
+                return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
+            group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
+            try:
+                code, status = await self._run_step(step, listener, group, workdir, limit, what)
             finally:
+                os.close(workdir)
+                if group is not None:
+                    await asyncio.to_thread(_kill_and_remove, group)
                 size = _output_size(step)
                 output = _take_output(step, self.max_output_bytes)
             outputs.append(output)
@@ -115,15 +146,19 @@ class LocalExecutor:
                     "put files in the workspace and write their paths (or raise SHIPLINE_STEP_OUTPUT_MAX_BYTES)",
                     tuple(outputs),
                 )
+            if status == "timed out" and what.startswith("the task"):
+                return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", tuple(outputs))
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
                 return TaskOutcome(False, f"step '{step.name}' exited with code {code}", tuple(outputs))
         return TaskOutcome(True, "", tuple(outputs))
 
-    async def _run_step(self, step: StepSpec, listener: StepListener) -> tuple[int | None, str]:
+    async def _run_step(
+        self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int,
+        limit: float | None, what: str,
+    ) -> tuple[int | None, str]:
         _create_output(step)
-        step.workdir.mkdir(parents=True, exist_ok=True)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
         kept = 0
 
@@ -146,12 +181,16 @@ class LocalExecutor:
             listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
+        join = ["/bin/sh", "-c", _JOIN, str(group.procs_file)] if group is not None else []
         spawn = asyncio.ensure_future(
             loop.subprocess_exec(
                 _StepProtocol,
+                *join,
                 *_SHELLS[step.shell],
                 step.script,
-                cwd=step.workdir,
+                # The folder checked and opened, not its name: a symlink swapped in
+                # since (by a task running beside this one) cannot redirect the step.
+                cwd=f"/proc/self/fd/{workdir}",
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -168,7 +207,7 @@ class LocalExecutor:
                 transport, proto = await spawn
                 listener.step_started(step.index, transport.get_pid())
                 proto.attach(emit)
-                await self._stop(transport.get_pid(), proto)
+                await self._stop(transport.get_pid(), proto, group)
                 transport.close()
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
             raise
@@ -182,19 +221,22 @@ class LocalExecutor:
         proto.attach(emit)
         try:
             try:
-                async with asyncio.timeout(step.timeout):
+                async with asyncio.timeout(limit):
                     await asyncio.shield(proto.exited)  # a cancel must not cancel the future itself
             except TimeoutError:
-                await self._stop(pid, proto)
-                listener.step_log(step.index, f"shipline: step timed out after {step.timeout:g}s; its processes were stopped")
+                await self._stop(pid, proto, group)
+                listener.step_log(step.index, f"shipline: {what}; its processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "failed")
                 return transport.get_returncode(), "timed out"
-            except asyncio.CancelledError:
-                await self._stop(pid, proto)
-                listener.step_log(step.index, "shipline: cancelled; the step's processes were stopped")
+            except asyncio.CancelledError as exc:
+                await self._stop(pid, proto, group)
+                why = str(exc.args[0]) if exc.args and exc.args[0] else "cancelled"
+                listener.step_log(step.index, f"shipline: {why}; the step's processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
+            if group is not None:
+                await asyncio.to_thread(group.kill)
             await _drain(proto)
             code = transport.get_returncode()
         finally:
@@ -203,15 +245,67 @@ class LocalExecutor:
         listener.step_finished(step.index, code, status)
         return code, status
 
-    async def _stop(self, pid: int, proto: _StepProtocol) -> None:
-        """TERM the group, give it the grace period, then KILL what is left."""
+    async def _stop(self, pid: int, proto: _StepProtocol, group: StepGroup | None) -> None:
+        """TERM the step's processes, give them the grace period, then KILL what is left."""
         _kill_group(pid, signal.SIGTERM)
+        if group is not None:
+            group.signal(signal.SIGTERM)
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proto.exited), self.kill_grace_seconds)
         _kill_group(pid, signal.SIGKILL)
+        if group is not None:
+            await asyncio.to_thread(group.kill)
         with suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proto.exited), DRAIN_SECONDS)
         await _drain(proto)
+
+
+class WorkdirEscape(Exception):
+    """A step's workdir leads outside the run's workspace (through a symlink a step made)."""
+
+
+def _open_workdir(step: StepSpec) -> int:
+    """Open the step's workdir, making the folders that are missing, and never leave the workspace.
+
+    One folder at a time: each is made inside the folder opened before (so nothing
+    is ever created through a symlink), opened, and where it really is checked.
+    A symlink that stays inside the workspace is fine; one that leads out is refused.
+    """
+    if step.workspace is None:
+        step.workdir.mkdir(parents=True, exist_ok=True)
+        return os.open(step.workdir, os.O_RDONLY | os.O_DIRECTORY)
+    step.workspace.mkdir(parents=True, exist_ok=True)
+    root = step.workspace.resolve()
+    shown = step.workdir.relative_to(step.workspace) if step.workdir.is_relative_to(step.workspace) else step.workdir
+    if not step.workdir.is_relative_to(step.workspace) or ".." in shown.parts:
+        raise WorkdirEscape(f"workdir '{shown}' is not inside the run's workspace: refused")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in shown.parts:
+            if part in ("", "."):
+                continue
+            with suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                raise WorkdirEscape(f"workdir '{shown}': cannot open '{part}' ({exc.strerror}): refused") from exc
+            os.close(fd)
+            fd = inner
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if not real.is_relative_to(root):
+                raise WorkdirEscape(
+                    f"workdir '{shown}' leads to {real} (through a symlink), outside the run's workspace: refused"
+                )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _kill_and_remove(group: StepGroup) -> None:
+    group.kill()
+    group.remove()
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

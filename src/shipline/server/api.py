@@ -23,7 +23,7 @@ from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import parse_line
 from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
-from shipline.store.repositories import Repository, Role, Token, Trigger
+from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
 
@@ -253,6 +253,10 @@ def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
     server = _server(request)
     out = []
     for repo in server.state.list_repositories():
+        if not repo.pipeline:
+            out.append(PipelineOut(name="", repository=repo.name, file="", params={}, tasks=[],
+                                   problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit"))
+            continue
         try:
             p = server.dispatcher.pipelines.load(repo.pipeline)
         except ShiplineError as exc:
@@ -279,7 +283,10 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(description="Path on the server of the pipeline file to run.")
+    pipeline: str = Field(default="", description=(
+        "The pipeline file to run: a path relative to the server's pipelines folder ($SHIPLINE_PIPELINES_ROOT, "
+        "default $SHIPLINE_HOME/pipelines), none outside it; empty (gitea, github): the repository's own "
+        ".shipline/pipeline.yaml at each event's commit."))
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -305,9 +312,16 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
              summary="Register a repository (and its trigger rules)")
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
-    server.dispatcher.pipelines.load(body.pipeline)  # a broken file is refused now (422 with its problems), not at the first event
+    if not body.pipeline:
+        if body.forge not in ("gitea", "github"):
+            raise UsageError(f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API")
+        pipeline = ""
+    else:
+        pipeline = confine_pipeline(body.pipeline, server.settings.pipelines)  # before anything reads the file
+        server.dispatcher.pipelines.load(pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
-        name=body.name, url=body.url, forge=body.forge, secret=body.secret, pipeline=body.pipeline,
+        name=body.name, url=body.url, forge=body.forge, secret=body.secret,
+        pipeline=pipeline,
         default_branch=body.default_branch, poll_seconds=body.poll_seconds,
     )
     for rule in body.triggers:

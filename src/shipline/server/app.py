@@ -38,6 +38,7 @@ from shipline.server.auth import reader
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
 from shipline.server.guarding import Guard
+from shipline.server.notifying import CommitStatuses
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
@@ -79,6 +80,7 @@ class Server:
     metrics: Metrics
     dispatcher: Dispatcher
     runner: EngineThread
+    statuses: CommitStatuses
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
@@ -96,7 +98,8 @@ class Server:
         dispatcher = Dispatcher(
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
         )
-        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner)
+        statuses = CommitStatuses(settings, sql, state, owner=engine.owner)
+        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses)
 
     def cancel(self, run_id: int) -> None:
         """Cancel on the engine's own loop: its drivers live there."""
@@ -112,6 +115,8 @@ class Server:
     def known_pipelines(self) -> dict[str, tuple[Repository, ResolvedPipeline]]:
         out: dict[str, tuple[Repository, ResolvedPipeline]] = {}
         for repo in self.state.list_repositories():
+            if not repo.pipeline:
+                continue  # pipelines as code: known only at an event's commit
             with suppress(ShiplineError):
                 pipeline = self.dispatcher.pipelines.load(repo.pipeline)
                 out.setdefault(pipeline.name, (repo, pipeline))
@@ -206,6 +211,7 @@ class Server:
         environments_stop = asyncio.Event()
         helpers = [
             asyncio.create_task(self.metrics.watch(self.bus)),
+            asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.reconciler.run(environments_stop)),
             asyncio.create_task(self.reconciler.follow(self.bus)),
         ]

@@ -26,6 +26,7 @@ from shipline.engine.processes import owner_alive
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, ShiplineError
 from shipline.server.observing import Metrics
+from shipline.server.sourcing import FROM_REPOSITORY, RepoPipelines
 from shipline.store.repositories import Claim, Repository, ServerStore
 from shipline.triggers.events import EventKind, ForgeEvent
 from shipline.triggers.matching import Match, concurrency_key, event_params, match
@@ -49,7 +50,9 @@ class PipelineCache:
     parse it again and again.  Safe to share between threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root.resolve() if root is not None else None
+        """The server's pipelines folder: a file in it may use files anywhere in it, no further."""
         self._lock = threading.Lock()
         # path -> the files its last load read, with their digests, and what came of it
         self._cache: dict[Path, tuple[dict[Path, str], ResolvedPipeline | DefinitionError]] = {}
@@ -61,7 +64,8 @@ class PipelineCache:
             if hit is None or any(_digest(f) != d for f, d in hit[0].items()):
                 with recording_reads() as files:
                     try:
-                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p)
+                        inside = self.root is not None and p.resolve().is_relative_to(self.root)
+                        outcome: ResolvedPipeline | DefinitionError = load_pipeline(p, root=self.root if inside else None)
                     except DefinitionError as exc:
                         outcome = exc
                 hit = ({f: _digest(f) for f in files}, outcome)
@@ -95,6 +99,7 @@ class Dispatcher:
         metrics: Metrics,
         cancel: Callable[[int], object],
         wake: Callable[[], None],
+        repo_pipelines: RepoPipelines | None = None,
     ) -> None:
         self.engine = engine
         self.cancel = cancel
@@ -102,7 +107,8 @@ class Dispatcher:
         self.state = state
         self.bus = bus
         self.metrics = metrics
-        self.pipelines = PipelineCache()
+        self.pipelines = PipelineCache(engine.settings.pipelines)
+        self.repo_pipelines = repo_pipelines or RepoPipelines(engine.settings)
         self.loop: asyncio.AbstractEventLoop | None = None
         """The server's loop, whose bus `notify` publishes on."""
 
@@ -154,7 +160,10 @@ class Dispatcher:
             what = event.kind.value + (f" to {event.branch}" if event.branch else "") + (f" of {event.tag}" if event.tag else "")
             return Outcome("ignored", message=f"no trigger rule of {repo.name!r} fires for this {what}")
         chosen = matches[0]  # the first rule that fires decides: one event, one run
-        pipeline = self.pipelines.load(repo.pipeline)
+        if repo.pipeline == FROM_REPOSITORY:
+            pipeline = self.repo_pipelines.load(repo, event.sha or event.branch or event.tag or repo.default_branch)
+        else:
+            pipeline = self.pipelines.load(repo.pipeline)
         params = {k: v for k, v in chosen.params.items() if k in pipeline.params}
         key = concurrency_key(pipeline.name, event)
         trigger: dict[str, object] = {
@@ -167,6 +176,8 @@ class Dispatcher:
             "concurrency": chosen.rule.concurrency.value,
             "concurrency_key": key,
         }
+        if event.pr_from_fork:
+            trigger["secrets"] = "withheld"  # its code (and pipeline file) is anyone's: see engine/running.py
         cancelled = []
         if chosen.rule.concurrency is Concurrency.CANCEL:
             for run_id, other in self.state.active_runs(pipeline.name):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -24,7 +25,7 @@ from shipline.domain.urls import check_url, public_url, url_key
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
-from shipline.store.sql import ACTIVE, SqlStore, _utc, utcnow
+from shipline.store.sql import ACTIVE, ID_MAX, SqlStore, _utc, utcnow
 from shipline.store.tables import runs
 from shipline.triggers.rules import TriggerRule
 
@@ -104,6 +105,26 @@ class Token(BaseModel):
     last_used_at: datetime | None
 
 
+def confine_pipeline(path: str, root: Path) -> str:
+    """The absolute path of a pipeline file named relative to `root`; UsageError when it would leave `root`.
+
+    What the API registers: a remote operator names a file in the server's pipelines
+    folder, never any file the server can read (`/etc/passwd`, a key, a database).
+    """
+    if not path.strip() or "\0" in path:
+        raise UsageError("pipeline: give the path of a pipeline file, relative to the server's pipelines folder")
+    base = root.resolve()
+    resolved = (base / path).resolve()  # an absolute `path` replaces `base`, and is checked the same way
+    if not resolved.is_relative_to(base) or resolved == base:
+        raise UsageError(
+            f"pipeline {path!r} is outside the server's pipelines folder ({base}): put the file there and give "
+            "its path relative to it (the folder is $SHIPLINE_PIPELINES_ROOT, default $SHIPLINE_HOME/pipelines)"
+        )
+    if resolved.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"pipeline {path!r}: a pipeline file ends in .yaml or .yml")
+    return str(resolved)
+
+
 def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     if key is None:
@@ -162,8 +183,8 @@ class ServerStore:
         if forge not in FORGES:
             raise UsageError(f"forge {forge!r} is not one of {', '.join(FORGES)}")
         check_url(url)
-        if poll_seconds is not None and poll_seconds < 1:
-            raise UsageError("poll interval must be at least 1 second")
+        if poll_seconds is not None and not 1 <= poll_seconds <= 7 * 86400:
+            raise UsageError(f"poll interval {poll_seconds}s: give 1 second to 7 days (604800)")
         if forge != "git" and not secret:
             raise UsageError(f"a {forge} repository needs a webhook secret (the same one set on the forge's hook)")
         try:
@@ -193,6 +214,8 @@ class ServerStore:
         """By id or by name."""
         column = repositories.c.id if ref.isdigit() else repositories.c.name
         value: int | str = int(ref) if ref.isdigit() else ref
+        if isinstance(value, int) and not 1 <= value <= ID_MAX:
+            raise NotFound(f"no repository {ref!r} is registered (see `shipline repos list`)")
         with self._tx() as conn:
             row = conn.execute(select(repositories).where(column == value)).first()
         if row is None:
@@ -229,6 +252,8 @@ class ServerStore:
         return self.get_trigger(int(trigger_id))
 
     def get_trigger(self, trigger_id: int) -> Trigger:
+        if not 1 <= trigger_id <= ID_MAX:
+            raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
         with self._tx() as conn:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
@@ -364,6 +389,8 @@ class ServerStore:
         ]
 
     def revoke_token(self, token_id: int) -> None:
+        if not 1 <= token_id <= ID_MAX:
+            raise NotFound(f"no token {token_id} (see `shipline tokens list`)")
         with self._tx() as conn:
             result = conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id))
         if not result.rowcount:

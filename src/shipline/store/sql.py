@@ -283,6 +283,7 @@ class SqlStore:
         return int(run_id)
 
     def load_spec(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]]:
+        _check_id(run_id)
         with self.transaction() as conn:
             row = conn.execute(select(runs.c.spec, runs.c.params).where(runs.c.id == run_id)).first()
         if row is None:
@@ -360,6 +361,7 @@ class SqlStore:
     # --- reading ----------------------------------------------------------------------
 
     def get_run(self, run_id: int) -> RunRecord:
+        _check_id(run_id)
         records = self._records([run_id])
         if not records:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
@@ -380,7 +382,7 @@ class SqlStore:
         if status:
             query = query.where(runs.c.status == status)
         if before is not None:
-            query = query.where(runs.c.id < before)
+            query = query.where(runs.c.id < max(0, min(before, ID_MAX + 1)))
         with self.transaction() as conn:
             ids = [row.id for row in conn.execute(query)]
         return self._records(ids)
@@ -449,6 +451,7 @@ class SqlStore:
 
     def log_paths(self, run_id: int, task: str | None = None) -> list[tuple[str, int, int, str, str]]:
         """(task, attempt, step index, step name, log path) in the order the steps ran."""
+        _check_id(run_id)
         query = (
             select(step_runs.c.task, step_runs.c.attempt, step_runs.c.idx, step_runs.c.name, step_runs.c.log_path)
             .where(step_runs.c.run_id == run_id)
@@ -552,6 +555,7 @@ class SqlStore:
 
         Called by the recorder (`RunRecorder.request_cancel`), the one writer of run state.
         """
+        _check_id(run_id)
         now = utcnow()
         with self.transaction() as conn:
             row = conn.execute(select(runs.c.status, runs.c.owner).where(runs.c.id == run_id)).first()
@@ -714,6 +718,16 @@ class SqlStore:
         with self.transaction() as conn:
             result = conn.execute(runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(done)))
         return int(result.rowcount)
+
+
+ID_MAX = 2**31 - 1
+"""The largest id a row can have (a 32-bit INTEGER in PostgreSQL): a larger one names nothing."""
+
+
+def _check_id(run_id: int) -> None:
+    """A run id outside 1..ID_MAX is simply not there (and must not reach the driver, which would overflow)."""
+    if not 1 <= run_id <= ID_MAX:
+        raise NotFound(f"no run {run_id} (run ids are whole numbers from 1 to {ID_MAX}; see `shipline runs list`)")
 
 
 def host_name() -> str:

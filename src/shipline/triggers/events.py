@@ -73,6 +73,9 @@ class ForgeEvent:
     pr_merged: bool = False
     base_branch: str = ""
     """Pull request: the branch it merges into."""
+    pr_from_fork: bool = False
+    """Pull request: its head lives in another repository (a fork), whose author may be anyone.
+    Its runs get no secrets, and its pipeline file is the fork's."""
     sender: str = ""
     message: str = ""
     """The head commit's message, or the pull request's title."""
@@ -89,6 +92,8 @@ class ForgeEvent:
             out["pr_number"] = self.pr_number
             out["pr_action"] = self.pr_action.value if self.pr_action else ""
             out["pr_title"] = self.pr_title
+            if self.pr_from_fork:
+                out["fork"] = True
         if self.message:
             out["message"] = self.message[:500]
         return out

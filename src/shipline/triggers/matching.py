@@ -83,11 +83,12 @@ def fires(rule: TriggerRule, event: ForgeEvent) -> bool:
 def event_params(event: ForgeEvent, repo_url: str) -> dict[str, str]:
     """The params every triggered run is offered; a pipeline receives those it declares.
 
-    `event`, `repo_url`, `repository`, `revision` (the commit, or the branch when
-    the commit is not known), `branch`, `tag`, and for pull requests
-    `base_branch`, `pr_number`, `pr_action`.
+    `event`, `repo_url` and `url` (the repository), `repository` (owner/name),
+    `revision` (the commit, or the branch when the commit is not known), `branch`,
+    `tag`, and for pull requests `base_branch`, `pr_number` and `pr` (the same
+    number: the service archetype's name), `pr_action`.
     """
-    params = {"event": event.kind.value, "repo_url": repo_url, "repository": event.repo_name}
+    params = {"event": event.kind.value, "repo_url": repo_url, "url": repo_url, "repository": event.repo_name}
     if event.branch:
         params["branch"] = event.branch
     if event.tag:
@@ -98,6 +99,7 @@ def event_params(event: ForgeEvent, repo_url: str) -> dict[str, str]:
     if event.kind is EventKind.PULL_REQUEST:
         params["base_branch"] = event.base_branch
         params["pr_number"] = str(event.pr_number) if event.pr_number is not None else ""
+        params["pr"] = params["pr_number"]
         params["pr_action"] = event.pr_action.value if event.pr_action else ""
     return params
 

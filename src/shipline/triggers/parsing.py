@@ -193,6 +193,17 @@ def _github_like_pr(
     if not isinstance(pr, Mapping):
         raise UsageError("pull_request event without a `pull_request` object")
     action = actions.get(_text(payload, "action"), PullRequestAction.OTHER)
+    # A head repository that differs from the base, or is gone (a deleted fork: `repo: null`), is a fork.
+    head_repo = _text(pr, "head", "repo", "full_name")
+    base_repo = _text(pr, "base", "repo", "full_name") or _text(payload, "repository", "full_name")
+    head_id, base_id = _int(pr, "head", "repo_id"), _int(pr, "base", "repo_id")
+    if head_repo:
+        from_fork = head_repo.lower() != base_repo.lower()
+    elif head_id is not None and base_id is not None:
+        from_fork = head_id != base_id
+    else:
+        head = _get(pr, "head")
+        from_fork = isinstance(head, Mapping) and "repo" in head and head["repo"] is None
     return ForgeEvent(
         forge=forge.value,
         kind=EventKind.PULL_REQUEST,
@@ -203,6 +214,7 @@ def _github_like_pr(
         pr_action=action,
         pr_title=_text(pr, "title"),
         pr_merged=_get(pr, "merged") is True,
+        pr_from_fork=from_fork,
         message=_text(pr, "title"),
         **base,
     )
@@ -307,6 +319,7 @@ def parse_gitlab(event: str, payload: Mapping[str, Any]) -> ForgeEvent:
             pr_action=action,
             pr_title=_text(attrs, "title"),
             pr_merged=raw == "merge",
+            pr_from_fork=_int(attrs, "source_project_id") != _int(attrs, "target_project_id"),
             message=_text(attrs, "title"),
             **base,
         )

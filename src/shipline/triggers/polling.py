@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,16 +52,22 @@ async def ls_remote(url: str, timeout: float = 60.0) -> dict[str, str]:
     if url.startswith("-"):
         raise ToolError(f"repository URL {shown!r} starts with '-'; git would read it as an option")
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+    # Its own process group: git runs a helper per transport (git-remote-https), which
+    # must go with it on a timeout or when the server stops.
     proc = await asyncio.create_subprocess_exec(
         "git", "ls-remote", "--heads", "--tags", url,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        start_new_session=True,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError as exc:
-        proc.kill()
+        _kill_group(proc.pid)
         await proc.wait()
         raise ToolError(f"git ls-remote {shown} took longer than {timeout:g}s; is the forge reachable?") from exc
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)
+        raise
     if proc.returncode != 0:
         said = err.decode(errors="replace").replace(url, shown).strip()
         raise ToolError(f"git ls-remote {shown} failed ({proc.returncode}): {said[:500]}")
@@ -71,6 +79,11 @@ async def ls_remote(url: str, timeout: float = 60.0) -> dict[str, str]:
         elif ref not in refs:
             refs[ref] = sha
     return refs
+
+
+def _kill_group(pid: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def diff_refs(target: PollTarget, old: dict[str, str], new: dict[str, str]) -> list[tuple[ForgeEvent, str]]:

@@ -515,7 +515,7 @@ async function reposView(view) {
         h("h3", {}, repo.name, h("span", { class: "forge" }, repo.forge)),
         h("dl", {},
           h("dt", {}, "url"), h("dd", { class: "mono" }, repo.url),
-          h("dt", {}, "pipeline"), h("dd", { class: "mono" }, repo.pipeline),
+          h("dt", {}, "pipeline"), h("dd", { class: "mono" }, repo.pipeline || "the repository's .shipline/pipeline.yaml"),
           h("dt", {}, "default"), h("dd", {}, h("span", { class: "tag" }, repo.default_branch)),
           h("dt", {}, "webhook"), h("dd", {}, repo.forge === "git" ? "none (polled)" : `/hooks/${repo.forge}${r.has_secret ? " · signed" : ""}`),
           repo.poll_seconds ? [h("dt", {}, "poll"), h("dd", {}, `every ${repo.poll_seconds}s`)] : null,

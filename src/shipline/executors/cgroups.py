@@ -1,0 +1,219 @@
+"""A cgroup per step, so that no process a step starts outlives it.
+
+A process group is not enough: `setsid`, a daemonising tool or a double fork
+leaves it, and a killed engine leaves its steps' children running.  A cgroup
+holds every descendant whatever it does, and the kernel says which pids are in
+it.  Each step gets `<own cgroup>/shipline/<engine pid>-<start time>/run-<RUN>/<TASK>.<ATTEMPT>.<STEP>`
+in the first writable hierarchy of: cgroup v1 `freezer` (frozen before the
+kill, so nothing forks while it dies), v1 `pids`, the cgroup v2 tree.  The
+engine's name in the path lets a later engine find what a dead one left
+(`kill_run`).  Where none is writable, steps are tracked by process group
+only, and a warning says so once.
+
+Host-specific by nature: only the local executor and the engine's recovery use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+log = logging.getLogger("shipline.executors")
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+KILL_SECONDS = 5.0
+"""How long a kill may take before it gives up (a process in uninterruptible sleep)."""
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of `pid` in clock ticks since boot (from /proc): tells a process from a later one with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def engine_key(pid: int, start_time: str) -> str:
+    return f"{pid}-{start_time}"
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    kind: str
+    """`freezer`, `pids` (cgroup v1) or `v2`."""
+    base: Path
+    """`<own cgroup>/shipline` in that hierarchy: every step cgroup is below it."""
+
+
+def _own_path(controller: str | None) -> str | None:
+    """This process's cgroup in the hierarchy of `controller` (None: the v2 tree), from /proc/self/cgroup."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if (controller is None and controllers == "") or (controller is not None and controller in controllers.split(",")):
+            return path
+    return None
+
+
+@cache
+def hierarchy() -> Hierarchy | None:
+    """The hierarchy step cgroups go in, or None (and a warning) when none is writable here."""
+    for kind, mount, controller in (("freezer", "freezer", "freezer"), ("pids", "pids", "pids"), ("v2", "unified", None)):
+        own = _own_path(controller)
+        top = CGROUP_ROOT / mount if kind != "v2" or (CGROUP_ROOT / mount).is_dir() else CGROUP_ROOT
+        if own is None or not (top / "cgroup.procs").exists():
+            continue
+        base = top / own.lstrip("/") / "shipline"
+        try:
+            base.mkdir(exist_ok=True)
+            probe = base / f"probe-{os.getpid()}"
+            probe.mkdir(exist_ok=True)
+            probe.rmdir()
+        except OSError:
+            continue
+        return Hierarchy(kind, base)
+    log.warning(
+        "no writable cgroup hierarchy (v1 freezer or pids, or cgroup v2) under %s: a step's processes are "
+        "tracked by process group only, so one that calls setsid can outlive its step", CGROUP_ROOT,
+    )
+    return None
+
+
+class StepGroup:
+    """The cgroup of one step: made before the step starts, killed and removed when it ends."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+
+    @classmethod
+    def create(cls, run_id: int, task: str, attempt: int, index: int) -> StepGroup | None:
+        """A new, empty cgroup for this step of this engine; None where cgroups cannot be used."""
+        where = hierarchy()
+        if where is None:
+            return None
+        pid = os.getpid()
+        owner = engine_key(pid, process_start_time(pid) or "0")
+        path = where.base / owner / f"run-{run_id}" / f"{task}.{attempt}.{index}"
+        existed = path.is_dir()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot make the step's cgroup %s (%s): its processes are tracked by process group only", path, exc)
+            return None
+        group = cls(path, where.kind)
+        if existed:
+            group.kill()  # left at the same place by an earlier engine with our pid: start empty
+        return group
+
+    @property
+    def procs_file(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def pids(self) -> list[int]:
+        return _pids(self.path)
+
+    def signal(self, sig: signal.Signals) -> None:
+        for pid in self.pids():
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL every process in the group, and wait (a bounded time) until it is empty."""
+        _kill_tree(self.path, self.kind)
+
+    def remove(self) -> None:
+        """Remove the (killed) group, and its run's and engine's folders once they are empty."""
+        for path in (self.path, self.path.parent, self.path.parent.parent):
+            try:
+                path.rmdir()
+            except OSError:
+                return
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        text = (path / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _kill_tree(path: Path, kind: str) -> None:
+    """Kill every process in `path` and its child cgroups; freeze first where the freezer allows."""
+    groups = [Path(d) for d, _, _ in os.walk(path)] if path.is_dir() else []
+    if not any(_pids(g) for g in groups):
+        return  # the usual case at a step's end: nothing to freeze
+    frozen = kind == "freezer" and _freeze(path, "FROZEN")
+    deadline = time.monotonic() + KILL_SECONDS
+    try:
+        while True:
+            alive = [pid for g in groups for pid in _pids(g)]
+            if not alive:
+                return
+            if frozen and not _is_frozen(path):
+                _freeze(path, "FROZEN")  # a process moved in while it froze: freeze again
+            for pid in alive:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if frozen:
+                _freeze(path, "THAWED")  # killed frozen processes die once thawed
+                frozen = False
+            if time.monotonic() > deadline:
+                log.warning("processes %s in %s did not die within %ss", alive, path, KILL_SECONDS)
+                return
+            time.sleep(0.005)
+    finally:
+        if frozen:
+            _freeze(path, "THAWED")
+
+
+def _freeze(path: Path, state: str) -> bool:
+    try:
+        (path / "freezer.state").write_text(state)
+    except OSError:
+        return False
+    if state == "FROZEN":
+        for _ in range(200):
+            if _is_frozen(path):
+                break
+            time.sleep(0.002)
+    return True
+
+
+def _is_frozen(path: Path) -> bool:
+    try:
+        return (path / "freezer.state").read_text().strip() == "FROZEN"
+    except OSError:
+        return False
+
+
+def kill_run(owner_pid: int, owner_start_time: str, run_id: int) -> int:
+    """Kill what the steps of `run_id` under a (dead) engine left, remove their cgroups; how many processes there were."""
+    where = hierarchy()
+    if where is None:
+        return 0
+    run_dir = where.base / engine_key(owner_pid, owner_start_time) / f"run-{run_id}"
+    if not run_dir.is_dir():
+        return 0
+    count = sum(len(_pids(Path(d))) for d, _, _ in os.walk(run_dir))
+    _kill_tree(run_dir, where.kind)
+    for d, _, _ in sorted(os.walk(run_dir), key=lambda entry: -len(entry[0])):
+        with suppress(OSError):
+            Path(d).rmdir()
+    with suppress(OSError):
+        run_dir.parent.rmdir()
+    return count
