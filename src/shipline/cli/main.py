@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "API tokens for the server: `read` may look, `operator` may also change things.",
     ),
     "secrets": ("shipline.cli.secrets:secrets", "Secrets for pipelines: set, list, delete."),
+    "env": (
+        "shipline.cli.envs:env",
+        "Environments: a namespace or a cluster whose state lives in a git repository.",
+    ),
     "testbed": (
         "shipline.cli.testbed:testbed",
         "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",

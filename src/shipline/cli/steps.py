@@ -47,3 +47,14 @@ class LazySteps(ShiplineGroup):
 @click.group(cls=LazySteps)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+from shipline.cli.steps_cluster import env_apply, env_diff, env_prune, env_validate, env_verify  # noqa: E402
+from shipline.cli.steps_envs import env_render  # noqa: E402  (registered on the group above)
+
+step.add_command(env_render)
+step.add_command(env_validate)
+step.add_command(env_diff)
+step.add_command(env_apply)
+step.add_command(env_prune)
+step.add_command(env_verify)

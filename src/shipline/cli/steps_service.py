@@ -230,7 +230,7 @@ def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_fil
     """
     # Here, not at the top: the other step commands of this module need no HTTP client.
     from shipline.domain.artifacts import parse_registry
-    from shipline.integrations.manifests import withdraw as withdraw_tag
+    from shipline.integrations.withdrawals import withdraw as withdraw_tag
     from shipline.integrations.registries import load_auth_file
 
     if release_tag and Path(directory, ".git").exists():
