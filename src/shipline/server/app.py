@@ -209,10 +209,15 @@ class Server:
         triggers.start()
         await asyncio.to_thread(started.wait, 30)
         environments_stop = asyncio.Event()
-        helpers = [
-            asyncio.create_task(self.metrics.watch(self.bus)),
+        # These two end by themselves once told to stop; they work in threads, which
+        # must be done with the store before it is closed (a cancel does not stop a thread).
+        finishing = [
             asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.reconciler.run(environments_stop)),
+        ]
+        helpers = [
+            *finishing,
+            asyncio.create_task(self.metrics.watch(self.bus)),
             asyncio.create_task(self.reconciler.follow(self.bus)),
         ]
         self.ready = True
@@ -226,6 +231,8 @@ class Server:
             environments_stop.set()
             await asyncio.to_thread(self.runner.stop)
             await asyncio.to_thread(triggers.join, 30)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*finishing, return_exceptions=True), 30)
             for task in helpers:
                 await cancel_quietly(task)
             self.sql.close()
