@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint format lock bench clean
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency, transitive ones too, comes pinned with its hashes from requirements.lock
+# (`make lock` writes it again after a change to pyproject.toml).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -17,17 +20,25 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/shipline run examples/hello.yaml -p greeting=hello
 
-# Installs what the suite needs (Debian packages, Go-built tools), checks types and
-# layers, then runs every test.
-test: install
+# Lints (ruff, mypy, layers), installs what the suite needs (Debian packages, Go-built
+# tools), then runs every test.
+test: lint
 	$(BIN)/shipline testbed build
-	$(BIN)/mypy
-	$(BIN)/lint-imports
 	$(BIN)/pytest
 
+# ruff (lint and format), mypy (strict), the layers (import-linter).
 lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
