@@ -135,6 +135,14 @@ class StepGroup:
         """SIGKILL every process in the group, and wait (a bounded time) until it is empty."""
         _kill_tree(self.path, self.kind)
 
+    def occupied(self) -> bool:
+        """Some process is still in the group (or a group below it): `kill` has work to do.
+
+        Cheap (a read of `cgroup.procs`), so a caller on an event loop can ask
+        before handing the kill, which may wait, to a thread.
+        """
+        return any(_pids(Path(d)) for d, _, _ in os.walk(self.path))
+
     def remove(self) -> None:
         """Remove the (killed) group, and its run's and engine's folders once they are empty."""
         for path in (self.path, self.path.parent, self.path.parent.parent):
