@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from sqlalchemy import (
     Connection,
@@ -37,7 +37,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import (
     RunRecord,
     RunTransition,
@@ -51,6 +50,9 @@ from shipline.domain.runs import (
 from shipline.exceptions import NotFound, StoreError
 from shipline.store.files import make_private, private_dir, private_file
 from shipline.store.tables import outbox_cursors, run_events, runs, step_runs, task_runs
+
+if TYPE_CHECKING:  # imported where a definition is read back (`load_spec`): listing runs needs none
+    from shipline.domain.pipelines import ResolvedPipeline
 
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
@@ -292,6 +294,8 @@ class SqlStore:
             row = conn.execute(select(runs.c.spec, runs.c.params).where(runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
+        from shipline.domain.pipelines import ResolvedPipeline
+
         return ResolvedPipeline.model_validate(row.spec), dict(row.params)
 
     def _update(
