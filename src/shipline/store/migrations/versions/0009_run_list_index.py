@@ -6,14 +6,14 @@ keeps the row id in every index, so (status) served them there; PostgreSQL
 sorted every run of that status to hand back a page.  (status, id) serves
 both, and every query (status) served.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
