@@ -32,11 +32,8 @@ lint: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
-<<<<<<< HEAD
 	$(BIN)/python bench/server.py
-=======
 	$(BIN)/python bench/service.py
->>>>>>> main
 	$(BIN)/python bench/abuse.py
 
 clean:
