@@ -278,7 +278,11 @@ def main() -> None:
         print(f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}{r['overhead_ms_per_task']:>10}")
     picture = plot(results["curve"], args.out.parent / "engine-curve.png")
     if picture is not None:
-        print(f"plot: {picture}", file=sys.stderr)
+        # The README shows the curve: a copy outside the (ignored) results folder.
+        shown = Path(__file__).resolve().parent.parent / "docs" / "img" / "engine-curve.png"
+        shown.parent.mkdir(parents=True, exist_ok=True)
+        shown.write_bytes(picture.read_bytes())
+        print(f"plot: {picture} and {shown}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten: {args.out}", file=sys.stderr)

@@ -10,7 +10,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -18,10 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from shipline.cli.tracing import release_trace
-
-from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import RunRecord, RunStatus, TaskRecord, TaskStatus
 from shipline.engine.events import Event, Subscription
+
+if TYPE_CHECKING:
+    from shipline.domain.pipelines import ResolvedPipeline
 
 STYLE = {
     "pending": ("·", "dim"),

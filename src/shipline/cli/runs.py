@@ -14,11 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shipline.cli.pipelines import drive_with_progress, record_json
 from shipline.cli.progress import duration, status_text, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
-from shipline.engine import pruning
 from shipline.engine.logs import parse_line
 from shipline.exceptions import NotFound
 
@@ -44,7 +42,7 @@ def runs() -> None:
 @click.pass_obj
 def list_runs(wiring: Wiring, pipeline: str | None, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
     """The newest runs first."""
-    wiring.engine.recover()
+    wiring.recover()
     records = wiring.store.list_runs(pipeline=pipeline, status=status, limit=limit, before=before)
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
@@ -67,7 +65,9 @@ def list_runs(wiring: Wiring, pipeline: str | None, status: str | None, limit: i
 @click.pass_obj
 def show(wiring: Wiring, run_id: int, as_json: bool) -> None:
     """One run: its params, tasks, results and timings."""
-    wiring.engine.recover()
+    from shipline.cli.pipelines import record_json
+
+    wiring.recover()
     record = wiring.store.get_run(run_id)
     if as_json:
         click.echo(record_json(record))
@@ -147,6 +147,8 @@ def cancel(wiring: Wiring, run_id: int, wait: bool, as_json: bool) -> None:
     Finally tasks still run.  Works from any shell: the engine driving the run
     notices the request within a second.
     """
+    from shipline.cli.pipelines import record_json
+
     store = wiring.store
     record = store.get_run(run_id)
     if record.status.done:
@@ -173,6 +175,8 @@ def rerun(wiring: Wiring, run_id: int, as_json: bool) -> None:
     The definition is the one stored with the original run, so a rerun does
     what the original did even if the file changed since.
     """
+    from shipline.cli.pipelines import drive_with_progress
+
     new_id = wiring.engine.rerun(run_id, claim=True)
     click.echo(f"run {new_id}: rerun of run {run_id}", err=True)
     record = drive_with_progress(wiring, new_id, as_json)
@@ -239,6 +243,8 @@ def prune(
       shipline runs prune --pipeline nightly --json | jq .bytes_freed
       0 3 * * * shipline runs prune --older-than 14d   # crontab: every night
     """
+    from shipline.engine import pruning
+
     wiring.engine.recover()
     settings, store = wiring.settings, wiring.store
     chosen = pruning.prunable(

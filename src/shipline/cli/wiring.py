@@ -38,3 +38,14 @@ class Wiring:
 
         executor = LocalExecutor.from_settings(self.settings)
         return Engine(self.settings, self.store, executor, EventBus())
+
+    def recover(self) -> None:
+        """Finish what dead engines left (`Engine.recover`), building the engine only when some
+        run has a dead owner: `runs list` and `runs show` then import no engine at all."""
+        from datetime import UTC, datetime
+
+        from shipline.engine.processes import owner_alive
+
+        moment = datetime.now(UTC)
+        if any(not owner_alive(owner, heartbeat, moment) for _, owner, heartbeat in self.store.owned_active()):
+            self.engine.recover()

@@ -11,14 +11,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from shipline.domain import expressions as ex
-from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 from shipline.domain.urls import has_credentials, public_url
 from shipline.exceptions import UsageError
+
+if TYPE_CHECKING:  # records and the scheduler only name them: `runs list` need not build the definition models
+    from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 
 
 class RunStatus(StrEnum):

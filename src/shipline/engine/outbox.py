@@ -14,6 +14,7 @@ therefore idempotent (set a status, open-or-update a pull request).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from shipline.domain.runs import RunTransition
@@ -27,24 +28,53 @@ class OutboxReader:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.batch = batch
+        self._position: int | None = None
+        """Where the cursor is, while this process surely holds the lease (until `_renew_at`)."""
+        self._renew_at = 0.0
+
+    def _lease(self) -> int | None:
+        """The cursor's position, taking or renewing the lease when half of it has passed.
+
+        Between renewals nobody else can take the lease, so the position this
+        process last wrote is the cursor's: a poll that finds nothing new costs
+        one read, not a write.
+        """
+        if self._position is not None and time.monotonic() < self._renew_at:
+            return self._position
+        taken = time.monotonic()
+        self._position = self.store.lease_cursor(self.consumer, self.owner, self.lease_seconds)
+        self._renew_at = taken + self.lease_seconds / 2
+        return self._position
 
     def poll(self, handle: Callable[[RunTransition], None]) -> int:
         """Hand each new transition to `handle`, in order; how many were handled.
 
         0 when another process holds this consumer's lease.  If `handle` raises,
         the cursor stays before that transition and the error goes to the caller,
-        which polls again later.
+        which polls again later.  The cursor moves once per batch (one write, not
+        one per transition); a process killed mid-batch hands that batch again
+        after restart (delivery is at least once).
         """
-        position = self.store.lease_cursor(self.consumer, self.owner, self.lease_seconds)
+        position = self._lease()
         if position is None:
             return 0
         handled = 0
-        for transition in self.store.transitions_after(position, self.batch):
-            handle(transition)
-            if not self.store.advance_cursor(self.consumer, self.owner, transition.id):
-                break  # the lease ran out and another process took over: it goes on from our last position
-            handled += 1
+        last = position
+        try:
+            for transition in self.store.transitions_after(position, self.batch):
+                handle(transition)
+                last = transition.id
+                handled += 1
+                if time.monotonic() >= self._renew_at:
+                    break  # a long batch (slow handlers): move the cursor and renew the lease before going on
+        finally:
+            if last != position:
+                if self.store.advance_cursor(self.consumer, self.owner, last):
+                    self._position = last
+                else:
+                    self._position = None  # the lease ran out and another process took over: it goes on from there
         return handled
 
     def close(self) -> None:
+        self._position = None
         self.store.release_cursor(self.consumer, self.owner)

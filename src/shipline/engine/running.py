@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote, urlsplit
 
 from shipline.domain import expressions as ex
@@ -171,7 +171,7 @@ class Engine:
         """
         self.recover()
         self._wakeup = asyncio.Event()
-        running: set[asyncio.Task[RunRecord]] = set()
+        running: set[asyncio.Task[RunRecord | None]] = set()
         while not stop.is_set():
             self._wakeup.clear()  # before looking: a wake() during the look is not lost
             # A little more than the task slots, so a replica keeps its slots busy
@@ -180,7 +180,7 @@ class Engine:
             try:
                 for run_id in self.store.next_queued(capacity) if capacity else []:
                     if self.store.claim(run_id, self.owner):
-                        task = asyncio.create_task(self._drive_claimed(run_id))
+                        task = asyncio.create_task(self._drive_claimed(run_id, record=False))
                         running.add(task)
                         task.add_done_callback(running.discard)
                         task.add_done_callback(_report_failure)
@@ -199,7 +199,14 @@ class Engine:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def _drive_claimed(self, run_id: int) -> RunRecord:
+    @overload
+    async def _drive_claimed(self, run_id: int) -> RunRecord: ...
+    @overload
+    async def _drive_claimed(self, run_id: int, record: Literal[False]) -> None: ...
+
+    async def _drive_claimed(self, run_id: int, record: bool = True) -> RunRecord | None:
+        """Drive a run this engine has claimed; its final record, unless `record` is False
+        (the worker loop does not read it: loading it would cost a query per run)."""
         pipeline, params = self.store.load_spec(run_id)
         driver = _RunDriver(self, run_id, pipeline, params)
         self._drivers[run_id] = driver
@@ -208,7 +215,7 @@ class Engine:
             await driver.go()
         finally:
             del self._drivers[run_id]
-        return self.store.get_run(run_id)
+        return self.store.get_run(run_id) if record else None
 
     def cancel(self, run_id: int) -> RunRecord:
         """Cancel a run: directly when this engine drives it, else through the store."""
@@ -648,7 +655,7 @@ def forge_credentials(settings: Settings) -> dict[str, str]:
     return {"git-credentials": "\n".join(lines) + "\n" if lines else ""}
 
 
-def _report_failure(task: asyncio.Task[RunRecord]) -> None:
+def _report_failure(task: asyncio.Task[RunRecord | None]) -> None:
     """A run's driver that failed is said in the log (never `Task exception was never retrieved`)."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("a run's driver stopped: %s: %s", exc.__class__.__name__, exc)

@@ -15,6 +15,7 @@ Host-specific by nature: only the local executor and the engine's recovery use i
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -105,9 +106,7 @@ class StepGroup:
         where = hierarchy()
         if where is None:
             return None
-        pid = os.getpid()
-        owner = engine_key(pid, process_start_time(pid) or "0")
-        path = where.base / owner / f"run-{run_id}" / f"{task}.{attempt}.{index}"
+        path = _engine_dir(where.base, os.getpid()) / f"run-{run_id}" / f"{task}.{attempt}.{index}"
         existed = path.is_dir()
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -135,13 +134,41 @@ class StepGroup:
         """SIGKILL every process in the group, and wait (a bounded time) until it is empty."""
         _kill_tree(self.path, self.kind)
 
+    def occupied(self) -> bool:
+        """Some process is still in the group (or a group below it): `kill` has work to do.
+
+        Cheap (a read of `cgroup.procs`), so a caller on an event loop can ask
+        before handing the kill, which may wait, to a thread.
+        """
+        return any(_pids(Path(d)) for d, _, _ in os.walk(self.path))
+
     def remove(self) -> None:
-        """Remove the (killed) group, and its run's and engine's folders once they are empty."""
-        for path in (self.path, self.path.parent, self.path.parent.parent):
+        """Remove the (killed) group, and its run's folder once it is empty.
+
+        The engine's folder stays while the engine lives (a cgroup's mkdir and
+        rmdir cost the kernel more than the step `true` itself); it goes when
+        the process exits, or, if it was killed, with the recovery of its runs.
+        """
+        for path in (self.path, self.path.parent):
             try:
                 path.rmdir()
             except OSError:
                 return
+
+
+@cache
+def _engine_dir(base: Path, pid: int) -> Path:
+    """`base/<pid>-<start time>`: this engine's folder, named once per process (a forked child is
+    another engine) and removed, when empty, as the process exits."""
+    path = base / engine_key(pid, process_start_time(pid) or "0")
+    atexit.register(_remove_if_empty, path, pid)
+    return path
+
+
+def _remove_if_empty(path: Path, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child that inherited the handler
+        with suppress(OSError):
+            path.rmdir()
 
 
 def _pids(path: Path) -> list[int]:

@@ -158,7 +158,12 @@ class LocalExecutor:
             finally:
                 os.close(workdir)
                 if group is not None:
-                    await asyncio.to_thread(_kill_and_remove, group)
+                    # Usually the step left nothing behind: then removing its cgroup is a few
+                    # rmdirs, done here rather than through a thread.
+                    if group.occupied():
+                        await asyncio.to_thread(_kill_and_remove, group)
+                    else:
+                        group.remove()
                 size = _output_size(step)
                 output = _take_output(step, self.max_output_bytes)
             outputs.append(output)
@@ -261,7 +266,7 @@ class LocalExecutor:
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
-            if group is not None:
+            if group is not None and group.occupied():
                 await asyncio.to_thread(group.kill)
             await _drain(proto)
             code = transport.get_returncode()

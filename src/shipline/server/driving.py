@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TypeVar
 
-from shipline.engine.events import EventBus
+from shipline.engine.events import Event, EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import ShiplineError
 
@@ -68,12 +68,21 @@ class EngineThread:
                 pass
 
     async def _forward(self, server_loop: asyncio.AbstractEventLoop) -> None:
+        """Hand the engine's events to the server's bus, in order, as many at a time as have
+        come: one wake-up of the server's loop per batch, not one per event."""
         with self.engine.bus.subscribe(maxsize=50_000) as sub:
             async for event in sub:
+                batch = [event]
+                while not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
                 try:
-                    server_loop.call_soon_threadsafe(self.server_bus.publish, event)
+                    server_loop.call_soon_threadsafe(self._publish, batch)
                 except RuntimeError:  # the server's loop is closing
                     return
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.server_bus.publish(event)
 
     def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run `fn` on the engine's loop (what touches its running drivers must) and return its result."""

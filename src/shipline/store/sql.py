@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from sqlalchemy import (
     Connection,
@@ -37,7 +37,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import (
     RunRecord,
     RunTransition,
@@ -52,6 +51,9 @@ from shipline.exceptions import NotFound, StoreError
 from shipline.store.files import make_private, private_dir, private_file
 from shipline.store.tables import outbox_cursors, run_events, runs, step_runs, task_runs
 
+if TYPE_CHECKING:  # imported where a definition is read back (`load_spec`): listing runs needs none
+    from shipline.domain.pipelines import ResolvedPipeline
+
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
 
@@ -59,6 +61,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands datetimes back without a zone; they were written in UTC.
     if value is not None and value.tzinfo is None:
@@ -288,6 +294,8 @@ class SqlStore:
             row = conn.execute(select(runs.c.spec, runs.c.params).where(runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"no run {run_id} (see `shipline runs list`)")
+        from shipline.domain.pipelines import ResolvedPipeline
+
         return ResolvedPipeline.model_validate(row.spec), dict(row.params)
 
     def _update(
@@ -391,7 +399,7 @@ class SqlStore:
         if not ids:
             return []
         with self.transaction() as conn:
-            run_rows = conn.execute(select(runs).where(runs.c.id.in_(ids))).all()
+            run_rows = conn.execute(select(*_RECORD_COLUMNS).where(runs.c.id.in_(ids))).all()
             task_rows = conn.execute(
                 select(task_runs).where(task_runs.c.run_id.in_(ids)).order_by(task_runs.c.position)
             ).all()
@@ -400,10 +408,12 @@ class SqlStore:
                 .where(step_runs.c.run_id.in_(ids))
                 .order_by(step_runs.c.attempt, step_runs.c.idx)
             ).all()
+        # Rows the store wrote itself, of the types the records declare: built without
+        # validating them again (a page of runs is hundreds of records).
         steps: dict[tuple[int, str], list[StepRecord]] = {}
         for s in step_rows:
             steps.setdefault((s.run_id, s.task), []).append(
-                StepRecord(
+                StepRecord.model_construct(
                     index=s.idx,
                     name=s.name,
                     attempt=s.attempt,
@@ -416,7 +426,7 @@ class SqlStore:
         tasks: dict[int, list[TaskRecord]] = {}
         for t in task_rows:
             tasks.setdefault(t.run_id, []).append(
-                TaskRecord(
+                TaskRecord.model_construct(
                     name=t.name,
                     status=TaskStatus(t.status),
                     results=t.results,
@@ -431,7 +441,7 @@ class SqlStore:
             )
         by_id = {}
         for r in run_rows:
-            by_id[r.id] = RunRecord(
+            by_id[r.id] = RunRecord.model_construct(
                 id=r.id,
                 pipeline=r.pipeline,
                 status=RunStatus(r.status),
@@ -719,6 +729,10 @@ class SqlStore:
             result = conn.execute(runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(done)))
         return int(result.rowcount)
 
+
+_RECORD_COLUMNS = [c for c in runs.c if c.name != "spec"]
+"""What a run record shows: every column but the definition (`load_spec` reads that), which is
+the largest value of a row and would be decoded only to be thrown away."""
 
 ID_MAX = 2**31 - 1
 """The largest id a row can have (a 32-bit INTEGER in PostgreSQL): a larger one names nothing."""

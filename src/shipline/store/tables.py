@@ -40,7 +40,7 @@ runs = Table(
     Column("results", JSON, nullable=True),
     Column("concurrency_group", String(255), nullable=True),
     Column("holds_group", Boolean, nullable=False, default=False),
-    Index("ix_runs_status", "status"),
+    Index("ix_runs_status_id", "status", "id"),
     Index("ix_runs_concurrency_group", "concurrency_group", "status"),
     Index("ix_runs_pipeline", "pipeline", "id"),
 )
