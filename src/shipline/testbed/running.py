@@ -217,7 +217,7 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
     if any(s.name == "kwok" for s in wanted):
         _ensure_nodes(layout, timeout, report)
     if any(s.name == "kubelet" for s in wanted):
-        node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=node_since)
+        node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=0.0 if "kubelet" in running else node_since)
     if any(s.name == "gitea" for s in wanted):
         _ensure_gitea_token(layout, state, report)
         _save_state(layout, state)
