@@ -109,6 +109,9 @@ def real_node(testbed: Testbed, kubeconfig: Path) -> str:
     reason = node.unavailable_reason(testbed.layout)
     if reason and "containerd" not in {s.name for s in running.status(testbed.layout) if s.pid is not None}:
         pytest.fail(f"the real node cannot run here: {reason}", pytrace=False)
+    error = node.error_file(testbed.layout)
+    if error.exists():
+        pytest.fail(f"the real node did not come up: {error.read_text().strip()}", pytrace=False)
     return nodeconfigs.NODE_NAME
 
 

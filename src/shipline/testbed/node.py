@@ -38,6 +38,11 @@ def node_dir(layout: Layout) -> Path:
     return layout.home / "node"
 
 
+def error_file(layout: Layout) -> Path:
+    """Why the node did not come up at the last `up` (absent when it did)."""
+    return node_dir(layout) / "error.txt"
+
+
 def socket(layout: Layout) -> Path:
     return layout.run / "containerd" / "containerd.sock"
 

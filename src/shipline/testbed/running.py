@@ -187,7 +187,8 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
 
     env = dict(environ)
     done: set[str] = set()
-    node_since = time.time()
+    node_wanted = [s for s in wanted if s.name in node.NODE_SERVICES]
+    wanted = [s for s in wanted if s.name not in node.NODE_SERVICES]
     for spec in wanted:
         missing = [n for n in spec.needs if n not in done and any(w.name == n for w in wanted)]
         for need in missing:
@@ -198,26 +199,14 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
             continue
         if spec.name == "gitea":
             _prepare_gitea(layout, state, spec, report)
-        if spec.name == "containerd":
-            if not _part_ready(layout, IMAGES_PART):
-                raise UsageError(f"the real node needs the base images: run `{_build_hint(IMAGES_PART)}`")
-            node.prepare(layout, state.ports, report)
-        run_as = _service_user() if spec.run_as_service_user and os.geteuid() == 0 else None
-        spec_env = {**env, **dict(spec.env)}
-        if run_as is not None:
-            spec_env.update(HOME=str(Path(state.gitea_root) / "home"), USER=run_as.user)
-        start_detached(
-            spec.argv, pidfile=layout.pidfile(spec.name), log=layout.log(spec.name),
-            env=spec_env, cwd=spec.cwd or layout.home, run_as=run_as,
-        )
-        report(f"{spec.name}: started on 127.0.0.1:{spec.port} (log: {layout.log(spec.name)})")
+        _start(layout, state, spec, env, report)
     for spec in wanted:
         if spec.name not in done:
             _wait_healthy(layout, spec, timeout, report)
     if any(s.name == "kwok" for s in wanted):
         _ensure_nodes(layout, timeout, report)
-    if any(s.name == "kubelet" for s in wanted):
-        node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=0.0 if "kubelet" in running else node_since)
+    if node_wanted:
+        _up_node(layout, state, node_wanted, running, env, timeout, report)
     if any(s.name == "gitea" for s in wanted):
         _ensure_gitea_token(layout, state, report)
         _save_state(layout, state)
@@ -228,6 +217,45 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
         out.write(configs.env_file(env_values(layout, state)))
     report(f"testbed is up in {time.monotonic() - start:.1f}s; `eval \"$(shipline testbed env)\"` to use it")
     return state
+
+
+def _start(layout: Layout, state: State, spec: ServiceSpec, env: Mapping[str, str], report: Report) -> None:
+    run_as = _service_user() if spec.run_as_service_user and os.geteuid() == 0 else None
+    spec_env = {**env, **dict(spec.env)}
+    if run_as is not None:
+        spec_env.update(HOME=str(Path(state.gitea_root) / "home"), USER=run_as.user)
+    start_detached(
+        spec.argv, pidfile=layout.pidfile(spec.name), log=layout.log(spec.name),
+        env=spec_env, cwd=spec.cwd or layout.home, run_as=run_as,
+    )
+    report(f"{spec.name}: started on 127.0.0.1:{spec.port} (log: {layout.log(spec.name)})")
+
+
+def _up_node(layout: Layout, state: State, specs: list[ServiceSpec], running: set[str], env: Mapping[str, str],
+             timeout: float, report: Report) -> None:
+    """Start the real node; if it cannot come up, stop it again and keep the reason, so that
+    the rest of the testbed still serves (and the tests that need the node say why not)."""
+    since = 0.0 if "kubelet" in running else time.time()
+    error = node.error_file(layout)
+    try:
+        if not _part_ready(layout, IMAGES_PART):
+            raise UsageError(f"the real node needs the base images: run `{_build_hint(IMAGES_PART)}`")
+        for spec in specs:
+            if spec.name in running:
+                report(f"{spec.name}: already running on 127.0.0.1:{spec.port}")
+                continue
+            if spec.name == "containerd":
+                node.prepare(layout, state.ports, report)
+            _start(layout, state, spec, env, report)
+            _wait_healthy(layout, spec, timeout, report)
+        node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=since)
+    except (ToolError, UsageError) as exc:
+        report(f"node: did not come up, stopping it: {exc}")
+        _down(layout, False, lambda line: None, set(node.NODE_SERVICES))
+        error.parent.mkdir(parents=True, exist_ok=True)
+        error.write_text(str(exc) + "\n")
+        return
+    error.unlink(missing_ok=True)
 
 
 def _write_files(layout: Layout, state: State, wanted: list[ServiceSpec], report: Report) -> None:
@@ -459,6 +487,8 @@ def status(layout: Layout) -> list[ServiceStatus]:
             result.append(ServiceStatus(spec.name, spec.port, False, None, False, no_node, str(layout.log(spec.name))))
             continue
         healthy, detail = probe(spec, layout.pki / "ca.crt", timeout=1.0) if built else (False, "")
+        if spec.name in node.NODE_SERVICES and pid is None and node.error_file(layout).exists():
+            detail = "node did not come up: " + node.error_file(layout).read_text().strip()
         result.append(ServiceStatus(spec.name, spec.port, built, pid, healthy, detail, str(layout.log(spec.name))))
     kubelet = next((s for s in result if s.name == "kubelet"), None)
     if kubelet is not None and kubelet.pid is not None:
