@@ -30,7 +30,7 @@ def test_status_json_shows_every_built_service_healthy(testbed: Testbed) -> None
     assert set(services) == {
         "registry", "gitea", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
         # The real node: its services, and the node as the API server sees it.
-        "containerd", "kubelet", "kube-proxy", "node/shipline-node",
+        "containerd", "kubelet", "kube-proxy", "node/shipline-node", "coredns",
     }
     assert services["node/shipline-node"]["detail"].startswith("Ready v1.34.4")
     for name, service in services.items():

@@ -181,3 +181,30 @@ def test_down_puts_the_host_back_and_up_brings_the_node_again(
         running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
     ready = _kubectl(kubectl, kubeconfig, "get", "node", real_node, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
     assert ready == "True"
+
+
+def test_pods_resolve_service_names_through_the_cluster_dns(
+    kubectl: Path, kubeconfig: Path, real_node: str, testbed: Testbed, namespace: str
+) -> None:
+    testbed.require("coredns")
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "named", "namespace": namespace},
+        "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]},
+    }
+    _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=json.dumps(service))
+    cluster_ip = _kubectl(kubectl, kubeconfig, "-n", namespace, "get", "service", "named", "-o", "jsonpath={.spec.clusterIP}")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "resolver", "namespace": namespace},
+        "spec": {**ON_REAL_NODE, "restartPolicy": "Never", "containers": [{
+            "name": "run", "image": testbed.env["SHIPLINE_RUNNER_IMAGE"],
+            "command": ["bash", "-c", "getent hosts named; getent hosts kubernetes.default"],
+        }]},
+    }
+    _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=json.dumps(pod))
+    _kubectl(
+        kubectl, kubeconfig, "-n", namespace, "wait", "pod/resolver", "--for=jsonpath={.status.phase}=Succeeded",
+        "--timeout=120s",
+    )
+    lines = [line.split() for line in _kubectl(kubectl, kubeconfig, "-n", namespace, "logs", "resolver").splitlines()]
+    assert [line[0] for line in lines] == [cluster_ip, nodeconfigs.API_SERVICE_IP]
+    assert lines[0][1] == f"named.{namespace}.svc.cluster.local"

@@ -44,6 +44,7 @@ CLIENTS: tuple[ClientIdentity, ...] = (
     ClientIdentity("kubelet", "system:node:shipline-node", ("system:nodes",)),
     ClientIdentity("kube-proxy", "system:kube-proxy"),
     # The API server's own identity towards kubelets (logs, exec, port-forward).
+    ClientIdentity("coredns", "system:coredns"),
     ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 

@@ -20,13 +20,15 @@ from pathlib import Path
 
 from shipline.exceptions import ToolError
 from shipline.testbed import certs, nodeconfigs
+from shipline.testbed.building import is_built
 from shipline.testbed.images import push_images
 from shipline.testbed.layout import Layout
+from shipline.testbed.parts import COREDNS
 from shipline.testbed.nodeconfigs import API_SERVICE_IP, BRIDGE, NODE_NAME, POD_GATEWAY, POD_SUBNET
 
 Report = Callable[[str], None]
 
-NODE_SERVICES = ("containerd", "kubelet", "kube-proxy")
+NODE_SERVICES = ("containerd", "coredns", "kubelet", "kube-proxy")
 IPTABLES = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle", "raw")
 OWN_CHAIN = "SHIPLINE-NODE"
@@ -164,7 +166,12 @@ def _write_configs(layout: Layout, ports: Mapping[str, int], node_ip: str) -> No
     (directory / "kubelet.json").write_text(
         nodeconfigs.kubelet_config(
             node_ip=node_ip, port=ports["kubelet"], healthz_port=ports["kubelet-healthz"], pki=layout.pki,
-            socket=socket(layout), pod_logs=layout.data("pod-logs"),
+            socket=socket(layout), pod_logs=layout.data("pod-logs"), cluster_dns=is_built(layout, COREDNS.name),
+        )
+    )
+    (directory / "Corefile").write_text(
+        nodeconfigs.corefile(
+            node_ip=node_ip, health_port=ports["coredns"], kubeconfig=layout.pki / "coredns.kubeconfig"
         )
     )
     (directory / "kube-proxy.json").write_text(

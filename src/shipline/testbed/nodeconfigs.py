@@ -122,7 +122,8 @@ def cni_config(ipam_dir: Path) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def kubelet_config(*, node_ip: str, port: int, healthz_port: int, pki: Path, socket: Path, pod_logs: Path) -> str:
+def kubelet_config(*, node_ip: str, port: int, healthz_port: int, pki: Path, socket: Path, pod_logs: Path,
+                   cluster_dns: bool = False) -> str:
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -150,6 +151,8 @@ def kubelet_config(*, node_ip: str, port: int, healthz_port: int, pki: Path, soc
         "failSwapOn": False,
         "protectKernelDefaults": False,
         "clusterDomain": CLUSTER_DOMAIN,
+        # CoreDNS runs on the host, on the node's address (when the coredns part is built).
+        "clusterDNS": [node_ip] if cluster_dns else [],
         "podLogsDir": str(pod_logs),
         "registerWithTaints": [{"key": REAL_NODE_TAINT, "value": "true", "effect": "NoSchedule"}],
         "serializeImagePulls": False,
@@ -178,3 +181,45 @@ def kube_proxy_config(*, kubeconfig: Path, node_ip: str, healthz_port: int, metr
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
     }
     return json.dumps(config, indent=2) + "\n"
+
+
+def corefile(*, node_ip: str, health_port: int, kubeconfig: Path) -> str:
+    """Cluster DNS for the node's pods: Service and pod names under cluster.local, nothing else
+    (no forwarding: pods have nowhere else to go)."""
+    return f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {node_ip}
+    errors
+    health 127.0.0.1:{health_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 30
+}}
+"""
+
+
+COREDNS_RBAC = {
+    "apiVersion": "v1",
+    "kind": "List",
+    "items": [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}],
+        },
+    ],
+}
+"""What CoreDNS's `kubernetes` plugin reads, granted to its client certificate's user."""

@@ -14,6 +14,7 @@ KUBERNETES_VERSION = "v1.34.4"
 
 HELM_VERSION = "v3.19.5"
 KWOK_VERSION = "v0.7.0"
+COREDNS_VERSION = "v1.14.7"
 # v1.27.3 needs gitea.dev/actions-proto-go@v0.6.0, gitea.dev/sdk@v1.1.0 and
 # gitlab.com/gitlab-org/api/client-go/v2@v2.42.0, which the module proxy here refuses (403).
 GITEA_VERSION = "v1.26.0"
@@ -132,6 +133,15 @@ KUBELET = GoPart(
     packages=("k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-proxy"),
 )
 
+COREDNS = GoPart(
+    # Cluster DNS for the real node's pods, run on the host, bound to the node's address.
+    name="coredns",
+    module="github.com/coredns/coredns",
+    version=COREDNS_VERSION,
+    programs=("coredns",),
+    packages=("github.com/coredns/coredns",),
+)
+
 GITEA = GoPart(
     name="gitea",
     module="code.gitea.io/gitea",
@@ -142,7 +152,7 @@ GITEA = GoPart(
     cgo=True,
 )
 
-GO_PARTS: tuple[GoPart, ...] = (HELM, KWOK, KUBERNETES, GITEA, KUBELET)
+GO_PARTS: tuple[GoPart, ...] = (HELM, KWOK, KUBERNETES, GITEA, KUBELET, COREDNS)
 """In build order: the quick ones first, so a failure there shows before the long build."""
 
 IMAGES_PART = "images"

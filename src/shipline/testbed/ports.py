@@ -28,6 +28,7 @@ OFFSETS: dict[str, int] = {
     "kubelet": 10,
     "kube-proxy": 11,
     "kube-proxy-metrics": 12,
+    "coredns": 13,
 }
 
 

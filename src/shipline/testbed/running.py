@@ -246,6 +246,8 @@ def _up_node(layout: Layout, state: State, specs: list[ServiceSpec], running: se
                 continue
             if spec.name == "containerd":
                 node.prepare(layout, state.ports, report)
+            if spec.name == "coredns":
+                kubectl(layout, "apply", "-f", "-", stdin=json.dumps(nodeconfigs.COREDNS_RBAC))
             _start(layout, state, spec, env, report)
             _wait_healthy(layout, spec, timeout, report)
         node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=since)

@@ -223,6 +223,15 @@ def node_specs(layout: Layout, ports: dict[str, int], programs: dict[str, Path])
             needs=("registry", "kube-apiserver"),
         ),
         ServiceSpec(
+            name="coredns",
+            part="coredns",
+            program=programs["coredns"],
+            argv=(str(programs["coredns"]), "-conf", str(node / "Corefile")),
+            port=ports["coredns"],
+            health_url=f"http://127.0.0.1:{ports['coredns']}/health",
+            needs=("kube-apiserver",),
+        ),
+        ServiceSpec(
             name="kubelet",
             part="kubelet",
             program=programs["kubelet"],
