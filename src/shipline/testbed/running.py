@@ -251,6 +251,12 @@ def _up_node(layout: Layout, state: State, specs: list[ServiceSpec], running: se
             _start(layout, state, spec, env, report)
             _wait_healthy(layout, spec, timeout, report)
         node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=since)
+        apiserver = running_pid(layout.pidfile("kube-apiserver"), "kube-apiserver")
+        if apiserver is not None and b"--kubelet-client-certificate" not in Path(f"/proc/{apiserver}/cmdline").read_bytes():
+            report(
+                "node: kube-apiserver was started before the testbed had a real node, so `kubectl logs/exec` "
+                "on the node are refused; restart it: `shipline testbed down && shipline testbed up`"
+            )
     except (ToolError, UsageError) as exc:
         report(f"node: did not come up, stopping it: {exc}")
         _down(layout, False, lambda line: None, set(node.NODE_SERVICES))
