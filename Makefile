@@ -32,6 +32,7 @@ lint: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/service.py
 	$(BIN)/python bench/abuse.py
 
 clean:

@@ -2,11 +2,14 @@
 
     ShiplineError                 exit 1, HTTP 500
     ├── UsageError                exit 2, HTTP 400   bad flags, bad params
-    │   └── DefinitionError       exit 2, HTTP 422   a pipeline file with problems
+    │   ├── DefinitionError       exit 2, HTTP 422   a pipeline file with problems
+    │   └── ManifestError         exit 2, HTTP 422   manifests a cluster rejects (all of them listed)
     ├── NotFound                  exit 2, HTTP 404   no such run, task or file
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
     ├── ToolError                 exit 1, HTTP 502   an external tool (git, helm, go, apt) failed
+    │   └── RegistryError         exit 1, HTTP 502   an OCI registry is unreachable or refused a push
+    ├── ClusterError              exit 1, HTTP 502   a Kubernetes API server refused or is unreachable
     └── ForgeError                exit 1, HTTP 502   a forge's API (Gitea, GitHub) refused or is unreachable
 
 Each class carries its CLI exit code and HTTP status, so the edges convert
@@ -67,6 +70,29 @@ class StoreError(ShiplineError):
 
 
 class ToolError(ShiplineError):
+    http_status = 502
+
+
+class RegistryError(ToolError):
+    """An OCI registry is unreachable, wants credentials, or refused a push."""
+
+
+class ManifestError(UsageError):
+    """Kubernetes objects that cannot be applied as written: bad YAML, a kind the
+    cluster does not know, a field the API server rejects.  Every problem is listed."""
+
+    http_status = 422
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} object{'s' if count != 1 else ''} rejected, nothing applied:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class ClusterError(ShiplineError):
+    """The Kubernetes API server refused a request (credentials, conflicts) or could not be reached."""
+
     http_status = 502
 
 

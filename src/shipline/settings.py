@@ -124,6 +124,10 @@ class Settings(BaseModel):
     """A step that writes more than this to $SHIPLINE_OUTPUT fails, saying so
     ($SHIPLINE_STEP_OUTPUT_MAX_BYTES).  Results are short values: put files in the workspace."""
 
+    env_poll_seconds: float = Field(default=30.0, gt=0)
+    """How often the server reads the branch head of each `sync: auto` environment; a webhook
+    from the environment repository makes it look at once ($SHIPLINE_ENV_POLL_SECONDS)."""
+
     pipelines_root: Path | None = None
     """The folder on the server that pipeline files registered over HTTP must be in
     ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
@@ -191,6 +195,7 @@ _ENV = {
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
+    "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
     "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
     "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
     "SHIPLINE_API_MAX_BYTES": "api_max_bytes",

@@ -563,6 +563,33 @@ def test_an_engine_drives_the_run_it_claimed_at_submit(engine: Engine, write: Ca
     assert record.status == RunStatus.SUCCEEDED
 
 
+def test_a_failed_task_says_why_and_keeps_what_it_reported(run_pipeline: RunFn) -> None:
+    record = run_pipeline(
+        """
+        name: failing-tests
+        tasks:
+          - name: test
+            steps:
+              - name: run tests
+                run: |
+                  echo "tests-failed=2" >> "$SHIPLINE_OUTPUT"
+                  echo "undeclared=x" >> "$SHIPLINE_OUTPUT"
+                  echo "2 of 5 tests failed: test_a, test_b" >&2
+                  echo "   "
+                  exit 1
+            results: [tests-failed, tests-passed]
+          - name: after
+            steps: [{run: 'echo "${{ tasks.test.results.tests-failed }}"'}]
+        """
+    )
+    assert record.status == RunStatus.FAILED
+    task = record.task("test")
+    assert task.message == "step 'run tests' exited with code 1: 2 of 5 tests failed: test_a, test_b"
+    # Shown with the failure, but only what was declared; other tasks never see it.
+    assert task.results == {"tests-failed": "2"}
+    assert record.task("after").status == TaskStatus.SKIPPED
+
+
 def test_an_engine_driven_from_successive_event_loops_keeps_its_slots(engine: Engine, write: Callable[..., Path]) -> None:
     # More tasks than slots wait on the slot semaphore; a second asyncio.run must not find it bound to the first loop.
     width = engine.settings.max_parallel * 3

@@ -29,10 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "API tokens for the server: `read` may look, `operator` may also change things.",
     ),
     "secrets": ("shipline.cli.secrets:secrets", "Secrets for pipelines: set, list, delete."),
+    "env": (
+        "shipline.cli.envs:env",
+        "Environments: a namespace or a cluster whose state lives in a git repository.",
+    ),
     "testbed": (
         "shipline.cli.testbed:testbed",
         "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",
     ),
+    "init": ("shipline.cli.init:init", "Start a new repository from a template."),
     "step": (
         "shipline.cli.steps:step",
         "Commands the catalog's tasks run inside their steps (not for interactive use).",
@@ -75,6 +80,10 @@ def main(ctx: click.Context) -> None:
     State lives under $SHIPLINE_HOME (default ~/.shipline); set
     SHIPLINE_DATABASE_URL=postgresql://... to keep it in PostgreSQL.
     """
+    if ctx.invoked_subcommand in ("step", "init"):
+        # No settings, store or engine: a `shipline step` runs inside a step, several
+        # times per run, and pydantic's import alone is a tenth of a second of CPU.
+        return
     from shipline.cli.wiring import Wiring  # builds (and imports) the engine only when a command asks
 
     ctx.obj = Wiring()

@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from shipline.cli.tracing import release_trace
+
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.runs import RunRecord, RunStatus, TaskRecord, TaskStatus
 from shipline.engine.events import Event, Subscription
@@ -176,8 +178,13 @@ def summary(record: RunRecord, console: Console) -> None:
     table.add_column("results / message", overflow="fold")
     for task in record.tasks:
         table.add_row(task.name + (" (finally)" if task.is_finally else ""), status_text(task.status.value),
-                      duration(task.started_at, task.finished_at), _task_detail(task))
+                      duration(task.started_at, task.finished_at), Text(_task_detail(task)))
     console.print(table)
+    # The run's own results in full (digests are copied from here), then what they trace.
+    for name, value in record.results.items():
+        console.print(Text(f"result      {name}={value}"), soft_wrap=True)
+    if trace := release_trace(record.results):
+        console.print(Text(f"release     {trace}", style="bold"), soft_wrap=True)
     style = STYLE[record.status.value][1]
     took = duration(record.started_at, record.finished_at)
     line = Text.assemble((f"run {record.id} {record.status.value}", f"bold {style}"), f" in {took}")

@@ -529,6 +529,7 @@ class _RunDriver:
         base_env.update({k: ex.render(v, ctx) for k, v in self.pipeline.env.items()})
         base_env.update({k: ex.render(v, ctx) for k, v in task.env.items()})
         message = ""
+        failed_results: dict[str, str] = {}
         for attempt in range(1, task.retries + 2):
             invocation = self._invocation(task, attempt, base_env, step_ctx)
             self.recorder.task_started(task.name, attempt)
@@ -553,11 +554,14 @@ class _RunDriver:
                         return TaskStatus.SUCCEEDED, results, ""
                 else:
                     message = outcome.message
+                    # What the steps reported before failing (a test task's counts and
+                    # failing names) is what a person looks at first; keep it.
+                    failed_results = _partial_results(task, outcome.outputs)
             if attempt <= task.retries:
                 self.recorder.task_retrying(task.name, attempt, message)
         if task.retries:
             message = f"{message} (after {task.retries + 1} attempts)"
-        return TaskStatus.FAILED, {}, message
+        return TaskStatus.FAILED, failed_results, message
 
     def _invocation(
         self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]
@@ -627,7 +631,11 @@ def _all_secrets(pipeline: ResolvedPipeline) -> list[str]:
 
 def forge_credentials(settings: Settings) -> dict[str, str]:
     """Secrets shipline offers without `secrets set`: `git-credentials`, a git credential-store
-    file for the configured forges, when a token is set (a stored secret of that name wins)."""
+    file for the configured forges (a stored secret of that name wins).
+
+    Always offered, empty when no forge token is set: a catalog pipeline can hand it to
+    git unconditionally, and still clone a public or local repository on a machine
+    with no token (an empty store is no credential at all)."""
     lines = []
     if settings.gitea_url and settings.gitea_token:
         parts = urlsplit(settings.gitea_url)
@@ -637,7 +645,7 @@ def forge_credentials(settings: Settings) -> dict[str, str]:
     if settings.github_token:
         token = quote(settings.github_token.get_secret_value(), safe="")
         lines.append(f"https://x-access-token:{token}@github.com")
-    return {"git-credentials": "\n".join(lines) + "\n"} if lines else {}
+    return {"git-credentials": "\n".join(lines) + "\n" if lines else ""}
 
 
 def _report_failure(task: asyncio.Task[RunRecord]) -> None:
@@ -668,3 +676,14 @@ def _collect_results(
             f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT"
         )
     return {k: v for k, v in results.items() if k in task.results}, ""
+
+
+def _partial_results(task: ResolvedTask, outputs: tuple[str, ...]) -> dict[str, str]:
+    """The declared results a failed attempt's steps wrote (shown with the failure, never used by other tasks)."""
+    results: dict[str, str] = {}
+    for text in outputs:
+        try:
+            results.update(parse_output(text))
+        except OutputError:
+            continue
+    return {k: v for k, v in results.items() if k in task.results}

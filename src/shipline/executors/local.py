@@ -96,6 +96,29 @@ class _StepProtocol(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
+class _LastLine:
+    """A listener that also keeps the last non-empty line a step printed, for the failure message."""
+
+    LIMIT = 300
+
+    def __init__(self, inner: StepListener) -> None:
+        self.inner = inner
+        self.last_line = ""
+
+    def step_started(self, index: int, pid: int | None) -> None:
+        self.last_line = ""
+        self.inner.step_started(index, pid)
+
+    def step_log(self, index: int, line: str, partial: bool = False) -> None:
+        if line.strip():
+            text = line.strip()
+            self.last_line = text if len(text) <= self.LIMIT else text[: self.LIMIT - 3] + "..."
+        self.inner.step_log(index, line, partial)
+
+    def step_finished(self, index: int, exit_code: int | None, status: StepEnd) -> None:
+        self.inner.step_finished(index, exit_code, status)
+
+
 class LocalExecutor:
     def __init__(
         self, kill_grace_seconds: float = 5.0, max_log_bytes: int = 50 * 1024 * 1024, max_output_bytes: int = 1024 * 1024
@@ -109,6 +132,7 @@ class LocalExecutor:
         return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
+        watched = _LastLine(listener)
         outputs: list[str] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + invocation.timeout if invocation.timeout else None
@@ -130,7 +154,7 @@ class LocalExecutor:
                 return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
             try:
-                code, status = await self._run_step(step, listener, group, workdir, limit, what)
+                code, status = await self._run_step(step, watched, group, workdir, limit, what)
             finally:
                 os.close(workdir)
                 if group is not None:
@@ -151,7 +175,9 @@ class LocalExecutor:
             if status == "timed out":
                 return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", tuple(outputs))
             if status != "succeeded":
-                return TaskOutcome(False, f"step '{step.name}' exited with code {code}", tuple(outputs))
+                # The step's last words usually say why (a catalog step ends with the cause).
+                said = f": {watched.last_line}" if watched.last_line else ""
+                return TaskOutcome(False, f"step '{step.name}' exited with code {code}{said}", tuple(outputs))
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(

@@ -26,11 +26,14 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from shipline import __version__
 from shipline.domain.pipelines import ResolvedPipeline
+from shipline.domain.environments import Environment
 from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
-from shipline.server import api, hooks, streaming
+from shipline.gitops.reconciling import Reconciler
+from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
+from shipline.server import api, environments, hooks, streaming
 from shipline.server.auth import reader
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
@@ -38,6 +41,7 @@ from shipline.server.guarding import Guard
 from shipline.server.notifying import CommitStatuses
 from shipline.server.observing import Metrics, cancel_quietly
 from shipline.settings import Settings
+from shipline.store.environments import EnvironmentStore
 from shipline.store.repositories import Repository, ServerStore
 from shipline.store.sql import SqlStore
 from shipline.triggers.events import EventKind, ForgeEvent
@@ -80,6 +84,7 @@ class Server:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
+    reconciler: Reconciler | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Server:
@@ -116,6 +121,23 @@ class Server:
                 pipeline = self.dispatcher.pipelines.load(repo.pipeline)
                 out.setdefault(pipeline.name, (repo, pipeline))
         return out
+
+    # --- environments (GitOps) ----------------------------------------------------------
+
+    @property
+    def environments(self) -> EnvironmentStore:
+        return EnvironmentStore(self.sql)
+
+    def submit_environment(self, env: Environment, action: Action, revision: str, last_verified: str) -> int:
+        """Queue a run of an environment's pipeline (the reconciler's and the API's one way in)."""
+        creds = git_credentials_available(self.settings, self.engine.secrets)
+        pipeline = self.dispatcher.pipelines.load(str(write_definition(self.settings.home, env, git_credentials=creds)))
+        params = run_params(action, revision=revision, last_verified=last_verified)
+        trigger: dict[str, object] = {"source": "gitops", "environment": env.name, "action": action.value, "revision": revision}
+        run_id = self.engine.submit(pipeline, params, trigger=trigger)
+        self.runner.poke()
+        self.dispatcher.notify(run_id, "queued", pipeline.name)
+        return run_id
 
     # --- what the poller and the scheduler need -----------------------------------------
 
@@ -177,14 +199,26 @@ class Server:
         self.stopping = asyncio.Event()
         self.dispatcher.loop = asyncio.get_running_loop()
         self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
+        self.reconciler = Reconciler(
+            self.sql, self.environments, self.engine.secrets, self.engine.workspace, self.submit_environment,
+            poll_seconds=self.settings.env_poll_seconds, tick=self.settings.poll_tick_seconds,
+        )
         self.runner.start(asyncio.get_running_loop())
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
         triggers.start()
         await asyncio.to_thread(started.wait, 30)
-        helpers = [
-            asyncio.create_task(self.metrics.watch(self.bus)),
+        environments_stop = asyncio.Event()
+        # These two end by themselves once told to stop; they work in threads, which
+        # must be done with the store before it is closed (a cancel does not stop a thread).
+        finishing = [
             asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
+            asyncio.create_task(self.reconciler.run(environments_stop)),
+        ]
+        helpers = [
+            *finishing,
+            asyncio.create_task(self.metrics.watch(self.bus)),
+            asyncio.create_task(self.reconciler.follow(self.bus)),
         ]
         self.ready = True
         log.info("server ready", extra={"version": __version__, "database": self.sql._where(), "home": str(self.settings.home)})
@@ -194,8 +228,11 @@ class Server:
             self.ready = False
             self.stopping.set()
             stop.set()
+            environments_stop.set()
             await asyncio.to_thread(self.runner.stop)
             await asyncio.to_thread(triggers.join, 30)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*finishing, return_exceptions=True), 30)
             for task in helpers:
                 await cancel_quietly(task)
             self.sql.close()
@@ -266,6 +303,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     app.include_router(hooks.router)
     app.include_router(streaming.router)
     app.include_router(api.router)
+    app.include_router(environments.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

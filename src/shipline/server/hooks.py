@@ -8,6 +8,10 @@ a hostile body (huge, deeply nested) costs one HMAC, not a parse.  The body
 was already bounded while it arrived (see `guarding`), and everything that
 blocks (SQL, decryption, YAML) runs in a worker thread, off the event loop.
 
+A push to an environment's repository and branch (see `shipline env`), signed
+with that environment's secret `env-NAME-webhook`, makes the GitOps controller
+read the branch head at once; nothing else in the payload is used.
+
 Answers: 202 with the runs started, 200 for a ping, a redelivery or an event
 no rule wants, 401 for a bad or missing signature, 404 for a signed payload
 that names a repository not registered with that secret, 400 for a body that
@@ -24,8 +28,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from shipline.exceptions import ShiplineError, UsageError
+from shipline.domain.environments import Environment
 from shipline.domain.urls import url_key
+from shipline.exceptions import ShiplineError, UsageError
 from shipline.store.repositories import Repository
 from shipline.triggers.events import EventKind, Forge
 from shipline.triggers.parsing import PARSERS, decode
@@ -65,7 +70,8 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
                 verdicts[secret] = verify(forge, secret, body, delivery.signature)
             if verdicts[secret]:
                 verified.append(repo)
-    if not verified:
+    environments = _signed_environments(server, forge, body, delivery.signature)
+    if not verified and not environments:
         count("unauthorized")
         what = "missing" if delivery.signature is None else "does not match the webhook secret of a registered repository"
         log.warning("webhook refused", extra={"forge": forge.value, "delivery": delivery.delivery_id, "reason": what})
@@ -81,7 +87,19 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
         count("bad_request")
         return _answer(400, "bad_request", str(exc))
     keys = {url_key(u) for u in event.repo_urls if u}
+    poked = [
+        e.name for e in environments
+        if event.kind is EventKind.PUSH and url_key(e.repo) in keys and event.branch == e.branch
+    ]
+    if poked and server.reconciler is not None:
+        server.reconciler.poke(poked)
     named = [r for r in verified if url_key(r.url) in keys]
+    if not named and poked:
+        count("started")
+        return _answer(
+            202, "started", f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
+            environments=poked, delivery=delivery.delivery_id,
+        )
     if not named:
         if event.kind is EventKind.PING and not event.repo_urls:
             count("ping")
@@ -109,8 +127,24 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
     message = "; ".join(o.message for _, o in outcomes)
     return _answer(
         202 if result == "started" else 200, result, message,
-        runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes],
+        runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes], environments=poked,
     )
+
+
+def _signed_environments(server: Any, forge: Forge, body: bytes, signature: str | None) -> list[Environment]:
+    """Environments whose webhook secret (`env-NAME-webhook`) signed this body.
+
+    An environment without that secret takes no webhooks: it follows its branch by polling.
+    """
+    if signature is None or server.reconciler is None:
+        return []
+    secrets = server.engine.secrets
+    signed = []
+    for stored in server.environments.all():
+        name = f"env-{stored.name}-webhook"
+        if not secrets.missing([name]) and verify(forge, secrets.reveal([name])[name], body, signature):
+            signed.append(stored.environment)
+    return signed
 
 
 @router.post("/hooks/github", summary="GitHub webhook (push, pull_request, ping)")

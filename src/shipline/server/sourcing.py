@@ -105,7 +105,7 @@ class RepoPipelines:
             if not (pinned and (where / PIPELINE_PATH).is_file()):
                 self._fetch(repo, ref, where)
             try:
-                return load_pipeline(where / PIPELINE_PATH)
+                return load_pipeline(where / PIPELINE_PATH, root=where)  # the copy has no .git: its top is the root
             except DefinitionError as exc:
                 # Name the file as the repository has it, not our copy's path.
                 shown = f"{repo.name}@{ref[:12]}:"

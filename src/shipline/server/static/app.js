@@ -155,6 +155,8 @@ function route() {
   let m;
   document.querySelectorAll("nav a").forEach((a) => a.classList.remove("active"));
   if ((m = hash.match(/^#\/runs\/(\d+)/))) { $('[data-nav="runs"]').classList.add("active"); runView(view, Number(m[1])); }
+  else if ((m = hash.match(/^#\/environments\/([a-z0-9-]+)/))) { $('[data-nav="environments"]').classList.add("active"); envView(view, m[1]); }
+  else if (hash.startsWith("#/environments")) { $('[data-nav="environments"]').classList.add("active"); envsView(view); }
   else if (hash.startsWith("#/repos")) { $('[data-nav="repos"]').classList.add("active"); reposView(view); }
   else if (hash.startsWith("#/secrets")) { $('[data-nav="secrets"]').classList.add("active"); secretsView(view); }
   else { $('[data-nav="runs"]').classList.add("active"); runsView(view); }
@@ -357,6 +359,57 @@ function graph(run, selected, onSelect) {
   return h("div", { class: "graph-wrap" }, svg);
 }
 
+/* --- a run's own results: what a service run released, traceable and copyable ---------- */
+
+async function copyText(value) {
+  try {
+    await navigator.clipboard.writeText(value);
+  } catch (_) {
+    // Plain-HTTP dashboards have no clipboard API: fall back to a selection copy.
+    const area = h("textarea", { class: "offscreen", readonly: true });
+    area.value = value;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  toast(`copied ${value.length > 40 ? value.slice(0, 37) + "..." : value}`);
+}
+
+function copyButton(value, label) {
+  return h("button", { class: "ghost small copy", type: "button", title: `Copy ${label}`, "aria-label": `Copy ${label}`,
+    "data-copy": value, onclick: (e) => { e.stopPropagation(); copyText(value); } }, "copy");
+}
+
+/* A page of the repository on its forge (Gitea, GitHub, GitLab all serve /commit/SHA), for http(s) URLs only. */
+function forgePage(url, path) {
+  if (!/^https?:\/\/[^\s]+$/i.test(url || "")) return null;
+  return url.replace(/\.git$/, "").replace(/\/+$/, "") + path;
+}
+
+function renderRelease(box, run) {
+  const r = run.results || {};
+  const names = Object.keys(r);
+  box.hidden = !names.length;
+  if (!names.length) return;
+  const url = (run.params || {}).url || "";
+  const link = (text, href) => href ? h("a", { href, target: "_blank", rel: "noopener" }, text) : h("span", {}, text);
+  const steps = [];
+  if (r.commit) steps.push(h("span", { class: "hop" }, "commit ", link(r.commit.slice(0, 12), forgePage(url, `/commit/${r.commit}`))));
+  if ("tag" in r) steps.push(h("span", { class: "hop" }, r.tag ? ["tag ", link(r.tag, forgePage(url, `/releases/tag/${encodeURIComponent(r.tag)}`))] : "no tag (pre-release)"));
+  if (r["image-digest"]) steps.push(h("span", { class: "hop" }, "image ", h("code", { title: `${r.image}@${r["image-digest"]}` }, r["image-digest"].slice(0, 19) + "…")));
+  if (r["chart-version"]) steps.push(h("span", { class: "hop" }, "chart ", h("b", {}, r["chart-version"])));
+  const trace = steps.length > 1 ? h("div", { class: "trace" }, steps.flatMap((x, i) => i ? [h("span", { class: "arrow" }, "→"), x] : [x])) : null;
+  const copyable = (k, v) => k.endsWith("digest") || k === "commit" || k === "image" || k === "chart" || k === "version" || k === "tag";
+  const rows = names.map((k) => {
+    const v = r[k];
+    const shown = k === "image" && r["image-digest"] ? `${v}@${r["image-digest"]}` : v;
+    return h("tr", { "data-result": k }, h("td", {}, k), h("td", { class: "v" }, shown),
+      h("td", { class: "act" }, v && copyable(k, v) ? copyButton(shown, k) : null));
+  });
+  box.replaceChildren(h("h2", {}, "Release"), trace, h("table", { class: "run-results" }, h("tbody", {}, rows)));
+}
+
 function runView(view, id) {
   const state = { run: null, selected: null, lines: [], follow: true };
   const head = h("div", { class: "panel pad" });
@@ -366,8 +419,9 @@ function runView(view, id) {
   const logPre = h("div", { class: "log", id: "log", role: "log", "aria-label": "logs" });
   const showAll = h("button", { class: "ghost small", type: "button", onclick: () => select(null) }, "All tasks");
   const results = h("div", { class: "panel pad results", hidden: true });
+  const release = h("div", { class: "panel pad section release", id: "release", hidden: true });
   view.append(
-    head, graphBox,
+    head, release, graphBox,
     h("div", { class: "split" }, taskList,
       h("div", { class: "panel logs" }, h("div", { class: "bar" }, logTitle, h("span", { class: "spacer" }), showAll), logPre)),
     results,
@@ -429,7 +483,8 @@ function runView(view, id) {
         h("li", {}, h("span", { title: st.name }, `${st.index + 1}. ${st.name}`),
           h("span", {}, st.status === "running" ? "running" : (st.exit_code !== null && st.exit_code !== 0 ? `exit ${st.exit_code}` : dur(elapsed(st.started_at, st.finished_at))))))) : null,
     );
-    taskList.replaceChildren(...main.map(item), fin.length ? h("div", { class: "finally-label" }, "finally") : null, ...fin.map(item));
+    taskList.replaceChildren(...main.map(item), ...(fin.length ? [h("div", { class: "finally-label" }, "finally")] : []), ...fin.map(item));
+    renderRelease(release, run);
     const withResults = run.tasks.filter((x) => Object.keys(x.results || {}).length);
     results.hidden = !withResults.length;
     results.replaceChildren(h("h2", {}, "Results"), h("table", {}, h("tbody", {},
@@ -531,6 +586,94 @@ async function reposView(view) {
       h("td", {}, d.run_ids.map((i) => h("a", { href: `#/runs/${i}`, onclick: (e) => e.stopPropagation() }, `#${i} `))),
     )));
   } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
+}
+
+/* --- environments (GitOps) ------------------------------------------------------------ */
+
+const SYNC_CLASS = { Synced: "s-succeeded", OutOfSync: "s-queued" };
+const HEALTH_CLASS = { Healthy: "s-succeeded", Progressing: "s-running", Degraded: "s-failed", Missing: "s-cancelled" };
+const OUTCOME_CLASS = { verified: "s-succeeded", "rolled-back": "s-queued", failed: "s-failed" };
+function pill(text, cls, attr) { return h("span", { class: `status ${cls || ""}`, [attr]: text }, text); }
+function shortSha(sha) { return sha ? h("span", { class: "tag", title: sha }, sha.slice(0, 12)) : h("span", { class: "muted" }, "none"); }
+
+function envTarget(e) { return e.cluster ? "the whole cluster" : `namespace ${e.namespace}`; }
+
+async function envsView(view) {
+  const grid = h("div", { class: "repos section", id: "env-grid" });
+  view.append(h("div", { class: "row" }, h("h1", {}, "Environments")),
+    h("p", { class: "muted" }, "Each environment is a namespace or a cluster whose desired state is a git branch. ",
+      "Declare them in a file and register it: ", h("code", {}, "shipline env apply environments.yaml")), grid);
+  try {
+    const items = await api.get("/api/v1/environments");
+    if (!items.length) grid.append(h("div", { class: "panel empty" }, "No environments yet: ", h("code", {}, "shipline env apply FILE")));
+    for (const item of items) {
+      const e = item.environment, st = item.status;
+      grid.append(h("div", { class: "panel pad repo env-card", "data-env": e.name, onclick: () => { location.hash = `#/environments/${e.name}`; } },
+        h("h3", {}, h("a", { href: `#/environments/${e.name}` }, e.name), h("span", { class: "forge" }, e.sync === "auto" ? "auto sync" : "manual sync")),
+        h("div", { class: "row" }, pill(st.sync, SYNC_CLASS[st.sync], "data-sync"), pill(st.health, HEALTH_CLASS[st.health], "data-health")),
+        h("dl", {},
+          h("dt", {}, "target"), h("dd", {}, envTarget(e)),
+          h("dt", {}, "repo"), h("dd", { class: "mono" }, `${e.repo} @ ${e.branch}`),
+          h("dt", {}, "head"), h("dd", {}, shortSha(st.commit)),
+          h("dt", {}, "applied"), h("dd", {}, shortSha(st.applied_commit)),
+        ),
+        h("p", { class: "muted env-message" }, st.message)));
+    }
+  } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
+}
+
+async function envView(view, name) {
+  const head = h("div", { class: "panel pad" });
+  const rows = h("tbody", { id: "env-history" });
+  view.append(h("div", { class: "row" }, h("a", { href: "#/environments" }, "Environments"), h("span", { class: "muted" }, "/"), h("h1", {}, name)),
+    h("div", { class: "section" }, head),
+    h("div", { class: "panel section" }, h("div", { class: "pad" }, h("h2", {}, "History")),
+      h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["when", "action", "commit", "outcome", "applied", "run", "message", ""].map((c) => h("th", {}, c)))), rows)));
+  const operator = api.role === "operator";
+
+  async function act(path, body, what) {
+    try {
+      const res = await api.post(`/api/v1/environments/${name}/${path}`, body);
+      toast(`${what}: run ${res.run} queued`);
+      location.hash = `#/runs/${res.run}`;
+    } catch (e) { toast(e.message); }
+  }
+  async function load() {
+    const data = await api.get(`/api/v1/environments/${name}`);
+    const e = data.environment, st = data.status;
+    head.replaceChildren(
+      h("div", { class: "run-head" },
+        h("div", { class: "title" }, pill(st.sync, SYNC_CLASS[st.sync], "data-sync"), pill(st.health, HEALTH_CLASS[st.health], "data-health")),
+        h("div", { class: "spacer" }),
+        operator ? h("div", { class: "row" },
+          h("button", { class: "primary small", type: "button", id: "env-sync", onclick: () => act("sync", {}, "sync") }, "Sync now"),
+          h("button", { class: "danger small", type: "button", id: "env-rollback",
+            onclick: () => { if (confirm(`Roll ${name} back to the verified commit before the applied one?`)) act("rollback", {}, "rollback"); } }, "Roll back"))
+          : h("span", { class: "muted" }, "Sign in as an operator to sync or roll back")),
+      h("div", { class: "facts" },
+        h("span", {}, "target ", h("b", {}, envTarget(e))),
+        h("span", {}, "repo ", h("b", { class: "mono" }, `${e.repo} @ ${e.branch}`)),
+        h("span", {}, "head ", shortSha(st.commit)),
+        h("span", {}, "applied ", shortSha(st.applied_commit)),
+        h("span", {}, "self-heal ", h("b", {}, e["self-heal"] ? "on" : "off")),
+        h("span", {}, "verify within ", h("b", {}, `${e["verify-timeout"]}s`))),
+      h("p", { class: "env-message" }, st.message));
+    rows.replaceChildren(...(data.history.length ? data.history.map((x) => h("tr", { "data-entry": x.id, "data-outcome": x.outcome },
+      h("td", { class: "muted", title: x.created_at }, ago(x.created_at)),
+      h("td", {}, x.action),
+      h("td", {}, shortSha(x.commit)),
+      h("td", {}, pill(x.outcome, OUTCOME_CLASS[x.outcome], "data-status")),
+      h("td", {}, shortSha(x.applied_commit)),
+      h("td", {}, x.run_id ? h("a", { href: `#/runs/${x.run_id}` }, `#${x.run_id}`) : ""),
+      h("td", { class: "msg", title: x.message }, x.message),
+      h("td", {}, operator && x.verified && x.commit !== st.applied_commit
+        ? h("button", { class: "ghost small", type: "button", onclick: (ev) => { ev.stopPropagation(); if (confirm(`Roll ${name} back to ${x.commit.slice(0, 12)}?`)) act("rollback", { to: x.commit }, "rollback"); } }, "Roll back to this")
+        : ""),
+    )) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, `Never synced: shipline env sync ${name}`))]));
+  }
+  try { await load(); } catch (e) { view.append(h("p", { class: "error" }, e.message)); return; }
+  const off = live.on((kind, data) => { if (kind === "run" && !ACTIVE.has(data.status)) setTimeout(() => load().catch(() => {}), 1000); });
+  cleanup.push(off);
 }
 
 /* --- secrets -------------------------------------------------------------------------- */

@@ -1,0 +1,269 @@
+"""The GitOps controller inside `shipline serve`: environments follow their branches and heal.
+
+For every registered environment it
+
+- syncs, when `sync: auto`, each new head of the branch: found by polling
+  (`git ls-remote`, every `env_poll_seconds`) or at once when a verified
+  webhook for the repository pokes it;
+- watches the objects the last sync applied (a Kubernetes watch per kind,
+  label-selected, not a poll of everything) and, when one drifts from the
+  rendered state (a hand edit, a deletion), marks the environment OutOfSync
+  with what changed, and with `self-heal: true` applies the same commit again;
+- writes each finished environment run into the history, whoever started it.
+
+Runs go through the engine like any other (a concurrency group per
+environment keeps them apart); this loop only decides when to start one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipline.domain.environments import Environment, FieldChange, Outcome, diff_fields
+from shipline.domain.objects import ObjectRef, ref_of
+from shipline.domain.runs import RunStatus
+from shipline.engine.events import EventBus
+from shipline.exceptions import ShiplineError
+from shipline.gitops.syncing import Action, active_run, record_unrecorded
+from shipline.integrations.clusters import Cluster, Desired, Target
+from shipline.integrations.watching import ObjectWatch
+from shipline.store.environments import EnvironmentStore, StoredEnvironment
+from shipline.store.secrets import SecretStore
+from shipline.store.sql import SqlStore
+from shipline.triggers.polling import ls_remote
+
+log = logging.getLogger("shipline.gitops")
+
+Submit = Callable[[Environment, Action, str, str], int]
+"""(environment, action, revision, last verified commit) -> the id of the queued run."""
+
+
+@dataclass
+class _Watched:
+    run_id: int
+    commit: str
+    cluster: Cluster
+    desired: dict[ObjectRef, Desired]
+    watch: ObjectWatch | None = None
+    drift: dict[ObjectRef, str] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sql: SqlStore,
+        store: EnvironmentStore,
+        secrets: SecretStore,
+        workspace: Callable[[int], Path],
+        submit: Submit,
+        *,
+        poll_seconds: float = 30.0,
+        tick: float = 1.0,
+    ) -> None:
+        self.sql = sql
+        self.store = store
+        self.secrets = secrets
+        self.workspace = workspace
+        self.submit = submit
+        self.poll_seconds = poll_seconds
+        self.tick = tick
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poked: set[str] = set()
+        self._checked: dict[str, float] = {}
+        self._attempted: dict[str, str] = {}
+        self._healing: dict[str, int] = {}
+        self._busy: set[str] = set()
+        self._recorded: set[str] = set()
+        self._confirming: set[asyncio.Task[None]] = set()
+        self._watches: dict[str, _Watched] = {}
+        self._keys = Path(tempfile.mkdtemp(prefix="shipline-reconciler-"))
+        os.chmod(self._keys, 0o700)
+
+    # --- from outside ---------------------------------------------------------------------
+
+    def poke(self, names: Sequence[str]) -> None:
+        """Check these environments' branches now (a webhook said they changed)."""
+        self._poked.update(names)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def follow(self, bus: EventBus) -> None:
+        """Look again as soon as a run ends: its outcome goes into the history without waiting for a tick."""
+        done = {s.value for s in RunStatus if s.done}
+        with bus.subscribe() as sub:
+            async for event in sub:
+                if event.kind == "run" and event.data.get("status") in done:
+                    self._wake.set()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                try:
+                    await self.reconcile()
+                except Exception:  # one bad round must not end the controller
+                    log.exception("reconcile failed")
+                self._wake.clear()
+                waiter = asyncio.create_task(self._wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, timeout=self.tick, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+        finally:
+            for name in list(self._watches):
+                await asyncio.to_thread(self._unwatch, name)
+
+    async def reconcile(self) -> None:
+        environments = await asyncio.to_thread(self.store.all)
+        names = {s.name for s in environments}
+        for name in [n for n in self._watches if n not in names]:
+            await asyncio.to_thread(self._unwatch, name)
+        for stored in environments:
+            try:
+                await self._one(stored)
+            except ShiplineError as exc:
+                log.warning("environment not reconciled", extra={"environment": stored.name, "error": str(exc)})
+
+    async def _one(self, stored: StoredEnvironment) -> None:
+        env = stored.environment
+        active = await asyncio.to_thread(active_run, self.sql, env)
+        if env.name not in self._recorded or (active is None and env.name in self._busy):
+            # A run of it ended (or the server just started): its outcome goes into the history.
+            await asyncio.to_thread(record_unrecorded, self.sql, self.store, env)
+            self._recorded.add(env.name)
+        if active is None:
+            self._busy.discard(env.name)
+            self._healing.pop(env.name, None)
+        else:
+            self._busy.add(env.name)
+        now = time.monotonic()
+        due = now - self._checked.get(env.name, -1e9) >= self.poll_seconds
+        if env.sync == "auto" and (env.name in self._poked or due):
+            self._poked.discard(env.name)
+            self._checked[env.name] = now
+            if active is None:
+                await self._follow_branch(env)
+        await asyncio.to_thread(self._keep_watch, env)
+
+    async def _follow_branch(self, env: Environment) -> None:
+        try:
+            refs = await ls_remote(env.repo, timeout=30)
+        except ShiplineError as exc:
+            log.warning("branch head unreadable", extra={"environment": env.name, "error": str(exc)})
+            return
+        head = refs.get(f"refs/heads/{env.branch}", "")
+        if not head or self._attempted.get(env.name) == head:
+            return
+        history = await asyncio.to_thread(self.store.history, env.name, 1)
+        if history and history[0].commit == head:
+            self._attempted[env.name] = head  # tried already (verified, or failed: a new commit is needed)
+            return
+        verified = await asyncio.to_thread(self.store.verified_commits, env.name)
+        run_id = await asyncio.to_thread(self.submit, env, Action.SYNC, head, verified[0] if verified else "")
+        self._attempted[env.name] = head
+        self._busy.add(env.name)
+        log.info("environment sync queued", extra={"environment": env.name, "commit": head, "run": run_id})
+
+    # --- drift ------------------------------------------------------------------------------
+
+    def _keep_watch(self, env: Environment) -> None:
+        """Watch the state the last applying run left (restarted when another run applies)."""
+        last = self.store.last_applied(env.name)
+        if last is None or last.run_id is None:
+            self._unwatch(env.name)
+            return
+        current = self._watches.get(env.name)
+        if current is not None and current.run_id == last.run_id:
+            return
+        if env.name in self._busy:
+            return  # start watching once the run under way is over
+        self._unwatch(env.name)
+        rendered = self.workspace(last.run_id) / ("previous-rendered" if last.outcome == Outcome.ROLLED_BACK else "rendered")
+        if not rendered.is_dir():
+            return  # the run's workspace was pruned: nothing to compare with until the next sync
+        secret = env.kubeconfig_secret
+        if self.secrets.missing([secret]):
+            return
+        path = self._keys / f"{env.name}.kubeconfig"
+        path.touch(mode=0o600)
+        path.write_text(self.secrets.reveal([secret])[secret], encoding="utf-8")
+        cluster = Cluster.connect(path, environment=env.name, target=Target(env.namespace, env.cluster))
+        desired = cluster.load(rendered)
+        watched = _Watched(last.run_id, last.applied_commit, cluster, {d.ref: d for d in desired})
+        watch = ObjectWatch(cluster, [d.kind for d in desired], lambda kind, obj: self._seen(env.name, watched, kind, obj))
+        watched.watch = watch
+        self._watches[env.name] = watched
+        watch.start()
+        log.info("watching for drift", extra={"environment": env.name, "objects": len(desired), "commit": last.applied_commit})
+
+    def _unwatch(self, name: str) -> None:
+        watched = self._watches.pop(name, None)
+        if watched is not None and watched.watch is not None:
+            watched.watch.stop()
+
+    def _seen(self, name: str, watched: _Watched, kind: str, obj: dict[str, Any]) -> None:
+        """A watch event (in the watch's thread): compare the object with what was applied."""
+        ref = ref_of(obj)
+        item = watched.desired.get(ref)
+        if item is None:
+            return
+        want = item.body
+        if kind == "DELETED":
+            what = f"{ref} was deleted"
+        else:
+            # As a change made to the applied state: applied value -> live value.
+            changes = [FieldChange(c.path, c.new, c.old) for c in diff_fields(want, obj)]
+            what = f"{ref}: " + "; ".join(str(c) for c in changes[:3]) if changes else ""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drifted, name, watched, ref, what)
+
+    def _drifted(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
+        if self._watches.get(name) is not watched or name in self._busy:
+            return  # an old watch, or our own run changing things
+        if what and not what.endswith(" was deleted"):
+            # A value the server normalises (cpu: 0.5 reads back as 500m) looks changed: the cluster confirms.
+            task = asyncio.get_running_loop().create_task(self._confirm(name, watched, ref, what))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
+        self._mark(name, watched, ref, what)
+
+    async def _confirm(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
+        try:
+            found = await asyncio.to_thread(watched.cluster.drifted, [watched.desired[ref]])
+        except ShiplineError as exc:
+            log.warning("drift not confirmed", extra={"environment": name, "error": str(exc)})
+            return
+        self._mark(name, watched, ref, what if found else "")
+
+    def _mark(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
+        if self._watches.get(name) is not watched or name in self._busy:
+            return
+        if what:
+            watched.drift[ref] = what
+        else:
+            watched.drift.pop(ref, None)
+        message = "; ".join(watched.drift[r] for r in sorted(watched.drift))
+        self.store.set_drift(name, message[:2000])
+        if not message:
+            return
+        log.info("drift", extra={"environment": name, "drift": message})
+        stored = self.store.get(name)
+        if stored.environment.self_heal and name not in self._healing:
+            verified = self.store.verified_commits(name)
+            back = watched.commit if watched.commit in verified else (verified[0] if verified else "")
+            run_id = self.submit(stored.environment, Action.SYNC, watched.commit, back)
+            self._healing[name] = run_id
+            self._busy.add(name)
+            log.info("self-heal queued", extra={"environment": name, "commit": watched.commit, "run": run_id})

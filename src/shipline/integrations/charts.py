@@ -1,0 +1,157 @@
+"""Helm charts: stamp a copy with the release's version and image, lint, package, push to an OCI registry.
+
+The chart in the service repo stays as its authors wrote it: a copy gets
+`version` and `appVersion` in Chart.yaml and the image repository and tag in
+values.yaml, edited with ruamel.yaml's round-trip mode so comments and key order
+survive into the package.  helm is the only tool: `helm lint`, `helm package`,
+`helm push` (OCI, Helm >= 3.8).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from shipline.domain.artifacts import Registry
+from shipline.exceptions import RegistryError, ToolError, UsageError
+from shipline.integrations.registries import AuthFile, refused
+from shipline.integrations.tools import Echo, run_tool
+
+HELM = "helm"
+_DIGEST = re.compile(r"^Digest:\s*(sha256:[0-9a-f]{64})", re.M)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a release writes into its chart."""
+
+    version: str
+    app_version: str
+    image_repository: str = ""
+    image_tag: str = ""
+    repository_key: str = "image.repository"
+    tag_key: str = "image.tag"
+
+
+def _yaml(indent: int = 2, offset: int = 0) -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a long line the author wrote on one
+    yaml.indent(mapping=indent, sequence=indent + offset, offset=offset)
+    return yaml
+
+
+def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
+    """The file's mapping and a YAML that writes it back with the author's indentation."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        _, _, offset = load_yaml_guess_indent(text)
+        indent = _mapping_indent(text)
+        data = _yaml(indent, offset or 0).load(text)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path} is missing: {what}") from exc
+    except (OSError, UnicodeDecodeError, YAMLError) as exc:
+        raise UsageError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = CommentedMap()
+    if not isinstance(data, CommentedMap):
+        raise UsageError(f"{path} must be a YAML mapping")
+    return data, _yaml(indent, offset or 0)
+
+
+def _mapping_indent(text: str) -> int:
+    """The smallest indentation of a nested key: how far the author indents mappings (default 2)."""
+    widths = [
+        len(line) - len(line.lstrip(" "))
+        for line in text.splitlines()
+        if line.startswith(" ") and line.strip() and not line.lstrip().startswith(("#", "-"))
+    ]
+    return min((w for w in widths if w > 0), default=2)
+
+
+def _set(data: CommentedMap, dotted: str, value: str, path: Path) -> None:
+    node: Any = data
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        if key not in node or node[key] is None:
+            node[key] = CommentedMap()
+        node = node[key]
+        if not isinstance(node, dict):
+            raise UsageError(f"{path}: '{dotted}' cannot be set: '{key}' holds a {type(node).__name__}, not a mapping")
+    node[keys[-1]] = value
+
+
+def chart_name(chart: Path) -> str:
+    name = _load(chart / "Chart.yaml", "a chart directory holds Chart.yaml")[0].get("name")
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{chart / 'Chart.yaml'} has no `name`")
+    return name
+
+
+def stamped_copy(chart: Path, into: Path, stamp: Stamp) -> Path:
+    """Copy `chart` to `into/NAME` and write the stamp into the copy; the original is not touched."""
+    name = chart_name(chart)
+    inside = chart.resolve()
+    for link in (p for p in chart.rglob("*") if p.is_symlink()):
+        if not link.resolve().is_relative_to(inside):
+            raise UsageError(f"{link} points outside the chart ({link.readlink()}): a package holds only the chart's own files")
+    copy = into / name
+    shutil.copytree(chart, copy, symlinks=True)
+    chart_yaml = copy / "Chart.yaml"
+    meta, meta_yaml = _load(chart_yaml, "a chart directory holds Chart.yaml")
+    meta["version"] = stamp.version
+    meta["appVersion"] = stamp.app_version
+    with chart_yaml.open("w", encoding="utf-8") as out:
+        meta_yaml.dump(meta, out)
+    if stamp.image_repository:
+        values_yaml = copy / "values.yaml"
+        values, values_out = _load(values_yaml, "") if values_yaml.exists() else (CommentedMap(), _yaml())
+        _set(values, stamp.repository_key, stamp.image_repository, values_yaml)
+        if stamp.image_tag:
+            _set(values, stamp.tag_key, stamp.image_tag, values_yaml)
+        with values_yaml.open("w", encoding="utf-8") as out:
+            values_out.dump(values, out)
+    return copy
+
+
+def lint(chart: Path, *, shown_as: Path, echo: Echo) -> None:
+    result = run_tool([HELM, "lint", str(chart)], echo=echo, needed_for="the chart task")
+    if not result.ok:
+        errors = [line.strip() for line in result.output.splitlines() if "[ERROR]" in line]
+        raise ToolError(
+            f"helm lint of the chart {shown_as} failed: {'; '.join(errors) or result.cause()}. "
+            "Fix the chart (run `helm lint` on it locally to see the same)"
+        )
+
+
+def package(chart: Path, *, destination: Path, echo: Echo) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    result = run_tool([HELM, "package", str(chart), "--destination", str(destination)], echo=echo, needed_for="the chart task")
+    packages = sorted(destination.glob("*.tgz"))
+    if not result.ok or len(packages) != 1:
+        raise ToolError(f"helm package of {chart.name} failed: {result.cause()}")
+    return packages[0]
+
+
+def push(package: Path, *, registry: Registry, auth: AuthFile | None, echo: Echo) -> str:
+    """`helm push` to `oci://REGISTRY/charts`; return the manifest digest helm reports."""
+    argv = [HELM, "push", str(package), registry.charts()]
+    if registry.plain_http:
+        argv.append("--plain-http")
+    if auth:
+        argv += ["--registry-config", str(auth.path)]
+    result = run_tool(argv, echo=echo, needed_for="the chart task")
+    if not result.ok:
+        raise refused(f"helm push of {package.name}", registry, result.cause())
+    found = _DIGEST.search(result.output)
+    if not found:
+        raise RegistryError(f"helm push of {package.name} to {registry.host} printed no digest: {result.cause()}")
+    return found.group(1)

@@ -1,0 +1,1 @@
+"""__NAME__: an HTTP service, scaffolded by `shipline init service`."""

@@ -1,0 +1,58 @@
+"""Stamping a chart copy: version, appVersion and image written with ruamel's round trip (no helm needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from artifactkit import tiny_chart
+
+from shipline.exceptions import UsageError
+from shipline.integrations.charts import Stamp, stamped_copy
+
+
+def test_the_copy_is_stamped_and_keeps_comments_and_order(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    before = (chart / "values.yaml").read_text()
+    copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+    assert copy == tmp_path / "out" / "web"
+    assert (copy / "Chart.yaml").read_text() == (
+        'apiVersion: v2\nname: web\ndescription: a tiny chart  # kept\nversion: 1.4.0\nappVersion: "1.4.0"\n'
+    )
+    values = (copy / "values.yaml").read_text()
+    # Every line as it was (a comment keeps its column), but the two values.
+    expected = before.replace("example.invalid/placeholder", "127.0.0.1:5000/web").replace("tag: latest", "tag: 1.4.0")
+    assert re.sub(r" +#", " #", values) == re.sub(r" +#", " #", expected)
+    assert (chart / "values.yaml").read_text() == before
+
+
+def test_missing_keys_are_created_with_custom_key_paths(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    (chart / "values.yaml").write_text("# nothing about images here\nreplicas: 2\n")
+    copy = stamped_copy(
+        chart, tmp_path / "out",
+        Stamp("2.0.0", "2.0.0", "r.example/web", "2.0.0", repository_key="app.image.repo", tag_key="app.image.version"),
+    )
+    assert (copy / "values.yaml").read_text() == (
+        "# nothing about images here\nreplicas: 2\napp:\n  image:\n    repo: r.example/web\n    version: 2.0.0\n"
+    )
+
+
+def test_a_key_path_through_a_scalar_is_an_error(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    with pytest.raises(UsageError, match="'replicas.repository' cannot be set: 'replicas' holds a int"):
+        stamped_copy(chart, tmp_path / "out", Stamp("1.0.0", "1.0.0", "r/x", "1.0.0", repository_key="replicas.repository"))
+
+
+def test_a_symlink_out_of_the_chart_is_refused(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    (chart / "templates" / "leak.yaml").symlink_to("/etc/passwd")
+    with pytest.raises(UsageError, match="points outside the chart"):
+        stamped_copy(chart, tmp_path / "out", Stamp("1.0.0", "1.0.0"))
+
+
+def test_no_chart_yaml(tmp_path: Path) -> None:
+    (tmp_path / "chart").mkdir()
+    with pytest.raises(UsageError, match="Chart.yaml is missing"):
+        stamped_copy(tmp_path / "chart", tmp_path / "out", Stamp("1.0.0", "1.0.0"))
