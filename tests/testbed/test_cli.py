@@ -28,12 +28,16 @@ def test_status_json_shows_every_built_service_healthy(testbed: Testbed) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
     services = {s["name"]: s for s in json.loads(proc.stdout)}
     assert set(services) == {
-        "registry", "gitea", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"
+        "registry", "gitea", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+        # The real node: its services, and the node as the API server sees it.
+        "containerd", "kubelet", "kube-proxy", "node/shipline-node", "coredns",
     }
+    assert services["node/shipline-node"]["detail"].startswith("Ready v1.34.4")
     for name, service in services.items():
         if service["built"]:
             assert service["healthy"], f"{name}: {service}"
-            assert service["port"] == testbed.state.ports[name]
+            port_of = "kubelet" if name == "node/shipline-node" else "kubelet-healthz" if name == "kubelet" else name
+            assert service["port"] == testbed.state.ports[port_of]
 
 
 def test_env_prints_exports_a_shell_can_eval(testbed: Testbed) -> None:

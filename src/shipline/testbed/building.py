@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipline.exceptions import ToolError, UsageError
+from shipline.testbed import images
 from shipline.testbed.gomod import tools_go, wrapper_gomod
 from shipline.testbed.layout import Layout
 from shipline.testbed.parts import (
@@ -27,6 +28,7 @@ from shipline.testbed.parts import (
     DEBIAN_PACKAGES,
     DEBIAN_PROGRAMS,
     GO_PARTS,
+    IMAGES_PART,
     KUBERNETES,
     GoPart,
     staging_version,
@@ -64,6 +66,8 @@ def debian_key() -> str:
 def missing_programs(layout: Layout, part_name: str) -> list[Path]:
     if part_name == "debian":
         return [Path(p) for p in DEBIAN_PROGRAMS.values() if not Path(p).exists()]
+    if part_name == IMAGES_PART:
+        return [path for path in (images.archive(layout, i) for i in images.IMAGES) if not path.is_file()]
     part = next(p for p in GO_PARTS if p.name == part_name)
     return [layout.program(part, prog) for prog in part.programs if not layout.program(part, prog).exists()]
 
@@ -71,6 +75,8 @@ def missing_programs(layout: Layout, part_name: str) -> list[Path]:
 def stamp_key(part_name: str) -> str:
     if part_name == "debian":
         return debian_key()
+    if part_name == IMAGES_PART:
+        return images.images_key()
     return next(p for p in GO_PARTS if p.name == part_name).key
 
 
@@ -109,6 +115,9 @@ def build(layout: Layout, only: Sequence[str] = (), report: Report = print, forc
             start = time.monotonic()
             if name == "debian":
                 version = _install_debian(layout, lambda line: report(f"{prefix}: {line}"))
+            elif name == IMAGES_PART:
+                images.build_images(layout, lambda line: report(f"{prefix}: {line}"))
+                version = images.images_key()
             else:
                 part = next(p for p in GO_PARTS if p.name == name)
                 _build_go_part(layout, part, lambda line: report(f"{prefix}: {line}"))
@@ -225,7 +234,7 @@ def _build_go_part(layout: Layout, part: GoPart, report: Report) -> None:
     log.write_text("")
     out = layout.bin_dir(part)
     out.mkdir(parents=True, exist_ok=True)
-    if part is KUBERNETES:
+    if part.module == KUBERNETES.module:
         _build_kubernetes(layout, part, env, log, out, report)
     elif part.packages == (".",):
         _build_module_source(layout, part, env, log, out, report)
@@ -252,7 +261,7 @@ def _build_kubernetes(layout: Layout, part: GoPart, env: dict[str, str], log: Pa
     info = _module_info(part.module, part.version, env, log)
     wrapper = layout.sources / part.key
     wrapper.mkdir(parents=True, exist_ok=True)
-    gomod = wrapper_gomod("shipline.local/testbed/kubernetes", part.version, Path(info["GoMod"]).read_text())
+    gomod = wrapper_gomod(f"shipline.local/testbed/{part.name}", part.version, Path(info["GoMod"]).read_text())
     marker = wrapper / "go.mod.wrapper"
     # go.mod gains require lines from tidy; the marker keeps what we wrote, to notice a new pin.
     if not (wrapper / "go.mod").exists() or not marker.exists() or marker.read_text() != gomod:

@@ -40,6 +40,12 @@ CLIENTS: tuple[ClientIdentity, ...] = (
     ClientIdentity("controller-manager", "system:kube-controller-manager"),
     ClientIdentity("scheduler", "system:kube-scheduler"),
     ClientIdentity("kwok", "system:kwok-controller", ("system:masters",)),
+    # The real node: the Node authorizer knows a kubelet by this name and group.
+    ClientIdentity("kubelet", "system:node:shipline-node", ("system:nodes",)),
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
+    # The API server's own identity towards kubelets (logs, exec, port-forward).
+    ClientIdentity("coredns", "system:coredns"),
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 
 

@@ -158,7 +158,8 @@ def kwok_nodes(count: int) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2) + "\n"
 
 
-ENV_VARIABLES = ("KUBECONFIG", "SHIPLINE_REGISTRY", "SHIPLINE_GITEA_URL", "SHIPLINE_GITEA_TOKEN", "SHIPLINE_TESTBED_HOME")
+ENV_VARIABLES = ("KUBECONFIG", "SHIPLINE_REGISTRY", "SHIPLINE_GITEA_URL", "SHIPLINE_GITEA_TOKEN", "SHIPLINE_TESTBED_HOME",
+                 "SHIPLINE_RUNNER_IMAGE")
 
 
 def env_file(values: Mapping[str, str]) -> str:

@@ -10,6 +10,9 @@ Load it with `pytest_plugins = ["shipline.testbed.fixtures"]`.
     kubeconfig         the admin kubeconfig's path
     namespace          a fresh namespace (deleted afterwards)
     kubectl, helm      paths of the testbed's programs
+    real_node          the real node's name, once it is Ready (its pods must tolerate
+                       the taint `shipline.dev/real-node=true:NoSchedule`; other pods
+                       land on kwok's nodes)
 
 A test that needs a part which is not built fails with the command that builds it.
 """
@@ -30,7 +33,7 @@ from typing import Any
 import pytest
 
 from shipline.exceptions import ShiplineError
-from shipline.testbed import running
+from shipline.testbed import node, nodeconfigs, running
 from shipline.testbed.building import is_built
 from shipline.testbed.layout import Layout, layout_from_env
 from shipline.testbed.parts import HELM, KUBERNETES
@@ -97,6 +100,19 @@ def kubectl(testbed: Testbed) -> Path:
 def helm(testbed: Testbed) -> Path:
     testbed.require("helm")
     return testbed.layout.program(HELM, "helm")
+
+
+@pytest.fixture(scope="session")
+def real_node(testbed: Testbed, kubeconfig: Path) -> str:
+    testbed.require("kubelet")
+    testbed.require("images")
+    reason = node.unavailable_reason(testbed.layout)
+    if reason and "containerd" not in {s.name for s in running.status(testbed.layout) if s.pid is not None}:
+        pytest.fail(f"the real node cannot run here: {reason}", pytrace=False)
+    error = node.error_file(testbed.layout)
+    if error.exists():
+        pytest.fail(f"the real node did not come up: {error.read_text().strip()}", pytrace=False)
+    return nodeconfigs.NODE_NAME
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ KUBERNETES_VERSION = "v1.34.4"
 
 HELM_VERSION = "v3.19.5"
 KWOK_VERSION = "v0.7.0"
+COREDNS_VERSION = "v1.14.7"
 # v1.27.3 needs gitea.dev/actions-proto-go@v0.6.0, gitea.dev/sdk@v1.1.0 and
 # gitlab.com/gitlab-org/api/client-go/v2@v2.42.0, which the module proxy here refuses (403).
 GITEA_VERSION = "v1.26.0"
@@ -33,6 +34,14 @@ DEBIAN_PACKAGES: tuple[str, ...] = (
     # etcd >= 3.5); installed because other tests and people use `etcdctl`.
     "etcd-server",
     "etcd-client",
+    # The real node: container runtime, CNI plugins, iptables for kube-proxy.
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "conntrack",
+    # The runner image's root file system, from Debian's packages.
+    "mmdebstrap",
 )
 
 # Programs each Debian package must leave behind; checked by `build` and by tests.
@@ -44,6 +53,13 @@ DEBIAN_PROGRAMS: dict[str, str] = {
     "busybox": "/bin/busybox",
     "chromium": "/usr/bin/chromium",
     "chromedriver": "/usr/bin/chromedriver",
+    "containerd": "/usr/bin/containerd",
+    "containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
+    "ctr": "/usr/bin/ctr",
+    "runc": "/usr/sbin/runc",
+    "cni-bridge": "/usr/lib/cni/bridge",
+    "iptables": "/usr/sbin/iptables",
+    "mmdebstrap": "/usr/bin/mmdebstrap",
 }
 
 
@@ -107,6 +123,25 @@ KUBERNETES = GoPart(
     ),
 )
 
+KUBELET = GoPart(
+    # The real node's programs, from the same k8s.io/kubernetes pin as the control plane:
+    # a part of its own, so the control plane's stamp and binaries stay as they are.
+    name="kubelet",
+    module="k8s.io/kubernetes",
+    version=KUBERNETES_VERSION,
+    programs=("kubelet", "kube-proxy"),
+    packages=("k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-proxy"),
+)
+
+COREDNS = GoPart(
+    # Cluster DNS for the real node's pods, run on the host, bound to the node's address.
+    name="coredns",
+    module="github.com/coredns/coredns",
+    version=COREDNS_VERSION,
+    programs=("coredns",),
+    packages=("github.com/coredns/coredns",),
+)
+
 GITEA = GoPart(
     name="gitea",
     module="code.gitea.io/gitea",
@@ -117,10 +152,13 @@ GITEA = GoPart(
     cgo=True,
 )
 
-GO_PARTS: tuple[GoPart, ...] = (HELM, KWOK, KUBERNETES, GITEA)
+GO_PARTS: tuple[GoPart, ...] = (HELM, KWOK, KUBERNETES, GITEA, KUBELET, COREDNS)
 """In build order: the quick ones first, so a failure there shows before the long build."""
 
-ALL_PART_NAMES: tuple[str, ...] = ("debian", *(p.name for p in GO_PARTS))
+IMAGES_PART = "images"
+"""The base images (pause, runner), built with mmdebstrap and buildah: see testbed/images.py."""
+
+ALL_PART_NAMES: tuple[str, ...] = ("debian", *(p.name for p in GO_PARTS), IMAGES_PART)
 
 
 def go_part(name: str) -> GoPart:

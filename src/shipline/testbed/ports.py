@@ -22,6 +22,13 @@ OFFSETS: dict[str, int] = {
     "kube-controller-manager": 5,
     "kube-scheduler": 6,
     "kwok": 7,
+    # The real node (see testbed/node.py).
+    "containerd": 8,
+    "kubelet-healthz": 9,
+    "kubelet": 10,
+    "kube-proxy": 11,
+    "kube-proxy-metrics": 12,
+    "coredns": 13,
 }
 
 

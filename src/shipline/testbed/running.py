@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shipline.exceptions import ToolError, UsageError
-from shipline.testbed import certs, configs
+from shipline.testbed import certs, configs, node, nodeconfigs
 from shipline.testbed.building import is_built, run_logged
 from shipline.testbed.layout import Layout
-from shipline.testbed.parts import DEBIAN_PROGRAMS, GITEA, GO_PARTS, KUBERNETES, KWOK, GoPart
+from shipline.testbed.parts import DEBIAN_PROGRAMS, GITEA, GO_PARTS, IMAGES_PART, KUBERNETES, KWOK, GoPart
 from shipline.testbed.ports import find_taken, plan_ports
 from shipline.testbed.processes import RunAs, running_pid, start_detached, stop
 from shipline.testbed.services import ServiceSpec, probe, service_specs
@@ -108,6 +108,9 @@ def _gitea_root(layout: Layout) -> Path:
 
 
 def _specs(layout: Layout, state: State) -> list[ServiceSpec]:
+    # A testbed made before a service was added gets that service's port from the same base.
+    for name, port in plan_ports(state.ports["registry"]).items():
+        state.ports.setdefault(name, port)
     progs = programs(layout)
     root = Path(state.gitea_root)
     if os.geteuid() == 0:
@@ -155,8 +158,11 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
         )
     specs = _specs(layout, state)
     wanted: list[ServiceSpec] = []
+    no_node = node.unavailable_reason(layout) if _part_ready(layout, "kubelet") else ""
     for spec in specs:
-        if not _part_ready(layout, spec.part):
+        if spec.name in node.NODE_SERVICES and no_node:
+            report(f"{spec.name}: skipped, {no_node}")
+        elif not _part_ready(layout, spec.part):
             report(f"{spec.name}: not built, skipped (build it with `{_build_hint(spec.part)}`)")
         elif any(need not in {w.name for w in wanted} for need in spec.needs):
             report(f"{spec.name}: skipped, it needs {', '.join(spec.needs)}")
@@ -181,6 +187,8 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
 
     env = dict(environ)
     done: set[str] = set()
+    node_wanted = [s for s in wanted if s.name in node.NODE_SERVICES]
+    wanted = [s for s in wanted if s.name not in node.NODE_SERVICES]
     for spec in wanted:
         missing = [n for n in spec.needs if n not in done and any(w.name == n for w in wanted)]
         for need in missing:
@@ -191,20 +199,14 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
             continue
         if spec.name == "gitea":
             _prepare_gitea(layout, state, spec, report)
-        run_as = _service_user() if spec.run_as_service_user and os.geteuid() == 0 else None
-        spec_env = {**env, **dict(spec.env)}
-        if run_as is not None:
-            spec_env.update(HOME=str(Path(state.gitea_root) / "home"), USER=run_as.user)
-        start_detached(
-            spec.argv, pidfile=layout.pidfile(spec.name), log=layout.log(spec.name),
-            env=spec_env, cwd=spec.cwd or layout.home, run_as=run_as,
-        )
-        report(f"{spec.name}: started on 127.0.0.1:{spec.port} (log: {layout.log(spec.name)})")
+        _start(layout, state, spec, env, report)
     for spec in wanted:
         if spec.name not in done:
             _wait_healthy(layout, spec, timeout, report)
     if any(s.name == "kwok" for s in wanted):
         _ensure_nodes(layout, timeout, report)
+    if node_wanted:
+        _up_node(layout, state, node_wanted, running, env, timeout, report)
     if any(s.name == "gitea" for s in wanted):
         _ensure_gitea_token(layout, state, report)
         _save_state(layout, state)
@@ -215,6 +217,53 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
         out.write(configs.env_file(env_values(layout, state)))
     report(f"testbed is up in {time.monotonic() - start:.1f}s; `eval \"$(shipline testbed env)\"` to use it")
     return state
+
+
+def _start(layout: Layout, state: State, spec: ServiceSpec, env: Mapping[str, str], report: Report) -> None:
+    run_as = _service_user() if spec.run_as_service_user and os.geteuid() == 0 else None
+    spec_env = {**env, **dict(spec.env)}
+    if run_as is not None:
+        spec_env.update(HOME=str(Path(state.gitea_root) / "home"), USER=run_as.user)
+    start_detached(
+        spec.argv, pidfile=layout.pidfile(spec.name), log=layout.log(spec.name),
+        env=spec_env, cwd=spec.cwd or layout.home, run_as=run_as,
+    )
+    report(f"{spec.name}: started on 127.0.0.1:{spec.port} (log: {layout.log(spec.name)})")
+
+
+def _up_node(layout: Layout, state: State, specs: list[ServiceSpec], running: set[str], env: Mapping[str, str],
+             timeout: float, report: Report) -> None:
+    """Start the real node; if it cannot come up, stop it again and keep the reason, so that
+    the rest of the testbed still serves (and the tests that need the node say why not)."""
+    since = 0.0 if "kubelet" in running else time.time()
+    error = node.error_file(layout)
+    try:
+        if not _part_ready(layout, IMAGES_PART):
+            raise UsageError(f"the real node needs the base images: run `{_build_hint(IMAGES_PART)}`")
+        for spec in specs:
+            if spec.name in running:
+                report(f"{spec.name}: already running on 127.0.0.1:{spec.port}")
+                continue
+            if spec.name == "containerd":
+                node.prepare(layout, state.ports, report)
+            if spec.name == "coredns":
+                kubectl(layout, "apply", "-f", "-", stdin=json.dumps(nodeconfigs.COREDNS_RBAC))
+            _start(layout, state, spec, env, report)
+            _wait_healthy(layout, spec, timeout, report)
+        node.wait_ready(lambda *args: kubectl(layout, *args), timeout, report, layout.log("kubelet"), since=since)
+        apiserver = running_pid(layout.pidfile("kube-apiserver"), "kube-apiserver")
+        if apiserver is not None and b"--kubelet-client-certificate" not in Path(f"/proc/{apiserver}/cmdline").read_bytes():
+            report(
+                "node: kube-apiserver was started before the testbed had a real node, so `kubectl logs/exec` "
+                "on the node are refused; restart it: `shipline testbed down && shipline testbed up`"
+            )
+    except (ToolError, UsageError) as exc:
+        report(f"node: did not come up, stopping it: {exc}")
+        _down(layout, False, lambda line: None, set(node.NODE_SERVICES))
+        error.parent.mkdir(parents=True, exist_ok=True)
+        error.write_text(str(exc) + "\n")
+        return
+    error.unlink(missing_ok=True)
 
 
 def _write_files(layout: Layout, state: State, wanted: list[ServiceSpec], report: Report) -> None:
@@ -232,8 +281,11 @@ def _write_files(layout: Layout, state: State, wanted: list[ServiceSpec], report
         (pki / "sa.pub").write_bytes(sa.cert_pem)
         (pki / "sa.key").write_bytes(sa.key_pem)
         os.chmod(pki / "sa.key", 0o600)
-        for client in certs.CLIENTS:
-            _write_pair(pki, client.file_name, certs.make_client(ca, client))
+    ca_pair = certs.KeyPair((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes())
+    for client in certs.CLIENTS:
+        # Also on a testbed made before a client was added (the real node's came later).
+        if not (pki / f"{client.file_name}.crt").exists():
+            _write_pair(pki, client.file_name, certs.make_client(ca_pair, client))
     if not (pki / "front-proxy-ca.crt").exists():
         # The aggregation layer's own CA, as kubeadm makes it: extension API servers
         # (and every component's delegated authentication) trust requests it signs.
@@ -434,12 +486,37 @@ def status(layout: Layout) -> list[ServiceStatus]:
     if state is None:
         return []
     result = []
+    no_node = node.unavailable_reason(layout) if _part_ready(layout, "kubelet") else ""
     for spec in _specs(layout, state):
         built = _part_ready(layout, spec.part)
         pid = running_pid(layout.pidfile(spec.name), str(spec.program))
+        if spec.name in node.NODE_SERVICES and no_node and pid is None:
+            # Cannot run here: shown as not built, with the reason, not as a failure.
+            result.append(ServiceStatus(spec.name, spec.port, False, None, False, no_node, str(layout.log(spec.name))))
+            continue
         healthy, detail = probe(spec, layout.pki / "ca.crt", timeout=1.0) if built else (False, "")
+        if spec.name in node.NODE_SERVICES and pid is None and node.error_file(layout).exists():
+            detail = "node did not come up: " + node.error_file(layout).read_text().strip()
         result.append(ServiceStatus(spec.name, spec.port, built, pid, healthy, detail, str(layout.log(spec.name))))
+    kubelet = next((s for s in result if s.name == "kubelet"), None)
+    if kubelet is not None and kubelet.pid is not None:
+        result.append(_node_status(layout, state))
     return result
+
+
+def _node_status(layout: Layout, state: State) -> ServiceStatus:
+    """The real node as the API server sees it: a row of `status`."""
+    try:
+        out = kubectl(
+            layout, "get", "node", nodeconfigs.NODE_NAME, "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status} {.status.nodeInfo.kubeletVersion} "
+            "{.status.nodeInfo.containerRuntimeVersion} {.status.addresses[?(@.type=='InternalIP')].address}",
+        ).split()
+    except ToolError as exc:
+        out = ["Unknown", str(exc)[:60]]
+    ready = bool(out) and out[0] == "True"
+    detail = ("Ready " if ready else "NotReady ") + " ".join(out[1:])
+    return ServiceStatus(f"node/{nodeconfigs.NODE_NAME}", state.ports["kubelet"], True, None, ready, detail, str(layout.log("kubelet")))
 
 
 def env_values(layout: Layout, state: State) -> dict[str, str]:
@@ -448,6 +525,8 @@ def env_values(layout: Layout, state: State) -> dict[str, str]:
         "SHIPLINE_REGISTRY": f"127.0.0.1:{state.ports['registry']}",
         "SHIPLINE_TESTBED_HOME": str(layout.home),
     }
+    if _part_ready(layout, IMAGES_PART):
+        values["SHIPLINE_RUNNER_IMAGE"] = f"127.0.0.1:{state.ports['registry']}/{nodeconfigs.RUNNER_IMAGE}"
     if state.gitea_token:  # Gitea is built and has been up at least once
         values["SHIPLINE_GITEA_URL"] = f"http://127.0.0.1:{state.ports['gitea']}"
         values["SHIPLINE_GITEA_TOKEN"] = state.gitea_token
@@ -470,9 +549,14 @@ def _down(layout: Layout, purge: bool, report: Report, only: Collection[str] | N
         for spec in reversed(_specs(layout, state)):
             if only is not None and spec.name not in only:
                 continue
+            if spec.name == "containerd":
+                # The kubelet is stopped by now (it would restart what is killed).
+                node.kill_pods(layout, report)
             if stop(layout.pidfile(spec.name), str(spec.program)):
                 stopped.append(spec.name)
                 report(f"{spec.name}: stopped")
+            if spec.name == "containerd":
+                node.teardown(layout, report)
     if purge:
         if state is not None and Path(state.gitea_root).is_dir():
             shutil.rmtree(state.gitea_root, ignore_errors=True)

@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipline.testbed import nodeconfigs
 from shipline.testbed.configs import KWOK_NODE_ANNOTATION
 from shipline.testbed.layout import Layout
 
@@ -131,6 +132,11 @@ def service_specs(
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--authorization-mode=Node,RBAC",
+                # Logs, exec and port-forward reach the real node's kubelet as this client,
+                # so the kubelet keeps anonymous access off and asks the API server (Webhook).
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
                 "--profiling=false",
@@ -196,6 +202,60 @@ def service_specs(
             port=ports["kwok"],
             health_url=f"http://127.0.0.1:{ports['kwok']}/healthz",
             needs=("kube-apiserver",),
+        ),
+        *node_specs(layout, ports, programs),
+    ]
+
+
+def node_specs(layout: Layout, ports: dict[str, int], programs: dict[str, Path]) -> list[ServiceSpec]:
+    """The real node: containerd, the kubelet, kube-proxy (prepared by testbed/node.py)."""
+    node = layout.home / "node"
+    node_ip = nodeconfigs.node_ip(ports["registry"])
+    return [
+        ServiceSpec(
+            name="containerd",
+            part="kubelet",
+            program=programs["containerd"],
+            argv=(str(programs["containerd"]), "--config", str(node / "containerd.toml")),
+            port=ports["containerd"],
+            health_url=f"http://127.0.0.1:{ports['containerd']}/v1/metrics",
+            # It pulls the pause image from the registry; the node registers with the API server.
+            needs=("registry", "kube-apiserver"),
+        ),
+        ServiceSpec(
+            name="coredns",
+            part="coredns",
+            program=programs["coredns"],
+            argv=(str(programs["coredns"]), "-conf", str(node / "Corefile")),
+            port=ports["coredns"],
+            health_url=f"http://127.0.0.1:{ports['coredns']}/health",
+            needs=("kube-apiserver",),
+        ),
+        ServiceSpec(
+            name="kubelet",
+            part="kubelet",
+            program=programs["kubelet"],
+            argv=(
+                str(programs["kubelet"]),
+                f"--config={node / 'kubelet.json'}",
+                f"--kubeconfig={layout.pki / 'kubelet.kubeconfig'}",
+                f"--hostname-override={nodeconfigs.NODE_NAME}",
+                f"--node-ip={node_ip}",
+                f"--root-dir={layout.data('kubelet')}",
+                "--v=1",
+            ),
+            port=ports["kubelet-healthz"],
+            health_url=f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz",
+            needs=("containerd",),
+        ),
+        ServiceSpec(
+            name="kube-proxy",
+            part="kubelet",
+            program=programs["kube-proxy"],
+            argv=(str(programs["kube-proxy"]), f"--config={node / 'kube-proxy.json'}", "--v=1"),
+            port=ports["kube-proxy"],
+            health_url=f"http://127.0.0.1:{ports['kube-proxy']}/livez",
+            needs=("kubelet",),
         ),
     ]
 
