@@ -127,7 +127,9 @@ class Watch:
 
 def sign(body: bytes, secret: str = SECRET) -> dict[str, str]:
     return {
-        "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
         "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
     }
 
@@ -149,8 +151,9 @@ def main() -> int:
     env.pop("SHIPLINE_DATABASE_URL", None)
     env.pop("SHIPLINE_CONFIG", None)
     cli = [sys.executable, "-m", "shipline"]
-    token = subprocess.run([*cli, "tokens", "create", "--name", "abuse", "--role", "operator"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        [*cli, "tokens", "create", "--name", "abuse", "--role", "operator"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     log = (home / "server.log").open("w")
     server = subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -169,10 +172,18 @@ def main() -> int:
             outcomes = list(pool.map(one, range(count)))
         t1 = time.perf_counter()
         statuses = Counter(str(s) for s, _ in outcomes)
-        during = [lat * 1000 for at, lat in zip(watch.stamps, watch.latencies) if t0 <= at <= t1] if watch else []
-        rows.append({"scenario": name, "requests": count, "statuses": dict(statuses),
-                     "sent_mb": round(sum(b for _, b in outcomes) / MB, 1), "seconds": round(t1 - t0, 2),
-                     "healthz_p99_ms": round(pct(during, 99), 1) if during else None, "rss_mb": round(rss_kb(server.pid) / 1024, 1)})
+        during = [lat * 1000 for at, lat in zip(watch.stamps, watch.latencies, strict=False) if t0 <= at <= t1] if watch else []
+        rows.append(
+            {
+                "scenario": name,
+                "requests": count,
+                "statuses": dict(statuses),
+                "sent_mb": round(sum(b for _, b in outcomes) / MB, 1),
+                "seconds": round(t1 - t0, 2),
+                "healthz_p99_ms": round(pct(during, 99), 1) if during else None,
+                "rss_mb": round(rss_kb(server.pid) / 1024, 1),
+            }
+        )
 
     try:
         while True:
@@ -186,16 +197,22 @@ def main() -> int:
                 return 2
             time.sleep(0.1)
         with httpx.Client(base_url=url, headers=auth, timeout=60) as c:
-            c.post("/api/v1/repositories", json={
-                "name": "abuse", "url": REPO_URL, "forge": "github", "secret": SECRET, "pipeline": str(home / "pipeline.yaml"),
-            }).raise_for_status()
+            c.post(
+                "/api/v1/repositories",
+                json={
+                    "name": "abuse",
+                    "url": REPO_URL,
+                    "forge": "github",
+                    "secret": SECRET,
+                    "pipeline": str(home / "pipeline.yaml"),
+                },
+            ).raise_for_status()
         baseline_kb = rss_kb(server.pid)
         big = int(500 * MB * args.scale)
         hook = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
 
         with Watch(url, server.pid) as watch:
             with httpx.Client(base_url=url, headers=auth, timeout=60) as c:
-
                 runs: list[int] = []
 
                 def loud_run(_: int) -> tuple[int, int]:
@@ -208,29 +225,84 @@ def main() -> int:
 
                 scenario("a run whose step prints 100 MB (log capped at 50 MB)", 1, loud_run)
                 loud = runs[0]
-            scenario("webhook, declared 500 MB", n(3), lambda _: _pushed(push(
-                url, "/hooks/github", repeat(b"x" * 65536, big), hook, chunked=False, length=big)))
-            scenario("webhook, chunked 500 MB", n(3), lambda _: _pushed(push(url, "/hooks/github", repeat(b"x" * 65536, big), hook)))
-            scenario("POST /api/v1/runs, no token, chunked 400 MB", n(3), lambda _: _pushed(push(
-                url, "/api/v1/runs", repeat(b"[" * 65536, int(400 * MB * args.scale)), {"Content-Type": "application/json"})))
-            scenario("POST /api/v1/runs, operator, chunked 50 MB", n(3), lambda _: _pushed(push(
-                url, "/api/v1/runs", repeat(b" " * 65536, int(50 * MB * args.scale)), {**auth, "Content-Type": "application/json"})))
+            scenario(
+                "webhook, declared 500 MB",
+                n(3),
+                lambda _: _pushed(push(url, "/hooks/github", repeat(b"x" * 65536, big), hook, chunked=False, length=big)),
+            )
+            scenario(
+                "webhook, chunked 500 MB", n(3), lambda _: _pushed(push(url, "/hooks/github", repeat(b"x" * 65536, big), hook))
+            )
+            scenario(
+                "POST /api/v1/runs, no token, chunked 400 MB",
+                n(3),
+                lambda _: _pushed(
+                    push(
+                        url,
+                        "/api/v1/runs",
+                        repeat(b"[" * 65536, int(400 * MB * args.scale)),
+                        {"Content-Type": "application/json"},
+                    )
+                ),
+            )
+            scenario(
+                "POST /api/v1/runs, operator, chunked 50 MB",
+                n(3),
+                lambda _: _pushed(
+                    push(
+                        url,
+                        "/api/v1/runs",
+                        repeat(b" " * 65536, int(50 * MB * args.scale)),
+                        {**auth, "Content-Type": "application/json"},
+                    )
+                ),
+            )
             deep = nested(100_000)
             with httpx.Client(base_url=url, timeout=60) as c:
-                scenario("webhook, nested 100,000 deep, unsigned", n(50), lambda _: (c.post(
-                    "/hooks/github", content=deep, headers=sign(deep, "wrong")).status_code, len(deep)), parallel=4)
-                scenario("webhook, nested 100,000 deep, signed", n(50), lambda _: (c.post(
-                    "/hooks/github", content=deep, headers=sign(deep)).status_code, len(deep)), parallel=4)
-                push_body = json.dumps({"ref": "refs/heads/main", "after": "a" * 40,
-                                        "repository": {"clone_url": REPO_URL}, "commits": []}).encode()
-                scenario("webhook, wrong signature", n(300), lambda _: (c.post(
-                    "/hooks/github", content=push_body, headers=sign(push_body, "guess")).status_code, len(push_body)), parallel=8)
+                scenario(
+                    "webhook, nested 100,000 deep, unsigned",
+                    n(50),
+                    lambda _: (c.post("/hooks/github", content=deep, headers=sign(deep, "wrong")).status_code, len(deep)),
+                    parallel=4,
+                )
+                scenario(
+                    "webhook, nested 100,000 deep, signed",
+                    n(50),
+                    lambda _: (c.post("/hooks/github", content=deep, headers=sign(deep)).status_code, len(deep)),
+                    parallel=4,
+                )
+                push_body = json.dumps(
+                    {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"clone_url": REPO_URL}, "commits": []}
+                ).encode()
+                scenario(
+                    "webhook, wrong signature",
+                    n(300),
+                    lambda _: (
+                        c.post("/hooks/github", content=push_body, headers=sign(push_body, "guess")).status_code,
+                        len(push_body),
+                    ),
+                    parallel=8,
+                )
             files = _hostile_definitions(home)
             with httpx.Client(base_url=url, headers=auth, timeout=120) as c:
                 for label, path in files.items():
-                    scenario(f"register a pipeline: {label}", n(5), lambda i, p=path: (c.post("/api/v1/repositories", json={
-                        "name": f"bad-{uuid.uuid4().hex[:8]}", "url": f"https://github.example/x/{uuid.uuid4().hex}.git",
-                        "forge": "github", "secret": "s", "pipeline": str(p)}).status_code, 0))
+                    scenario(
+                        f"register a pipeline: {label}",
+                        n(5),
+                        lambda i, p=path: (
+                            c.post(
+                                "/api/v1/repositories",
+                                json={
+                                    "name": f"bad-{uuid.uuid4().hex[:8]}",
+                                    "url": f"https://github.example/x/{uuid.uuid4().hex}.git",
+                                    "forge": "github",
+                                    "secret": "s",
+                                    "pipeline": str(p),
+                                },
+                            ).status_code,
+                            0,
+                        ),
+                    )
             with httpx.Client(base_url=url, timeout=300) as c:
 
                 def read_all(_: int) -> tuple[int, int]:
@@ -261,26 +333,45 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "scale": args.scale,
         "scenarios": rows,
-        "rss_mb": {"baseline": round(baseline_kb / 1024, 1), "peak": round(peak_kb / 1024, 1),
-                   "max_sampled": round(max(watch.rss, default=0) / 1024, 1), "target": RSS_TARGET_MB},
-        "healthz_ms": {"count": len(lat_ms), "failed": watch.failures, "p50": round(pct(lat_ms, 50), 1),
-                       "p99": round(pct(lat_ms, 99), 1), "max": round(max(lat_ms, default=float("nan")), 1),
-                       "mean": round(statistics.fmean(lat_ms), 1) if lat_ms else None, "target_p99": HEALTHZ_P99_TARGET_MS},
+        "rss_mb": {
+            "baseline": round(baseline_kb / 1024, 1),
+            "peak": round(peak_kb / 1024, 1),
+            "max_sampled": round(max(watch.rss, default=0) / 1024, 1),
+            "target": RSS_TARGET_MB,
+        },
+        "healthz_ms": {
+            "count": len(lat_ms),
+            "failed": watch.failures,
+            "p50": round(pct(lat_ms, 50), 1),
+            "p99": round(pct(lat_ms, 99), 1),
+            "max": round(max(lat_ms, default=float("nan")), 1),
+            "mean": round(statistics.fmean(lat_ms), 1) if lat_ms else None,
+            "target_p99": HEALTHZ_P99_TARGET_MS,
+        },
         "ready_after": final_ready,
     }
-    result["met"] = bool(result["rss_mb"]["peak"] < RSS_TARGET_MB and lat_ms and pct(lat_ms, 99) < HEALTHZ_P99_TARGET_MS
-                         and watch.failures == 0 and final_ready == 200)
+    result["met"] = bool(
+        result["rss_mb"]["peak"] < RSS_TARGET_MB
+        and lat_ms
+        and pct(lat_ms, 99) < HEALTHZ_P99_TARGET_MS
+        and watch.failures == 0
+        and final_ready == 200
+    )
 
     width = max(len(r["scenario"]) for r in rows)
     print(f"{'scenario':<{width}}  {'n':>4}  {'answers':<14} {'sent MB':>8} {'s':>7} {'healthz p99 ms':>15} {'RSS MB':>7}")
     for r in rows:
         answers = ", ".join(f"{k}x{v}" for k, v in sorted(r["statuses"].items())) or "skipped"
-        print(f"{r['scenario']:<{width}}  {r['requests']:>4}  {answers:<14} {r['sent_mb']:>8} {r['seconds']:>7} "
-              f"{r.get('healthz_p99_ms') or '-':>15} {r.get('rss_mb', '-'):>7}")
+        print(
+            f"{r['scenario']:<{width}}  {r['requests']:>4}  {answers:<14} {r['sent_mb']:>8} {r['seconds']:>7} "
+            f"{r.get('healthz_p99_ms') or '-':>15} {r.get('rss_mb', '-'):>7}"
+        )
     rss, hz = result["rss_mb"], result["healthz_ms"]
     print(f"\nserver RSS: baseline {rss['baseline']} MB, peak {rss['peak']} MB (target < {RSS_TARGET_MB} MB)")
-    print(f"/healthz: {hz['count']} answered, {hz['failed']} failed; p50 {hz['p50']} ms, p99 {hz['p99']} ms, "
-          f"max {hz['max']} ms (target p99 < {HEALTHZ_P99_TARGET_MS} ms)")
+    print(
+        f"/healthz: {hz['count']} answered, {hz['failed']} failed; p50 {hz['p50']} ms, p99 {hz['p99']} ms, "
+        f"max {hz['max']} ms (target p99 < {HEALTHZ_P99_TARGET_MS} ms)"
+    )
     print(f"/readyz afterwards: {final_ready}; targets {'met' if result['met'] else 'NOT met'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -295,7 +386,8 @@ def _hostile_definitions(home: Path) -> dict[str, Path]:
     laughs = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     files = {
-        "billion laughs (8 levels)": "\n".join(laughs) + "\nname: x\ntasks:\n  - name: t\n    env: {X: *a8}\n    steps: [{run: echo}]\n",
+        "billion laughs (8 levels)": "\n".join(laughs)
+        + "\nname: x\ntasks:\n  - name: t\n    env: {X: *a8}\n    steps: [{run: echo}]\n",
         "nested 100,000 deep": "name: x\ntasks: " + "[" * 100_000 + "]" * 100_000 + "\n",
         "10 MB file": "name: x\ntasks:\n" + "".join(f"  - name: t{i}\n    steps: [{{run: echo {i}}}]\n" for i in range(200_000)),
     }

@@ -161,10 +161,16 @@ def curve(work: Path, database: str | None, label: str) -> list[dict[str, Any]]:
             floor = shell_loop(tasks)
         else:
             floor = shell_loop(2) + parallel_floor(tasks - 2, engine.settings.max_parallel)
-        rows.append({
-            "database": label, "shape": shape, "tasks": tasks, "engine_s": round(elapsed, 3), "floor_s": round(floor, 3),
-            "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
-        })
+        rows.append(
+            {
+                "database": label,
+                "shape": shape,
+                "tasks": tasks,
+                "engine_s": round(elapsed, 3),
+                "floor_s": round(floor, 3),
+                "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
+            }
+        )
         print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
     engine.store.close()
     return rows
@@ -213,7 +219,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path | None:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (label, shape), marker in zip(sorted({(r["database"], r["shape"]) for r in rows}), "osd^"):
+    for (label, shape), marker in zip(sorted({(r["database"], r["shape"]) for r in rows}), "osd^", strict=False):
         points = sorted((r["tasks"], r["overhead_ms_per_task"]) for r in rows if (r["database"], r["shape"]) == (label, shape))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=f"{shape}, {label}")
     ax.set_xscale("log")
@@ -275,7 +281,9 @@ def main() -> None:
     print(f"{'one SQLite commit (ms)':<44}{st['sqlite_commit_ms']:>12}")
     print(f"\n{'curve':<30}{'tasks':>7}{'engine s':>10}{'floor s':>10}{'ms/task':>10}")
     for r in results["curve"]:
-        print(f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}{r['overhead_ms_per_task']:>10}")
+        print(
+            f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}{r['overhead_ms_per_task']:>10}"
+        )
     picture = plot(results["curve"], args.out.parent / "engine-curve.png")
     if picture is not None:
         # The README shows the curve: a copy outside the (ignored) results folder.

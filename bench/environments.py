@@ -72,8 +72,13 @@ class Kubectl:
         self.program, self.kubeconfig = program, kubeconfig
 
     def __call__(self, *args: str, timeout: float = 900) -> None:
-        subprocess.run([str(self.program), f"--kubeconfig={self.kubeconfig}", *args], check=True,
-                       capture_output=True, text=True, timeout=timeout)
+        subprocess.run(
+            [str(self.program), f"--kubeconfig={self.kubeconfig}", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def drop(self, namespace: str) -> None:
         """Delete the namespace and wait until it is gone: its pods would hold kwok's pod slots."""
@@ -92,8 +97,13 @@ def shipline_sync(cluster: Cluster, directory: Path, timeout: float) -> dict[str
     done = time.perf_counter()
     if not verification.ok:
         raise SystemExit(f"shipline verify failed: {[str(f) for f in verification.failures()[:3]]}")
-    return {"total": done - started, "load": loaded - started, "apply": applied - loaded,
-            "prune": pruned - applied, "verify": done - pruned}
+    return {
+        "total": done - started,
+        "load": loaded - started,
+        "apply": applied - loaded,
+        "prune": pruned - applied,
+        "verify": done - pruned,
+    }
 
 
 def floor_sync(kubectl: Kubectl, namespace: str, directory: Path, changed: str | None) -> float:
@@ -107,8 +117,12 @@ def floor_sync(kubectl: Kubectl, namespace: str, directory: Path, changed: str |
 
 
 def run_size(count: int, kubectl: Kubectl, kubeconfig: Path, work: Path, reps: int) -> dict[str, Any]:
-    rows: dict[str, list[float]] = {"floor initial": [], "floor one changed": [], "shipline initial": [],
-                                    "shipline one changed": []}
+    rows: dict[str, list[float]] = {
+        "floor initial": [],
+        "floor one changed": [],
+        "shipline initial": [],
+        "shipline one changed": [],
+    }
     phases: list[dict[str, float]] = []
     for rep in range(reps):
         tag = uuid.uuid4().hex[:6]
@@ -134,8 +148,13 @@ def run_size(count: int, kubectl: Kubectl, kubeconfig: Path, work: Path, reps: i
         finally:
             kubectl.drop(ns)
         print(f"  {count} services, round {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in rows.items()), flush=True)
-    return {"services": count, "rounds": reps, "median_seconds": {k: statistics.median(v) for k, v in rows.items()},
-            "all_seconds": rows, "shipline_phases": phases}
+    return {
+        "services": count,
+        "rounds": reps,
+        "median_seconds": {k: statistics.median(v) for k, v in rows.items()},
+        "all_seconds": rows,
+        "shipline_phases": phases,
+    }
 
 
 def main() -> None:
@@ -163,10 +182,16 @@ def main() -> None:
 
     out = Path(__file__).parent / "results" / "environments.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-        "results": results,
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

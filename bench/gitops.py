@@ -107,19 +107,30 @@ class Bench:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def shipline(self, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "shipline", *args], check=True, capture_output=True, text=True, env=self.env, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "shipline", *args], check=True, capture_output=True, text=True, env=self.env, timeout=600
+        )
 
     def kube(self, *args: str, timeout: float = 900) -> None:
-        subprocess.run([str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args], check=True, capture_output=True,
-                       text=True, timeout=timeout)
+        subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def drop(self, namespace: str) -> None:
         self.kube("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=600s", timeout=660)
 
     def serve(self) -> subprocess.Popen[bytes]:
-        log = open(self.work / "serve.log", "wb")  # noqa: SIM115 (open for the server's life)
-        server = subprocess.Popen([sys.executable, "-m", "shipline", "serve", "--port", str(self.port)],
-                                  env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log = open(self.work / "serve.log", "wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "shipline", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -136,9 +147,17 @@ class Bench:
         payload["repository"].update(clone_url=str(repo), html_url=str(repo), default_branch="main")
         body = json.dumps(payload).encode()
         signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        answer = httpx.post(self.url + "/hooks/gitea", content=body, timeout=30, headers={
-            "Content-Type": "application/json", "X-Gitea-Event": "push", "X-Gitea-Delivery": str(uuid.uuid4()),
-            "X-Gitea-Signature": signature})
+        answer = httpx.post(
+            self.url + "/hooks/gitea",
+            content=body,
+            timeout=30,
+            headers={
+                "Content-Type": "application/json",
+                "X-Gitea-Event": "push",
+                "X-Gitea-Delivery": str(uuid.uuid4()),
+                "X-Gitea-Signature": signature,
+            },
+        )
         if answer.status_code != 202:
             raise SystemExit(f"webhook refused: {answer.status_code} {answer.text}")
 
@@ -198,9 +217,22 @@ class Bench:
         git(checkout, "commit", "-q", "-m", f"{count} services")
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
         declaration = self.work / f"{name}.yaml"
-        declaration.write_text(json.dumps({"environments": [{
-            "name": name, "repo": str(bare), "namespace": namespace, "kubeconfig": str(self.kubeconfig),
-            "sync": "auto", "verify-timeout": "10m"}]}))
+        declaration.write_text(
+            json.dumps(
+                {
+                    "environments": [
+                        {
+                            "name": name,
+                            "repo": str(bare),
+                            "namespace": namespace,
+                            "kubeconfig": str(self.kubeconfig),
+                            "sync": "auto",
+                            "verify-timeout": "10m",
+                        }
+                    ]
+                }
+            )
+        )
         self.shipline("env", "apply", str(declaration))
         self.shipline("secrets", "set", f"env-{name}-webhook", "--from-env", "BENCH_HOOK_SECRET")
         try:
@@ -230,9 +262,14 @@ def main() -> None:
     kubectl, helm = layout.program(KUBERNETES, "kubectl"), layout.program(HELM, "helm")
     with tempfile.TemporaryDirectory(prefix="shipline-bench-gitops-") as tmp:
         work = Path(tmp)
-        env = {**os.environ, "SHIPLINE_HOME": str(work / "home"), "SHIPLINE_ENV_POLL_SECONDS": "3600",
-               "SHIPLINE_LOG_LEVEL": "warning", "BENCH_HOOK_SECRET": SECRET,
-               "PATH": os.pathsep.join([str(kubectl.parent), str(helm.parent), os.environ.get("PATH", "")])}
+        env = {
+            **os.environ,
+            "SHIPLINE_HOME": str(work / "home"),
+            "SHIPLINE_ENV_POLL_SECONDS": "3600",
+            "SHIPLINE_LOG_LEVEL": "warning",
+            "BENCH_HOOK_SECRET": SECRET,
+            "PATH": os.pathsep.join([str(kubectl.parent), str(helm.parent), os.environ.get("PATH", "")]),
+        }
         env.pop("SHIPLINE_DATABASE_URL", None)
         bench = Bench(work, env, kubectl, layout.kubeconfig)
         server = bench.serve()
@@ -241,16 +278,29 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(60)
-    print(f"\n{'services':>8}  {'shipline initial':>16}  {'floor initial':>13}  {'shipline one changed':>20}  "
-          f"{'floor one changed':>17}  server RSS / peak")
+    print(
+        f"\n{'services':>8}  {'shipline initial':>16}  {'floor initial':>13}  {'shipline one changed':>20}  "
+        f"{'floor one changed':>17}  server RSS / peak"
+    )
     for r in rows:
         mem = r["server MiB"]
-        print(f"{r['services']:>8}  {r['shipline initial']:>15.1f}s  {r['floor initial']:>12.1f}s  "
-              f"{r['shipline one changed']:>19.1f}s  {r['floor one changed']:>16.1f}s  {mem['VmRSS']} / {mem['VmHWM']} MiB")
+        print(
+            f"{r['services']:>8}  {r['shipline initial']:>15.1f}s  {r['floor initial']:>12.1f}s  "
+            f"{r['shipline one changed']:>19.1f}s  {r['floor one changed']:>16.1f}s  {mem['VmRSS']} / {mem['VmHWM']} MiB"
+        )
     out = HERE / "results" / "gitops.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                               "trigger": "signed push webhook", "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "trigger": "signed push webhook",
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     for r in rows:
         for case in ("shipline initial", "shipline one changed"):
             print(f"{r['services']} services, {case}: " + ", ".join(f"{k} {v}s" for k, v in r[f"{case} tasks"].items()))

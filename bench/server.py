@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import socket
 import sqlite3
 import statistics
@@ -121,8 +120,9 @@ def serving(home: Path) -> Iterator[Server]:
     pipelines = home / "pipelines"
     pipelines.mkdir(parents=True, exist_ok=True)
     (pipelines / "five.yaml").write_text(PIPELINE)
-    token = subprocess.run([*CLI, "tokens", "create", "--name", "bench", "--role", "operator"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        [*CLI, "tokens", "create", "--name", "bench", "--role", "operator"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     port = free_port()
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
@@ -140,10 +140,15 @@ def serving(home: Path) -> Iterator[Server]:
             time.sleep(0.05)
         with server.client() as c:
             if not any(r["repository"]["name"] == "bench" for r in c.get("/api/v1/repositories").json()):
-                c.post("/api/v1/repositories", json={
-                    "name": "bench", "url": "https://forge.example/bench/app.git", "forge": "git",
-                    "pipeline": "five.yaml",
-                }).raise_for_status()
+                c.post(
+                    "/api/v1/repositories",
+                    json={
+                        "name": "bench",
+                        "url": "https://forge.example/bench/app.git",
+                        "forge": "git",
+                        "pipeline": "five.yaml",
+                    },
+                ).raise_for_status()
         yield server
     finally:
         proc.terminate()
@@ -219,6 +224,7 @@ async def _submit_all(url: str, token: str, n: int, in_flight: int) -> list[tupl
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as client:
+
         async def one() -> tuple[float, int, int]:
             async with sem:
                 sent = time.time()
@@ -246,20 +252,32 @@ def burst(work: Path, n: int, in_flight: int, label: str) -> dict[str, Any]:
     by_id = {r["id"]: r for r in runs}
     lost = [i for i in ids if i not in by_id]
     doubled = len(ids) - len(set(ids)) + max(0, len(runs) - len(set(ids)))
-    succeeded = sum(r["status"] == "succeeded" and len(r["tasks"]) == TASKS
-                    and all(t["status"] == "succeeded" for t in r["tasks"]) for r in runs)
+    succeeded = sum(
+        r["status"] == "succeeded" and len(r["tasks"]) == TASKS and all(t["status"] == "succeeded" for t in r["tasks"])
+        for r in runs
+    )
     end = max(datetime.fromisoformat(r["finished_at"]).timestamp() for r in runs if r["finished_at"])
     to_running = [started_at(by_id[i]) - at for at, _, i in sent if i in by_id and by_id[i]["started_at"]]
     elapsed = end - start
     return {
-        "runs": n, "tasks_per_run": TASKS, "in_flight": in_flight, "http_statuses": codes,
-        "stored": len(runs), "succeeded": succeeded, "lost": len(lost), "doubled": doubled,
-        "seconds": round(elapsed, 2), "runs_per_s": round(n / elapsed, 1), "tasks_per_s": round(n * TASKS / elapsed, 1),
+        "runs": n,
+        "tasks_per_run": TASKS,
+        "in_flight": in_flight,
+        "http_statuses": codes,
+        "stored": len(runs),
+        "succeeded": succeeded,
+        "lost": len(lost),
+        "doubled": doubled,
+        "seconds": round(elapsed, 2),
+        "runs_per_s": round(n / elapsed, 1),
+        "tasks_per_s": round(n * TASKS / elapsed, 1),
         "all_answered_s": round(answered, 2),
         "server_cpu_ms_per_run": round((cpu1[0] - cpu0[0]) / n * 1000, 2),
         "steps_cpu_ms_per_run": round((cpu1[1] - cpu0[1]) / n * 1000, 2),
         "submit_to_running_ms": {"p50": ms(pct(to_running, 50)), "p99": ms(pct(to_running, 99))},
-        "server_rss_mib": rss, "load_before": before, "load_after": load(),
+        "server_rss_mib": rss,
+        "load_before": before,
+        "load_after": load(),
     }
 
 
@@ -291,7 +309,8 @@ def idle(work: Path, n: int) -> dict[str, Any]:
         "submit_to_running_ms": {"p50": ms(pct(running, 50)), "p99": ms(pct(running, 99)), "max": ms(max(running))},
         "post_answer_ms": {"p50": ms(pct(post, 50)), "p99": ms(pct(post, 99))},
         "floor_healthz_ms": {"p50": ms(pct(healthz, 50)), "p99": ms(pct(healthz, 99))},
-        "load_before": before, "load_after": load(),
+        "load_before": before,
+        "load_after": load(),
     }
 
 
@@ -321,35 +340,72 @@ def seed(home: Path, n: int) -> float:
             rid = i + 1
             at = t0 + timedelta(seconds=i * 60)
             status = "failed" if i % 10 == 9 else "succeeded"
-            run_rows.append({
-                "id": rid, "pipeline": "five", "status": status, "params": {}, "spec": spec,
-                "source": str(home / "pipelines" / "five.yaml"), "message": "task t4 failed" if status == "failed" else "",
-                "trigger": {"source": "api", "event": "manual", "token": "bench", "repository_name": "bench"},
-                "rerun_of": None, "created_at": at, "started_at": at, "finished_at": at + timedelta(seconds=5),
-                "owner": "bench:1:1", "heartbeat_at": at, "cancel_requested": False, "results": {},
-                "concurrency_group": None, "holds_group": False,
-            })
+            run_rows.append(
+                {
+                    "id": rid,
+                    "pipeline": "five",
+                    "status": status,
+                    "params": {},
+                    "spec": spec,
+                    "source": str(home / "pipelines" / "five.yaml"),
+                    "message": "task t4 failed" if status == "failed" else "",
+                    "trigger": {"source": "api", "event": "manual", "token": "bench", "repository_name": "bench"},
+                    "rerun_of": None,
+                    "created_at": at,
+                    "started_at": at,
+                    "finished_at": at + timedelta(seconds=5),
+                    "owner": "bench:1:1",
+                    "heartbeat_at": at,
+                    "cancel_requested": False,
+                    "results": {},
+                    "concurrency_group": None,
+                    "holds_group": False,
+                }
+            )
             event_rows.append({"run_id": rid, "kind": "run", "task": None, "status": "queued", "data": {}, "created_at": at})
             event_rows.append({"run_id": rid, "kind": "run", "task": None, "status": "running", "data": {}, "created_at": at})
             for j in range(TASKS):
                 task_status = "failed" if status == "failed" and j == TASKS - 1 else "succeeded"
                 ts = at + timedelta(seconds=j)
-                task_rows.append({
-                    "run_id": rid, "name": f"t{j}", "position": j, "is_finally": False,
-                    "needs": [f"t{j - 1}"] if j else [], "status": task_status, "results": {}, "attempts": 1,
-                    "message": "", "started_at": ts, "finished_at": ts + timedelta(seconds=1),
-                })
+                task_rows.append(
+                    {
+                        "run_id": rid,
+                        "name": f"t{j}",
+                        "position": j,
+                        "is_finally": False,
+                        "needs": [f"t{j - 1}"] if j else [],
+                        "status": task_status,
+                        "results": {},
+                        "attempts": 1,
+                        "message": "",
+                        "started_at": ts,
+                        "finished_at": ts + timedelta(seconds=1),
+                    }
+                )
                 log_path = settings.logs / str(rid) / f"t{j}" / "1.0.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                log_path.write_text("".join(f"{(ts + timedelta(milliseconds=k)).isoformat()} line {k} of step t{j}\n"
-                                            for k in range(20)))
-                step_rows.append({
-                    "run_id": rid, "task": f"t{j}", "attempt": 1, "idx": 0, "name": "true", "status": task_status,
-                    "exit_code": 1 if task_status == "failed" else 0, "pid": None, "log_path": str(log_path),
-                    "started_at": ts, "finished_at": ts + timedelta(seconds=1),
-                })
+                log_path.write_text(
+                    "".join(f"{(ts + timedelta(milliseconds=k)).isoformat()} line {k} of step t{j}\n" for k in range(20))
+                )
+                step_rows.append(
+                    {
+                        "run_id": rid,
+                        "task": f"t{j}",
+                        "attempt": 1,
+                        "idx": 0,
+                        "name": "true",
+                        "status": task_status,
+                        "exit_code": 1 if task_status == "failed" else 0,
+                        "pid": None,
+                        "log_path": str(log_path),
+                        "started_at": ts,
+                        "finished_at": ts + timedelta(seconds=1),
+                    }
+                )
                 for st in ("running", task_status):
-                    event_rows.append({"run_id": rid, "kind": "task", "task": f"t{j}", "status": st, "data": {}, "created_at": ts})
+                    event_rows.append(
+                        {"run_id": rid, "kind": "task", "task": f"t{j}", "status": st, "data": {}, "created_at": ts}
+                    )
             event_rows.append({"run_id": rid, "kind": "run", "task": None, "status": status, "data": {}, "created_at": at})
         with store.transaction() as conn:
             conn.execute(insert(runs), run_rows)
@@ -394,8 +450,7 @@ def history(work: Path, n: int, repeats: int) -> dict[str, Any]:
         out["server_rss_mib_at_start"] = rss_mib(server.proc.pid)
         c.get("/api/v1/runs").raise_for_status()  # warm
         out["api_runs_first_page"] = timed_gets(c, ["/api/v1/runs"], repeats)
-        out["dashboard_runs_page"] = timed_gets(
-            c, ["/", "/static/app.js", "/static/style.css", "/api/v1/runs?limit=50"], repeats)
+        out["dashboard_runs_page"] = timed_gets(c, ["/", "/static/app.js", "/static/style.css", "/api/v1/runs?limit=50"], repeats)
         out["api_runs_failed_first_page"] = timed_gets(c, ["/api/v1/runs?status=failed"], repeats)
         out["api_runs_by_pipeline"] = timed_gets(c, ["/api/v1/runs?pipeline=five"], repeats)
         out["api_runs_deep_page"] = timed_gets(c, [f"/api/v1/runs?before={n // 10}"], repeats)
@@ -408,8 +463,11 @@ def history(work: Path, n: int, repeats: int) -> dict[str, Any]:
         out["load_after"] = load()
         cli: dict[str, list[float]] = {"list": [], "list_failed": [], "version": []}
         for _ in range(5):
-            for key, args in (("list", ["runs", "list"]), ("list_failed", ["runs", "list", "--status", "failed"]),
-                              ("version", ["--version"])):
+            for key, args in (
+                ("list", ["runs", "list"]),
+                ("list_failed", ["runs", "list", "--status", "failed"]),
+                ("version", ["--version"]),
+            ):
                 t0 = time.perf_counter()
                 subprocess.run([*CLI, *args], env=server.env, check=True, capture_output=True)
                 cli[key].append(time.perf_counter() - t0)
@@ -427,30 +485,67 @@ def history(work: Path, n: int, repeats: int) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str, str]] = []
     b = results["burst"]
-    rows.append((f"burst {b['runs']} runs x {TASKS} tasks via the API (runs/s)", str(b["runs_per_s"]),
-                 str(results["floor_commands_runs_per_s"]), ">= 100"))
-    rows.append(("  server CPU per run, its steps' CPU per run (ms)",
-                 f"{b['server_cpu_ms_per_run']} / {b['steps_cpu_ms_per_run']}", "", ""))
-    rows.append(("  runs stored / succeeded / lost / doubled",
-                 f"{b['stored']}/{b['succeeded']}/{b['lost']}/{b['doubled']}", "", f"{b['runs']}/{b['runs']}/0/0"))
-    rows.append(("  submission -> running under the burst, p50 / p99 (ms)",
-                 f"{b['submit_to_running_ms']['p50']} / {b['submit_to_running_ms']['p99']}", "", ""))
+    rows.append(
+        (
+            f"burst {b['runs']} runs x {TASKS} tasks via the API (runs/s)",
+            str(b["runs_per_s"]),
+            str(results["floor_commands_runs_per_s"]),
+            ">= 100",
+        )
+    )
+    rows.append(
+        (
+            "  server CPU per run, its steps' CPU per run (ms)",
+            f"{b['server_cpu_ms_per_run']} / {b['steps_cpu_ms_per_run']}",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "  runs stored / succeeded / lost / doubled",
+            f"{b['stored']}/{b['succeeded']}/{b['lost']}/{b['doubled']}",
+            "",
+            f"{b['runs']}/{b['runs']}/0/0",
+        )
+    )
+    rows.append(
+        (
+            "  submission -> running under the burst, p50 / p99 (ms)",
+            f"{b['submit_to_running_ms']['p50']} / {b['submit_to_running_ms']['p99']}",
+            "",
+            "",
+        )
+    )
     rows.append(("  server RSS after the burst (MiB)", str(b["server_rss_mib"]["rss"]), "", ""))
     i = results["idle"]
-    rows.append(("idle server: submission -> running, p50 / p99 (ms)",
-                 f"{i['submit_to_running_ms']['p50']} / {i['submit_to_running_ms']['p99']}",
-                 f"{i['floor_healthz_ms']['p50']} / {i['floor_healthz_ms']['p99']}", "p99 < 20"))
+    rows.append(
+        (
+            "idle server: submission -> running, p50 / p99 (ms)",
+            f"{i['submit_to_running_ms']['p50']} / {i['submit_to_running_ms']['p99']}",
+            f"{i['floor_healthz_ms']['p50']} / {i['floor_healthz_ms']['p99']}",
+            "p99 < 20",
+        )
+    )
     h = results["history"]
-    rows.append((f"history of {h['runs']} runs: server RSS at start / after (MiB)",
-                 f"{h['server_rss_mib_at_start']['rss']} / {h['server_rss_mib_after']['rss']}", "", "< 200"))
+    rows.append(
+        (
+            f"history of {h['runs']} runs: server RSS at start / after (MiB)",
+            f"{h['server_rss_mib_at_start']['rss']} / {h['server_rss_mib_after']['rss']}",
+            "",
+            "< 200",
+        )
+    )
     floor_http = h["floor_healthz"]["p50_ms"]
-    for key, label in (("api_runs_first_page", "GET /api/v1/runs, first page (ms)"),
-                       ("dashboard_runs_page", "dashboard runs page, 4 requests (ms)"),
-                       ("api_runs_failed_first_page", "GET /api/v1/runs?status=failed (ms)"),
-                       ("api_runs_by_pipeline", "GET /api/v1/runs?pipeline=five (ms)"),
-                       ("api_runs_deep_page", "GET /api/v1/runs?before=N/10 (ms)"),
-                       ("api_run_and_logs", "GET one run + its logs (ms)"),
-                       ("metrics", "GET /metrics (ms)")):
+    for key, label in (
+        ("api_runs_first_page", "GET /api/v1/runs, first page (ms)"),
+        ("dashboard_runs_page", "dashboard runs page, 4 requests (ms)"),
+        ("api_runs_failed_first_page", "GET /api/v1/runs?status=failed (ms)"),
+        ("api_runs_by_pipeline", "GET /api/v1/runs?pipeline=five (ms)"),
+        ("api_runs_deep_page", "GET /api/v1/runs?before=N/10 (ms)"),
+        ("api_run_and_logs", "GET one run + its logs (ms)"),
+        ("metrics", "GET /metrics (ms)"),
+    ):
         target = "< 100" if key in ("api_runs_first_page", "dashboard_runs_page") else ""
         rows.append((f"  {label}, p50", str(h[key]["p50_ms"]), f"{floor_http} (healthz)", target))
     rows.append(("  one SQLite query of that page, sqlite3 alone (ms)", str(h["floor_sqlite_page_ms"]), "", ""))
@@ -459,9 +554,9 @@ def report(results: dict[str, Any]) -> None:
     rows.append(("  shipline --version (s)", str(h["cli_version_s"]), "", ""))
     widths = [max(len(r[k]) for r in rows + [("measure", "shipline", "floor", "target")]) for k in range(4)]
     head = ("measure", "shipline", "floor", "target")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)))
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)))
     print(f"load average: {results['load']}")
 
 
@@ -483,7 +578,8 @@ def main() -> None:
     parallel = default_parallel()
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "max_parallel": parallel, "load": load(),
+        "max_parallel": parallel,
+        "load": load(),
     }
     with tempfile.TemporaryDirectory(prefix="shipline-bench-") as tmp:
         work = Path(tmp)
@@ -494,9 +590,12 @@ def main() -> None:
                 print(f"burst {k + 1}/{args.bursts}: {args.runs} runs x {TASKS} tasks through the API ...", file=sys.stderr)
                 bursts.append(burst(work, args.runs, args.in_flight, str(k)))
                 floors.append(commands_floor(args.runs * TASKS, parallel))
-                print(f"  {bursts[-1]['runs_per_s']} runs/s, server CPU {bursts[-1]['server_cpu_ms_per_run']} ms/run, "
-                      f"lost {bursts[-1]['lost']}, floor "
-                      f"{args.runs / floors[-1]:.1f} runs/s, load {load()}", file=sys.stderr)
+                print(
+                    f"  {bursts[-1]['runs_per_s']} runs/s, server CPU {bursts[-1]['server_cpu_ms_per_run']} ms/run, "
+                    f"lost {bursts[-1]['lost']}, floor "
+                    f"{args.runs / floors[-1]:.1f} runs/s, load {load()}",
+                    file=sys.stderr,
+                )
             ordered = sorted(bursts, key=lambda b: b["runs_per_s"])
             results["burst"] = ordered[len(ordered) // 2]
             results["bursts_runs_per_s"] = [b["runs_per_s"] for b in bursts]

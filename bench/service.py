@@ -102,7 +102,10 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
     log.write_text("")
     proc = subprocess.run(
         [sys.executable, "-m", "shipline", "run", str(pipeline), "-p", f"url={url}", "--json"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     start = proc.stdout.rfind("\n{")
     try:
@@ -115,7 +118,9 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
     wall = ts(record["finished_at"]) - ts(record["started_at"])
     steps = [
         (ts(s["started_at"]), ts(s["finished_at"]))
-        for t in record["tasks"] for s in t.get("steps", []) if s.get("started_at") and s.get("finished_at")
+        for t in record["tasks"]
+        for s in t.get("steps", [])
+        if s.get("started_at") and s.get("finished_at")
     ]
     tools = union_seconds(steps)
     per_command: dict[str, float] = {}
@@ -125,7 +130,8 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
     helpers = sum(per_command.values())
     tasks = {
         t["name"]: round(ts(t["finished_at"]) - ts(t["started_at"]), 2)
-        for t in record["tasks"] if t.get("started_at") and t.get("finished_at")
+        for t in record["tasks"]
+        if t.get("started_at") and t.get("finished_at")
     }
     return {
         "version": record.get("results", {}).get("version", ""),
@@ -154,7 +160,8 @@ def main() -> None:
         log = root / "helpers.log"
         gocache = root / "gocache"
         env = {
-            **os.environ, **bed,
+            **os.environ,
+            **bed,
             "SHIPLINE_HOME": str(root / "home"),
             "PATH": f"{wrapper(root / 'wrap', log)}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{bed['PATH']}",
             "GOCACHE": str(gocache),
@@ -188,20 +195,30 @@ def main() -> None:
     }
     print(f"{'run':<6}{'version':<10}{'wall s':>8}{'tools s':>9}{'engine gap s':>14}{'helpers s':>11}{'shipline %':>12}")
     for r in rows:
-        print(f"{r['kind']:<6}{r['version']:<10}{r['wall_s']:>8.2f}{r['tools_s']:>9.2f}{r['engine_gap_s']:>14.3f}"
-              f"{r['helpers_s']:>11.3f}{r['share_pct']:>12.2f}")
+        print(
+            f"{r['kind']:<6}{r['version']:<10}{r['wall_s']:>8.2f}{r['tools_s']:>9.2f}{r['engine_gap_s']:>14.3f}"
+            f"{r['helpers_s']:>11.3f}{r['share_pct']:>12.2f}"
+        )
     slowest = max(warm[-1]["tasks_s"].items(), key=lambda kv: kv[1])
-    print(f"warm median: {summary['warm_wall_s_median']:.2f} s wall, shipline's share {summary['warm_share_pct_median']:.2f} %"
-          f" (slowest task: {slowest[0]} {slowest[1]:.2f} s)")
+    print(
+        f"warm median: {summary['warm_wall_s_median']:.2f} s wall, shipline's share {summary['warm_share_pct_median']:.2f} %"
+        f" (slowest task: {slowest[0]} {slowest[1]:.2f} s)"
+    )
     print("helpers' own CPU in the last run: " + ", ".join(f"{k} {v:.3f} s" for k, v in warm[-1]["helpers_cpu_s"].items()))
     out = REPO / "bench" / "results" / "service.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "runs": rows,
-        "summary": summary,
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "runs": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out.relative_to(REPO)}")
 
 

@@ -69,19 +69,30 @@ def pct(values: list[float], q: float) -> float:
 
 
 def payload(sha: str) -> bytes:
-    return json.dumps({
-        "ref": "refs/heads/main", "before": "0" * 40, "after": sha,
-        "repository": {"full_name": "bench/app", "clone_url": REPO_URL, "default_branch": "main"},
-        "pusher": {"name": "bench"}, "sender": {"login": "bench"},
-        "commits": [{"id": sha, "message": "bench", "added": [], "removed": [], "modified": ["x"]}],
-        "head_commit": {"id": sha, "message": "bench"},
-    }).encode()
+    return json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": sha,
+            "repository": {"full_name": "bench/app", "clone_url": REPO_URL, "default_branch": "main"},
+            "pusher": {"name": "bench"},
+            "sender": {"login": "bench"},
+            "commits": [{"id": sha, "message": "bench", "added": [], "removed": [], "modified": ["x"]}],
+            "head_commit": {"id": sha, "message": "bench"},
+        }
+    ).encode()
 
 
-async def deliver(client: httpx.AsyncClient, sem: asyncio.Semaphore, delivery: str, body: bytes) -> tuple[str, float, float, int, list[int]]:
+async def deliver(
+    client: httpx.AsyncClient, sem: asyncio.Semaphore, delivery: str, body: bytes
+) -> tuple[str, float, float, int, list[int]]:
     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": sig,
-               "Content-Type": "application/json"}
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": sig,
+        "Content-Type": "application/json",
+    }
     async with sem:
         sent = time.time()
         t0 = time.perf_counter()
@@ -119,8 +130,12 @@ def main() -> int:
     parser.add_argument("-n", "--deliveries", type=int, default=500)
     parser.add_argument("-c", "--concurrency", type=int, default=64, help="requests in flight at once")
     parser.add_argument("--max-parallel", type=int, default=None, help="the server's max_parallel (default: its own)")
-    parser.add_argument("--single", type=int, default=20,
-                        help="afterwards, this many deliveries one at a time on the idle server (latency without a queue)")
+    parser.add_argument(
+        "--single",
+        type=int,
+        default=20,
+        help="afterwards, this many deliveries one at a time on the idle server (latency without a queue)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhooks.json")
     args = parser.parse_args()
@@ -134,8 +149,9 @@ def main() -> int:
     if args.max_parallel:
         env["SHIPLINE_MAX_PARALLEL"] = str(args.max_parallel)
     cli = [sys.executable, "-m", "shipline"]
-    token = subprocess.run([*cli, "tokens", "create", "--name", "bench", "--role", "operator"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        [*cli, "tokens", "create", "--name", "bench", "--role", "operator"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     log = (home / "server.log").open("w")
     server = subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -152,10 +168,17 @@ def main() -> int:
                 return 2
             time.sleep(0.1)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
-            r = c.post("/api/v1/repositories", json={
-                "name": "bench", "url": REPO_URL, "forge": "github", "secret": SECRET,
-                "pipeline": str(home / "pipeline.yaml"), "triggers": [{"on": "push", "concurrency": "parallel"}],
-            })
+            r = c.post(
+                "/api/v1/repositories",
+                json={
+                    "name": "bench",
+                    "url": REPO_URL,
+                    "forge": "github",
+                    "secret": SECRET,
+                    "pipeline": str(home / "pipeline.yaml"),
+                    "triggers": [{"on": "push", "concurrency": "parallel"}],
+                },
+            )
             r.raise_for_status()
 
         items = [(str(uuid.uuid4()), payload(uuid.uuid4().hex + uuid.uuid4().hex[:8])) for _ in range(args.deliveries)]
@@ -167,7 +190,11 @@ def main() -> int:
         with httpx.Client(base_url=url, timeout=60) as c:
             while True:
                 runs = all_runs(c)
-                if runs and all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs) and len(runs) >= args.deliveries:
+                if (
+                    runs
+                    and all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs)
+                    and len(runs) >= args.deliveries
+                ):
                     break
                 if time.monotonic() > deadline:
                     print("timed out waiting for runs to end", file=sys.stderr)
@@ -210,7 +237,8 @@ def main() -> int:
     http = [took for _, _, took, _, _ in first]
     queue_wait = [
         datetime.fromisoformat(r["started_at"]).timestamp() - datetime.fromisoformat(r["created_at"]).timestamp()
-        for r in runs if r["started_at"]
+        for r in runs
+        if r["started_at"]
     ]
     statuses: dict[str, int] = {}
     for run in runs:
@@ -228,13 +256,22 @@ def main() -> int:
         "runs_started_by_redeliveries": again_runs,
         "burst_seconds": round(burst_seconds, 3),
         "deliveries_per_second": round(args.deliveries / burst_seconds, 1),
-        "delivery_to_queued_seconds": {"p50": round(pct(http, 50), 4), "p99": round(pct(http, 99), 4), "max": round(max(http), 4)},
+        "delivery_to_queued_seconds": {
+            "p50": round(pct(http, 50), 4),
+            "p99": round(pct(http, 99), 4),
+            "max": round(max(http), 4),
+        },
         "delivery_to_running_seconds": {
-            "p50": round(pct(to_running, 50), 4), "p99": round(pct(to_running, 99), 4), "max": round(max(to_running), 4),
+            "p50": round(pct(to_running, 50), 4),
+            "p99": round(pct(to_running, 99), 4),
+            "max": round(max(to_running), 4),
             "mean": round(statistics.fmean(to_running), 4),
-        } if to_running else None,
+        }
+        if to_running
+        else None,
         "queued_to_running_seconds": {"p50": round(pct(queue_wait, 50), 4), "p99": round(pct(queue_wait, 99), 4)}
-        if queue_wait else None,
+        if queue_wait
+        else None,
         "delivery_to_running_min_seconds": round(min(to_running), 4) if to_running else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "git": shutil.which("git") is not None},
         "max_parallel": args.max_parallel or "server default",
@@ -242,27 +279,35 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.deliveries} deliveries in {burst_seconds:.2f}s ({result['deliveries_per_second']}/s), "
-          f"{args.concurrency} in flight, SQLite")
-    print(f"runs: {len(runs)} (lost {len(lost)}, doubled {len(doubled)}); redeliveries started {again_runs}; "
-          f"statuses {statuses}")
+    print(
+        f"{args.deliveries} deliveries in {burst_seconds:.2f}s ({result['deliveries_per_second']}/s), "
+        f"{args.concurrency} in flight, SQLite"
+    )
+    print(f"runs: {len(runs)} (lost {len(lost)}, doubled {len(doubled)}); redeliveries started {again_runs}; statuses {statuses}")
     q = result["delivery_to_queued_seconds"]
     print(f"delivery -> queued  (HTTP answer): p50 {q['p50'] * 1000:.1f} ms   p99 {q['p99'] * 1000:.1f} ms")
     if to_running:
         rr = result["delivery_to_running_seconds"]
         assert rr is not None
-        print(f"delivery -> running (started_at):  p50 {rr['p50'] * 1000:.1f} ms   p99 {rr['p99'] * 1000:.1f} ms"
-              f"   (min {min(to_running) * 1000:.1f} ms)")
+        print(
+            f"delivery -> running (started_at):  p50 {rr['p50'] * 1000:.1f} ms   p99 {rr['p99'] * 1000:.1f} ms"
+            f"   (min {min(to_running) * 1000:.1f} ms)"
+        )
         qw = result["queued_to_running_seconds"]
         assert isinstance(qw, dict)
         print(f"queued  -> running (in the queue): p50 {qw['p50'] * 1000:.1f} ms   p99 {qw['p99'] * 1000:.1f} ms")
     print(f"written: {args.out}")
     if single:
-        result["single_delivery_to_running_seconds"] = {"n": len(single), "p50": round(pct(single, 50), 4),
-                                                        "p99": round(pct(single, 99), 4)}
+        result["single_delivery_to_running_seconds"] = {
+            "n": len(single),
+            "p50": round(pct(single, 50), 4),
+            "p99": round(pct(single, 99), 4),
+        }
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"one at a time, idle server ({len(single)}): delivery -> running p50 {pct(single, 50) * 1000:.1f} ms"
-              f"   p99 {pct(single, 99) * 1000:.1f} ms")
+        print(
+            f"one at a time, idle server ({len(single)}): delivery -> running p50 {pct(single, 50) * 1000:.1f} ms"
+            f"   p99 {pct(single, 99) * 1000:.1f} ms"
+        )
     ok = len(runs) == args.deliveries and not lost and not doubled and again_runs == 0
     shutil.rmtree(home, ignore_errors=True)
     return 0 if ok else 1

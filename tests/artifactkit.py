@@ -58,9 +58,10 @@ def tiny_chart(directory: Path, name: str = "hello", template: str | None = None
     """A chart with commented values and one template that uses the image values."""
     (directory / "templates").mkdir(parents=True, exist_ok=True)
     (directory / "Chart.yaml").write_text(
-        f"apiVersion: v2\nname: {name}\ndescription: a tiny chart  # kept\nversion: 0.0.1\nappVersion: \"0.0.1\"\n"
+        f'apiVersion: v2\nname: {name}\ndescription: a tiny chart  # kept\nversion: 0.0.1\nappVersion: "0.0.1"\n'
     )
-    (directory / "values.yaml").write_text(textwrap.dedent("""\
+    (directory / "values.yaml").write_text(
+        textwrap.dedent("""\
         # Values of the tiny chart.
         replicas: 1
         image:
@@ -69,15 +70,19 @@ def tiny_chart(directory: Path, name: str = "hello", template: str | None = None
           pullPolicy: IfNotPresent
         ports:
           - 8080
-        """))
-    (directory / "templates" / "configmap.yaml").write_text(template or textwrap.dedent("""\
+        """)
+    )
+    (directory / "templates" / "configmap.yaml").write_text(
+        template
+        or textwrap.dedent("""\
         apiVersion: v1
         kind: ConfigMap
         metadata:
           name: {{ .Release.Name }}
         data:
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
-        """))
+        """)
+    )
     return directory
 
 
@@ -130,7 +135,7 @@ def extra_registry(root: Path, *, readonly: bool = False, users: dict[str, str] 
         deadline = time.monotonic() + 20
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()  # noqa: S310
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
                 break
             except urllib.error.HTTPError:
                 break  # 401: up, and wants credentials
@@ -170,7 +175,7 @@ def event_sink(fail_first: int = 0) -> Iterator[EventSink]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
                 if sink.refused < fail_first:
@@ -183,7 +188,7 @@ def event_sink(fail_first: int = 0) -> Iterator[EventSink]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -14,8 +14,8 @@ from shipline.domain.runs import RunRecord
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.executors.local import LocalExecutor
 from shipline.exceptions import ToolError
+from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings, load_settings
 from shipline.store.sql import SqlStore
 from shipline.testbed.postgres import ThrowawayPostgres
@@ -64,8 +64,6 @@ def write(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
-
-
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ RunFn = Callable[..., RunRecord]
 """`run_pipeline(yaml_text, params)`: load, run in-process, return the final record."""
 
 
-def shipline(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+def shipline(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """The real `shipline` command in a subprocess (no terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "shipline", *args],

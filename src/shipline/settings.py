@@ -19,10 +19,24 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from shipline.exceptions import UsageError
 
-
 DEFAULT_STEP_ENV = (
-    "PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "TMPDIR", "USER", "LOGNAME",
-    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 )
 """What steps see of the engine's environment by default: nothing that holds a credential."""
 

@@ -44,7 +44,11 @@ def _helm_pull(helm: Path, url: str, version: str, into: Path, home: Path) -> su
     home.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [str(helm), "pull", url, "--version", version, "--plain-http", "--untar", "-d", str(into)],
-        capture_output=True, text=True, check=False, timeout=60, env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "HOME": str(home)},
     )
 
 

@@ -79,9 +79,7 @@ def test_a_dockerfile_that_does_not_build_fails_and_pushes_nothing(
     assert inspect_image(f"{registry}/{name}:1.2.3") is None
 
 
-def test_a_registry_that_is_down_fails_before_building(
-    run_pipeline: RunFn, tmp_path: Path, settings: Settings
-) -> None:
+def test_a_registry_that_is_down_fails_before_building(run_pipeline: RunFn, tmp_path: Path, settings: Settings) -> None:
     from artifactkit import free_port
 
     down = f"127.0.0.1:{free_port()}"
@@ -136,8 +134,7 @@ def test_a_base_image_from_the_loopback_registry_is_pulled_over_http(
     context = tmp_path / "app"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        f"FROM {registry}/{base}:1.2.3 AS base\n"
-        'RUN ["/bin/busybox", "sh", "-c", "echo app > /app"]\n'
+        f'FROM {registry}/{base}:1.2.3 AS base\nRUN ["/bin/busybox", "sh", "-c", "echo app > /app"]\n'
     )
     name = f"app-{uuid.uuid4().hex[:8]}"
     second = run_pipeline(_pipeline(context, registry, name))

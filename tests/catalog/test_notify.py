@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from artifactkit import event_sink, free_port, log_text
 from helpers import RunFn
 

@@ -36,7 +36,9 @@ def _pipeline(registry: str, name: str, make: str, *, extra: str = "") -> str:
 
 def test_pushes_the_files_as_an_oci_artifact(run_pipeline: RunFn, registry: str, settings: Settings) -> None:
     name = f"pub-{uuid.uuid4().hex[:8]}"
-    record = run_pipeline(_pipeline(registry, name, "mkdir -p dist && echo one > dist/a.txt && echo two > dist/b.bin && mkdir dist/sub"))
+    record = run_pipeline(
+        _pipeline(registry, name, "mkdir -p dist && echo one > dist/a.txt && echo two > dist/b.bin && mkdir dist/sub")
+    )
     assert record.status == RunStatus.SUCCEEDED, log_text(settings, record, "publish")
     results = record.task("publish").results
     assert results["artifact"] == f"{registry}/{name}-artifacts:2.0.0"

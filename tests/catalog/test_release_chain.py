@@ -51,7 +51,9 @@ def test_the_release_tasks_chain(
                   artifact: "${{{{ tasks.publish.results.artifact }}}}"
                   artifact-digest: "${{{{ tasks.publish.results.artifact-digest }}}}"
             """)
-    assert record.status == RunStatus.SUCCEEDED, "".join(log_text(settings, record, t) for t in ("image", "chart", "publish", "notify"))
+    assert record.status == RunStatus.SUCCEEDED, "".join(
+        log_text(settings, record, t) for t in ("image", "chart", "publish", "notify")
+    )
     image, chart_results, published = (record.task(t).results for t in ("image", "chart", "publish"))
     assert image["image"] == f"{registry}/{name}:0.1.0"
     info = inspect_image(image["image"])

@@ -116,7 +116,10 @@ def _start_run(write: Write, tmp_path: Path, name: str = "long") -> tuple[subpro
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "shipline", "run", str(path), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and pidfile.read_text().strip()):
@@ -178,8 +181,13 @@ def test_killed_engine_loses_nothing(home: Path, write: Write, tmp_path: Path) -
 def test_live_view_on_a_terminal(home: Path) -> None:
     hello = str(REPO / "examples" / "hello.yaml")
     cmd = f"{sys.executable} -m shipline run {hello}"
-    done = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    done = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
     assert done.returncode == 0, done.stdout
     assert "run 1 succeeded" in done.stdout
     assert "report (finally)" in done.stdout
@@ -214,15 +222,18 @@ def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_pa
             steps: [{{run: echo "third line"}}]
         """
     )
-    run = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while not json.loads(shipline("runs", "list", "--json").stdout):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
-        with subprocess.Popen([sys.executable, "-m", "shipline", "runs", "logs", str(run_id), "-f"],
-                              stdout=subprocess.PIPE, text=True) as follow:
+        with subprocess.Popen(
+            [sys.executable, "-m", "shipline", "runs", "logs", str(run_id), "-f"], stdout=subprocess.PIPE, text=True
+        ) as follow:
             assert follow.stdout is not None
             seen = []
             while "first line" not in seen:

@@ -36,8 +36,12 @@ def test_a_killed_cli_leaves_no_process_behind(home: Path, write: Callable[..., 
                   setsid sh -c 'echo $$ > {daemon}; exec sleep 302' &
                   while true; do echo tick; sleep 0.05; done
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     deadline = time.monotonic() + 30
     while not all(p.exists() and p.read_text().strip() for p in (sub, sleeper, daemon)):
         assert time.monotonic() < deadline, "the run did not start"

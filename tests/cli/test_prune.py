@@ -67,7 +67,9 @@ def prune_json(*args: str) -> dict[str, object]:
     return result
 
 
-def test_old_runs_go_with_workspace_logs_and_records(home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn) -> None:
+def test_old_runs_go_with_workspace_logs_and_records(
+    home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn
+) -> None:
     old = finished(run_pipeline, store, "app", days_ago=40)
     gone_already = finished(run_pipeline, store, "app", days_ago=35)
     recent = finished(run_pipeline, store, "app", days_ago=1)
@@ -127,7 +129,9 @@ def test_workspaces_only_keeps_records_and_logs(home: Path, settings: Settings, 
     assert prune_json("--workspaces-only", "--keep", "0")["runs"] == [], "a run whose workspace is gone is not counted again"
 
 
-def test_dry_run_removes_nothing_and_predicts_the_real_run(home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn) -> None:
+def test_dry_run_removes_nothing_and_predicts_the_real_run(
+    home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn
+) -> None:
     old = finished(run_pipeline, store, "app", days_ago=40)
 
     done = prune("--dry-run", "--keep", "0")
@@ -178,15 +182,23 @@ def test_a_bad_duration_is_a_usage_error(home: Path, value: str) -> None:
 def test_on_a_terminal_it_asks_first(home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn) -> None:
     old = finished(run_pipeline, store, "app", days_ago=40)
     command = f"{sys.executable} -m shipline runs prune --keep 0"
-    done = subprocess.run(["script", "-qec", command, "/dev/null"], input="n\n", capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "TERM": "dumb"})
+    done = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TERM": "dumb"},
+    )
     assert "Remove the records, workspaces and logs of 1 run? [y/N]" in done.stdout
     assert "Aborted" in done.stdout
     assert rows(store, old)["runs"] == 1 and (settings.workspaces / str(old)).is_dir()
 
 
 @pytest.mark.postgres
-def test_postgresql_deletes_runs_with_their_tasks_and_steps(home: Path, settings: Settings, postgres_url: str, write: Callable[..., Path]) -> None:
+def test_postgresql_deletes_runs_with_their_tasks_and_steps(
+    home: Path, settings: Settings, postgres_url: str, write: Callable[..., Path]
+) -> None:
     pg_settings = settings.model_copy(update={"database_url": postgres_url})
     store = SqlStore(postgres_url)
     try:

@@ -28,7 +28,9 @@ def test_retries_and_timeouts_are_told_as_they_are(home: Path, write: Callable[.
     done = shipline("run", str(path))
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert any(line.endswith("flaky attempt 1 failed: step 'try' exited with code 4: boom; retrying") for line in lines), done.stdout
+    assert any(line.endswith("flaky attempt 1 failed: step 'try' exited with code 4: boom; retrying") for line in lines), (
+        done.stdout
+    )
     [succeeded] = [line for line in lines if " flaky succeeded in " in line]
     assert "exited with code" not in succeeded, "the success line carries no earlier failure"
     assert any(line.endswith("slow | shipline: the task timed out after 1s; its processes were stopped") for line in lines)

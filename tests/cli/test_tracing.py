@@ -4,10 +4,17 @@ DIGEST = "sha256:" + "a" * 64
 
 
 def test_a_release_traces_commit_tag_image_digest_and_chart() -> None:
-    trace = release_trace({
-        "commit": "0123456789abcdef" * 2 + "01234567", "tag": "v1.2.0", "image": "r:5000/hello:1.2.0",
-        "image-digest": DIGEST, "chart": "oci://r:5000/charts/hello", "chart-version": "1.2.0", "version": "1.2.0",
-    })
+    trace = release_trace(
+        {
+            "commit": "0123456789abcdef" * 2 + "01234567",
+            "tag": "v1.2.0",
+            "image": "r:5000/hello:1.2.0",
+            "image-digest": DIGEST,
+            "chart": "oci://r:5000/charts/hello",
+            "chart-version": "1.2.0",
+            "version": "1.2.0",
+        }
+    )
     assert trace == (
         f"commit 0123456789ab -> tag v1.2.0 -> image r:5000/hello:1.2.0@{DIGEST} -> chart oci://r:5000/charts/hello 1.2.0"
     )

@@ -26,8 +26,14 @@ DIGEST = "sha256:" + "0" * 63 + "1"
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
-        ("127.0.0.1:5000", True), ("127.8.9.1", True), ("localhost:5000", True), ("LOCALHOST", True),
-        ("[::1]:5000", True), ("::1", True), ("registry.example:5000", False), ("10.0.0.1:5000", False),
+        ("127.0.0.1:5000", True),
+        ("127.8.9.1", True),
+        ("localhost:5000", True),
+        ("LOCALHOST", True),
+        ("[::1]:5000", True),
+        ("::1", True),
+        ("registry.example:5000", False),
+        ("10.0.0.1:5000", False),
         ("localhost.example.com", False),
     ],
 )
@@ -95,7 +101,9 @@ def test_purl_of_an_image_and_a_chart() -> None:
     assert image == f"pkg:oci/hello@{DIGEST}?repository_url=127.0.0.1:5000/hello"
     parsed = PackageURL.from_string(image)
     assert (parsed.type, parsed.name, parsed.version) == ("oci", "hello", DIGEST)
-    assert oci_purl("127.0.0.1:5000/charts/Hello", DIGEST).startswith(f"pkg:oci/hello@{DIGEST}?repository_url=127.0.0.1:5000/charts/Hello")
+    assert oci_purl("127.0.0.1:5000/charts/Hello", DIGEST).startswith(
+        f"pkg:oci/hello@{DIGEST}?repository_url=127.0.0.1:5000/charts/Hello"
+    )
     with pytest.raises(UsageError, match="not a sha256 digest"):
         oci_purl("127.0.0.1:5000/hello", "sha256:short")
 
@@ -104,16 +112,33 @@ def test_purl_of_an_image_and_a_chart() -> None:
     ("output", "status", "words"),
     [
         # What buildah, helm and oras really print (seen against docker-registry 2.8).
-        ('writing blob: initiating layer upload to /v2/t/x/blobs/uploads/ in 127.0.0.1:15702: StatusCode: 405, Method not allowed',
-         405, "read-only"),
-        ('Error: failed to perform "Tag" on destination: PUT "http://127.0.0.1:15702/v2/charts/c/manifests/0.1.0": response status code 405: Method Not Allowed',
-         405, "read-only"),
-        ("checking whether a blob sha256:20 exists in 127.0.0.1:15703/t/x: unauthorized: authentication required", 401, "credentials"),
-        ('Error: failed to perform "Exists" on destination: HEAD "http://h/v2/c/manifests/sha256:6c": basic credential not found', 401, "credentials"),
+        (
+            "writing blob: initiating layer upload to /v2/t/x/blobs/uploads/ in 127.0.0.1:15702: StatusCode: 405, Method not allowed",
+            405,
+            "read-only",
+        ),
+        (
+            'Error: failed to perform "Tag" on destination: PUT "http://127.0.0.1:15702/v2/charts/c/manifests/0.1.0": response status code 405: Method Not Allowed',
+            405,
+            "read-only",
+        ),
+        (
+            "checking whether a blob sha256:20 exists in 127.0.0.1:15703/t/x: unauthorized: authentication required",
+            401,
+            "credentials",
+        ),
+        (
+            'Error: failed to perform "Exists" on destination: HEAD "http://h/v2/c/manifests/sha256:6c": basic credential not found',
+            401,
+            "credentials",
+        ),
         ('HEAD "http://h/v2/c/manifests/sha256:6c": response status code 401: Unauthorized', 401, "credentials"),
         ("denied: requested access to the resource is denied", 403, "push rights"),
-        ('pinging container registry 127.0.0.1:15709: Get "http://127.0.0.1:15709/v2/": dial tcp 127.0.0.1:15709: connect: connection refused',
-         None, "unreachable"),
+        (
+            'pinging container registry 127.0.0.1:15709: Get "http://127.0.0.1:15709/v2/": dial tcp 127.0.0.1:15709: connect: connection refused',
+            None,
+            "unreachable",
+        ),
         ("POST http://h/v2/x/blobs/uploads/ answered status 503 Service Unavailable", 503, "failed on its side"),
         ("x509: certificate signed by unknown authority", None, "TLS failed"),
         ("something odd", None, "check the registry's address"),

@@ -28,15 +28,31 @@ def deployment(name: str = "hello", image: str = "reg/hello:1.0.0", replicas: in
 
 def as_live(obj: dict[str, Any]) -> dict[str, Any]:
     """What the API server gives back: defaults filled in, server fields, status."""
-    live = {**obj, "metadata": {**obj["metadata"], "uid": "u-1", "resourceVersion": "42", "generation": 3,
-                                 "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "shipline"}],
-                                 "annotations": {"deployment.kubernetes.io/revision": "3"}}}
+    live = {
+        **obj,
+        "metadata": {
+            **obj["metadata"],
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "generation": 3,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "managedFields": [{"manager": "shipline"}],
+            "annotations": {"deployment.kubernetes.io/revision": "3"},
+        },
+    }
     spec = dict(obj["spec"])
     spec["strategy"] = {"type": "RollingUpdate"}
     template = dict(spec["template"])
     pod = dict(template["spec"])
-    pod["containers"] = [{**c, "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
-                          "ports": [{**p, "protocol": "TCP"} for p in c.get("ports", [])]} for c in pod["containers"]]
+    pod["containers"] = [
+        {
+            **c,
+            "imagePullPolicy": "IfNotPresent",
+            "terminationMessagePath": "/dev/termination-log",
+            "ports": [{**p, "protocol": "TCP"} for p in c.get("ports", [])],
+        }
+        for c in pod["containers"]
+    ]
     pod["restartPolicy"] = "Always"
     template["spec"] = pod
     spec["template"] = template
@@ -46,27 +62,40 @@ def as_live(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_an_environment_takes_every_contract_key() -> None:
-    env = Environment.model_validate({
-        "name": "dev", "repo": "http://127.0.0.1:3000/org/env-dev.git", "branch": "main", "namespace": "dev",
-        "kubeconfig": "dev.kubeconfig", "sync": "auto", "self-heal": True, "verify-timeout": "5m",
-        "services": ["hello"], "merge": "auto", "next": "staging",
-    })
+    env = Environment.model_validate(
+        {
+            "name": "dev",
+            "repo": "http://127.0.0.1:3000/org/env-dev.git",
+            "branch": "main",
+            "namespace": "dev",
+            "kubeconfig": "dev.kubeconfig",
+            "sync": "auto",
+            "self-heal": True,
+            "verify-timeout": "5m",
+            "services": ["hello"],
+            "merge": "auto",
+            "next": "staging",
+        }
+    )
     assert env.verify_timeout == 300.0
     assert env.self_heal is True
     assert env.declared()["verify-timeout"] == 300.0
     assert env.kubeconfig_secret == "env-dev-kubeconfig"
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({}, "needs a target"),
-    ({"namespace": "dev", "cluster": True}, "not both"),
-    ({"namespace": "Dev_1"}, "should match pattern"),
-    ({"namespace": "dev", "branch": "feature..x"}, "not a branch name"),
-    ({"namespace": "dev", "repo": "--upload-pack=evil"}, "not a URL or path"),
-    ({"namespace": "dev", "repo": "http://x/${{ secrets.k }}"}, "not allowed"),
-    ({"namespace": "dev", "next": "dev"}, "names this environment itself"),
-    ({"namespace": "dev", "sync": "sometimes"}, "'auto' or 'manual'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({}, "needs a target"),
+        ({"namespace": "dev", "cluster": True}, "not both"),
+        ({"namespace": "Dev_1"}, "should match pattern"),
+        ({"namespace": "dev", "branch": "feature..x"}, "not a branch name"),
+        ({"namespace": "dev", "repo": "--upload-pack=evil"}, "not a URL or path"),
+        ({"namespace": "dev", "repo": "http://x/${{ secrets.k }}"}, "not allowed"),
+        ({"namespace": "dev", "next": "dev"}, "names this environment itself"),
+        ({"namespace": "dev", "sync": "sometimes"}, "'auto' or 'manual'"),
+    ],
+)
 def test_bad_declarations_say_what_is_wrong(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Environment.model_validate({"name": "dev", "repo": "http://x/r.git", **extra})
@@ -89,7 +118,12 @@ def test_a_new_image_is_a_change_with_a_readable_field_diff() -> None:
 
 
 def test_create_change_and_prune_together() -> None:
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "dev"}, "spec": {"ports": [{"port": 80}]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "dev"},
+        "spec": {"ports": [{"port": 80}]},
+    }
     result = plan([deployment("a"), deployment("b", replicas=2)], [as_live(deployment("b")), service])
     assert [str(k) for k in result.create] == ["Deployment dev/a"]
     assert [str(c.key) for c in result.change] == ["Deployment dev/b"]
@@ -129,8 +163,12 @@ def test_place_sets_the_environment_namespace_and_orders_for_apply() -> None:
         deployment(ns="elsewhere"),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r", "namespace": "x"}},
-        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
-         "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}},
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}},
+        },
         {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
         {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}},
     ]
@@ -139,7 +177,9 @@ def test_place_sets_the_environment_namespace_and_orders_for_apply() -> None:
     assert by_name == {"hello": "dev", "c": "dev", "r": None, "widgets.example.com": None, "w": None, "g": "dev"}
     assert [o["kind"] for o in placed][:3] == ["ConfigMap", "CustomResourceDefinition", "ClusterRole"]
     assert objects[0]["metadata"]["namespace"] == "elsewhere", "place works on copies"
-    kept = place([deployment(ns="other"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}], "default", force=False)
+    kept = place(
+        [deployment(ns="other"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}], "default", force=False
+    )
     assert [o["metadata"]["namespace"] for o in kept] == ["other", "default"]
 
 
@@ -156,15 +196,30 @@ from shipline.domain.rollouts import Health  # noqa: E402
 
 
 def entry(outcome: Outcome, commit: str, applied: str, message: str = "m") -> HistoryEntry:
-    return HistoryEntry(id=1, environment="dev", action="sync", run_id=1, commit=commit, applied_commit=applied,
-                        outcome=outcome, verified=outcome == Outcome.VERIFIED, rolled_back_to="", message=message,
-                        created_at=datetime.now(UTC))
+    return HistoryEntry(
+        id=1,
+        environment="dev",
+        action="sync",
+        run_id=1,
+        commit=commit,
+        applied_commit=applied,
+        outcome=outcome,
+        verified=outcome == Outcome.VERIFIED,
+        rolled_back_to="",
+        message=message,
+        created_at=datetime.now(UTC),
+    )
 
 
 def test_status_is_synced_when_the_head_is_applied_and_nothing_drifted() -> None:
     ok = entry(Outcome.VERIFIED, "a", "a", "verified a")
     result = status_of("dev", head="a", last=ok, last_applied=ok)
-    assert (result.sync, result.health, result.applied_commit, result.message) == (SyncState.SYNCED, Health.HEALTHY, "a", "verified a")
+    assert (result.sync, result.health, result.applied_commit, result.message) == (
+        SyncState.SYNCED,
+        Health.HEALTHY,
+        "a",
+        "verified a",
+    )
     assert set(result.model_dump()) == {"name", "sync", "health", "commit", "applied_commit", "message"}
     assert status_of("dev", head="b", last=ok, last_applied=ok).sync == SyncState.OUT_OF_SYNC
     drifted = status_of("dev", head="a", last=ok, last_applied=ok, drift="Deployment dev/hello changed")
@@ -198,6 +253,6 @@ def test_quantities_in_the_servers_spelling_are_not_changes() -> None:
     want = {"resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}, "limits": {"cpu": 1}}}
     live = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}}
     assert list(diff_fields(want, live)) == []
-    assert [str(c) for c in diff_fields(want, {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1"}}})] == [
-        '~ resources.requests.cpu: "250m" -> "0.5"'
-    ]
+    assert [
+        str(c) for c in diff_fields(want, {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1"}}})
+    ] == ['~ resources.requests.cpu: "250m" -> "0.5"']

@@ -10,7 +10,8 @@ from shipline.domain.rollouts import Health, assess, pod_trouble, worst
 
 def deployment(image: str = "app:2", replicas: int = 2, **status: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "web", "generation": 3},
         "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}},
         "status": {"observedGeneration": 3, **status},
@@ -41,10 +42,18 @@ def test_old_replicas_and_unavailable_new_ones_keep_it_progressing() -> None:
 
 
 def test_progress_deadline_exceeded_is_a_failure_not_a_wait() -> None:
-    live = deployment(updatedReplicas=1, availableReplicas=0, conditions=[
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": 'ReplicaSet "web-1" has timed out progressing.'},
-    ])
+    live = deployment(
+        updatedReplicas=1,
+        availableReplicas=0,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "web-1" has timed out progressing.',
+            },
+        ],
+    )
     live["spec"]["progressDeadlineSeconds"] = 30
     got = assess(deployment(), live)
     assert got.health is Health.DEGRADED and got.done
@@ -66,16 +75,36 @@ def test_missing_objects_and_plain_objects() -> None:
 
 
 def test_statefulsets_and_daemonsets() -> None:
-    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "generation": 1},
-           "spec": {"replicas": 2, "template": {"spec": {"containers": []}}}}
-    going = {**sts, "status": {"observedGeneration": 1, "readyReplicas": 2, "availableReplicas": 2,
-                               "currentRevision": "db-1", "updateRevision": "db-2", "updatedReplicas": 1}}
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "generation": 1},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": []}}},
+    }
+    going = {
+        **sts,
+        "status": {
+            "observedGeneration": 1,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+            "currentRevision": "db-1",
+            "updateRevision": "db-2",
+            "updatedReplicas": 1,
+        },
+    }
     assert assess(sts, going).health is Health.PROGRESSING
     done = {**sts, "status": {**going["status"], "currentRevision": "db-2", "updatedReplicas": 2}}
     assert assess(sts, done).health is Health.HEALTHY
-    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "generation": 1},
-          "spec": {"template": {"spec": {"containers": []}}}}
-    partial = {**ds, "status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 2}}
+    ds = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "generation": 1},
+        "spec": {"template": {"spec": {"containers": []}}},
+    }
+    partial = {
+        **ds,
+        "status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 2},
+    }
     assert assess(ds, partial).message == "2 of 3 nodes' pods available"
 
 
@@ -118,12 +147,22 @@ def test_an_object_is_settled_only_when_manifest_and_live_fields_are_as_shipline
 
 
 def test_pods_reasons_are_named_once_each() -> None:
-    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                     "message": "0/3 nodes are available: 3 Insufficient cpu."}
-    pods = [
-        {"metadata": {"name": f"web-{i}"}, "status": {"conditions": [unschedulable]}} for i in range(3)
-    ] + [{"metadata": {"name": "web-x"}, "status": {"containerStatuses": [
-        {"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}}]
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu.",
+    }
+    pods = [{"metadata": {"name": f"web-{i}"}, "status": {"conditions": [unschedulable]}} for i in range(3)] + [
+        {
+            "metadata": {"name": "web-x"},
+            "status": {
+                "containerStatuses": [
+                    {"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
+                ]
+            },
+        }
+    ]
     assert pod_trouble(pods) == (
         "pod web-0 and 2 more Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.; "
         "pod web-x container app ImagePullBackOff: not found"

@@ -33,9 +33,7 @@ def _drive(scheduler: Scheduler, outcome: dict[str, TaskStatus]) -> tuple[list[l
 
 def test_a_fan_out_of_500_starts_together_and_the_join_waits_for_all() -> None:
     leaves = [_task(f"leaf{i}", ["root"]) for i in range(500)]
-    pipeline = ResolvedPipeline(
-        name="fan", tasks=[_task("root", []), *leaves, _task("join", [t.name for t in leaves])]
-    )
+    pipeline = ResolvedPipeline(name="fan", tasks=[_task("root", []), *leaves, _task("join", [t.name for t in leaves])])
     waves, skipped, status = _drive(Scheduler(pipeline), {})
     assert status == RunStatus.SUCCEEDED and not skipped
     assert waves[0] == ["root"] and len(waves[1]) == 500 and waves[2] == ["join"]
@@ -59,9 +57,7 @@ def test_a_failure_skips_what_has_not_started_and_finally_still_runs() -> None:
 
 
 def test_a_false_when_skips_the_task_and_its_dependents_still_run() -> None:
-    pipeline = ResolvedPipeline(
-        name="w", tasks=[_task("a", []), _task("b", ["a"], when="${{ 'x' == 'y' }}"), _task("c", ["b"])]
-    )
+    pipeline = ResolvedPipeline(name="w", tasks=[_task("a", []), _task("b", ["a"], when="${{ 'x' == 'y' }}"), _task("c", ["b"])])
     waves, skipped, status = _drive(Scheduler(pipeline), {})
     assert status == RunStatus.SUCCEEDED
     assert skipped == {"b": "when: ${{ 'x' == 'y' }} is false"}

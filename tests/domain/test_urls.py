@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pydantic import ValidationError
 
 from shipline.domain.urls import check_url, public_url, url_key
@@ -64,8 +63,15 @@ def test_check_url_refuses_credentials_and_says_what_to_do(url: str, message: st
 
 @pytest.mark.parametrize(
     "url",
-    ["https://github.com/acme/app.git", "git@github.com:acme/app.git", "ssh://git@host:2222/o/r.git",
-     "http://127.0.0.1:3000/org/s.git", "http://[::1]:3000/o/r.git", "/srv/git/infra.git", "file:///srv/git/x.git"],
+    [
+        "https://github.com/acme/app.git",
+        "git@github.com:acme/app.git",
+        "ssh://git@host:2222/o/r.git",
+        "http://127.0.0.1:3000/org/s.git",
+        "http://[::1]:3000/o/r.git",
+        "/srv/git/infra.git",
+        "file:///srv/git/x.git",
+    ],
 )
 def test_check_url_takes_urls_without_credentials(url: str) -> None:
     assert check_url(url) == url

@@ -111,9 +111,7 @@ def test_first_release_without_any_tag() -> None:
 
 
 def test_feature_branch_is_a_prerelease_without_tag() -> None:
-    plan = plan_version(
-        last_tag="v0.1.0", messages=["fix: a", "fix: b"], branch="feature/Login", default_branch="main"
-    )
+    plan = plan_version(last_tag="v0.1.0", messages=["fix: a", "fix: b"], branch="feature/Login", default_branch="main")
     assert (plan.version, plan.tag, plan.release) == ("0.1.1-feature-login.2", "", False)
     assert is_version(plan.version)
 

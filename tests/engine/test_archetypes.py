@@ -16,8 +16,8 @@ from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.executors.local import LocalExecutor
 from shipline.exceptions import DefinitionError
+from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.sql import SqlStore
 
@@ -186,7 +186,9 @@ def test_cancel_previous_cancels_the_running_run_of_the_group(write: Write, engi
         driving = asyncio.ensure_future(engine.drive(first))
         while engine.store.get_run(first).status != RunStatus.RUNNING:
             await asyncio.sleep(0.05)
-        quick = load_pipeline(write(SERIAL.format(name="b", concurrency="{group: only-one, policy: cancel-previous}", log=log), "b.yaml"))
+        quick = load_pipeline(
+            write(SERIAL.format(name="b", concurrency="{group: only-one, policy: cancel-previous}", log=log), "b.yaml")
+        )
         second = engine.submit(quick, {})
         return await driving, await engine.drive(second)
 
@@ -208,7 +210,7 @@ def test_cli_runs_in_one_group_from_separate_processes_take_turns(write: Write, 
     assert all(json.loads(out)["status"] == "succeeded" for out in outputs)
     spans = _intervals(log)
     assert len(spans) == 3
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, spans
 
 
@@ -238,12 +240,13 @@ def test_a_run_waiting_for_its_group_can_be_cancelled(write: Write, engine: Engi
 KUBECONFIG = "apiVersion: v1\nkind: Config\nusers:\n- name: ci\n  user: {token: s3cr3t-t0ken-value}\n"
 
 
-def test_a_secret_file_is_private_to_the_task_that_uses_it_and_gone_after(
-    write: Write, engine: Engine, tmp_path: Path
-) -> None:
+def test_a_secret_file_is_private_to_the_task_that_uses_it_and_gone_after(write: Write, engine: Engine, tmp_path: Path) -> None:
     engine.secrets.set("dev-kubeconfig", KUBECONFIG)
     seen = tmp_path / "seen"
-    record = asyncio.run(_run(engine, write(f"""
+    record = asyncio.run(
+        _run(
+            engine,
+            write(f"""
         name: deploy
         tasks:
           - name: apply
@@ -257,11 +260,16 @@ def test_a_secret_file_is_private_to_the_task_that_uses_it_and_gone_after(
           - name: build
             steps:
               - run: ls -A "$HOME/.secret-files" > "{seen}.others" 2>&1 || true
-    """)))
+    """),
+        )
+    )
     assert record.status == RunStatus.SUCCEEDED
     assert Path(f"{seen}.mode").read_text().strip() == "600"
     assert Path(f"{seen}.copy").read_text() == KUBECONFIG
-    assert Path(f"{seen}.others").read_text().strip() in ("", f"ls: cannot access '{engine.settings.step_homes}/{record.id}/.secret-files': No such file or directory")
+    assert Path(f"{seen}.others").read_text().strip() in (
+        "",
+        f"ls: cannot access '{engine.settings.step_homes}/{record.id}/.secret-files': No such file or directory",
+    )
     assert not Path(Path(f"{seen}.path").read_text().strip()).exists()
     logs = "".join(p.read_text() for p in (engine.settings.logs / str(record.id)).rglob("*.log"))
     assert "s3cr3t-t0ken-value" not in logs and "***" in logs
@@ -272,7 +280,10 @@ def test_forge_credentials_are_a_secret_file_only_for_tasks_that_ask(store: SqlS
 
     settings = settings.model_copy(update={"gitea_url": "http://127.0.0.1:3000", "gitea_token": SecretStr("gta-123456789")})
     engine = Engine(settings, store, LocalExecutor(1.0), EventBus())
-    record = asyncio.run(_run(engine, write("""
+    record = asyncio.run(
+        _run(
+            engine,
+            write("""
         name: clone
         tasks:
           - name: clone
@@ -284,7 +295,9 @@ def test_forge_credentials_are_a_secret_file_only_for_tasks_that_ask(store: SqlS
           - name: build
             steps:
               - run: env | grep -c gta-123456789 || true
-    """)))
+    """),
+        )
+    )
     assert record.status == RunStatus.SUCCEEDED, record.message
     logs = {p.parent.name: p.read_text() for p in (settings.logs / str(record.id)).rglob("*.log")}
     assert "http://127.0.0.1:3000" in logs["clone"] and "gta-123456789" not in logs["clone"]

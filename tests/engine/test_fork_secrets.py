@@ -22,13 +22,15 @@ FORK = {"event": "pull_request", "fork": True, "secrets": "withheld"}
 def test_a_stored_secret_fails_the_run_before_any_step(engine: Engine, write: Callable[..., Path], tmp_path: Path) -> None:
     engine.secrets.set("deploy-key", "s3cr3t-value")
     marker = tmp_path / "ran"
-    pipeline = load_pipeline(write(f"""
+    pipeline = load_pipeline(
+        write(f"""
         name: deploy
         tasks:
           - name: push
             env: {{KEY: "${{{{ secrets.deploy-key }}}}"}}
             steps: [{{run: "touch {marker}"}}]
-    """))
+    """)
+    )
     record = asyncio.run(engine.drive(engine.submit(pipeline, {}, trigger=FORK)))
     assert record.status is RunStatus.FAILED
     assert "pull request from a fork" in record.message and "deploy-key" in record.message
@@ -45,13 +47,15 @@ def test_builtin_git_credentials_are_an_empty_file(
     settings = settings.model_copy(update={"gitea_url": "http://127.0.0.1:3000", "gitea_token": SecretStr("tok-123456")})
     engine = Engine(settings, store, LocalExecutor(settings.kill_grace_seconds), EventBus())
     seen = tmp_path / "creds"
-    pipeline = load_pipeline(write(f"""
+    pipeline = load_pipeline(
+        write(f"""
         name: clone
         tasks:
           - name: clone
             env: {{CREDS: "${{{{ secret_files.git-credentials }}}}"}}
             steps: [{{run: 'cat "$CREDS" > {seen}'}}]
-    """))
+    """)
+    )
     record = asyncio.run(engine.drive(engine.submit(pipeline, {}, trigger=FORK)))
     assert record.status is RunStatus.SUCCEEDED, record.message
     assert seen.read_text() == ""

@@ -15,8 +15,8 @@ from helpers import RunFn
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.executors import cgroups
 from shipline.exceptions import DefinitionError
+from shipline.executors import cgroups
 from shipline.settings import Settings
 
 
@@ -51,8 +51,7 @@ def test_uses_may_not_read_outside_the_repository(write: Callable[..., Path], tm
     (repo / "tasks" / "ok.yaml").write_text("steps: [{run: echo fine}]\n")
     for uses in ("../../../../../../etc/passwd", "../../secret.yaml", str(secret), "../tasks/link.yaml"):
         uses = uses if uses.startswith(".") else "../" * 20 + uses.lstrip("/")
-        text = (f"name: p\ntasks: [{{name: a, uses: '{uses}'}}]\n" if level == "task"
-                else f"name: p\nuses: '{uses}'\n")
+        text = f"name: p\ntasks: [{{name: a, uses: '{uses}'}}]\n" if level == "task" else f"name: p\nuses: '{uses}'\n"
         path = write(text, "repo/.shipline/pipeline.yaml")
         with pytest.raises(DefinitionError) as err:
             load_pipeline(path)
@@ -145,12 +144,14 @@ def test_a_workdir_cannot_follow_a_symlink_out_of_the_workspace(run_pipeline: Ru
     assert here.read_text().strip() == str(here.parent.resolve())
 
 
-def test_a_planted_symlink_does_not_redirect_a_later_task_s_secret_file(engine: Engine, write: Callable[..., Path],
-                                                                        tmp_path: Path) -> None:
+def test_a_planted_symlink_does_not_redirect_a_later_task_s_secret_file(
+    engine: Engine, write: Callable[..., Path], tmp_path: Path
+) -> None:
     engine.secrets.set("deploy-key", "k3y-value-for-deploy")
     trap = tmp_path / "trap"
     trap.mkdir()
-    pipeline = load_pipeline(write(f"""
+    pipeline = load_pipeline(
+        write(f"""
         name: plant
         tasks:
           - name: untrusted-build
@@ -158,7 +159,8 @@ def test_a_planted_symlink_does_not_redirect_a_later_task_s_secret_file(engine: 
           - name: deploy
             env: {{KEY: "${{{{ secret_files.deploy-key }}}}"}}
             steps: [{{run: 'test -f "$KEY" && echo "$KEY" > {tmp_path}/used'}}]
-    """))
+    """)
+    )
     record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
     assert record.status == RunStatus.SUCCEEDED, record.task("deploy").message
     assert list(trap.iterdir()) == [], "the secret was written through the step's symlink"

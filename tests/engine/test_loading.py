@@ -102,9 +102,7 @@ def test_a_result_of_a_task_that_may_not_have_run_yet(write: Write) -> None:
             steps: [{run: 'echo ${{ tasks.a.results.v }}'}]
         """
     )
-    assert problems(path) == [
-        "9:29: 'tasks.a.results.v': task 'b' may start before 'a' ends; add 'a' to its `needs:`"
-    ]
+    assert problems(path) == ["9:29: 'tasks.a.results.v': task 'b' may start before 'a' ends; add 'a' to its `needs:`"]
 
 
 def test_needs_cycles_and_unknown_names(write: Write) -> None:

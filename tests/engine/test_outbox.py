@@ -89,7 +89,9 @@ def test_cancel_and_recovery_are_transitions_too(engine: Engine, write: Write, h
     engine.cancel(queued)
     # A CLI run killed mid-step: the next engine finds it and says it failed.
     path = write("name: slow\ntasks:\n  - name: sleep\n    steps: [{run: 'sleep 60'}]\n", "slow.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while not any(t.task == "sleep" and t.status == "running" for t in engine.store.transitions_after(0, 1000)):
         assert time.monotonic() < deadline
@@ -152,4 +154,3 @@ def _share_a_consumer(stores: list[SqlStore], settings: Settings, write: Write) 
         t.join()
     ids = [i for _, i in handled]
     assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 60
-

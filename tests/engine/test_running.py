@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from helpers import RunFn
+
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
@@ -67,15 +67,13 @@ def test_results_flow_and_conditions(run_pipeline: RunFn, settings: Settings) ->
 
 def test_tasks_run_in_the_order_listed(run_pipeline: RunFn, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
-    steps = "\n".join(
-        f"  - name: t{i}\n    steps: [{{run: 'sleep 0.0{9 - i}; echo t{i} >> {trace}'}}]" for i in range(6)
-    )
+    steps = "\n".join(f"  - name: t{i}\n    steps: [{{run: 'sleep 0.0{9 - i}; echo t{i} >> {trace}'}}]" for i in range(6))
     record = run_pipeline(f"name: seq\ntasks:\n{steps}\n")
     assert record.status == RunStatus.SUCCEEDED
     assert trace.read_text().split() == [f"t{i}" for i in range(6)]
     ends = [t.finished_at for t in record.tasks]
     starts = [t.started_at for t in record.tasks]
-    assert all(e and s and e <= s for e, s in zip(ends, starts[1:])), "each task starts after the one before ended"
+    assert all(e and s and e <= s for e, s in zip(ends, starts[1:], strict=False)), "each task starts after the one before ended"
 
 
 def test_independent_tasks_run_in_parallel(run_pipeline: RunFn, tmp_path: Path) -> None:
@@ -139,7 +137,7 @@ def test_a_failing_finally_task_fails_the_run(run_pipeline: RunFn) -> None:
 
 
 def test_pipefail_and_errexit(run_pipeline: RunFn) -> None:
-    record = run_pipeline("name: p\ntasks:\n  - name: a\n    steps: [{run: \"false | cat\\necho still\"}]\n")
+    record = run_pipeline('name: p\ntasks:\n  - name: a\n    steps: [{run: "false | cat\\necho still"}]\n')
     assert record.task("a").status == TaskStatus.FAILED
 
 
@@ -381,7 +379,11 @@ def test_concurrency_limit_is_respected(settings: Settings, store: SqlStore, wri
 
 
 def test_many_runs_of_one_definition_at_once(engine: Engine, write: Callable[..., Path]) -> None:
-    pipeline = load_pipeline(write("name: p\nparams: {n: {}}\ntasks: [{name: a, steps: [{run: 'echo \"n=${{ params.n }}\" >> $SHIPLINE_OUTPUT'}], results: [n]}]\n"))
+    pipeline = load_pipeline(
+        write(
+            "name: p\nparams: {n: {}}\ntasks: [{name: a, steps: [{run: 'echo \"n=${{ params.n }}\" >> $SHIPLINE_OUTPUT'}], results: [n]}]\n"
+        )
+    )
 
     async def many() -> list[RunRecord]:
         ids = [engine.submit(pipeline, {"n": str(i)}) for i in range(20)]
@@ -424,7 +426,9 @@ def test_cancel_kills_processes_and_runs_finally(engine: Engine, write: Callable
     assert not _alive(int(pidfile.read_text()))
 
 
-def test_cancel_through_the_store_from_another_process(engine: Engine, store: SqlStore, write: Callable[..., Path], tmp_path: Path, settings: Settings) -> None:
+def test_cancel_through_the_store_from_another_process(
+    engine: Engine, store: SqlStore, write: Callable[..., Path], tmp_path: Path, settings: Settings
+) -> None:
     pipeline = load_pipeline(write("name: long\ntasks: [{name: long, steps: [{run: sleep 300}]}]\n"))
     other = SqlStore(settings.database)  # as `shipline runs cancel` would open it
 
@@ -441,7 +445,9 @@ def test_cancel_through_the_store_from_another_process(engine: Engine, store: Sq
 
 
 def test_rerun_uses_the_stored_definition(engine: Engine, write: Callable[..., Path]) -> None:
-    path = write("name: r\nparams: {x: {}}\ntasks: [{name: a, steps: [{run: 'echo \"x=${{ params.x }}\" >> $SHIPLINE_OUTPUT'}], results: [x]}]\n")
+    path = write(
+        "name: r\nparams: {x: {}}\ntasks: [{name: a, steps: [{run: 'echo \"x=${{ params.x }}\" >> $SHIPLINE_OUTPUT'}], results: [x]}]\n"
+    )
     first = asyncio.run(engine.drive(engine.submit(load_pipeline(path), {"x": "1"})))
     path.write_text("name: r\ntasks: [{name: other, steps: [{run: 'false'}]}]\n")
     again = asyncio.run(engine.drive(engine.rerun(first.id)))
@@ -463,10 +469,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_run_waiting_for_a_slot_is_still_queued(settings: Settings, store: SqlStore, write: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_run_waiting_for_a_slot_is_still_queued(
+    settings: Settings, store: SqlStore, write: Callable[..., Path], tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     engine = Engine(settings.model_copy(update={"max_parallel": 1}), store, LocalExecutor(1.0))
-    pipeline = load_pipeline(write(f"name: gated\ntasks: [{{name: a, steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.02; done'}}]}}]\n"))
+    pipeline = load_pipeline(
+        write(f"name: gated\ntasks: [{{name: a, steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.02; done'}}]}}]\n")
+    )
 
     async def scenario() -> tuple[RunStatus, RunStatus, list[RunRecord]]:
         first, second = engine.submit(pipeline, {}), engine.submit(pipeline, {})
@@ -486,7 +496,9 @@ def test_a_run_waiting_for_a_slot_is_still_queued(settings: Settings, store: Sql
 
 def test_cancel_right_after_a_task_was_launched(engine: Engine, write: Callable[..., Path]) -> None:
     # The cancel lands before the task's coroutine has run at all.
-    pipeline = load_pipeline(write("name: early\ntasks: [{name: a, steps: [{run: sleep 30}]}, {name: b, steps: [{run: 'true'}]}]\n"))
+    pipeline = load_pipeline(
+        write("name: early\ntasks: [{name: a, steps: [{run: sleep 30}]}, {name: b, steps: [{run: 'true'}]}]\n")
+    )
 
     async def scenario() -> RunRecord:
         run_id = engine.submit(pipeline, {})
@@ -537,7 +549,11 @@ def test_step_env_setting_lets_named_variables_through(
     monkeypatch.setenv("BUILD_CACHE_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SHIPLINE_STEP_ENV", "PATH,BUILD_*")
     engine.settings = load_settings()
-    pipeline = load_pipeline(write("name: pass\ntasks: [{name: a, steps: [{run: 'echo \"cache=$BUILD_CACHE_URL\" >> $SHIPLINE_OUTPUT'}], results: [cache]}]\n"))
+    pipeline = load_pipeline(
+        write(
+            "name: pass\ntasks: [{name: a, steps: [{run: 'echo \"cache=$BUILD_CACHE_URL\" >> $SHIPLINE_OUTPUT'}], results: [cache]}]\n"
+        )
+    )
     record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
     assert record.task("a").results == {"cache": "http://127.0.0.1:1"}
 

@@ -19,8 +19,11 @@ _BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 def _examples() -> list[tuple[str, str, Any]]:
     """(where, kind, document) for every whole pipeline or task file in the docs, README, examples and catalog."""
-    texts = [(f"{p.relative_to(REPO)} block {i}", block) for p in [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
-             for i, block in enumerate(_BLOCK.findall(p.read_text()))]
+    texts = [
+        (f"{p.relative_to(REPO)} block {i}", block)
+        for p in [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
+        for i, block in enumerate(_BLOCK.findall(p.read_text()))
+    ]
     texts += [(str(p.relative_to(REPO)), p.read_text()) for p in sorted((REPO / "examples").rglob("*.yaml"))]
     catalog = REPO / "src" / "shipline" / "catalog"
     texts += [(str(p.relative_to(REPO)), p.read_text()) for p in sorted(catalog.glob("*.yaml"))]
@@ -64,13 +67,28 @@ def test_the_schema_accepts_every_documented_example(where: str, kind: str, doc:
 
 def test_documented_shorthands_and_durations_are_accepted() -> None:
     validator = jsonschema.Draft202012Validator(pipeline_schema())
-    good = {"name": "p", "timeout": "1m", "params": {"greeting": "hi", "n": 3, "token": None},
-            "concurrency": "deploy-${{ params.greeting }}",
-            "tasks": [{"name": "a", "timeout": "1h30m", "workdir": "src", "retries": 1,
-                       "steps": [{"run": "true", "timeout": 90, "env": {"DEPTH": 1}}]}]}
+    good = {
+        "name": "p",
+        "timeout": "1m",
+        "params": {"greeting": "hi", "n": 3, "token": None},
+        "concurrency": "deploy-${{ params.greeting }}",
+        "tasks": [
+            {
+                "name": "a",
+                "timeout": "1h30m",
+                "workdir": "src",
+                "retries": 1,
+                "steps": [{"run": "true", "timeout": 90, "env": {"DEPTH": 1}}],
+            }
+        ],
+    }
     assert list(validator.iter_errors(good)) == []
-    for bad in ({**good, "timeout": "soon"}, {**good, "tasks": [{"name": "a", "stepz": []}]},
-                {**good, "params": {"greeting": {"defualt": "x"}}}, {"name": "p"}):
+    for bad in (
+        {**good, "timeout": "soon"},
+        {**good, "tasks": [{"name": "a", "stepz": []}]},
+        {**good, "params": {"greeting": {"defualt": "x"}}},
+        {"name": "p"},
+    ):
         assert list(validator.iter_errors(bad)), bad
 
 

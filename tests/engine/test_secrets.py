@@ -19,8 +19,8 @@ from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.recording import RunRecorder
 from shipline.engine.running import Engine
-from shipline.executors.local import LocalExecutor
 from shipline.exceptions import DefinitionError, UsageError
+from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.sql import SqlStore
 
@@ -65,7 +65,9 @@ def test_a_step_gets_the_value_and_nothing_keeps_it(
     assert (settings.home / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
-def test_a_reusable_task_gets_a_secret_through_its_inputs(engine: Engine, run_pipeline: RunFn, write: Write, settings: Settings) -> None:
+def test_a_reusable_task_gets_a_secret_through_its_inputs(
+    engine: Engine, run_pipeline: RunFn, write: Write, settings: Settings
+) -> None:
     write(
         """
         inputs: {password: {}}
@@ -191,7 +193,11 @@ def audit(store: SqlStore) -> Callable[[], str]:
         for table, cols in columns.items():
             values = " || ' ' || ".join(f"coalesce(NEW.{c}, '')" for c in cols.split(", "))
             for op in ("INSERT", "UPDATE"):
-                conn.execute(text(f"CREATE TRIGGER audit_{table}_{op} AFTER {op} ON {table} BEGIN INSERT INTO audit VALUES ({values}); END"))
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER audit_{table}_{op} AFTER {op} ON {table} BEGIN INSERT INTO audit VALUES ({values}); END"
+                    )
+                )
 
     def written() -> str:
         with store.engine.connect() as conn:
@@ -231,9 +237,7 @@ def test_a_secret_cut_short_in_a_message_is_still_masked(engine: Engine, run_pip
     assert "x" * 70 + "***" in record.task("fetch").message
 
 
-def test_nothing_on_disk_holds_a_secret_or_is_readable_by_others(
-    engine: Engine, run_pipeline: RunFn, settings: Settings
-) -> None:
+def test_nothing_on_disk_holds_a_secret_or_is_readable_by_others(engine: Engine, run_pipeline: RunFn, settings: Settings) -> None:
     value = "hunter2-s3cr3t"
     engine.secrets.set("registry-token", value)
     record = run_pipeline(USES_TOKEN)
@@ -259,7 +263,9 @@ def test_private_modes_do_not_depend_on_the_umask(settings: Settings, write: Wri
     try:
         store = SqlStore(settings.database)
         engine = Engine(settings, store, LocalExecutor(1.0), EventBus())
-        record = asyncio.run(engine.drive(engine.submit(load_pipeline(write(USES_TOKEN.replace("secrets.registry-token", "run.id"))), {})))
+        record = asyncio.run(
+            engine.drive(engine.submit(load_pipeline(write(USES_TOKEN.replace("secrets.registry-token", "run.id"))), {}))
+        )
         store.close()
     finally:
         os.umask(old)
@@ -312,7 +318,8 @@ def test_a_token_inside_a_credential_url_is_masked_on_its_own(store: SqlStore, s
     token = "gta-1234/5678"
     settings = settings.model_copy(update={"gitea_url": "http://127.0.0.1:3000", "gitea_token": SecretStr(token)})
     engine = Engine(settings, store, LocalExecutor(1.0), EventBus())
-    pipeline = load_pipeline(write("""
+    pipeline = load_pipeline(
+        write("""
         name: clone
         tasks:
           - name: clone
@@ -321,7 +328,8 @@ def test_a_token_inside_a_credential_url_is_masked_on_its_own(store: SqlStore, s
               - run: |
                   sed 's/.*shipline:\\(.*\\)@.*/encoded \\1/' "$CREDS"
                   echo "raw $(sed 's/.*shipline:\\(.*\\)@.*/\\1/; s/%2F/\\//' "$CREDS")"
-    """))
+    """)
+    )
     record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
     assert record.status == RunStatus.SUCCEEDED, record.message
     logs = log_text(settings, record.id)

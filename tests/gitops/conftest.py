@@ -26,5 +26,3 @@ def cli_env(home: Path, testbed: Testbed, helm: Path, kubectl: Path) -> dict[str
 @pytest.fixture
 def kube(kubectl: Path, kubeconfig: Path, namespace: str) -> Kube:
     return Kube(kubectl, kubeconfig, namespace)
-
-

@@ -38,13 +38,23 @@ spec:
 """
 
 
-def write_chart(directory: Path, name: str, version: str, *, image: str = "registry.example/app", tag: str = "1.0.0",
-                template: str = DEPLOYMENT, dependencies: str = "") -> Path:
+def write_chart(
+    directory: Path,
+    name: str,
+    version: str,
+    *,
+    image: str = "registry.example/app",
+    tag: str = "1.0.0",
+    template: str = DEPLOYMENT,
+    dependencies: str = "",
+) -> Path:
     """A chart with one Deployment and one Service named after it (or `.Values.name`)."""
     chart = directory / name
     (chart / "templates").mkdir(parents=True, exist_ok=True)
-    (chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{version}\"\n{dependencies}")
-    (chart / "values.yaml").write_text(f"replicas: 1\nimage:\n  repository: {image}\n  tag: \"{tag}\"\n")
+    (chart / "Chart.yaml").write_text(
+        f'apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: "{version}"\n{dependencies}'
+    )
+    (chart / "values.yaml").write_text(f'replicas: 1\nimage:\n  repository: {image}\n  tag: "{tag}"\n')
     (chart / "templates" / "app.yaml").write_text(template)
     return chart
 
@@ -55,7 +65,9 @@ def push_chart(helm: Path, chart: Path, registry: str, tmp: Path) -> str:
     out.mkdir(exist_ok=True)
     done = subprocess.run([str(helm), "package", str(chart), "-d", str(out)], check=True, capture_output=True, text=True)
     package = done.stdout.strip().rsplit(" ", 1)[-1]
-    subprocess.run([str(helm), "push", package, f"oci://{registry}/charts", "--plain-http"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [str(helm), "push", package, f"oci://{registry}/charts", "--plain-http"], check=True, capture_output=True, text=True
+    )
     return f"oci://{registry}/charts"
 
 
@@ -66,7 +78,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def deployment(name: str, image: str, *, cpu: str | None = None) -> str:
-    resources = f"\n          resources: {{requests: {{cpu: \"{cpu}\"}}}}" if cpu else ""
+    resources = f'\n          resources: {{requests: {{cpu: "{cpu}"}}}}' if cpu else ""
     return f"""\
 apiVersion: apps/v1
 kind: Deployment
@@ -124,7 +136,10 @@ class Kube:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", "-n", self.namespace, *args],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if check:
             assert proc.returncode == 0, proc.stderr

@@ -37,15 +37,36 @@ def browser() -> Iterator[Browser]:
 
 
 def test_the_environment_page_shows_state_and_rolls_back_from_history(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str],
-    kube: Kube, settings: Settings, browser: Browser, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
+    settings: Settings,
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.0.0"))
     first = env_repo.commit("hello 1.0.0")
     declaration = tmp_path / "environments.yaml"
-    declaration.write_text(json.dumps({"environments": [{
-        "name": "dev", "repo": f"{gitea_repo.html_url}.git", "namespace": namespace, "kubeconfig": str(kubeconfig),
-        "sync": "manual", "verify-timeout": "60s"}]}))
+    declaration.write_text(
+        json.dumps(
+            {
+                "environments": [
+                    {
+                        "name": "dev",
+                        "repo": f"{gitea_repo.html_url}.git",
+                        "namespace": namespace,
+                        "kubeconfig": str(kubeconfig),
+                        "sync": "manual",
+                        "verify-timeout": "60s",
+                    }
+                ]
+            }
+        )
+    )
     assert env_cmd(cli_env, "apply", str(declaration)).returncode == 0
     assert env_cmd(cli_env, "sync", "dev").returncode == 0
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.1.0"))

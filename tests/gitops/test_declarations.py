@@ -12,7 +12,8 @@ from shipline.gitops.declarations import load_environments
 
 
 def test_a_good_file_gives_its_environments(write: Callable[..., Path]) -> None:
-    path = write("""
+    path = write(
+        """
         environments:
           - name: dev
             repo: http://127.0.0.1:3000/org/env-dev.git
@@ -21,13 +22,19 @@ def test_a_good_file_gives_its_environments(write: Callable[..., Path]) -> None:
             repo: /srv/git/ops.git
             cluster: true
             sync: manual
-    """, "envs.yaml")
+    """,
+        "envs.yaml",
+    )
     envs = load_environments(path)
-    assert [(e.name, e.namespace, e.cluster, e.sync) for e in envs] == [("dev", "dev", False, "auto"), ("ops", None, True, "manual")]
+    assert [(e.name, e.namespace, e.cluster, e.sync) for e in envs] == [
+        ("dev", "dev", False, "auto"),
+        ("ops", None, True, "manual"),
+    ]
 
 
 def test_every_problem_is_reported_with_its_place(write: Callable[..., Path]) -> None:
-    path = write("""
+    path = write(
+        """
         environments:
           - name: dev
             repo: http://x/env-dev.git
@@ -40,7 +47,9 @@ def test_every_problem_is_reported_with_its_place(write: Callable[..., Path]) ->
             repo: http://x/qa.git
             namespace: qa
             verify-timeout: soon
-    """, "envs.yaml")
+    """,
+        "envs.yaml",
+    )
     with pytest.raises(DefinitionError) as info:
         load_environments(path)
     lines = [str(p) for p in info.value.problems]
@@ -56,11 +65,14 @@ def test_invalid_yaml_and_duplicates(write: Callable[..., Path]) -> None:
     bad = write("environments:\n  - name: dev\n    repo: [unclosed\n", "bad.yaml")
     with pytest.raises(DefinitionError, match=r"bad.yaml:\d+:\d+: not valid YAML"):
         load_environments(bad)
-    twice = write("""
+    twice = write(
+        """
         environments:
           - {name: dev, repo: a, namespace: dev}
           - {name: dev, repo: b, namespace: dev2}
-    """, "twice.yaml")
+    """,
+        "twice.yaml",
+    )
     with pytest.raises(DefinitionError, match=r"twice.yaml:3:12: environment 'dev' is declared twice"):
         load_environments(twice)
 

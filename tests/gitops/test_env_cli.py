@@ -10,7 +10,6 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from envkit import EnvRepo, Kube, deployment, env_cmd, push_chart, write, write_chart
@@ -21,8 +20,15 @@ pytestmark = pytest.mark.testbed
 
 
 def declare(tmp_path: Path, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, **extra: str) -> Path:
-    env = {"name": "dev", "repo": f"{gitea_repo.html_url}.git", "branch": "main", "namespace": namespace,
-           "kubeconfig": str(kubeconfig), "verify-timeout": "60s", **extra}
+    env = {
+        "name": "dev",
+        "repo": f"{gitea_repo.html_url}.git",
+        "branch": "main",
+        "namespace": namespace,
+        "kubeconfig": str(kubeconfig),
+        "verify-timeout": "60s",
+        **extra,
+    }
     path = tmp_path / "environments.yaml"
     path.write_text(json.dumps({"environments": [env]}, indent=2))
     return path
@@ -44,7 +50,13 @@ def synced(cli_env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[
 
 
 def test_manifests_sync_prune_and_leave_hand_made_objects_alone(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str], kube: Kube,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
 ) -> None:
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.0.0"))
     env_repo.write("manifests/worker.yaml", deployment("worker", "reg.example/worker:2.0.0"))
@@ -81,18 +93,30 @@ def test_manifests_sync_prune_and_leave_hand_made_objects_alone(
 
 
 def test_an_umbrella_chart_sync(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str],
-    kube: Kube, helm: Path, registry: str,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
+    helm: Path,
+    registry: str,
 ) -> None:
     name = f"api-{uuid.uuid4().hex[:6]}"
-    repo = push_chart(helm, write_chart(tmp_path / "charts", name, "1.4.0", image="reg.example/api", tag="1.4.0"), registry, tmp_path)
-    env_repo.write("Chart.yaml", f"""
+    repo = push_chart(
+        helm, write_chart(tmp_path / "charts", name, "1.4.0", image="reg.example/api", tag="1.4.0"), registry, tmp_path
+    )
+    env_repo.write(
+        "Chart.yaml",
+        f"""
         apiVersion: v2
         name: dev
         version: 0.1.0
         dependencies:
           - {{name: {name}, version: 1.4.0, repository: "{repo}"}}
-    """)
+    """,
+    )
     env_repo.write("values.yaml", f"{name}:\n  replicas: 2\n")
     head = env_repo.commit("api 1.4.0")
     assert env_cmd(cli_env, "apply", str(declare(tmp_path, gitea_repo, namespace, kubeconfig))).returncode == 0
@@ -104,12 +128,23 @@ def test_an_umbrella_chart_sync(
 
 
 def test_a_helmfile_sync(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str],
-    kube: Kube, helm: Path, registry: str,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
+    helm: Path,
+    registry: str,
 ) -> None:
     name = f"hello-{uuid.uuid4().hex[:6]}"
-    repo = push_chart(helm, write_chart(tmp_path / "charts", name, "2.0.0", image="reg.example/hello", tag="2.0.0"), registry, tmp_path)
-    env_repo.write("helmfile.yaml", f"""
+    repo = push_chart(
+        helm, write_chart(tmp_path / "charts", name, "2.0.0", image="reg.example/hello", tag="2.0.0"), registry, tmp_path
+    )
+    env_repo.write(
+        "helmfile.yaml",
+        f"""
         releases:
           - name: hello
             chart: {repo}/{name}
@@ -122,7 +157,8 @@ def test_a_helmfile_sync(
             values:
               - name: web
                 image: {{tag: "2.0.1"}}
-    """)
+    """,
+    )
     env_repo.write("values/hello.yaml", "name: hello\n")
     head = env_repo.commit("hello and web")
     assert env_cmd(cli_env, "apply", str(declare(tmp_path, gitea_repo, namespace, kubeconfig))).returncode == 0
@@ -145,23 +181,40 @@ def test_a_helmfile_sync(
 # --- bad input: a clear reason, exit 2, nothing applied ----------------------------------------
 
 
-@pytest.mark.parametrize("files, reason", [
-    ({"manifests/app.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n"},
-     "manifests/app.yaml:5:1: not valid YAML"),
-    ({"manifests/app.yaml": "apiVersion: widgets.example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
-     "Widget"),
-    ({"Chart.yaml": "apiVersion: v2\nname: env\nversion: 0.1.0\n",
-      "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.missing.name }}\n"},
-     "the umbrella chart 'env' does not render"),
-])
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        (
+            {"manifests/app.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n"},
+            "manifests/app.yaml:5:1: not valid YAML",
+        ),
+        ({"manifests/app.yaml": "apiVersion: widgets.example.com/v1\nkind: Widget\nmetadata: {name: w}\n"}, "Widget"),
+        (
+            {
+                "Chart.yaml": "apiVersion: v2\nname: env\nversion: 0.1.0\n",
+                "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.missing.name }}\n",
+            },
+            "the umbrella chart 'env' does not render",
+        ),
+    ],
+)
 def test_bad_input_fails_with_the_reason_and_applies_nothing(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str],
-    kube: Kube, files: dict[str, str], reason: str,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
+    files: dict[str, str],
+    reason: str,
 ) -> None:
     for name, text in files.items():
         env_repo.write(name, text)
-    env_repo.write("manifests/good.yaml" if "manifests/app.yaml" in files else "templates/good.yaml",
-                   deployment("good", "reg.example/good:1.0.0"))
+    env_repo.write(
+        "manifests/good.yaml" if "manifests/app.yaml" in files else "templates/good.yaml",
+        deployment("good", "reg.example/good:1.0.0"),
+    )
     env_repo.commit("broken")
     assert env_cmd(cli_env, "apply", str(declare(tmp_path, gitea_repo, namespace, kubeconfig))).returncode == 0
     done = env_cmd(cli_env, "sync", "dev")
@@ -177,7 +230,13 @@ def test_bad_input_fails_with_the_reason_and_applies_nothing(
 
 
 def test_a_failed_verify_rolls_back_and_rollback_to_goes_back_further(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, cli_env: dict[str, str], kube: Kube,
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
 ) -> None:
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.0.0"))
     first = env_repo.commit("hello 1.0.0")
@@ -211,10 +270,17 @@ def test_a_failed_verify_rolls_back_and_rollback_to_goes_back_further(
 
 
 def test_a_cluster_environment_applies_namespaces_and_what_is_in_them(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, kubeconfig: Path, kubectl: Path, cli_env: dict[str, str],
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    kubeconfig: Path,
+    kubectl: Path,
+    cli_env: dict[str, str],
 ) -> None:
     team = f"team-{uuid.uuid4().hex[:8]}"
-    env_repo.write("manifests/team.yaml", f"""
+    env_repo.write(
+        "manifests/team.yaml",
+        f"""
         apiVersion: v1
         kind: Namespace
         metadata: {{name: {team}}}
@@ -223,13 +289,31 @@ def test_a_cluster_environment_applies_namespaces_and_what_is_in_them(
         kind: ConfigMap
         metadata: {{name: settings, namespace: {team}}}
         data: {{colour: blue}}
-    """)
-    env_repo.write("manifests/app.yaml", deployment("app", "reg.example/app:1.0.0").replace(
-        "metadata: {name: app}", f"metadata: {{name: app, namespace: {team}}}"))
+    """,
+    )
+    env_repo.write(
+        "manifests/app.yaml",
+        deployment("app", "reg.example/app:1.0.0").replace(
+            "metadata: {name: app}", f"metadata: {{name: app, namespace: {team}}}"
+        ),
+    )
     head = env_repo.commit("team namespace")
     path = tmp_path / "environments.yaml"
-    path.write_text(json.dumps({"environments": [{"name": "ops", "repo": f"{gitea_repo.html_url}.git", "cluster": True,
-                                                  "kubeconfig": str(kubeconfig), "verify-timeout": "60s"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "environments": [
+                    {
+                        "name": "ops",
+                        "repo": f"{gitea_repo.html_url}.git",
+                        "cluster": True,
+                        "kubeconfig": str(kubeconfig),
+                        "verify-timeout": "60s",
+                    }
+                ]
+            }
+        )
+    )
     assert env_cmd(cli_env, "apply", str(path)).returncode == 0
     kube = Kube(kubectl, kubeconfig, team)
     try:
@@ -240,19 +324,25 @@ def test_a_cluster_environment_applies_namespaces_and_what_is_in_them(
         state = json.loads(env_cmd(cli_env, "status", "ops", "--json").stdout)
         assert (state["sync"], state["health"], state["applied_commit"]) == ("Synced", "Healthy", head)
     finally:
-        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", team, "--wait=false"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", team, "--wait=false"],
+            capture_output=True,
+            check=False,
+        )
 
 
 def test_env_apply_reports_every_problem_and_stores_nothing(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    path = write(tmp_path / "environments.yaml", """
+    path = write(
+        tmp_path / "environments.yaml",
+        """
         environments:
           - name: dev
             repo: http://127.0.0.1:1/org/env.git
             namespace: dev
             kubeconfig: missing.kubeconfig
             sync: always
-    """)
+    """,
+    )
     done = env_cmd(cli_env, "apply", str(path))
     assert done.returncode == 2
     assert f"{path}:6:11: environments.0.sync: Input should be 'auto' or 'manual'" in done.stderr

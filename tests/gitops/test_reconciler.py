@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from serverkit import start_server
 from envkit import EnvRepo, Kube, deployment, env_cmd
 from helpers import shipline
+from serverkit import start_server
 
 from shipline.settings import Settings
 from shipline.store.repositories import Role
@@ -53,8 +53,15 @@ def server(settings: Settings, cli_env: dict[str, str], monkeypatch: pytest.Monk
 
 
 def declaration(tmp_path: Path, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path, **extra: Any) -> Path:
-    env = {"name": "dev", "repo": f"{gitea_repo.html_url}.git", "namespace": namespace, "kubeconfig": str(kubeconfig),
-           "sync": "auto", "verify-timeout": "60s", **extra}
+    env = {
+        "name": "dev",
+        "repo": f"{gitea_repo.html_url}.git",
+        "namespace": namespace,
+        "kubeconfig": str(kubeconfig),
+        "sync": "auto",
+        "verify-timeout": "60s",
+        **extra,
+    }
     path = tmp_path / "environments.yaml"
     path.write_text(json.dumps({"environments": [env]}))
     return path
@@ -65,8 +72,14 @@ def environment(url: str) -> dict[str, Any]:
 
 
 def test_auto_sync_follows_the_branch_and_drift_is_seen_then_healed(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path,
-    cli_env: dict[str, str], kube: Kube, server: tuple[str, str],
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    kube: Kube,
+    server: tuple[str, str],
 ) -> None:
     url, operator = server
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.0.0"))
@@ -106,8 +119,13 @@ def test_auto_sync_follows_the_branch_and_drift_is_seen_then_healed(
 
 
 def test_a_signed_webhook_makes_the_server_look_at_once(
-    tmp_path: Path, env_repo: EnvRepo, gitea_repo: GiteaRepo, namespace: str, kubeconfig: Path,
-    cli_env: dict[str, str], server: tuple[str, str],
+    tmp_path: Path,
+    env_repo: EnvRepo,
+    gitea_repo: GiteaRepo,
+    namespace: str,
+    kubeconfig: Path,
+    cli_env: dict[str, str],
+    server: tuple[str, str],
 ) -> None:
     url, _ = server
     env_repo.write("manifests/hello.yaml", deployment("hello", "reg.example/hello:1.0.0"))
@@ -118,14 +136,22 @@ def test_a_signed_webhook_makes_the_server_look_at_once(
     assert done == 0
     payload = json.loads((Path(__file__).parents[1] / "triggers" / "payloads" / "gitea_push.json").read_text())
     payload["ref"] = "refs/heads/main"
-    payload["repository"].update(clone_url=f"{gitea_repo.html_url}.git", html_url=gitea_repo.html_url,
-                                 full_name=f"{gitea_repo.owner}/{gitea_repo.name}", default_branch="main")
+    payload["repository"].update(
+        clone_url=f"{gitea_repo.html_url}.git",
+        html_url=gitea_repo.html_url,
+        full_name=f"{gitea_repo.owner}/{gitea_repo.name}",
+        default_branch="main",
+    )
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "X-Gitea-Event": "push", "X-Gitea-Delivery": str(uuid.uuid4())}
     bad = httpx.post(f"{url}/hooks/gitea", content=body, headers={**headers, "X-Gitea-Signature": "0" * 64}, timeout=30)
     assert bad.status_code == 401
-    good = httpx.post(f"{url}/hooks/gitea", content=body, timeout=30,
-                      headers={**headers, "X-Gitea-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()})
+    good = httpx.post(
+        f"{url}/hooks/gitea",
+        content=body,
+        timeout=30,
+        headers={**headers, "X-Gitea-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()},
+    )
     assert good.status_code == 202, good.text
     assert good.json()["environments"] == ["dev"]
 

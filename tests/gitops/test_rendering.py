@@ -20,7 +20,9 @@ from shipline.integrations.templating import Templater
 def images(objects: list[dict]) -> dict[str, str]:  # type: ignore[type-arg]
     return {
         o["metadata"]["name"]: c["image"]
-        for o in objects if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
     }
 
 
@@ -28,7 +30,9 @@ def images(objects: list[dict]) -> dict[str, str]:  # type: ignore[type-arg]
 
 
 def test_manifests_multi_document_and_lists_get_the_namespace(tmp_path: Path) -> None:
-    write(tmp_path / "manifests/app.yaml", """
+    write(
+        tmp_path / "manifests/app.yaml",
+        """
         # hello and its service
         ---
         apiVersion: apps/v1
@@ -47,13 +51,20 @@ def test_manifests_multi_document_and_lists_get_the_namespace(tmp_path: Path) ->
         items:
           - {apiVersion: v1, kind: ConfigMap, metadata: {name: c}, data: {enabled: "yes"}}
           - {apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, metadata: {name: reader}, rules: []}
-    """)
-    write(tmp_path / "manifests/nested/svc.yml", "apiVersion: v1\nkind: Service\nmetadata: {name: hello}\nspec: {ports: [{port: 80}]}\n")
+    """,
+    )
+    write(
+        tmp_path / "manifests/nested/svc.yml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: hello}\nspec: {ports: [{port: 80}]}\n",
+    )
     write(tmp_path / "manifests/README.md", "not a manifest\n")
     result = render(tmp_path, "dev")
     assert result.layout == Layout.MANIFESTS
     assert [(o["kind"], o["metadata"].get("namespace")) for o in result.objects] == [
-        ("ConfigMap", "dev"), ("ClusterRole", None), ("Service", "dev"), ("Deployment", "dev"),
+        ("ConfigMap", "dev"),
+        ("ClusterRole", None),
+        ("Service", "dev"),
+        ("Deployment", "dev"),
     ]
     assert result.sources[2] == "manifests/nested/svc.yml:1"
     assert result.sources[3] == "manifests/app.yaml:3"
@@ -63,7 +74,9 @@ def test_manifests_multi_document_and_lists_get_the_namespace(tmp_path: Path) ->
 
 
 def test_a_cluster_environment_keeps_the_namespaces_objects_name(tmp_path: Path) -> None:
-    write(tmp_path / "manifests/a.yaml", """
+    write(
+        tmp_path / "manifests/a.yaml",
+        """
         apiVersion: v1
         kind: ConfigMap
         metadata: {name: a, namespace: team-a}
@@ -71,18 +84,30 @@ def test_a_cluster_environment_keeps_the_namespaces_objects_name(tmp_path: Path)
         apiVersion: v1
         kind: ConfigMap
         metadata: {name: b}
-    """)
+    """,
+    )
     result = render(tmp_path, "default", cluster=True)
     assert [o["metadata"]["namespace"] for o in result.objects] == ["team-a", "default"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [unclosed\n", r"manifests/bad.yaml:4:1: not valid YAML: did not find expected .,. or .\]."),
-    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nmetadata: {name: x}\n", r"manifests/bad.yaml:5: an object needs kind"),
-    ("- just\n- a list\n", r"manifests/bad.yaml:1: a manifest is a mapping"),
-    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
-     r"the same object is rendered twice: ConfigMap dev/c"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [unclosed\n",
+            r"manifests/bad.yaml:4:1: not valid YAML: did not find expected .,. or .\].",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nmetadata: {name: x}\n",
+            r"manifests/bad.yaml:5: an object needs kind",
+        ),
+        ("- just\n- a list\n", r"manifests/bad.yaml:1: a manifest is a mapping"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+            r"the same object is rendered twice: ConfigMap dev/c",
+        ),
+    ],
+)
 def test_bad_manifests_name_the_file_and_the_cause(tmp_path: Path, text: str, message: str) -> None:
     write(tmp_path / "manifests/bad.yaml", text)
     with pytest.raises(RenderError, match=message):
@@ -109,13 +134,18 @@ def templater(helm: Path, kubectl: Path) -> Iterator[Templater]:
 
 @pytest.mark.testbed
 def test_a_kustomization_is_built_with_kubectl(tmp_path: Path, templater: Templater) -> None:
-    write(tmp_path / "manifests/kustomization.yaml", """
+    write(
+        tmp_path / "manifests/kustomization.yaml",
+        """
         resources: [app.yaml]
         images:
           - {name: reg/hello, newTag: "2.0.0"}
         commonLabels: {team: blue}
-    """)
-    write(tmp_path / "manifests/app.yaml", """
+    """,
+    )
+    write(
+        tmp_path / "manifests/app.yaml",
+        """
         apiVersion: apps/v1
         kind: Deployment
         metadata: {name: hello}
@@ -124,7 +154,8 @@ def test_a_kustomization_is_built_with_kubectl(tmp_path: Path, templater: Templa
           template:
             metadata: {labels: {app: hello}}
             spec: {containers: [{name: app, image: "reg/hello:1.0.0"}]}
-    """)
+    """,
+    )
     result = render(tmp_path, "dev", templater=templater)
     assert result.layout == Layout.KUSTOMIZE
     assert images(result.objects) == {"hello": "reg/hello:2.0.0"}
@@ -151,22 +182,39 @@ def chart_server(tmp_path: Path, helm: Path) -> Iterator[tuple[str, Path]]:
 
 @pytest.mark.testbed
 def test_an_umbrella_chart_with_file_oci_and_http_dependencies(
-    tmp_path: Path, helm: Path, registry: str, templater: Templater, chart_server: tuple[str, Path],
+    tmp_path: Path,
+    helm: Path,
+    registry: str,
+    templater: Templater,
+    chart_server: tuple[str, Path],
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     # From OCI: pushed to the testbed's registry.
     oci_name = f"api-{suffix}"
-    oci_repo = push_chart(helm, write_chart(tmp_path / "src", oci_name, "1.2.0", image="reg/api", tag="1.2.0"), registry, tmp_path)
+    oci_repo = push_chart(
+        helm, write_chart(tmp_path / "src", oci_name, "1.2.0", image="reg/api", tag="1.2.0"), registry, tmp_path
+    )
     # From a classic HTTP repository.
     http_url, http_root = chart_server
     http_name = f"web-{suffix}"
-    subprocess.run([str(helm), "package", str(write_chart(tmp_path / "src", http_name, "0.3.0", image="reg/web", tag="0.3.0")),
-                    "-d", str(http_root)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(helm),
+            "package",
+            str(write_chart(tmp_path / "src", http_name, "0.3.0", image="reg/web", tag="0.3.0")),
+            "-d",
+            str(http_root),
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([str(helm), "repo", "index", str(http_root), "--url", http_url], check=True, capture_output=True)
     # From a directory in the environment repository.
     env = tmp_path / "env"
     write_chart(env / "charts-src", "worker", "0.1.0", image="reg/worker", tag="0.1.0")
-    write(env / "Chart.yaml", f"""
+    write(
+        env / "Chart.yaml",
+        f"""
         apiVersion: v2
         name: dev-env
         version: 0.0.1
@@ -174,8 +222,9 @@ def test_an_umbrella_chart_with_file_oci_and_http_dependencies(
           - {{name: {oci_name}, version: 1.2.0, repository: "{oci_repo}"}}
           - {{name: {http_name}, version: 0.3.0, repository: "{http_url}"}}
           - {{name: worker, version: 0.1.0, repository: "file://./charts-src/worker"}}
-    """)
-    write(env / "values.yaml", f"{http_name}:\n  image: {{tag: \"0.3.1\"}}\n")
+    """,
+    )
+    write(env / "values.yaml", f'{http_name}:\n  image: {{tag: "0.3.1"}}\n')
     result = render(env, "dev", release="dev", templater=templater)
     assert result.layout == Layout.UMBRELLA
     assert images(result.objects) == {oci_name: "reg/api:1.2.0", http_name: "reg/web:0.3.1", "worker": "reg/worker:0.1.0"}
@@ -186,10 +235,17 @@ def test_an_umbrella_chart_with_file_oci_and_http_dependencies(
 @pytest.mark.testbed
 def test_an_umbrella_chart_that_does_not_render_says_why(tmp_path: Path, templater: Templater) -> None:
     env = tmp_path / "env"
-    write_chart(tmp_path, "env", "0.1.0", template="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.deeper }}\n")
-    with pytest.raises(RenderError, match=r"Chart.yaml: the umbrella chart 'env' does not render: .*nil pointer evaluating interface \{\}.deeper"):
+    write_chart(
+        tmp_path, "env", "0.1.0", template="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.deeper }}\n"
+    )
+    with pytest.raises(
+        RenderError, match=r"Chart.yaml: the umbrella chart 'env' does not render: .*nil pointer evaluating interface \{\}.deeper"
+    ):
         render(env, "dev", templater=templater)
-    write(env / "Chart.yaml", f"apiVersion: v2\nname: env\nversion: 0.1.0\ndependencies:\n  - {{name: gone, version: 9.9.9, repository: \"oci://127.0.0.1:1/charts\"}}\n")
+    write(
+        env / "Chart.yaml",
+        'apiVersion: v2\nname: env\nversion: 0.1.0\ndependencies:\n  - {name: gone, version: 9.9.9, repository: "oci://127.0.0.1:1/charts"}\n',
+    )
     with pytest.raises(RenderError, match=r"Chart.yaml: its dependencies \(gone 9.9.9\) cannot be fetched"):
         render(env, "dev", templater=templater)
 
@@ -201,7 +257,9 @@ def test_a_helmfile_renders_one_release_per_service(tmp_path: Path, helm: Path, 
     env = tmp_path / "env"
     write_chart(env / "charts", "local", "0.1.0", image="reg/local", tag="0.1.0")
     write(env / "values/hello.yaml", "replicas: 2\n")
-    write(env / "helmfile.yaml", f"""
+    write(
+        env / "helmfile.yaml",
+        f"""
         repositories:
           - {{name: ours, url: "{registry}/charts", oci: true}}
         releases:
@@ -222,7 +280,8 @@ def test_a_helmfile_renders_one_release_per_service(tmp_path: Path, helm: Path, 
           - name: disabled
             chart: ./charts/local
             installed: false
-    """)
+    """,
+    )
     result = render(env, "dev", templater=templater)
     assert result.layout == Layout.HELMFILE
     assert images(result.objects) == {name: "reg/hello:1.0.1", "hello-again": "reg/hello:1.0.0", "local": "reg/local:0.1.0"}

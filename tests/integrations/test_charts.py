@@ -31,7 +31,8 @@ def test_missing_keys_are_created_with_custom_key_paths(tmp_path: Path) -> None:
     chart = tiny_chart(tmp_path / "chart", "web")
     (chart / "values.yaml").write_text("# nothing about images here\nreplicas: 2\n")
     copy = stamped_copy(
-        chart, tmp_path / "out",
+        chart,
+        tmp_path / "out",
         Stamp("2.0.0", "2.0.0", "r.example/web", "2.0.0", repository_key="app.image.repo", tag_key="app.image.version"),
     )
     assert (copy / "values.yaml").read_text() == (

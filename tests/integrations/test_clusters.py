@@ -74,8 +74,9 @@ def rendered(root: Path, **files: str) -> Path:
 
 
 def kubectl_json(kubectl: Path, kubeconfig: Path, *args: str) -> Any:
-    proc = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *args, "-o", "json"],
-                          capture_output=True, text=True, check=True, timeout=60)
+    proc = subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", *args, "-o", "json"], capture_output=True, text=True, check=True, timeout=60
+    )
     return json.loads(proc.stdout)
 
 
@@ -92,8 +93,10 @@ def test_apply_marks_objects_and_a_second_apply_changes_nothing(
 
     first = cluster.apply(desired)
     assert sorted((a.ref.kind, a.ref.name, a.outcome) for a in first) == [
-        ("Deployment", "api", Outcome.CREATED), ("Deployment", "web", Outcome.CREATED),
-        ("Service", "api", Outcome.CREATED), ("Service", "web", Outcome.CREATED),
+        ("Deployment", "api", Outcome.CREATED),
+        ("Deployment", "web", Outcome.CREATED),
+        ("Service", "api", Outcome.CREATED),
+        ("Service", "web", Outcome.CREATED),
     ]
     live = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", "deployment", "web", "--show-managed-fields")
     assert live["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "shipline"
@@ -104,6 +107,7 @@ def test_apply_marks_objects_and_a_second_apply_changes_nothing(
     assert {a.outcome for a in again} == {Outcome.UNCHANGED}
     after = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", "deployment", "web", "--show-managed-fields")
     assert after["metadata"]["generation"] == live["metadata"]["generation"]
+
     def mine(obj: Any) -> list[Any]:
         return [m for m in obj["metadata"]["managedFields"] if m["manager"] == "shipline"]
 
@@ -113,8 +117,20 @@ def test_apply_marks_objects_and_a_second_apply_changes_nothing(
     assert {(a.ref.kind, a.ref.name) for a in changed if a.outcome is Outcome.CONFIGURED} == {("Deployment", "web")}
 
     # A hand edit of a field the manifest sets is drift: the next apply puts it back.
-    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "set", "image", "deployment/api",
-                    "app=127.0.0.1:1/hand-made:9"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(kubectl),
+            f"--kubeconfig={kubeconfig}",
+            "-n",
+            namespace,
+            "set",
+            "image",
+            "deployment/api",
+            "app=127.0.0.1:1/hand-made:9",
+        ],
+        check=True,
+        capture_output=True,
+    )
     healed = cluster.apply(cluster.load(rendered(tmp_path, web=service("web", image="127.0.0.1:1/app:2.0"), api=service("api"))))
     assert {(a.ref.kind, a.ref.name) for a in healed if a.outcome is not Outcome.UNCHANGED} == {("Deployment", "api")}
     api = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", "deployment", "api")
@@ -127,10 +143,26 @@ def test_prune_deletes_only_what_shipline_applied_for_the_environment(
     cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
     cluster.apply(cluster.load(rendered(tmp_path, web=service("web"), api=service("api"))))
     # Made by hand, even with the environment's labels: not shipline's to delete.
-    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "create", "configmap", "by-hand"],
-                   check=True, capture_output=True)
-    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "label", "configmap", "by-hand",
-                    "app.kubernetes.io/managed-by=shipline", "shipline.dev/environment=dev"], check=True, capture_output=True)
+    subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "create", "configmap", "by-hand"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            str(kubectl),
+            f"--kubeconfig={kubeconfig}",
+            "-n",
+            namespace,
+            "label",
+            "configmap",
+            "by-hand",
+            "app.kubernetes.io/managed-by=shipline",
+            "shipline.dev/environment=dev",
+        ],
+        check=True,
+        capture_output=True,
+    )
     # Applied by shipline for another environment in the same namespace: not this one's.
     other = Cluster.connect(kubeconfig, environment="other", target=Target(namespace))
     other.apply(other.load(rendered(tmp_path, cm="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: others}\n")))
@@ -139,7 +171,8 @@ def test_prune_deletes_only_what_shipline_applied_for_the_environment(
     assert {c.action for c in cluster.diff(smaller) if c.ref.name == "api"} == {"prune"}
     pruned = cluster.prune(smaller)
     assert sorted((p.ref.kind, p.ref.name, p.outcome) for p in pruned) == [
-        ("Deployment", "api", Outcome.PRUNED), ("Service", "api", Outcome.PRUNED),
+        ("Deployment", "api", Outcome.PRUNED),
+        ("Service", "api", Outcome.PRUNED),
     ]
     assert not exists(kubectl, kubeconfig, "-n", namespace, "service", "api")
     assert exists(kubectl, kubeconfig, "-n", namespace, "deployment", "web")
@@ -148,11 +181,14 @@ def test_prune_deletes_only_what_shipline_applied_for_the_environment(
     assert cluster.prune(smaller) == []
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: gadget}\n", "has no kind Widget"),
-    ("apiVersion: v1\nkind: Service\nmetadata: {name: gadget}\nspec: {ports: [{port: 80}], typo: 1}\n", "typo"),
-    ("apiVersion: v1\nkind: Service\nmetadata: {name: gadget}\nspec: {ports: [{port: 99999}]}\n", "99999"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: gadget}\n", "has no kind Widget"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: gadget}\nspec: {ports: [{port: 80}], typo: 1}\n", "typo"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: gadget}\nspec: {ports: [{port: 99999}]}\n", "99999"),
+    ],
+)
 def test_an_object_the_api_server_rejects_stops_everything(
     kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path, bad: str, why: str
 ) -> None:
@@ -221,8 +257,9 @@ def test_the_steps_log_each_object_write_results_and_exit_1_on_a_failed_verify(
     assert f"Deployment/web in namespace {namespace} created" in applied.stdout
     assert "created=2" in output.read_text()
 
-    verified = subprocess.run([*SHIPLINE, "step", "env-verify", *args, "--timeout", "2m"], env=env,
-                              capture_output=True, text=True, timeout=180)
+    verified = subprocess.run(
+        [*SHIPLINE, "step", "env-verify", *args, "--timeout", "2m"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert verified.returncode == 0, verified.stderr
     assert "health=Healthy" in output.read_text()
 
@@ -233,8 +270,9 @@ def test_the_steps_log_each_object_write_results_and_exit_1_on_a_failed_verify(
     assert "Deployment/web" in diff.stdout and "resources.requests.cpu" in diff.stdout
     assert any(line.startswith("+") and "cpu: 1k" in line for line in diff.stdout.splitlines()), diff.stdout
     subprocess.run([*SHIPLINE, "step", "env-apply", *bad_args], env=env, check=True, capture_output=True, timeout=120)
-    failed = subprocess.run([*SHIPLINE, "step", "env-verify", *bad_args, "--timeout", "5s"], env=env,
-                            capture_output=True, text=True, timeout=180)
+    failed = subprocess.run(
+        [*SHIPLINE, "step", "env-verify", *bad_args, "--timeout", "5s"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert failed.returncode == 1
     assert "Deployment/web" in failed.stderr and "Insufficient cpu" in failed.stderr
 
@@ -244,8 +282,9 @@ def two_namespaces(kubeconfig: Path, kubectl: Path) -> Iterator[tuple[str, str]]
     names = (f"staging-{uuid.uuid4().hex[:6]}", f"production-{uuid.uuid4().hex[:6]}")
     yield names
     for name in names:
-        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", name, "--wait=false"],
-                       capture_output=True)
+        subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", name, "--wait=false"], capture_output=True
+        )
 
 
 def test_scoped_credentials_change_their_namespace_only(
@@ -254,8 +293,9 @@ def test_scoped_credentials_change_their_namespace_only(
     staging, production = two_namespaces
     admin = load_kubeconfig(kubeconfig)
     out = tmp_path / "staging.kubeconfig"
-    result = CliRunner().invoke(credentials, ["staging", "--namespace", staging, "--kubeconfig", str(kubeconfig),
-                                              "--out", str(out), "--duration", "1h"])
+    result = CliRunner().invoke(
+        credentials, ["staging", "--namespace", staging, "--kubeconfig", str(kubeconfig), "--out", str(out), "--duration", "1h"]
+    )
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "token expires" in result.output
@@ -306,7 +346,9 @@ def test_cluster_wide_credentials_run_a_cluster_environment(
         """)
     try:
         cluster = Cluster.connect(out, environment=env_name, target=Target(cluster_wide=True))
-        first = rendered(tmp_path, platform=objects, web=service("web").replace("name: web\n", f"name: web\n  namespace: {one}\n", 2))
+        first = rendered(
+            tmp_path, platform=objects, web=service("web").replace("name: web\n", f"name: web\n  namespace: {one}\n", 2)
+        )
         applied = cluster.apply(cluster.load(first))
         assert {a.outcome for a in applied} == {Outcome.CREATED} and len(applied) == 6
         assert exists(kubectl, kubeconfig, "clusterrole", role)
@@ -314,17 +356,27 @@ def test_cluster_wide_credentials_run_a_cluster_environment(
         assert cluster.verify(cluster.load(first), timeout=120).ok
 
         # Dropped from the manifests: the ClusterRole and ConfigMap go; a Namespace is kept (it holds more).
-        second = rendered(tmp_path, web=service("web").replace("name: web\n", f"name: web\n  namespace: {one}\n", 2),
-                          ns=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {one}}}\n")
+        second = rendered(
+            tmp_path,
+            web=service("web").replace("name: web\n", f"name: web\n  namespace: {one}\n", 2),
+            ns=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {one}}}\n",
+        )
         pruned = {(p.ref.kind, p.ref.name): p.outcome for p in cluster.prune(cluster.load(second))}
-        assert pruned == {("ClusterRole", role): Outcome.PRUNED, ("ConfigMap", "settings"): Outcome.PRUNED,
-                          ("Namespace", two): Outcome.KEPT}
+        assert pruned == {
+            ("ClusterRole", role): Outcome.PRUNED,
+            ("ConfigMap", "settings"): Outcome.PRUNED,
+            ("Namespace", two): Outcome.KEPT,
+        }
         assert not exists(kubectl, kubeconfig, "clusterrole", role)
     finally:
-        for args in (["clusterrole", role], ["clusterrolebinding", f"shipline-env-{env_name}"],
-                     ["-n", "shipline-system", "serviceaccount", f"shipline-env-{env_name}"]):
-            subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", *args, "--ignore-not-found"],
-                           capture_output=True)
+        for args in (
+            ["clusterrole", role],
+            ["clusterrolebinding", f"shipline-env-{env_name}"],
+            ["-n", "shipline-system", "serviceaccount", f"shipline-env-{env_name}"],
+        ):
+            subprocess.run(
+                [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", *args, "--ignore-not-found"], capture_output=True
+            )
 
 
 def test_an_unreachable_api_server_is_a_clear_error(kubeconfig: Path, tmp_path: Path) -> None:
@@ -338,8 +390,21 @@ def test_an_unreachable_api_server_is_a_clear_error(kubeconfig: Path, tmp_path: 
     assert "cannot reach the Kubernetes API server at https://127.0.0.1:9" in str(caught.value)
     assert str(closed) in str(caught.value)
     proc = subprocess.run(
-        [*SHIPLINE, "step", "env-apply", "--dir", str(rendered(tmp_path, web=service("web"))), "--environment", "dev",
-         "--namespace", "dev"], env={**os.environ, "KUBECONFIG": str(closed)}, capture_output=True, text=True, timeout=60,
+        [
+            *SHIPLINE,
+            "step",
+            "env-apply",
+            "--dir",
+            str(rendered(tmp_path, web=service("web"))),
+            "--environment",
+            "dev",
+            "--namespace",
+            "dev",
+        ],
+        env={**os.environ, "KUBECONFIG": str(closed)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1 and "cannot reach the Kubernetes API server" in proc.stderr
 
@@ -371,14 +436,22 @@ def test_a_crd_and_its_custom_resources_apply_together(kubeconfig: Path, kubectl
         validation = cluster.validate(cluster.load(directory))
         assert [d.ref.kind for d in validation.deferred] == ["Widget"]  # its kind exists once the CRD is applied
         applied = cluster.apply(cluster.load(directory))
-        assert {(a.ref.kind, a.outcome) for a in applied} == {("CustomResourceDefinition", Outcome.CREATED), ("Widget", Outcome.CREATED)}
+        assert {(a.ref.kind, a.outcome) for a in applied} == {
+            ("CustomResourceDefinition", Outcome.CREATED),
+            ("Widget", Outcome.CREATED),
+        }
         live = kubectl_json(kubectl, kubeconfig, "-n", namespace, "get", f"widgets.{group}", "gadget")
         assert live["spec"] == {"size": 3}
         pruned = cluster.prune(cluster.load(rendered(tmp_path)))
-        assert {(p.ref.kind, p.outcome) for p in pruned} == {("Widget", Outcome.PRUNED), ("CustomResourceDefinition", Outcome.KEPT)}
+        assert {(p.ref.kind, p.outcome) for p in pruned} == {
+            ("Widget", Outcome.PRUNED),
+            ("CustomResourceDefinition", Outcome.KEPT),
+        }
     finally:
-        subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "crd", f"widgets.{group}", "--ignore-not-found"],
-                       capture_output=True)
+        subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "crd", f"widgets.{group}", "--ignore-not-found"],
+            capture_output=True,
+        )
 
 
 def test_objects_outside_a_namespace_environment_are_refused_before_anything_is_sent(
@@ -414,20 +487,26 @@ def test_a_hand_edit_is_drift_noticed_by_a_watch_and_healed_by_apply(
     seen: list[Any] = []
     watcher = threading.Thread(target=lambda: seen.extend(cluster.wait_for_drift(desired, timeout=60)))
     watcher.start()
-    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "scale", "deployment/web", "--replicas=3"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "scale", "deployment/web", "--replicas=3"],
+        check=True,
+        capture_output=True,
+    )
     watcher.join(timeout=90)
     assert [(d.ref.kind, d.ref.name) for d in seen] == [("Deployment", "web")]
     assert "spec.replicas" in seen[0].reason
 
-    subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "delete", "service", "api"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "delete", "service", "api"], check=True, capture_output=True
+    )
     assert sorted((str(d.ref.kind), d.reason.split(":")[0]) for d in cluster.drifted(desired)) == [
-        ("Deployment", "changed"), ("Service", "deleted"),
+        ("Deployment", "changed"),
+        ("Service", "deleted"),
     ]
     healed = cluster.apply(desired)
     assert {(a.ref.kind, a.ref.name) for a in healed if a.outcome is not Outcome.UNCHANGED} == {
-        ("Deployment", "web"), ("Service", "api"),
+        ("Deployment", "web"),
+        ("Service", "api"),
     }
     assert cluster.drifted(desired) == []
 

@@ -35,8 +35,12 @@ def test_connect_picks_the_adapter_and_its_api() -> None:
 
 
 def test_repo_ref_from_any_spelling() -> None:
-    for url in ("https://gitea.example/team/app.git", "git@github.com:team/app", "http://127.0.0.1:3000/team/app/",
-                "ssh://git@forge.example:2222/team/app.git"):
+    for url in (
+        "https://gitea.example/team/app.git",
+        "git@github.com:team/app",
+        "http://127.0.0.1:3000/team/app/",
+        "ssh://git@forge.example:2222/team/app.git",
+    ):
         assert repo_ref(url) == RepoRef("team", "app"), url
     for bad in ("https://gitea.example/app", "/srv/git/../x", "https://forge.example/team/.."):
         with pytest.raises(UsageError):

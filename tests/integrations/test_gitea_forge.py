@@ -20,7 +20,11 @@ pytestmark = pytest.mark.testbed
 def git(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -64,7 +68,10 @@ def test_pull_request_open_update_comment_status_merge(
     assert forge.default_branch(ref) == "main"
 
     commit = forge.commit_files(
-        ref, branch="shipline/promote-hello", base="main", message="Promote hello to 1.1.0",
+        ref,
+        branch="shipline/promote-hello",
+        base="main",
+        message="Promote hello to 1.1.0",
         changes=[FileChange("values.yaml", b"image:\n  tag: 1.1.0  # the deployed version\n")],
     )
     assert forge.read_file(ref, "values.yaml", commit.sha) == b"image:\n  tag: 1.1.0  # the deployed version\n"
@@ -79,7 +86,10 @@ def test_pull_request_open_update_comment_status_merge(
 
     # A second release updates the same branch and pull request.
     second = forge.commit_files(
-        ref, branch="shipline/promote-hello", base="main", message="Promote hello to 1.2.0",
+        ref,
+        branch="shipline/promote-hello",
+        base="main",
+        message="Promote hello to 1.2.0",
         changes=[FileChange("values.yaml", b"image:\n  tag: 1.2.0  # the deployed version\n")],
     )
     updated = forge.update_pull_request(ref, pr.number, title="Promote hello to 1.2.0", body="v2")
@@ -90,10 +100,20 @@ def test_pull_request_open_update_comment_status_merge(
     comments = gitea.request("GET", f"/repos/{ref}/issues/{pr.number}/comments")
     assert [(c["id"], c["body"]) for c in comments] == [(comment_id, "deployed to dev: verified")]
 
-    forge.set_status(ref, second.sha, state=CommitState.PENDING, context="shipline/hello", description="running",
-                     target_url="http://127.0.0.1:8080/#/runs/7")
+    forge.set_status(
+        ref,
+        second.sha,
+        state=CommitState.PENDING,
+        context="shipline/hello",
+        description="running",
+        target_url="http://127.0.0.1:8080/#/runs/7",
+    )
     (status,) = forge.statuses(ref, second.sha)
-    assert (status.context, status.state, status.target_url) == ("shipline/hello", CommitState.PENDING, "http://127.0.0.1:8080/#/runs/7")
+    assert (status.context, status.state, status.target_url) == (
+        "shipline/hello",
+        CommitState.PENDING,
+        "http://127.0.0.1:8080/#/runs/7",
+    )
     forge.set_status(ref, second.sha, state=CommitState.SUCCESS, context="shipline/hello", description="passed")
     assert [s.state for s in forge.statuses(ref, second.sha)] == [CommitState.SUCCESS]
 
@@ -111,14 +131,21 @@ def test_protection_requiring_the_status_refuses_a_failing_pull_request(
     push_main(gitea_repo, tmp_path, {"README.md": "hello\n"})
     ref = repo_ref(gitea_repo.html_url)
     assert forge.branch_protection(ref, "main") is None
-    gitea.request("POST", f"/repos/{ref}/branch_protections", {
-        "rule_name": "main", "enable_status_check": True, "status_check_contexts": ["shipline/hello"],
-    })
+    gitea.request(
+        "POST",
+        f"/repos/{ref}/branch_protections",
+        {
+            "rule_name": "main",
+            "enable_status_check": True,
+            "status_check_contexts": ["shipline/hello"],
+        },
+    )
     protection = forge.branch_protection(ref, "main")
     assert protection is not None and protection.required_contexts == ("shipline/hello",)
 
-    commit = forge.commit_files(ref, branch="feature", base="main", message="feat: more",
-                                changes=[FileChange("README.md", b"hello, world\n")])
+    commit = forge.commit_files(
+        ref, branch="feature", base="main", message="feat: more", changes=[FileChange("README.md", b"hello, world\n")]
+    )
     pr = forge.open_pull_request(ref, head="feature", base="main", title="feat: more", body="")
     forge.set_status(ref, commit.sha, state=CommitState.FAILURE, context="shipline/hello", description="tests failed")
 

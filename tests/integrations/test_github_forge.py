@@ -131,19 +131,44 @@ def test_pull_request_lifecycle(forge: GitHubForge, github: FakeGitHub) -> None:
     github.expect(
         Call("GET", "/repos/octo-org/hello", 200, "repository.json"),
         Call("GET", "/repos/octo-org/hello/pulls?state=open&head=octo-org%3Ashipline%2Fpromote-hello&per_page=100", 200, None),
-        Call("POST", "/repos/octo-org/hello/pulls", 201, "pull-created.json",
-             {"title": "Promote hello to 1.1.0", "head": "shipline/promote-hello", "base": "trunk", "body": "version 1.1.0"}),
-        Call("GET", "/repos/octo-org/hello/pulls?state=open&head=octo-org%3Ashipline%2Fpromote-hello&per_page=100", 200, "pulls-open.json"),
-        Call("PATCH", "/repos/octo-org/hello/pulls/1347", 200, "pull-updated.json",
-             {"title": "Promote hello to 1.2.0", "body": "version 1.2.0"}),
-        Call("POST", "/repos/octo-org/hello/issues/1347/comments", 201, "issue-comment.json", {"body": "deployed to dev: verified"}),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/pulls",
+            201,
+            "pull-created.json",
+            {"title": "Promote hello to 1.1.0", "head": "shipline/promote-hello", "base": "trunk", "body": "version 1.1.0"},
+        ),
+        Call(
+            "GET",
+            "/repos/octo-org/hello/pulls?state=open&head=octo-org%3Ashipline%2Fpromote-hello&per_page=100",
+            200,
+            "pulls-open.json",
+        ),
+        Call(
+            "PATCH",
+            "/repos/octo-org/hello/pulls/1347",
+            200,
+            "pull-updated.json",
+            {"title": "Promote hello to 1.2.0", "body": "version 1.2.0"},
+        ),
+        Call(
+            "POST", "/repos/octo-org/hello/issues/1347/comments", 201, "issue-comment.json", {"body": "deployed to dev: verified"}
+        ),
         Call("PATCH", "/repos/octo-org/hello/pulls/1347", 200, "pull-closed.json", {"state": "closed"}),
     )
     assert forge.default_branch(REPO) == "trunk"
     assert forge.find_pull_request(REPO, "shipline/promote-hello") is None
-    pr = forge.open_pull_request(REPO, head="shipline/promote-hello", base="trunk", title="Promote hello to 1.1.0", body="version 1.1.0")
+    pr = forge.open_pull_request(
+        REPO, head="shipline/promote-hello", base="trunk", title="Promote hello to 1.1.0", body="version 1.1.0"
+    )
     assert (pr.number, pr.head, pr.base, pr.head_sha, pr.state, pr.mergeable) == (
-        1347, "shipline/promote-hello", "trunk", HEAD, "open", None)
+        1347,
+        "shipline/promote-hello",
+        "trunk",
+        HEAD,
+        "open",
+        None,
+    )
     assert pr.url == "https://github.com/octo-org/hello/pull/1347"
     found = forge.find_pull_request(REPO, "shipline/promote-hello")
     assert found is not None and found.number == 1347
@@ -157,17 +182,38 @@ def test_pull_request_lifecycle(forge: GitHubForge, github: FakeGitHub) -> None:
 
 def test_statuses_protection_and_merge(forge: GitHubForge, github: FakeGitHub) -> None:
     github.expect(
-        Call("POST", f"/repos/octo-org/hello/statuses/{HEAD}", 201, "status-created.json",
-             {"state": "pending", "context": "shipline/hello", "description": "running", "target_url": "https://shipline.example/#/runs/7"}),
+        Call(
+            "POST",
+            f"/repos/octo-org/hello/statuses/{HEAD}",
+            201,
+            "status-created.json",
+            {
+                "state": "pending",
+                "context": "shipline/hello",
+                "description": "running",
+                "target_url": "https://shipline.example/#/runs/7",
+            },
+        ),
         Call("GET", f"/repos/octo-org/hello/commits/{HEAD}/status", 200, "combined-status.json"),
         Call("GET", "/repos/octo-org/hello/branches/trunk", 200, "branch-protected.json"),
         Call("GET", "/repos/octo-org/hello/branches/feature", 200, "branch-unprotected.json"),
         Call("PUT", "/repos/octo-org/hello/pulls/1347/merge", 405, "merge-refused.json", {"merge_method": "merge"}),
-        Call("PUT", "/repos/octo-org/hello/pulls/1347/merge", 200, "merge-done.json",
-             {"merge_method": "squash", "commit_message": "Promote hello to 1.2.0"}),
+        Call(
+            "PUT",
+            "/repos/octo-org/hello/pulls/1347/merge",
+            200,
+            "merge-done.json",
+            {"merge_method": "squash", "commit_message": "Promote hello to 1.2.0"},
+        ),
     )
-    forge.set_status(REPO, HEAD, state=CommitState.PENDING, context="shipline/hello", description="running",
-                     target_url="https://shipline.example/#/runs/7")
+    forge.set_status(
+        REPO,
+        HEAD,
+        state=CommitState.PENDING,
+        context="shipline/hello",
+        description="running",
+        target_url="https://shipline.example/#/runs/7",
+    )
     statuses = {s.context: s.state for s in forge.statuses(REPO, HEAD)}
     assert statuses == {"shipline/hello": CommitState.FAILURE, "security/brakeman": CommitState.SUCCESS}
     assert forge.branch_protection(REPO, "trunk") == BranchProtection("trunk", ("shipline/hello",))
@@ -183,11 +229,21 @@ def test_webhook_is_made_once_then_kept(forge: GitHubForge, github: FakeGitHub) 
     config = {"url": "https://shipline.example/hooks/github", "content_type": "json", "secret": "s3cret", "insecure_ssl": "0"}
     github.expect(
         Call("GET", "/repos/octo-org/hello/hooks?per_page=100&page=1", 200, None),
-        Call("POST", "/repos/octo-org/hello/hooks", 201, "hook-created.json",
-             {"name": "web", "config": config, "events": ["push", "pull_request"], "active": True}),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/hooks",
+            201,
+            "hook-created.json",
+            {"name": "web", "config": config, "events": ["push", "pull_request"], "active": True},
+        ),
         Call("GET", "/repos/octo-org/hello/hooks?per_page=100&page=1", 200, "hooks-one.json"),
-        Call("PATCH", "/repos/octo-org/hello/hooks/12345678", 200, "hook-created.json",
-             {"config": config, "events": ["push", "pull_request"], "active": True}),
+        Call(
+            "PATCH",
+            "/repos/octo-org/hello/hooks/12345678",
+            200,
+            "hook-created.json",
+            {"config": config, "events": ["push", "pull_request"], "active": True},
+        ),
     )
     first = forge.ensure_webhook(REPO, url="https://shipline.example/hooks/github", secret="s3cret")
     second = forge.ensure_webhook(REPO, url="https://shipline.example/hooks/github", secret="s3cret")
@@ -203,23 +259,53 @@ def test_files_read_and_committed(forge: GitHubForge, github: FakeGitHub) -> Non
         Call("GET", "/repos/octo-org/hello/git/ref/heads/shipline/promote-hello", 404, "not-found.json"),
         Call("GET", "/repos/octo-org/hello/git/ref/heads/trunk", 200, "ref-trunk.json"),
         Call("GET", "/repos/octo-org/hello/git/commits/c5b97d5ae6c19d5c5df71a34c7fbeeda2479ccbc", 200, "git-commit-base.json"),
-        Call("POST", "/repos/octo-org/hello/git/blobs", 201, "blob-created.json",
-             {"content": "aW1hZ2U6CiAgdGFnOiAxLjEuMAo=", "encoding": "base64"}),
-        Call("POST", "/repos/octo-org/hello/git/trees", 201, "tree-created.json",
-             {"base_tree": "691272480426f78a0138979dd3ce63b77f706feb", "tree": [
-                 {"path": "values.yaml", "mode": "100644", "type": "blob", "sha": "3a0f86fb8db8eea7ccbb9a95f325ddbedfb25e15"},
-                 {"path": "old.yaml", "mode": "100644", "type": "blob", "sha": None}]}),
-        Call("POST", "/repos/octo-org/hello/git/commits", 201, "git-commit-created.json",
-             {"message": "Promote hello to 1.1.0", "tree": "cd8274d15fa3ae2ab983129fb037999f264ba9a7",
-              "parents": ["c5b97d5ae6c19d5c5df71a34c7fbeeda2479ccbc"]}),
-        Call("POST", "/repos/octo-org/hello/git/refs", 201, "ref-created.json",
-             {"ref": "refs/heads/shipline/promote-hello", "sha": "7638417db6d59f3c431d3e1f261cc637155684cd"}),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/git/blobs",
+            201,
+            "blob-created.json",
+            {"content": "aW1hZ2U6CiAgdGFnOiAxLjEuMAo=", "encoding": "base64"},
+        ),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/git/trees",
+            201,
+            "tree-created.json",
+            {
+                "base_tree": "691272480426f78a0138979dd3ce63b77f706feb",
+                "tree": [
+                    {"path": "values.yaml", "mode": "100644", "type": "blob", "sha": "3a0f86fb8db8eea7ccbb9a95f325ddbedfb25e15"},
+                    {"path": "old.yaml", "mode": "100644", "type": "blob", "sha": None},
+                ],
+            },
+        ),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/git/commits",
+            201,
+            "git-commit-created.json",
+            {
+                "message": "Promote hello to 1.1.0",
+                "tree": "cd8274d15fa3ae2ab983129fb037999f264ba9a7",
+                "parents": ["c5b97d5ae6c19d5c5df71a34c7fbeeda2479ccbc"],
+            },
+        ),
+        Call(
+            "POST",
+            "/repos/octo-org/hello/git/refs",
+            201,
+            "ref-created.json",
+            {"ref": "refs/heads/shipline/promote-hello", "sha": "7638417db6d59f3c431d3e1f261cc637155684cd"},
+        ),
     )
     text = forge.read_file(REPO, ".shipline/pipeline.yaml", HEAD)
     assert text == b"name: hello\nuses: shipline/service\nwith:\n  test: go test ./...\n"
     assert forge.read_file(REPO, ".shipline/pipeline.yaml", "0" * 40) is None
     commit = forge.commit_files(
-        REPO, branch="shipline/promote-hello", base="trunk", message="Promote hello to 1.1.0",
+        REPO,
+        branch="shipline/promote-hello",
+        base="trunk",
+        message="Promote hello to 1.1.0",
         changes=[FileChange("values.yaml", b"image:\n  tag: 1.1.0\n"), FileChange("old.yaml", None)],
     )
     assert commit.sha == "7638417db6d59f3c431d3e1f261cc637155684cd" and commit.branch == "shipline/promote-hello"

@@ -24,7 +24,10 @@ def test_objects_come_in_path_order_with_lists_flattened_and_yaml_1_1_numbers(tm
     (tmp_path / "notes.txt").write_text("not a manifest")
     found = read_manifests(tmp_path)
     assert [(m.source, m.body["metadata"]["name"]) for m in found] == [
-        ("a.yaml", "p"), ("b.yaml#1", "one"), ("b.yaml#2", "two"), ("sub/c.yml", "s"),
+        ("a.yaml", "p"),
+        ("b.yaml#1", "one"),
+        ("b.yaml#2", "two"),
+        ("sub/c.yml", "s"),
     ]
     assert found[0].body["spec"]["volumes"][0]["secret"]["defaultMode"] == 0o644  # octal, as kubectl reads it
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,16 @@ from shipline.integrations.registries import Credentials, load_auth_file
 def test_auth_files_in_docker_and_containers_format(tmp_path: Path) -> None:
     path = tmp_path / "auth.json"
     token = base64.b64encode(b"ci:pa:ss").decode()
-    path.write_text(json.dumps({"auths": {
-        "127.0.0.1:5000": {"auth": token},
-        "https://registry.example": {"username": "bot", "password": "pw"},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "127.0.0.1:5000": {"auth": token},
+                    "https://registry.example": {"username": "bot", "password": "pw"},
+                }
+            }
+        )
+    )
     auth = load_auth_file(str(path))
     assert auth is not None
     assert auth.credentials("127.0.0.1:5000") == Credentials("ci", "pa:ss")
@@ -48,7 +54,9 @@ def test_bad_auth_files_are_named_without_their_content(tmp_path: Path, content:
 
 def test_the_envelope_is_binary_mode_and_reads_back() -> None:
     event = cdevents.artifact_published(
-        id="e1", source="/shipline/pipelines/hello", timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        id="e1",
+        source="/shipline/pipelines/hello",
+        timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         purl="pkg:oci/hello@sha256:" + "a" * 64 + "?repository_url=127.0.0.1:5000/hello",
     )
     headers, body = envelope(event)

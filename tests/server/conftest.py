@@ -13,7 +13,6 @@ from shipline.settings import Settings
 from shipline.store.repositories import Role
 
 
-
 @pytest.fixture
 def live(settings: Settings) -> Iterator[Live]:
     settings = settings.model_copy(update={"queue_poll_seconds": 0.05, "poll_tick_seconds": 0.2})

@@ -52,7 +52,9 @@ def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, 
     port = free_port()
     app_server = Server.build(settings)
     app = create_app(settings, app_server)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on", timeout_keep_alive=75)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on", timeout_keep_alive=75
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -98,7 +100,9 @@ def github_push(url: str, branch: str = "main", sha: str | None = None, name: st
     }
 
 
-def signed(secret: str, payload: dict[str, Any], event: str = "push", delivery: str | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    secret: str, payload: dict[str, Any], event: str = "push", delivery: str | None = None
+) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(payload).encode()
     sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     headers = {

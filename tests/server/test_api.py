@@ -32,9 +32,17 @@ tasks:
 
 def register(live: Live, pipeline: Path, **extra: Any) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "app", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(pipeline), **extra,
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "app",
+                "url": URL,
+                "forge": "github",
+                "secret": SECRET,
+                "pipeline": str(pipeline),
+                **extra,
+            },
+        )
         assert r.status_code == 201, r.text
 
 
@@ -55,9 +63,19 @@ def test_probes_metrics_openapi_and_dashboard(live: Live, pipeline_file: Callabl
     ):
         assert line in metrics.text.splitlines(), line
     spec = httpx.get(live.url + "/openapi.json").json()
-    for path in ("/api/v1/runs", "/api/v1/runs/{run_id}/cancel", "/api/v1/runs/{run_id}/rerun", "/api/v1/runs/{run_id}/logs",
-                 "/api/v1/runs/{run_id}/logs/stream", "/api/v1/repositories", "/api/v1/triggers", "/api/v1/pipelines",
-                 "/hooks/github", "/hooks/gitea", "/hooks/gitlab"):
+    for path in (
+        "/api/v1/runs",
+        "/api/v1/runs/{run_id}/cancel",
+        "/api/v1/runs/{run_id}/rerun",
+        "/api/v1/runs/{run_id}/logs",
+        "/api/v1/runs/{run_id}/logs/stream",
+        "/api/v1/repositories",
+        "/api/v1/triggers",
+        "/api/v1/pipelines",
+        "/hooks/github",
+        "/hooks/gitea",
+        "/hooks/gitlab",
+    ):
         assert path in spec["paths"], path
     page = httpx.get(live.url + "/")
     assert page.status_code == 200 and "<title>shipline</title>" in page.text
@@ -227,11 +245,18 @@ def test_event_stream_and_cancel(live: Live, pipeline_file: Callable[..., Path])
 
 @pytest.mark.parametrize("policy", ["cancel", "queue"])
 def test_concurrency_per_branch(live: Live, pipeline_file: Callable[..., Path], policy: str) -> None:
-    register(live, pipeline_file(SLOW.replace('n: {default: "3"}', 'n: {default: "20"}')),
-             triggers=[{"on": "push", "concurrency": policy}])
-    first = httpx.post(live.url + "/hooks/github", content=(b := signed(SECRET, github_push(URL, "main")))[0], headers=b[1]).json()["runs"][0]
+    register(
+        live,
+        pipeline_file(SLOW.replace('n: {default: "3"}', 'n: {default: "20"}')),
+        triggers=[{"on": "push", "concurrency": policy}],
+    )
+    first = httpx.post(
+        live.url + "/hooks/github", content=(b := signed(SECRET, github_push(URL, "main")))[0], headers=b[1]
+    ).json()["runs"][0]
     live.wait_run(first, {"running"})
-    second = httpx.post(live.url + "/hooks/github", content=(b := signed(SECRET, github_push(URL, "main")))[0], headers=b[1]).json()["runs"][0]
+    second = httpx.post(
+        live.url + "/hooks/github", content=(b := signed(SECRET, github_push(URL, "main")))[0], headers=b[1]
+    ).json()["runs"][0]
     other = httpx.post(live.url + "/hooks/github", content=(b := signed(SECRET, github_push(URL, "main")))[0], headers=b[1])
     assert other.status_code == 202
     if policy == "cancel":

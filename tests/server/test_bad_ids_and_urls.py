@@ -14,10 +14,16 @@ BAD_URLS = ("https://user:p/ss@github.com/a/b.git", "https://github.com:abc/x.gi
 
 def test_api_answers_huge_ids_with_404(live: Live) -> None:
     with live.client(live.operator_token) as c:
-        for method, path in (("GET", f"/api/v1/runs/{HUGE}"), ("GET", f"/api/v1/runs/{HUGE}/logs"),
-                             ("POST", f"/api/v1/runs/{HUGE}/cancel"), ("POST", f"/api/v1/runs/{HUGE}/rerun"),
-                             ("GET", "/api/v1/runs/-5"), ("DELETE", f"/api/v1/triggers/{HUGE}"),
-                             ("GET", f"/api/v1/repositories/{HUGE}"), ("GET", f"/api/v1/runs/{HUGE}/logs/stream")):
+        for method, path in (
+            ("GET", f"/api/v1/runs/{HUGE}"),
+            ("GET", f"/api/v1/runs/{HUGE}/logs"),
+            ("POST", f"/api/v1/runs/{HUGE}/cancel"),
+            ("POST", f"/api/v1/runs/{HUGE}/rerun"),
+            ("GET", "/api/v1/runs/-5"),
+            ("DELETE", f"/api/v1/triggers/{HUGE}"),
+            ("GET", f"/api/v1/repositories/{HUGE}"),
+            ("GET", f"/api/v1/runs/{HUGE}/logs/stream"),
+        ):
             r = c.request(method, path)
             assert r.status_code == 404, (method, path, r.status_code, r.text)
         r = c.get("/api/v1/runs", params={"before": HUGE})
@@ -27,15 +33,28 @@ def test_api_answers_huge_ids_with_404(live: Live) -> None:
 def test_api_refuses_unparsable_urls_with_400(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
         for url in BAD_URLS:
-            r = c.post("/api/v1/repositories", json={
-                "name": "x", "url": url, "forge": "git", "pipeline": str(pipeline_file(BUILD)),
-            })
+            r = c.post(
+                "/api/v1/repositories",
+                json={
+                    "name": "x",
+                    "url": url,
+                    "forge": "git",
+                    "pipeline": str(pipeline_file(BUILD)),
+                },
+            )
             assert r.status_code == 400, r.text
             assert "not a port number" in r.json()["message"]
             assert "p/ss" not in r.text, "a password is not echoed back"
-        r = c.post("/api/v1/repositories", json={
-            "name": "x", "url": "/srv/x.git", "forge": "git", "pipeline": str(pipeline_file(BUILD)), "poll_seconds": int(HUGE),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "x",
+                "url": "/srv/x.git",
+                "forge": "git",
+                "pipeline": str(pipeline_file(BUILD)),
+                "poll_seconds": int(HUGE),
+            },
+        )
         assert r.status_code == 400 and "poll interval" in r.json()["message"], r.text
 
 
@@ -46,16 +65,22 @@ def test_cli_says_what_is_wrong(home: Path, tmp_path: Path) -> None:
         done = shipline("repos", "add", "x", url, "--forge", "git", "--pipeline", str(pipeline))
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and "not a port number" in done.stderr
-    for args in (("runs", "show", HUGE), ("runs", "logs", HUGE), ("runs", "cancel", HUGE), ("runs", "rerun", HUGE),
-                 ("runs", "list", "--before", HUGE)):
+    for args in (
+        ("runs", "show", HUGE),
+        ("runs", "logs", HUGE),
+        ("runs", "cancel", HUGE),
+        ("runs", "rerun", HUGE),
+        ("runs", "list", "--before", HUGE),
+    ):
         done = shipline(*args)
         assert "Traceback" not in done.stderr, (args, done.stderr)
         if args[1] != "list":
             assert done.returncode == 2 and f"no run {HUGE}" in done.stderr, (args, done.stderr)
 
 
-def test_api_registers_pipeline_files_in_the_pipelines_folder_only(live: Live, pipeline_file: Callable[..., Path],
-                                                                    tmp_path: Path) -> None:
+def test_api_registers_pipeline_files_in_the_pipelines_folder_only(
+    live: Live, pipeline_file: Callable[..., Path], tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere.yaml"
     outside.write_text(BUILD)
     inside = pipeline_file(BUILD, "inside.yaml")

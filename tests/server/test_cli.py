@@ -15,14 +15,30 @@ from serverkit import BUILD, Live, free_port
 
 
 def shipline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shipline", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def test_repos_and_tokens_commands(home: Path, pipeline_file: Callable[..., Path]) -> None:
     pipeline = pipeline_file(BUILD)
-    r = shipline("repos", "add", "app", "https://gitea.example/t/app.git", "--forge", "gitea",
-                 "--pipeline", str(pipeline), "--generate-secret", "--json")
+    r = shipline(
+        "repos",
+        "add",
+        "app",
+        "https://gitea.example/t/app.git",
+        "--forge",
+        "gitea",
+        "--pipeline",
+        str(pipeline),
+        "--generate-secret",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     added = json.loads(r.stdout)
     assert added["name"] == "app" and len(added["secret"]) == 48
@@ -55,8 +71,12 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
     assert bad.returncode == 2 and "log_format" in bad.stderr and str(config) in bad.stderr
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shipline", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -83,12 +103,18 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
 
 def test_cron_schedule_starts_runs(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "nightly", "url": "/srv/none.git", "forge": "git", "pipeline": str(pipeline_file(BUILD)),
-            "default_branch": "develop",
-            # six fields: croniter's seconds, so the test need not wait for a minute to turn
-            "triggers": [{"on": "schedule", "cron": "* * * * * *", "concurrency": "parallel"}],
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "nightly",
+                "url": "/srv/none.git",
+                "forge": "git",
+                "pipeline": str(pipeline_file(BUILD)),
+                "default_branch": "develop",
+                # six fields: croniter's seconds, so the test need not wait for a minute to turn
+                "triggers": [{"on": "schedule", "cron": "* * * * * *", "concurrency": "parallel"}],
+            },
+        )
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 30
         while not (runs := c.get("/api/v1/runs").json()["runs"]):

@@ -37,7 +37,11 @@ results:
 def first_commit(repo: GiteaRepo, tmp_path: Path) -> str:
     work = tmp_path / "work"
     run = lambda *a: subprocess.run(  # noqa: E731
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.invalid", *a], cwd=work, check=True, capture_output=True, text=True
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.invalid", *a],
+        cwd=work,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     work.mkdir()
     run("init", "-b", "main")
@@ -49,13 +53,22 @@ def first_commit(repo: GiteaRepo, tmp_path: Path) -> str:
 
 
 def test_statuses_wait_for_the_forge_and_land_in_order(
-    settings: Settings, store: SqlStore, engine: Engine, gitea: GiteaClient, gitea_repo: GiteaRepo,
-    write: Callable[..., Path], tmp_path: Path,
+    settings: Settings,
+    store: SqlStore,
+    engine: Engine,
+    gitea: GiteaClient,
+    gitea_repo: GiteaRepo,
+    write: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     sha = first_commit(gitea_repo, tmp_path)
-    settings = settings.model_copy(update={
-        "gitea_url": gitea.url, "gitea_token": SecretStr(gitea.token), "public_url": "https://ci.example",
-    })
+    settings = settings.model_copy(
+        update={
+            "gitea_url": gitea.url,
+            "gitea_token": SecretStr(gitea.token),
+            "public_url": "https://ci.example",
+        }
+    )
     state = ServerStore(store, engine.secrets.keyring)
     repo = state.add_repository(name="svc", url=gitea_repo.html_url, forge="gitea", secret="s", pipeline="")
 
@@ -81,7 +94,9 @@ def test_statuses_wait_for_the_forge_and_land_in_order(
         pass
     seen = sorted(gitea.request("GET", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/statuses/{sha}"), key=lambda s: s["id"])
     assert [(s["status"], s["description"]) for s in seen] == [
-        ("pending", f"run {run_id} queued"), ("pending", f"run {run_id} running"), ("success", "passed: 3 tests"),
+        ("pending", f"run {run_id} queued"),
+        ("pending", f"run {run_id} running"),
+        ("success", "passed: 3 tests"),
     ]
     assert {(s["context"], s["target_url"]) for s in seen} == {("shipline/check", f"https://ci.example/#/runs/{run_id}")}
     assert reader.poll(back.handle) == 0  # each transition handled once

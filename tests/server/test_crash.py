@@ -40,7 +40,8 @@ tasks:
 def serve(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -89,12 +90,33 @@ def test_a_killed_server_loses_and_doubles_no_delivery(home: Path, tmp_path: Pat
     pipeline.write_text(SLOW)
     env = {**os.environ, "HOOK_SECRET": SECRET}
     added = subprocess.run(
-        [sys.executable, "-m", "shipline", "repos", "add", "crash", URL, "--forge", "github", "--pipeline", str(pipeline),
-         "--secret-env", "HOOK_SECRET"], env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "shipline",
+            "repos",
+            "add",
+            "crash",
+            URL,
+            "--forge",
+            "github",
+            "--pipeline",
+            str(pipeline),
+            "--secret-env",
+            "HOOK_SECRET",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert added.returncode == 0, added.stderr
-    subprocess.run([sys.executable, "-m", "shipline", "repos", "trigger", "add", "crash", "--on", "push",
-                    "--concurrency", "parallel"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "shipline", "repos", "trigger", "add", "crash", "--on", "push", "--concurrency", "parallel"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     items = [signed(SECRET, github_push(URL, "main", name="acme/crash"), delivery=str(uuid.uuid4())) for _ in range(N)]
     port = free_port()
     url = f"http://127.0.0.1:{port}"

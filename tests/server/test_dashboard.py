@@ -17,8 +17,14 @@ from serverkit import Live, github_push, signed
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 CHROMIUM = os.environ.get("SHIPLINE_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 URL = "https://github.example/acme/shop.git"
 SECRET = "dash-secret"
@@ -79,10 +85,17 @@ def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
 
 def setup_repo(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "shop", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(pipeline_file(SERVICE)),
-            "triggers": [{"on": "push", "concurrency": "parallel"}],
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "shop",
+                "url": URL,
+                "forge": "github",
+                "secret": SECRET,
+                "pipeline": str(pipeline_file(SERVICE)),
+                "triggers": [{"on": "push", "concurrency": "parallel"}],
+            },
+        )
         assert r.status_code == 201, r.text
 
 
@@ -214,5 +227,3 @@ def test_narrow_window_and_repositories_page(live: Live, pipeline_file: Callable
         p.screenshot(path=str(ARTIFACTS / "repos.png"), full_page=True)
     finally:
         wide.close()
-
-

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from serverkit import Live
-
 from test_dashboard import ARTIFACTS, CHROMIUM, FLAGS
 
 DIGEST = "sha256:" + "ab12" * 16
@@ -63,10 +62,16 @@ def page(browser: Browser, live: Live) -> Iterator[Page]:
 
 def test_release_panel_traces_and_copies_the_digest(live: Live, pipeline_file: Callable[..., Path], page: Page) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "hello", "url": "http://127.0.0.1:3000/acme/hello.git", "forge": "gitea", "secret": "s",
-            "pipeline": str(pipeline_file(RELEASE)),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "hello",
+                "url": "http://127.0.0.1:3000/acme/hello.git",
+                "forge": "gitea",
+                "secret": "s",
+                "pipeline": str(pipeline_file(RELEASE)),
+            },
+        )
         assert r.status_code == 201, r.text
         r = c.post("/api/v1/runs", json={"pipeline": "released", "params": {}})
         assert r.status_code == 201, r.text

@@ -47,7 +47,11 @@ tasks:
 def git(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -66,9 +70,13 @@ def commit_pipeline(work: Path, code: int, message: str) -> str:
 def env(home: Path, gitea: GiteaClient) -> dict[str, str]:
     port = free_port()
     return {
-        **os.environ, "SHIPLINE_HOME": str(home), "SHIPLINE_PORT": str(port),
+        **os.environ,
+        "SHIPLINE_HOME": str(home),
+        "SHIPLINE_PORT": str(port),
         "SHIPLINE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "SHIPLINE_GITEA_URL": gitea.url, "SHIPLINE_GITEA_TOKEN": gitea.token, "SHIPLINE_LOG_FORMAT": "text",
+        "SHIPLINE_GITEA_URL": gitea.url,
+        "SHIPLINE_GITEA_TOKEN": gitea.token,
+        "SHIPLINE_LOG_FORMAT": "text",
     }
 
 
@@ -94,7 +102,9 @@ def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 
 def shipline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shipline", *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shipline", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def wait_run(server: str, pipeline: str, revision: str, timeout: float = 60) -> dict[str, Any]:
@@ -152,9 +162,15 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
 
     # Pull requests: their run's result is the head's commit status, which protection requires.
     assert shipline(env, "repos", "trigger", "add", "svc", "--on", "pull_request").returncode == 0
-    gitea.request("POST", f"{slug}/branch_protections", {
-        "rule_name": "main", "enable_status_check": True, "status_check_contexts": ["shipline/hello-code"],
-    })
+    gitea.request(
+        "POST",
+        f"{slug}/branch_protections",
+        {
+            "rule_name": "main",
+            "enable_status_check": True,
+            "status_check_contexts": ["shipline/hello-code"],
+        },
+    )
     git("checkout", "-b", "feature", cwd=work)
     failing = commit_pipeline(work, 3, "feat: breaks the check")
     git("push", gitea_repo.clone_url, "feature", cwd=work)
@@ -211,8 +227,15 @@ def test_a_pull_request_from_a_fork_gets_no_secrets(
     git("add", ".", cwd=work)
     git("commit", "-m", "first commit", cwd=work)
     git("push", gitea_repo.clone_url, "main", cwd=work)
-    set_secret = subprocess.run([sys.executable, "-m", "shipline", "secrets", "set", "deploy-key"], env=env,
-                                input="the-deploy-key", capture_output=True, text=True, timeout=60, check=False)
+    set_secret = subprocess.run(
+        [sys.executable, "-m", "shipline", "secrets", "set", "deploy-key"],
+        env=env,
+        input="the-deploy-key",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert set_secret.returncode == 0, set_secret.stderr
     assert shipline(env, "repos", "add", "svc", gitea_repo.html_url, "--forge", "gitea").returncode == 0
     assert shipline(env, "repos", "trigger", "add", "svc", "--on", "pull_request").returncode == 0

@@ -19,7 +19,11 @@ pytestmark = pytest.mark.testbed
 def git(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -30,15 +34,26 @@ def test_gitea_push_starts_a_run(
 ) -> None:
     secret = "gitea-hook-secret"
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "gitea-service", "url": gitea_repo.html_url, "forge": "gitea", "secret": secret,
-            "pipeline": str(pipeline_file(BUILD)),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "gitea-service",
+                "url": gitea_repo.html_url,
+                "forge": "gitea",
+                "secret": secret,
+                "pipeline": str(pipeline_file(BUILD)),
+            },
+        )
         assert r.status_code == 201, r.text
     gitea.request(
-        "POST", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/hooks",
-        {"type": "gitea", "active": True, "events": ["push"],
-         "config": {"url": f"{live.url}/hooks/gitea", "content_type": "json", "secret": secret}},
+        "POST",
+        f"/repos/{gitea_repo.owner}/{gitea_repo.name}/hooks",
+        {
+            "type": "gitea",
+            "active": True,
+            "events": ["push"],
+            "config": {"url": f"{live.url}/hooks/gitea", "content_type": "json", "secret": secret},
+        },
     )
     work = tmp_path / "work"
     git("init", "-b", "main", str(work), cwd=tmp_path)

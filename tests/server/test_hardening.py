@@ -28,7 +28,10 @@ MB = 1024 * 1024
 
 def register(live: Live, pipeline: Path, name: str = "app", url: str = URL) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={"name": name, "url": url, "forge": "github", "secret": SECRET, "pipeline": str(pipeline)})
+        r = c.post(
+            "/api/v1/repositories",
+            json={"name": name, "url": url, "forge": "github", "secret": SECRET, "pipeline": str(pipeline)},
+        )
         assert r.status_code == 201, r.text
 
 
@@ -46,7 +49,9 @@ def test_chunked_webhook_body_is_refused_while_it_arrives(live: Live, pipeline_f
     register(live, pipeline_file(BUILD))
     limit = live.server.settings.webhook_max_bytes
     total = 40 * limit
-    pushed = push(live.url, "/hooks/github", repeat(b"x" * 65536, total), {"X-GitHub-Event": "push", "Content-Type": "application/json"})
+    pushed = push(
+        live.url, "/hooks/github", repeat(b"x" * 65536, total), {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+    )
     assert pushed.status == 413, pushed.answer[:300]
     assert b"webhook_max_bytes" in pushed.answer
     assert pushed.sent < total // 2, f"the server read {pushed.sent} of {total} bytes before refusing"
@@ -57,8 +62,12 @@ def test_anonymous_change_is_refused_before_its_body_is_read(live: Live) -> None
     total = 200 * MB
     for chunked in (True, False):
         pushed = push(
-            live.url, "/api/v1/runs", repeat(b'{"pipeline": "' + b"a" * 65536, total),
-            {"Content-Type": "application/json"}, chunked=chunked, length=total,
+            live.url,
+            "/api/v1/runs",
+            repeat(b'{"pipeline": "' + b"a" * 65536, total),
+            {"Content-Type": "application/json"},
+            chunked=chunked,
+            length=total,
         )
         assert pushed.status == 401, pushed.answer[:300]
         assert b"operator token" in pushed.answer
@@ -141,7 +150,9 @@ def test_logs_come_in_pages_and_as_a_stream(live: Live, pipeline_file: Callable[
 
 @pytest.fixture
 def capped(settings: Settings) -> Iterator[Live]:
-    settings = settings.model_copy(update={"queue_poll_seconds": 0.05, "step_log_max_bytes": 64 * 1024, "step_output_max_bytes": 4096})
+    settings = settings.model_copy(
+        update={"queue_poll_seconds": 0.05, "step_log_max_bytes": 64 * 1024, "step_output_max_bytes": 4096}
+    )
     uv, thread, app_server, url = start_server(settings)
     _, operator = app_server.state.create_token("tests", Role.OPERATOR)
     try:
@@ -170,7 +181,9 @@ def test_a_step_output_and_its_results_file_are_capped(capped: Live, pipeline_fi
         record = capped.wait_run(run, {"succeeded", "failed"})
         tasks = {t["name"]: t for t in record["tasks"]}
         assert tasks["loud"]["status"] == "succeeded"  # the step goes on; its log stops growing
-        lines = [line["text"] for step in c.get(f"/api/v1/runs/{run}/logs", params={"task": "loud"}).json() for line in step["lines"]]
+        lines = [
+            line["text"] for step in c.get(f"/api/v1/runs/{run}/logs", params={"task": "loud"}).json() for line in step["lines"]
+        ]
         assert "step_log_max_bytes" in lines[-1]
         assert sum(len(line) + 1 for line in lines) < 70 * 1024
         assert "still running" not in lines
@@ -186,13 +199,17 @@ def test_a_broken_pipeline_cannot_be_registered_through_the_api(live: Live, pipe
     laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]
     path = pipeline_file("\n".join(laughs) + "\nname: x\ntasks: []\n")
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={"name": "app", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(path)})
+        r = c.post(
+            "/api/v1/repositories", json={"name": "app", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(path)}
+        )
         assert r.status_code == 422, r.text
         assert any("aliases" in p and f"{path}:" in p for p in r.json()["problems"]), r.json()
         assert c.get("/api/v1/repositories").json() == []
 
 
-def test_a_webhook_that_waits_on_its_pipeline_file_does_not_hold_the_server(live: Live, pipeline_file: Callable[..., Path]) -> None:
+def test_a_webhook_that_waits_on_its_pipeline_file_does_not_hold_the_server(
+    live: Live, pipeline_file: Callable[..., Path]
+) -> None:
     path = pipeline_file(BUILD)
     register(live, path)
     # The file becomes a FIFO: reading it blocks until someone writes. A handler that
@@ -201,7 +218,9 @@ def test_a_webhook_that_waits_on_its_pipeline_file_does_not_hold_the_server(live
     os.mkfifo(path)
     body, headers = signed(SECRET, github_push(URL))
     answer: list[httpx.Response] = []
-    hook = threading.Thread(target=lambda: answer.append(httpx.post(live.url + "/hooks/github", content=body, headers=headers, timeout=60)))
+    hook = threading.Thread(
+        target=lambda: answer.append(httpx.post(live.url + "/hooks/github", content=body, headers=headers, timeout=60))
+    )
     hook.start()
     try:
         assert httpx.get(live.url + "/healthz", timeout=10).status_code == 200
@@ -261,7 +280,10 @@ def test_token_in_the_query_is_refused_for_changes(live: Live, pipeline_file: Ca
     assert httpx.get(live.url + "/api/v1/runs").json()["runs"] == []
     # Reading with ?token= still works (the browser's EventSource cannot send a header).
     assert httpx.get(f"{live.url}/api/v1/whoami?token={live.read_token}").json()["token"]["name"] == "viewer"
-    assert redact_tokens('"GET /api/v1/events?run=1&%74oken=shp_abc HTTP/1.1" 200') == '"GET /api/v1/events?run=1&%74oken=*** HTTP/1.1" 200'
+    assert (
+        redact_tokens('"GET /api/v1/events?run=1&%74oken=shp_abc HTTP/1.1" 200')
+        == '"GET /api/v1/events?run=1&%74oken=*** HTTP/1.1" 200'
+    )
     assert redact_tokens("/x?t%6Fken=shp_abc&token=shp_def&tokens=1") == "/x?t%6Fken=***&token=***&tokens=1"
 
 

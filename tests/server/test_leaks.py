@@ -39,10 +39,16 @@ tasks:
 def test_a_retry_message_on_the_anonymous_event_stream_is_masked(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
         assert c.put("/api/v1/secrets/api-token", json={"value": VALUE}).status_code == 200
-        r = c.post("/api/v1/repositories", json={
-            "name": "leaky", "url": "https://github.example/acme/leaky.git", "forge": "github", "secret": "s",
-            "pipeline": str(pipeline_file(RETRIED)),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "leaky",
+                "url": "https://github.example/acme/leaky.git",
+                "forge": "github",
+                "secret": "s",
+                "pipeline": str(pipeline_file(RETRIED)),
+            },
+        )
         assert r.status_code == 201, r.text
         with httpx.stream("GET", f"{live.url}/api/v1/events", params={"logs": "true"}, timeout=60) as events:  # no token
             lines = events.iter_lines()
@@ -67,9 +73,16 @@ def test_a_retry_message_on_the_anonymous_event_stream_is_masked(live: Live, pip
 def test_a_token_in_a_repository_url_is_refused_by_the_api(live: Live, pipeline_file: Callable[..., Path]) -> None:
     url = f"https://{TOKEN}@github.com/acme/priv.git"
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "priv", "url": url, "forge": "git", "pipeline": str(pipeline_file(SHOWS_URL)), "poll_seconds": 60,
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "priv",
+                "url": url,
+                "forge": "git",
+                "pipeline": str(pipeline_file(SHOWS_URL)),
+                "poll_seconds": 60,
+            },
+        )
     assert r.status_code == 400
     assert "carries credentials" in r.json()["message"] and "~/.git-credentials" in r.json()["message"]
     assert TOKEN not in r.text
@@ -80,9 +93,16 @@ def test_a_token_stored_by_an_older_version_is_shown_to_no_one(live: Live, pipel
     """A URL with a token that is already in the database: not in listings, run params or step logs."""
     clean = "https://github.example/acme/priv.git"
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "priv", "url": clean, "forge": "github", "secret": "s", "pipeline": str(pipeline_file(SHOWS_URL)),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "priv",
+                "url": clean,
+                "forge": "github",
+                "secret": "s",
+                "pipeline": str(pipeline_file(SHOWS_URL)),
+            },
+        )
         assert r.status_code == 201, r.text
     with live.server.sql.engine.begin() as conn:  # what an older version let in
         conn.execute(text("UPDATE repositories SET url = :url"), {"url": f"https://{TOKEN}@github.example/acme/priv.git"})

@@ -28,10 +28,17 @@ async def burst(url: str, items: list[tuple[bytes, dict[str, str]]]) -> list[htt
 
 def test_500_deliveries_make_exactly_500_runs(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "load", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(pipeline_file(BUILD)),
-            "triggers": [{"on": "push", "concurrency": "parallel"}],
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "load",
+                "url": URL,
+                "forge": "github",
+                "secret": SECRET,
+                "pipeline": str(pipeline_file(BUILD)),
+                "triggers": [{"on": "push", "concurrency": "parallel"}],
+            },
+        )
         assert r.status_code == 201
     items = [signed(SECRET, github_push(URL, "main"), delivery=str(uuid.uuid4())) for _ in range(N)]
     first = asyncio.run(burst(live.url, items))
@@ -71,10 +78,15 @@ async def submit_all(url: str, token: str, n: int) -> list[httpx.Response]:
 
 def test_a_burst_of_api_runs_finishes_each_run_exactly_once(live: Live, pipeline_file: Callable[..., Path]) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "five", "url": "https://forge.example/acme/five.git", "forge": "git",
-            "pipeline": str(pipeline_file(FIVE, "five.yaml")),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "five",
+                "url": "https://forge.example/acme/five.git",
+                "forge": "git",
+                "pipeline": str(pipeline_file(FIVE, "five.yaml")),
+            },
+        )
         assert r.status_code == 201, r.text
     responses = asyncio.run(submit_all(live.url, live.operator_token, RUNS))
     assert {r.status_code for r in responses} == {201}

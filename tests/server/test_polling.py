@@ -14,7 +14,11 @@ from serverkit import BUILD, Live
 def git(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -29,9 +33,16 @@ def test_poller_picks_up_a_pushed_commit(live: Live, pipeline_file: Callable[...
     bare = tmp_path / "remote.git"
     git("init", "--bare", "-b", "main", str(bare), cwd=tmp_path)
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "polled", "url": str(bare), "forge": "git", "pipeline": str(pipeline_file(BUILD)), "poll_seconds": 1,
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "polled",
+                "url": str(bare),
+                "forge": "git",
+                "pipeline": str(pipeline_file(BUILD)),
+                "poll_seconds": 1,
+            },
+        )
         assert r.status_code == 201, r.text
     # Wait for the first look (the baseline), which starts nothing.
     deadline = time.monotonic() + 30

@@ -39,8 +39,16 @@ class Files:
 
 
 def repo() -> Repository:
-    return Repository(id=4, name="svc", url="http://127.0.0.1:3000/team/svc.git", forge="gitea", pipeline="",
-                      default_branch="main", poll_seconds=None, created_at=datetime.now(UTC))
+    return Repository(
+        id=4,
+        name="svc",
+        url="http://127.0.0.1:3000/team/svc.git",
+        forge="gitea",
+        pipeline="",
+        default_branch="main",
+        poll_seconds=None,
+        created_at=datetime.now(UTC),
+    )
 
 
 def pipelines(settings: Settings, files: Files, gitea_url: str = "http://127.0.0.1:3000") -> RepoPipelines:
@@ -79,10 +87,14 @@ steps:
 
 
 def test_reads_the_definition_and_its_local_files_at_the_commit(settings: Settings) -> None:
-    files = Files({
-        (".shipline/pipeline.yaml", A): SERVICE, (".shipline/archetype.yaml", A): ARCHETYPE, ("tasks/greet.yaml", A): GREET,
-        (".shipline/pipeline.yaml", B): "name: other\ntasks:\n  - name: t\n    steps: [{run: 'true'}]\n",
-    })
+    files = Files(
+        {
+            (".shipline/pipeline.yaml", A): SERVICE,
+            (".shipline/archetype.yaml", A): ARCHETYPE,
+            ("tasks/greet.yaml", A): GREET,
+            (".shipline/pipeline.yaml", B): "name: other\ntasks:\n  - name: t\n    steps: [{run: 'true'}]\n",
+        }
+    )
     source = pipelines(settings, files)
     first = source.load(repo(), A)
     assert first.name == "hello" and [t.name for t in first.tasks] == ["greet"] and first.tasks[0].inputs["text"]
@@ -118,10 +130,12 @@ def test_uses_outside_the_repository_are_refused(settings: Settings) -> None:
     with pytest.raises(UsageError, match="points outside the repository"):
         pipelines(settings, files).load(repo(), A)
     assert [path for _, path, _ in files.reads] == [".shipline/pipeline.yaml"]
-    nested = Files({
-        (".shipline/pipeline.yaml", A): "name: x\nuses: ./a.yaml\n",
-        (".shipline/a.yaml", A): f"tasks:\n  - name: t\n    uses: ../{escape}\n",
-    })
+    nested = Files(
+        {
+            (".shipline/pipeline.yaml", A): "name: x\nuses: ./a.yaml\n",
+            (".shipline/a.yaml", A): f"tasks:\n  - name: t\n    uses: ../{escape}\n",
+        }
+    )
     with pytest.raises(UsageError, match=r"\.shipline/a\.yaml: `uses: \.\./\.\./"):
         pipelines(settings, nested).load(repo(), A)
 
@@ -130,8 +144,10 @@ def test_the_api_registers_a_repository_without_a_pipeline_file(live: Any) -> No
     with live.client(live.operator_token) as c:
         r = c.post("/api/v1/repositories", json={"name": "plain", "url": "/srv/git/plain.git", "forge": "git"})
         assert r.status_code == 400 and "needs a `pipeline` file" in r.json()["message"]
-        r = c.post("/api/v1/repositories", json={
-            "name": "svc", "url": "http://127.0.0.1:3000/team/svc.git", "forge": "gitea", "secret": "s"})
+        r = c.post(
+            "/api/v1/repositories",
+            json={"name": "svc", "url": "http://127.0.0.1:3000/team/svc.git", "forge": "gitea", "secret": "s"},
+        )
         assert r.status_code == 201, r.text
         (listed,) = c.get("/api/v1/pipelines").json()
         assert listed["repository"] == "svc" and "pipelines as code" in listed["problem"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, update
 from serverkit import BUILD, Live, github_push, signed, start_server
+from sqlalchemy import select, update
 
 from shipline.settings import Settings
 from shipline.store.repositories import Role
@@ -25,9 +25,17 @@ SECRET = "hook-secret"
 
 def register(live: Live, pipeline: Path, **extra: object) -> None:
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "app", "url": URL, "forge": "github", "secret": SECRET, "pipeline": str(pipeline), **extra,
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "app",
+                "url": URL,
+                "forge": "github",
+                "secret": SECRET,
+                "pipeline": str(pipeline),
+                **extra,
+            },
+        )
         assert r.status_code == 201, r.text
 
 
@@ -92,7 +100,9 @@ DEAD_SERVER = f"{socket.gethostname()}:{2**22 + 1}:0"  # a pid above Linux's pid
 def _as_if_a_server_died_handling(live: Live, delivery: str) -> None:
     """Leave the delivery as a server killed mid-way leaves it: claimed by that (dead) server, unfinished."""
     with live.server.sql.engine.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery).values(result="received", claimed_by=DEAD_SERVER))
+        conn.execute(
+            update(deliveries).where(deliveries.c.delivery_id == delivery).values(result="received", claimed_by=DEAD_SERVER)
+        )
 
 
 def test_a_delivery_orphaned_by_a_crash_is_not_lost_nor_doubled(live: Live, pipeline_file: Callable[..., Path]) -> None:
@@ -136,20 +146,33 @@ def test_ping_unknown_repo_and_rules(live: Live, pipeline_file: Callable[..., Pa
 
 
 def test_gitlab_token_and_pull_request_rules(live: Live, pipeline_file: Callable[..., Path]) -> None:
-    pipeline = pipeline_file(BUILD.replace("  event: {default: \"\"}", "  event: {default: \"\"}\n  pr_number: {default: \"\"}"))
+    pipeline = pipeline_file(BUILD.replace('  event: {default: ""}', '  event: {default: ""}\n  pr_number: {default: ""}'))
     gl_url = "http://gitlab.example/group/svc.git"
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "svc", "url": gl_url, "forge": "gitlab", "secret": "gl-token", "pipeline": str(pipeline),
-            "triggers": [{"on": "pull_request"}, {"on": "tag", "tags": ["v*"]}],
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "svc",
+                "url": gl_url,
+                "forge": "gitlab",
+                "secret": "gl-token",
+                "pipeline": str(pipeline),
+                "triggers": [{"on": "pull_request"}, {"on": "tag", "tags": ["v*"]}],
+            },
+        )
         assert r.status_code == 201, r.text
     mr = {
         "object_kind": "merge_request",
         "user": {"username": "dev"},
         "project": {"path_with_namespace": "group/svc", "git_http_url": gl_url, "default_branch": "main"},
-        "object_attributes": {"iid": 5, "title": "Add thing", "action": "open", "source_branch": "feature",
-                              "target_branch": "main", "last_commit": {"id": "c" * 40}},
+        "object_attributes": {
+            "iid": 5,
+            "title": "Add thing",
+            "action": "open",
+            "source_branch": "feature",
+            "target_branch": "main",
+            "last_commit": {"id": "c" * 40},
+        },
     }
     headers = {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": "wrong", "Idempotency-Key": str(uuid.uuid4())}
     assert httpx.post(live.url + "/hooks/gitlab", json=mr, headers=headers).status_code == 401
@@ -184,13 +207,24 @@ def test_hostile_branch_names_stay_data(live: Live, pipeline_file: Callable[...,
 def test_gitea_signature_header(live: Live, pipeline_file: Callable[..., Path]) -> None:
     url = "http://gitea.example:3000/team/app.git"
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={
-            "name": "gt", "url": url, "forge": "gitea", "secret": "g", "pipeline": str(pipeline_file(BUILD)),
-        })
+        r = c.post(
+            "/api/v1/repositories",
+            json={
+                "name": "gt",
+                "url": url,
+                "forge": "gitea",
+                "secret": "g",
+                "pipeline": str(pipeline_file(BUILD)),
+            },
+        )
         assert r.status_code == 201
     body = json.dumps(github_push(url, "main")).encode()
-    headers = {"X-Gitea-Event": "push", "X-Gitea-Delivery": str(uuid.uuid4()),
-               "X-Gitea-Signature": hmac.new(b"g", body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
+    headers = {
+        "X-Gitea-Event": "push",
+        "X-Gitea-Delivery": str(uuid.uuid4()),
+        "X-Gitea-Signature": hmac.new(b"g", body, hashlib.sha256).hexdigest(),
+        "Content-Type": "application/json",
+    }
     r = httpx.post(live.url + "/hooks/gitea", content=body, headers=headers)
     assert r.status_code == 202, r.text
     # The same body to the GitHub endpoint is a different forge: no GitHub repository's secret signed it.

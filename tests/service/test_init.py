@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import shipline
+
 from shipline.cli.steps_service import find_reports
 
 GO_CACHE = Path(os.environ.get("SHIPLINE_TEST_GOCACHE", "/tmp/shipline-test-gocache"))
@@ -16,8 +16,13 @@ GO_CACHE = Path(os.environ.get("SHIPLINE_TEST_GOCACHE", "/tmp/shipline-test-goca
 
 def sh(command: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-eo", "pipefail", "-c", command], cwd=cwd, capture_output=True, text=True, check=False,
-        env={**os.environ, **(env or {})}, timeout=300,
+        ["bash", "-eo", "pipefail", "-c", command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -34,8 +39,16 @@ def test_go_scaffold_builds_a_static_binary_and_reports_its_tests(tmp_path: Path
     done = shipline("init", "service", "hello", str(tmp_path / "hello"))
     assert done.returncode == 0, done.stderr
     root = tmp_path / "hello"
-    for path in ("Dockerfile", "chart/Chart.yaml", "chart/values.yaml", "chart/templates/deployment.yaml",
-                 ".gitignore", "src/main.go", "src/main_test.go", "go.mod"):
+    for path in (
+        "Dockerfile",
+        "chart/Chart.yaml",
+        "chart/values.yaml",
+        "chart/templates/deployment.yaml",
+        ".gitignore",
+        "src/main.go",
+        "src/main_test.go",
+        "go.mod",
+    ):
         assert (root / path).is_file(), path
     assert "name: hello" in (root / "chart" / "Chart.yaml").read_text()
     commands = pipeline_commands(root)
@@ -66,10 +79,13 @@ def test_python_scaffold_builds_a_zipapp_and_reports_its_tests(tmp_path: Path) -
     assert 'tests="2"' in (root / "junit.xml").read_text()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["Bad_Name"], "is not a service name"),
-    (["ok", "--lang", "cobol"], "Invalid value for '--lang'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["Bad_Name"], "is not a service name"),
+        (["ok", "--lang", "cobol"], "Invalid value for '--lang'"),
+    ],
+)
 def test_init_refuses_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     done = shipline("init", "service", *args, str(tmp_path / "x"))
     assert done.returncode == 2

@@ -35,7 +35,9 @@ pytestmark = [pytest.mark.testbed, pytest.mark.timeout(900)]
 GO_CACHE = Path(os.environ.get("SHIPLINE_TEST_GOCACHE", "/tmp/shipline-test-gocache"))
 
 
-def run(*cmd: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *cmd: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -68,8 +70,17 @@ class Service:
 
     def pipeline(self, **params: str) -> dict[str, Any]:
         args = [f"-p{k}={v}" for k, v in {"url": self.url, **params}.items()]
-        proc = run(sys.executable, "-m", "shipline", "run", str(self.work / ".shipline" / "pipeline.yaml"),
-                   *args, "--json", env=self.env, check=False)
+        proc = run(
+            sys.executable,
+            "-m",
+            "shipline",
+            "run",
+            str(self.work / ".shipline" / "pipeline.yaml"),
+            *args,
+            "--json",
+            env=self.env,
+            check=False,
+        )
         record = last_json(proc.stdout, proc.stderr)
         record["exit_code"] = proc.returncode
         self.runs.append(record)
@@ -86,18 +97,41 @@ class Service:
         return tags
 
     def image(self, version: str) -> dict[str, Any] | None:
-        proc = run("skopeo", "inspect", "--tls-verify=false", f"docker://{self.registry}/{self.name}:{version}",
-                   env=self.env, check=False)
+        proc = run(
+            "skopeo",
+            "inspect",
+            "--tls-verify=false",
+            f"docker://{self.registry}/{self.name}:{version}",
+            env=self.env,
+            check=False,
+        )
         return json.loads(proc.stdout) if proc.returncode == 0 else None
 
     def chart(self, version: str) -> dict[str, Any] | None:
-        proc = run("helm", "show", "chart", f"oci://{self.registry}/charts/{self.name}", "--version", version,
-                   "--plain-http", env=self.env, check=False)
+        proc = run(
+            "helm",
+            "show",
+            "chart",
+            f"oci://{self.registry}/charts/{self.name}",
+            "--version",
+            version,
+            "--plain-http",
+            env=self.env,
+            check=False,
+        )
         return YAML(typ="safe").load(proc.stdout) if proc.returncode == 0 else None
 
     def chart_values(self, version: str) -> dict[str, Any]:
-        out = run("helm", "show", "values", f"oci://{self.registry}/charts/{self.name}", "--version", version,
-                  "--plain-http", env=self.env).stdout
+        out = run(
+            "helm",
+            "show",
+            "values",
+            f"oci://{self.registry}/charts/{self.name}",
+            "--version",
+            version,
+            "--plain-http",
+            env=self.env,
+        ).stdout
         values: dict[str, Any] = YAML(typ="safe").load(out)
         return values
 
@@ -229,8 +263,21 @@ def test_two_quick_pushes_to_main_release_one_after_the_other(released: Service)
     first = released.commit("fix: first of two")
     pipeline = str(released.work / ".shipline" / "pipeline.yaml")
     earlier = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", pipeline, f"-purl={released.url}", "-pbranch=main", f"-prevision={first}", "--json"],
-        env=released.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "shipline",
+            "run",
+            pipeline,
+            f"-purl={released.url}",
+            "-pbranch=main",
+            f"-prevision={first}",
+            "--json",
+        ],
+        env=released.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # The first run exists (queued or running) before the second is asked for, as two
     # webhooks in order would make them.
@@ -435,11 +482,11 @@ def test_gitea_release_and_pull_request(
     # A pull request from a branch: Gitea keeps refs/pull/N/head; the PR variant builds it.
     svc.git("checkout", "--quiet", "-B", "feature/x")
     head = svc.commit("fix: a proposal", branch="feature/x")
-    pr = gitea.request("POST", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/pulls",
-                       {"title": "A proposal", "head": "feature/x", "base": "main"})
+    pr = gitea.request(
+        "POST", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/pulls", {"title": "A proposal", "head": "feature/x", "base": "main"}
+    )
     record = svc.pipeline(pr=str(pr["number"]))
     assert record["status"] == "succeeded", failed_at(record)
     assert record["results"]["version"] == f"0.1.1-pr-{pr['number']}.1"
     assert record["results"]["commit"] == head
     assert set(svc.remote_tags()) == {"v0.1.0"}
-

@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import RunFn
+
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.settings import Settings
 
@@ -46,7 +46,10 @@ tasks:
 def git(*args: str, cwd: Path) -> str:
     proc = subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
-        cwd=cwd, capture_output=True, text=True, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
     return proc.stdout.strip()
@@ -87,7 +90,7 @@ def remote(tmp_path: Path) -> Remote:
 
 
 @pytest.fixture
-def svc(run_pipeline: RunFn, remote: Remote) -> "SvcFn":
+def svc(run_pipeline: RunFn, remote: Remote) -> SvcFn:
     def _run(**params: str) -> RunRecord:
         return run_pipeline(PIPELINE, {"url": remote.url, **params})
 
@@ -137,7 +140,10 @@ def test_a_feature_branch_gets_a_prerelease_and_no_tag(svc: SvcFn, remote: Remot
     record = svc(revision="feature/Login_Form")
     assert record.status == RunStatus.SUCCEEDED
     assert results(record, "version") == {
-        "version": "0.2.0-feature-login-form.2", "commit": head, "branch": "feature/Login_Form", "tag": "",
+        "version": "0.2.0-feature-login-form.2",
+        "commit": head,
+        "branch": "feature/Login_Form",
+        "tag": "",
     }
     assert record.task("tag").status == TaskStatus.SKIPPED
     assert set(remote.remote_tags()) == {"v0.1.0"}
@@ -219,9 +225,7 @@ def test_the_tag_task_refuses_a_tag_that_moved_and_pushes_nothing(run_pipeline: 
     "revision",
     ["feature/$(touch pwned)", "a..b", "--upload-pack=touch pwned", "-b", "main;touch pwned", "x/../../y"],
 )
-def test_hostile_revisions_fail_at_clone_and_run_nothing(
-    svc: SvcFn, remote: Remote, settings: Settings, revision: str
-) -> None:
+def test_hostile_revisions_fail_at_clone_and_run_nothing(svc: SvcFn, remote: Remote, settings: Settings, revision: str) -> None:
     remote.commit("initial")
     record = svc(revision=revision)
     assert record.status == RunStatus.FAILED
@@ -309,7 +313,9 @@ def test_build_test_reports_counts_and_failing_names(run_pipeline: RunFn, tmp_pa
     assert record.status == RunStatus.FAILED
     task = record.task("build-test")
     assert task.results == {
-        "tests-passed": "1", "tests-failed": "2", "tests-skipped": "1",
+        "tests-passed": "1",
+        "tests-failed": "2",
+        "tests-skipped": "1",
         "failed-tests": "app.test_math.test_sub, app.test_io.test_read",
     }
     assert task.message.endswith("2 of 4 tests failed: app.test_math.test_sub, app.test_io.test_read")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from artifactkit import extra_registry
 
 pytestmark = pytest.mark.testbed
@@ -28,31 +27,42 @@ def push_manifest(registry: str, repository: str, tag: str, content: str) -> str
         location = start.headers["location"]
         location = location if location.startswith("http") else f"http://{registry}{location}"
         sep = "&" if "?" in location else "?"
-        done = client.put(f"{location}{sep}digest={config_digest}", content=config,
-                          headers={"Content-Type": "application/octet-stream"})
+        done = client.put(
+            f"{location}{sep}digest={config_digest}", content=config, headers={"Content-Type": "application/octet-stream"}
+        )
         assert done.status_code == 201, done.text
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
-            "layers": [],
-        }).encode()
-        put = client.put(f"{base}/manifests/{tag}", content=manifest,
-                         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
+                "layers": [],
+            }
+        ).encode()
+        put = client.put(
+            f"{base}/manifests/{tag}", content=manifest, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+        )
         assert put.status_code == 201, put.text
         return str(put.headers["docker-content-digest"])
 
 
 def exists(registry: str, repository: str, tag: str) -> bool:
-    response = httpx.head(f"http://{registry}/v2/{repository}/manifests/{tag}",
-                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    response = httpx.head(
+        f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
     return response.status_code == 200
 
 
 def withdraw(*pushed: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     args = [a for p in pushed for a in ("--pushed", p)]
-    return subprocess.run([sys.executable, "-m", "shipline", "step", "withdraw", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shipline", "step", "withdraw", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_withdraw_deletes_only_what_this_run_pushed(registry: str, tmp_path: Path) -> None:
@@ -98,8 +108,22 @@ def test_withdraw_keeps_everything_once_the_release_tag_exists(registry: str, tm
     subprocess.run([*git, "tag", "v2.0.0"], check=True)
     subprocess.run([*git, "push", "-q", "origin", "HEAD:main", "v2.0.0"], check=True)
     done = subprocess.run(
-        [sys.executable, "-m", "shipline", "step", "withdraw", "--tag", "v2.0.0", "--pushed", f"{registry}/{repo}:2.0.0@{digest}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "shipline",
+            "step",
+            "withdraw",
+            "--tag",
+            "v2.0.0",
+            "--pushed",
+            f"{registry}/{repo}:2.0.0@{digest}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0 and "the release is out, nothing is withdrawn" in done.stdout
     assert exists(registry, repo, "2.0.0")

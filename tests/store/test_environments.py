@@ -25,10 +25,26 @@ def test_history_knows_the_applied_and_the_verified_commits(store: SqlStore) -> 
     envs = EnvironmentStore(store)
     envs.put(dev(), "f")
     envs.record("dev", action="sync", run_id=1, commit="a" * 40, applied_commit="a" * 40, outcome=Outcome.VERIFIED, verified=True)
-    envs.record("dev", action="sync", run_id=2, commit="b" * 40, applied_commit="", outcome=Outcome.FAILED, verified=False,
-                message="render failed")
-    envs.record("dev", action="sync", run_id=3, commit="c" * 40, applied_commit="a" * 40, outcome=Outcome.ROLLED_BACK,
-                verified=False, rolled_back_to="a" * 40)
+    envs.record(
+        "dev",
+        action="sync",
+        run_id=2,
+        commit="b" * 40,
+        applied_commit="",
+        outcome=Outcome.FAILED,
+        verified=False,
+        message="render failed",
+    )
+    envs.record(
+        "dev",
+        action="sync",
+        run_id=3,
+        commit="c" * 40,
+        applied_commit="a" * 40,
+        outcome=Outcome.ROLLED_BACK,
+        verified=False,
+        rolled_back_to="a" * 40,
+    )
     entries = envs.history("dev")
     assert [e.run_id for e in entries] == [3, 2, 1]
     assert entries[0].outcome == Outcome.ROLLED_BACK and entries[0].rolled_back_to == "a" * 40
@@ -58,7 +74,11 @@ def test_a_run_is_recorded_once_whoever_records_it(store: SqlStore) -> None:
     sql = SqlStore(store.url)  # another process's store on the same database
     try:
         other = EnvironmentStore(sql)
-        assert other.record("dev", action="sync", run_id=7, commit="a", applied_commit="a", outcome=Outcome.VERIFIED,
-                            verified=True).id == first.id
+        assert (
+            other.record(
+                "dev", action="sync", run_id=7, commit="a", applied_commit="a", outcome=Outcome.VERIFIED, verified=True
+            ).id
+            == first.id
+        )
     finally:
         sql.close()

@@ -83,7 +83,9 @@ def statements(store: SqlStore) -> Iterator[list[tuple[str, Any]]]:
     event.remove(store.engine, "before_cursor_execute", record)
 
 
-@pytest.mark.parametrize("filters", [{}, {"status": "failed"}, {"pipeline": "beta"}, {"before": 60}, {"status": "succeeded", "before": 40}])
+@pytest.mark.parametrize(
+    "filters", [{}, {"status": "failed"}, {"pipeline": "beta"}, {"before": 60}, {"status": "succeeded", "before": 40}]
+)
 def test_listing_runs_reads_through_indexes_and_never_sorts_the_table(
     store: SqlStore, history: dict[int, tuple[str, str]], statements: list[tuple[str, Any]], filters: dict[str, Any]
 ) -> None:

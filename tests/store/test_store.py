@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, inspect, text
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.executors.local import LocalExecutor
 from shipline.exceptions import NotFound, StoreError
+from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
@@ -160,8 +160,10 @@ def test_upgrading_drops_credentials_an_older_version_kept_in_repository_urls(se
         command.upgrade(config, "0004")
         for i, url in enumerate([f"https://{token}@forge.example/o/a.git", "git@forge.example:o/b.git"]):
             conn.execute(
-                text("INSERT INTO repositories (name, url, url_key, forge, secret, pipeline, default_branch, created_at) "
-                     "VALUES (:n, :u, 'k', 'git', '', '/p.yaml', 'main', CURRENT_TIMESTAMP)"),
+                text(
+                    "INSERT INTO repositories (name, url, url_key, forge, secret, pipeline, default_branch, created_at) "
+                    "VALUES (:n, :u, 'k', 'git', '', '/p.yaml', 'main', CURRENT_TIMESTAMP)"
+                ),
                 {"n": f"r{i}", "u": url},
             )
     old.dispose()

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.testbed
 
 def _shipline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shipline", "testbed", *args], capture_output=True, text=True, check=False, timeout=120,
+        [sys.executable, "-m", "shipline", "testbed", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
         env=os.environ.copy(),
     )
 
@@ -28,9 +32,19 @@ def test_status_json_shows_every_built_service_healthy(testbed: Testbed) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
     services = {s["name"]: s for s in json.loads(proc.stdout)}
     assert set(services) == {
-        "registry", "gitea", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+        "registry",
+        "gitea",
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
         # The real node: its services, and the node as the API server sees it.
-        "containerd", "kubelet", "kube-proxy", "node/shipline-node", "coredns",
+        "containerd",
+        "kubelet",
+        "kube-proxy",
+        "node/shipline-node",
+        "coredns",
     }
     assert services["node/shipline-node"]["detail"].startswith("Ready v1.34.4")
     for name, service in services.items():
@@ -45,7 +59,9 @@ def test_env_prints_exports_a_shell_can_eval(testbed: Testbed) -> None:
     assert proc.returncode == 0, proc.stderr
     shell = subprocess.run(
         ["sh", "-c", proc.stdout + 'printf "%s\\n%s\\n%s" "$KUBECONFIG" "$SHIPLINE_REGISTRY" "$SHIPLINE_GITEA_URL"'],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     kubeconfig, registry, gitea = shell.stdout.splitlines()
     assert kubeconfig == str(testbed.layout.kubeconfig)
@@ -81,8 +97,12 @@ def test_up_in_one_process_and_down_in_another_leave_nothing_running(tmp_path: P
 
     def shipline(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shipline", "testbed", *args], capture_output=True, text=True, check=False,
-            timeout=240, env=env,
+            [sys.executable, "-m", "shipline", "testbed", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=240,
+            env=env,
         )
 
     try:

@@ -28,13 +28,13 @@ def hook_listener() -> Iterator[tuple[str, _Hooks]]:
     hooks = _Hooks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             hooks.received.put(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -59,9 +59,9 @@ def test_push_to_a_new_repo_sends_a_push_webhook(
 ) -> None:
     url, hooks = hook_listener
     gitea.request(
-        "POST", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/hooks",
-        {"type": "gitea", "active": True, "events": ["push"],
-         "config": {"url": url, "content_type": "json", "secret": "s3cret"}},
+        "POST",
+        f"/repos/{gitea_repo.owner}/{gitea_repo.name}/hooks",
+        {"type": "gitea", "active": True, "events": ["push"], "config": {"url": url, "content_type": "json", "secret": "s3cret"}},
     )
     work = tmp_path / "work"
     work.mkdir()

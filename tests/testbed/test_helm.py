@@ -66,10 +66,22 @@ def test_package_push_and_install_from_the_registry(
     assert "Digest: sha256:" in pushed
 
     run(
-        str(helm), "install", "probe", f"oci://{registry}/charts/probe", "--version", "0.3.0", "--plain-http",
-        "--namespace", namespace, "--wait", "--timeout", "150s",
+        str(helm),
+        "install",
+        "probe",
+        f"oci://{registry}/charts/probe",
+        "--version",
+        "0.3.0",
+        "--plain-http",
+        "--namespace",
+        namespace,
+        "--wait",
+        "--timeout",
+        "150s",
     )
     releases = json.loads(run(str(helm), "list", "--namespace", namespace, "-o", "json"))
     assert [(r["name"], r["status"], r["chart"]) for r in releases] == [("probe", "deployed", "probe-0.3.0")]
-    deployment = json.loads(run(str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "deployment", "probe-probe", "-o", "json"))
+    deployment = json.loads(
+        run(str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "deployment", "probe-probe", "-o", "json")
+    )
     assert deployment["status"]["availableReplicas"] == 2

@@ -32,7 +32,9 @@ spec:
 """
 
 
-def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _kubectl(
+    kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [str(kubectl), f"--kubeconfig={kubeconfig}", *args], input=stdin, capture_output=True, text=True, check=False, timeout=180
     )
@@ -46,7 +48,9 @@ def test_deployment_rolls_out_on_kwok_nodes(kubectl: Path, kubeconfig: Path, nam
     _kubectl(kubectl, kubeconfig, "-n", namespace, "rollout", "status", "deployment/web", "--timeout=150s")
     deployment = json.loads(_kubectl(kubectl, kubeconfig, "-n", namespace, "get", "deployment", "web", "-o", "json").stdout)
     assert deployment["status"]["availableReplicas"] == 2
-    pods = json.loads(_kubectl(kubectl, kubeconfig, "-n", namespace, "get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
+    pods = json.loads(_kubectl(kubectl, kubeconfig, "-n", namespace, "get", "pods", "-l", "app=web", "-o", "json").stdout)[
+        "items"
+    ]
     assert len(pods) == 2
     for pod in pods:
         assert pod["status"]["phase"] == "Running"
@@ -54,16 +58,21 @@ def test_deployment_rolls_out_on_kwok_nodes(kubectl: Path, kubeconfig: Path, nam
         assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
 
 
-def test_a_namespace_scoped_token_is_refused_elsewhere(
-    kubectl: Path, kubeconfig: Path, namespace: str, tmp_path: Path
-) -> None:
+def test_a_namespace_scoped_token_is_refused_elsewhere(kubectl: Path, kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
     other = f"{namespace}-other"
     _kubectl(kubectl, kubeconfig, "create", "namespace", other)
     try:
         _kubectl(kubectl, kubeconfig, "-n", namespace, "create", "serviceaccount", "deployer")
         _kubectl(
-            kubectl, kubeconfig, "-n", namespace, "create", "rolebinding", "deployer-edit",
-            "--clusterrole=edit", f"--serviceaccount={namespace}:deployer",
+            kubectl,
+            kubeconfig,
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            "deployer-edit",
+            "--clusterrole=edit",
+            f"--serviceaccount={namespace}:deployer",
         )
         token = _kubectl(kubectl, kubeconfig, "-n", namespace, "create", "token", "deployer", "--duration=10m").stdout.strip()
         admin = json.loads(kubeconfig.read_text())
@@ -73,8 +82,11 @@ def test_a_namespace_scoped_token_is_refused_elsewhere(
         scoped = tmp_path / "deployer.kubeconfig"
         scoped.write_text(
             render_kubeconfig(
-                server=cluster["server"], ca_pem=base64.b64decode(cluster["certificate-authority-data"]),
-                user="deployer", token=token, namespace=namespace,
+                server=cluster["server"],
+                ca_pem=base64.b64decode(cluster["certificate-authority-data"]),
+                user="deployer",
+                token=token,
+                namespace=namespace,
             )
         )
         who = _kubectl(kubectl, scoped, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout

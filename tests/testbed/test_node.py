@@ -27,8 +27,12 @@ ON_REAL_NODE = {"nodeSelector": {"kubernetes.io/hostname": nodeconfigs.NODE_NAME
 
 def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     proc = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", *args], input=stdin, capture_output=True, text=True,
-        check=False, timeout=180,
+        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
     )
     assert proc.returncode == 0, f"kubectl {' '.join(args)} failed:\n{proc.stderr}"
     return proc.stdout
@@ -59,7 +63,7 @@ def _get(url: str, within: float = 60.0) -> str:
     deadline = time.monotonic() + within
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=3) as response:
                 return str(response.read().decode())
         except OSError as exc:
             if time.monotonic() > deadline:
@@ -67,7 +71,9 @@ def _get(url: str, within: float = 60.0) -> str:
             time.sleep(0.5)
 
 
-def test_the_real_node_is_ready_tainted_and_beside_kwok(kubectl: Path, kubeconfig: Path, real_node: str, testbed: Testbed) -> None:
+def test_the_real_node_is_ready_tainted_and_beside_kwok(
+    kubectl: Path, kubeconfig: Path, real_node: str, testbed: Testbed
+) -> None:
     nodes = json.loads(_kubectl(kubectl, kubeconfig, "get", "nodes", "-o", "json"))["items"]
     by_name = {n["metadata"]["name"]: n for n in nodes}
     assert real_node in by_name and sum(1 for n in nodes if n["metadata"]["labels"].get("type") == "kwok") == 3
@@ -88,25 +94,36 @@ def test_a_deployment_of_a_pushed_image_answers_http_from_the_host(
 ) -> None:
     image = _http_image(registry, tmp_path, "hello from the real node\n")
     manifest = {
-        "apiVersion": "v1", "kind": "List", "items": [
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
             {
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": namespace},
                 "spec": {
-                    "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web"}},
                     "template": {
                         "metadata": {"labels": {"app": "web"}},
                         "spec": {
                             **ON_REAL_NODE,
-                            "containers": [{
-                                "name": "web", "image": image, "ports": [{"containerPort": 8080}],
-                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                            }],
+                            "containers": [
+                                {
+                                    "name": "web",
+                                    "image": image,
+                                    "ports": [{"containerPort": 8080}],
+                                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                                }
+                            ],
                         },
                     },
                 },
             },
             {
-                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "namespace": namespace},
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
             },
         ],
@@ -129,18 +146,26 @@ def test_pods_of_the_runner_image_reach_the_api_server_and_services(
     kubectl: Path, kubeconfig: Path, real_node: str, testbed: Testbed, namespace: str
 ) -> None:
     runner = testbed.env["SHIPLINE_RUNNER_IMAGE"]
-    script = (
-        "git --version; "
-        'exec 3<>"/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT" && echo api-reachable'
-    )
+    script = 'git --version; exec 3<>"/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT" && echo api-reachable'
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner", "namespace": namespace},
-        "spec": {**ON_REAL_NODE, "restartPolicy": "Never",
-                 "containers": [{"name": "run", "image": runner, "command": ["bash", "-c", script]}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "runner", "namespace": namespace},
+        "spec": {
+            **ON_REAL_NODE,
+            "restartPolicy": "Never",
+            "containers": [{"name": "run", "image": runner, "command": ["bash", "-c", script]}],
+        },
     }
     _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=json.dumps(pod))
     _kubectl(
-        kubectl, kubeconfig, "-n", namespace, "wait", "pod/runner", "--for=jsonpath={.status.phase}=Succeeded",
+        kubectl,
+        kubeconfig,
+        "-n",
+        namespace,
+        "wait",
+        "pod/runner",
+        "--for=jsonpath={.status.phase}=Succeeded",
         "--timeout=120s",
     )
     logs = _kubectl(kubectl, kubeconfig, "-n", namespace, "logs", "runner")
@@ -179,7 +204,9 @@ def test_down_puts_the_host_back_and_up_brings_the_node_again(
         assert address not in subprocess.run(["ip", "addr", "show", "lo"], capture_output=True, text=True, check=True).stdout
     finally:
         running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
-    ready = _kubectl(kubectl, kubeconfig, "get", "node", real_node, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+    ready = _kubectl(
+        kubectl, kubeconfig, "get", "node", real_node, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+    )
     assert ready == "True"
 
 
@@ -188,21 +215,38 @@ def test_pods_resolve_service_names_through_the_cluster_dns(
 ) -> None:
     testbed.require("coredns")
     service = {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "named", "namespace": namespace},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "named", "namespace": namespace},
         "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]},
     }
     _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=json.dumps(service))
     cluster_ip = _kubectl(kubectl, kubeconfig, "-n", namespace, "get", "service", "named", "-o", "jsonpath={.spec.clusterIP}")
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "resolver", "namespace": namespace},
-        "spec": {**ON_REAL_NODE, "restartPolicy": "Never", "containers": [{
-            "name": "run", "image": testbed.env["SHIPLINE_RUNNER_IMAGE"],
-            "command": ["bash", "-c", "getent hosts named; getent hosts kubernetes.default"],
-        }]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "resolver", "namespace": namespace},
+        "spec": {
+            **ON_REAL_NODE,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "run",
+                    "image": testbed.env["SHIPLINE_RUNNER_IMAGE"],
+                    "command": ["bash", "-c", "getent hosts named; getent hosts kubernetes.default"],
+                }
+            ],
+        },
     }
     _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=json.dumps(pod))
     _kubectl(
-        kubectl, kubeconfig, "-n", namespace, "wait", "pod/resolver", "--for=jsonpath={.status.phase}=Succeeded",
+        kubectl,
+        kubeconfig,
+        "-n",
+        namespace,
+        "wait",
+        "pod/resolver",
+        "--for=jsonpath={.status.phase}=Succeeded",
         "--timeout=120s",
     )
     lines = [line.split() for line in _kubectl(kubectl, kubeconfig, "-n", namespace, "logs", "resolver").splitlines()]

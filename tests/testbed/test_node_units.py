@@ -30,7 +30,11 @@ def test_the_node_ports_move_with_the_base_and_do_not_collide() -> None:
 def test_the_kubelet_admits_only_authenticated_authorised_callers_and_taints_its_node() -> None:
     config = json.loads(
         nodeconfigs.kubelet_config(
-            node_ip="10.251.1.2", port=28510, healthz_port=28509, pki=Path("/pki"), socket=Path("/run/c.sock"),
+            node_ip="10.251.1.2",
+            port=28510,
+            healthz_port=28509,
+            pki=Path("/pki"),
+            socket=Path("/run/c.sock"),
             pod_logs=Path("/logs"),
         )
     )
@@ -43,14 +47,20 @@ def test_the_kubelet_admits_only_authenticated_authorised_callers_and_taints_its
 
 def test_containerd_pulls_the_testbed_registry_over_plain_http_and_keeps_its_own_paths() -> None:
     text = nodeconfigs.containerd_config(
-        root=Path("/h/data/containerd"), state=Path("/h/run/containerd"), socket=Path("/h/run/containerd/c.sock"),
-        metrics_port=28508, cni_conf=Path("/h/node/cni"), certs_d=Path("/h/node/certs.d"),
+        root=Path("/h/data/containerd"),
+        state=Path("/h/run/containerd"),
+        socket=Path("/h/run/containerd/c.sock"),
+        metrics_port=28508,
+        cni_conf=Path("/h/node/cni"),
+        certs_d=Path("/h/node/certs.d"),
         sandbox_image="127.0.0.1:28500/shipline/pause:3.10",
     )
     config = tomllib.loads(text)
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert (config["root"], config["state"], config["grpc"]["address"]) == (
-        "/h/data/containerd", "/h/run/containerd", "/h/run/containerd/c.sock"
+        "/h/data/containerd",
+        "/h/run/containerd",
+        "/h/run/containerd/c.sock",
     )
     assert cri["sandbox_image"] == "127.0.0.1:28500/shipline/pause:3.10"
     assert cri["restrict_oom_score_adj"] is True

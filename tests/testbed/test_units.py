@@ -72,7 +72,9 @@ def test_ports_are_distinct_and_below_the_ephemeral_range() -> None:
 
 
 def test_layout_follows_the_environment(tmp_path: Path) -> None:
-    layout = layout_from_env({"SHIPLINE_TESTBED_CACHE": str(tmp_path / "c"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path)
+    layout = layout_from_env(
+        {"SHIPLINE_TESTBED_CACHE": str(tmp_path / "c"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path
+    )
     assert layout.cache == tmp_path / "c" and layout.home == tmp_path / "h"
     default = layout_from_env({}, tmp_path)
     assert default.cache == tmp_path / ".cache" / "shipline" / "testbed"
@@ -81,7 +83,9 @@ def test_layout_follows_the_environment(tmp_path: Path) -> None:
 
 def test_env_file_is_quoted_for_the_shell() -> None:
     text = configs.env_file({"KUBECONFIG": "/a b/kc", "SHIPLINE_GITEA_TOKEN": "x'y"})
-    out = subprocess.run(["sh", "-c", text + 'printf "%s|%s" "$KUBECONFIG" "$SHIPLINE_GITEA_TOKEN"'], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["sh", "-c", text + 'printf "%s|%s" "$KUBECONFIG" "$SHIPLINE_GITEA_TOKEN"'], capture_output=True, text=True, check=True
+    )
     assert out.stdout == "/a b/kc|x'y"
 
 
@@ -123,7 +127,10 @@ def test_detached_process_outlives_its_starter_and_stops(tmp_path: Path) -> None
     program = sys.executable
     pid = start_detached(
         [program, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-        pidfile=pidfile, log=log, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+        pidfile=pidfile,
+        log=log,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
     )
     try:
         assert running_pid(pidfile, program) == pid
@@ -143,7 +150,9 @@ def test_a_test_needing_an_unbuilt_part_fails_with_the_build_command(tmp_path: P
     from shipline.testbed.fixtures import Testbed
     from shipline.testbed.running import State
 
-    layout = layout_from_env({"SHIPLINE_TESTBED_CACHE": str(tmp_path / "empty-cache"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path)
+    layout = layout_from_env(
+        {"SHIPLINE_TESTBED_CACHE": str(tmp_path / "empty-cache"), "SHIPLINE_TESTBED_HOME": str(tmp_path / "h")}, tmp_path
+    )
     testbed = Testbed(layout, State(ports=plan_ports(), gitea_root=str(tmp_path), gitea_password="x"), ())
     with pytest.raises(pytest.fail.Exception, match=r"shipline testbed build --only gitea"):
         testbed.require("gitea")
@@ -175,8 +184,16 @@ def test_long_commands_report_progress_and_failures_name_the_command(tmp_path: P
 
     beats: list[str] = []
     env = {"PATH": "/usr/bin:/bin"}
-    run_with_heartbeat(["sh", "-c", "echo a; sleep 0.6; echo b; sleep 0.6"], log=tmp_path / "l", env=env, cwd=tmp_path,
-                       heartbeat=beats.append, every=0.25)
+    run_with_heartbeat(
+        ["sh", "-c", "echo a; sleep 0.6; echo b; sleep 0.6"],
+        log=tmp_path / "l",
+        env=env,
+        cwd=tmp_path,
+        heartbeat=beats.append,
+        every=0.25,
+    )
     assert beats and beats[-1].endswith("2 packages built")
     with pytest.raises(ToolError, match=r"(?s)`sh -c echo oops >&2; exit 3` failed with exit code 3:\noops"):
-        run_with_heartbeat(["sh", "-c", "echo oops >&2; exit 3"], log=tmp_path / "l", env=env, cwd=tmp_path, heartbeat=beats.append)
+        run_with_heartbeat(
+            ["sh", "-c", "echo oops >&2; exit 3"], log=tmp_path / "l", env=env, cwd=tmp_path, heartbeat=beats.append
+        )

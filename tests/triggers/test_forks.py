@@ -12,7 +12,8 @@ def github_like(head_repo: Any, base_repo: str = "acme/app") -> dict[str, Any]:
     if head_repo is not ...:
         head["repo"] = None if head_repo is None else {"full_name": head_repo}
     return {
-        "action": "opened", "number": 5,
+        "action": "opened",
+        "number": 5,
         "pull_request": {"number": 5, "title": "t", "head": head, "base": {"ref": "main", "repo": {"full_name": base_repo}}},
         "repository": {"full_name": base_repo, "html_url": f"https://forge.example/{base_repo}"},
     }
@@ -42,8 +43,15 @@ def test_gitlab() -> None:
         return {
             "object_kind": "merge_request",
             "project": {"path_with_namespace": "acme/app", "web_url": "https://gitlab.example/acme/app"},
-            "object_attributes": {"action": "open", "iid": 3, "source_branch": "f", "target_branch": "main",
-                                  "source_project_id": source, "target_project_id": 10, "last_commit": {"id": "2" * 40}},
+            "object_attributes": {
+                "action": "open",
+                "iid": 3,
+                "source_branch": "f",
+                "target_branch": "main",
+                "source_project_id": source,
+                "target_project_id": 10,
+                "last_commit": {"id": "2" * 40},
+            },
         }
 
     assert not parse_gitlab("Merge Request Hook", mr(10)).pr_from_fork

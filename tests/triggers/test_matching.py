@@ -12,15 +12,27 @@ URL = "http://forge/o/r.git"
 
 def push(branch: str, paths: tuple[str, ...] = (), known: bool = True) -> ForgeEvent:
     return ForgeEvent(
-        forge="github", kind=EventKind.PUSH, branch=branch, default_branch="main", sha="a" * 40,
-        paths=paths, paths_known=known, repo_name="o/r",
+        forge="github",
+        kind=EventKind.PUSH,
+        branch=branch,
+        default_branch="main",
+        sha="a" * 40,
+        paths=paths,
+        paths_known=known,
+        repo_name="o/r",
     )
 
 
 def pr(action: PullRequestAction, base: str = "main") -> ForgeEvent:
     return ForgeEvent(
-        forge="gitea", kind=EventKind.PULL_REQUEST, branch="feature/x", base_branch=base, default_branch="main",
-        pr_number=7, pr_action=action, sha="b" * 40,
+        forge="gitea",
+        kind=EventKind.PULL_REQUEST,
+        branch="feature/x",
+        base_branch=base,
+        default_branch="main",
+        pr_number=7,
+        pr_action=action,
+        sha="b" * 40,
     )
 
 
@@ -42,8 +54,13 @@ def test_default_branch_and_other_branches() -> None:
     others = [TriggerRule(on=On.PUSH, branches=["**", "!:default"], params={"stage": "test"})]
     (m,) = match(others, push("feature/a"), URL)
     assert m.params == {
-        "event": "push", "repo_url": URL, "url": URL, "repository": "o/r", "branch": "feature/a",
-        "revision": "a" * 40, "stage": "test",
+        "event": "push",
+        "repo_url": URL,
+        "url": URL,
+        "repository": "o/r",
+        "branch": "feature/a",
+        "revision": "a" * 40,
+        "stage": "test",
     }
 
 

@@ -24,8 +24,10 @@ def test_scheduler_fires_once_per_due_time() -> None:
     sched = CronScheduler(lambda: entries, lambda e, w: None)
     assert sched.due(T0) == []  # first look: learn the next times
     due = sched.due(T0 + timedelta(seconds=45))
-    assert sorted((e.key, w) for e, w in due) == [(1, datetime(2026, 11, 26, 3, 0, tzinfo=UTC)),
-                                                  (2, datetime(2026, 11, 26, 3, 0, tzinfo=UTC))]
+    assert sorted((e.key, w) for e, w in due) == [
+        (1, datetime(2026, 11, 26, 3, 0, tzinfo=UTC)),
+        (2, datetime(2026, 11, 26, 3, 0, tzinfo=UTC)),
+    ]
     assert sched.due(T0 + timedelta(seconds=50)) == []
     # Down for an hour: one run at the next look, not sixty.
     late = sched.due(T0 + timedelta(hours=1))

@@ -102,7 +102,9 @@ def apply_cmd(wiring: Wiring, file: Path) -> None:
         text, source = kubeconfigs[item.name]
         secrets.set(item.kubeconfig_secret, text)
         created = store.put(item, str(file.resolve()))
-        syncing.write_definition(wiring.settings.home, item, git_credentials=syncing.git_credentials_available(wiring.settings, secrets))
+        syncing.write_definition(
+            wiring.settings.home, item, git_credentials=syncing.git_credentials_available(wiring.settings, secrets)
+        )
         target = f"namespace {item.namespace}" if item.namespace else "the whole cluster"
         how = "" if item.kubeconfig else f" (no `kubeconfig:` declared: using {source})"
         click.echo(f"{item.name}: {'registered' if created else 'updated'} — {item.repo} {item.branch} -> {target}{how}")
@@ -119,8 +121,13 @@ def list_cmd(wiring: Wiring, as_json: bool) -> None:
         out = []
         for item in stored:
             last = store.last_applied(item.name)
-            out.append({**item.environment.declared(), "applied_commit": last.applied_commit if last else "",
-                        "updated_at": item.updated_at.isoformat()})
+            out.append(
+                {
+                    **item.environment.declared(),
+                    "applied_commit": last.applied_commit if last else "",
+                    "updated_at": item.updated_at.isoformat(),
+                }
+            )
         click.echo(json.dumps(out, indent=2))
         return
     if not stored:
@@ -134,8 +141,13 @@ def list_cmd(wiring: Wiring, as_json: bool) -> None:
         history = store.history(e.name, limit=1)
         last = store.last_applied(e.name)
         table.add_row(
-            e.name, e.namespace or "(cluster)", e.repo, e.branch, e.sync,
-            last.applied_commit[:12] if last else "", history[0].outcome.value if history else "never synced",
+            e.name,
+            e.namespace or "(cluster)",
+            e.repo,
+            e.branch,
+            e.sync,
+            last.applied_commit[:12] if last else "",
+            history[0].outcome.value if history else "never synced",
         )
     _console().print(table)
 
@@ -193,9 +205,13 @@ def history_cmd(wiring: Wiring, name: str, limit: int, as_json: bool) -> None:
         table.add_column(col)
     for e in entries:
         table.add_row(
-            e.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), e.action, e.commit[:12],
+            e.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            e.action,
+            e.commit[:12],
             e.outcome.value,
-            e.applied_commit[:12], str(e.run_id or ""), e.message,
+            e.applied_commit[:12],
+            str(e.run_id or ""),
+            e.message,
         )
     _console().print(table)
 
@@ -258,7 +274,9 @@ def sync_cmd(wiring: Wiring, name: str, revision: str, as_json: bool) -> None:
     store = _store(wiring)
     store.get(name)
     back = syncing.last_verified(store, name)
-    sys.exit(_run(wiring, name, syncing.Action.SYNC, revision=syncing.check_revision(revision), last_verified=back, as_json=as_json))
+    sys.exit(
+        _run(wiring, name, syncing.Action.SYNC, revision=syncing.check_revision(revision), last_verified=back, as_json=as_json)
+    )
 
 
 @env.command("diff")

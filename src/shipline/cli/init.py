@@ -68,8 +68,13 @@ def init() -> None:
 @init.command("service")
 @click.argument("name")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--lang", type=click.Choice(LANGS), default="go", show_default=True,
-              help="go builds with no network (a static binary FROM scratch); python needs a Python base image.")
+@click.option(
+    "--lang",
+    type=click.Choice(LANGS),
+    default="go",
+    show_default=True,
+    help="go builds with no network (a static binary FROM scratch); python needs a Python base image.",
+)
 def service(name: str, directory: Path | None, lang: str) -> None:
     """Scaffold a service repository: src, tests, Dockerfile, chart/ and .shipline/pipeline.yaml.
 

@@ -45,7 +45,9 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
         for problem in problems:
             click.echo(str(problem), err=True)
     if problems:
-        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len({p.file for p in problems})} file(s)", err=True)
+        click.echo(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len({p.file for p in problems})} file(s)", err=True
+        )
         sys.exit(2)
     if not as_json:
         click.echo(f"{len(files)} definition{'s' if len(files) != 1 else ''} OK", err=True)

@@ -100,8 +100,12 @@ class RunView:
 
     def render(self) -> RenderableType:
         head = Text.assemble(
-            (f"run {self.run_id} ", "bold"), (self.pipeline.name, "cyan"), "  ", status_text(self.status),
-            f"  {duration(self.started, None)}", (f"  {self.note}" if self.note else "", "yellow"),
+            (f"run {self.run_id} ", "bold"),
+            (self.pipeline.name, "cyan"),
+            "  ",
+            status_text(self.status),
+            f"  {duration(self.started, None)}",
+            (f"  {self.note}" if self.note else "", "yellow"),
         )
         table = Table.grid(padding=(0, 2))
         table.add_column(no_wrap=True)
@@ -114,8 +118,12 @@ class RunView:
             if view.attempt > 1:
                 name += f"  attempt {view.attempt}"
             detail = view.tail[-1] if view.status == "running" and view.tail else view.message
-            table.add_row(Text(icon, style=style), Text(name, style=style if view.status != "running" else "bold"),
-                          duration(view.started, view.finished if view.status != "running" else None), Text(detail, style="dim"))
+            table.add_row(
+                Text(icon, style=style),
+                Text(name, style=style if view.status != "running" else "bold"),
+                duration(view.started, view.finished if view.status != "running" else None),
+                Text(detail, style="dim"),
+            )
         return Group(head, table)
 
 
@@ -178,8 +186,12 @@ def summary(record: RunRecord, console: Console) -> None:
     table.add_column("took", justify="right")
     table.add_column("results / message", overflow="fold")
     for task in record.tasks:
-        table.add_row(task.name + (" (finally)" if task.is_finally else ""), status_text(task.status.value),
-                      duration(task.started_at, task.finished_at), Text(_task_detail(task)))
+        table.add_row(
+            task.name + (" (finally)" if task.is_finally else ""),
+            status_text(task.status.value),
+            duration(task.started_at, task.finished_at),
+            Text(_task_detail(task)),
+        )
     console.print(table)
     # The run's own results in full (digests are copied from here), then what they trace.
     for name, value in record.results.items():

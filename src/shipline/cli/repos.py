@@ -33,12 +33,23 @@ def _state(wiring: Wiring) -> ServerStore:
 
 
 def _rule(
-    on: str, branches: tuple[str, ...], tags: tuple[str, ...], paths: tuple[str, ...], actions: tuple[str, ...],
-    cron: str | None, params: tuple[str, ...], concurrency: str,
+    on: str,
+    branches: tuple[str, ...],
+    tags: tuple[str, ...],
+    paths: tuple[str, ...],
+    actions: tuple[str, ...],
+    cron: str | None,
+    params: tuple[str, ...],
+    concurrency: str,
 ) -> TriggerRule:
     data: dict[str, object] = {
-        "on": on, "branches": list(branches), "tags": list(tags), "paths": list(paths), "cron": cron,
-        "params": parse_params(params), "concurrency": concurrency,
+        "on": on,
+        "branches": list(branches),
+        "tags": list(tags),
+        "paths": list(paths),
+        "cron": cron,
+        "params": parse_params(params),
+        "concurrency": concurrency,
     }
     if actions:
         data["actions"] = list(actions)
@@ -50,19 +61,33 @@ def _rule(
 
 
 _rule_options = [
-    click.option("--on", "on", type=click.Choice([o.value for o in On]), default="push", show_default=True,
-                 help="What starts a run."),
-    click.option("--branch", "branches", multiple=True,
-                 help="Branch glob (repeatable; `**` crosses '/', `!` excludes, `:default` is the default branch)."),
+    click.option(
+        "--on", "on", type=click.Choice([o.value for o in On]), default="push", show_default=True, help="What starts a run."
+    ),
+    click.option(
+        "--branch",
+        "branches",
+        multiple=True,
+        help="Branch glob (repeatable; `**` crosses '/', `!` excludes, `:default` is the default branch).",
+    ),
     click.option("--tag", "tags", multiple=True, help="Tag glob for --on tag (repeatable), e.g. 'v*'."),
     click.option("--path", "paths", multiple=True, help="Run a push only if a changed file matches (repeatable)."),
-    click.option("--action", "actions", multiple=True,
-                 type=click.Choice([a.value for a in PullRequestAction if a is not PullRequestAction.OTHER]),
-                 help="Pull request actions that fire [default: opened, synchronized, reopened]."),
+    click.option(
+        "--action",
+        "actions",
+        multiple=True,
+        type=click.Choice([a.value for a in PullRequestAction if a is not PullRequestAction.OTHER]),
+        help="Pull request actions that fire [default: opened, synchronized, reopened].",
+    ),
     click.option("--cron", help="For --on schedule: five cron fields in UTC, e.g. '0 3 * * *'."),
     click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A fixed param for the run."),
-    click.option("--concurrency", type=click.Choice([c.value for c in Concurrency]), default="queue", show_default=True,
-                 help="A newer run for the same branch: waits (queue), cancels the older (cancel), or runs beside it."),
+    click.option(
+        "--concurrency",
+        type=click.Choice([c.value for c in Concurrency]),
+        default="queue",
+        show_default=True,
+        help="A newer run for the same branch: waits (queue), cancels the older (cancel), or runs beside it.",
+    ),
 ]
 
 
@@ -95,24 +120,43 @@ def repos() -> None:
 @repos.command("add")
 @click.argument("name")
 @click.argument("url")
-@click.option("--forge", type=click.Choice(FORGES), required=True,
-              help="Who sends the webhooks; `git` for a plain remote that is polled.")
-@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The pipeline file to run (checked now; the server re-reads it when it changes).  "
-                   "Without it (gitea, github): the repository's own .shipline/pipeline.yaml at each event's commit.")
+@click.option(
+    "--forge", type=click.Choice(FORGES), required=True, help="Who sends the webhooks; `git` for a plain remote that is polled."
+)
+@click.option(
+    "--pipeline",
+    "pipeline_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pipeline file to run (checked now; the server re-reads it when it changes).  "
+    "Without it (gitea, github): the repository's own .shipline/pipeline.yaml at each event's commit.",
+)
 @click.option("--secret-env", metavar="VAR", help="Read the webhook secret from this environment variable.")
-@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Read the webhook secret from this file.")
+@click.option(
+    "--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the webhook secret from this file."
+)
 @click.option("--generate-secret", is_flag=True, help="Make a random secret and print it once, to paste into the forge.")
 @click.option("--default-branch", default="main", show_default=True)
 @click.option("--poll", "poll_seconds", type=click.IntRange(min=1), help="Also poll with `git ls-remote` every N seconds.")
-@click.option("--webhook/--no-webhook", default=True, show_default=True,
-              help="With a forge token: register the repository's webhook (to SHIPLINE_PUBLIC_URL/hooks/FORGE) on the forge.")
+@click.option(
+    "--webhook/--no-webhook",
+    default=True,
+    show_default=True,
+    help="With a forge token: register the repository's webhook (to SHIPLINE_PUBLIC_URL/hooks/FORGE) on the forge.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the repository as JSON.")
 @click.pass_obj
 def add(
-    wiring: Wiring, name: str, url: str, forge: str, pipeline_file: Path | None, secret_env: str | None,
-    secret_file: Path | None, generate_secret: bool, default_branch: str, poll_seconds: int | None, webhook: bool,
+    wiring: Wiring,
+    name: str,
+    url: str,
+    forge: str,
+    pipeline_file: Path | None,
+    secret_env: str | None,
+    secret_file: Path | None,
+    generate_secret: bool,
+    default_branch: str,
+    poll_seconds: int | None,
+    webhook: bool,
     as_json: bool,
 ) -> None:
     """Register repository NAME at URL, whose events run a pipeline.
@@ -171,9 +215,13 @@ def add(
             f"--generate-secret, --secret-env or --secret-file, or set the forge's token so shipline registers the hook itself"
         )
     repo = state.add_repository(
-        name=name, url=url, forge=forge, secret=secret,
+        name=name,
+        url=url,
+        forge=forge,
+        secret=secret,
         pipeline=str(pipeline_file.resolve()) if pipeline_file is not None else FROM_REPOSITORY,
-        default_branch=default_branch, poll_seconds=poll_seconds,
+        default_branch=default_branch,
+        poll_seconds=poll_seconds,
     )
     hook: Hook | None = _register_webhook(wiring, state, repo, secret) if register else None
     target = f"{settings.server_url}/hooks/{forge}"
@@ -234,7 +282,14 @@ def list_repos(wiring: Wiring, as_json: bool) -> None:
     for r in repos_:
         rules = state.list_triggers(r.id)
         desc = ", ".join(f"#{t.id} {t.rule.on.value}" for t in rules) or "push to default branch"
-        table.add_row(r.name, r.forge, public_url(r.url), r.pipeline or f"(the repo's {PIPELINE_PATH})", desc, f"{r.poll_seconds}s" if r.poll_seconds else "")
+        table.add_row(
+            r.name,
+            r.forge,
+            public_url(r.url),
+            r.pipeline or f"(the repo's {PIPELINE_PATH})",
+            desc,
+            f"{r.poll_seconds}s" if r.poll_seconds else "",
+        )
     Console(highlight=False).print(table)
 
 
@@ -258,8 +313,17 @@ def trigger() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rule as JSON.")
 @click.pass_obj
 def trigger_add(
-    wiring: Wiring, name: str, on: str, branches: tuple[str, ...], tags: tuple[str, ...], paths: tuple[str, ...],
-    actions: tuple[str, ...], cron: str | None, params: tuple[str, ...], concurrency: str, as_json: bool,
+    wiring: Wiring,
+    name: str,
+    on: str,
+    branches: tuple[str, ...],
+    tags: tuple[str, ...],
+    paths: tuple[str, ...],
+    actions: tuple[str, ...],
+    cron: str | None,
+    params: tuple[str, ...],
+    concurrency: str,
+    as_json: bool,
 ) -> None:
     """Add a rule to repository NAME.
 

@@ -55,7 +55,9 @@ def list_runs(wiring: Wiring, pipeline: str | None, status: str | None, limit: i
         table.add_column(col, justify="right" if col == "id" else "left")
     for r in records:
         started = r.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""
-        table.add_row(str(r.id), r.pipeline, status_text(r.status.value), started, duration(r.started_at, r.finished_at), r.message)
+        table.add_row(
+            str(r.id), r.pipeline, status_text(r.status.value), started, duration(r.started_at, r.finished_at), r.message
+        )
     Console(highlight=False).print(table)
 
 
@@ -204,14 +206,34 @@ class Duration(click.ParamType[timedelta]):
 
 
 @runs.command()
-@click.option("--older-than", type=Duration(), default="30d", show_default=True,
-              help="Only runs that finished longer ago than this: 7d, 12h, 30m, 90s.")
-@click.option("--keep", type=click.IntRange(min=0), default=10, metavar="N", show_default=True,
-              help="Keep the newest N finished runs of each pipeline, however old.")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    default="30d",
+    show_default=True,
+    help="Only runs that finished longer ago than this: 7d, 12h, 30m, 90s.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=10,
+    metavar="N",
+    show_default=True,
+    help="Keep the newest N finished runs of each pipeline, however old.",
+)
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--workspaces-only", is_flag=True, help="Remove only the workspaces (and step homes); records and logs stay, so history is still browsable.")
+@click.option(
+    "--workspaces-only",
+    is_flag=True,
+    help="Remove only the workspaces (and step homes); records and logs stay, so history is still browsable.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would go; remove nothing.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"runs": [ids], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"runs": [ids], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.',
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def prune(
@@ -257,12 +279,17 @@ def prune(
     for failure in outcome.failed:
         click.echo(f"run {failure.run_id}: not removed: {failure.error}", err=True)
     if as_json:
-        click.echo(json.dumps({
-            "runs": [run.id for run in outcome.runs],
-            "bytes_freed": outcome.bytes_freed,
-            "dry_run": dry_run,
-            "failed": [{"id": f.run_id, "error": f.error} for f in outcome.failed],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "runs": [run.id for run in outcome.runs],
+                    "bytes_freed": outcome.bytes_freed,
+                    "dry_run": dry_run,
+                    "failed": [{"id": f.run_id, "error": f.error} for f in outcome.failed],
+                },
+                indent=2,
+            )
+        )
     else:
         for run in outcome.runs:
             finished = run.finished_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")

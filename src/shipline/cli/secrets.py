@@ -42,8 +42,12 @@ def secrets() -> None:
 @secrets.command("set")
 @click.argument("name")
 @click.option("--from-env", "from_env", metavar="VAR", help="Take the value from this environment variable.")
-@click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Take the value from this file (one trailing newline is dropped).")
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the value from this file (one trailing newline is dropped).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the secret's record (name and times) as JSON.")
 @click.pass_obj
 def set_secret(wiring: Wiring, name: str, from_env: str | None, from_file: Path | None, as_json: bool) -> None:
@@ -81,7 +85,7 @@ def read_value(from_env: str | None, from_file: Path | None, prompt: str) -> str
         return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True))
     value = _one_newline_off(sys.stdin.read())
     if not value:
-        raise UsageError("no value on stdin: pipe it in (printf %s \"$VALUE\" | ...) or use --from-env / --from-file")
+        raise UsageError('no value on stdin: pipe it in (printf %s "$VALUE" | ...) or use --from-env / --from-file')
     return value
 
 

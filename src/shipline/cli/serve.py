@@ -54,5 +54,12 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
     app = create_app(settings)
     # Keep idle connections longer than a reverse proxy typically does (nginx: 60s), so a proxy never
     # sends a request down a connection the server has just closed.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=True, timeout_graceful_shutdown=10,
-                timeout_keep_alive=75)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=75,
+    )

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -88,7 +88,7 @@ def _scratch(prefix: str) -> Iterator[Path]:
 
 _common = [
     click.option("--registry", default="", help="HOST:PORT[/PREFIX]; default $SHIPLINE_REGISTRY."),
-    click.option("--auth-file", default="", help="Registry credentials ({\"auths\": ...}); e.g. a secret file."),
+    click.option("--auth-file", default="", help='Registry credentials ({"auths": ...}); e.g. a secret file.'),
 ]
 
 
@@ -109,7 +109,9 @@ def _with_common(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--source", default="", help="Repository URL for org.opencontainers.image.source.")
 @click.option("--revision", default="", help="Commit for org.opencontainers.image.revision.")
 @_with_common
-def image(version: str, name: str, context_dir: str, dockerfile: str, source: str, revision: str, registry: str, auth_file: str) -> None:
+def image(
+    version: str, name: str, context_dir: str, dockerfile: str, source: str, revision: str, registry: str, auth_file: str
+) -> None:
     """Build the Dockerfile with buildah, label it, push it as REGISTRY/NAME:VERSION."""
     target = _registry(registry)
     reference = target.reference(check_name(name), check_tag(version))
@@ -128,8 +130,15 @@ def image(version: str, name: str, context_dir: str, dockerfile: str, source: st
         shown = str(dockerfile_path.relative_to(_workspace()))
         _echo(f"building {reference} from {shown}")
         images.build(
-            storage=storage, context=context, dockerfile=dockerfile_path, reference=reference, labels=labels, auth=auth,
-            echo=_echo, shown_as=shown, registry_hosts=[target.host],
+            storage=storage,
+            context=context,
+            dockerfile=dockerfile_path,
+            reference=reference,
+            labels=labels,
+            auth=auth,
+            echo=_echo,
+            shown_as=shown,
+            registry_hosts=[target.host],
         )
         _echo(f"pushing {reference}")
         digest = images.push(storage=storage, reference=reference, registry=target, auth=auth, echo=_echo, workdir=scratch)
@@ -150,8 +159,15 @@ def image(version: str, name: str, context_dir: str, dockerfile: str, source: st
 @click.option("--tag-key", default="image.tag", show_default=True, help="values.yaml key for the tag.")
 @_with_common
 def chart(
-    version: str, chart_dir: str, app_version: str, image_ref: str, image_tag: str, repository_key: str, tag_key: str,
-    registry: str, auth_file: str,
+    version: str,
+    chart_dir: str,
+    app_version: str,
+    image_ref: str,
+    image_tag: str,
+    repository_key: str,
+    tag_key: str,
+    registry: str,
+    auth_file: str,
 ) -> None:
     """Lint the chart, stamp version/appVersion/image into a copy, package it, push it to oci://REGISTRY/charts."""
     target = _registry(registry)
@@ -173,8 +189,10 @@ def chart(
         copy = charts.stamped_copy(source, scratch / "src", stamp)
         name = copy.name
         check_name(name)
-        _echo(f"chart {name}: version {stamp.version}, appVersion {stamp.app_version}"
-              + (f", {stamp.repository_key}={repository}, {stamp.tag_key}={stamp.image_tag}" if repository else ""))
+        _echo(
+            f"chart {name}: version {stamp.version}, appVersion {stamp.app_version}"
+            + (f", {stamp.repository_key}={repository}, {stamp.tag_key}={stamp.image_tag}" if repository else "")
+        )
         charts.lint(copy, shown_as=Path(chart_dir), echo=_echo)
         package = charts.package(copy, destination=scratch / "package", echo=_echo)
         _echo(f"checking registry {target.host} ({target.scheme})")
@@ -191,12 +209,16 @@ def chart(
 @click.command("publish")
 @click.option("--version", "version", required=True, help="The artifact's tag.")
 @click.option("--name", required=True, help="Pushed as REGISTRY/NAME-artifacts:VERSION.")
-@click.option("--files", "patterns", default="dist/*", show_default=True, help="Globs (space-separated), relative to the step's directory.")
+@click.option(
+    "--files", "patterns", default="dist/*", show_default=True, help="Globs (space-separated), relative to the step's directory."
+)
 @click.option("--if-empty", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="When no file matches.")
 @click.option("--source", default="", help="Repository URL for the manifest's org.opencontainers.image.source.")
 @click.option("--revision", default="", help="Commit for org.opencontainers.image.revision.")
 @_with_common
-def publish(version: str, name: str, patterns: str, if_empty: str, source: str, revision: str, registry: str, auth_file: str) -> None:
+def publish(
+    version: str, name: str, patterns: str, if_empty: str, source: str, revision: str, registry: str, auth_file: str
+) -> None:
     """Push build outputs (files matching globs) as one OCI artifact with oras."""
     target = _registry(registry)
     repository = target.repository(check_name(f"{name}-artifacts"))
@@ -224,8 +246,13 @@ def publish(version: str, name: str, patterns: str, if_empty: str, source: str, 
     found = probe(target, auth)
     _echo(f"pushing {len(files)} file(s) to {repository}:{version}: {', '.join(names)}")
     digest = push_artifact(
-        target, repository, version, files, annotations=oci_labels(version=version, source=source, revision=revision),
-        auth=auth, challenge=found.challenge,
+        target,
+        repository,
+        version,
+        files,
+        annotations=oci_labels(version=version, source=source, revision=revision),
+        auth=auth,
+        challenge=found.challenge,
     )
     _echo(f"pushed {repository}:{version}@{digest}")
     _write_results({"artifact": f"{repository}:{version}", "artifact-digest": digest, "files": ",".join(names)})
@@ -244,27 +271,47 @@ def _artifact_events(
     purl = oci_purl(repository, check_digest(digest))
     events = []
     if commit:
-        events.append(cdevents.artifact_packaged(
-            id=str(uuid.uuid4()), source=source, timestamp=now, purl=purl, change_id=commit,
-            change_source=change_source, chain_id=chain,
-        ))
+        events.append(
+            cdevents.artifact_packaged(
+                id=str(uuid.uuid4()),
+                source=source,
+                timestamp=now,
+                purl=purl,
+                change_id=commit,
+                change_source=change_source,
+                chain_id=chain,
+            )
+        )
     events.append(cdevents.artifact_published(id=str(uuid.uuid4()), source=source, timestamp=now, purl=purl, chain_id=chain))
     return events
 
 
 def _record(deliveries: list[Delivery], delivered: bool) -> str:
-    return json.dumps([
-        {"type": d.type, "subject": d.subject, "url": d.url, "status": d.status, "attempts": d.attempts, "id": d.event_id,
-         **({"error": d.error} if d.error else {})}
-        for d in deliveries if d.delivered == delivered
-    ], separators=(",", ":"))
+    return json.dumps(
+        [
+            {
+                "type": d.type,
+                "subject": d.subject,
+                "url": d.url,
+                "status": d.status,
+                "attempts": d.attempts,
+                "id": d.event_id,
+                **({"error": d.error} if d.error else {}),
+            }
+            for d in deliveries
+            if d.delivered == delivered
+        ],
+        separators=(",", ":"),
+    )
 
 
 @click.command("notify")
 @click.option("--subscribers", default="", help="Subscriber URLs, separated by spaces or commas.")
 @click.option("--pipeline", required=True, help="The pipeline's name.")
 @click.option("--run-id", required=True, help="The run's id.")
-@click.option("--outcome", default="", help="The run's status (succeeded|failed|cancelled) for pipelinerun.finished; empty: not sent.")
+@click.option(
+    "--outcome", default="", help="The run's status (succeeded|failed|cancelled) for pipelinerun.finished; empty: not sent."
+)
 @click.option("--errors", default="", help="Why the run failed, for pipelinerun.finished.")
 @click.option("--run-url", default="", help="Where the run can be seen (the dashboard's URL), for pipelinerun.finished.")
 @click.option("--event-source", default="", help="CDEvents context source; default /shipline/pipelines/PIPELINE.")
@@ -277,19 +324,42 @@ def _record(deliveries: list[Delivery], delivered: bool) -> str:
 @click.option("--artifact", default="", help="The publish task's artifact REPO:TAG.")
 @click.option("--artifact-digest", default="")
 @click.option("--attempts", type=click.IntRange(1, 20), default=5, show_default=True, help="Tries per event and subscriber.")
-@click.option("--backoff", type=click.FloatRange(0, 300), default=1.0, show_default=True, help="Seconds before the 2nd try; doubled after.")
+@click.option(
+    "--backoff", type=click.FloatRange(0, 300), default=1.0, show_default=True, help="Seconds before the 2nd try; doubled after."
+)
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True, help="Seconds per request.")
-@click.option("--on-failure", type=click.Choice(["fail", "warn"]), default="fail", show_default=True,
-              help="An event not delivered after its tries fails the step, or only warns.")
+@click.option(
+    "--on-failure",
+    type=click.Choice(["fail", "warn"]),
+    default="fail",
+    show_default=True,
+    help="An event not delivered after its tries fails the step, or only warns.",
+)
 def notify(
-    subscribers: str, pipeline: str, run_id: str, outcome: str, errors: str, run_url: str, event_source: str, commit: str,
-    source: str, image_ref: str, image_digest: str, chart_url: str, chart_digest: str, artifact: str,
-    artifact_digest: str, attempts: int, backoff: float, timeout: float, on_failure: str,
+    subscribers: str,
+    pipeline: str,
+    run_id: str,
+    outcome: str,
+    errors: str,
+    run_url: str,
+    event_source: str,
+    commit: str,
+    source: str,
+    image_ref: str,
+    image_digest: str,
+    chart_url: str,
+    chart_digest: str,
+    artifact: str,
+    artifact_digest: str,
+    attempts: int,
+    backoff: float,
+    timeout: float,
+    on_failure: str,
 ) -> None:
     """Send CDEvents (artifact packaged/published, pipelinerun finished) to each subscriber, with retries."""
     urls = cdevents.parse_subscribers(subscribers)
     event_source = event_source or f"/shipline/pipelines/{pipeline}"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     chain = str(uuid.uuid4())
     artifacts = (
         ("image", split_image(image_ref)[0] if image_ref else "", image_digest),
@@ -302,17 +372,29 @@ def notify(
             kind, repository, digest, source=event_source, commit=commit, change_source=source, chain=chain, now=now
         )
     if outcome:
-        events.append(cdevents.pipelinerun_finished(
-            id=str(uuid.uuid4()), source=event_source, timestamp=now, run=run_id, pipeline=pipeline,
-            outcome=cdevents.run_outcome(outcome), url=run_url, errors=errors, chain_id=chain,
-        ))
+        events.append(
+            cdevents.pipelinerun_finished(
+                id=str(uuid.uuid4()),
+                source=event_source,
+                timestamp=now,
+                run=run_id,
+                pipeline=pipeline,
+                outcome=cdevents.run_outcome(outcome),
+                url=run_url,
+                errors=errors,
+                chain_id=chain,
+            )
+        )
     if not urls:
         _echo(f"no subscribers: {len(events)} event(s) not sent (set the task's `subscribers` input)")
         _write_results({"delivered": "[]", "undelivered": "[]"})
         return
     _echo(f"sending {len(events)} event(s) to {len(urls)} subscriber(s), binary CloudEvents over HTTP")
     deliveries = deliver(
-        events, urls, retry=Retry(attempts=attempts, backoff=backoff, timeout=timeout), echo=_echo,
+        events,
+        urls,
+        retry=Retry(attempts=attempts, backoff=backoff, timeout=timeout),
+        echo=_echo,
     )
     _write_results({"delivered": _record(deliveries, True), "undelivered": _record(deliveries, False)})
     missed = [d for d in deliveries if not d.delivered]
@@ -324,4 +406,3 @@ def notify(
         )
     if missed:
         _echo(f"warning: {len(missed)} of {len(deliveries)} event(s) not delivered (on-failure: warn)")
-

@@ -36,16 +36,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _common(fn: F) -> F:
-    for option in reversed([
-        click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="The rendered manifests (YAML files, searched recursively)."),
-        click.option("--environment", required=True, help="The environment's name: its objects carry it as a label."),
-        click.option("--namespace", help="The target namespace (created if missing)."),
-        click.option("--cluster", "cluster_wide", is_flag=True,
-                     help="A cluster-wide environment: cluster-scoped objects and any namespaces."),
-        click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Credentials to use (default $KUBECONFIG)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--dir",
+                "directory",
+                required=True,
+                type=click.Path(file_okay=False, path_type=Path),
+                help="The rendered manifests (YAML files, searched recursively).",
+            ),
+            click.option("--environment", required=True, help="The environment's name: its objects carry it as a label."),
+            click.option("--namespace", help="The target namespace (created if missing)."),
+            click.option(
+                "--cluster",
+                "cluster_wide",
+                is_flag=True,
+                help="A cluster-wide environment: cluster-scoped objects and any namespaces.",
+            ),
+            click.option(
+                "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Credentials to use (default $KUBECONFIG)."
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -85,8 +97,10 @@ def env_validate(directory: Path, environment: str, namespace: str | None, clust
     for item in desired:
         note = " (checked once its namespace or kind exists)" if item.ref in deferred else ""
         _say(f"{item.ref} valid{note}")
-    _say(f"{len(desired)} objects valid on {cluster.server}" + (
-        f", {len(validation.deferred)} to be checked when applied" if validation.deferred else ""))
+    _say(
+        f"{len(desired)} objects valid on {cluster.server}"
+        + (f", {len(validation.deferred)} to be checked when applied" if validation.deferred else "")
+    )
     _results(objects=len(desired), deferred=len(validation.deferred))
 
 
@@ -111,9 +125,16 @@ def env_diff(
     for text in texts:
         _say(text.rstrip("\n"))
     changed = any(counts[a] for a in ("create", "update", "prune"))
-    _say(f"{counts['create']} to create, {counts['update']} to update, {counts['prune']} to prune, {counts['unchanged']} unchanged")
-    _results(create=counts["create"], update=counts["update"], prune=counts["prune"],
-             unchanged=counts["unchanged"], changed=str(changed).lower())
+    _say(
+        f"{counts['create']} to create, {counts['update']} to update, {counts['prune']} to prune, {counts['unchanged']} unchanged"
+    )
+    _results(
+        create=counts["create"],
+        update=counts["update"],
+        prune=counts["prune"],
+        unchanged=counts["unchanged"],
+        changed=str(changed).lower(),
+    )
     if exit_code and changed:
         sys.exit(1)
 
@@ -139,8 +160,10 @@ def env_apply(directory: Path, environment: str, namespace: str | None, cluster_
     desired = cluster.load(directory)
     applied = cluster.apply(desired, report=lambda a: _say(str(a)))
     counts = Counter(a.outcome.value for a in applied)
-    _say(f"{len(applied)} objects applied: {counts['created']} created, {counts['configured']} configured, "
-         f"{counts['unchanged']} unchanged")
+    _say(
+        f"{len(applied)} objects applied: {counts['created']} created, {counts['configured']} configured, "
+        f"{counts['unchanged']} unchanged"
+    )
     _results(applied=len(applied), created=counts["created"], configured=counts["configured"], unchanged=counts["unchanged"])
 
 
@@ -191,7 +214,9 @@ def env_verify(
 
     verification = cluster.verify(desired, seconds, report=report)
     counts = Counter(r.assessment.health.value for r in verification.resources)
-    _results(health=verification.health.value, **{k.lower(): counts[k] for k in ("Healthy", "Progressing", "Degraded", "Missing")})
+    _results(
+        health=verification.health.value, **{k.lower(): counts[k] for k in ("Healthy", "Progressing", "Degraded", "Missing")}
+    )
     if verification.ok:
         _say(f"verified: {len(verification.resources)} objects Healthy in {verification.seconds:.1f}s")
         return
@@ -199,7 +224,8 @@ def env_verify(
     why = "timed out" if verification.timed_out else "failed"
     click.echo(
         f"error: verify of environment {environment} {why} after {verification.seconds:.1f}s: "
-        f"{len(failures)} of {len(verification.resources)} objects not Healthy:", err=True,
+        f"{len(failures)} of {len(verification.resources)} objects not Healthy:",
+        err=True,
     )
     for failure in failures:
         click.echo(f"  {failure}", err=True)
@@ -208,13 +234,24 @@ def env_verify(
 
 @click.command("credentials")
 @click.argument("name")
-@click.option("--namespace", help="The environment's namespace (the ServiceAccount's home with --cluster; default shipline-system).")
-@click.option("--cluster", "cluster_wide", is_flag=True, help="Cluster-wide rights (cluster-admin) for a `cluster: true` environment.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-              help="An administrator's kubeconfig (default $KUBECONFIG).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the new kubeconfig (mode 0600).")
-@click.option("--duration", default=f"{DEFAULT_SECONDS // 3600}h", show_default=True,
-              help="The token's lifetime; run the command again to renew it.")
+@click.option(
+    "--namespace", help="The environment's namespace (the ServiceAccount's home with --cluster; default shipline-system)."
+)
+@click.option(
+    "--cluster", "cluster_wide", is_flag=True, help="Cluster-wide rights (cluster-admin) for a `cluster: true` environment."
+)
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="An administrator's kubeconfig (default $KUBECONFIG)."
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the new kubeconfig (mode 0600)."
+)
+@click.option(
+    "--duration",
+    default=f"{DEFAULT_SECONDS // 3600}h",
+    show_default=True,
+    help="The token's lifetime; run the command again to renew it.",
+)
 def credentials(name: str, namespace: str | None, cluster_wide: bool, kubeconfig: Path | None, out: Path, duration: str) -> None:
     """Make credentials that may change only environment NAME, and a kubeconfig holding them.
 
@@ -237,12 +274,18 @@ def credentials(name: str, namespace: str | None, cluster_wide: bool, kubeconfig
         raise UsageError(f"--duration: {exc}") from exc
     admin = load_kubeconfig(kubeconfig)
     issued = issue_credentials(
-        admin, name, namespace=namespace or "shipline-system", cluster_wide=cluster_wide, seconds=seconds,
+        admin,
+        name,
+        namespace=namespace or "shipline-system",
+        cluster_wide=cluster_wide,
+        seconds=seconds,
         origin=str(kubeconfig or os.environ.get("KUBECONFIG", "the admin kubeconfig")),
     )
     for what in issued.created:
         _say(f"{what} applied")
     write_private(out, issued.kubeconfig)
     expires = issued.expires.isoformat() if issued.expires else "unknown"
-    _say(f"wrote {out} (mode 0600): ServiceAccount {issued.service_account} in namespace {issued.namespace}, "
-         f"token expires {expires}")
+    _say(
+        f"wrote {out} (mode 0600): ServiceAccount {issued.service_account} in namespace {issued.namespace}, "
+        f"token expires {expires}"
+    )

@@ -12,10 +12,9 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from junitparser import JUnitXml, TestSuite
@@ -66,7 +65,8 @@ def version(directory: str, branch: str, default_branch: str, pr: str, credentia
         if repo.is_shallow():
             _fail(
                 f"the clone in {directory} is shallow, so the commits since the last tag are unknown: "
-                "clone with depth: 0 and tags: true (shipline/git-clone)", 2
+                "clone with depth: 0 and tags: true (shipline/git-clone)",
+                2,
             )
         commit = repo.head()
         default = default_branch or repo.remote_default_branch() or "main"
@@ -80,7 +80,9 @@ def version(directory: str, branch: str, default_branch: str, pr: str, credentia
     except GitError as exc:
         _fail(f"cannot compute a version: {exc}")
     since = f"{len(messages)} commit{'s' if len(messages) != 1 else ''} since {last}" if last else "no release tag yet"
-    kind = f"release, tag {plan.tag} at the end" if plan.tag else ("PR pre-release" if pr else f"pre-release of branch '{branch}'")
+    kind = (
+        f"release, tag {plan.tag} at the end" if plan.tag else ("PR pre-release" if pr else f"pre-release of branch '{branch}'")
+    )
     click.echo(f"version {plan.version}: {since}; {kind} (default branch: {default})")
     _write_results({"version": plan.version, "commit": commit, "branch": branch, "tag": plan.tag})
 
@@ -220,8 +222,10 @@ def _split_pushed(reference: str) -> tuple[str, str, str]:
 @click.command("withdraw")
 @click.option("--dir", "directory", default="src", show_default=True, help="The cloned service repository.")
 @click.option("--tag", "release_tag", default="", help="The release tag of this run (empty for a pre-release).")
-@click.option("--pushed", multiple=True, help="REF@DIGEST this run pushed (image, oci:// chart, artifact); empty ones are skipped.")
-@click.option("--auth-file", default="", help="Registry credentials ({\"auths\": ...}).")
+@click.option(
+    "--pushed", multiple=True, help="REF@DIGEST this run pushed (image, oci:// chart, artifact); empty ones are skipped."
+)
+@click.option("--auth-file", default="", help='Registry credentials ({"auths": ...}).')
 @_credentials
 def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_file: str, credentials: str) -> None:
     """After a failed run: delete the image, chart and artifact it pushed, unless its release tag exists.
@@ -230,8 +234,8 @@ def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_fil
     """
     # Here, not at the top: the other step commands of this module need no HTTP client.
     from shipline.domain.artifacts import parse_registry
-    from shipline.integrations.withdrawals import withdraw as withdraw_tag
     from shipline.integrations.registries import load_auth_file
+    from shipline.integrations.withdrawals import withdraw as withdraw_tag
 
     if release_tag and Path(directory, ".git").exists():
         try:
@@ -242,8 +246,11 @@ def withdraw(directory: str, release_tag: str, pushed: tuple[str, ...], auth_fil
             click.echo(f"cannot check tag {release_tag} ({exc}); withdrawing what this run pushed")
     auth = load_auth_file(auth_file) if auth_file else None
     # Each REF@DIGEST is put together from guarded results: a part is empty when its task did not succeed.
-    refs = [(ref, digest) for ref, _, digest in (p.rpartition("@") for p in pushed)
-            if digest.startswith("sha256:") and ref and not ref.startswith(":") and not ref.endswith(":")]
+    refs = [
+        (ref, digest)
+        for ref, _, digest in (p.rpartition("@") for p in pushed)
+        if digest.startswith("sha256:") and ref and not ref.startswith(":") and not ref.endswith(":")
+    ]
     if not refs:
         click.echo("this run pushed nothing: nothing to withdraw")
         return

@@ -59,7 +59,10 @@ def testbed() -> None:
 
 @testbed.command()
 @click.option(
-    "--only", "only", multiple=True, type=click.Choice(ALL_PART_NAMES),
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(ALL_PART_NAMES),
     help="Build only this part (repeatable). Default: every part.",
 )
 @click.option("--force", is_flag=True, help="Rebuild even if the stamp says it is built.")
@@ -117,8 +120,16 @@ def status(as_json: bool) -> None:
         click.echo(
             json.dumps(
                 [
-                    {"name": s.name, "port": s.port, "state": s.state, "built": s.built, "pid": s.pid,
-                     "healthy": s.healthy, "detail": s.detail, "log": s.log}
+                    {
+                        "name": s.name,
+                        "port": s.port,
+                        "state": s.state,
+                        "built": s.built,
+                        "pid": s.pid,
+                        "healthy": s.healthy,
+                        "detail": s.detail,
+                        "log": s.log,
+                    }
                     for s in services
                 ],
                 indent=2,
@@ -139,9 +150,7 @@ def status(as_json: bool) -> None:
         table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=40)
         for s in services:
             colour = "green" if s.healthy else ("dim" if not s.built else "red")
-            table.add_row(
-                s.name, f"127.0.0.1:{s.port}", f"[{colour}]{s.state}[/{colour}]", str(s.pid or "-"), s.detail[:50]
-            )
+            table.add_row(s.name, f"127.0.0.1:{s.port}", f"[{colour}]{s.state}[/{colour}]", str(s.pid or "-"), s.detail[:50])
         Console().print(table)
     if not services or any(s.built and not s.healthy for s in services):
         sys.exit(1)
@@ -166,7 +175,7 @@ def env() -> None:
 
     bins = [str(layout.bin_dir(p)) for p in GO_PARTS]
     click.echo(env_file(running.env_values(layout, state)), nl=False)
-    click.echo(f"export PATH={':'.join(bins)}:\"$PATH\"")
+    click.echo(f'export PATH={":".join(bins)}:"$PATH"')
 
 
 @testbed.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from packageurl import PackageURL
 
@@ -20,7 +20,9 @@ from shipline.exceptions import UsageError
 # distribution's reference grammar: lower-case path components, tags of word characters.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?"
+)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 LABEL_SOURCE = "org.opencontainers.image.source"
@@ -84,8 +86,7 @@ def parse_registry(text: str) -> Registry:
     value = text.strip()
     if not value:
         raise UsageError(
-            "no registry: give the task's `registry` input (HOST:PORT[/PREFIX]) or set the "
-            "SHIPLINE_REGISTRY setting"
+            "no registry: give the task's `registry` input (HOST:PORT[/PREFIX]) or set the SHIPLINE_REGISTRY setting"
         )
     if "://" in value:
         raise UsageError(f"registry '{text}': write HOST:PORT[/PREFIX] without a scheme (loopback means plain HTTP)")
@@ -139,7 +140,7 @@ def split_image(reference: str) -> tuple[str, str]:
 
 def oci_labels(*, version: str, source: str = "", revision: str = "", created: datetime | None = None) -> dict[str, str]:
     """The OCI annotations every artifact carries; empty values are left out, `created` is UTC RFC 3339."""
-    when = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    when = (created or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     labels = {
         LABEL_SOURCE: source,
         LABEL_REVISION: revision,
@@ -171,10 +172,16 @@ _BY_STATUS: dict[int, str] = {
     500: "the registry failed on its side: check its logs and its free disk space",
 }
 _BY_WORDS: tuple[tuple[re.Pattern[str], int | None, str], ...] = (
-    (re.compile(r"connection refused|no such host|Failed to establish a new connection|i/o timeout|timed out", re.I), None,
-     "the registry is unreachable: check that it runs and that `registry` names its host and port"),
-    (re.compile(r"x509|certificate|tls: |SSL", re.I), None,
-     "TLS failed: a registry outside loopback is spoken to over HTTPS; check its certificate (SSL_CERT_FILE)"),
+    (
+        re.compile(r"connection refused|no such host|Failed to establish a new connection|i/o timeout|timed out", re.I),
+        None,
+        "the registry is unreachable: check that it runs and that `registry` names its host and port",
+    ),
+    (
+        re.compile(r"x509|certificate|tls: |SSL", re.I),
+        None,
+        "TLS failed: a registry outside loopback is spoken to over HTTPS; check its certificate (SSL_CERT_FILE)",
+    ),
     (re.compile(r"unauthori[sz]ed|authentication required|credential not found", re.I), 401, _BY_STATUS[401]),
     (re.compile(r"forbidden|\bdenied\b", re.I), 403, _BY_STATUS[403]),
     (re.compile(r"method not allowed|\bunsupported\b", re.I), 405, _BY_STATUS[405]),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shipline.exceptions import UsageError
@@ -45,12 +45,10 @@ class CDEvent:
 
 
 def _rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _event(
-    *, id: str, type: str, source: str, timestamp: datetime, chain_id: str, subject: dict[str, Any]
-) -> CDEvent:
+def _event(*, id: str, type: str, source: str, timestamp: datetime, chain_id: str, subject: dict[str, Any]) -> CDEvent:
     context: dict[str, Any] = {
         "version": SPEC_VERSION,
         "id": id,

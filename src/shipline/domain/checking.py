@@ -107,7 +107,13 @@ def check_references(
             yield Finding(loc, f"'{'.'.join(ref.path)}': secrets cannot be used in `when:`", offset)
             continue
         for finding in _check_ref(
-            ref, loc, params=params, inputs=inputs, results=results, visible=visible, task_name=task_name,
+            ref,
+            loc,
+            params=params,
+            inputs=inputs,
+            results=results,
+            visible=visible,
+            task_name=task_name,
             archetype_inputs=archetype_inputs,
         ):
             yield Finding(finding.loc, finding.message, offset)
@@ -231,14 +237,27 @@ def check_pipeline(
     arch = declared_inputs
     for key, value in pipeline.env.items():
         findings += check_references(
-            value, ("env", key), params=params, inputs=None, results=results, visible=set(), task_name=None,
+            value,
+            ("env", key),
+            params=params,
+            inputs=None,
+            results=results,
+            visible=set(),
+            task_name=None,
             archetype_inputs=arch,
         )
     everything = {t.name for t in pipeline.tasks}
     for key, value in pipeline.results.items():
         findings += check_references(
-            value, ("results", key), params=params, inputs=None, results=results, visible=everything,
-            task_name=None, archetype_inputs=arch, roots=frozenset({"params", "inputs", "tasks", "run"}),
+            value,
+            ("results", key),
+            params=params,
+            inputs=None,
+            results=results,
+            visible=everything,
+            task_name=None,
+            archetype_inputs=arch,
+            roots=frozenset({"params", "inputs", "tasks", "run"}),
         )
     if pipeline.concurrency is not None:
         findings += check_group(pipeline.concurrency.group, params, arch)
@@ -253,7 +272,13 @@ def check_pipeline(
                 visible |= main_names
         for text_loc, text in texts:
             findings += check_references(
-                text, text_loc, params=params, inputs=None, results=results, visible=visible, task_name=task.name,
+                text,
+                text_loc,
+                params=params,
+                inputs=None,
+                results=results,
+                visible=visible,
+                task_name=task.name,
                 archetype_inputs=arch,
             )
         if task.when is not None and not task.when.strip():
@@ -269,21 +294,32 @@ def check_pipeline(
 
 def check_group(group: str, params: set[str], archetype_inputs: set[str] | None) -> list[Finding]:
     """A `concurrency:` group: rendered when the run is created, so params, inputs and run.pipeline only."""
-    findings = list(check_references(
-        group, ("concurrency", "group"), params=params, inputs=None, results={}, visible=set(), task_name=None,
-        archetype_inputs=archetype_inputs, roots=GROUP_ROOTS,
-    ))
+    findings = list(
+        check_references(
+            group,
+            ("concurrency", "group"),
+            params=params,
+            inputs=None,
+            results={},
+            visible=set(),
+            task_name=None,
+            archetype_inputs=archetype_inputs,
+            roots=GROUP_ROOTS,
+        )
+    )
     try:
         refs = ex.template_references(group)
     except ex.ExpressionError:
         refs = []  # reported above
     for ref, offset in refs:
         if ref.path[0] == "run" and ref.path[1:] != ("pipeline",):
-            findings.append(Finding(
-                ("concurrency", "group"),
-                f"'{'.'.join(ref.path)}': a group may use run.pipeline only (it is rendered before the run exists)",
-                offset,
-            ))
+            findings.append(
+                Finding(
+                    ("concurrency", "group"),
+                    f"'{'.'.join(ref.path)}': a group may use run.pipeline only (it is rendered before the run exists)",
+                    offset,
+                )
+            )
     return findings
 
 
@@ -311,7 +347,8 @@ def task_secret_files(pipeline: ResolvedPipeline, task: ResolvedTask) -> list[st
                 names.add(ref.path[1])
             elif ref.path[0] == "inputs" and len(ref.path) == 2 and ref.path[1] in pipeline.inputs:
                 names.update(
-                    r.path[1] for r, _ in ex.template_references(pipeline.inputs[ref.path[1]])
+                    r.path[1]
+                    for r, _ in ex.template_references(pipeline.inputs[ref.path[1]])
                     if r.path[0] == "secret_files" and len(r.path) == 2
                 )
     return sorted(names)
@@ -322,7 +359,5 @@ def check_template(env: dict[str, str], steps_texts: list[tuple[Loc, str]], inpu
     findings: list[Finding] = []
     texts = [(("env", k), v) for k, v in env.items()] + steps_texts
     for loc, text in texts:
-        findings += check_references(
-            text, loc, params=set(), inputs=inputs, results={}, visible=set(), task_name=None
-        )
+        findings += check_references(text, loc, params=set(), inputs=inputs, results={}, visible=set(), task_name=None)
     return findings

@@ -16,9 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
 
-Value = Union[str, bool]
+Value = str | bool
 
 
 class ExpressionError(ValueError):
@@ -61,7 +60,7 @@ class Binary:
     right: Expr
 
 
-Expr = Union[Literal, Ref, Not, Binary]
+Expr = Literal | Ref | Not | Binary
 
 _TOKEN = re.compile(
     r"""
@@ -256,7 +255,7 @@ class Hole:
     offset: int  # of the '${{' in the template text
 
 
-Segment = Union[str, Hole]
+Segment = str | Hole
 
 
 def parse_template(text: str) -> list[Segment]:
@@ -293,9 +292,7 @@ def template_references(text: str) -> list[tuple[Ref, int]]:
 
 def render(text: str, context: Context) -> str:
     """Substitute every hole with the text of its value."""
-    return "".join(
-        seg if isinstance(seg, str) else as_text(evaluate(seg.expr, context)) for seg in parse_template(text)
-    )
+    return "".join(seg if isinstance(seg, str) else as_text(evaluate(seg.expr, context)) for seg in parse_template(text))
 
 
 def evaluate_condition(text: str, context: Context) -> bool:

@@ -47,8 +47,10 @@ class ObjectRef:
 def ref_of(obj: Mapping[str, Any]) -> ObjectRef:
     meta = obj.get("metadata") or {}
     return ObjectRef(
-        str(obj.get("apiVersion", "")).rpartition("/")[0], str(obj.get("kind", "")),
-        str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+        str(obj.get("apiVersion", "")).rpartition("/")[0],
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name") or ""),
     )
 
 
@@ -118,14 +120,18 @@ def uncontained(part: Any, whole: Any, prefix: str = "") -> list[str]:
         if not isinstance(whole, Mapping):
             return [prefix or "."]
         return [
-            p for k, v in part.items()
-            for p in ([f"{prefix}.{k}" if prefix else str(k)] if k not in whole
-                      else uncontained(v, whole[k], f"{prefix}.{k}" if prefix else str(k)))
+            p
+            for k, v in part.items()
+            for p in (
+                [f"{prefix}.{k}" if prefix else str(k)]
+                if k not in whole
+                else uncontained(v, whole[k], f"{prefix}.{k}" if prefix else str(k))
+            )
         ]
     if isinstance(part, list):
         if not isinstance(whole, list) or len(part) != len(whole):
             return [prefix or "."]
-        return [p for i, (a, b) in enumerate(zip(part, whole)) for p in uncontained(a, b, f"{prefix}[{i}]")]
+        return [p for i, (a, b) in enumerate(zip(part, whole, strict=False)) for p in uncontained(a, b, f"{prefix}[{i}]")]
     return [] if part == whole else [prefix or "."]
 
 
@@ -134,7 +140,11 @@ def contained(part: Any, whole: Any) -> bool:
     if isinstance(part, Mapping):
         return isinstance(whole, Mapping) and all(k in whole and contained(v, whole[k]) for k, v in part.items())
     if isinstance(part, list):
-        return isinstance(whole, list) and len(part) == len(whole) and all(contained(p, w) for p, w in zip(part, whole))
+        return (
+            isinstance(whole, list)
+            and len(part) == len(whole)
+            and all(contained(p, w) for p, w in zip(part, whole, strict=False))
+        )
     return bool(part == whole)
 
 
@@ -145,8 +155,7 @@ def applied_by_shipline(live: Mapping[str, Any], environment: str) -> bool:
     if any(labels.get(k) != v for k, v in selector(environment).items()):
         return False
     return any(
-        entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
-        for entry in meta.get("managedFields") or []
+        entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply" for entry in meta.get("managedFields") or []
     )
 
 
@@ -158,8 +167,7 @@ def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
     annotations = {
-        k: v for k, v in (meta.get("annotations") or {}).items()
-        if k not in ("deployment.kubernetes.io/revision", FINGERPRINT)
+        k: v for k, v in (meta.get("annotations") or {}).items() if k not in ("deployment.kubernetes.io/revision", FINGERPRINT)
     }
     if annotations:
         meta["annotations"] = annotations
@@ -181,5 +189,5 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
                 paths.extend(changed_paths(before[key], after[key], sub))
         return paths
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [p for i, (b, a) in enumerate(zip(before, after)) for p in changed_paths(b, a, f"{prefix}[{i}]")]
+        return [p for i, (b, a) in enumerate(zip(before, after, strict=False)) for p in changed_paths(b, a, f"{prefix}[{i}]")]
     return [] if before == after else [prefix or "."]

@@ -11,7 +11,16 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -22,8 +31,7 @@ VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 """Param, input and result names."""
 
 PATTERN_HINTS = {
-    NAME_PATTERN: "lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit "
-    "(e.g. build-image)",
+    NAME_PATTERN: "lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit (e.g. build-image)",
     VAR_PATTERN: "letters, digits, '_' and '-', at most 64, starting with a letter or '_' (e.g. image_tag)",
 }
 """What each name pattern means, said the way a person would: messages never show the regex."""
@@ -55,10 +63,15 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(lambda v: v, return_type=float),
-    WithJsonSchema({
-        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "minLength": 1, "pattern": _DURATION.pattern}],
-        "description": "Seconds (90), or text like '90s', '5m', '1h30m', '250ms'.",
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "minLength": 1, "pattern": _DURATION.pattern},
+            ],
+            "description": "Seconds (90), or text like '90s', '5m', '1h30m', '250ms'.",
+        }
+    ),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 VarName = Annotated[str, Field(pattern=VAR_PATTERN)]
@@ -85,8 +98,9 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
 
-def _or_shorthand(cls: type[BaseModel], core: CoreSchema, handler: GetJsonSchemaHandler, short: JsonSchemaValue,
-                  what: str) -> JsonSchemaValue:
+def _or_shorthand(
+    cls: type[BaseModel], core: CoreSchema, handler: GetJsonSchemaHandler, short: JsonSchemaValue, what: str
+) -> JsonSchemaValue:
     """The model's object schema, or the one-value shorthand the loader also takes."""
     full = handler.resolve_ref_schema(handler(core))
     return {"anyOf": [full, {**short, "description": what}], "description": full.get("description", "")}
@@ -259,11 +273,22 @@ class Pipeline(_Spec):
             if self.with_:
                 raise ValueError("`with:` goes with `uses:`")
             return self
-        extra = [key for key, given in (("tasks", self.tasks), ("finally", self.finally_), ("inputs", self.inputs),
-                                        ("env", self.env), ("results", self.results)) if given]
+        extra = [
+            key
+            for key, given in (
+                ("tasks", self.tasks),
+                ("finally", self.finally_),
+                ("inputs", self.inputs),
+                ("env", self.env),
+                ("results", self.results),
+            )
+            if given
+        ]
         if extra:
-            raise ValueError(f"a pipeline that `uses:` another takes name, description, with, params, "
-                             f"concurrency and timeout; not {', '.join(extra)}")
+            raise ValueError(
+                f"a pipeline that `uses:` another takes name, description, with, params, "
+                f"concurrency and timeout; not {', '.join(extra)}"
+            )
         return self
 
 

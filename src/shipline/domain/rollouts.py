@@ -83,7 +83,9 @@ def assess(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Assess
     status = _get(live, "status")
     observed = int(status.get("observedGeneration") or 0)
     if observed < generation:
-        return Assessment(Health.PROGRESSING, "WaitingForController", f"generation {generation} not yet observed by the controller")
+        return Assessment(
+            Health.PROGRESSING, "WaitingForController", f"generation {generation} not yet observed by the controller"
+        )
     if kind == "Deployment":
         return _deployment(live, status)
     if kind == "StatefulSet":
@@ -96,7 +98,8 @@ def _deployment(live: Mapping[str, Any], status: Mapping[str, Any]) -> Assessmen
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             deadline = _get(live, "spec").get("progressDeadlineSeconds", 600)
             return Assessment(
-                Health.DEGRADED, "ProgressDeadlineExceeded",
+                Health.DEGRADED,
+                "ProgressDeadlineExceeded",
                 f"no progress within progressDeadlineSeconds={deadline}: {condition.get('message', '')}".rstrip(": "),
             )
     if _get(live, "spec").get("paused"):
@@ -110,7 +113,9 @@ def _deployment(live: Mapping[str, Any], status: Mapping[str, Any]) -> Assessmen
     if total > updated:
         return Assessment(Health.PROGRESSING, "RollingOut", f"{total - updated} old replicas pending termination")
     if available < updated:
-        return Assessment(Health.PROGRESSING, "RollingOut", f"{available} of {updated} updated replicas available" + _failure(status))
+        return Assessment(
+            Health.PROGRESSING, "RollingOut", f"{available} of {updated} updated replicas available" + _failure(status)
+        )
     return Assessment(Health.HEALTHY, "RolledOut", f"{available} of {wanted} replicas available")
 
 

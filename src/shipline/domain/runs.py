@@ -129,8 +129,12 @@ class Transition:
 
     def row(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "kind": self.kind, "task": self.task, "status": self.status,
-            "data": dict(self.data), "created_at": self.at,
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "task": self.task,
+            "status": self.status,
+            "data": dict(self.data),
+            "created_at": self.at,
         }
 
 
@@ -292,8 +296,14 @@ class Scheduler:
         secret_files: Mapping[str, str] | None = None,
     ) -> dict[str, object]:
         return context(
-            self.pipeline, self.states, params, run_id, cancelled,
-            secrets=secrets, secret_files=secret_files, run_status=self.run_status(cancelled),
+            self.pipeline,
+            self.states,
+            params,
+            run_id,
+            cancelled,
+            secrets=secrets,
+            secret_files=secret_files,
+            run_status=self.run_status(cancelled),
         )
 
     def decide(

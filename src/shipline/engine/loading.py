@@ -11,7 +11,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +21,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
+from shipline.domain import expressions as ex
 from shipline.domain.checking import Finding, Loc, TaskOrigin, check_group, check_pipeline, check_references, check_template
 from shipline.domain.graphs import Node, dependencies
-from shipline.domain import expressions as ex
 from shipline.domain.pipelines import NAME_PATTERN, PATTERN_HINTS, Pipeline, ResolvedPipeline, ResolvedTask, Task, TaskTemplate
 from shipline.exceptions import DefinitionError, Problem
 
@@ -38,7 +37,7 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 """How many values a definition may hold once its aliases (`*name`) are expanded: no "billion laughs"."""
 
-_FLOW_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % MAX_DEPTH)  # inside the top mapping: one level more
+_FLOW_RUN = re.compile(r"(?:[\[{][ \t\r\n]*){%d}" % MAX_DEPTH)  # noqa: UP031 (braces of a regex) inside the top mapping: one level more
 
 _reads: ContextVar[list[Path] | None] = ContextVar("shipline_definition_reads", default=None)
 
@@ -146,7 +145,9 @@ def _bounds(text: str, display: str) -> Problem | None:
                 total += count
                 if total > MAX_NODES:
                     what = f"alias *{ev.anchor} makes it" if isinstance(ev, AliasEvent) else "it is"
-                    return Problem(display, where[0], where[1], f"too large: {what} more than {MAX_NODES} values once aliases are expanded")
+                    return Problem(
+                        display, where[0], where[1], f"too large: {what} more than {MAX_NODES} values once aliases are expanded"
+                    )
                 if stack:
                     stack[-1] += count
                 if isinstance(ev, CollectionStartEvent):
@@ -178,7 +179,9 @@ def _read(path: Path, display: str) -> _Document:
         size = path.stat().st_size
         if size > MAX_DEFINITION_BYTES:
             doc = _Document(path, display, "")
-            doc.problems.append(Problem(display, 1, 1, f"the file is {size} bytes; a definition may be at most {MAX_DEFINITION_BYTES}"))
+            doc.problems.append(
+                Problem(display, 1, 1, f"the file is {size} bytes; a definition may be at most {MAX_DEFINITION_BYTES}")
+            )
             return doc
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -265,8 +268,11 @@ def _local_file(doc: _Document, loc: Loc, uses: str, base: Path, root: Path) -> 
     """The file `./x.yaml` names, if it is a file inside `root` (symlinks followed); else a problem."""
     path = (base / uses).resolve()
     if not path.is_relative_to(root):
-        doc.problem(loc, f"'{uses}' is outside the pipeline's repository ({root}): a file it uses must be "
-                         f"inside it, or come from the catalog (shipline/NAME)")
+        doc.problem(
+            loc,
+            f"'{uses}' is outside the pipeline's repository ({root}): a file it uses must be "
+            f"inside it, or come from the catalog (shipline/NAME)",
+        )
         return None
     if not path.is_file():
         doc.problem(loc, f"'{uses}': no such file (relative to {base})")
@@ -401,7 +407,9 @@ def _load_archetype(doc: _Document, spec: Pipeline, base: Path, root: Path) -> t
     for key in spec.params:
         if key not in archetype.params:
             known = ", ".join(archetype.params) or "none"
-            doc.problem(("params", key), f"'{spec.uses}' has no param '{key}' to give a default to (params: {known})", at_key=True)
+            doc.problem(
+                ("params", key), f"'{spec.uses}' has no param '{key}' to give a default to (params: {known})", at_key=True
+            )
     return archetype, adoc, path.parent
 
 
@@ -439,8 +447,16 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
         if spec.uses.startswith(CATALOG_PREFIX):
             root = base.resolve()  # a catalog pipeline uses files of the catalog only
         for key, value in spec.with_.items():
-            for f in check_references(value, ("with", key), params=set(body.params), inputs=None, results={},
-                                      visible=set(), task_name=None, roots=frozenset({"params", "secrets", "secret_files", "run"})):
+            for f in check_references(
+                value,
+                ("with", key),
+                params=set(body.params),
+                inputs=None,
+                results={},
+                visible=set(),
+                task_name=None,
+                roots=frozenset({"params", "secrets", "secret_files", "run"}),
+            ):
                 doc.problem(f.loc, f.message, f.offset)
     inputs = {k: p.default for k, p in body.inputs.items() if p.default is not None}
     inputs.update(spec.with_)
@@ -448,8 +464,11 @@ def load_pipeline(path: str | Path, root: str | Path | None = None) -> ResolvedP
     if spec.uses is None:
         for key, param in body.inputs.items():
             if param.required:
-                doc.problem(("inputs", key), f"input '{key}' has no default: this file is an archetype; "
-                            f"use it from another file with `uses: ./{path.name}` and `with: {{{key}: ...}}`")
+                doc.problem(
+                    ("inputs", key),
+                    f"input '{key}' has no default: this file is an archetype; "
+                    f"use it from another file with `uses: ./{path.name}` and `with: {{{key}: ...}}`",
+                )
 
     resolved: list[ResolvedTask] = []
     origins: dict[str, TaskOrigin] = {}

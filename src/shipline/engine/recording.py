@@ -22,7 +22,20 @@ from shipline.executors.base import StepEnd
 from shipline.store.sql import SqlStore
 
 STRUCTURE = frozenset(
-    {"status", "started_at", "finished_at", "owner", "heartbeat_at", "log_path", "pid", "exit_code", "attempts", "attempt", "step", "task"}
+    {
+        "status",
+        "started_at",
+        "finished_at",
+        "owner",
+        "heartbeat_at",
+        "log_path",
+        "pid",
+        "exit_code",
+        "attempts",
+        "attempt",
+        "step",
+        "task",
+    }
 )
 """Fields the engine makes itself (states, times, ids, the task's name from the definition): never masked,
 so a short secret that happens to read `failed` or `1` cannot break a record.  Every other field is masked."""
@@ -137,7 +150,9 @@ class RunRecorder:
 
     def run_started(self, owner: str) -> None:
         at = now()
-        self._save_run({"status": RunStatus.RUNNING.value}, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at)
+        self._save_run(
+            {"status": RunStatus.RUNNING.value}, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at
+        )
         self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
     def run_waiting(self, message: str) -> None:
@@ -149,7 +164,10 @@ class RunRecorder:
         results = results or {}
         self._save_run(
             {"status": status.value, "message": message, "results": results},
-            status=status.value, finished_at=at, message=message, results=results,
+            status=status.value,
+            finished_at=at,
+            message=message,
+            results=results,
         )
         self._publish("run", {"status": status.value, "message": message, "results": results}, at)
 
@@ -164,21 +182,30 @@ class RunRecorder:
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
         self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
-        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message,
-                               "retrying": True}, at)
+        self._publish(
+            "task",
+            {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message, "retrying": True},
+            at,
+        )
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
         at = now()
         self._save_task(
-            task, {"status": status.value, "message": message, "results": results},
-            status=status.value, results=results, message=message, finished_at=at,
+            task,
+            {"status": status.value, "message": message, "results": results},
+            status=status.value,
+            results=results,
+            message=message,
+            finished_at=at,
         )
         self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()
         for task, reason in reasons.items():
-            self._save_task(task, {"status": TaskStatus.SKIPPED.value, "message": reason}, status=TaskStatus.SKIPPED.value, message=reason)
+            self._save_task(
+                task, {"status": TaskStatus.SKIPPED.value, "message": reason}, status=TaskStatus.SKIPPED.value, message=reason
+            )
             self._publish("task", {"task": task, "status": TaskStatus.SKIPPED.value, "message": reason}, at)
 
     def request_cancel(self) -> RunRecord:
@@ -196,15 +223,22 @@ class RunRecorder:
         for task_record in record.tasks:
             if task_record.status == TaskStatus.RUNNING:
                 self._save_task(
-                    task_record.name, {"status": TaskStatus.FAILED.value, "message": "interrupted"},
-                    status=TaskStatus.FAILED.value, finished_at=at, message="interrupted",
+                    task_record.name,
+                    {"status": TaskStatus.FAILED.value, "message": "interrupted"},
+                    status=TaskStatus.FAILED.value,
+                    finished_at=at,
+                    message="interrupted",
                 )
             elif task_record.status == TaskStatus.PENDING:
                 self._save_task(
-                    task_record.name, {"status": TaskStatus.SKIPPED.value, "message": "interrupted"},
-                    status=TaskStatus.SKIPPED.value, message="interrupted",
+                    task_record.name,
+                    {"status": TaskStatus.SKIPPED.value, "message": "interrupted"},
+                    status=TaskStatus.SKIPPED.value,
+                    message="interrupted",
                 )
-        self._save_run({"status": RunStatus.FAILED.value, "message": message}, status=RunStatus.FAILED.value, finished_at=at, message=message)
+        self._save_run(
+            {"status": RunStatus.FAILED.value, "message": message}, status=RunStatus.FAILED.value, finished_at=at, message=message
+        )
         self._publish("run", {"status": RunStatus.FAILED.value, "message": message}, at)
 
     def steps(self, task: str, attempt: int, names: list[str]) -> StepRecorder:
@@ -227,15 +261,29 @@ class StepRecorder:
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
         try:
-            self.run._save_new_step(self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid)
+            self.run._save_new_step(
+                self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
+            )
         except StoreError as exc:
             self.run.fault = exc
-        self.run._publish("step", {"task": self.task, "step": index, "name": self.names[index], "attempt": self.attempt, "status": StepStatus.RUNNING.value}, at)
+        self.run._publish(
+            "step",
+            {
+                "task": self.task,
+                "step": index,
+                "name": self.names[index],
+                "attempt": self.attempt,
+                "status": StepStatus.RUNNING.value,
+            },
+            at,
+        )
 
     def _writer(self, index: int) -> LogWriter:
         writer = self.writers.get(index)
         if writer is None:  # a line after the step was closed (a process that outlived its group)
-            writer = self.writers[index] = LogWriter(step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index))
+            writer = self.writers[index] = LogWriter(
+                step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
+            )
         return writer
 
     def step_log(self, index: int, line: str, partial: bool = False) -> None:
@@ -259,7 +307,9 @@ class StepRecorder:
             self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
         except StoreError as exc:
             self.run.fault = exc
-        self.run._publish("step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at)
+        self.run._publish(
+            "step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at
+        )
 
     def close(self) -> None:
         for index in list(self.carry):

@@ -40,8 +40,8 @@ from shipline.engine.logs import discard_outputs
 from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
 from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
-from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
+from shipline.executors.base import Executor, StepSpec, TaskInvocation
 from shipline.settings import Settings
 from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
@@ -112,18 +112,14 @@ class Engine:
             for older in self.store.active_in_group(group):
                 self.cancel(older)
         owner = self.owner if claim else None
-        run_id = self.store.create_run(
-            pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group
-        )
+        run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
         if (moved := set_aside(self.settings, run_id)) is not None:
             log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
-        if missing := self.secrets.missing(
-            [n for n in _all_secrets(pipeline) if n not in self.builtin_secrets]
-        ):
+        if missing := self.secrets.missing([n for n in _all_secrets(pipeline) if n not in self.builtin_secrets]):
             names = ", ".join(missing)
             raise UsageError(
                 f"pipeline '{pipeline.name}' uses secret {names}, which is not set; "
@@ -302,8 +298,13 @@ class _RunDriver:
         settings = self.engine.settings
         # The same for every task of the run: filtered once, not per task.
         self.run_env = step_environment(
-            os.environ, settings.step_env, run_id=self.run_id, pipeline=self.pipeline.name, task="",
-            workspace=self.workspace, home=self.home,
+            os.environ,
+            settings.step_env,
+            run_id=self.run_id,
+            pipeline=self.pipeline.name,
+            task="",
+            workspace=self.workspace,
+            home=self.home,
         )
         if settings.registry:
             self.run_env["SHIPLINE_REGISTRY"] = settings.registry
@@ -570,9 +571,7 @@ class _RunDriver:
             message = f"{message} (after {task.retries + 1} attempts)"
         return TaskStatus.FAILED, failed_results, message
 
-    def _invocation(
-        self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]
-    ) -> TaskInvocation:
+    def _invocation(self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]) -> TaskInvocation:
         logs = self.engine.settings.logs / str(self.run_id) / task.name
         steps = []
         for i, step in enumerate(task.steps):
@@ -604,9 +603,7 @@ def step_environment(
     KUBECONFIG) and its HOME (~/.kube, ~/.docker, ~/.git-credentials) stay out:
     no person's credentials are used by a pipeline.
     """
-    env = {
-        k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)
-    }
+    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)}
     # Catalog tasks call `shipline step ...`: the steps find the same shipline as
     # the engine's, also when it lives in a virtualenv that is not on PATH.
     tools = Path(sys.executable).parent
@@ -666,9 +663,7 @@ def _first_line(script: str) -> str:
     return line if len(line) <= 60 else line[:57] + "..."
 
 
-def _collect_results(
-    task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]
-) -> tuple[dict[str, str], str]:
+def _collect_results(task: ResolvedTask, outputs: tuple[str, ...], shown: Callable[[str], str]) -> tuple[dict[str, str], str]:
     """Merge the steps' outputs and check every declared result is there (`shown`: how output is quoted)."""
     results: dict[str, str] = {}
     for i, text in enumerate(outputs):
@@ -679,9 +674,7 @@ def _collect_results(
     missing = [name for name in task.results if name not in results]
     if missing:
         names = ", ".join(f"'{m}'" for m in missing)
-        return {}, (
-            f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT"
-        )
+        return {}, (f"declared result {names} not produced: a step must write `NAME=value` to $SHIPLINE_OUTPUT")
     return {k: v for k, v in results.items() if k in task.results}, ""
 
 

@@ -88,7 +88,8 @@ def hierarchy() -> Hierarchy | None:
         return Hierarchy(kind, base)
     log.warning(
         "no writable cgroup hierarchy (v1 freezer or pids, or cgroup v2) under %s: a step's processes are "
-        "tracked by process group only, so one that calls setsid can outlive its step", CGROUP_ROOT,
+        "tracked by process group only, so one that calls setsid can outlive its step",
+        CGROUP_ROOT,
     )
     return None
 

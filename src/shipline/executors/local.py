@@ -186,8 +186,13 @@ class LocalExecutor:
         return TaskOutcome(True, "", tuple(outputs))
 
     async def _run_step(
-        self, step: StepSpec, listener: StepListener, group: StepGroup | None, workdir: int,
-        limit: float | None, what: str,
+        self,
+        step: StepSpec,
+        listener: StepListener,
+        group: StepGroup | None,
+        workdir: int,
+        limit: float | None,
+        what: str,
     ) -> tuple[int | None, str]:
         _create_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}

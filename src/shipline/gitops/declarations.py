@@ -48,7 +48,9 @@ def load_environments(path: str | Path, *, check_files: bool = True) -> list[Env
     seen: dict[str, int] = {}
     for i, env in enumerate(spec.environments):
         if env.name in seen:
-            doc.problem(("environments", i, "name"), f"environment '{env.name}' is declared twice (first as item {seen[env.name] + 1})")
+            doc.problem(
+                ("environments", i, "name"), f"environment '{env.name}' is declared twice (first as item {seen[env.name] + 1})"
+            )
         seen.setdefault(env.name, i)
         if check_files and env.kubeconfig is not None and not kubeconfig_path(path, env).is_file():
             doc.problem(("environments", i, "kubeconfig"), f"kubeconfig {kubeconfig_path(path, env)}: no such file")
@@ -83,7 +85,9 @@ def read_kubeconfig(path: Path) -> str:
     except YAMLError as exc:
         raise UsageError(f"kubeconfig {path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict) or not isinstance(config.get("clusters"), list) or not config["clusters"]:
-        raise UsageError(f"kubeconfig {path}: not a kubeconfig (no `clusters:`); write one with `kubectl config view --flatten --minify`")
+        raise UsageError(
+            f"kubeconfig {path}: not a kubeconfig (no `clusters:`); write one with `kubectl config view --flatten --minify`"
+        )
     inlined = False
     for section, key in (("clusters", "cluster"), ("users", "user")):
         for item in config.get(section) or []:

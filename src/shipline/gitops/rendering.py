@@ -29,8 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipline.domain.environments import ObjectError, apply_rank, duplicates, key_of, place
 from shipline.exceptions import UsageError
-from shipline.integrations.templating import Templater, TemplateError, is_plain_http
-
+from shipline.integrations.templating import TemplateError, Templater, is_plain_http
 
 try:
     _Loader: Any = yaml.CSafeLoader
@@ -77,7 +76,9 @@ def detect(root: Path) -> Layout:
     )
 
 
-def render(root: Path, namespace: str, *, cluster: bool = False, release: str | None = None, templater: Templater | None = None) -> Rendered:
+def render(
+    root: Path, namespace: str, *, cluster: bool = False, release: str | None = None, templater: Templater | None = None
+) -> Rendered:
     """Render a checkout.  Namespaced objects get `namespace` (with `cluster`, only those that name none)."""
     root = root.resolve()
     layout = detect(root)
@@ -264,7 +265,9 @@ def _prepare_chart(chart: Path, shown: str, tools: Templater) -> None:
             try:
                 tools.add_repo(repo)
             except TemplateError as exc:
-                raise RenderError(f"{shown}: dependency {dep.get('name')!r}: repository {repo} cannot be read: {exc.detail}") from exc
+                raise RenderError(
+                    f"{shown}: dependency {dep.get('name')!r}: repository {repo} cannot be read: {exc.detail}"
+                ) from exc
         elif repo.startswith("oci://") and is_plain_http(repo):
             plain_http = True
     try:
@@ -398,8 +401,13 @@ def _helmfile(root: Path, namespace: str, tools: Templater) -> Rendered:
         sets = [(s.name, str(s.value)) for s in release.set]
         try:
             return tools.template(
-                release.name, chart, namespace=release.namespace or namespace, version=release.version,
-                values=values, sets=sets, repo=repo_url,
+                release.name,
+                chart,
+                namespace=release.namespace or namespace,
+                version=release.version,
+                values=values,
+                sets=sets,
+                repo=repo_url,
             )
         except TemplateError as exc:
             if _is_missing_version(exc.detail) and release.version:
@@ -424,11 +432,18 @@ def _helmfile(root: Path, namespace: str, tools: Templater) -> Rendered:
 
 def _is_missing_version(detail: str) -> bool:
     lowered = detail.lower()
-    return "not found" in lowered or "no chart version" in lowered or "manifest unknown" in lowered or "invalid_reference" in lowered
+    return (
+        "not found" in lowered or "no chart version" in lowered or "manifest unknown" in lowered or "invalid_reference" in lowered
+    )
 
 
 def _resolve_chart(
-    root: Path, base: Path, release: Release, repos: dict[str, HelmfileRepository], what: str, tools: Templater,
+    root: Path,
+    base: Path,
+    release: Release,
+    repos: dict[str, HelmfileRepository],
+    what: str,
+    tools: Templater,
 ) -> tuple[str, str | None]:
     """The chart argument for `helm template` (and `--repo`), from a release's `chart:`."""
     chart = release.chart
@@ -449,6 +464,5 @@ def _resolve_chart(
             return f"{url.rstrip('/')}/{name}", None
         return name, repo.url
     raise RenderError(
-        f"{what}: chart {chart!r} is neither oci://..., a directory in the repository, "
-        f"nor REPO/NAME with REPO in `repositories:`"
+        f"{what}: chart {chart!r} is neither oci://..., a directory in the repository, nor REPO/NAME with REPO in `repositories:`"
     )

@@ -21,9 +21,9 @@ from shipline.domain.environments import Environment, EnvironmentStatus, History
 from shipline.domain.objects import ref_of
 from shipline.domain.rollouts import Health, assess, worst
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
+from shipline.engine.running import forge_credentials
 from shipline.exceptions import ShiplineError, ToolError, UsageError
 from shipline.integrations.clusters import Cluster, Target
-from shipline.engine.running import forge_credentials
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore
@@ -126,8 +126,15 @@ def record_outcome(store: EnvironmentStore, env: Environment, record: RunRecord,
     else:
         message = f"{action.value}: {short} not applied: {_failure(record)} (run {record.id})"
     return store.record(
-        env.name, action=action.value, run_id=record.id, commit=commit, applied_commit=applied,
-        outcome=outcome, verified=verified, rolled_back_to=rolled_back_to, message=message[:2000],
+        env.name,
+        action=action.value,
+        run_id=record.id,
+        commit=commit,
+        applied_commit=applied,
+        outcome=outcome,
+        verified=verified,
+        rolled_back_to=rolled_back_to,
+        message=message[:2000],
     )
 
 
@@ -227,7 +234,9 @@ def rollback_plan(store: EnvironmentStore, name: str, to: str = "") -> tuple[str
     if not to:
         earlier = [c for c in verified if c != applied]
         if not earlier:
-            raise UsageError(f"{name} has no verified commit other than the applied one to roll back to; give one with --to COMMIT")
+            raise UsageError(
+                f"{name} has no verified commit other than the applied one to roll back to; give one with --to COMMIT"
+            )
         to = earlier[0]
     back = applied if applied in verified else (verified[0] if verified else "")
     return to, back

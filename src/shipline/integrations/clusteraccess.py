@@ -93,13 +93,14 @@ def issue_credentials(
         status = exc.status
         hint = (
             f"the credentials in {origin} may not do this: `env credentials` needs cluster-admin rights"
-            if status.code == 403 else "see the API server's log"
+            if status.code == 403
+            else "see the API server's log"
         )
-        raise ClusterError(f"making credentials for environment {environment}: {status.code} {status.reason}: {status.message}; {hint}") from exc
-    except httpx2.TransportError as exc:
         raise ClusterError(
-            f"cannot reach the Kubernetes API server at {admin.cluster.server} ({exc}): check {origin}"
+            f"making credentials for environment {environment}: {status.code} {status.reason}: {status.message}; {hint}"
         ) from exc
+    except httpx2.TransportError as exc:
+        raise ClusterError(f"cannot reach the Kubernetes API server at {admin.cluster.server} ({exc}): check {origin}") from exc
 
 
 async def _issue(admin: SingleConfig, environment: str, namespace: str, cluster_wide: bool, seconds: int) -> Credentials:
@@ -119,7 +120,8 @@ async def _issue(admin: SingleConfig, environment: str, namespace: str, cluster_
         if cluster_wide:
             await apply(
                 ClusterRoleBinding(
-                    metadata=ObjectMeta(name=name, labels=labels), subjects=[subject],
+                    metadata=ObjectMeta(name=name, labels=labels),
+                    subjects=[subject],
                     roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
                 ),
                 f"ClusterRoleBinding/{name} (cluster-admin)",
@@ -129,12 +131,15 @@ async def _issue(admin: SingleConfig, environment: str, namespace: str, cluster_
             await apply(Role(metadata=meta, rules=rules), f"Role/{name} in namespace {namespace}")
             await apply(
                 RoleBinding(
-                    metadata=meta, subjects=[subject],
+                    metadata=meta,
+                    subjects=[subject],
                     roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name=name),
                 ),
                 f"RoleBinding/{name} in namespace {namespace}",
             )
-        request = ServiceAccount.Token(metadata=ObjectMeta(name=name, namespace=namespace), spec=TokenRequestSpec(audiences=[], expirationSeconds=seconds))
+        request = ServiceAccount.Token(
+            metadata=ObjectMeta(name=name, namespace=namespace), spec=TokenRequestSpec(audiences=[], expirationSeconds=seconds)
+        )
         token = await client.create(request, name, namespace=namespace)
     status = token.status
     if status is None or not status.token:

@@ -44,8 +44,8 @@ from shipline.domain.objects import (
     ObjectRef,
     applied_by_shipline,
     check_environment_name,
-    drift,
     comparable,
+    drift,
     ref_of,
     selector,
     settled,
@@ -212,8 +212,11 @@ class Cluster:
     def connect(cls, kubeconfig: Path | None, *, environment: str, target: Target, concurrency: int = 16) -> Cluster:
         """From a kubeconfig file (default: $KUBECONFIG), its current context."""
         return cls(
-            load_kubeconfig(kubeconfig), environment=environment, target=target,
-            origin=str(kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")), concurrency=concurrency,
+            load_kubeconfig(kubeconfig),
+            environment=environment,
+            target=target,
+            origin=str(kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")),
+            concurrency=concurrency,
         )
 
     @property
@@ -265,8 +268,11 @@ class Cluster:
         return self._run(lambda client: self._verify(client, desired, timeout, report))
 
     def sync(
-        self, desired: Sequence[Desired], timeout: float,
-        applied: Callable[[Applied], None] = lambda a: None, health: Callable[[ResourceHealth], None] = lambda r: None,
+        self,
+        desired: Sequence[Desired],
+        timeout: float,
+        applied: Callable[[Applied], None] = lambda a: None,
+        health: Callable[[ResourceHealth], None] = lambda r: None,
     ) -> tuple[list[Applied], Verification]:
         """apply, prune and verify in one go (one connection): a sync, or a rollback to an earlier rendered state."""
 
@@ -356,8 +362,11 @@ class Cluster:
     def _run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
         async def main() -> T:
             client = AsyncClient(
-                self.config, namespace=self.target.namespace, field_manager=FIELD_MANAGER,
-                timeout=httpx2.Timeout(30.0), trust_env=False,
+                self.config,
+                namespace=self.target.namespace,
+                field_manager=FIELD_MANAGER,
+                timeout=httpx2.Timeout(30.0),
+                trust_env=False,
             )
             try:
                 if self._kinds is None:
@@ -413,8 +422,12 @@ class Cluster:
                                 if not response_kind:
                                     continue
                                 kind = Kind(
-                                    name, version["version"], response_kind, resource["resource"],
-                                    resource.get("scope") == "Namespaced", frozenset(resource.get("verbs") or ()),
+                                    name,
+                                    version["version"],
+                                    response_kind,
+                                    resource["resource"],
+                                    resource.get("scope") == "Namespaced",
+                                    frozenset(resource.get("verbs") or ()),
                                 )
                                 kinds.setdefault((kind.api_version, kind.kind), kind)
         except httpx2.HTTPStatusError as exc:
@@ -537,7 +550,7 @@ class Cluster:
         manifest_problems: list[str] = []
         cluster_problems: list[str] = []
         results = await self._gather(desired, lambda d: self._dry_run(client, d))
-        for item, result in zip(desired, results):
+        for item, result in zip(desired, results, strict=False):
             if isinstance(result, dict):
                 validation.dry_runs[item.ref] = result
                 continue
@@ -558,9 +571,7 @@ class Cluster:
             if not isinstance(result, ApiError):
                 raise result
             code = _code(result)
-            if defer and code == 404 and (
-                (item.ref.group, item.ref.kind) in new_kinds or item.ref.namespace in new_namespaces
-            ):
+            if defer and code == 404 and ((item.ref.group, item.ref.kind) in new_kinds or item.ref.namespace in new_namespaces):
                 validation.deferred.append(item)
             elif code in (400, 404, 422) or "failed to create typed patch object" in str(result.status.message):
                 # The API server answers 500 when server-side apply meets a field the schema lacks.
@@ -611,15 +622,22 @@ class Cluster:
         return done + await self._apply_all(client, rest, validation, live, report)
 
     async def _apply_all(
-        self, client: AsyncClient, items: Sequence[Desired], validation: Validation,
-        live: Mapping[ObjectRef, dict[str, Any]], report: Callable[[Applied], None],
+        self,
+        client: AsyncClient,
+        items: Sequence[Desired],
+        validation: Validation,
+        live: Mapping[ObjectRef, dict[str, Any]],
+        report: Callable[[Applied], None],
     ) -> list[Applied]:
         async def one(item: Desired) -> Applied:
             before = live.get(item.ref)
             after = validation.dry_runs.get(item.ref)
             if (
-                before is not None and after is not None and applied_by_shipline(before, self.environment)
-                and comparable(before) == comparable(after) and _fingerprint(before) == _fingerprint(after)
+                before is not None
+                and after is not None
+                and applied_by_shipline(before, self.environment)
+                and comparable(before) == comparable(after)
+                and _fingerprint(before) == _fingerprint(after)
             ):
                 outcome = Outcome.UNCHANGED  # the dry-run says applying changes nothing: spare the request
             else:
@@ -680,7 +698,7 @@ class Cluster:
             if isinstance(result, BaseException):
                 raise result
         missing = [d for d in desired if d.ref not in live and (wide or not d.kind.namespaced)]
-        for item, obj in zip(missing, await self._gather(missing, lambda d: self._get(client, d.kind, d.ref))):
+        for item, obj in zip(missing, await self._gather(missing, lambda d: self._get(client, d.kind, d.ref)), strict=False):
             if isinstance(obj, BaseException):
                 raise obj
             if obj is not None:
@@ -738,8 +756,10 @@ class Cluster:
 
     async def _tracked(self, client: AsyncClient) -> list[dict[str, Any]]:
         kinds = [
-            k for k in self._preferred()
-            if {"list", "delete", "patch"} <= k.verbs and (k.group, k.kind) not in _NOT_TRACKED
+            k
+            for k in self._preferred()
+            if {"list", "delete", "patch"} <= k.verbs
+            and (k.group, k.kind) not in _NOT_TRACKED
             and (k.namespaced or self.target.cluster_wide)
         ]
         namespace = "*" if self.target.cluster_wide else self.target.namespace
@@ -751,9 +771,7 @@ class Cluster:
                     found = client.list(resource, namespace=namespace, labels=self._labels())
                 else:
                     found = client.list(resource, labels=self._labels())
-                return [
-                    {**dict(o), "apiVersion": kind.api_version, "kind": kind.kind} async for o in found
-                ]
+                return [{**dict(o), "apiVersion": kind.api_version, "kind": kind.kind} async for o in found]
             except httpx2.HTTPStatusError as exc:
                 if _code(exc) in (403, 404, 405):
                     return []  # kinds these credentials may not list hold nothing they applied
@@ -784,7 +802,9 @@ class Cluster:
                 if not dry_run:
                     try:
                         await client.delete(
-                            _resource(kinds[(ref.group, ref.kind)]), ref.name, namespace=ref.namespace or None,
+                            _resource(kinds[(ref.group, ref.kind)]),
+                            ref.name,
+                            namespace=ref.namespace or None,
                             cascade=CascadeType.BACKGROUND,
                         )
                     except ApiError as exc:
@@ -835,7 +855,8 @@ class Cluster:
             resource = _resource(kind)
             found = (
                 client.list(resource, namespace=namespace, labels=self._labels())
-                if kind.namespaced else client.list(resource, labels=self._labels())
+                if kind.namespaced
+                else client.list(resource, labels=self._labels())
             )
             seen = set()
             try:
@@ -851,7 +872,7 @@ class Cluster:
                 raise self._refused("list", ObjectRef(kind.group, kind.kind, where, "*"), exc) from exc
             try:
                 versions[(kind.group, kind.kind)] = found.resourceVersion
-            except Exception:  # noqa: BLE001 - an empty list may carry no version; watch from now
+            except Exception:
                 pass
             for ref, item in by_ref.items():
                 if (item.kind.group, item.kind.kind) == (kind.group, kind.kind) and ref not in seen:
@@ -863,7 +884,10 @@ class Cluster:
 
         async def watching(kind: Kind) -> None:
             resource = _resource(kind)
-            args: dict[str, Any] = {"labels": selector(self.environment), "resource_version": versions.get((kind.group, kind.kind))}
+            args: dict[str, Any] = {
+                "labels": selector(self.environment),
+                "resource_version": versions.get((kind.group, kind.kind)),
+            }
             if kind.namespaced:
                 args["namespace"] = namespace
             async for event, obj in client.watch(resource, on_error=_watch_errors, **args):
@@ -871,10 +895,13 @@ class Cluster:
                 observe(ref_of(live), None if event == "DELETED" else live)
 
         # Watch the kinds that still have something to wait for: workloads rolling out, objects not there yet.
-        pending = [k for k in kinds.values() if any(
-            (d.kind.group, d.kind.kind) == (k.group, k.kind) and state[d.ref].health is not Health.HEALTHY
-            for d in desired
-        )]
+        pending = [
+            k
+            for k in kinds.values()
+            if any(
+                (d.kind.group, d.kind.kind) == (k.group, k.kind) and state[d.ref].health is not Health.HEALTHY for d in desired
+            )
+        ]
         watches = [asyncio.create_task(watching(k)) for k in pending] if not finished() else []
         timed_out = False
         try:
@@ -908,8 +935,12 @@ class Cluster:
         return Verification(resources, timed_out, time.monotonic() - started)
 
     async def _explain(
-        self, client: AsyncClient, by_ref: Mapping[ObjectRef, Desired], state: dict[ObjectRef, Assessment],
-        timeout: float | None, report: Callable[[ResourceHealth], None],
+        self,
+        client: AsyncClient,
+        by_ref: Mapping[ObjectRef, Desired],
+        state: dict[ObjectRef, Assessment],
+        timeout: float | None,
+        report: Callable[[ResourceHealth], None],
     ) -> None:
         """Add the pods' own reasons (unschedulable, image pull, crash loop) to each failed workload."""
         pods = Kind("", "v1", "Pod", "pods", True)
@@ -1000,9 +1031,7 @@ def _fingerprint(obj: Mapping[str, Any]) -> str | None:
 
 def _watch_errors(exc: Exception, count: int) -> OnErrorResult:
     """Watches outlive a restarted API server or an expired resourceVersion (410 Gone): retry a few times."""
-    if count <= 5 and (
-        (isinstance(exc, ApiError) and exc.status.code == 410) or isinstance(exc, httpx2.TransportError)
-    ):
+    if count <= 5 and ((isinstance(exc, ApiError) and exc.status.code == 410) or isinstance(exc, httpx2.TransportError)):
         return OnErrorResult(OnErrorAction.RETRY, sleep=0.5 * count)
     return OnErrorResult(OnErrorAction.RAISE)
 
@@ -1015,9 +1044,16 @@ def _crd_kinds(body: Mapping[str, Any]) -> list[Kind]:
     if not spec.get("group") or not names.get("kind") or not names.get("plural"):
         return []
     return [
-        Kind(spec["group"], v["name"], names["kind"], names["plural"], spec.get("scope") == "Namespaced",
-             frozenset({"get", "list", "watch", "create", "update", "patch", "delete"}))
-        for v in spec.get("versions") or [] if isinstance(v, Mapping) and v.get("name")
+        Kind(
+            spec["group"],
+            v["name"],
+            names["kind"],
+            names["plural"],
+            spec.get("scope") == "Namespaced",
+            frozenset({"get", "list", "watch", "create", "update", "patch", "delete"}),
+        )
+        for v in spec.get("versions") or []
+        if isinstance(v, Mapping) and v.get("name")
     ]
 
 

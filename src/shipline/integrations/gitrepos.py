@@ -33,7 +33,9 @@ class Repo:
     """A git credential-store file for the remote (a secret file of the task), or ""."""
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        helper = ["-c", "credential.helper=", "-c", f"credential.helper=store --file={self.credentials}"] if self.credentials else []
+        helper = (
+            ["-c", "credential.helper=", "-c", f"credential.helper=store --file={self.credentials}"] if self.credentials else []
+        )
         cmd = ["git", "-C", str(self.path), *helper, *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False)
@@ -91,9 +93,7 @@ class Repo:
 
     def branches_at(self, commit: str) -> list[str]:
         """Remote-tracking branches whose tip is commit (`origin/x` -> `x`)."""
-        out = self.git(
-            "for-each-ref", "--points-at", commit, "--format=%(refname)", f"refs/remotes/{self.remote}/"
-        ).stdout
+        out = self.git("for-each-ref", "--points-at", commit, "--format=%(refname)", f"refs/remotes/{self.remote}/").stdout
         prefix = f"refs/remotes/{self.remote}/"
         return [r.removeprefix(prefix) for r in out.split() if r.startswith(prefix) and not r.endswith("/HEAD")]
 
@@ -101,4 +101,3 @@ class Repo:
         """Create annotated tag at commit and push only it."""
         self.git(*IDENTITY, "tag", "--annotate", "--message", message, "--", tag, commit)
         self.git("push", "--quiet", self.remote, f"refs/tags/{tag}:refs/tags/{tag}")
-

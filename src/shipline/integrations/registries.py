@@ -66,7 +66,7 @@ def load_auth_file(path: str | Path | None) -> AuthFile | None:
         raise UsageError(f"auth file {path} does not exist: give a ${{{{ secret_files.NAME }}}} path") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(
-            f"auth file {path} is not JSON: it must be {{\"auths\": {{\"HOST:PORT\": {{\"auth\": \"<base64 user:password>\"}}}}}}"
+            f'auth file {path} is not JSON: it must be {{"auths": {{"HOST:PORT": {{"auth": "<base64 user:password>"}}}}}}'
         ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("auths", {}), dict):
         raise UsageError(f"auth file {path}: expected an object with an 'auths' mapping of HOST:PORT to credentials")
@@ -111,7 +111,7 @@ def probe(registry: Registry, auth: AuthFile | None) -> Probe:
         if creds is None:
             raise RegistryError(
                 f"registry {registry.host} wants credentials (HTTP 401) and the task has none for this host: "
-                "give it an `auth-file` input (a ${{ secret_files.NAME }} holding {\"auths\": {\"HOST:PORT\": ...}})"
+                'give it an `auth-file` input (a ${{ secret_files.NAME }} holding {"auths": {"HOST:PORT": ...}})'
             )
         return Probe(scheme)
     if response.status_code >= 400:

@@ -67,10 +67,16 @@ class Templater:
     def _run(self, argv: Sequence[str], what: str, cwd: Path | None = None) -> str:
         program = shutil.which(argv[0])
         if program is None:
-            raise ToolError(f"{what}: `{argv[0]}` is not on PATH; install it (the testbed's: eval \"$(shipline testbed env)\")")
+            raise ToolError(f'{what}: `{argv[0]}` is not on PATH; install it (the testbed\'s: eval "$(shipline testbed env)")')
         try:
             proc = subprocess.run(
-                [program, *argv[1:]], cwd=cwd, env=self._env(), capture_output=True, text=True, timeout=self.timeout, check=False,
+                [program, *argv[1:]],
+                cwd=cwd,
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise TemplateError(f"{what}: gave no answer in {self.timeout:.0f}s", "") from exc

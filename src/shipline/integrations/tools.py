@@ -45,13 +45,19 @@ def run_tool(
     """Run argv to its end, echoing each output line; a missing program is a ToolError naming it."""
     try:
         proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", cwd=cwd, env=dict(env) if env is not None else None,
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
         )
     except FileNotFoundError as exc:
         raise ToolError(
             f"'{argv[0]}' is not installed or not on PATH; {needed_for} needs it "
-            f"(on the testbed: eval \"$(shipline testbed env)\" puts helm and kubectl on PATH)"
+            f'(on the testbed: eval "$(shipline testbed env)" puts helm and kubectl on PATH)'
         ) from exc
     lines: list[str] = []
     assert proc.stdout is not None

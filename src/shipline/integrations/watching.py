@@ -57,8 +57,9 @@ class ObjectWatch:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._started.set()
-        client = AsyncClient(self.cluster.config, namespace=self.cluster.target.namespace, trust_env=False,
-                             timeout=httpx2.Timeout(30.0, read=None))
+        client = AsyncClient(
+            self.cluster.config, namespace=self.cluster.target.namespace, trust_env=False, timeout=httpx2.Timeout(30.0, read=None)
+        )
         tasks = [asyncio.create_task(self._watch(client, kind)) for kind in self.kinds]
         try:
             await self._stop.wait()

@@ -56,6 +56,7 @@ def withdraw(registry: Registry, repository: str, tag: str, digest: str, auth: A
     if gone.status_code in (200, 202, 404):
         return Withdrawal(reference, True, f"deleted ({digest})")
     return Withdrawal(
-        reference, False,
+        reference,
+        False,
         f"the registry refused the delete (HTTP {gone.status_code}; deletes may be disabled): delete {reference} by hand",
     )

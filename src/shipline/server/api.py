@@ -133,8 +133,13 @@ def cancel_run(request: Request, run_id: int, _: Operator) -> RunDetail:
     return detail(server.sql.get_run(run_id))
 
 
-@router.post("/runs/{run_id}/rerun", response_model=RunDetail, status_code=201, tags=["runs"],
-             summary="Start the same definition again with the same params")
+@router.post(
+    "/runs/{run_id}/rerun",
+    response_model=RunDetail,
+    status_code=201,
+    tags=["runs"],
+    summary="Start the same definition again with the same params",
+)
 def rerun(request: Request, run_id: int, _: Operator) -> RunDetail:
     server = _server(request)
     new_id = server.engine.rerun(run_id)
@@ -156,14 +161,18 @@ def _cursor(text: str | None) -> tuple[int, int]:
     return int(step), int(offset)
 
 
-@router.get("/runs/{run_id}/logs", response_model=list[StepLog], tags=["runs"],
-            summary="Step logs so far, a page at a time (JSON), or all of them streamed as text (?format=text)",
-            description=(
-                "JSON: at most `limit` lines (and about 4 MiB) per answer; when more remain, the "
-                "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
-                "Text (`?format=text`): every line from `cursor` on, streamed. "
-                "Follow a running run with /logs/stream."
-            ))
+@router.get(
+    "/runs/{run_id}/logs",
+    response_model=list[StepLog],
+    tags=["runs"],
+    summary="Step logs so far, a page at a time (JSON), or all of them streamed as text (?format=text)",
+    description=(
+        "JSON: at most `limit` lines (and about 4 MiB) per answer; when more remain, the "
+        "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
+        "Text (`?format=text`): every line from `cursor` on, streamed. "
+        "Follow a running run with /logs/stream."
+    ),
+)
 def logs(
     request: Request,
     run_id: int,
@@ -178,6 +187,7 @@ def logs(
     first, offset = _cursor(cursor)
     steps = server.sql.log_paths(run_id, task)[first:]
     if format == "text":
+
         def text() -> Iterator[bytes]:
             batch: list[bytes] = []
             size = 0
@@ -253,15 +263,24 @@ class PipelineOut(BaseModel):
     """Why the file could not be loaded, if it could not."""
 
 
-@router.get("/pipelines", response_model=list[PipelineOut], tags=["pipelines"],
-            summary="The pipelines of registered repositories")
+@router.get(
+    "/pipelines", response_model=list[PipelineOut], tags=["pipelines"], summary="The pipelines of registered repositories"
+)
 def list_pipelines(request: Request, _: Reader) -> list[PipelineOut]:
     server = _server(request)
     out = []
     for repo in server.state.list_repositories():
         if not repo.pipeline:
-            out.append(PipelineOut(name="", repository=repo.name, file="", params={}, tasks=[],
-                                   problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit"))
+            out.append(
+                PipelineOut(
+                    name="",
+                    repository=repo.name,
+                    file="",
+                    params={},
+                    tasks=[],
+                    problem="pipelines as code: the repository's .shipline/pipeline.yaml, read at each event's commit",
+                )
+            )
             continue
         try:
             p = server.dispatcher.pipelines.load(repo.pipeline)
@@ -289,10 +308,14 @@ class RepositoryIn(BaseModel):
     url: str = Field(description="Clone URL (or a path to a bare repository for `git`).")
     forge: str = Field(description="github, gitea, gitlab, or git (no webhooks: poll it).")
     secret: str = Field(default="", description="The webhook secret (GitLab: the token) set on the forge's hook.")
-    pipeline: str = Field(default="", description=(
-        "The pipeline file to run: a path relative to the server's pipelines folder ($SHIPLINE_PIPELINES_ROOT, "
-        "default $SHIPLINE_HOME/pipelines), none outside it; empty (gitea, github): the repository's own "
-        ".shipline/pipeline.yaml at each event's commit."))
+    pipeline: str = Field(
+        default="",
+        description=(
+            "The pipeline file to run: a path relative to the server's pipelines folder ($SHIPLINE_PIPELINES_ROOT, "
+            "default $SHIPLINE_HOME/pipelines), none outside it; empty (gitea, github): the repository's own "
+            ".shipline/pipeline.yaml at each event's commit."
+        ),
+    )
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
     triggers: list[TriggerRule] = []
@@ -314,21 +337,32 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
     return [_repo_out(server, r) for r in server.state.list_repositories()]
 
 
-@router.post("/repositories", response_model=RepositoryOut, status_code=201, tags=["repositories"],
-             summary="Register a repository (and its trigger rules)")
+@router.post(
+    "/repositories",
+    response_model=RepositoryOut,
+    status_code=201,
+    tags=["repositories"],
+    summary="Register a repository (and its trigger rules)",
+)
 def add_repository(request: Request, body: RepositoryIn, _: Operator) -> RepositoryOut:
     server = _server(request)
     if not body.pipeline:
         if body.forge not in ("gitea", "github"):
-            raise UsageError(f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API")
+            raise UsageError(
+                f"forge {body.forge!r} needs a `pipeline` file: only gitea and github repositories are read through their API"
+            )
         pipeline = ""
     else:
         pipeline = confine_pipeline(body.pipeline, server.settings.pipelines)  # before anything reads the file
         server.dispatcher.pipelines.load(pipeline)  # a broken file is refused now (422 with its problems), not at the first event
     repo = server.state.add_repository(
-        name=body.name, url=body.url, forge=body.forge, secret=body.secret,
+        name=body.name,
+        url=body.url,
+        forge=body.forge,
+        secret=body.secret,
         pipeline=pipeline,
-        default_branch=body.default_branch, poll_seconds=body.poll_seconds,
+        default_branch=body.default_branch,
+        poll_seconds=body.poll_seconds,
     )
     for rule in body.triggers:
         server.state.add_trigger(repo.id, rule)
@@ -353,8 +387,13 @@ def list_triggers(request: Request, _: Reader) -> list[Trigger]:
     return result
 
 
-@router.post("/repositories/{name}/triggers", response_model=Trigger, status_code=201, tags=["triggers"],
-             summary="Add a trigger rule to a repository")
+@router.post(
+    "/repositories/{name}/triggers",
+    response_model=Trigger,
+    status_code=201,
+    tags=["triggers"],
+    summary="Add a trigger rule to a repository",
+)
 def add_trigger(request: Request, name: str, rule: TriggerRule, _: Operator) -> Trigger:
     server = _server(request)
     repo = server.state.get_repository(name)
@@ -427,7 +466,4 @@ def list_tokens(request: Request, _: Operator) -> list[Token]:
 
 @router.get("/whoami", tags=["tokens"], summary="The token's name and role (null without a token)")
 def whoami(request: Request, token: Reader) -> dict[str, Any]:
-    return {"token": token.model_dump(mode="json") if token else None,
-            "anonymous_read": _server(request).settings.anonymous_read}
-
-
+    return {"token": token.model_dump(mode="json") if token else None, "anonymous_read": _server(request).settings.anonymous_read}

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-
-import threading
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,8 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from shipline import __version__
-from shipline.domain.pipelines import ResolvedPipeline
 from shipline.domain.environments import Environment
+from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
@@ -154,11 +153,7 @@ class Server:
         self.metrics.deliveries.labels("poll", outcome.result).inc()
 
     def schedules(self) -> list[Scheduled]:
-        return [
-            Scheduled(t.id, t.rule.cron)
-            for t in self.state.list_triggers()
-            if t.rule.on is On.SCHEDULE and t.rule.cron
-        ]
+        return [Scheduled(t.id, t.rule.cron) for t in self.state.list_triggers() if t.rule.on is On.SCHEDULE and t.rule.cron]
 
     def on_schedule(self, entry: Scheduled, when: datetime) -> None:
         trigger = self.state.get_trigger(entry.key)
@@ -167,8 +162,13 @@ class Server:
         if branch == ":default":
             branch = repo.default_branch
         event = ForgeEvent(
-            forge="cron", kind=EventKind.SCHEDULE, repo_urls=(repo.url,), repo_name=repo.name,
-            default_branch=repo.default_branch, branch=branch, extra={"due": when.isoformat()},
+            forge="cron",
+            kind=EventKind.SCHEDULE,
+            repo_urls=(repo.url,),
+            repo_name=repo.name,
+            default_branch=repo.default_branch,
+            branch=branch,
+            extra={"due": when.isoformat()},
         )
         rules = self.state.list_triggers(repo.id)
         index = next(i for i, t in enumerate(rules) if t.id == trigger.id)
@@ -200,8 +200,13 @@ class Server:
         self.dispatcher.loop = asyncio.get_running_loop()
         self.poller = Poller(self.poll_targets, self.state, self.on_poll, self.settings.poll_tick_seconds)
         self.reconciler = Reconciler(
-            self.sql, self.environments, self.engine.secrets, self.engine.workspace, self.submit_environment,
-            poll_seconds=self.settings.env_poll_seconds, tick=self.settings.poll_tick_seconds,
+            self.sql,
+            self.environments,
+            self.engine.secrets,
+            self.engine.workspace,
+            self.submit_environment,
+            poll_seconds=self.settings.env_poll_seconds,
+            tick=self.settings.poll_tick_seconds,
         )
         self.runner.start(asyncio.get_running_loop())
         stop, started = threading.Event(), threading.Event()
@@ -295,8 +300,12 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (a read: needs a token unless anonymous_read)",
-             dependencies=[Depends(reader)])
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (a read: needs a token unless anonymous_read)",
+        dependencies=[Depends(reader)],
+    )
     def metrics() -> Response:
         return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -134,7 +134,11 @@ class Dispatcher:
         if claim is Claim.ORPHANED and (started := self.state.runs_of_delivery(source, delivery_id)):
             self.state.finish_delivery(source, delivery_id, "started", started)
             runs = ", ".join(map(str, started))
-            return Outcome("duplicate", started, f"delivery {delivery_id} had started run {runs} before a server stopped; nothing new started")
+            return Outcome(
+                "duplicate",
+                started,
+                f"delivery {delivery_id} had started run {runs} before a server stopped; nothing new started",
+            )
         if event.kind is EventKind.PING:
             self.state.finish_delivery(source, delivery_id, "ping", [])
             return Outcome("ping", message=f"pong: repository {repo.name!r} is registered")
@@ -143,7 +147,9 @@ class Dispatcher:
         except ShiplineError as exc:
             # Our side failed (a broken pipeline file, bad params): let the forge's redelivery retry it.
             self.state.forget_delivery(source, delivery_id)
-            log.warning("delivery failed", extra={"source": source, "delivery": delivery_id, "repository": repo.name, "error": str(exc)})
+            log.warning(
+                "delivery failed", extra={"source": source, "delivery": delivery_id, "repository": repo.name, "error": str(exc)}
+            )
             raise
         self.state.finish_delivery(source, delivery_id, outcome.result, outcome.run_ids)
         return outcome
@@ -194,8 +200,15 @@ class Dispatcher:
         self.metrics.runs_started.labels(source).inc()
         log.info(
             "run queued",
-            extra={"run": run_id, "pipeline": pipeline.name, "source": source, "delivery": delivery_id,
-                   "repository": repo.name, "event": event.kind.value, "cancelled": cancelled},
+            extra={
+                "run": run_id,
+                "pipeline": pipeline.name,
+                "source": source,
+                "delivery": delivery_id,
+                "repository": repo.name,
+                "event": event.kind.value,
+                "cancelled": cancelled,
+            },
         )
         message = f"run {run_id} of {pipeline.name} queued"
         if cancelled:

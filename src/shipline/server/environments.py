@@ -65,7 +65,9 @@ async def list_environments(request: Request, _: Reader) -> list[EnvironmentOut]
     return list(await asyncio.gather(*(asyncio.to_thread(_one, server, s.name, live=False, history=0) for s in stored)))
 
 
-@router.get("/environments/{name}", response_model=EnvironmentOut, summary="One environment: status (health from the cluster) and history")
+@router.get(
+    "/environments/{name}", response_model=EnvironmentOut, summary="One environment: status (health from the cluster) and history"
+)
 async def get_environment(request: Request, name: str, _: Reader, limit: int = 30) -> EnvironmentOut:
     return await asyncio.to_thread(_one, _server(request), name, live=True, history=max(1, min(limit, 200)))
 
@@ -86,7 +88,9 @@ async def sync_environment(request: Request, name: str, _: Operator) -> Started:
     return Started(run=run_id, revision="", last_verified=back)
 
 
-@router.post("/environments/{name}/rollback", response_model=Started, status_code=202, summary="Queue a rollback to an earlier commit")
+@router.post(
+    "/environments/{name}/rollback", response_model=Started, status_code=202, summary="Queue a rollback to an earlier commit"
+)
 async def rollback_environment(request: Request, name: str, body: RollbackIn, _: Operator) -> Started:
     server = _server(request)
     stored = await asyncio.to_thread(server.environments.get, name)

@@ -76,7 +76,8 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
         what = "missing" if delivery.signature is None else "does not match the webhook secret of a registered repository"
         log.warning("webhook refused", extra={"forge": forge.value, "delivery": delivery.delivery_id, "reason": what})
         return _answer(
-            401, "unauthorized",
+            401,
+            "unauthorized",
             f"{SIGNATURE_HEADER[forge.value]} {what}; nothing started "
             "(set the hook's secret to the one given to `shipline repos add --secret`)",
         )
@@ -88,8 +89,7 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
         return _answer(400, "bad_request", str(exc))
     keys = {url_key(u) for u in event.repo_urls if u}
     poked = [
-        e.name for e in environments
-        if event.kind is EventKind.PUSH and url_key(e.repo) in keys and event.branch == e.branch
+        e.name for e in environments if event.kind is EventKind.PUSH and url_key(e.repo) in keys and event.branch == e.branch
     ]
     if poked and server.reconciler is not None:
         server.reconciler.poke(poked)
@@ -97,8 +97,11 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
     if not named and poked:
         count("started")
         return _answer(
-            202, "started", f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
-            environments=poked, delivery=delivery.delivery_id,
+            202,
+            "started",
+            f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
+            environments=poked,
+            delivery=delivery.delivery_id,
         )
     if not named:
         if event.kind is EventKind.PING and not event.repo_urls:
@@ -107,7 +110,8 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
         count("unknown_repository")
         urls = ", ".join(event.repo_urls) or "none"
         return _answer(
-            404, "unknown_repository",
+            404,
+            "unknown_repository",
             f"no {forge.value} repository with this webhook secret is registered for {urls}; "
             "register it with `shipline repos add`",
         )
@@ -126,8 +130,13 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
     run_ids = [i for _, o in outcomes for i in o.run_ids]
     message = "; ".join(o.message for _, o in outcomes)
     return _answer(
-        202 if result == "started" else 200, result, message,
-        runs=run_ids, delivery=delivery.delivery_id, repositories=[r.name for r, _ in outcomes], environments=poked,
+        202 if result == "started" else 200,
+        result,
+        message,
+        runs=run_ids,
+        delivery=delivery.delivery_id,
+        repositories=[r.name for r, _ in outcomes],
+        environments=poked,
     )
 
 

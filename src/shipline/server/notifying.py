@@ -53,8 +53,11 @@ class CommitStatuses:
             return None
         results = transition.data.get("results")
         return commit_status(
-            run_id=transition.run_id, pipeline=transition.pipeline, status=RunStatus(transition.status),
-            trigger=transition.trigger, server_url=self.settings.server_url,
+            run_id=transition.run_id,
+            pipeline=transition.pipeline,
+            status=RunStatus(transition.status),
+            trigger=transition.trigger,
+            server_url=self.settings.server_url,
             message=str(transition.data.get("message") or ""),
             results={str(k): str(v) for k, v in results.items()} if isinstance(results, dict) else {},
         )
@@ -83,13 +86,19 @@ class CommitStatuses:
         forge = self.forge_for(repo.forge) if self.forge_for else connect(self.settings, repo.forge)
         try:
             forge.set_status(
-                repo_ref(repo.url), update.sha, state=CommitState(update.state), context=update.context,
-                description=update.description, target_url=update.target_url,
+                repo_ref(repo.url),
+                update.sha,
+                state=CommitState(update.state),
+                context=update.context,
+                description=update.description,
+                target_url=update.target_url,
             )
         finally:
             forge.close()
-        log.info("commit status set", extra={"repository": repo.name, "sha": update.sha,
-                                             "context": update.context, "state": update.state})
+        log.info(
+            "commit status set",
+            extra={"repository": repo.name, "sha": update.sha, "context": update.context, "state": update.state},
+        )
 
     async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
         """Read the outbox until `stop`: at once when a run event is published here, else every `poll_seconds`."""

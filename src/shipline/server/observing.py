@@ -121,8 +121,10 @@ class Metrics:
             registry=self.registry,
         )
         self.runs_started = Counter(
-            "shipline_runs_triggered", "Runs created by the server, by source (webhook forge, poll, cron, api).",
-            ["source"], registry=self.registry,
+            "shipline_runs_triggered",
+            "Runs created by the server, by source (webhook forge, poll, cron, api).",
+            ["source"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

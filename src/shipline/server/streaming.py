@@ -93,7 +93,9 @@ async def stream_logs(request: Request, run_id: int, task: str | None = None) ->
             offsets[path] = offset
             more = more or full
             for at, text in lines:
-                out.append(sse("line", {"task": task_name, "attempt": attempt, "step": index, "name": name, "at": at, "text": text}))
+                out.append(
+                    sse("line", {"task": task_name, "attempt": attempt, "step": index, "name": name, "at": at, "text": text})
+                )
         return record, out, more
 
     async def gen() -> AsyncIterator[bytes]:

@@ -88,7 +88,9 @@ class EnvironmentStore:
         with self.sql.transaction() as conn:
             row = conn.execute(select(environments).where(environments.c.name == name)).first()
         if row is None:
-            raise NotFound(f"no environment {name!r} is registered (see `shipline env list`; add it with `shipline env apply FILE`)")
+            raise NotFound(
+                f"no environment {name!r} is registered (see `shipline env list`; add it with `shipline env apply FILE`)"
+            )
         return _stored(row)
 
     def all(self) -> list[StoredEnvironment]:
@@ -135,14 +137,29 @@ class EnvironmentStore:
         return entry
 
     def _insert(
-        self, name: str, action: str, run_id: int | None, commit: str, applied_commit: str, outcome: Outcome,
-        verified: bool, rolled_back_to: str, message: str,
+        self,
+        name: str,
+        action: str,
+        run_id: int | None,
+        commit: str,
+        applied_commit: str,
+        outcome: Outcome,
+        verified: bool,
+        rolled_back_to: str,
+        message: str,
     ) -> HistoryEntry:
         with self.sql.transaction() as conn:
             inserted = conn.execute(
                 insert(environment_history).values(
-                    environment=name, action=action, run_id=run_id, commit=commit, applied_commit=applied_commit,
-                    status=outcome.value, verified=verified, rolled_back_to=rolled_back_to, message=message,
+                    environment=name,
+                    action=action,
+                    run_id=run_id,
+                    commit=commit,
+                    applied_commit=applied_commit,
+                    status=outcome.value,
+                    verified=verified,
+                    rolled_back_to=rolled_back_to,
+                    message=message,
                     created_at=utcnow(),
                 )
             ).inserted_primary_key

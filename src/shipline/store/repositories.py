@@ -189,19 +189,21 @@ class ServerStore:
             raise UsageError(f"a {forge} repository needs a webhook secret (the same one set on the forge's hook)")
         try:
             with self._tx() as conn:
-                repo_id = _new_id(conn.execute(
-                    insert(repositories).values(
-                        name=name,
-                        url=url,
-                        url_key=url_key(url),
-                        forge=forge,
-                        secret=self.keyring.seal(secret) if secret else "",
-                        pipeline=pipeline,
-                        default_branch=default_branch,
-                        poll_seconds=poll_seconds,
-                        created_at=utcnow(),
+                repo_id = _new_id(
+                    conn.execute(
+                        insert(repositories).values(
+                            name=name,
+                            url=url,
+                            url_key=url_key(url),
+                            forge=forge,
+                            secret=self.keyring.seal(secret) if secret else "",
+                            pipeline=pipeline,
+                            default_branch=default_branch,
+                            poll_seconds=poll_seconds,
+                            created_at=utcnow(),
+                        )
                     )
-                ))
+                )
         except IntegrityError as exc:
             raise Conflict(f"a repository named {name!r} is already registered; pick another name or remove it first") from exc
         return self.get_repository(str(repo_id))
@@ -246,9 +248,11 @@ class ServerStore:
 
     def add_trigger(self, repository_id: int, rule: TriggerRule) -> Trigger:
         with self._tx() as conn:
-            trigger_id = _new_id(conn.execute(
-                insert(triggers).values(repository_id=repository_id, rule=rule.model_dump(mode="json"), created_at=utcnow())
-            ))
+            trigger_id = _new_id(
+                conn.execute(
+                    insert(triggers).values(repository_id=repository_id, rule=rule.model_dump(mode="json"), created_at=utcnow())
+                )
+            )
         return self.get_trigger(int(trigger_id))
 
     def get_trigger(self, trigger_id: int) -> Trigger:
@@ -258,7 +262,12 @@ class ServerStore:
             row = conn.execute(select(triggers).where(triggers.c.id == trigger_id)).first()
         if row is None:
             raise NotFound(f"no trigger {trigger_id} (see `shipline repos triggers`)")
-        return Trigger(id=row.id, repository_id=row.repository_id, rule=TriggerRule.model_validate(row.rule, context=STORED), created_at=_utc(row.created_at))
+        return Trigger(
+            id=row.id,
+            repository_id=row.repository_id,
+            rule=TriggerRule.model_validate(row.rule, context=STORED),
+            created_at=_utc(row.created_at),
+        )
 
     def list_triggers(self, repository_id: int | None = None) -> list[Trigger]:
         query = select(triggers).order_by(triggers.c.id)
@@ -267,7 +276,12 @@ class ServerStore:
         with self._tx() as conn:
             rows = conn.execute(query).all()
         return [
-            Trigger(id=r.id, repository_id=r.repository_id, rule=TriggerRule.model_validate(r.rule, context=STORED), created_at=_utc(r.created_at))
+            Trigger(
+                id=r.id,
+                repository_id=r.repository_id,
+                rule=TriggerRule.model_validate(r.rule, context=STORED),
+                created_at=_utc(r.created_at),
+            )
             for r in rows
         ]
 
@@ -355,8 +369,14 @@ class ServerStore:
             rows = conn.execute(select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)).all()
         return [
             Delivery(
-                id=r.id, source=r.source, delivery_id=r.delivery_id, repository_id=r.repository_id, event=r.event,
-                result=r.result, run_ids=list(r.run_ids), received_at=_utc(r.received_at),
+                id=r.id,
+                source=r.source,
+                delivery_id=r.delivery_id,
+                repository_id=r.repository_id,
+                event=r.event,
+                result=r.result,
+                run_ids=list(r.run_ids),
+                received_at=_utc(r.received_at),
             )
             for r in rows
         ]
@@ -367,9 +387,11 @@ class ServerStore:
         """A new token; the plain text is returned once and only its hash is kept."""
         plain = "shp_" + secrets.token_urlsafe(32)
         with self._tx() as conn:
-            token_id = _new_id(conn.execute(
-                insert(api_tokens).values(name=name[:100], role=role.value, token_hash=hash_token(plain), created_at=utcnow())
-            ))
+            token_id = _new_id(
+                conn.execute(
+                    insert(api_tokens).values(name=name[:100], role=role.value, token_hash=hash_token(plain), created_at=utcnow())
+                )
+            )
         (token,) = [t for t in self.list_tokens() if t.id == token_id]
         return token, plain
 
@@ -378,7 +400,9 @@ class ServerStore:
             row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == hash_token(plain))).first()
         if row is None:
             return None
-        return Token(id=row.id, name=row.name, role=Role(row.role), created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at))
+        return Token(
+            id=row.id, name=row.name, role=Role(row.role), created_at=_utc(row.created_at), last_used_at=_utc(row.last_used_at)
+        )
 
     def list_tokens(self) -> list[Token]:
         with self._tx() as conn:

@@ -95,7 +95,7 @@ class Keyring:
         if not stored.startswith(SEALED):
             return stored
         try:
-            return self._cipher(create=False).decrypt(stored[len(SEALED):].encode()).decode()
+            return self._cipher(create=False).decrypt(stored[len(SEALED) :].encode()).decode()
         except InvalidToken as exc:
             raise StoreError(
                 f"a value in the store cannot be decrypted with the key in {self.source}: it was sealed under "
@@ -116,9 +116,7 @@ def _create_key_file(path: Path) -> None:
 
 def check_name(name: str) -> str:
     if not SECRET_NAME.fullmatch(name):
-        raise UsageError(
-            f"secret name {name!r}: use letters, digits, '_' and '-', starting with a letter or '_' (128 at most)"
-        )
+        raise UsageError(f"secret name {name!r}: use letters, digits, '_' and '-', starting with a letter or '_' (128 at most)")
     return name
 
 
@@ -142,7 +140,9 @@ class SecretStore:
 
     def get(self, name: str) -> SecretInfo:
         with self.sql.transaction() as conn:
-            row = conn.execute(select(secrets.c.name, secrets.c.created_at, secrets.c.updated_at).where(secrets.c.name == name)).first()
+            row = conn.execute(
+                select(secrets.c.name, secrets.c.created_at, secrets.c.updated_at).where(secrets.c.name == name)
+            ).first()
         if row is None:
             raise NotFound(f"no secret {name!r}; set it with `shipline secrets set {name}`")
         return _info(row)
@@ -174,7 +174,9 @@ class SecretStore:
             rows = conn.execute(select(secrets.c.name, secrets.c.value).where(secrets.c.name.in_(list(names)))).all()
         if missing := [n for n in names if n not in {row.name for row in rows}]:
             listed = ", ".join(missing)
-            raise NotFound(f"secret {listed} is not set: set it with `shipline secrets set {missing[0]}` (or PUT /api/v1/secrets/NAME)")
+            raise NotFound(
+                f"secret {listed} is not set: set it with `shipline secrets set {missing[0]}` (or PUT /api/v1/secrets/NAME)"
+            )
         values = {}
         for row in rows:
             try:

@@ -39,13 +39,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipline.domain.runs import (
     RunRecord,
-    RunTransition,
-    Transition,
     RunStatus,
+    RunTransition,
     StepRecord,
     StepStatus,
     TaskRecord,
     TaskStatus,
+    Transition,
 )
 from shipline.exceptions import NotFound, StoreError
 from shipline.store.files import make_private, private_dir, private_file
@@ -322,7 +322,7 @@ class SqlStore:
             )
             self._statements[shape] = statement
         with self.transaction() as conn:
-            conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values)}})
+            conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values, strict=False)}})
             if transition is not None:
                 conn.execute(self._outbox_insert, transition.row())
 
@@ -400,13 +400,9 @@ class SqlStore:
             return []
         with self.transaction() as conn:
             run_rows = conn.execute(select(*_RECORD_COLUMNS).where(runs.c.id.in_(ids))).all()
-            task_rows = conn.execute(
-                select(task_runs).where(task_runs.c.run_id.in_(ids)).order_by(task_runs.c.position)
-            ).all()
+            task_rows = conn.execute(select(task_runs).where(task_runs.c.run_id.in_(ids)).order_by(task_runs.c.position)).all()
             step_rows = conn.execute(
-                select(step_runs)
-                .where(step_runs.c.run_id.in_(ids))
-                .order_by(step_runs.c.attempt, step_runs.c.idx)
+                select(step_runs).where(step_runs.c.run_id.in_(ids)).order_by(step_runs.c.attempt, step_runs.c.idx)
             ).all()
         # Rows the store wrote itself, of the types the records declare: built without
         # validating them again (a page of runs is hundreds of records).
@@ -526,9 +522,7 @@ class SqlStore:
         """Queued and running runs of a concurrency group, oldest first."""
         with self.transaction() as conn:
             rows = conn.execute(
-                select(runs.c.id)
-                .where(runs.c.concurrency_group == group, runs.c.status.in_(ACTIVE))
-                .order_by(runs.c.id)
+                select(runs.c.id).where(runs.c.concurrency_group == group, runs.c.status.in_(ACTIVE)).order_by(runs.c.id)
             )
             return [row.id for row in rows]
 
@@ -603,8 +597,16 @@ class SqlStore:
             rows = conn.execute(query).all()
         return [
             RunTransition(
-                id=r.id, run_id=r.run_id, pipeline=r.pipeline, kind=r.kind, task=r.task, status=r.status,
-                data=r.data or {}, at=_utc(r.created_at), params=r.params or {}, trigger=r.trigger,
+                id=r.id,
+                run_id=r.run_id,
+                pipeline=r.pipeline,
+                kind=r.kind,
+                task=r.task,
+                status=r.status,
+                data=r.data or {},
+                at=_utc(r.created_at),
+                params=r.params or {},
+                trigger=r.trigger,
             )
             for r in rows
         ]
@@ -668,26 +670,18 @@ class SqlStore:
         if not run_ids:
             return set()
         with self.transaction() as conn:
-            rows = conn.execute(
-                select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True))
-            )
+            rows = conn.execute(select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True)))
             return {row.id for row in rows}
 
     def heartbeat(self, owner: str) -> None:
         with self.transaction() as conn:
-            conn.execute(
-                update(runs)
-                .where(runs.c.owner == owner, runs.c.status.in_(ACTIVE))
-                .values(heartbeat_at=utcnow())
-            )
+            conn.execute(update(runs).where(runs.c.owner == owner, runs.c.status.in_(ACTIVE)).values(heartbeat_at=utcnow()))
 
     def owned_active(self) -> list[tuple[int, str, datetime | None]]:
         """(run id, owner, last heartbeat) of every run some engine has taken and not finished."""
         with self.transaction() as conn:
             rows = conn.execute(
-                select(runs.c.id, runs.c.owner, runs.c.heartbeat_at).where(
-                    runs.c.status.in_(ACTIVE), runs.c.owner.is_not(None)
-                )
+                select(runs.c.id, runs.c.owner, runs.c.heartbeat_at).where(runs.c.status.in_(ACTIVE), runs.c.owner.is_not(None))
             )
             return [(row.id, row.owner, _utc(row.heartbeat_at)) for row in rows]
 

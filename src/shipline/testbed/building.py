@@ -114,18 +114,20 @@ def build(layout: Layout, only: Sequence[str] = (), report: Report = print, forc
         with _MemoryWatch() as watch:
             start = time.monotonic()
             if name == "debian":
-                version = _install_debian(layout, lambda line: report(f"{prefix}: {line}"))
+                version = _install_debian(layout, lambda line: report(f"{prefix}: {line}"))  # noqa: B023 (called within this iteration)
             elif name == IMAGES_PART:
-                images.build_images(layout, lambda line: report(f"{prefix}: {line}"))
+                images.build_images(layout, lambda line: report(f"{prefix}: {line}"))  # noqa: B023 (called within this iteration)
                 version = images.images_key()
             else:
                 part = next(p for p in GO_PARTS if p.name == name)
-                _build_go_part(layout, part, lambda line: report(f"{prefix}: {line}"))
+                _build_go_part(layout, part, lambda line: report(f"{prefix}: {line}"))  # noqa: B023 (called within this iteration)
                 version = part.version
             seconds = time.monotonic() - start
         missing = missing_programs(layout, name)
         if missing:
-            raise ToolError(f"{name}: built, but {', '.join(map(str, missing))} is missing; see the logs under {layout.cache / 'logs'}")
+            raise ToolError(
+                f"{name}: built, but {', '.join(map(str, missing))} is missing; see the logs under {layout.cache / 'logs'}"
+            )
         result = PartResult(name, version, False, seconds, watch.peak_rss_mib, watch.peak_used_mib, watch.peak_tree_mib)
         _write_stamp(stamp, result)
         results.append(result)
@@ -306,8 +308,19 @@ def _build_module_source(layout: Layout, part: GoPart, env: dict[str, str], log:
     version = part.version.lstrip("v")
     report(f"go build -tags '{' '.join(part.tags)}' ({log})")
     run_with_heartbeat(
-        ["go", "build", "-v", "-trimpath", "-tags", tags, "-ldflags", f"-s -w -X main.Version={version}",
-         "-o", str(out / part.programs[0]), "."],
+        [
+            "go",
+            "build",
+            "-v",
+            "-trimpath",
+            "-tags",
+            tags,
+            "-ldflags",
+            f"-s -w -X main.Version={version}",
+            "-o",
+            str(out / part.programs[0]),
+            ".",
+        ],
         log=log,
         env=env,
         cwd=source,
@@ -353,9 +366,7 @@ def run_with_heartbeat(
         )
 
 
-def run_logged(
-    cmd: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> str:
+def run_logged(cmd: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
     """Run a command to the end, append its output to `log`, return its stdout.
 
     Raises ToolError with the command and the tail of its stderr.
@@ -366,8 +377,12 @@ def run_logged(
         out.flush()
         try:
             proc = subprocess.run(
-                list(cmd), cwd=cwd, env=dict(env) if env is not None else None, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, check=False,
+                list(cmd),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                capture_output=True,
+                text=True,
+                check=False,
             )
         except FileNotFoundError as exc:
             raise ToolError(f"`{cmd[0]}` is not installed or not on PATH (running: {' '.join(cmd)})") from exc

@@ -94,8 +94,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def kubeconfig(*, server: str, ca_pem: bytes, user: str, cert_pem: bytes | None = None,
-               key_pem: bytes | None = None, token: str | None = None, namespace: str | None = None) -> str:
+def kubeconfig(
+    *,
+    server: str,
+    ca_pem: bytes,
+    user: str,
+    cert_pem: bytes | None = None,
+    key_pem: bytes | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+) -> str:
     """A self-contained kubeconfig (certificates inlined) with one context."""
     credentials: dict[str, str] = {}
     if cert_pem is not None and key_pem is not None:
@@ -158,8 +166,14 @@ def kwok_nodes(count: int) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2) + "\n"
 
 
-ENV_VARIABLES = ("KUBECONFIG", "SHIPLINE_REGISTRY", "SHIPLINE_GITEA_URL", "SHIPLINE_GITEA_TOKEN", "SHIPLINE_TESTBED_HOME",
-                 "SHIPLINE_RUNNER_IMAGE")
+ENV_VARIABLES = (
+    "KUBECONFIG",
+    "SHIPLINE_REGISTRY",
+    "SHIPLINE_GITEA_URL",
+    "SHIPLINE_GITEA_TOKEN",
+    "SHIPLINE_TESTBED_HOME",
+    "SHIPLINE_RUNNER_IMAGE",
+)
 
 
 def env_file(values: Mapping[str, str]) -> str:

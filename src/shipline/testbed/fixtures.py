@@ -122,7 +122,8 @@ def namespace(kubeconfig: Path, kubectl: Path) -> Iterator[str]:
     yield name
     subprocess.run(
         [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", name, "--wait=false"],
-        check=False, capture_output=True,
+        check=False,
+        capture_output=True,
     )
 
 
@@ -141,11 +142,13 @@ class GiteaClient:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.url}/api/v1{path}", data=data, method=method,
+            f"{self.url}/api/v1{path}",
+            data=data,
+            method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             with exc:

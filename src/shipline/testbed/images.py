@@ -58,34 +58,58 @@ def build_images(layout: Layout, report: Report) -> None:
         (work / "pause").write_text(PAUSE_SCRIPT)
         report(f"pause image {PAUSE_IMAGE}: busybox-static FROM scratch")
         _buildah_image(
-            storage, work, log, PAUSE_IMAGE, archive(layout, PAUSE_IMAGE),
+            storage,
+            work,
+            log,
+            PAUSE_IMAGE,
+            archive(layout, PAUSE_IMAGE),
             adds=[("/bin/busybox", "/bin/busybox"), (str(work / "pause"), "/pause")],
             config=["--entrypoint", '["/bin/busybox", "sh", "/pause"]'],
         )
         rootfs = work / "rootfs.tar"
         report(f"runner image {RUNNER_IMAGE}: mmdebstrap {DEBIAN_SUITE} minbase + {', '.join(RUNNER_PACKAGES)}")
         _run(
-            ["mmdebstrap", "--variant=minbase", f"--include={','.join(RUNNER_PACKAGES)}", "--mode=root",
-             "--format=tar", "--aptopt=Acquire::Languages \"none\"",
-             "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-             "--dpkgopt=path-exclude=/usr/share/doc/*",
-             "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
-             DEBIAN_SUITE, str(rootfs), f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main"],
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(RUNNER_PACKAGES)}",
+                "--mode=root",
+                "--format=tar",
+                '--aptopt=Acquire::Languages "none"',
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
+                DEBIAN_SUITE,
+                str(rootfs),
+                f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main",
+            ],
             log,
         )
         _buildah_image(
-            storage, work, log, RUNNER_IMAGE, archive(layout, RUNNER_IMAGE),
+            storage,
+            work,
+            log,
+            RUNNER_IMAGE,
+            archive(layout, RUNNER_IMAGE),
             adds=[(str(rootfs), "/")],
-            config=["--cmd", "/bin/bash", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "--env", "LANG=C.UTF-8"],
+            config=[
+                "--cmd",
+                "/bin/bash",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--env",
+                "LANG=C.UTF-8",
+            ],
         )
         _run(["buildah", *storage, "rm", "--all"], log)
         # vfs layers belong to root and are many: remove them here, not in TemporaryDirectory's walk.
         shutil.rmtree(work / "storage", ignore_errors=True)
 
 
-def _buildah_image(storage: list[str], work: Path, log: Path, image: str, target: Path,
-                   adds: list[tuple[str, str]], config: list[str]) -> None:
+def _buildah_image(
+    storage: list[str], work: Path, log: Path, image: str, target: Path, adds: list[tuple[str, str]], config: list[str]
+) -> None:
     container = _run(["buildah", *storage, "from", "scratch"], log).strip().splitlines()[-1]
     for source, dest in adds:
         # `add` unpacks a local tar archive (the rootfs); `copy` would not.

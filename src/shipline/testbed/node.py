@@ -23,8 +23,8 @@ from shipline.testbed import certs, nodeconfigs
 from shipline.testbed.building import is_built
 from shipline.testbed.images import push_images
 from shipline.testbed.layout import Layout
-from shipline.testbed.parts import COREDNS
 from shipline.testbed.nodeconfigs import API_SERVICE_IP, BRIDGE, NODE_NAME, POD_GATEWAY, POD_SUBNET
+from shipline.testbed.parts import COREDNS
 
 Report = Callable[[str], None]
 
@@ -72,7 +72,7 @@ def _machine_owner() -> str:
 
 
 def _kubelet_alive(home: Path) -> bool:
-    from shipline.testbed.processes import read_pid, is_alive
+    from shipline.testbed.processes import is_alive, read_pid
 
     pid = read_pid(home / "run" / "kubelet.pid")
     return pid is not None and is_alive(pid, "kubelet")
@@ -126,8 +126,23 @@ def prepare(layout: Layout, ports: Mapping[str, int], report: Report) -> None:
 def _own_rules(api_port: int) -> None:
     rules = {
         "nat": [
-            (OWN_CHAIN, ["-i", BRIDGE, "-d", API_SERVICE_IP, "-p", "tcp", "--dport", "443",
-                         "-j", "DNAT", "--to-destination", f"127.0.0.1:{api_port}"]),
+            (
+                OWN_CHAIN,
+                [
+                    "-i",
+                    BRIDGE,
+                    "-d",
+                    API_SERVICE_IP,
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "443",
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    f"127.0.0.1:{api_port}",
+                ],
+            ),
         ],
         "filter": [
             # Pods talk to this machine and to each other, nowhere else.
@@ -158,26 +173,35 @@ def _write_configs(layout: Layout, ports: Mapping[str, int], node_ip: str) -> No
     (cni / "10-shipline.conflist").write_text(nodeconfigs.cni_config(layout.data("cni-ipam")))
     (directory / "containerd.toml").write_text(
         nodeconfigs.containerd_config(
-            root=layout.data("containerd"), state=layout.run / "containerd", socket=socket(layout),
-            metrics_port=ports["containerd"], cni_conf=cni, certs_d=certs_d,
+            root=layout.data("containerd"),
+            state=layout.run / "containerd",
+            socket=socket(layout),
+            metrics_port=ports["containerd"],
+            cni_conf=cni,
+            certs_d=certs_d,
             sandbox_image=f"{registry}/{nodeconfigs.PAUSE_IMAGE}",
         )
     )
     (directory / "kubelet.json").write_text(
         nodeconfigs.kubelet_config(
-            node_ip=node_ip, port=ports["kubelet"], healthz_port=ports["kubelet-healthz"], pki=layout.pki,
-            socket=socket(layout), pod_logs=layout.data("pod-logs"), cluster_dns=is_built(layout, COREDNS.name),
+            node_ip=node_ip,
+            port=ports["kubelet"],
+            healthz_port=ports["kubelet-healthz"],
+            pki=layout.pki,
+            socket=socket(layout),
+            pod_logs=layout.data("pod-logs"),
+            cluster_dns=is_built(layout, COREDNS.name),
         )
     )
     (directory / "Corefile").write_text(
-        nodeconfigs.corefile(
-            node_ip=node_ip, health_port=ports["coredns"], kubeconfig=layout.pki / "coredns.kubeconfig"
-        )
+        nodeconfigs.corefile(node_ip=node_ip, health_port=ports["coredns"], kubeconfig=layout.pki / "coredns.kubeconfig")
     )
     (directory / "kube-proxy.json").write_text(
         nodeconfigs.kube_proxy_config(
-            kubeconfig=layout.pki / "kube-proxy.kubeconfig", node_ip=node_ip,
-            healthz_port=ports["kube-proxy"], metrics_port=ports["kube-proxy-metrics"],
+            kubeconfig=layout.pki / "kube-proxy.kubeconfig",
+            node_ip=node_ip,
+            healthz_port=ports["kube-proxy"],
+            metrics_port=ports["kube-proxy-metrics"],
         )
     )
     for sub in ("containerd", "kubelet", "pod-logs", "cni-ipam"):
@@ -192,7 +216,10 @@ def wait_ready(kubectl: Callable[..., str], timeout: float, report: Report, log:
     while time.monotonic() < deadline:
         try:
             out = kubectl(
-                "get", "node", NODE_NAME, "-o",
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
                 "jsonpath={.status.conditions[?(@.type=='Ready')].status} "
                 "{.status.conditions[?(@.type=='Ready')].lastHeartbeatTime}",
             ).strip()
@@ -244,8 +271,9 @@ def teardown(layout: Layout, report: Report) -> None:
     for port_file in (layout.state_file,):
         try:
             base = int(json.loads(port_file.read_text())["ports"]["registry"])
-            subprocess.run(["ip", "addr", "del", f"{nodeconfigs.node_ip(base)}/32", "dev", "lo"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["ip", "addr", "del", f"{nodeconfigs.node_ip(base)}/32", "dev", "lo"], capture_output=True, check=False
+            )
         except (OSError, ValueError, KeyError):
             pass
     _remove_runtime_leftovers(sandboxes)
@@ -275,8 +303,14 @@ def _remove_runtime_leftovers(sandboxes: set[str]) -> None:
     for sandbox in sandboxes:
         for name in (f"shipline-testbed-{sandbox}-eth0", f"cni-loopback-{sandbox}-lo"):
             (results / name).unlink(missing_ok=True)
-    for directory in (results, results.parent, Path("/run/containerd/runc/k8s.io"), Path("/run/containerd/runc"),
-                      Path("/run/containerd/s"), Path("/run/containerd")):
+    for directory in (
+        results,
+        results.parent,
+        Path("/run/containerd/runc/k8s.io"),
+        Path("/run/containerd/runc"),
+        Path("/run/containerd/s"),
+        Path("/run/containerd"),
+    ):
         try:
             directory.rmdir()
         except OSError:

@@ -44,8 +44,9 @@ def node_ip(port_base: int) -> str:
     return f"10.251.{(port_base >> 8) & 255}.{port_base & 255}"
 
 
-def containerd_config(*, root: Path, state: Path, socket: Path, metrics_port: int, cni_conf: Path,
-                      certs_d: Path, sandbox_image: str) -> str:
+def containerd_config(
+    *, root: Path, state: Path, socket: Path, metrics_port: int, cni_conf: Path, certs_d: Path, sandbox_image: str
+) -> str:
     return f"""version = 2
 root = "{root}"
 state = "{state}"
@@ -122,8 +123,9 @@ def cni_config(ipam_dir: Path) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def kubelet_config(*, node_ip: str, port: int, healthz_port: int, pki: Path, socket: Path, pod_logs: Path,
-                   cluster_dns: bool = False) -> str:
+def kubelet_config(
+    *, node_ip: str, port: int, healthz_port: int, pki: Path, socket: Path, pod_logs: Path, cluster_dns: bool = False
+) -> str:
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",

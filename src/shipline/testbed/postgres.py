@@ -55,7 +55,9 @@ class ThrowawayPostgres:
     def start(self) -> ThrowawayPostgres:
         data = self.root / "data"
         self._pg(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "shipline", "--no-sync")
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={self.max_connections}"
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={self.max_connections}"
+        )
         self._pg(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "log"), "-w", "start", "-o", options)
         return self
 

@@ -49,7 +49,12 @@ def start_detached(
     try:
         proc = subprocess.run(
             ["setsid", "sh", "-c", _LAUNCHER, "sh", str(log), *command],
-            cwd=cwd, env=dict(env), capture_output=True, text=True, check=False, timeout=30,
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolError(f"could not start {argv[0]}: {exc}") from exc

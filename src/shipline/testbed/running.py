@@ -215,7 +215,7 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(configs.env_file(env_values(layout, state)))
-    report(f"testbed is up in {time.monotonic() - start:.1f}s; `eval \"$(shipline testbed env)\"` to use it")
+    report(f'testbed is up in {time.monotonic() - start:.1f}s; `eval "$(shipline testbed env)"` to use it')
     return state
 
 
@@ -225,14 +225,25 @@ def _start(layout: Layout, state: State, spec: ServiceSpec, env: Mapping[str, st
     if run_as is not None:
         spec_env.update(HOME=str(Path(state.gitea_root) / "home"), USER=run_as.user)
     start_detached(
-        spec.argv, pidfile=layout.pidfile(spec.name), log=layout.log(spec.name),
-        env=spec_env, cwd=spec.cwd or layout.home, run_as=run_as,
+        spec.argv,
+        pidfile=layout.pidfile(spec.name),
+        log=layout.log(spec.name),
+        env=spec_env,
+        cwd=spec.cwd or layout.home,
+        run_as=run_as,
     )
     report(f"{spec.name}: started on 127.0.0.1:{spec.port} (log: {layout.log(spec.name)})")
 
 
-def _up_node(layout: Layout, state: State, specs: list[ServiceSpec], running: set[str], env: Mapping[str, str],
-             timeout: float, report: Report) -> None:
+def _up_node(
+    layout: Layout,
+    state: State,
+    specs: list[ServiceSpec],
+    running: set[str],
+    env: Mapping[str, str],
+    timeout: float,
+    report: Report,
+) -> None:
     """Start the real node; if it cannot come up, stop it again and keep the reason, so that
     the rest of the testbed still serves (and the tests that need the node say why not)."""
     since = 0.0 if "kubelet" in running else time.time()
@@ -296,7 +307,9 @@ def _write_files(layout: Layout, state: State, wanted: list[ServiceSpec], report
     ca_pem = (pki / "ca.crt").read_bytes()
     for client in certs.CLIENTS:
         text = configs.kubeconfig(
-            server=server, ca_pem=ca_pem, user=client.common_name,
+            server=server,
+            ca_pem=ca_pem,
+            user=client.common_name,
             cert_pem=(pki / f"{client.file_name}.crt").read_bytes(),
             key_pem=(pki / f"{client.file_name}.key").read_bytes(),
         )
@@ -355,7 +368,12 @@ def _ensure_nodes(layout: Layout, timeout: float, report: Report) -> None:
     deadline = time.monotonic() + timeout
     while True:
         out = kubectl(
-            layout, "get", "nodes", "-l", "type=kwok", "-o",
+            layout,
+            "get",
+            "nodes",
+            "-l",
+            "type=kwok",
+            "-o",
             "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
         )
         ready = [line for line in out.splitlines() if line.endswith("=True")]
@@ -375,8 +393,17 @@ def _service_user() -> RunAs:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
         run_logged(
-            ["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", "--home-dir", "/nonexistent",
-             "--no-create-home", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+                "/nonexistent",
+                "--no-create-home",
+                SERVICE_USER,
+            ],
             log=Path("/dev/null"),
         )
         entry = pwd.getpwnam(SERVICE_USER)
@@ -415,8 +442,11 @@ def _prepare_gitea(layout: Layout, state: State, spec: ServiceSpec, report: Repo
     if not app_ini.exists():
         app_ini.write_text(
             configs.gitea_app_ini(
-                work=root / "work", static=static, port=state.ports["gitea"],
-                run_user=run_as.user if run_as else pwd.getpwuid(os.getuid()).pw_name, secrets=_gitea_secrets(),
+                work=root / "work",
+                static=static,
+                port=state.ports["gitea"],
+                run_user=run_as.user if run_as else pwd.getpwuid(os.getuid()).pw_name,
+                secrets=_gitea_secrets(),
             )
         )
     if run_as is not None:
@@ -444,19 +474,47 @@ def _ensure_gitea_token(layout: Layout, state: State, report: Report) -> None:
         return
     try:
         _gitea_cli(
-            layout, state,
-            ["admin", "user", "create", "--admin", "--username", state.gitea_admin, "--password", state.gitea_password,
-             "--email", f"{state.gitea_admin}@testbed.invalid", "--must-change-password=false"],
+            layout,
+            state,
+            [
+                "admin",
+                "user",
+                "create",
+                "--admin",
+                "--username",
+                state.gitea_admin,
+                "--password",
+                state.gitea_password,
+                "--email",
+                f"{state.gitea_admin}@testbed.invalid",
+                "--must-change-password=false",
+            ],
         )
         report(f"gitea: created admin user {state.gitea_admin}")
     except ToolError as exc:
         if "already exists" not in str(exc):
             raise
-    token = _gitea_cli(
-        layout, state,
-        ["admin", "user", "generate-access-token", "--username", state.gitea_admin,
-         "--token-name", f"testbed-{int(time.time())}", "--scopes", "all", "--raw"],
-    ).strip().splitlines()[-1].strip()
+    token = (
+        _gitea_cli(
+            layout,
+            state,
+            [
+                "admin",
+                "user",
+                "generate-access-token",
+                "--username",
+                state.gitea_admin,
+                "--token-name",
+                f"testbed-{int(time.time())}",
+                "--scopes",
+                "all",
+                "--raw",
+            ],
+        )
+        .strip()
+        .splitlines()[-1]
+        .strip()
+    )
     state.gitea_token = token
     report("gitea: created an API token")
 
@@ -469,7 +527,7 @@ def _gitea_token_works(state: State) -> bool:
         f"http://127.0.0.1:{state.ports['gitea']}/api/v1/user", headers={"Authorization": f"token {state.gitea_token}"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status) == 200
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -508,7 +566,11 @@ def _node_status(layout: Layout, state: State) -> ServiceStatus:
     """The real node as the API server sees it: a row of `status`."""
     try:
         out = kubectl(
-            layout, "get", "node", nodeconfigs.NODE_NAME, "-o",
+            layout,
+            "get",
+            "node",
+            nodeconfigs.NODE_NAME,
+            "-o",
             "jsonpath={.status.conditions[?(@.type=='Ready')].status} {.status.nodeInfo.kubeletVersion} "
             "{.status.nodeInfo.containerRuntimeVersion} {.status.addresses[?(@.type=='InternalIP')].address}",
         ).split()
@@ -516,7 +578,9 @@ def _node_status(layout: Layout, state: State) -> ServiceStatus:
         out = ["Unknown", str(exc)[:60]]
     ready = bool(out) and out[0] == "True"
     detail = ("Ready " if ready else "NotReady ") + " ".join(out[1:])
-    return ServiceStatus(f"node/{nodeconfigs.NODE_NAME}", state.ports["kubelet"], True, None, ready, detail, str(layout.log("kubelet")))
+    return ServiceStatus(
+        f"node/{nodeconfigs.NODE_NAME}", state.ports["kubelet"], True, None, ready, detail, str(layout.log("kubelet"))
+    )
 
 
 def env_values(layout: Layout, state: State) -> dict[str, str]:

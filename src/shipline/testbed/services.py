@@ -41,9 +41,7 @@ class ServiceSpec:
     env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
-def service_specs(
-    layout: Layout, ports: dict[str, int], programs: dict[str, Path], gitea_root: Path
-) -> list[ServiceSpec]:
+def service_specs(layout: Layout, ports: dict[str, int], programs: dict[str, Path], gitea_root: Path) -> list[ServiceSpec]:
     """Every service, in an order where each comes after what it needs."""
     pki = layout.pki
     api = f"https://127.0.0.1:{ports['kube-apiserver']}"
@@ -74,9 +72,12 @@ def service_specs(
             part="gitea",
             program=programs["gitea"],
             argv=(
-                str(programs["gitea"]), "web",
-                "--config", str(gitea_root / "app.ini"),
-                "--work-path", str(gitea_root / "work"),
+                str(programs["gitea"]),
+                "web",
+                "--config",
+                str(gitea_root / "app.ini"),
+                "--work-path",
+                str(gitea_root / "work"),
             ),
             port=ports["gitea"],
             health_url=f"http://127.0.0.1:{ports['gitea']}/api/healthz",
@@ -270,7 +271,7 @@ def probe(spec: ServiceSpec, ca_file: Path | None, timeout: float = 2.0) -> tupl
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(spec.health_url, timeout=timeout, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(spec.health_url, timeout=timeout, context=context) as response:
             body = response.read(2000).decode(errors="replace").strip()
             status = int(response.status)
     except urllib.error.HTTPError as exc:

@@ -10,13 +10,12 @@ A payload that is not what its event header promises is a `UsageError` (HTTP 400
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from shipline.exceptions import UsageError
 from shipline.triggers.events import ZERO_SHA, EventKind, Forge, ForgeEvent, PullRequestAction
-
 
 MAX_DEPTH = 32
 """Forges' payloads nest a handful of levels; deeper JSON is refused (400), not followed."""
@@ -27,9 +26,7 @@ def decode(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(
-            f"webhook body is not JSON ({exc}); set the hook's content type to application/json"
-        ) from exc
+        raise UsageError(f"webhook body is not JSON ({exc}); set the hook's content type to application/json") from exc
     except RecursionError as exc:
         raise UsageError(f"webhook body nests deeper than {MAX_DEPTH} levels; no forge sends that") from exc
     if not isinstance(data, dict):
@@ -185,9 +182,7 @@ def _with_message(ev: ForgeEvent, message: str) -> ForgeEvent:
     return replace(ev, message=message)
 
 
-def _github_like_pr(
-    forge: Forge, payload: Mapping[str, Any], actions: Mapping[str, PullRequestAction]
-) -> ForgeEvent:
+def _github_like_pr(forge: Forge, payload: Mapping[str, Any], actions: Mapping[str, PullRequestAction]) -> ForgeEvent:
     base = _github_like_repo(payload)
     pr = payload.get("pull_request")
     if not isinstance(pr, Mapping):

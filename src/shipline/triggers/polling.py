@@ -55,8 +55,15 @@ async def ls_remote(url: str, timeout: float = 60.0) -> dict[str, str]:
     # Its own process group: git runs a helper per transport (git-remote-https), which
     # must go with it on a timeout or when the server stops.
     proc = await asyncio.create_subprocess_exec(
-        "git", "ls-remote", "--heads", "--tags", url,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        "git",
+        "ls-remote",
+        "--heads",
+        "--tags",
+        url,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
         start_new_session=True,
     )
     try:

@@ -28,8 +28,22 @@ from shipline.integrations.forges.base import (
 from shipline.settings import Settings
 
 __all__ = [
-    "BranchProtection", "Commit", "CommitState", "CommitStatus", "FileChange", "Forge", "Hook", "MergeResult",
-    "PullRequest", "RepoRef", "connect", "forge_host", "has_token", "host_of", "repo_ref", "serves",
+    "BranchProtection",
+    "Commit",
+    "CommitState",
+    "CommitStatus",
+    "FileChange",
+    "Forge",
+    "Hook",
+    "MergeResult",
+    "PullRequest",
+    "RepoRef",
+    "connect",
+    "forge_host",
+    "has_token",
+    "host_of",
+    "repo_ref",
+    "serves",
 ]
 
 SUPPORTED = ("gitea", "github")
@@ -42,7 +56,9 @@ def connect(settings: Settings, kind: str) -> Forge:
 
         if not settings.gitea_url or settings.gitea_token is None:
             missing = " and ".join(
-                n for n, v in (("SHIPLINE_GITEA_URL", settings.gitea_url), ("SHIPLINE_GITEA_TOKEN", settings.gitea_token)) if not v
+                n
+                for n, v in (("SHIPLINE_GITEA_URL", settings.gitea_url), ("SHIPLINE_GITEA_TOKEN", settings.gitea_token))
+                if not v
             )
             raise UsageError(f"talking to Gitea needs {missing} (a token with write:repository and write:issue scopes)")
         return GiteaForge(settings.gitea_url, settings.gitea_token.get_secret_value(), timeout=settings.forge_timeout_seconds)

@@ -191,8 +191,6 @@ class Forge(Protocol):
         """A file's bytes at a commit, branch or tag; None when the file does not exist there."""
         ...
 
-    def commit_files(
-        self, repo: RepoRef, *, branch: str, base: str, message: str, changes: list[FileChange]
-    ) -> Commit:
+    def commit_files(self, repo: RepoRef, *, branch: str, base: str, message: str, changes: list[FileChange]) -> Commit:
         """One commit with these changes on `branch`, made from `base` when the branch does not exist yet."""
         ...

@@ -66,7 +66,10 @@ class ForgeHttp:
         self.backoff = backoff
         self.sleep = sleep
         self.client = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=dict(headers), timeout=timeout, transport=transport,
+            base_url=base_url.rstrip("/"),
+            headers=dict(headers),
+            timeout=timeout,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -98,7 +101,9 @@ class ForgeHttp:
                 raise ForgeError(
                     f"{self.forge}: {what} ({call}) failed: {type(exc).__name__}: {exc}; "
                     f"{_hint(self.forge, None, self.token_setting, self.scopes)} (tried {attempt} time{'s' * (attempt > 1)})",
-                    forge=self.forge, call=call, status=None,
+                    forge=self.forge,
+                    call=call,
+                    status=None,
                 ) from exc
             status = response.status_code
             if 200 <= status < 300 or status in ok:
@@ -113,7 +118,9 @@ class ForgeHttp:
         raise ForgeError(
             f"{self.forge}: {what} ({call}) failed: HTTP {status}: {message_of(response)}; "
             f"{_hint(self.forge, status, self.token_setting, self.scopes)}",
-            forge=self.forge, call=call, status=status,
+            forge=self.forge,
+            call=call,
+            status=status,
         )
 
     def _pause(self, attempt: int, call: str, why: str) -> None:
@@ -131,7 +138,9 @@ class ForgeHttp:
             raise ForgeError(
                 f"{self.forge}: {what} ({method} {path}) answered HTTP {response.status_code} with a body that is not JSON; "
                 f"is {self.client.base_url} the forge's API?",
-                forge=self.forge, call=f"{method} {path}", status=response.status_code,
+                forge=self.forge,
+                call=f"{method} {path}",
+                status=response.status_code,
             ) from exc
 
 

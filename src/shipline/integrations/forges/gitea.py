@@ -57,10 +57,13 @@ class GiteaForge:
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.http = ForgeHttp(
-            "gitea", f"{self.url}/api/v1",
+            "gitea",
+            f"{self.url}/api/v1",
             {"Authorization": f"token {token}", "Accept": "application/json"},
-            token_setting="SHIPLINE_GITEA_TOKEN", scopes="the write:repository and write:issue scopes",
-            timeout=timeout, transport=transport,
+            token_setting="SHIPLINE_GITEA_TOKEN",
+            scopes="the write:repository and write:issue scopes",
+            timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -101,7 +104,9 @@ class GiteaForge:
 
     def open_pull_request(self, repo: RepoRef, *, head: str, base: str, title: str, body: str) -> PullRequest:
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/pulls", f"open a pull request {head} -> {base} on {repo}",
+            "POST",
+            f"{self._repo(repo)}/pulls",
+            f"open a pull request {head} -> {base} on {repo}",
             body={"head": head, "base": base, "title": title, "body": body},
         )
         return _pr(data)
@@ -110,7 +115,9 @@ class GiteaForge:
         self, repo: RepoRef, number: int, *, title: str | None = None, body: str | None = None
     ) -> PullRequest:
         change = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
-        data = self.http.json("PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change)
+        data = self.http.json(
+            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
+        )
         return _pr(data)
 
     def merge_pull_request(self, repo: RepoRef, number: int, *, method: str = "merge", message: str = "") -> MergeResult:
@@ -119,8 +126,11 @@ class GiteaForge:
             body["MergeMessageField"] = message
         # 405: not mergeable now (checks, approvals, protection); 409: a conflict or the head moved.
         response = self.http.call(
-            "POST", f"{self._repo(repo)}/pulls/{number}/merge", f"merge pull request #{number} of {repo}",
-            body=body, ok=(405, 409),
+            "POST",
+            f"{self._repo(repo)}/pulls/{number}/merge",
+            f"merge pull request #{number} of {repo}",
+            body=body,
+            ok=(405, 409),
         )
         if response.status_code in (405, 409):
             return MergeResult(False, reason=message_of(response))
@@ -136,7 +146,9 @@ class GiteaForge:
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/issues/{number}/comments", f"comment on pull request #{number} of {repo}",
+            "POST",
+            f"{self._repo(repo)}/issues/{number}/comments",
+            f"comment on pull request #{number} of {repo}",
             body={"body": body},
         )
         return int(field(data, "id") or 0)
@@ -147,7 +159,9 @@ class GiteaForge:
         self, repo: RepoRef, sha: str, *, state: CommitState, context: str, description: str = "", target_url: str = ""
     ) -> None:
         self.http.call(
-            "POST", f"{self._repo(repo)}/statuses/{quote(sha, safe='')}", f"set status {context}={state.value} on {sha[:12]} of {repo}",
+            "POST",
+            f"{self._repo(repo)}/statuses/{quote(sha, safe='')}",
+            f"set status {context}={state.value} on {sha[:12]} of {repo}",
             body={"state": state.value, "context": context, "description": description[:140], "target_url": target_url},
         )
 
@@ -158,7 +172,9 @@ class GiteaForge:
         out = []
         for item in field(data, "statuses") or []:
             state = text(item, "status") or text(item, "state")
-            out.append(CommitStatus(text(item, "context"), CommitState(state), text(item, "description"), text(item, "target_url")))
+            out.append(
+                CommitStatus(text(item, "context"), CommitState(state), text(item, "description"), text(item, "target_url"))
+            )
         return out
 
     def branch_protection(self, repo: RepoRef, branch: str) -> BranchProtection | None:
@@ -182,12 +198,16 @@ class GiteaForge:
             if text(hook, "config", "url") == url:
                 # The secret is never read back: set it again so the hook and shipline agree.
                 data = self.http.json(
-                    "PATCH", f"{self._repo(repo)}/hooks/{field(hook, 'id')}", f"update the webhook to {url} on {repo}",
+                    "PATCH",
+                    f"{self._repo(repo)}/hooks/{field(hook, 'id')}",
+                    f"update the webhook to {url} on {repo}",
                     body={"config": config, "events": list(events), "active": True},
                 )
                 return self._hook(data, created=False)
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/hooks", f"register a webhook to {url} on {repo}",
+            "POST",
+            f"{self._repo(repo)}/hooks",
+            f"register a webhook to {url} on {repo}",
             body={"type": "gitea", "config": config, "events": list(events), "active": True},
         )
         return self._hook(data, created=True)
@@ -195,8 +215,11 @@ class GiteaForge:
     @staticmethod
     def _hook(data: Any, *, created: bool) -> Hook:
         return Hook(
-            id=int(field(data, "id") or 0), url=text(data, "config", "url"),
-            events=tuple(str(e) for e in field(data, "events") or []), active=field(data, "active") is True, created=created,
+            id=int(field(data, "id") or 0),
+            url=text(data, "config", "url"),
+            events=tuple(str(e) for e in field(data, "events") or []),
+            active=field(data, "active") is True,
+            created=created,
         )
 
     # --- files --------------------------------------------------------------------------
@@ -232,13 +255,18 @@ class GiteaForge:
                 if sha:
                     files.append({"operation": "delete", "path": change.path, "sha": sha})
                 continue
-            entry = {"operation": "update" if sha else "create", "path": change.path,
-                     "content": base64.b64encode(change.content).decode()}
+            entry = {
+                "operation": "update" if sha else "create",
+                "path": change.path,
+                "content": base64.b64encode(change.content).decode(),
+            }
             if sha:
                 entry["sha"] = sha
             files.append(entry)
         body: dict[str, Any] = {"branch": source, "message": message, "files": files}
         if not exists:
             body["new_branch"] = branch
-        data = self.http.json("POST", f"{self._repo(repo)}/contents", f"commit {len(files)} file(s) to {branch} of {repo}", body=body)
+        data = self.http.json(
+            "POST", f"{self._repo(repo)}/contents", f"commit {len(files)} file(s) to {branch} of {repo}", body=body
+        )
         return Commit(sha=text(data, "commit", "sha"), branch=branch, changed=tuple(f["path"] for f in files))

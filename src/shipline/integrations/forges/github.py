@@ -60,11 +60,16 @@ class GitHubForge:
     kind = "github"
 
     def __init__(
-        self, token: str, *, api_url: str = "https://api.github.com", timeout: float = 15.0,
+        self,
+        token: str,
+        *,
+        api_url: str = "https://api.github.com",
+        timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.http = ForgeHttp(
-            "github", api_url,
+            "github",
+            api_url,
             {
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/vnd.github+json",
@@ -73,7 +78,8 @@ class GitHubForge:
             },
             token_setting="SHIPLINE_GITHUB_TOKEN",
             scopes="the repo and admin:repo_hook scopes (fine-grained: Contents, Pull requests, Commit statuses, Webhooks)",
-            timeout=timeout, transport=transport,
+            timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -102,7 +108,9 @@ class GitHubForge:
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
         items = self.http.json(
-            "GET", f"{self._repo(repo)}/pulls", f"find the open pull request from {head} on {repo}",
+            "GET",
+            f"{self._repo(repo)}/pulls",
+            f"find the open pull request from {head} on {repo}",
             params={"state": "open", "head": f"{repo.owner}:{head}", "per_page": PAGE},
         )
         for item in items if isinstance(items, list) else []:
@@ -115,7 +123,9 @@ class GitHubForge:
 
     def open_pull_request(self, repo: RepoRef, *, head: str, base: str, title: str, body: str) -> PullRequest:
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/pulls", f"open a pull request {head} -> {base} on {repo}",
+            "POST",
+            f"{self._repo(repo)}/pulls",
+            f"open a pull request {head} -> {base} on {repo}",
             body={"title": title, "head": head, "base": base, "body": body},
         )
         return _pr(data)
@@ -124,7 +134,9 @@ class GitHubForge:
         self, repo: RepoRef, number: int, *, title: str | None = None, body: str | None = None
     ) -> PullRequest:
         change = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
-        data = self.http.json("PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change)
+        data = self.http.json(
+            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
+        )
         return _pr(data)
 
     def merge_pull_request(self, repo: RepoRef, number: int, *, method: str = "merge", message: str = "") -> MergeResult:
@@ -133,8 +145,11 @@ class GitHubForge:
             body["commit_message"] = message
         # 405: not mergeable (checks, reviews, protection); 409: the head moved or a conflict.
         response = self.http.call(
-            "PUT", f"{self._repo(repo)}/pulls/{number}/merge", f"merge pull request #{number} of {repo}",
-            body=body, ok=(405, 409),
+            "PUT",
+            f"{self._repo(repo)}/pulls/{number}/merge",
+            f"merge pull request #{number} of {repo}",
+            body=body,
+            ok=(405, 409),
         )
         if response.status_code in (405, 409):
             return MergeResult(False, reason=message_of(response))
@@ -149,7 +164,9 @@ class GitHubForge:
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/issues/{number}/comments", f"comment on pull request #{number} of {repo}",
+            "POST",
+            f"{self._repo(repo)}/issues/{number}/comments",
+            f"comment on pull request #{number} of {repo}",
             body={"body": body},
         )
         return int(field(data, "id") or 0)
@@ -163,7 +180,9 @@ class GitHubForge:
         if target_url:
             body["target_url"] = target_url
         self.http.call(
-            "POST", f"{self._repo(repo)}/statuses/{quote(sha, safe='')}", f"set status {context}={state.value} on {sha[:12]} of {repo}",
+            "POST",
+            f"{self._repo(repo)}/statuses/{quote(sha, safe='')}",
+            f"set status {context}={state.value} on {sha[:12]} of {repo}",
             body=body,
         )
 
@@ -195,12 +214,16 @@ class GitHubForge:
             if text(hook, "config", "url") == url:
                 # GitHub never shows a hook's secret: set it again so the hook and shipline agree.
                 data = self.http.json(
-                    "PATCH", f"{self._repo(repo)}/hooks/{field(hook, 'id')}", f"update the webhook to {url} on {repo}",
+                    "PATCH",
+                    f"{self._repo(repo)}/hooks/{field(hook, 'id')}",
+                    f"update the webhook to {url} on {repo}",
                     body={"config": config, "events": list(events), "active": True},
                 )
                 return self._hook(data, created=False)
         data = self.http.json(
-            "POST", f"{self._repo(repo)}/hooks", f"register a webhook to {url} on {repo}",
+            "POST",
+            f"{self._repo(repo)}/hooks",
+            f"register a webhook to {url} on {repo}",
             body={"name": "web", "config": config, "events": list(events), "active": True},
         )
         return self._hook(data, created=True)
@@ -208,8 +231,11 @@ class GitHubForge:
     @staticmethod
     def _hook(data: Any, *, created: bool) -> Hook:
         return Hook(
-            id=int(field(data, "id") or 0), url=text(data, "config", "url"),
-            events=tuple(str(e) for e in field(data, "events") or []), active=field(data, "active") is True, created=created,
+            id=int(field(data, "id") or 0),
+            url=text(data, "config", "url"),
+            events=tuple(str(e) for e in field(data, "events") or []),
+            active=field(data, "active") is True,
+            created=created,
         )
 
     # --- files --------------------------------------------------------------------------
@@ -238,16 +264,24 @@ class GitHubForge:
             raise ForgeError(
                 f"github: commit to {branch} of {repo}: neither {branch} nor its base {base} exists; "
                 f"check the base branch name (the environment's `branch:`)",
-                forge="github", call=f"GET {self._repo(repo)}/git/ref/heads/{_path(base)}", status=404,
+                forge="github",
+                call=f"GET {self._repo(repo)}/git/ref/heads/{_path(base)}",
+                status=404,
             )
-        tree = text(self.http.json("GET", f"{self._repo(repo)}/git/commits/{parent}", f"read commit {parent[:12]} of {repo}"), "tree", "sha")
+        tree = text(
+            self.http.json("GET", f"{self._repo(repo)}/git/commits/{parent}", f"read commit {parent[:12]} of {repo}"),
+            "tree",
+            "sha",
+        )
         entries: list[dict[str, Any]] = []
         for change in changes:
             if change.content is None:
                 entries.append({"path": change.path, "mode": "100644", "type": "blob", "sha": None})
                 continue
             blob = self.http.json(
-                "POST", f"{self._repo(repo)}/git/blobs", f"store {change.path} on {repo}",
+                "POST",
+                f"{self._repo(repo)}/git/blobs",
+                f"store {change.path} on {repo}",
                 body={"content": base64.b64encode(change.content).decode(), "encoding": "base64"},
             )
             entries.append({"path": change.path, "mode": "100644", "type": "blob", "sha": text(blob, "sha")})
@@ -255,18 +289,24 @@ class GitHubForge:
             "POST", f"{self._repo(repo)}/git/trees", f"make a tree on {repo}", body={"base_tree": tree, "tree": entries}
         )
         commit = self.http.json(
-            "POST", f"{self._repo(repo)}/git/commits", f"make a commit on {repo}",
+            "POST",
+            f"{self._repo(repo)}/git/commits",
+            f"make a commit on {repo}",
             body={"message": message, "tree": text(new_tree, "sha"), "parents": [parent]},
         )
         sha = text(commit, "sha")
         if head:
             self.http.call(
-                "PATCH", f"{self._repo(repo)}/git/refs/heads/{_path(branch)}", f"move branch {branch} of {repo}",
+                "PATCH",
+                f"{self._repo(repo)}/git/refs/heads/{_path(branch)}",
+                f"move branch {branch} of {repo}",
                 body={"sha": sha, "force": False},
             )
         else:
             self.http.call(
-                "POST", f"{self._repo(repo)}/git/refs", f"create branch {branch} on {repo}",
+                "POST",
+                f"{self._repo(repo)}/git/refs",
+                f"create branch {branch} on {repo}",
                 body={"ref": f"refs/heads/{branch}", "sha": sha},
             )
         return Commit(sha=sha, branch=branch, changed=tuple(c.path for c in changes))
