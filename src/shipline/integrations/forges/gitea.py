@@ -25,6 +25,7 @@ from shipline.integrations.forges.base import (
     RepoRef,
 )
 from shipline.integrations.forges.calling import ForgeHttp, field, message_of, text
+from shipline.integrations.forges.shared import GitHubStyleForge, file_path, pull_request_of
 
 EVENTS = ("push", "create", "pull_request", "pull_request_sync")
 """Pushes, tags and branches created, pull requests opened/closed/reopened, and new commits on them."""
@@ -32,26 +33,7 @@ PAGE = 50
 MAX_PAGES = 20
 
 
-def _pr(data: Any) -> PullRequest:
-    return PullRequest(
-        number=int(field(data, "number") or 0),
-        title=text(data, "title"),
-        body=text(data, "body"),
-        head=text(data, "head", "ref"),
-        base=text(data, "base", "ref"),
-        head_sha=text(data, "head", "sha"),
-        state=text(data, "state"),
-        merged=field(data, "merged") is True,
-        mergeable=field(data, "mergeable") if isinstance(field(data, "mergeable"), bool) else None,
-        url=text(data, "html_url"),
-    )
-
-
-def _path(path: str) -> str:
-    return quote(path.lstrip("/"), safe="/")
-
-
-class GiteaForge:
+class GiteaForge(GitHubStyleForge):
     kind = "gitea"
 
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
@@ -68,9 +50,6 @@ class GiteaForge:
 
     def close(self) -> None:
         self.http.close()
-
-    def _repo(self, repo: RepoRef) -> str:
-        return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
 
     def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
         out: list[Any] = []
@@ -96,29 +75,8 @@ class GiteaForge:
         for item in items:
             same_repo = text(item, "head", "repo", "full_name") in ("", str(repo))
             if text(item, "head", "ref") == head and same_repo:
-                return _pr(item)
+                return pull_request_of(item)
         return None
-
-    def pull_request(self, repo: RepoRef, number: int) -> PullRequest:
-        return _pr(self.http.json("GET", f"{self._repo(repo)}/pulls/{number}", f"read pull request #{number} of {repo}"))
-
-    def open_pull_request(self, repo: RepoRef, *, head: str, base: str, title: str, body: str) -> PullRequest:
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/pulls",
-            f"open a pull request {head} -> {base} on {repo}",
-            body={"head": head, "base": base, "title": title, "body": body},
-        )
-        return _pr(data)
-
-    def update_pull_request(
-        self, repo: RepoRef, number: int, *, title: str | None = None, body: str | None = None
-    ) -> PullRequest:
-        change = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
-        data = self.http.json(
-            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
-        )
-        return _pr(data)
 
     def merge_pull_request(self, repo: RepoRef, number: int, *, method: str = "merge", message: str = "") -> MergeResult:
         body: dict[str, Any] = {"Do": method}
@@ -142,7 +100,7 @@ class GiteaForge:
         data = self.http.json(
             "PATCH", f"{self._repo(repo)}/pulls/{number}", f"close pull request #{number} of {repo}", body={"state": "closed"}
         )
-        return _pr(data)
+        return pull_request_of(data)
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:
         data = self.http.json(
@@ -178,7 +136,7 @@ class GiteaForge:
         return out
 
     def branch_protection(self, repo: RepoRef, branch: str) -> BranchProtection | None:
-        data = self.http.json("GET", f"{self._repo(repo)}/branches/{_path(branch)}", f"read branch {branch} of {repo}")
+        data = self.http.json("GET", f"{self._repo(repo)}/branches/{file_path(branch)}", f"read branch {branch} of {repo}")
         if field(data, "protected") is not True:
             return None
         contexts = field(data, "status_check_contexts") if field(data, "enable_status_check") is True else []
@@ -226,7 +184,11 @@ class GiteaForge:
 
     def _contents(self, repo: RepoRef, path: str, ref: str) -> Any | None:
         response = self.http.call(
-            "GET", f"{self._repo(repo)}/contents/{_path(path)}", f"read {path} at {ref} of {repo}", params={"ref": ref}, ok=(404,)
+            "GET",
+            f"{self._repo(repo)}/contents/{file_path(path)}",
+            f"read {path} at {ref} of {repo}",
+            params={"ref": ref},
+            ok=(404,),
         )
         if response.status_code == 404:
             return None
@@ -240,7 +202,7 @@ class GiteaForge:
 
     def _branch_exists(self, repo: RepoRef, branch: str) -> bool:
         response = self.http.call(
-            "GET", f"{self._repo(repo)}/branches/{_path(branch)}", f"read branch {branch} of {repo}", ok=(404,)
+            "GET", f"{self._repo(repo)}/branches/{file_path(branch)}", f"read branch {branch} of {repo}", ok=(404,)
         )
         return response.status_code != 404
 

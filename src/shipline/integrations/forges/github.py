@@ -28,6 +28,7 @@ from shipline.integrations.forges.base import (
     RepoRef,
 )
 from shipline.integrations.forges.calling import ForgeHttp, field, message_of, text
+from shipline.integrations.forges.shared import GitHubStyleForge, file_path, pull_request_of
 
 EVENTS = ("push", "pull_request")
 """On GitHub a push event covers branches and tags alike."""
@@ -36,27 +37,7 @@ PAGE = 100
 MAX_PAGES = 10
 
 
-def _pr(data: Any) -> PullRequest:
-    mergeable = field(data, "mergeable")
-    return PullRequest(
-        number=int(field(data, "number") or 0),
-        title=text(data, "title"),
-        body=text(data, "body"),
-        head=text(data, "head", "ref"),
-        base=text(data, "base", "ref"),
-        head_sha=text(data, "head", "sha"),
-        state=text(data, "state"),
-        merged=field(data, "merged") is True or bool(text(data, "merged_at")),
-        mergeable=mergeable if isinstance(mergeable, bool) else None,
-        url=text(data, "html_url"),
-    )
-
-
-def _path(path: str) -> str:
-    return quote(path.lstrip("/"), safe="/")
-
-
-class GitHubForge:
+class GitHubForge(GitHubStyleForge):
     kind = "github"
 
     def __init__(
@@ -85,9 +66,6 @@ class GitHubForge:
     def close(self) -> None:
         self.http.close()
 
-    def _repo(self, repo: RepoRef) -> str:
-        return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
-
     def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
         out: list[Any] = []
         for page in range(1, MAX_PAGES + 1):
@@ -115,29 +93,8 @@ class GitHubForge:
         )
         for item in items if isinstance(items, list) else []:
             if text(item, "head", "ref") == head:
-                return _pr(item)
+                return pull_request_of(item)
         return None
-
-    def pull_request(self, repo: RepoRef, number: int) -> PullRequest:
-        return _pr(self.http.json("GET", f"{self._repo(repo)}/pulls/{number}", f"read pull request #{number} of {repo}"))
-
-    def open_pull_request(self, repo: RepoRef, *, head: str, base: str, title: str, body: str) -> PullRequest:
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/pulls",
-            f"open a pull request {head} -> {base} on {repo}",
-            body={"title": title, "head": head, "base": base, "body": body},
-        )
-        return _pr(data)
-
-    def update_pull_request(
-        self, repo: RepoRef, number: int, *, title: str | None = None, body: str | None = None
-    ) -> PullRequest:
-        change = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
-        data = self.http.json(
-            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
-        )
-        return _pr(data)
 
     def merge_pull_request(self, repo: RepoRef, number: int, *, method: str = "merge", message: str = "") -> MergeResult:
         body: dict[str, Any] = {"merge_method": method}
@@ -160,7 +117,7 @@ class GitHubForge:
         data = self.http.json(
             "PATCH", f"{self._repo(repo)}/pulls/{number}", f"close pull request #{number} of {repo}", body={"state": "closed"}
         )
-        return _pr(data)
+        return pull_request_of(data)
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:
         data = self.http.json(
@@ -197,7 +154,7 @@ class GitHubForge:
 
     def branch_protection(self, repo: RepoRef, branch: str) -> BranchProtection | None:
         # The branch endpoint tells protection with read access; /protection would need admin rights.
-        data = self.http.json("GET", f"{self._repo(repo)}/branches/{_path(branch)}", f"read branch {branch} of {repo}")
+        data = self.http.json("GET", f"{self._repo(repo)}/branches/{file_path(branch)}", f"read branch {branch} of {repo}")
         if field(data, "protected") is not True:
             return None
         checks = field(data, "protection", "required_status_checks") or {}
@@ -242,7 +199,11 @@ class GitHubForge:
 
     def read_file(self, repo: RepoRef, path: str, ref: str) -> bytes | None:
         response = self.http.call(
-            "GET", f"{self._repo(repo)}/contents/{_path(path)}", f"read {path} at {ref} of {repo}", params={"ref": ref}, ok=(404,)
+            "GET",
+            f"{self._repo(repo)}/contents/{file_path(path)}",
+            f"read {path} at {ref} of {repo}",
+            params={"ref": ref},
+            ok=(404,),
         )
         if response.status_code == 404:
             return None
@@ -253,7 +214,7 @@ class GitHubForge:
 
     def _ref(self, repo: RepoRef, branch: str) -> str:
         response = self.http.call(
-            "GET", f"{self._repo(repo)}/git/ref/heads/{_path(branch)}", f"read branch {branch} of {repo}", ok=(404,)
+            "GET", f"{self._repo(repo)}/git/ref/heads/{file_path(branch)}", f"read branch {branch} of {repo}", ok=(404,)
         )
         return "" if response.status_code == 404 else text(response.json(), "object", "sha")
 
@@ -265,7 +226,7 @@ class GitHubForge:
                 f"github: commit to {branch} of {repo}: neither {branch} nor its base {base} exists; "
                 f"check the base branch name (the environment's `branch:`)",
                 forge="github",
-                call=f"GET {self._repo(repo)}/git/ref/heads/{_path(base)}",
+                call=f"GET {self._repo(repo)}/git/ref/heads/{file_path(base)}",
                 status=404,
             )
         tree = text(
@@ -298,7 +259,7 @@ class GitHubForge:
         if head:
             self.http.call(
                 "PATCH",
-                f"{self._repo(repo)}/git/refs/heads/{_path(branch)}",
+                f"{self._repo(repo)}/git/refs/heads/{file_path(branch)}",
                 f"move branch {branch} of {repo}",
                 body={"sha": sha, "force": False},
             )

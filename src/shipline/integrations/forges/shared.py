@@ -1,0 +1,65 @@
+"""What Gitea's API and GitHub's have in common: Gitea's repository and pull-request
+endpoints follow GitHub's, so both adapters read and write pull requests through here.
+Where they differ (pages, merge, statuses, hooks, protection) each adapter has its own."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from shipline.integrations.forges.base import PullRequest, RepoRef
+from shipline.integrations.forges.calling import ForgeHttp, field, text
+
+
+def pull_request_of(data: Any) -> PullRequest:
+    mergeable = field(data, "mergeable")
+    return PullRequest(
+        number=int(field(data, "number") or 0),
+        title=text(data, "title"),
+        body=text(data, "body"),
+        head=text(data, "head", "ref"),
+        base=text(data, "base", "ref"),
+        head_sha=text(data, "head", "sha"),
+        state=text(data, "state"),
+        # GitHub lists say `merged_at` only; a single pull request says `merged` too (Gitea: always).
+        merged=field(data, "merged") is True or bool(text(data, "merged_at")),
+        mergeable=mergeable if isinstance(mergeable, bool) else None,
+        url=text(data, "html_url"),
+    )
+
+
+def file_path(path: str) -> str:
+    """A path inside a repository, for a `/contents/PATH` URL."""
+    return quote(path.lstrip("/"), safe="/")
+
+
+class GitHubStyleForge:
+    """Pull requests as both forges' APIs read and write them."""
+
+    http: ForgeHttp
+
+    def _repo(self, repo: RepoRef) -> str:
+        return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
+
+    def pull_request(self, repo: RepoRef, number: int) -> PullRequest:
+        return pull_request_of(
+            self.http.json("GET", f"{self._repo(repo)}/pulls/{number}", f"read pull request #{number} of {repo}")
+        )
+
+    def open_pull_request(self, repo: RepoRef, *, head: str, base: str, title: str, body: str) -> PullRequest:
+        data = self.http.json(
+            "POST",
+            f"{self._repo(repo)}/pulls",
+            f"open a pull request {head} -> {base} on {repo}",
+            body={"title": title, "head": head, "base": base, "body": body},
+        )
+        return pull_request_of(data)
+
+    def update_pull_request(
+        self, repo: RepoRef, number: int, *, title: str | None = None, body: str | None = None
+    ) -> PullRequest:
+        change = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
+        data = self.http.json(
+            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
+        )
+        return pull_request_of(data)
