@@ -137,6 +137,29 @@ def test_apply_marks_objects_and_a_second_apply_changes_nothing(
     assert api["spec"]["template"]["spec"]["containers"][0]["image"] == "127.0.0.1:1/app:1.0"
 
 
+def test_validate_and_diff_send_only_what_changed(kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path) -> None:
+    # A one-service change to a large environment must not dry-run every object again.
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    cluster.apply(cluster.load(rendered(tmp_path, web=service("web"), api=service("api"))))
+    desired = cluster.load(rendered(tmp_path, web=service("web", image="127.0.0.1:1/app:2.0"), api=service("api")))
+    assert {(r.kind, r.name) for r in cluster.validate(desired).dry_runs} == {("Deployment", "web")}
+    changes = {(c.ref.kind, c.ref.name): c.action for c in cluster.diff(desired)}
+    assert changes == {
+        ("Deployment", "web"): "update",
+        ("Service", "web"): "unchanged",
+        ("Deployment", "api"): "unchanged",
+        ("Service", "api"): "unchanged",
+    }
+    # A hand edit makes an object unsettled again: it is validated and shown as a change.
+    subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "set", "image", "deployment/api", "app=127.0.0.1:1/hand:9"],
+        check=True,
+        capture_output=True,
+    )
+    assert ("Deployment", "api") in {(r.kind, r.name) for r in cluster.validate(desired).dry_runs}
+    assert {(c.ref.kind, c.ref.name): c.action for c in cluster.diff(desired)}[("Deployment", "api")] == "update"
+
+
 def test_prune_deletes_only_what_shipline_applied_for_the_environment(
     kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path
 ) -> None:

@@ -235,13 +235,22 @@ class Cluster:
         return self._run(self._ensure_namespace)
 
     def validate(self, desired: Sequence[Desired]) -> Validation:
-        """Dry-run every object on the API server; raise listing every rejection."""
+        """Dry-run every object that applying would send; raise listing every rejection.
+
+        Objects that are settled (live exactly as shipline applied this manifest) are
+        not sent again by `apply`, so they need no dry-run either: a one-service change
+        to a 200-service environment dry-runs that service, not 400 objects.
+        """
 
         async def go(client: AsyncClient) -> Validation:
             await self._ensure_namespace(client)
-            return await self._validate(client, desired, defer=True)
+            live = await self._live(client, desired)
+            return await self._validate(client, self._unsettled(desired, live), defer=True)
 
         return self._run(go)
+
+    def _unsettled(self, desired: Sequence[Desired], live: Mapping[ObjectRef, dict[str, Any]]) -> list[Desired]:
+        return [d for d in desired if not settled(d.body, live.get(d.ref), self.environment)]
 
     def diff(self, desired: Sequence[Desired]) -> list[Change]:
         """What applying and pruning would change: the live objects beside the dry-run results."""
@@ -723,13 +732,18 @@ class Cluster:
 
     async def _diff(self, client: AsyncClient, desired: Sequence[Desired]) -> list[Change]:
         await self._ensure_namespace(client)
-        validation = await self._validate(client, desired, defer=True)
         live = await self._live(client, desired)
+        unsettled = self._unsettled(desired, live)
+        validation = await self._validate(client, unsettled, defer=True)
         for obj in await self._tracked(client):
             live.setdefault(ref_of(obj), obj)
+        sent = {d.ref for d in unsettled}
         changes: list[Change] = []
         for item in desired:
             before = live.get(item.ref)
+            if item.ref not in sent:  # settled: live as shipline applied this very manifest
+                changes.append(Change(item.ref, "unchanged", before, before))
+                continue
             after = validation.dry_runs.get(item.ref, item.body)
             if before is None:
                 action = "create"
