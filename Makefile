@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/gitops.py
 	$(BIN)/python bench/abuse.py
 
 clean:
