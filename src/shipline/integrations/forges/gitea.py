@@ -19,7 +19,6 @@ from shipline.integrations.forges.base import (
     CommitState,
     CommitStatus,
     FileChange,
-    Hook,
     MergeResult,
     PullRequest,
     RepoRef,
@@ -35,6 +34,9 @@ MAX_PAGES = 20
 
 class GiteaForge(GitHubStyleForge):
     kind = "gitea"
+    hook_events = EVENTS
+    hook_config = {}
+    hook_create = {"type": "gitea"}
 
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
@@ -147,38 +149,6 @@ class GiteaForge(GitHubStyleForge):
         )
 
     # --- webhooks -----------------------------------------------------------------------
-
-    def ensure_webhook(self, repo: RepoRef, *, url: str, secret: str, events: tuple[str, ...] = ()) -> Hook:
-        events = events or EVENTS
-        hooks = self._pages(f"{self._repo(repo)}/hooks", f"list the webhooks of {repo}")
-        config = {"url": url, "content_type": "json", "secret": secret}
-        for hook in hooks:
-            if text(hook, "config", "url") == url:
-                # The secret is never read back: set it again so the hook and shipline agree.
-                data = self.http.json(
-                    "PATCH",
-                    f"{self._repo(repo)}/hooks/{field(hook, 'id')}",
-                    f"update the webhook to {url} on {repo}",
-                    body={"config": config, "events": list(events), "active": True},
-                )
-                return self._hook(data, created=False)
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/hooks",
-            f"register a webhook to {url} on {repo}",
-            body={"type": "gitea", "config": config, "events": list(events), "active": True},
-        )
-        return self._hook(data, created=True)
-
-    @staticmethod
-    def _hook(data: Any, *, created: bool) -> Hook:
-        return Hook(
-            id=int(field(data, "id") or 0),
-            url=text(data, "config", "url"),
-            events=tuple(str(e) for e in field(data, "events") or []),
-            active=field(data, "active") is True,
-            created=created,
-        )
 
     # --- files --------------------------------------------------------------------------
 

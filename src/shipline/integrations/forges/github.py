@@ -22,7 +22,6 @@ from shipline.integrations.forges.base import (
     CommitState,
     CommitStatus,
     FileChange,
-    Hook,
     MergeResult,
     PullRequest,
     RepoRef,
@@ -39,6 +38,9 @@ MAX_PAGES = 10
 
 class GitHubForge(GitHubStyleForge):
     kind = "github"
+    hook_events = EVENTS
+    hook_config = {"insecure_ssl": "0"}
+    hook_create = {"name": "web"}
 
     def __init__(
         self,
@@ -163,37 +165,6 @@ class GitHubForge(GitHubStyleForge):
         return BranchProtection(branch=branch, required_contexts=tuple(contexts))
 
     # --- webhooks -----------------------------------------------------------------------
-
-    def ensure_webhook(self, repo: RepoRef, *, url: str, secret: str, events: tuple[str, ...] = ()) -> Hook:
-        events = events or EVENTS
-        config = {"url": url, "content_type": "json", "secret": secret, "insecure_ssl": "0"}
-        for hook in self._pages(f"{self._repo(repo)}/hooks", f"list the webhooks of {repo}"):
-            if text(hook, "config", "url") == url:
-                # GitHub never shows a hook's secret: set it again so the hook and shipline agree.
-                data = self.http.json(
-                    "PATCH",
-                    f"{self._repo(repo)}/hooks/{field(hook, 'id')}",
-                    f"update the webhook to {url} on {repo}",
-                    body={"config": config, "events": list(events), "active": True},
-                )
-                return self._hook(data, created=False)
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/hooks",
-            f"register a webhook to {url} on {repo}",
-            body={"name": "web", "config": config, "events": list(events), "active": True},
-        )
-        return self._hook(data, created=True)
-
-    @staticmethod
-    def _hook(data: Any, *, created: bool) -> Hook:
-        return Hook(
-            id=int(field(data, "id") or 0),
-            url=text(data, "config", "url"),
-            events=tuple(str(e) for e in field(data, "events") or []),
-            active=field(data, "active") is True,
-            created=created,
-        )
 
     # --- files --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from shipline.integrations.forges.base import PullRequest, RepoRef
+from shipline.integrations.forges.base import Hook, PullRequest, RepoRef
 from shipline.integrations.forges.calling import ForgeHttp, field, text
 
 
@@ -34,9 +34,37 @@ def file_path(path: str) -> str:
 
 
 class GitHubStyleForge:
-    """Pull requests as both forges' APIs read and write them."""
+    """Pull requests and webhooks as both forges' APIs read and write them."""
 
     http: ForgeHttp
+    hook_events: tuple[str, ...]
+    """The events a registered webhook sends."""
+    hook_config: dict[str, str] = {}
+    """Config fields of this forge's hooks beyond url, content type and secret."""
+    hook_create: dict[str, str] = {}
+    """Fields a new hook needs on this forge (its type or name)."""
+
+    def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    def ensure_webhook(self, repo: RepoRef, *, url: str, secret: str, events: tuple[str, ...] = ()) -> Hook:
+        """The repository's hook to `url`, registered once: an existing one is updated, never doubled."""
+        body = {
+            "config": {"url": url, "content_type": "json", "secret": secret, **self.hook_config},
+            "events": list(events or self.hook_events),
+            "active": True,
+        }
+        for hook in self._pages(f"{self._repo(repo)}/hooks", f"list the webhooks of {repo}"):
+            if text(hook, "config", "url") == url:
+                # A forge never shows a hook's secret: set it again so the hook and shipline agree.
+                data = self.http.json(
+                    "PATCH", f"{self._repo(repo)}/hooks/{field(hook, 'id')}", f"update the webhook to {url} on {repo}", body=body
+                )
+                return _hook(data, created=False)
+        data = self.http.json(
+            "POST", f"{self._repo(repo)}/hooks", f"register a webhook to {url} on {repo}", body={**self.hook_create, **body}
+        )
+        return _hook(data, created=True)
 
     def _repo(self, repo: RepoRef) -> str:
         return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
@@ -63,3 +91,13 @@ class GitHubStyleForge:
             "PATCH", f"{self._repo(repo)}/pulls/{number}", f"update pull request #{number} of {repo}", body=change
         )
         return pull_request_of(data)
+
+
+def _hook(data: Any, *, created: bool) -> Hook:
+    return Hook(
+        id=int(field(data, "id") or 0),
+        url=text(data, "config", "url"),
+        events=tuple(str(e) for e in field(data, "events") or []),
+        active=field(data, "active") is True,
+        created=created,
+    )
