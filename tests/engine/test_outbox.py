@@ -154,3 +154,80 @@ def _share_a_consumer(stores: list[SqlStore], settings: Settings, write: Write) 
         t.join()
     ids = [i for _, i in handled]
     assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 60
+
+
+ORDER = {"pending": 0, "queued": 0, "running": 1}  # anything else is an end
+
+
+def test_each_transition_is_saved_before_it_is_told_and_a_running_step_is_saved_while_it_runs(
+    engine: Engine, write: Write, tmp_path: Path
+) -> None:
+    """Transitions that come close together are saved together; none is told before the store has it,
+    a step's log lines come after its start, and a step that runs on is in the store (with its pid) meanwhile."""
+    gate = tmp_path / "gate"
+    pipeline = load_pipeline(
+        write(
+            f"""
+            name: held
+            tasks:
+              - name: first
+                steps: [{{run: 'echo started; while [ ! -e {gate} ]; do sleep 0.02; done'}}]
+              - name: second
+                needs: [first]
+                steps: [{{run: 'echo a'}}, {{run: 'echo b'}}]
+            """
+        )
+    )
+    told: list[tuple[str, dict[str, object], str | None]] = []  # (kind, data, the status the store had then)
+
+    def stored(run_id: int, kind: str, data: dict[str, object]) -> str | None:
+        record = engine.store.get_run(run_id)
+        if kind == "run":
+            return record.status.value
+        task = next(t for t in record.tasks if t.name == data["task"])
+        if kind == "task":
+            return task.status.value
+        steps = [s for s in task.steps if s.index == data["step"] and s.attempt == data["attempt"]]
+        return steps[0].status.value if steps else None
+
+    async def scenario() -> tuple[str, str, str, int | None]:
+        with engine.bus.subscribe() as sub:
+            run_id = engine.submit(pipeline, {})
+            driving = asyncio.create_task(engine.drive(run_id))
+
+            async def listen() -> None:
+                while True:
+                    event = await sub.queue.get()
+                    told.append((event.kind, event.data, None if event.kind == "log" else stored(run_id, event.kind, event.data)))
+
+            listening = asyncio.create_task(listen())
+            while not (running := engine.store.running_steps(run_id)):
+                assert not driving.done()
+                await asyncio.sleep(0.02)
+            record = engine.store.get_run(run_id)
+            gate.touch()
+            await driving
+            await asyncio.sleep(0.05)
+            listening.cancel()
+        return record.status.value, record.tasks[0].status.value, record.tasks[0].steps[0].status.value, running[0][3]
+
+    run_status, task_status, step_status, pid = asyncio.run(scenario())
+    # Found while the first step waited for the gate: the run, its task and the step running, with the step's pid.
+    assert (run_status, task_status, step_status) == ("running", "running", "running")
+    assert pid is not None and pid > 0
+    for kind, data, status in told:
+        if kind != "log":
+            assert status is not None and ORDER.get(status, 2) >= ORDER.get(str(data["status"]), 2), (kind, data, status)
+    order = [(k, d.get("task"), d.get("step"), d.get("status") or d.get("line")) for k, d, _ in told if k in ("step", "log")]
+    assert order == [
+        ("step", "first", 0, "running"),
+        ("log", "first", 0, "started"),
+        ("step", "first", 0, "succeeded"),
+        ("step", "second", 0, "running"),
+        ("log", "second", 0, "a"),
+        ("step", "second", 0, "succeeded"),
+        ("step", "second", 1, "running"),
+        ("log", "second", 1, "b"),
+        ("step", "second", 1, "succeeded"),
+    ]
+    assert [d["status"] for k, d, _ in told if k == "run"] == ["running", "succeeded"]

@@ -9,6 +9,8 @@ kind of event is masked without anyone having to remember it.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +47,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _nothing() -> None:
+    pass
+
+
+HOLD_SECONDS = 0.05
+"""How long at most a transition may wait to be saved with the next one (see `RunRecorder._later`)."""
+
+
 class RunRecorder:
     def __init__(self, store: SqlStore, bus: EventBus, logs: Path, run_id: int) -> None:
         self._store = store
@@ -53,7 +63,11 @@ class RunRecorder:
         self.run_id = run_id
         self.secrets: list[str] = []
         self.fault: StoreError | None = None
-        """A step's state could not be written (the executor is not stopped for it: the driver looks here)."""
+        """A state could not be written (the executor is not stopped for it: the driver looks here)."""
+        self.on_fault: Callable[[], None] | None = None
+        """Called when a held transition could not be written (the driver wakes up to stop the run)."""
+        self._held: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def hide(self, values: list[str]) -> None:
         """From now on, write each of these values as ***.
@@ -94,6 +108,59 @@ class RunRecorder:
     def _publish(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
         self._send(kind, self._masked(data), at)
 
+    # --- saving transitions together ------------------------------------------------------
+    #
+    # Most transitions come in quick succession (a task starts, its step starts and ends,
+    # the task ends): each on its own would be a transaction.  Those no decision waits
+    # for are held (`_later`) and saved with the next one that must be saved now (a task's
+    # end: the driver starts the next tasks on it; the run's end), or after HOLD_SECONDS
+    # at the latest (a step that runs longer is in the store by then, with its pid).
+    # Each is still saved in the transaction that makes it, with its outbox row, and
+    # published only once it is saved, in order (a step's log lines wait behind it).
+
+    def _later(self, save: Callable[[], None], publish: Callable[[], None]) -> None:
+        """Hold a save (and the event that follows it) for the next write, or HOLD_SECONDS."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (recovery from the CLI): nothing comes soon after
+            loop = None
+        self._held.append((save, publish))
+        if loop is None:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(HOLD_SECONDS, self._flush_held)
+
+    def _now(self, save: Callable[[], None]) -> None:
+        """Save now, with whatever is held, in one transaction; then publish what was held."""
+        held, self._held = self._held, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            with self._store.together():
+                for earlier, _ in held:
+                    earlier()
+                save()
+        except StoreError:
+            self._held = held + self._held  # saved again with the next write (the store may be back)
+            raise
+        for _, publish in held:
+            publish()
+
+    def flush(self) -> None:
+        """Save what is held now (raises StoreError when the store cannot take it)."""
+        if self._held:
+            self._now(lambda: None)
+
+    def _flush_held(self) -> None:
+        self._timer = None
+        try:
+            self.flush()
+        except StoreError as exc:
+            self.fault = self.fault or exc
+            if self.on_fault is not None:
+                self.on_fault()
+
     def _send(self, kind: Literal["run", "task", "step", "log"], data: dict[str, Any], at: datetime) -> None:
         """Only for data masked here already (by `_publish` or `_log`)."""
         if self._bus.has_subscribers:
@@ -123,7 +190,10 @@ class RunRecorder:
         """Write a step's line to its log and publish it with `event`: masked once, for both."""
         line = self.mask(line)
         at = writer.write(line)
-        self._send("log", {**event, "line": line}, at)
+        if self._held and self._bus.has_subscribers:  # after the step's start, which is held
+            self._held.append((_nothing, lambda: self._send("log", {**event, "line": line}, at)))
+        else:
+            self._send("log", {**event, "line": line}, at)
 
     def hold_back(self, text: str) -> tuple[str, str]:
         """Split a piece of a line that goes on: what can be masked and written now, and the rest.
@@ -150,10 +220,12 @@ class RunRecorder:
 
     def run_started(self, owner: str) -> None:
         at = now()
-        self._save_run(
-            {"status": RunStatus.RUNNING.value}, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at
+        self._later(
+            lambda: self._save_run(
+                {"status": RunStatus.RUNNING.value}, status=RunStatus.RUNNING.value, started_at=at, owner=owner, heartbeat_at=at
+            ),
+            lambda: self._publish("run", {"status": RunStatus.RUNNING.value}, at),
         )
-        self._publish("run", {"status": RunStatus.RUNNING.value}, at)
 
     def run_waiting(self, message: str) -> None:
         """A queued run that may not start yet (its concurrency group is held): said, not stored."""
@@ -162,12 +234,14 @@ class RunRecorder:
     def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
         at = now()
         results = results or {}
-        self._save_run(
-            {"status": status.value, "message": message, "results": results},
-            status=status.value,
-            finished_at=at,
-            message=message,
-            results=results,
+        self._now(
+            lambda: self._save_run(
+                {"status": status.value, "message": message, "results": results},
+                status=status.value,
+                finished_at=at,
+                message=message,
+                results=results,
+            )
         )
         self._publish("run", {"status": status.value, "message": message, "results": results}, at)
 
@@ -176,37 +250,53 @@ class RunRecorder:
         values: dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": attempt, "message": ""}
         if attempt == 1:
             values["started_at"] = at
-        self._save_task(task, {"status": TaskStatus.RUNNING.value} if attempt == 1 else None, **values)
-        self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at)
+        self._later(
+            lambda: self._save_task(task, {"status": TaskStatus.RUNNING.value} if attempt == 1 else None, **values),
+            lambda: self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at),
+        )
 
     def task_retrying(self, task: str, attempt: int, message: str) -> None:
         at = now()
-        self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying")
-        self._publish(
-            "task",
-            {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message, "retrying": True},
-            at,
+        self._later(
+            lambda: self._save_task(task, message=f"attempt {attempt} failed: {message}; retrying"),
+            lambda: self._publish(
+                "task",
+                {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt, "message": message, "retrying": True},
+                at,
+            ),
         )
 
     def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
+        """Saved now, with what was held: the driver decides what comes next on a saved state (a store
+        that fails here stops the run before another task starts)."""
         at = now()
-        self._save_task(
-            task,
-            {"status": status.value, "message": message, "results": results},
-            status=status.value,
-            results=results,
-            message=message,
-            finished_at=at,
+        self._now(
+            lambda: self._save_task(
+                task,
+                {"status": status.value, "message": message, "results": results},
+                status=status.value,
+                results=results,
+                message=message,
+                finished_at=at,
+            )
         )
         self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()
         for task, reason in reasons.items():
+            self._later(*self._skip(task, reason, at))
+
+    def _skip(self, task: str, reason: str, at: datetime) -> tuple[Callable[[], None], Callable[[], None]]:
+        def save() -> None:
             self._save_task(
                 task, {"status": TaskStatus.SKIPPED.value, "message": reason}, status=TaskStatus.SKIPPED.value, message=reason
             )
+
+        def publish() -> None:
             self._publish("task", {"task": task, "status": TaskStatus.SKIPPED.value, "message": reason}, at)
+
+        return save, publish
 
     def request_cancel(self) -> RunRecord:
         """Ask the run's engine to cancel it; a queued run no engine has taken ends here and now."""
@@ -218,27 +308,34 @@ class RunRecorder:
     def interrupted(self, record: RunRecord, running_steps: list[tuple[str, int, int]], message: str) -> None:
         """The run's engine died: what was running failed, what was pending is skipped, the run failed."""
         at = now()
-        for task, attempt, index in running_steps:
-            self._save_step(task, attempt, index, status=StepStatus.FAILED.value, finished_at=at)
-        for task_record in record.tasks:
-            if task_record.status == TaskStatus.RUNNING:
-                self._save_task(
-                    task_record.name,
-                    {"status": TaskStatus.FAILED.value, "message": "interrupted"},
-                    status=TaskStatus.FAILED.value,
-                    finished_at=at,
-                    message="interrupted",
-                )
-            elif task_record.status == TaskStatus.PENDING:
-                self._save_task(
-                    task_record.name,
-                    {"status": TaskStatus.SKIPPED.value, "message": "interrupted"},
-                    status=TaskStatus.SKIPPED.value,
-                    message="interrupted",
-                )
-        self._save_run(
-            {"status": RunStatus.FAILED.value, "message": message}, status=RunStatus.FAILED.value, finished_at=at, message=message
-        )
+
+        def save() -> None:
+            for task, attempt, index in running_steps:
+                self._save_step(task, attempt, index, status=StepStatus.FAILED.value, finished_at=at)
+            for task_record in record.tasks:
+                if task_record.status == TaskStatus.RUNNING:
+                    self._save_task(
+                        task_record.name,
+                        {"status": TaskStatus.FAILED.value, "message": "interrupted"},
+                        status=TaskStatus.FAILED.value,
+                        finished_at=at,
+                        message="interrupted",
+                    )
+                elif task_record.status == TaskStatus.PENDING:
+                    self._save_task(
+                        task_record.name,
+                        {"status": TaskStatus.SKIPPED.value, "message": "interrupted"},
+                        status=TaskStatus.SKIPPED.value,
+                        message="interrupted",
+                    )
+            self._save_run(
+                {"status": RunStatus.FAILED.value, "message": message},
+                status=RunStatus.FAILED.value,
+                finished_at=at,
+                message=message,
+            )
+
+        self._now(save)
         self._publish("run", {"status": RunStatus.FAILED.value, "message": message}, at)
 
     def steps(self, task: str, attempt: int, names: list[str]) -> StepRecorder:
@@ -260,22 +357,21 @@ class StepRecorder:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
-        try:
-            self.run._save_new_step(
+        self.run._later(
+            lambda: self.run._save_new_step(
                 self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
-            )
-        except StoreError as exc:
-            self.run.fault = exc
-        self.run._publish(
-            "step",
-            {
-                "task": self.task,
-                "step": index,
-                "name": self.names[index],
-                "attempt": self.attempt,
-                "status": StepStatus.RUNNING.value,
-            },
-            at,
+            ),
+            lambda: self.run._publish(
+                "step",
+                {
+                    "task": self.task,
+                    "step": index,
+                    "name": self.names[index],
+                    "attempt": self.attempt,
+                    "status": StepStatus.RUNNING.value,
+                },
+                at,
+            ),
         )
 
     def _writer(self, index: int) -> LogWriter:
@@ -303,12 +399,11 @@ class StepRecorder:
         writer = self.writers.pop(index, None)
         if writer is not None:
             writer.close()
-        try:
-            self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at)
-        except StoreError as exc:
-            self.run.fault = exc
-        self.run._publish(
-            "step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at
+        self.run._later(
+            lambda: self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at),
+            lambda: self.run._publish(
+                "step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at
+            ),
         )
 
     def close(self) -> None:

@@ -293,6 +293,7 @@ class _RunDriver:
     def __post_init__(self) -> None:
         self.schedule = Scheduler(self.pipeline)
         self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
+        self.recorder.on_fault = self.wake.set
         self.workspace = self.engine.workspace(self.run_id)
         self.home = self.engine.settings.step_homes / str(self.run_id)
         settings = self.engine.settings
@@ -447,6 +448,7 @@ class _RunDriver:
     def _write_end(self, message: str) -> None:
         """What the store missed, through the recorder: tasks that ended as they ended, then the rest as for an interrupted run."""
         store = self.engine.store
+        self.recorder.flush()  # what was held first: what the store has is then all it will get
         saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
         for name, state in self.schedule.states.items():
             if state.status.done and saved.get(name) != state.status:

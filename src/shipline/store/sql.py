@@ -1,8 +1,8 @@
 """`SqlStore`: runs, tasks and steps in SQLite (default) or PostgreSQL.
 
 The engine's recorder is the only writer of run state; everything else reads.
-Every write is one short transaction, so a killed process leaves the store
-consistent up to its last completed change.
+Every write is one short transaction (or a few writes together in one: `together()`),
+so a killed process leaves the store consistent up to its last completed change.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -130,6 +131,7 @@ class SqlStore:
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
         self._statements: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._together: ContextVar[Connection | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
@@ -220,12 +222,37 @@ class SqlStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction; a database failure becomes a StoreError that names the store."""
+        """One transaction; a database failure becomes a StoreError that names the store.
+
+        Inside `together()`, the writes of that block share its one transaction.
+        """
+        shared = self._together.get()
+        if shared is not None:
+            yield shared
+            return
         try:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The store's writes made in this block (by this thread or task) go in one transaction,
+        committed at its end, or none of them when it fails (a StoreError).
+
+        The recorder saves a task's transitions that came close together at once:
+        one commit instead of several, each still with its outbox row.
+        """
+        if self._together.get() is not None:
+            yield
+            return
+        with self.transaction() as conn:
+            token = self._together.set(conn)
+            try:
+                yield
+            finally:
+                self._together.reset(token)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -350,18 +377,24 @@ class SqlStore:
     ) -> None:
         with self.transaction() as conn:
             conn.execute(
-                insert(step_runs).values(
-                    run_id=run_id,
-                    task=task,
-                    attempt=attempt,
-                    idx=index,
-                    name=name,
-                    status=StepStatus.RUNNING.value,
-                    log_path=log_path,
-                    started_at=started_at,
-                    pid=pid,
-                )
+                self._step_insert,
+                {
+                    "run_id": run_id,
+                    "task": task,
+                    "attempt": attempt,
+                    "idx": index,
+                    "name": name,
+                    "status": StepStatus.RUNNING.value,
+                    "log_path": log_path,
+                    "started_at": started_at,
+                    "pid": pid,
+                },
             )
+
+    _step_insert = insert(step_runs).values(
+        {c: bindparam(c) for c in ("run_id", "task", "attempt", "idx", "name", "status", "log_path", "started_at", "pid")}
+    )
+    """Built once: building the expression per step cost more than the insert itself."""
 
     def update_step(self, run_id: int, task: str, attempt: int, index: int, **values: Any) -> None:
         self._update(step_runs, ("run_id", "task", "attempt", "idx"), (run_id, task, attempt, index), values)
