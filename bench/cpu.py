@@ -94,6 +94,7 @@ def measure(engine: Engine, counter: Counter, runs: list[Any], label: str, tasks
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["sequential", "fan-out", "burst"], action="append", help="run only these parts")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cpu.json")
     args = parser.parse_args()
     rows = []
@@ -101,16 +102,18 @@ def main() -> None:
         work = Path(tmp)
         engine, counter = _engine(work / "home")
         asyncio.run(engine.drive(engine.submit(load_pipeline(_pipeline(work, "warm", 3)), {})))  # warm caches
+        only = set(args.only or ["sequential", "fan-out", "burst"])
         sizes = (1, 10, 100, 300) if args.quick else (1, 10, 100, 300, 1000)
-        for n in sizes:
+        for n in sizes if "sequential" in only else ():
             pipeline = load_pipeline(_pipeline(work, f"seq{n}", n))
             rows.append(measure(engine, counter, [pipeline], f"sequential {n}", n))
-        for width in (10, 100) if args.quick else (10, 100, 500):
+        for width in ((10, 100) if args.quick else (10, 100, 500)) if "fan-out" in only else ():
             pipeline = load_pipeline(_fanout(work, width))
             rows.append(measure(engine, counter, [pipeline], f"fan-out 1->{width}->1", width + 2))
         five = load_pipeline(_pipeline(work, "five", 5))
         burst = 100 if args.quick else 200
-        rows.append(measure(engine, counter, [five] * burst, f"burst {burst} x 5 tasks", 5))
+        if "burst" in only:
+            rows.append(measure(engine, counter, [five] * burst, f"burst {burst} x 5 tasks", 5))
         engine.store.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.executors.cgroups import StepGroup
@@ -41,6 +44,77 @@ _JOIN = (
 )
 """The step's first process moves itself into the step's cgroup, then becomes the shell:
 so it is inside before it can fork anything."""
+
+
+class _PidfdWatcher(asyncio.AbstractChildWatcher):
+    """Python 3.11's default child watcher starts a thread per process to wait for it; this one
+    waits on a pidfd in the event loop that started the process (what 3.12 does by default).
+
+    Per step, a thread's start and its wake-up cost more CPU than the rest of asyncio's part.
+    Works with any number of loops in any threads: each process is watched by the loop
+    that is running when it starts.
+    """
+
+    def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(pid)
+        loop._add_reader(pidfd, self._do_wait, pid, pidfd, callback, args)  # type: ignore[attr-defined]
+
+    def _do_wait(self, pid: int, pidfd: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        asyncio.get_running_loop()._remove_reader(pidfd)  # type: ignore[attr-defined]
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by someone else: as asyncio's own watchers say
+            returncode = 255
+            logging.getLogger("shipline.executors").warning("process %s was reaped elsewhere; exit code unknown", pid)
+        else:
+            returncode = os.waitstatus_to_exitcode(status)
+        os.close(pidfd)
+        callback(pid, returncode, *args)
+
+    def remove_child_handler(self, pid: int) -> bool:
+        return True
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+    def __enter__(self) -> _PidfdWatcher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+_watcher_checked = False
+
+
+def _watch_with_pidfds() -> None:
+    """On Python 3.11 (Linux >= 5.3), watch steps with pidfds rather than a thread each; once per process.
+
+    Only when the watcher is still asyncio's default one, watching nothing yet: a watcher
+    someone set on purpose stays.
+    """
+    global _watcher_checked
+    if _watcher_checked:
+        return
+    _watcher_checked = True
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return  # 3.12 uses pidfds by default (and deprecates choosing the watcher)
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # an older kernel, or a sandbox that forbids it
+        return
+    policy = asyncio.get_event_loop_policy()
+    current = getattr(policy, "_watcher", False)
+    idle_default = current is None or (type(current) is asyncio.ThreadedChildWatcher and not current._threads)  # type: ignore[attr-defined]
+    if type(policy) is asyncio.DefaultEventLoopPolicy and idle_default:
+        policy.set_child_watcher(_PidfdWatcher())
 
 
 class _StepProtocol(asyncio.SubprocessProtocol):
@@ -132,6 +206,7 @@ class LocalExecutor:
         return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
+        _watch_with_pidfds()
         watched = _LastLine(listener)
         outputs: list[str] = []
         loop = asyncio.get_running_loop()
