@@ -94,8 +94,10 @@ _SCALAR_SHORTHAND = {"type": ["string", "number", "boolean", "null"]}
 
 
 class _Spec(BaseModel):
-    # Each field's docstring is its description in `shipline schema` (editors show it).
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+    # Each field's docstring is its description in `shipline schema` (editors show it): put there
+    # by `engine.loading.pipeline_schema`, which reads them from this module's source.  Pydantic's
+    # `use_attribute_docstrings` would read the source at every import, a third of loading this module.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def _or_shorthand(

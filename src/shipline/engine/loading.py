@@ -6,6 +6,8 @@ Every problem is collected with FILE:LINE:COL before anything fails, so one
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -600,7 +602,7 @@ def _referenced_results(data: Any) -> dict[str, set[str]]:
 
 def pipeline_schema() -> dict[str, Any]:
     """The JSON Schema of a definition file, for editors."""
-    schema = Pipeline.model_json_schema(by_alias=True)
+    schema = _described(Pipeline.model_json_schema(by_alias=True))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "shipline pipeline"
     schema["anyOf"] = [{"required": ["tasks"]}, {"required": ["uses"]}]
@@ -609,7 +611,55 @@ def pipeline_schema() -> dict[str, Any]:
 
 def task_schema() -> dict[str, Any]:
     """The JSON Schema of a reusable task file (`uses: ./tasks/x.yaml`, the catalog's tasks), for editors."""
-    schema = TaskTemplate.model_json_schema(by_alias=True)
+    schema = _described(TaskTemplate.model_json_schema(by_alias=True))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "shipline reusable task"
+    return schema
+
+
+def _field_docs() -> dict[str, dict[str, str]]:
+    """Class name -> field name -> the docstring under the field, from `shipline.domain.pipelines`' source."""
+    from shipline.domain import pipelines
+
+    docs: dict[str, dict[str, str]] = {}
+    for node in ast.parse(inspect.getsource(pipelines)).body:
+        if isinstance(node, ast.ClassDef):
+            fields = docs[node.name] = {}
+            for this, after in zip(node.body, node.body[1:], strict=False):
+                if (
+                    isinstance(this, ast.AnnAssign)
+                    and isinstance(this.target, ast.Name)
+                    and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)
+                ):
+                    fields[this.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def _described(schema: dict[str, Any]) -> dict[str, Any]:
+    """Each property of each model in `schema` described by its field's docstring (where the schema has none)."""
+    from shipline.domain import pipelines
+
+    docs = _field_docs()
+    models = {
+        name: model for name, model in vars(pipelines).items() if isinstance(model, type) and issubclass(model, BaseModel)
+    }
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            model = models.get(node.get("title", ""))
+            if model is not None and isinstance(node.get("properties"), dict):
+                by_alias = {(f.alias or name): name for name, f in model.model_fields.items()}
+                for key, prop in node["properties"].items():
+                    doc = docs.get(model.__name__, {}).get(by_alias.get(key, key))
+                    if doc and isinstance(prop, dict) and not prop.get("description"):
+                        prop["description"] = doc
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
     return schema

@@ -19,9 +19,8 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel
 from sqlalchemy import delete, insert, select, update
 
@@ -31,6 +30,9 @@ from shipline.settings import Settings
 from shipline.store.files import private_dir, private_file
 from shipline.store.sql import SqlStore, _utc, utcnow
 from shipline.store.tables import secrets
+
+if TYPE_CHECKING:  # imported when a value is sealed or opened: a run that uses no secret never loads it
+    from cryptography.fernet import Fernet
 
 
 class SecretInfo(BaseModel):
@@ -78,6 +80,8 @@ class Keyring:
                     )
                 _create_key_file(self.key_file)
             key = self.key_file.read_text().strip()
+        from cryptography.fernet import Fernet
+
         try:
             return Fernet(key)
         except ValueError as exc:
@@ -94,6 +98,8 @@ class Keyring:
         """The value behind `seal`; text stored before sealing existed comes back as it is."""
         if not stored.startswith(SEALED):
             return stored
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._cipher(create=False).decrypt(stored[len(SEALED) :].encode()).decode()
         except InvalidToken as exc:
@@ -110,6 +116,8 @@ def _create_key_file(path: Path) -> None:
         fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return
+    from cryptography.fernet import Fernet
+
     with os.fdopen(fd, "wb") as out:
         out.write(Fernet.generate_key() + b"\n")
 
