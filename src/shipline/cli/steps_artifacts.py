@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -33,9 +34,11 @@ from shipline.domain.artifacts import (
     split_image,
 )
 from shipline.exceptions import ToolError, UsageError
-from shipline.integrations import charts, images
-from shipline.integrations.cdevents import Delivery, Retry, deliver
+from shipline.integrations import images
 from shipline.integrations.registries import load_auth_file, probe, push_artifact
+
+if TYPE_CHECKING:  # each imported by the one command that needs it: every `shipline step X` is a process of its own
+    from shipline.integrations.cdevents import Delivery
 
 
 def _echo(line: str) -> None:
@@ -170,6 +173,8 @@ def chart(
     auth_file: str,
 ) -> None:
     """Lint the chart, stamp version/appVersion/image into a copy, package it, push it to oci://REGISTRY/charts."""
+    from shipline.integrations import charts
+
     target = _registry(registry)
     check_tag(version)
     source = _inside(chart_dir, "chart")
@@ -390,6 +395,8 @@ def notify(
         _write_results({"delivered": "[]", "undelivered": "[]"})
         return
     _echo(f"sending {len(events)} event(s) to {len(urls)} subscriber(s), binary CloudEvents over HTTP")
+    from shipline.integrations.cdevents import Retry, deliver
+
     deliveries = deliver(
         events,
         urls,
