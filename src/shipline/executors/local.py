@@ -228,14 +228,15 @@ class LocalExecutor:
                 outputs.append("")
                 return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
+            emptied = False  # the step's end found its group empty: nothing can be left in it to kill
             try:
-                code, status = await self._run_step(step, watched, group, workdir, limit, what)
+                code, status, emptied = await self._run_step(step, watched, group, workdir, limit, what)
             finally:
                 os.close(workdir)
                 if group is not None:
                     # Usually the step left nothing behind: then removing its cgroup is a few
                     # rmdirs, done here rather than through a thread.
-                    if group.occupied():
+                    if not emptied and group.occupied():
                         await asyncio.to_thread(_kill_and_remove, group)
                     else:
                         group.remove()
@@ -268,7 +269,8 @@ class LocalExecutor:
         workdir: int,
         limit: float | None,
         what: str,
-    ) -> tuple[int | None, str]:
+    ) -> tuple[int | None, str, bool]:
+        """The step's exit code and how it ended; True when its group was emptied at its end."""
         _create_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
         kept = 0
@@ -326,7 +328,7 @@ class LocalExecutor:
             listener.step_started(step.index, None)
             listener.step_log(step.index, f"shipline: cannot start {step.shell}: {exc}")
             listener.step_finished(step.index, None, "failed")
-            return None, "failed"
+            return None, "failed", False
         pid = transport.get_pid()
         listener.step_started(step.index, pid)
         proto.attach(emit)
@@ -338,7 +340,7 @@ class LocalExecutor:
                 await self._stop(pid, proto, group)
                 listener.step_log(step.index, f"shipline: {what}; its processes were stopped")
                 listener.step_finished(step.index, transport.get_returncode(), "failed")
-                return transport.get_returncode(), "timed out"
+                return transport.get_returncode(), "timed out", False
             except asyncio.CancelledError as exc:
                 await self._stop(pid, proto, group)
                 why = str(exc.args[0]) if exc.args and exc.args[0] else "cancelled"
@@ -346,7 +348,10 @@ class LocalExecutor:
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
-            if group is not None and group.occupied():
+            # Nothing outside the group can enter it: found empty now, it stays so.
+            leftovers = group is not None and group.occupied()
+            if leftovers:
+                assert group is not None
                 await asyncio.to_thread(group.kill)
             await _drain(proto)
             code = transport.get_returncode()
@@ -354,7 +359,7 @@ class LocalExecutor:
             transport.close()
         status: StepEnd = "succeeded" if code == 0 else "failed"
         listener.step_finished(step.index, code, status)
-        return code, status
+        return code, status, group is not None and not leftovers
 
     async def _stop(self, pid: int, proto: _StepProtocol, group: StepGroup | None) -> None:
         """TERM the step's processes, give them the grace period, then KILL what is left."""

@@ -129,7 +129,11 @@ class SqlStore:
             _private_sqlite(Path(parsed.database))
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite)
+        # SQLite: enough pooled connections for a server's threads (API workers, the engine,
+        # notifiers) to each keep one; with the default 5, a burst of requests opened and
+        # closed a connection (and set its pragmas) for most transactions.
+        pool = {"pool_size": 20} if self.is_sqlite and parsed.database not in (None, "", ":memory:") else {}
+        self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite, **pool)
         self._statements: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         self._together: ContextVar[Connection | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
         if self.is_sqlite:
