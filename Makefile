@@ -43,6 +43,7 @@ lock: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/cpu.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/gitops.py

@@ -4,7 +4,8 @@
     python bench/cpu.py --quick
 
 Wall time on a shared machine follows the load; the engine's own CPU time
-(`time.process_time()`: this process and its threads, the steps excluded) and
+(`time.process_time()`: this process and its threads, the steps excluded; user and
+system apart, as system time follows the load on the file system most) and
 what it asks of the store (statements, transactions, per task and per run, counted
 with SQLAlchemy events) do not.  Prints a table, writes bench/results/cpu.json.
 Not a test: nothing here asserts a time.
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -64,9 +66,12 @@ def measure(engine: Engine, counter: Counter, runs: list[Any], label: str, tasks
         return [r.status for r in await asyncio.gather(*(engine.drive(i) for i in ids))]
 
     s0, c0 = counter.snapshot()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     statuses = asyncio.run(go())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     s1, c1 = counter.snapshot()
     assert all(s == RunStatus.SUCCEEDED for s in statuses), statuses
     n = len(runs) * tasks
@@ -76,6 +81,8 @@ def measure(engine: Engine, counter: Counter, runs: list[Any], label: str, tasks
         "tasks": n,
         "cpu_ms_per_task": round(cpu / n * 1000, 3),
         "cpu_ms_per_run": round(cpu / len(runs) * 1000, 2),
+        "user_ms_per_task": round(user / n * 1000, 3),
+        "system_ms_per_task": round(system / n * 1000, 3),
         "statements_per_task": round((s1 - s0) / n, 2),
         "commits_per_task": round((c1 - c0) / n, 2),
         "commits_per_run": round((c1 - c0) / len(runs), 2),
@@ -83,7 +90,8 @@ def measure(engine: Engine, counter: Counter, runs: list[Any], label: str, tasks
         "load": [round(x, 2) for x in os.getloadavg()],
     }
     print(
-        f"  {label:<22} {row['cpu_ms_per_task']:>7.3f} ms CPU/task  {row['commits_per_task']:>5.2f} commits/task"
+        f"  {label:<22} {row['cpu_ms_per_task']:>7.3f} ms CPU/task (user {row['user_ms_per_task']:.3f}, system"
+        f" {row['system_ms_per_task']:.3f})  {row['commits_per_task']:>5.2f} commits/task"
         f"  {row['statements_per_task']:>5.2f} stmts/task  ({row['cpu_ms_per_run']} ms CPU/run, wall {row['wall_s']} s,"
         f" load {row['load'][0]})",
         file=sys.stderr,
