@@ -54,4 +54,3 @@ class LazySteps(ShiplineGroup):
 @click.group(cls=LazySteps)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
-

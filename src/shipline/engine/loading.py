@@ -642,9 +642,7 @@ def _described(schema: dict[str, Any]) -> dict[str, Any]:
     from shipline.domain import pipelines
 
     docs = _field_docs()
-    models = {
-        name: model for name, model in vars(pipelines).items() if isinstance(model, type) and issubclass(model, BaseModel)
-    }
+    models = {name: model for name, model in vars(pipelines).items() if isinstance(model, type) and issubclass(model, BaseModel)}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
