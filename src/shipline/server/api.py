@@ -337,6 +337,55 @@ def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
     return [_repo_out(server, r) for r in server.state.list_repositories()]
 
 
+class PreviewOut(BaseModel):
+    repository: str
+    pr_number: int
+    service: str
+    namespace: str
+    state: str
+    """building | deploying | ready | failed | removed"""
+    reason: str
+    version: str
+    image: str
+    run_id: int | None
+    """The run whose build is (being) deployed."""
+    open: bool
+
+
+@router.get(
+    "/previews",
+    response_model=list[PreviewOut],
+    tags=["repositories"],
+    summary="Preview environments of pull requests (see docs/forges.md, Preview environments)",
+)
+def list_previews(request: Request, _: Reader, removed: bool = False) -> list[PreviewOut]:
+    from shipline.store.previews import PreviewStore
+
+    server = _server(request)
+    names = {r.id: r.name for r in server.state.list_repositories()}
+    out = []
+    for p in PreviewStore(server.sql).all(include_removed=removed):
+        if not p.service:
+            continue
+        shown = p.deployed if p.state.value in ("ready", "removed") else (p.wanted or p.deployed)
+        shown = shown or {}
+        out.append(
+            PreviewOut(
+                repository=names.get(p.repository_id, ""),
+                pr_number=p.pr_number,
+                service=p.service,
+                namespace=p.namespace,
+                state=p.state.value,
+                reason=p.reason,
+                version=str(shown.get("version") or ""),
+                image=str(shown.get("image") or ""),
+                run_id=shown.get("run") if isinstance(shown.get("run"), int) else None,
+                open=p.open,
+            )
+        )
+    return out
+
+
 @router.post(
     "/repositories",
     response_model=RepositoryOut,
