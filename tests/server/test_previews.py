@@ -47,11 +47,12 @@ class Service:
         self.gitea, self.repo = gitea, repo
         self.slug = f"/repos/{repo.owner}/{repo.name}"
         self.work = root / self.name
+        self.build = f'mkdir -p bin && printf "#!/bin/sh\\n" > bin/{self.name} && chmod +x bin/{self.name}'
         run(sys.executable, "-m", "shipline", "init", "service", self.name, str(self.work))
         # No Go build: the image only has to exist (kwok nodes run no containers).
         (self.work / ".shipline" / "pipeline.yaml").write_text(
             f"name: {self.name}\nuses: shipline/service\nwith:\n"
-            f'  build: mkdir -p bin && printf "#!/bin/sh\\n" > bin/{self.name} && chmod +x bin/{self.name}\n'
+            f"  build: {self.build}\n"
         )
         self.git("init", "--quiet", "--initial-branch=main")
         self.commit("feat: the service", "main")
@@ -59,8 +60,12 @@ class Service:
     def git(self, *args: str) -> str:
         return run("git", "-c", "user.name=dev", "-c", "user.email=dev@localhost", *args, cwd=self.work).strip()
 
-    def commit(self, message: str, branch: str) -> str:
+    def commit(self, message: str, branch: str, build: str | None = None) -> str:
         (self.work / "CHANGES").write_text(message + "\n")
+        if build is not None:
+            (self.work / ".shipline" / "pipeline.yaml").write_text(
+                f"name: {self.name}\nuses: shipline/service\nwith:\n  build: {build}\n"
+            )
         self.git("add", "-A")
         self.git("commit", "--quiet", "-m", message)
         self.git("push", "--quiet", "--force", self.repo.clone_url, f"HEAD:refs/heads/{branch}")
@@ -108,16 +113,16 @@ def env(home: Path, gitea: GiteaClient, testbed: Testbed) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], str]]:
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Starts `shipline serve` (again, after a stop); stops it at the end."""
     procs: list[subprocess.Popen[bytes]] = []
     url = env["SHIPLINE_PUBLIC_URL"]
     log = tmp_path / "serve.log"
 
-    def start() -> str:
+    def start(kill: bool = False) -> str:
         for proc in procs:
             if proc.poll() is None:
-                proc.terminate()
+                proc.kill() if kill else proc.terminate()
                 proc.wait(30)
         with log.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "shipline", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -187,7 +192,7 @@ def register(env: dict[str, str], svc: Service, *flags: str) -> None:
 
 def test_a_pull_request_gets_a_preview_updated_at_each_push_and_removed_when_closed(
     env: dict[str, str],
-    server: Callable[[], str],
+    server: Callable[..., str],
     gitea: GiteaClient,
     gitea_repo: GiteaRepo,
     kubeconfig: Path,
@@ -224,6 +229,12 @@ def test_a_pull_request_gets_a_preview_updated_at_each_push_and_removed_when_clo
     assert second["id"] == first["id"]
     assert deployed_image(kubectl, kubeconfig, namespace, svc.name) == image.replace(version, newer)
 
+    # A push whose run fails: the last good preview stays, and the comment says so.
+    svc.commit("fix: breaks the build", "feature/preview", build="exit 3")
+    failed = svc.wait_comment(number, "**Status: ready**", "Latest run failed", "the preview above stays as it was")
+    assert failed["id"] == first["id"] and f"`{newer}`" in failed["body"]
+    assert deployed_image(kubectl, kubeconfig, namespace, svc.name) == image.replace(version, newer)
+
     # Closed: the namespace goes, the comment says so.
     gitea.request("PATCH", f"{svc.slug}/pulls/{number}", {"state": "closed"})
     wait_gone(kubectl, kubeconfig, namespace)
@@ -236,7 +247,7 @@ def test_a_pull_request_gets_a_preview_updated_at_each_push_and_removed_when_clo
 
 def test_without_the_kubeconfig_the_comment_names_the_fix_and_a_restarted_server_deploys_once_it_is_set(
     env: dict[str, str],
-    server: Callable[[], str],
+    server: Callable[..., str],
     gitea: GiteaClient,
     gitea_repo: GiteaRepo,
     kubeconfig: Path,
@@ -252,9 +263,9 @@ def test_without_the_kubeconfig_the_comment_names_the_fix_and_a_restarted_server
     assert "shipline secrets set previews-kubeconfig" in failed["body"]
     assert kubectl_json(kubectl, kubeconfig, "get", "namespace", namespace) is None
 
-    # The server stops; the secret is set meanwhile; the work left in the records is done after the restart.
+    # The server is killed; the secret is set meanwhile; the work left in the records is done after the restart.
     shipline(env, "secrets", "set", "previews-kubeconfig", stdin=kubeconfig.read_text())
-    server()
+    server(kill=True)
     ready = svc.wait_comment(number, "**Status: ready**")
     assert ready["id"] == failed["id"]
     assert f"-pr-{number}." in deployed_image(kubectl, kubeconfig, namespace, svc.name)
@@ -264,7 +275,7 @@ def test_without_the_kubeconfig_the_comment_names_the_fix_and_a_restarted_server
 
 def test_a_repository_without_previews_gets_none_until_they_are_enabled(
     env: dict[str, str],
-    server: Callable[[], str],
+    server: Callable[..., str],
     gitea: GiteaClient,
     gitea_repo: GiteaRepo,
     kubeconfig: Path,
@@ -293,3 +304,37 @@ def test_a_repository_without_previews_gets_none_until_they_are_enabled(
     assert deployed_image(kubectl, kubeconfig, namespace, svc.name).endswith(f":{_next(version)}")
     gitea.request("PATCH", f"{svc.slug}/pulls/{number}", {"state": "closed"})
     wait_gone(kubectl, kubeconfig, namespace)
+
+
+def test_a_pull_request_closed_before_its_run_ends_gets_no_preview(
+    env: dict[str, str],
+    server: Callable[..., str],
+    gitea: GiteaClient,
+    gitea_repo: GiteaRepo,
+    kubeconfig: Path,
+    kubectl: Path,
+    tmp_path: Path,
+) -> None:
+    svc = Service(tmp_path, gitea, gitea_repo)
+    shipline(env, "secrets", "set", "previews-kubeconfig", stdin=kubeconfig.read_text())
+    register(env, svc, "--previews")
+    url = server()
+    # The run sleeps first, so the pull request is surely closed before the run ends.
+    svc.git("checkout", "--quiet", "-B", "feature/short")
+    svc.commit("feat: slow", "feature/short", build=f"sleep 8 && {svc.build}")
+    pr = gitea.request("POST", f"{svc.slug}/pulls", {"head": "feature/short", "base": "main", "title": "Short-lived"})
+    number = int(pr["number"])
+    deadline = time.monotonic() + 60
+    while not runs_of(url, svc.name):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    gitea.request("PATCH", f"{svc.slug}/pulls/{number}", {"state": "closed"})
+    deadline = time.monotonic() + 240
+    while runs_of(url, svc.name)[0]["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert runs_of(url, svc.name)[0]["status"] == "succeeded"
+    time.sleep(3)  # what the server would do, it does within a poll tick of the run's end
+    assert kubectl_json(kubectl, kubeconfig, "get", "namespace", f"preview-{svc.name}-pr-{number}") is None
+    assert all("**Status: removed**" in c["body"] for c in svc.comments(number))
+    assert json.loads(shipline(env, "previews", "list", "--json")) == []
