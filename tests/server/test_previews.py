@@ -51,8 +51,7 @@ class Service:
         run(sys.executable, "-m", "shipline", "init", "service", self.name, str(self.work))
         # No Go build: the image only has to exist (kwok nodes run no containers).
         (self.work / ".shipline" / "pipeline.yaml").write_text(
-            f"name: {self.name}\nuses: shipline/service\nwith:\n"
-            f"  build: {self.build}\n"
+            f"name: {self.name}\nuses: shipline/service\nwith:\n  build: {self.build}\n"
         )
         self.git("init", "--quiet", "--initial-branch=main")
         self.commit("feat: the service", "main")

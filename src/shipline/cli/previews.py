@@ -47,9 +47,7 @@ def list_previews(wiring: Wiring, show_all: bool, as_json: bool) -> None:
     names = {r.id: r.name for r in ServerStore(wiring.store, wiring.engine.secrets.keyring).list_repositories()}
     items = [p for p in PreviewStore(wiring.store).all(include_removed=show_all) if p.service]
     if as_json:
-        out = [
-            {**p.model_dump(mode="json", exclude={"comment"}), "repository": names.get(p.repository_id, "")} for p in items
-        ]
+        out = [{**p.model_dump(mode="json", exclude={"comment"}), "repository": names.get(p.repository_id, "")} for p in items]
         click.echo(json.dumps(out, indent=2))
         return
     if not items:
@@ -60,7 +58,9 @@ def list_previews(wiring: Wiring, show_all: bool, as_json: bool) -> None:
         table.add_column(col)
     for p in items:
         version = str((p.deployed or p.wanted or {}).get("version") or "")
-        table.add_row(names.get(p.repository_id, str(p.repository_id)), f"#{p.pr_number}", p.namespace, p.state.value, version, p.reason)
+        table.add_row(
+            names.get(p.repository_id, str(p.repository_id)), f"#{p.pr_number}", p.namespace, p.state.value, version, p.reason
+        )
     Console(highlight=False).print(table)
 
 

@@ -318,6 +318,10 @@ class RepositoryIn(BaseModel):
     )
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
+    previews: bool = Field(
+        default=False,
+        description="Preview environments for its pull requests, deployed with the kubeconfig in secret previews-kubeconfig.",
+    )
     triggers: list[TriggerRule] = []
 
 
@@ -412,6 +416,7 @@ def add_repository(request: Request, body: RepositoryIn, _: Operator) -> Reposit
         pipeline=pipeline,
         default_branch=body.default_branch,
         poll_seconds=body.poll_seconds,
+        previews=body.previews,
     )
     for rule in body.triggers:
         server.state.add_trigger(repo.id, rule)

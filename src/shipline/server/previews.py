@@ -256,7 +256,8 @@ class Previews:
         if verification.timed_out and not verification.failures():
             return f"not rolled out within {self.verify_seconds:.0f}s"
         failures = "; ".join(str(f) for f in verification.failures()[:3])
-        return f"not rolled out{' within %.0fs' % self.verify_seconds if verification.timed_out else ''}: {failures}"
+        within = f" within {self.verify_seconds:.0f}s" if verification.timed_out else ""
+        return f"not rolled out{within}: {failures}"
 
     def remove(self, repo: Repository | None, preview: Preview) -> None:
         touched = preview.attempted_run is not None or preview.deployed is not None or preview.state is PreviewState.DEPLOYING
