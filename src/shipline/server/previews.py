@@ -117,6 +117,8 @@ class Previews:
         trigger = transition.trigger
         if not isinstance(trigger, dict) or trigger.get("event") != "pull_request" or trigger.get("pr_action") == "closed":
             return
+        if trigger.get("fork"):
+            return  # anyone's code: built without secrets, and never deployed with the previews' credentials
         repository_id, number = trigger.get("repository_id"), trigger.get("pr_number")
         if not isinstance(repository_id, int) or not isinstance(number, int) or number < 1:
             return
