@@ -155,22 +155,24 @@ class Previews:
 
     def pull_request_event(self, repo: Repository, event: ForgeEvent) -> None:
         """A pull request of `repo` was closed (its preview goes) or reopened (it comes back at its next run)."""
-        if not repo.previews or event.kind is not EventKind.PULL_REQUEST or event.pr_number is None or event.pr_number < 1:
-            return
+        if event.kind is not EventKind.PULL_REQUEST or event.pr_number is None or event.pr_number < 1:
+            return  # (a repository whose previews were turned off still has its open ones removed)
         number = event.pr_number
         if event.pr_action is PullRequestAction.CLOSED:
             preview = self.store.get(repo.id, number)
             if preview is None:  # no run yet: remember it is closed, so a late run creates nothing
-                self.store.ensure(repo.id, number, service="", namespace="", open_=False)
+                if repo.previews:
+                    self.store.ensure(repo.id, number, service="", namespace="", open_=False)
                 return
             if preview.open:
-                self.store.change(preview.id, open=False)
+                how = "merged" if event.pr_merged else "closed"
+                self.store.change(preview.id, open=False, reason=f"the pull request was {how}")
                 log.info("pull request closed: removing its preview", extra={"namespace": preview.namespace})
                 self.nudge()
-        elif event.pr_action is PullRequestAction.REOPENED:
+        elif event.pr_action is PullRequestAction.REOPENED and repo.previews:
             preview = self.store.get(repo.id, number)
             if preview is not None and not preview.open:
-                values: dict[str, Any] = {"open": True}
+                values: dict[str, Any] = {"open": True, "reason": ""}
                 if preview.state is PreviewState.REMOVED:
                     values.update(state=PreviewState.BUILDING, reason="", deployed=None, attempted_run=None)
                 self.store.change(preview.id, **values)
@@ -212,6 +214,18 @@ class Previews:
                 preview = self.store.change(preview.id, state=PreviewState.FAILED, reason=NO_KUBECONFIG)
             self._comment(repo, preview)
             self._not_before[preview.id] = time.monotonic() + RETRY_SECONDS
+            return
+        holder = self.store.holder(preview.namespace, besides=preview.id)
+        if holder is not None and holder.created_at <= preview.created_at:
+            owner = self.state.get_repository(str(holder.repository_id)).name if holder.repository_id != repo.id else repo.name
+            preview = self.store.change(
+                preview.id,
+                state=PreviewState.FAILED,
+                attempted_run=release.get("run"),
+                reason=f"namespace {preview.namespace} is already the preview of pull request #{holder.pr_number} "
+                f"of repository {owner}: rename the pipeline (its `name:`)",
+            )
+            self._comment(repo, preview)
             return
         preview = self.store.change(preview.id, state=PreviewState.DEPLOYING, reason="")
         self._comment(repo, preview)
@@ -271,7 +285,8 @@ class Previews:
                 with tempfile.TemporaryDirectory(prefix="shipline-preview-") as scratch:
                     deleted = self._cluster(self._kubeconfig(Path(scratch)), preview).delete_namespace()
                 log.info("preview removed", extra={"namespace": preview.namespace, "deleted": deleted})
-        preview = self.store.change(preview.id, state=PreviewState.REMOVED, reason=reason or "the pull request was closed")
+        closed = preview.reason if preview.reason.startswith("the pull request was") else "the pull request was closed"
+        preview = self.store.change(preview.id, state=PreviewState.REMOVED, reason=reason or closed)
         if repo is not None:
             self._comment(repo, preview)
 

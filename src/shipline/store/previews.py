@@ -17,7 +17,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipline.domain.previews import PreviewState
-from shipline.exceptions import NotFound
+from shipline.exceptions import NotFound, StoreError
 from shipline.store.preview_tables import previews
 from shipline.store.sql import SqlStore, _utc, utcnow
 
@@ -122,9 +122,9 @@ class PreviewStore:
                         updated_at=moment,
                     )
                 )
-        except Exception as exc:  # another server made it first: use theirs
-            if not isinstance(getattr(exc, "__cause__", None), IntegrityError) and not isinstance(exc, IntegrityError):
-                raise
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise  # else another server made it first: use theirs
         found = self.get(repository_id, pr_number)
         if found is None:
             raise NotFound(f"the preview of pull request #{pr_number} vanished while it was made")
@@ -143,6 +143,16 @@ class PreviewStore:
             query = query.where(previews.c.state != PreviewState.REMOVED.value)
         with self.sql.transaction() as conn:
             return [_preview(row) for row in conn.execute(query)]
+
+    def holder(self, namespace: str, *, besides: int) -> Preview | None:
+        """Another live preview (not removed) with this namespace: two services' names may shorten alike,
+        and a pull request may rename its pipeline to another repository's service."""
+        query = select(previews).where(
+            previews.c.namespace == namespace, previews.c.id != besides, previews.c.state != PreviewState.REMOVED.value
+        )
+        with self.sql.transaction() as conn:
+            row = conn.execute(query.order_by(previews.c.id)).first()
+        return _preview(row) if row is not None else None
 
     def pending(self) -> list[Preview]:
         """Previews with work to do: a closed pull request's to remove, a new release to deploy."""
