@@ -92,7 +92,6 @@ class GitHubStyleForge:
         )
         return pull_request_of(data)
 
-
     # --- comments (both forges: the issue-comment endpoints) ------------------------------
 
     def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> bool:
