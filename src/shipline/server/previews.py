@@ -202,7 +202,37 @@ class Previews:
                 log.warning("preview work failed; will try again", extra={"namespace": preview.namespace, "error": str(exc)})
                 self._not_before[preview.id] = now + RETRY_SECONDS
             done += 1
+        self._catch_up(now)
         return done
+
+    def _catch_up(self, now: float) -> None:
+        """Comments a forge failed to take while the work went on: post them now (a sweep every RETRY_SECONDS)."""
+        if self._not_before.get(0, 0.0) > now:
+            return
+        self._not_before[0] = now + RETRY_SECONDS
+        behind = [
+            p
+            for p in self.store.all(include_removed=True)
+            if p.service
+            and (p.comment_id is not None or p.state is not PreviewState.REMOVED)
+            and preview_comment(self.view(p)) != p.comment
+        ]
+        for preview in behind:
+            try:
+                repo = self.state.get_repository(str(preview.repository_id))
+            except NotFound:
+                continue
+            if not self._tell(repo, preview):
+                return  # the forge is away: the rest wait for the next sweep
+
+    def _tell(self, repo: Repository, preview: Preview) -> bool:
+        """The comment, without holding up the work: a forge that fails now is caught up with later."""
+        try:
+            self._comment(repo, preview)
+            return True
+        except ForgeError as exc:
+            log.warning("preview comment not posted; will try again", extra={"namespace": preview.namespace, "error": str(exc)})
+            return False
 
     def deploy(self, repo: Repository | None, preview: Preview) -> None:
         release = preview.wanted or {}
@@ -212,7 +242,7 @@ class Previews:
         if self.secrets.missing([KUBECONFIG_SECRET]):
             if preview.state is not PreviewState.FAILED or preview.reason != NO_KUBECONFIG:
                 preview = self.store.change(preview.id, state=PreviewState.FAILED, reason=NO_KUBECONFIG)
-            self._comment(repo, preview)
+            self._tell(repo, preview)
             self._not_before[preview.id] = time.monotonic() + RETRY_SECONDS
             return
         holder = self.store.holder(preview.namespace, besides=preview.id)
@@ -225,10 +255,10 @@ class Previews:
                 reason=f"namespace {preview.namespace} is already the preview of pull request #{holder.pr_number} "
                 f"of repository {owner}: rename the pipeline (its `name:`)",
             )
-            self._comment(repo, preview)
+            self._tell(repo, preview)
             return
         preview = self.store.change(preview.id, state=PreviewState.DEPLOYING, reason="")
-        self._comment(repo, preview)
+        self._tell(repo, preview)
         log.info("deploying preview", extra={"namespace": preview.namespace, "version": release.get("version")})
         try:
             reason = self._deploy(preview, release)
@@ -245,7 +275,7 @@ class Previews:
                 preview.id, state=PreviewState.READY, reason="", attempted_run=release.get("run"), deployed=release
             )
         log.info("preview deployed", extra={"namespace": preview.namespace, "state": preview.state.value, "reason": reason})
-        self._comment(repo, preview)
+        self._tell(repo, preview)
 
     def _deploy(self, preview: Preview, release: dict[str, Any]) -> str:
         """Render, apply, prune, verify; the reason it failed ("" when it is up)."""
@@ -288,7 +318,7 @@ class Previews:
         closed = preview.reason if preview.reason.startswith("the pull request was") else "the pull request was closed"
         preview = self.store.change(preview.id, state=PreviewState.REMOVED, reason=reason or closed)
         if repo is not None:
-            self._comment(repo, preview)
+            self._tell(repo, preview)
 
     def _kubeconfig(self, scratch: Path) -> Path:
         path = scratch / "kubeconfig"
