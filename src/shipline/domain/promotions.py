@@ -191,7 +191,7 @@ def edit_version(layout: str, files: Mapping[str, str], service: str, version: s
             f"{version!r} is not a version shipline promotes (SemVer: X.Y.Z or X.Y.Z-PRE); "
             f"the release of {service} must come from its service pipeline"
         )
-    if kind in (Layout.MANIFESTS, Layout.KUSTOMIZE) and not _TAG.match(version):
+    if kind in (Layout.MANIFESTS, Layout.KUSTOMIZE) and not _TAG.fullmatch(version):
         raise PromotionEditError(
             f"{version!r} cannot be an image tag (letters, digits, '_', '.', '-', at most 128): "
             f"the manifests of {service} reference images by tag"
@@ -211,7 +211,7 @@ def edit_version(layout: str, files: Mapping[str, str], service: str, version: s
 
 
 def _check_service(service: str) -> None:
-    if not _SERVICE.match(service):
+    if not _SERVICE.fullmatch(service):
         raise PromotionEditError(
             f"{service!r} is not a service name (lower-case letters, digits, '.', '_', '-'; at most 63); "
             "check the environment's `services:`"
@@ -222,8 +222,7 @@ def _missing(kind: Layout, files: Mapping[str, str], service: str) -> str:
     if kind is Layout.HELMFILE:
         name = next((p for p in files if p in HELMFILES), "helmfile.yaml")
         return (
-            f"{name}: no release named {service} in `releases:`; the promotion needs "
-            f"`- name: {service}` with `version:` to edit"
+            f"{name}: no release named {service} in `releases:`; the promotion needs `- name: {service}` with `version:` to edit"
         )
     if kind is Layout.UMBRELLA:
         return (
@@ -482,7 +481,9 @@ COMMITS_SHOWN = 50
 SUBJECT_MAX = 200
 VALUE_MAX = 300
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&\"'=:$@^])")
+# Markup anywhere in a line (values never start one), HTML, entities, math, and the
+# forge's own references: `@user` would notify someone, `#12` would link an issue.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>!|~&$@#])")
 
 
 @dataclass(frozen=True)
