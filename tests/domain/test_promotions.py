@@ -275,6 +275,28 @@ def test_umbrella_chart_keeps_a_pinned_values_tag_in_step() -> None:
     }
 
 
+def test_umbrella_chart_lock_follows_with_helms_own_digest() -> None:
+    # Both locks as `helm dependency update` wrote them (helm 3, file:// dependency).
+    chart = "apiVersion: v2\nname: env\nversion: 0.1.0\ndependencies:\n  - name: hello\n    version: 1.1.0\n    repository: file://../hello\n"
+    lock = (
+        "dependencies:\n- name: hello\n  repository: file://../hello\n  version: 1.1.0\n"
+        "digest: sha256:8c3ba560e1a8b0ac547b6b0a60ed35a8534e937c4e2e0ba75c0c228cbb44b2b3\n"
+        'generated: "2026-11-28T20:08:29.170478664Z"\n'
+    )
+
+    changed = edit_version("umbrella", {"Chart.yaml": chart, "Chart.lock": lock}, "hello", "1.2.0")
+
+    assert changed == {
+        "Chart.yaml": chart.replace("1.1.0", "1.2.0"),
+        "Chart.lock": (
+            "dependencies:\n- name: hello\n  repository: file://../hello\n  version: 1.2.0\n"
+            "digest: sha256:6a9ebf9dd64d2f709417553a034546dd921673fd1f9b7e1ab9ee59a06e74eeb2\n"
+            'generated: "2026-11-28T20:08:29.170478664Z"\n'
+        ),
+    }
+    assert edit_version("umbrella", changed, "hello", "1.2.0") == {}
+
+
 def test_umbrella_chart_without_the_service() -> None:
     with pytest.raises(PromotionEditError) as caught:
         edit_version("umbrella", {"Chart.yaml": CHART}, "payments", "1.0.0")
@@ -440,6 +462,7 @@ def test_files_to_edit() -> None:
 
     assert files_to_edit("kustomize", paths) == ["kustomization.yaml", "manifests/a.yaml", "manifests/b.yml", "manifests/x.json"]
     assert files_to_edit("chart", ["Chart.yaml", "Chart.lock", "values.yaml", "templates/x.yaml"]) == [
+        "Chart.lock",
         "Chart.yaml",
         "values.yaml",
     ]

@@ -121,7 +121,7 @@ def files_to_edit(layout: str, paths: Collection[str]) -> list[str]:
     if kind is Layout.HELMFILE:
         return [p for p in sorted(paths) if p in HELMFILES][:1]
     if kind is Layout.UMBRELLA:
-        return [p for p in sorted(paths) if p in ("Chart.yaml", "values.yaml")]
+        return [p for p in sorted(paths) if p in ("Chart.lock", "Chart.yaml", "values.yaml")]
     return [
         p
         for p in sorted(paths)
@@ -207,7 +207,72 @@ def edit_version(layout: str, files: Mapping[str, str], service: str, version: s
             new = new[: splice.start] + splice.text + new[splice.end :]
         if new != text:
             changed[path] = new
+    if kind is Layout.UMBRELLA and "Chart.yaml" in changed and "Chart.lock" in files:
+        lock = _relock(files["Chart.lock"], changed["Chart.yaml"], service, version)
+        if lock != files["Chart.lock"]:
+            changed["Chart.lock"] = lock
     return changed
+
+
+def _relock(lock: str, chart: str, service: str, version: str) -> str:
+    """Chart.lock in step with the edited Chart.yaml, else `helm dependency build` refuses it as out of sync.
+
+    The lock's entry for the service gets the version and `digest:` is recomputed the
+    way Helm does (resolver.HashReq: SHA-256 of the JSON of both dependency lists).
+    `generated:` stays: it is informational, and this edit is pure.  A lock without an
+    entry for the service is already out of sync and left as it is.
+    """
+    found = _Found({}, [])
+    for doc in _documents(lock, "Chart.lock"):
+        _entries(found, "Chart.lock", lock, doc, "dependencies", service, "version", version)
+    edits = found.splices.get("Chart.lock")
+    if edits is None:
+        return lock
+    for splice in sorted(edits, key=lambda s: s.start, reverse=True):
+        lock = lock[: splice.start] + splice.text + lock[splice.end :]
+    loader = YAML(typ="safe", pure=True)
+    try:
+        wanted = (loader.load(chart) or {}).get("dependencies") or []
+        locked = (loader.load(lock) or {}).get("dependencies") or []
+    except (YAMLError, AttributeError) as exc:
+        raise PromotionEditError(f"Chart.lock: cannot be brought in step with Chart.yaml: {exc}") from exc
+    listed = json.dumps([[_helm_dependency(d) for d in wanted], [_helm_dependency(d) for d in locked]], separators=(",", ":"))
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        listed = listed.replace(char, escaped)  # Go's encoding/json escapes these
+    digest = "sha256:" + hashlib.sha256(listed.encode()).hexdigest()
+    for doc in _documents(lock, "Chart.lock"):
+        node = _get(doc, "digest")
+        if isinstance(node, ScalarNode):
+            return lock[: node.start_mark.index] + _replace(node, digest, "Chart.lock").text + lock[node.end_mark.index :]
+    return lock
+
+
+def _helm_dependency(entry: object) -> dict[str, object]:
+    """One dependency as Go's json.Marshal writes helm's chart.Dependency: field order, omitempty."""
+    d = entry if isinstance(entry, Mapping) else {}
+    out: dict[str, object] = {"name": str(d.get("name") or "")}
+    if d.get("version"):
+        out["version"] = str(d["version"])
+    out["repository"] = str(d.get("repository") or "")
+    if d.get("condition"):
+        out["condition"] = str(d["condition"])
+    if d.get("tags"):
+        out["tags"] = [str(t) for t in d["tags"]]
+    if d.get("enabled") is True:
+        out["enabled"] = True
+    if d.get("import-values"):
+        out["import-values"] = _sorted_maps(d["import-values"])
+    if d.get("alias"):
+        out["alias"] = str(d["alias"])
+    return out
+
+
+def _sorted_maps(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(k): _sorted_maps(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_maps(v) for v in value]
+    return value
 
 
 def _check_service(service: str) -> None:
