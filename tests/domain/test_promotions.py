@@ -202,6 +202,31 @@ def test_kustomization_digest_only_entries_become_tags() -> None:
     }
 
 
+def test_kustomization_flow_entries_over_several_lines() -> None:
+    text = "images:\n- {name: hello,\n   digest: sha256:dddd}\n- {digest: sha256:eeee, name: reg/hello, newTag: 0.1.0}\n- {name: team/hello,\n   newTag: 0.1.0}\n"
+
+    changed = edit_version("kustomize", {"kustomization.yaml": text}, "hello", "1.0.0")
+
+    assert changed == {
+        "kustomization.yaml": (
+            "images:\n- {name: hello,\n   newTag: 1.0.0}\n- {name: reg/hello, newTag: 1.0.0}\n- {name: team/hello,\n   newTag: 1.0.0}\n"
+        )
+    }
+    assert yaml.safe_load(changed["kustomization.yaml"])["images"] == [
+        {"name": "hello", "newTag": "1.0.0"},
+        {"name": "reg/hello", "newTag": "1.0.0"},
+        {"name": "team/hello", "newTag": "1.0.0"},
+    ]
+
+
+def test_kustomization_block_entry_with_tag_and_digest_in_the_middle() -> None:
+    text = "images:\n  - name: hello\n    digest: sha256:ffff   # pinned\n    newTag: 0.1.0\n  - name: world\n"
+
+    changed = edit_version("kustomize", {"manifests/kustomization.yaml": text}, "hello", "1.0.0")
+
+    assert changed == {"manifests/kustomization.yaml": "images:\n  - name: hello\n    newTag: 1.0.0\n  - name: world\n"}
+
+
 def test_manifests_without_the_service_say_what_to_add() -> None:
     files = {"manifests/apps.yaml": DEPLOYMENTS, "manifests/service.yaml": SERVICE}
 
@@ -361,7 +386,7 @@ def test_helmfile_without_the_service() -> None:
 
 @pytest.mark.parametrize(
     "version",
-    ["1.2.0\nimage: evil", "${{ secrets.token }}", "1.2.0: x", "v1.2.0", "1.2", "latest", "1.2.0 # x", "'1.2.0'", ""],
+    ["1.2.0\nimage: evil", "1.2.0\n", "${{ secrets.token }}", "1.2.0: x", "v1.2.0", "1.2", "latest", "1.2.0 # x", "'1.2.0'", ""],
 )
 def test_versions_that_are_not_semver_are_refused(version: str) -> None:
     for layout, files in (

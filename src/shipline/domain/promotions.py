@@ -7,7 +7,8 @@ service's version and nothing else, in whichever layout the repository uses:
     manifests, kustomize   every container image `.../SERVICE[:TAG][@DIGEST]` -> `.../SERVICE:VERSION`,
                            and a kustomization's `images:` entry for it -> `newTag: VERSION`
     umbrella (chart)       Chart.yaml `dependencies:` entry `name: SERVICE` -> `version: VERSION`
-                           (and values.yaml `SERVICE.image.tag`, when the repository pins one)
+                           (Chart.lock follows with Helm's digest; values.yaml `SERVICE.image.tag`
+                           follows when the repository pins one)
     helmfile               helmfile.yaml `releases:` entry `name: SERVICE` -> `version: VERSION`
 
 Text in, text out: the files are read and written elsewhere.  ruamel.yaml composes each
@@ -389,10 +390,10 @@ def _replace(node: ScalarNode, value: str, path: str) -> _Splice:
     return _Splice(node.start_mark.index, node.end_mark.index, text)
 
 
-def _insert_after(key: ScalarNode, value: Node, text: str, name: str, new: str) -> _Splice:
+def _insert_after(entry: Node, key: ScalarNode, value: Node, text: str, name: str, new: str) -> _Splice:
     """A splice adding `name: new` beside the pair key: value, in the mapping's own style."""
     end = value.end_mark.index
-    if key.start_mark.line == value.end_mark.line and _flow(text, key):
+    if _flow(entry):
         return _Splice(end, end, f", {name}: {new}")
     line_start = text.rfind("\n", 0, key.start_mark.index) + 1
     indent = " " * (key.start_mark.index - line_start)
@@ -404,9 +405,8 @@ def _insert_after(key: ScalarNode, value: Node, text: str, name: str, new: str) 
     return _Splice(cut, cut, f"{newline}{indent}{name}: {new}")
 
 
-def _flow(text: str, key: ScalarNode) -> bool:
-    before = text[text.rfind("\n", 0, key.start_mark.index) + 1 : key.start_mark.index].rstrip()
-    return before.endswith(("{", ","))
+def _flow(node: Node) -> bool:
+    return bool(getattr(node, "flow_style", False))
 
 
 def _entries(
@@ -436,7 +436,7 @@ def _entries(
                 found.splices.setdefault(path, [])
         else:
             name_key, name_value = next((k, v) for n, k, v in _pairs(entry) if n == "name")
-            found.add(path, _insert_after(name_key, name_value, text, key, version))
+            found.add(path, _insert_after(entry, name_key, name_value, text, key, version))
     return names
 
 
@@ -471,7 +471,7 @@ def _kustomize_images(found: _Found, path: str, text: str, doc: Node, service: s
             digest_key = pairs["digest"][0]
             if isinstance(tag, ScalarNode):
                 found.add(path, _replace(tag, version, path))
-                found.add(path, _remove_pair(text, digest_key, digest))
+                found.add(path, _remove_pair(entry, text, digest_key, digest))
             else:
                 found.add(path, _Splice(digest_key.start_mark.index, digest.end_mark.index, f"newTag: {version}"))
         elif isinstance(tag, ScalarNode):
@@ -479,21 +479,24 @@ def _kustomize_images(found: _Found, path: str, text: str, doc: Node, service: s
                 found.add(path, _replace(tag, version, path))
         else:
             name_key, name_value = pairs["name"]
-            found.add(path, _insert_after(name_key, name_value, text, "newTag", version))
+            found.add(path, _insert_after(entry, name_key, name_value, text, "newTag", version))
     return seen
 
 
-def _remove_pair(text: str, key: ScalarNode, value: Node) -> _Splice:
+def _remove_pair(entry: Node, text: str, key: ScalarNode, value: Node) -> _Splice:
     """A splice dropping `key: value` from its mapping (its whole line in block style)."""
     start, end = key.start_mark.index, value.end_mark.index
     line_start = text.rfind("\n", 0, start) + 1
     lead = text[line_start:start]
-    if _flow(text, key):
+    if _flow(entry):
         before = text.rfind(",", 0, start)
         if before != -1 and text[before + 1 : start].strip() == "":
             return _Splice(before, end, "")
         after = text.find(",", end)
-        return _Splice(start, after + 1 if after != -1 else end, "")
+        if after == -1:
+            return _Splice(start, end, "")
+        rest = text[after + 1 :]
+        return _Splice(start, after + 1 + len(rest) - len(rest.lstrip(" ")), "")
     eol = text.find("\n", end)
     eol = len(text) if eol == -1 else eol + 1
     if lead.strip() == "":
