@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
+import httpx2
 from lightkube import ApiError, AsyncClient, Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
@@ -147,7 +148,6 @@ class _Attempt:
     """The pod's `.status`, as the watch last saw it."""
     gone: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    step_changed: asyncio.Event = field(default_factory=asyncio.Event)
     current: int | None = None
     """The step running now (started, not ended)."""
     current_since: float = 0.0
@@ -177,6 +177,8 @@ class KubernetesExecutor:
         self._config: KubeConfig | None = None
         self._client: AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._active = 0
+        """Runs between `run_starting` and `run_ended`: the client is closed when none is left."""
         self.node_selector = _pairs(settings.kube_node_selector, "SHIPLINE_KUBE_NODE_SELECTOR")
         self.tolerations = _tolerations(settings.kube_tolerations)
 
@@ -232,10 +234,20 @@ class KubernetesExecutor:
         }
 
     async def run_starting(self, settings: Settings, run_id: int) -> None:
-        return None
+        self._active += 1
 
     async def run_ended(self, settings: Settings, run_id: int) -> None:
         """Delete every pod and Secret of the run that is still there (normally none)."""
+        try:
+            await self._delete_run(run_id)
+        finally:
+            self._active -= 1
+            if self._active <= 0 and self._client is not None and self._client_loop is asyncio.get_running_loop():
+                # No run left on this loop: close the connections (the loop may end with the run).
+                client, self._client = self._client, None
+                await client.close()
+
+    async def _delete_run(self, run_id: int) -> None:
         client = self.client()
         selector = self._labels(run_id)
         with suppress(ApiError):
@@ -338,21 +350,20 @@ class KubernetesExecutor:
                     step_deadline = attempt.current_since + step.timeout
                     if limit is None or step_deadline < limit:
                         limit, what = step_deadline, f"step timed out after {step.timeout:g}s"
-                attempt.step_changed.clear()
-                changed = asyncio.ensure_future(attempt.step_changed.wait())
-                timeout = None if limit is None else max(limit - loop.time(), 0.0)
-                done, _ = await asyncio.wait({follower, changed}, timeout=timeout)
-                changed.cancel()
-                if not done:
-                    follower.cancel()
-                    with suppress(asyncio.CancelledError, Exception):
-                        await follower
-                    _stop_current(attempt, f"shipline: {what}; the step's pod was deleted", "failed")
-                    outputs = _outputs(attempt)
-                    if what.startswith("the task"):
-                        return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", outputs)
-                    assert step is not None
-                    return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", outputs)
+                if limit is None or loop.time() < limit:
+                    # A short look, then the deadlines again: a step that starts brings its own.
+                    wait = 0.2 if limit is None else min(0.2, max(limit - loop.time(), 0.0))
+                    await asyncio.wait({follower}, timeout=wait)
+                    continue
+                follower.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await follower
+                _stop_current(attempt, f"shipline: {what}; the step's pod was deleted", "failed")
+                outputs = _outputs(attempt)
+                if what.startswith("the task"):
+                    return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", outputs)
+                assert step is not None
+                return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", outputs)
             problem = follower.result()
         finally:
             for helper in (watcher, follower):
@@ -492,7 +503,7 @@ class KubernetesExecutor:
         request = inner.prepare_request(
             "get", PodLog, name=pod, namespace=self.namespace, params={"container": container, "follow": True}
         )
-        request.timeout = None
+        request.timeout = httpx2.Timeout(10.0, read=None)  # a step may print nothing for hours
         response = await inner.send(inner.build_adapter_request(request), stream=True)  # type: ignore[no-untyped-call]
         try:
             if response.is_error:
@@ -534,7 +545,6 @@ class KubernetesExecutor:
             attempt.started.add(index)
             attempt.last_line = ""
             attempt.listener.step_started(index, None)
-            attempt.step_changed.set()
         elif what == "output" and len(words) >= 2:
             value = words[2] if len(words) > 2 else ""
             if value.startswith("-"):
@@ -548,7 +558,6 @@ class KubernetesExecutor:
             attempt.current = None
             status: StepEnd = "succeeded" if code == 0 else "failed"
             attempt.listener.step_finished(index, code, status)
-            attempt.step_changed.set()
 
     def _emit(self, attempt: _Attempt, index: int, text: str, partial: bool) -> None:
         kept = attempt.kept.get(index, 0)
