@@ -124,7 +124,7 @@ def main() -> None:
     env = _testbed_env()
     os.environ["KUBECONFIG"] = env["KUBECONFIG"]
     if not shutil.which("kubectl", path=env.get("PATH")):
-        raise SystemExit("kubectl is not on PATH: `eval \"$(shipline testbed env)\"` first")
+        raise SystemExit('kubectl is not on PATH: `eval "$(shipline testbed env)"` first')
     namespace = f"shipline-bench-{uuid.uuid4().hex[:6]}"
     folder = Path(tempfile.mkdtemp(prefix="shipline-kube-bench-"))
     work = Path(tempfile.mkdtemp(prefix="shipline-kube-bench-home-"))

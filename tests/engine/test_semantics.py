@@ -269,9 +269,7 @@ def test_values_are_data_never_code(run_on: RunOn, hostile: str) -> None:
     assert record.task("check").results == {"pwned": "no"}, "a param's value was executed"
 
 
-def test_secrets_are_masked_and_secret_files_reach_only_their_task(
-    any_engine: Engine, run_on: RunOn
-) -> None:
+def test_secrets_are_masked_and_secret_files_reach_only_their_task(any_engine: Engine, run_on: RunOn) -> None:
     any_engine.secrets.set("token", "s3cr3t-value-123")
     any_engine.secrets.set("kubeconfig", "apiVersion: v1\nkind: Config\n")
     record = run_on(

@@ -253,7 +253,7 @@ class Engine:
             steps = self.store.running_steps(run_id)
             try:
                 self.executor.stop_orphans(run_id, owner, [pid for _, _, _, pid in steps if pid is not None])
-            except Exception as exc:  # noqa: BLE001 - the run is still marked interrupted; say what was left
+            except Exception as exc:
                 log.warning("run %s: could not stop what its steps left running: %s", run_id, exc)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
@@ -412,7 +412,7 @@ class _RunDriver:
                 timer.cancel()
             try:
                 await asyncio.shield(self.engine.executor.run_ended(self.engine.settings, self.run_id))
-            except Exception as exc:  # noqa: BLE001 - the run's end is recorded; what is left is said
+            except Exception as exc:
                 log.warning("run %s: could not clean up after it: %s", self.run_id, exc)
 
     async def _outlast(self, fault: StoreError) -> None:

@@ -324,8 +324,9 @@ class KubernetesExecutor:
             with suppress(ApiError):
                 await client.delete(Secret, name, namespace=self.namespace)
             return _refused(invocation, listener, self._api_problem(exc, "create the task's pod"))
+        # Beside the pod's start, not before it: the Secret's owner reference is only a safety net.
+        owning = asyncio.create_task(self._own_secret(client, name, created))
         try:
-            await self._own_secret(client, name, created)
             return await self._supervise(invocation, attempt, groups, begun)
         except asyncio.CancelledError as exc:
             why = str(exc.args[0]) if exc.args and exc.args[0] else "cancelled"
@@ -333,11 +334,9 @@ class KubernetesExecutor:
             raise
         finally:
             # Shielded: a cancel must not leave the pod (and its Secret) behind.
-            await asyncio.shield(self._delete(client, name, done=bool(attempt.ended) and not attempt.gone))
+            await asyncio.shield(self._finish(owning, client, name, done=bool(attempt.ended) and not attempt.gone))
 
-    async def _supervise(
-        self, invocation: TaskInvocation, attempt: _Attempt, groups: list[_Group], begun: float
-    ) -> TaskOutcome:
+    async def _supervise(self, invocation: TaskInvocation, attempt: _Attempt, groups: list[_Group], begun: float) -> TaskOutcome:
         loop = asyncio.get_running_loop()
         watcher = asyncio.create_task(self._watch(attempt))
         follower = asyncio.create_task(self._follow(attempt, groups))
@@ -397,47 +396,65 @@ class KubernetesExecutor:
     async def _follow(self, attempt: _Attempt, groups: list[_Group]) -> str | None:
         """Read each container's log, in order, as it is written; None, or why the pod did not get to the end."""
         for group in groups:
-            problem = await self._started(attempt, group)
-            if problem is not None:
-                return problem
-            await self._read_log(attempt, group.name)
+            seen = 0
+            last_look = False
+            while not self._group_over(attempt, group):
+                # The log is asked for at once and again every 0.1 s until the steps are over:
+                # the kubelet serves it as soon as the container runs (before the pod's status
+                # says so), and may close the stream of a container that ends within moments of
+                # its start before it saw all of it (then it is read again, past what was seen).
+                if (problem := self._not_starting(attempt, group)) is not None:
+                    return problem
+                if last_look:
+                    break
+                last_look = "terminated" in attempt.container_state(group.name)
+                try:
+                    seen = await self._read_log(attempt, group, await self._open_log(attempt.pod, group.name), seen)
+                except ApiError:
+                    pass
+                if not self._group_over(attempt, group):
+                    attempt.changed.clear()
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(attempt.changed.wait(), 0.1)
             if any(code != 0 for code in attempt.ended.values()):
                 return None
             if not all(s.index in attempt.ended for s in group.steps):
                 return await self._why_cut(attempt, group.name)
         return None
 
-    async def _started(self, attempt: _Attempt, group: _Group) -> str | None:
-        """Wait until the container runs (or ran); else the reason it will not."""
-        while True:
-            if attempt.gone:
-                return "the pod was deleted (by hand, or evicted) before the step ran"
-            state = attempt.container_state(group.name)
-            if "running" in state or "terminated" in state:
-                return None
-            waiting = state.get("waiting") or {}
-            reason = waiting.get("reason", "")
-            if reason in FATAL_WAITING:
-                detail = waiting.get("message", "")
-                if "Image" in reason:
+    @staticmethod
+    def _group_over(attempt: _Attempt, group: _Group) -> bool:
+        return all(s.index in attempt.ended for s in group.steps) or any(c != 0 for c in attempt.ended.values())
+
+    def _not_starting(self, attempt: _Attempt, group: _Group) -> str | None:
+        """Why the container will not start (from the pod's status as last seen), if it will not."""
+        if attempt.gone:
+            return (
+                f"the pod was deleted (by hand, or evicted) {'while the step ran' if attempt.started else 'before the step ran'}"
+            )
+        state = attempt.container_state(group.name)
+        waiting = state.get("waiting") or {}
+        reason = waiting.get("reason", "")
+        if reason in FATAL_WAITING:
+            detail = waiting.get("message", "")
+            if "Image" in reason:
+                return (
+                    f"the image '{group.image}' could not be pulled ({reason}: {detail}); "
+                    "check its name and tag, and that the cluster's nodes can pull from its registry"
+                )
+            return f"the container could not start ({reason}: {detail})"
+        if (failed := self._pod_failed(attempt)) is not None:
+            return failed
+        for condition in attempt.status.get("conditions") or []:
+            message = condition.get("message") or ""
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                if "persistentvolumeclaim" in message and "not found" in message:
                     return (
-                        f"the image '{group.image}' could not be pulled ({reason}: {detail}); "
-                        "check its name and tag, and that the cluster's nodes can pull from its registry"
+                        f"the pod cannot be scheduled: {message}; create the workspace claim "
+                        f"'{self.settings.kube_workspace_claim}' in namespace '{self.namespace}' (README "
+                        "'Running on Kubernetes'), or set SHIPLINE_KUBE_WORKSPACE_CLAIM"
                     )
-                return f"the container could not start ({reason}: {detail})"
-            if self._pod_failed(attempt) is not None:
-                return self._pod_failed(attempt)
-            for condition in attempt.status.get("conditions") or []:
-                message = condition.get("message") or ""
-                if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                    if "persistentvolumeclaim" in message and "not found" in message:
-                        return (
-                            f"the pod cannot be scheduled: {message}; create the workspace claim "
-                            f"'{self.settings.kube_workspace_claim}' in namespace '{self.namespace}' (README "
-                            "'Running on Kubernetes'), or set SHIPLINE_KUBE_WORKSPACE_CLAIM"
-                        )
-            attempt.changed.clear()
-            await attempt.changed.wait()
+        return None
 
     def _pod_failed(self, attempt: _Attempt) -> str | None:
         if attempt.status.get("phase") == "Failed" and attempt.status.get("reason"):
@@ -465,9 +482,7 @@ class KubernetesExecutor:
         client = self.client()
         while not attempt.gone:
             try:
-                async for kind, obj in client.watch(
-                    Pod, namespace=self.namespace, fields={"metadata.name": attempt.pod}
-                ):
+                async for kind, obj in client.watch(Pod, namespace=self.namespace, fields={"metadata.name": attempt.pod}):
                     pod = obj.to_dict() if hasattr(obj, "to_dict") else {}
                     attempt.status = pod.get("status") or {}
                     if kind == "DELETED" or (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -481,22 +496,32 @@ class KubernetesExecutor:
                     attempt.changed.set()
                     return
                 await asyncio.sleep(0.5)
-            except Exception:  # noqa: BLE001 - a dropped connection: watch again
+            except Exception:
                 await asyncio.sleep(0.5)
 
-    async def _read_log(self, attempt: _Attempt, container: str) -> None:
+    async def _read_log(self, attempt: _Attempt, group: _Group, response: httpx2.Response, skip: int) -> int:
+        """The container's log, line by line, until its steps are over (not until the stream
+        closes: the container's exit takes the kubelet a moment more); the first `skip`
+        pieces were read before.  Returns how many pieces the log has had so far."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        count = 0
         try:
-            async for raw, partial in self._log_lines(attempt.pod, container):
+            async for raw, partial in _lines(response):
+                count += 1
+                if count <= skip:
+                    continue
                 text = decoder.decode(raw, final=not partial)
                 self._line(attempt, text if partial else text.removesuffix("\r"), partial)
-        except ApiError:
-            return  # the pod is gone: `_why_cut` says so
-        except Exception:  # noqa: BLE001 - a dropped connection: the same
-            return
+                if not partial and attempt.mark in text and self._group_over(attempt, group):
+                    break
+        except Exception:
+            pass
+        finally:
+            await response.aclose()
+        return max(count, skip)
 
-    async def _log_lines(self, pod: str, container: str) -> AsyncIterator[tuple[bytes, bool]]:
-        """The container's log as raw lines (cut at MAX_LINE), as it is written.
+    async def _open_log(self, pod: str, container: str) -> httpx2.Response:
+        """The container's log stream, followed (raises ApiError while it has not started).
 
         Not `AsyncClient.log`: it decodes text and splits lines at '\\r' as well."""
         inner = self.client()._client
@@ -504,25 +529,12 @@ class KubernetesExecutor:
             "get", PodLog, name=pod, namespace=self.namespace, params={"container": container, "follow": True}
         )
         request.timeout = httpx2.Timeout(10.0, read=None)  # a step may print nothing for hours
-        response = await inner.send(inner.build_adapter_request(request), stream=True)  # type: ignore[no-untyped-call]
-        try:
-            if response.is_error:
-                await response.aread()
-                inner.raise_for_status(response)  # type: ignore[no-untyped-call]
-            pending = b""
-            async for chunk in response.aiter_raw():
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    for piece, cut in _pieces(line):
-                        yield piece, cut
-                while len(pending) > MAX_LINE:
-                    yield pending[:MAX_LINE], True
-                    pending = pending[MAX_LINE:]
-            if pending:
-                yield pending, False
-        finally:
+        response: httpx2.Response = await inner.send(inner.build_adapter_request(request), stream=True)  # type: ignore[no-untyped-call]
+        if response.is_error:
+            await response.aread()
             await response.aclose()
+            inner.raise_for_status(response)  # type: ignore[no-untyped-call]
+        return response
 
     def _line(self, attempt: _Attempt, text: str, partial: bool) -> None:
         """One line of the log: a mark of the driver, or a line of the running step."""
@@ -592,6 +604,11 @@ class KubernetesExecutor:
                 namespace=self.namespace,
             )
 
+    async def _finish(self, owning: asyncio.Task[None], client: AsyncClient, name: str, done: bool) -> None:
+        with suppress(Exception):
+            await owning
+        await self._delete(client, name, done)
+
     async def _delete(self, client: AsyncClient, name: str, done: bool) -> None:
         grace = 0 if done else int(self.settings.kill_grace_seconds)
         with suppress(ApiError):
@@ -650,7 +667,9 @@ class KubernetesExecutor:
         ]
         spec_items = [{"key": k, "path": k} for k in ("driver", "mark", "max-output")]
         for step in invocation.steps:
-            spec_items += [{"key": f"{part}-{step.index}", "path": f"{part}-{step.index}"} for part in ("env", "script", "shell", "workdir")]
+            spec_items += [
+                {"key": f"{part}-{step.index}", "path": f"{part}-{step.index}"} for part in ("env", "script", "shell", "workdir")
+            ]
         volumes: list[dict[str, Any]] = [
             {"name": "spec", "secret": {"secretName": name, "defaultMode": 0o400, "items": spec_items}},
             {"name": "run", "emptyDir": {}},
@@ -685,19 +704,22 @@ class KubernetesExecutor:
             spec["nodeSelector"] = self.node_selector
         if self.tolerations:
             spec["tolerations"] = self.tolerations
-        return cast(Pod, Pod.from_dict(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": name,
-                    "namespace": self.namespace,
-                    "labels": labels,
-                    "annotations": {ANNOTATION_OWNER: f"run {invocation.run_id}, task {invocation.task}"},
-                },
-                "spec": spec,
-            }
-        ))
+        return cast(
+            Pod,
+            Pod.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "labels": labels,
+                        "annotations": {ANNOTATION_OWNER: f"run {invocation.run_id}, task {invocation.task}"},
+                    },
+                    "spec": spec,
+                }
+            ),
+        )
 
 
 def _refused(invocation: TaskInvocation, listener: StepListener, why: str) -> TaskOutcome:
@@ -728,6 +750,22 @@ def _stop_current(attempt: _Attempt, line: str, status: StepEnd, index: int | No
 def _outputs(attempt: _Attempt) -> tuple[str, ...]:
     ran = [s.index for s in attempt.steps if s.index in attempt.started]
     return tuple(attempt.outputs.get(i, "") for i in range(max(ran) + 1)) if ran else ()
+
+
+async def _lines(response: httpx2.Response) -> AsyncIterator[tuple[bytes, bool]]:
+    """Raw lines (cut at MAX_LINE) of a streamed response, as they come."""
+    pending = b""
+    async for chunk in response.aiter_raw():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            for piece, cut in _pieces(line):
+                yield piece, cut
+        while len(pending) > MAX_LINE:
+            yield pending[:MAX_LINE], True
+            pending = pending[MAX_LINE:]
+    if pending:
+        yield pending, False
 
 
 def _pieces(line: bytes) -> list[tuple[bytes, bool]]:
@@ -783,4 +821,3 @@ def _tolerations(text: str) -> list[dict[str, str]]:
             toleration["effect"] = match["effect"]
         tolerations.append(toleration)
     return tolerations
-
