@@ -5,7 +5,10 @@
 
 A 20-task sequential pipeline of trivial steps (`echo step`) runs on the
 `kubernetes` executor (each task a pod on the testbed's real node) and on the
-`local` executor; the overhead per task is (kubernetes - local) / 20.  Needs
+`local` executor; the overhead per task is (kubernetes - local) / 20.  Beside
+it, the floor: a bare pod (no volume, no Secret) from create to its first log
+line (the kubelet serves a container's log once its 1 s PLEG relist has seen
+the container start), so what the executor adds beyond a pod shows.  Needs
 the testbed up (`shipline testbed up`, real node built): it reads KUBECONFIG
 and SHIPLINE_RUNNER_IMAGE from `shipline testbed env` when they are not set.
 It makes a namespace and a hostPath workspace volume of its own and deletes
@@ -31,7 +34,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shipline.domain.runs import RunStatus
 from shipline.engine.events import EventBus
@@ -116,6 +119,46 @@ def _run(home: Path, settings: Settings, executor: Executor, pipeline_file: Path
         store.close()
 
 
+def _bare_pod_seconds(env: dict[str, str], namespace: str, count: int) -> list[float]:
+    """The floor: a bare pod (no volumes, no Secret) from create to its first log line, then deleted."""
+    from lightkube import ApiError, Client
+    from lightkube.resources.core_v1 import Pod
+
+    client = Client(namespace=namespace)
+    times = []
+    try:
+        for i in range(count):
+            name = f"bare-{i}-{uuid.uuid4().hex[:4]}"
+            pod = Pod.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "nodeSelector": {"kubernetes.io/hostname": "shipline-node"},
+                        "tolerations": [{"key": "shipline.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [{"name": "c", "image": env["SHIPLINE_RUNNER_IMAGE"], "command": ["echo", "hi"]}],
+                    },
+                }
+            )
+            started = time.perf_counter()
+            client.create(cast(Pod, pod))
+            seen = False
+            while not seen:
+                try:
+                    seen = any("hi" in line for line in client.log(name, namespace=namespace))
+                except ApiError:
+                    time.sleep(0.05)
+            client.delete(Pod, name, namespace=namespace, grace_period=0)
+            times.append(time.perf_counter() - started)
+    finally:
+        client.close()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition")
@@ -153,6 +196,7 @@ def main() -> None:
             if rep:
                 local_times.append(local)
                 kube_times.append(kube)
+        bare_times = _bare_pod_seconds(env, namespace, 10)
     finally:
         subprocess.run(["kubectl", "delete", "namespace", namespace, "--wait=false"], env=env, capture_output=True)
         subprocess.run(["kubectl", "delete", "pv", namespace, "--wait=false"], env=env, capture_output=True)
@@ -161,7 +205,10 @@ def main() -> None:
     local_s = statistics.median(local_times)
     kube_s = statistics.median(kube_times)
     per_task = (kube_s - local_s) / TASKS
+    bare = statistics.median(bare_times)
     result: dict[str, Any] = {
+        "bare_pod_seconds": round(bare, 3),
+        "executor_beyond_bare_pod_seconds": round(per_task - bare, 3),
         "tasks": TASKS,
         "repetitions": repetitions,
         "local_seconds": round(local_s, 3),
@@ -176,6 +223,8 @@ def main() -> None:
     print(f"{'local, 20 tasks':32} {local_s:10.2f}")
     print(f"{'kubernetes, 20 tasks':32} {kube_s:10.2f}")
     print(f"{'overhead per task (kubernetes)':32} {per_task:10.2f}")
+    print(f"{'bare pod: create -> first line':32} {bare:10.2f}")
+    print(f"{'executor beyond the bare pod':32} {per_task - bare:10.2f}")
     print(f"{'Tekton, per TaskRun (published)':32} {'5-6':>10}")
     print(f"{'target':32} {'< 1':>10}")
     out = Path(__file__).parent / "results" / "kube.json"

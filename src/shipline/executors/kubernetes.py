@@ -178,6 +178,8 @@ class KubernetesExecutor:
         self._client: AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._active = 0
+        self._cleanups: set[asyncio.Future[None]] = set()
+        """Deletions of finished pods still under way (awaited before a run is over)."""
         """Runs between `run_starting` and `run_ended`: the client is closed when none is left."""
         self.node_selector = _pairs(settings.kube_node_selector, "SHIPLINE_KUBE_NODE_SELECTOR")
         self.tolerations = _tolerations(settings.kube_tolerations)
@@ -248,6 +250,8 @@ class KubernetesExecutor:
                 await client.close()
 
     async def _delete_run(self, run_id: int) -> None:
+        if self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         client = self.client()
         selector = self._labels(run_id)
         with suppress(ApiError):
@@ -333,8 +337,16 @@ class KubernetesExecutor:
             _stop_current(attempt, f"shipline: {why}; the step's pod was deleted", "cancelled")
             raise
         finally:
-            # Shielded: a cancel must not leave the pod (and its Secret) behind.
-            await asyncio.shield(self._finish(owning, client, name, done=bool(attempt.ended) and not attempt.gone))
+            done = bool(attempt.ended) and not attempt.gone and attempt.current is None
+            cleanup = asyncio.ensure_future(self._finish(owning, client, name, done=done))
+            if done and all(code == 0 for code in attempt.ended.values()):
+                # The steps are over: the pod and Secret go while the next task starts
+                # (`run_ended` waits for it before the run is over).
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+            else:
+                # Shielded: a cancel must not leave the pod (and its Secret) behind.
+                await asyncio.shield(cleanup)
 
     async def _supervise(self, invocation: TaskInvocation, attempt: _Attempt, groups: list[_Group], begun: float) -> TaskOutcome:
         loop = asyncio.get_running_loop()
@@ -399,7 +411,7 @@ class KubernetesExecutor:
             seen = 0
             last_look = False
             while not self._group_over(attempt, group):
-                # The log is asked for at once and again every 0.1 s until the steps are over:
+                # The log is asked for at once and again every 0.05 s until the steps are over:
                 # the kubelet serves it as soon as the container runs (before the pod's status
                 # says so), and may close the stream of a container that ends within moments of
                 # its start before it saw all of it (then it is read again, past what was seen).
@@ -415,7 +427,7 @@ class KubernetesExecutor:
                 if not self._group_over(attempt, group):
                     attempt.changed.clear()
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(attempt.changed.wait(), 0.1)
+                        await asyncio.wait_for(attempt.changed.wait(), 0.05)
             if any(code != 0 for code in attempt.ended.values()):
                 return None
             if not all(s.index in attempt.ended for s in group.steps):
