@@ -7,8 +7,8 @@ A 20-task sequential pipeline of trivial steps (`echo step`) runs on the
 `kubernetes` executor (each task a pod on the testbed's real node) and on the
 `local` executor; the overhead per task is (kubernetes - local) / 20.  Beside
 it, the floor: a bare pod (no volume, no Secret) from create to its first log
-line (the kubelet serves a container's log once its 1 s PLEG relist has seen
-the container start), so what the executor adds beyond a pod shows.  Needs
+line (the kubelet serves a container's log only once it has seen the container
+start), so what the executor adds beyond a pod shows.  Needs
 the testbed up (`shipline testbed up`, real node built): it reads KUBECONFIG
 and SHIPLINE_RUNNER_IMAGE from `shipline testbed env` when they are not set.
 It makes a namespace and a hostPath workspace volume of its own and deletes
