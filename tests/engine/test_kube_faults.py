@@ -249,3 +249,37 @@ def service_account_kubeconfig(place: KubePlace, namespace: str, tmp_path: Path)
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return path
+
+
+def test_steps_of_other_images_run_in_order_in_one_pod(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    # The runner image by digest is another image reference: its step gets a container of its own.
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{kube_place.runner_image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    by_digest = kube_place.runner_image.rsplit(":", 1)[0] + "@" + json.loads(inspected.stdout)["Digest"]
+    engine = engine_in(settings, store, kube_place)
+    record = run(
+        engine,
+        write,
+        f"""
+        name: images
+        tasks:
+          - name: mixed
+            steps:
+              - run: 'echo one > order; echo "a=1" >> "$SHIPLINE_OUTPUT"'
+              - run: 'echo two >> order; echo "b=$(hostname)" >> "$SHIPLINE_OUTPUT"'
+                image: {by_digest}
+              - run: 'echo three >> order; echo "c=$(tr "\\n" , < order)" >> "$SHIPLINE_OUTPUT"'
+            results: [a, b, c]
+        """,
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    results = record.task("mixed").results
+    assert results["a"] == "1" and results["c"] == "one,two,three,"
+    assert results["b"].startswith(f"shipline-{record.id}-mixed-1-"), "all steps ran in the task's one pod"
+    assert left(engine, record) == []
