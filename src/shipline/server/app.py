@@ -29,7 +29,7 @@ from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
-from shipline.executors.local import LocalExecutor
+from shipline.executors.choosing import make_executor
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
 from shipline.server import api, environments, hooks, streaming
@@ -92,7 +92,7 @@ class Server:
         sql = SqlStore(settings.database)
         bus = EventBus()
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
-        engine = Engine(settings, sql, LocalExecutor.from_settings(settings), EventBus())
+        engine = Engine(settings, sql, make_executor(settings), EventBus())
         state = ServerStore(sql, engine.secrets.keyring)  # one key for pipeline secrets and webhook secrets
         runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
