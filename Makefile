@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/gitops.py
 	$(BIN)/python bench/abuse.py
+	$(BIN)/python bench/kube.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -142,6 +142,30 @@ class Settings(BaseModel):
     """How often the server reads the branch head of each `sync: auto` environment; a webhook
     from the environment repository makes it look at once ($SHIPLINE_ENV_POLL_SECONDS)."""
 
+    # --- where steps run ---
+
+    executor: Literal["local", "kubernetes"] = "local"
+    """`local`: steps are processes on the engine's host; `kubernetes`: each task is a Pod in
+    `kube_namespace` of the cluster of $KUBECONFIG ($SHIPLINE_EXECUTOR)."""
+
+    kube_namespace: str = "shipline-runs"
+    """Where the `kubernetes` executor makes its pods and Secrets ($SHIPLINE_KUBE_NAMESPACE)."""
+
+    runner_image: str | None = None
+    """The image of steps that say no `image:` ($SHIPLINE_RUNNER_IMAGE); the `kubernetes`
+    executor needs it (bash, coreutils)."""
+
+    kube_workspace_claim: str = "shipline-workspace"
+    """The PersistentVolumeClaim in `kube_namespace` that holds the runs' workspaces, one
+    folder per run ($SHIPLINE_KUBE_WORKSPACE_CLAIM).  Tasks of a run may run at the same
+    time on different nodes: the claim must be ReadWriteMany, or all pods on one node."""
+
+    kube_node_selector: str = ""
+    """`key=value,...` labels the run pods' node must have ($SHIPLINE_KUBE_NODE_SELECTOR)."""
+
+    kube_tolerations: str = ""
+    """`key=value:Effect,...` (or `key:Effect`) taints the run pods tolerate ($SHIPLINE_KUBE_TOLERATIONS)."""
+
     pipelines_root: Path | None = None
     """The folder on the server that pipeline files registered over HTTP must be in
     ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
@@ -211,6 +235,12 @@ _ENV = {
     "SHIPLINE_LOG_LEVEL": "log_level",
     "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
     "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
+    "SHIPLINE_EXECUTOR": "executor",
+    "SHIPLINE_KUBE_NAMESPACE": "kube_namespace",
+    "SHIPLINE_RUNNER_IMAGE": "runner_image",
+    "SHIPLINE_KUBE_WORKSPACE_CLAIM": "kube_workspace_claim",
+    "SHIPLINE_KUBE_NODE_SELECTOR": "kube_node_selector",
+    "SHIPLINE_KUBE_TOLERATIONS": "kube_tolerations",
     "SHIPLINE_WEBHOOK_MAX_BYTES": "webhook_max_bytes",
     "SHIPLINE_API_MAX_BYTES": "api_max_bytes",
     "SHIPLINE_STEP_LOG_MAX_BYTES": "step_log_max_bytes",

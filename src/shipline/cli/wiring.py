@@ -34,10 +34,9 @@ class Wiring:
     def engine(self) -> Engine:
         from shipline.engine.events import EventBus
         from shipline.engine.running import Engine
-        from shipline.executors.local import LocalExecutor
+        from shipline.executors.choosing import make_executor
 
-        executor = LocalExecutor.from_settings(self.settings)
-        return Engine(self.settings, self.store, executor, EventBus())
+        return Engine(self.settings, self.store, make_executor(self.settings), EventBus())
 
     def recover(self) -> None:
         """Finish what dead engines left (`Engine.recover`), building the engine only when some

@@ -148,6 +148,9 @@ class Step(_Spec):
     """Relative to the run's workspace; may not leave it."""
     timeout: Duration | None = None
     """Bounds this step; on expiry its processes are stopped and the task fails."""
+    image: str | None = None
+    """The container image this step runs in with the `kubernetes` executor (default: the task's
+    `image:`, else the SHIPLINE_RUNNER_IMAGE setting); the `local` executor ignores it."""
 
 
 class Task(_Spec):
@@ -171,6 +174,9 @@ class Task(_Spec):
     """Bounds each attempt; on expiry its processes are stopped and the attempt fails."""
     workdir: str | None = None
     """Where the task's steps start, relative to the run's workspace (a step's own `workdir` wins)."""
+    image: str | None = None
+    """The container image of the task's steps with the `kubernetes` executor (a step's own `image:`
+    wins; default: the SHIPLINE_RUNNER_IMAGE setting); the `local` executor ignores it."""
     uses: str | None = None
     """`./path.yaml` (relative to this file) or `shipline/NAME` from the built-in catalog."""
     with_: dict[VarName, Text] = Field(default={}, alias="with")
@@ -308,6 +314,7 @@ class ResolvedTask(_Spec):
     retries: int = 0
     timeout: float | None = None
     workdir: str | None = None
+    image: str | None = None
     is_finally: bool = False
     uses: str | None = None
     """The reusable task the steps came from; its steps see `inputs.*`, not `params.*`."""

@@ -335,6 +335,7 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
             retries=task.retries,
             timeout=task.timeout,
             workdir=task.workdir,
+            image=task.image,
             is_finally=is_finally,
         )
     inputs = {k: spec.default for k, spec in template.inputs.items() if spec.default is not None}
@@ -350,6 +351,7 @@ def _resolve(task: Task, needs: list[str], template: TaskTemplate | None, is_fin
         retries=task.retries or template.retries,
         timeout=task.timeout or template.timeout,
         workdir=task.workdir,
+        image=task.image,
         is_finally=is_finally,
         uses=task.uses,
     )

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal, overload
 from urllib.parse import quote, urlsplit
@@ -37,7 +33,7 @@ from shipline.domain.runs import (
 )
 from shipline.engine.events import EventBus
 from shipline.engine.logs import discard_outputs
-from shipline.engine.processes import kill_orphan_group, kill_orphans, owner_alive, owner_id
+from shipline.engine.processes import owner_alive, owner_id
 from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
@@ -255,10 +251,10 @@ class Engine:
             if owner == self.owner or owner_alive(owner, heartbeat, moment):
                 continue
             steps = self.store.running_steps(run_id)
-            for _, _, _, pid in steps:
-                if pid is not None:
-                    kill_orphan_group(pid, run_id)
-            kill_orphans(owner, run_id)
+            try:
+                self.executor.stop_orphans(run_id, owner, [pid for _, _, _, pid in steps if pid is not None])
+            except Exception as exc:
+                log.warning("run %s: could not stop what its steps left running: %s", run_id, exc)
             host, _, rest = owner.partition(":")
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
@@ -272,6 +268,7 @@ class Engine:
         return interrupted
 
     def workspace(self, run_id: int) -> Path:
+        """The run's workspace on this host (the local executor's; a Kubernetes run's is in its volume)."""
         return self.settings.workspaces / str(run_id)
 
 
@@ -294,19 +291,11 @@ class _RunDriver:
         self.schedule = Scheduler(self.pipeline)
         self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
         self.recorder.on_fault = self.wake.set
-        self.workspace = self.engine.workspace(self.run_id)
-        self.home = self.engine.settings.step_homes / str(self.run_id)
+        executor = self.engine.executor
+        self.workspace = executor.workspace(self.engine.settings, self.run_id)
         settings = self.engine.settings
-        # The same for every task of the run: filtered once, not per task.
-        self.run_env = step_environment(
-            os.environ,
-            settings.step_env,
-            run_id=self.run_id,
-            pipeline=self.pipeline.name,
-            task="",
-            workspace=self.workspace,
-            home=self.home,
-        )
+        # The same for every task of the run: made once, not per task.
+        self.run_env = executor.step_environment(settings, self.run_id, self.pipeline.name)
         if settings.registry:
             self.run_env["SHIPLINE_REGISTRY"] = settings.registry
         if settings.gitea_url:
@@ -376,8 +365,8 @@ class _RunDriver:
     async def go(self) -> None:
         if not self._reveal_secrets():
             return
-        for private in (self.workspace, self.home, self.engine.settings.logs / str(self.run_id)):
-            private_dir(private, root=self.engine.settings.home)
+        private_dir(self.engine.settings.logs / str(self.run_id), root=self.engine.settings.home)
+        await self.engine.executor.run_starting(self.engine.settings, self.run_id)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.pipeline.timeout, self._time_out) if self.pipeline.timeout else None
         try:
@@ -422,7 +411,10 @@ class _RunDriver:
         finally:
             if timer is not None:
                 timer.cancel()
-            shutil.rmtree(self.home / SECRET_FILES_DIR, ignore_errors=True)
+            try:
+                await asyncio.shield(self.engine.executor.run_ended(self.engine.settings, self.run_id))
+            except Exception as exc:
+                log.warning("run %s: could not clean up after it: %s", self.run_id, exc)
 
     async def _outlast(self, fault: StoreError) -> None:
         """The run's state could not be written: stop it, and write how it ended once the store takes writes again."""
@@ -495,38 +487,10 @@ class _RunDriver:
             self._finish(task.name, *outcome)
 
     async def _attempts(self, task: ResolvedTask) -> tuple[TaskStatus, dict[str, str], str]:
-        files = self._write_secret_files(task)
-        try:
-            return await self._attempts_with(task, files)
-        finally:
-            if files:
-                shutil.rmtree(self.home / SECRET_FILES_DIR / task.name, ignore_errors=True)
-
-    def _write_secret_files(self, task: ResolvedTask) -> dict[str, str]:
-        """The secrets this task uses as files, each in a 0600 file only its steps are told of.
-
-        They live in the run's private HOME and go when the task ends (and, at the
-        latest, when the run does); their values are masked like every secret.
-        """
         names = task_secret_files(self.pipeline, task)
-        if not names:
-            return {}
-        folder = self.home / SECRET_FILES_DIR / task.name
-        # HOME is the steps' to write: an earlier step may have put a symlink where these
-        # folders go, to have a later task's secrets written where it can read them.
-        for part in (folder.parent, folder):
-            if part.is_symlink() or (part.exists() and not part.is_dir()):
-                part.unlink()
-            part.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(part, 0o700)
-        paths = {}
-        for name in names:
-            path = folder / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.secrets[name])
-            paths[name] = str(path)
-        return paths
+        settings = self.engine.settings
+        files = {name: self.engine.executor.secret_file_path(settings, self.run_id, task.name, name) for name in names}
+        return await self._attempts_with(task, files)
 
     async def _attempts_with(self, task: ResolvedTask, files: dict[str, str]) -> tuple[TaskStatus, dict[str, str], str]:
         ctx = self.schedule.context(self.params, self.run_id, self.cancelled, self.secrets, files)
@@ -541,7 +505,7 @@ class _RunDriver:
         message = ""
         failed_results: dict[str, str] = {}
         for attempt in range(1, task.retries + 2):
-            invocation = self._invocation(task, attempt, base_env, step_ctx)
+            invocation = self._invocation(task, attempt, base_env, step_ctx, files)
             self.recorder.task_started(task.name, attempt)
             listener = self.recorder.steps(task.name, attempt, [s.name for s in invocation.steps])
             try:
@@ -573,7 +537,9 @@ class _RunDriver:
             message = f"{message} (after {task.retries + 1} attempts)"
         return TaskStatus.FAILED, failed_results, message
 
-    def _invocation(self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object]) -> TaskInvocation:
+    def _invocation(
+        self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object], files: dict[str, str]
+    ) -> TaskInvocation:
         logs = self.engine.settings.logs / str(self.run_id) / task.name
         steps = []
         for i, step in enumerate(task.steps):
@@ -591,39 +557,11 @@ class _RunDriver:
                     output_file=logs / f"{attempt}.{i}.out",
                     timeout=step.timeout,
                     workspace=self.workspace,
+                    image=step.image or task.image,
                 )
             )
-        return TaskInvocation(self.run_id, task.name, attempt, steps, timeout=task.timeout)
-
-
-def step_environment(
-    environ: Mapping[str, str], allowed: list[str], *, run_id: int, pipeline: str, task: str, workspace: Path, home: Path
-) -> dict[str, str]:
-    """What every step starts from: the allowed part of the engine's environment, a HOME of the run's own, SHIPLINE_*.
-
-    The engine's other variables (cloud keys, SSH_AUTH_SOCK, a person's
-    KUBECONFIG) and its HOME (~/.kube, ~/.docker, ~/.git-credentials) stay out:
-    no person's credentials are used by a pipeline.
-    """
-    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)}
-    # Catalog tasks call `shipline step ...`: the steps find the same shipline as
-    # the engine's, also when it lives in a virtualenv that is not on PATH.
-    tools = Path(sys.executable).parent
-    if (tools / "shipline").exists() and str(tools) not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
-    env.update(
-        HOME=str(home),
-        SHIPLINE_RUN_ID=str(run_id),
-        SHIPLINE_PIPELINE=pipeline,
-        SHIPLINE_TASK=task,
-        SHIPLINE_WORKSPACE=str(workspace),
-        CI="true",
-    )
-    return env
-
-
-SECRET_FILES_DIR = ".secret-files"
-"""Under a run's HOME: one folder per task with the secret files its steps were given."""
+        secret_files = {path: self.secrets[name] for name, path in files.items()}
+        return TaskInvocation(self.run_id, task.name, attempt, steps, timeout=task.timeout, secret_files=secret_files)
 
 
 def _secrets_withheld(trigger: dict[str, Any] | None) -> bool:

@@ -16,16 +16,22 @@ import asyncio
 import codecs
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
-from shipline.executors.cgroups import StepGroup
+from shipline.executors.cgroups import StepGroup, kill_run
 from shipline.settings import Settings
+
+SECRET_FILES_DIR = ".secret-files"
+"""Under a run's HOME: one folder per task with the secret files its steps were given."""
 
 MAX_LINE = 64 * 1024
 """Longer lines are cut into pieces of this size, so memory stays bounded."""
@@ -195,7 +201,10 @@ class _LastLine:
 
 class LocalExecutor:
     def __init__(
-        self, kill_grace_seconds: float = 5.0, max_log_bytes: int = 50 * 1024 * 1024, max_output_bytes: int = 1024 * 1024
+        self,
+        kill_grace_seconds: float = 5.0,
+        max_log_bytes: int = 50 * 1024 * 1024,
+        max_output_bytes: int = 1024 * 1024,
     ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
         self.max_log_bytes = max_log_bytes
@@ -205,8 +214,68 @@ class LocalExecutor:
     def from_settings(cls, settings: Settings) -> LocalExecutor:
         return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
 
+    # --- where the run's steps live: folders of the engine's host -------------------------
+
+    def workspace(self, settings: Settings, run_id: int) -> Path:
+        return settings.workspaces / str(run_id)
+
+    def secret_file_path(self, settings: Settings, run_id: int, task: str, name: str) -> str:
+        return str(settings.step_homes / str(run_id) / SECRET_FILES_DIR / task / name)
+
+    def step_environment(self, settings: Settings, run_id: int, pipeline: str) -> dict[str, str]:
+        return step_environment(
+            os.environ,
+            settings.step_env,
+            run_id=run_id,
+            pipeline=pipeline,
+            task="",
+            workspace=self.workspace(settings, run_id),
+            home=settings.step_homes / str(run_id),
+        )
+
+    async def run_starting(self, settings: Settings, run_id: int) -> None:
+        for private in (self.workspace(settings, run_id), settings.step_homes / str(run_id)):
+            _private_dir(private, settings.home)
+
+    async def run_ended(self, settings: Settings, run_id: int) -> None:
+        shutil.rmtree(settings.step_homes / str(run_id) / SECRET_FILES_DIR, ignore_errors=True)
+
+    def stop_orphans(self, run_id: int, owner: str, pids: list[int]) -> None:
+        for pid in pids:
+            kill_orphan_group(pid, run_id)
+        kill_orphans(owner, run_id)
+
+    def _write_secret_files(self, invocation: TaskInvocation) -> None:
+        """The secrets this task uses as files, each in a 0600 file only its steps are told of.
+
+        They live in the run's private HOME and go when the attempt ends (and, at the
+        latest, when the run does); their values are masked like every secret.
+        """
+        folder = _secret_folder(invocation)
+        # HOME is the steps' to write: an earlier step may have put a symlink where these
+        # folders go, to have a later task's secrets written where it can read them.
+        for part in (folder.parent, folder):
+            if part.is_symlink() or (part.exists() and not part.is_dir()):
+                part.unlink()
+            part.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(part, 0o700)
+        for where, value in invocation.secret_files.items():
+            path = folder / Path(where).name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value)
+
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         _watch_with_pidfds()
+        if not invocation.secret_files:
+            return await self._execute(invocation, listener)
+        self._write_secret_files(invocation)
+        try:
+            return await self._execute(invocation, listener)
+        finally:
+            shutil.rmtree(_secret_folder(invocation), ignore_errors=True)
+
+    async def _execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
         watched = _LastLine(listener)
         outputs: list[str] = []
         loop = asyncio.get_running_loop()
@@ -464,3 +533,72 @@ def _take_output(step: StepSpec, limit: int) -> str:
         return ""
     finally:
         step.output_file.unlink(missing_ok=True)
+
+
+def step_environment(
+    environ: Mapping[str, str], allowed: list[str], *, run_id: int, pipeline: str, task: str, workspace: Path, home: Path
+) -> dict[str, str]:
+    """What every step starts from: the allowed part of the engine's environment, a HOME of the run's own, SHIPLINE_*.
+
+    The engine's other variables (cloud keys, SSH_AUTH_SOCK, a person's
+    KUBECONFIG) and its HOME (~/.kube, ~/.docker, ~/.git-credentials) stay out:
+    no person's credentials are used by a pipeline.
+    """
+    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)}
+    # Catalog tasks call `shipline step ...`: the steps find the same shipline as
+    # the engine's, also when it lives in a virtualenv that is not on PATH.
+    tools = Path(sys.executable).parent
+    if (tools / "shipline").exists() and str(tools) not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
+    env.update(
+        HOME=str(home),
+        SHIPLINE_RUN_ID=str(run_id),
+        SHIPLINE_PIPELINE=pipeline,
+        SHIPLINE_TASK=task,
+        SHIPLINE_WORKSPACE=str(workspace),
+        CI="true",
+    )
+    return env
+
+
+def kill_orphan_group(pid: int, run_id: int) -> bool:
+    """Kill a step's process group left by a dead engine, if it really is that run's step."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return False
+    if f"SHIPLINE_RUN_ID={run_id}".encode() not in environ:
+        return False
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+        return True
+    return False
+
+
+def kill_orphans(owner: str, run_id: int) -> int:
+    """Kill every process the steps of `run_id` left when their engine (`owner`, dead) stopped.
+
+    Through the steps' cgroups: also what left the steps' process groups
+    (`setsid`, daemons, `(sleep 300) &` whose shell is gone).  Returns how many.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return 0
+    return kill_run(int(pid_text), token, run_id)
+
+
+def _private_dir(path: Path, root: Path) -> None:
+    """Make `path` with mode 0700, and every folder from `root` down to it 0700 (as `store.files.private_dir`)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for directory in (path, *path.parents):
+        if not directory.is_relative_to(root):
+            break
+        with suppress(PermissionError):
+            os.chmod(directory, 0o700)
+
+
+def _secret_folder(invocation: TaskInvocation) -> Path:
+    """Where the attempt's secret files go: the folder of the paths the engine rendered (`secret_file_path`)."""
+    return Path(next(iter(invocation.secret_files))).parent

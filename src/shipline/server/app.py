@@ -29,7 +29,7 @@ from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
-from shipline.executors.local import LocalExecutor
+from shipline.executors.choosing import make_executor
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
 from shipline.server import api, environments, hooks, streaming
@@ -39,6 +39,7 @@ from shipline.server.driving import EngineThread
 from shipline.server.guarding import Guard
 from shipline.server.notifying import CommitStatuses
 from shipline.server.observing import Metrics, cancel_quietly
+from shipline.server.previews import Previews
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
 from shipline.store.repositories import Repository, ServerStore
@@ -80,6 +81,7 @@ class Server:
     dispatcher: Dispatcher
     runner: EngineThread
     statuses: CommitStatuses
+    previews: Previews
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
@@ -90,7 +92,7 @@ class Server:
         sql = SqlStore(settings.database)
         bus = EventBus()
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
-        engine = Engine(settings, sql, LocalExecutor.from_settings(settings), EventBus())
+        engine = Engine(settings, sql, make_executor(settings), EventBus())
         state = ServerStore(sql, engine.secrets.keyring)  # one key for pipeline secrets and webhook secrets
         runner = EngineThread(engine, bus, settings.queue_poll_seconds)
         metrics = Metrics(state)
@@ -98,7 +100,8 @@ class Server:
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
         )
         statuses = CommitStatuses(settings, sql, state, owner=engine.owner)
-        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses)
+        previews = Previews(settings, sql, state, engine.secrets, owner=engine.owner)
+        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses, previews)
 
     def cancel(self, run_id: int) -> None:
         """Cancel on the engine's own loop: its drivers live there."""
@@ -214,10 +217,11 @@ class Server:
         triggers.start()
         await asyncio.to_thread(started.wait, 30)
         environments_stop = asyncio.Event()
-        # These two end by themselves once told to stop; they work in threads, which
+        # These end by themselves once told to stop; they work in threads, which
         # must be done with the store before it is closed (a cancel does not stop a thread).
         finishing = [
             asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
+            asyncio.create_task(self.previews.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.reconciler.run(environments_stop)),
         ]
         helpers = [

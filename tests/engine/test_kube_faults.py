@@ -1,0 +1,285 @@
+"""The kubernetes executor when things go wrong, on the testbed's real node: an image that does
+not exist, a pod deleted by hand, a namespace without RBAC or over its quota, an engine that
+dies mid-run.  Each time the task fails saying why, nothing waits for its timeout, and no pod
+or Secret is left (listed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+from kubeplace import KubePlace, claim_yaml, kube_settings
+
+from shipline.domain.runs import RunRecord, RunStatus
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.kubernetes import KubernetesExecutor
+from shipline.settings import Settings
+from shipline.store.sql import SqlStore
+
+pytestmark = pytest.mark.testbed
+
+
+def engine_in(settings: Settings, store: SqlStore, place: KubePlace, **update: object) -> Engine:
+    kube = kube_settings(settings, place).model_copy(update=update)
+    return Engine(kube, store, KubernetesExecutor(kube, place.kubeconfig), EventBus())
+
+
+def run(engine: Engine, write: Callable[..., Path], text: str) -> RunRecord:
+    run_id = engine.submit(load_pipeline(write(text)), {})
+    return asyncio.run(engine.drive(run_id))
+
+
+def left(engine: Engine, record: RunRecord) -> list[str]:
+    executor = engine.executor
+    assert isinstance(executor, KubernetesExecutor)
+    found = executor.leftovers(record.id)
+    for _ in range(60):
+        if not found:
+            break
+        time.sleep(0.5)
+        found = executor.leftovers(record.id)
+    return found
+
+
+@pytest.fixture
+def other_namespace(kube_place: KubePlace) -> Iterator[str]:
+    """A namespace of its own with a workspace claim (deleted after the test)."""
+    name = f"shipline-fault-{uuid.uuid4().hex[:8]}"
+    kube_place.run("create", "namespace", name)
+    kube_place.run("apply", "-f", "-", stdin=claim_yaml(name, name, kube_place.workspace_dir / name))
+    yield name
+    kube_place.run("delete", "namespace", name, "--wait=false", check=False)
+    kube_place.run("delete", "pv", name, "--wait=false", check=False)
+
+
+def test_an_image_that_does_not_exist_fails_the_task_at_once(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    registry = kube_place.runner_image.split("/")[0]
+    engine = engine_in(settings, store, kube_place)
+    started = time.monotonic()
+    record = run(
+        engine,
+        write,
+        f"""
+        name: noimage
+        tasks:
+          - name: build
+            image: {registry}/shipline/does-not-exist:1
+            timeout: 5m
+            steps: [{{run: echo never}}]
+        """,
+    )
+    took = time.monotonic() - started
+    assert record.status == RunStatus.FAILED
+    message = record.task("build").message
+    assert "does-not-exist:1' could not be pulled" in message and re.search(r"ErrImagePull|ImagePullBackOff", message)
+    assert took < 5 * 60, "the task waited for its timeout"
+    assert left(engine, record) == []
+
+
+def test_a_pod_deleted_by_hand_fails_its_task_with_that_reason(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    engine = engine_in(settings, store, kube_place)
+    pipeline = load_pipeline(
+        write(
+            """
+            name: deleted
+            tasks:
+              - name: long
+                timeout: 5m
+                steps: [{run: 'echo started-long; sleep 300'}]
+            """
+        )
+    )
+    logs = engine.settings.logs
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(pipeline, {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while "started-long" not in "".join(p.read_text() for p in (logs / str(run_id) / "long").glob("*.log")):
+            await asyncio.sleep(0.05)
+        pods = await asyncio.to_thread(
+            kube_place.run, "-n", kube_place.namespace, "get", "pods", "-l", f"shipline.dev/run={run_id}", "-o", "name"
+        )
+        for pod in pods.stdout.split():
+            await asyncio.to_thread(kube_place.run, "-n", kube_place.namespace, "delete", pod, "--wait=false")
+        return await driving
+
+    record = asyncio.run(scenario())
+    assert record.status == RunStatus.FAILED
+    assert "the pod was deleted (by hand, or evicted)" in record.task("long").message
+    assert left(engine, record) == []
+
+
+def test_a_namespace_where_the_account_may_not_create_pods(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], other_namespace: str, tmp_path: Path
+) -> None:
+    account = service_account_kubeconfig(kube_place, other_namespace, tmp_path)
+    engine = engine_in(settings, store, kube_place, kube_namespace=other_namespace)
+    engine.executor = KubernetesExecutor(engine.settings, account)
+    record = run(engine, write, "name: norbac\ntasks: [{name: a, steps: [{run: echo hi}]}]\n")
+    assert record.status == RunStatus.FAILED
+    message = record.task("a").message
+    assert f"the cluster refused to create the task's pod in namespace '{other_namespace}'" in message
+    assert "needs the Role" in message
+    admin = KubernetesExecutor(engine.settings, kube_place.kubeconfig)
+    assert admin.leftovers() == []
+
+
+def test_the_readme_role_is_all_the_executor_needs(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], other_namespace: str, tmp_path: Path
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- kube-rbac -->", 1)[1].split("<!-- /kube-rbac -->", 1)[0]
+    rbac = block.strip().removeprefix("```yaml").removesuffix("```").replace("shipline-runs", other_namespace)
+    kube_place.run("apply", "-f", "-", stdin=rbac)
+    account = service_account_kubeconfig(kube_place, other_namespace, tmp_path)
+    engine = engine_in(settings, store, kube_place, kube_namespace=other_namespace)
+    engine.executor = KubernetesExecutor(engine.settings, account)
+    engine.secrets.set("token", "rbac-secret-value")
+    record = run(
+        engine,
+        write,
+        """
+        name: withrbac
+        tasks:
+          - name: a
+            env: {CONF: "${{ secret_files.token }}"}
+            steps: [{run: 'echo "v=$(wc -c < $CONF)" >> $SHIPLINE_OUTPUT; echo ok'}]
+            results: [v]
+          - name: b
+            timeout: 3s
+            steps: [{run: 'sleep 60'}]
+        """,
+    )
+    assert record.task("a").status.value == "succeeded", record.task("a").message
+    assert record.task("a").results == {"v": str(len("rbac-secret-value"))}, "the secret file reached the pod"
+    assert record.task("b").message == "timed out after 3s"
+    assert left(engine, record) == []
+
+
+def test_a_namespace_over_its_quota(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], other_namespace: str
+) -> None:
+    kube_place.run("-n", other_namespace, "create", "quota", "no-pods", "--hard=pods=0")
+    engine = engine_in(settings, store, kube_place, kube_namespace=other_namespace)
+    record = run(engine, write, "name: quota\ntasks: [{name: a, steps: [{run: echo hi}]}]\n")
+    assert record.status == RunStatus.FAILED
+    assert "a ResourceQuota is exhausted" in record.task("a").message
+    assert left(engine, record) == [], "the attempt's Secret must go when its pod is refused"
+
+
+def test_a_restarted_engine_ends_the_pods_a_dead_engine_left(
+    settings: Settings, kube_place: KubePlace, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write("name: orphan\ntasks: [{name: long, steps: [{run: 'echo started-long; sleep 300'}]}]\n")
+    kube = kube_settings(settings, kube_place)
+    env = {
+        **os.environ,
+        "SHIPLINE_HOME": str(kube.home),
+        "KUBECONFIG": str(kube_place.kubeconfig),
+        "SHIPLINE_EXECUTOR": "kubernetes",
+        "SHIPLINE_KUBE_NAMESPACE": kube.kube_namespace,
+        "SHIPLINE_RUNNER_IMAGE": kube_place.runner_image,
+        "SHIPLINE_KUBE_NODE_SELECTOR": kube.kube_node_selector,
+        "SHIPLINE_KUBE_TOLERATIONS": kube.kube_tolerations,
+    }
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    executor = KubernetesExecutor(kube, kube_place.kubeconfig)
+    try:
+        deadline = time.monotonic() + 120
+        while "started-long" not in "".join(p.read_text() for p in (kube.logs / "1" / "long").glob("*.log")):
+            assert time.monotonic() < deadline and cli.poll() is None, "the run's step did not start"
+            time.sleep(0.1)
+        cli.send_signal(signal.SIGKILL)  # the engine dies; its pod runs on
+        cli.wait(10)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert any(name.startswith("Pod/") for name in executor.leftovers(1)), "the dead engine's pod should still be there"
+    store = SqlStore(kube.database)
+    try:
+        later = Engine(kube, store, executor, EventBus())
+        assert later.recover() == [1]
+        record = store.get_run(1)
+    finally:
+        store.close()
+    assert record.status == RunStatus.FAILED and "interrupted" in record.message
+    found = executor.leftovers(1)
+    for _ in range(60):
+        if not found:
+            break
+        time.sleep(0.5)
+        found = executor.leftovers(1)
+    assert found == []
+
+
+def service_account_kubeconfig(place: KubePlace, namespace: str, tmp_path: Path) -> Path:
+    """A kubeconfig of the ServiceAccount `shipline` in `namespace` (made if missing): a token, the cluster's CA."""
+    place.run("-n", namespace, "create", "serviceaccount", "shipline", check=False)
+    token = place.run("-n", namespace, "create", "token", "shipline", "--duration=1h").stdout.strip()
+    admin = json.loads(place.run("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+        "current-context": "sa",
+    }
+    path = tmp_path / f"{namespace}.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_steps_of_other_images_run_in_order_in_one_pod(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    # The runner image by digest is another image reference: its step gets a container of its own.
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{kube_place.runner_image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    by_digest = kube_place.runner_image.rsplit(":", 1)[0] + "@" + json.loads(inspected.stdout)["Digest"]
+    engine = engine_in(settings, store, kube_place)
+    record = run(
+        engine,
+        write,
+        f"""
+        name: images
+        tasks:
+          - name: mixed
+            steps:
+              - run: 'echo one > order; echo "a=1" >> "$SHIPLINE_OUTPUT"'
+              - run: 'echo two >> order; echo "b=$(hostname)" >> "$SHIPLINE_OUTPUT"'
+                image: {by_digest}
+              - run: 'echo three >> order; echo "c=$(tr "\\n" , < order)" >> "$SHIPLINE_OUTPUT"'
+            results: [a, b, c]
+        """,
+    )
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    results = record.task("mixed").results
+    assert results["a"] == "1" and results["c"] == "one,two,three,"
+    assert results["b"].startswith(f"shipline-{record.id}-mixed-1-"), "all steps ran in the task's one pod"
+    assert left(engine, record) == []
