@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ import pytest
 from shipline.exceptions import ForgeError
 from shipline.integrations.forges import CommitState, FileChange, MergeResult, RepoRef, repo_ref
 from shipline.integrations.forges.gitea import GiteaForge
-from shipline.testbed.fixtures import GiteaClient, GiteaRepo
+from shipline.testbed.fixtures import GiteaClient, GiteaError, GiteaRepo
 
 pytestmark = pytest.mark.testbed
 
@@ -175,12 +179,51 @@ def test_webhook_registered_twice_is_one_hook(forge: GiteaForge, gitea: GiteaCli
     ref = repo_ref(gitea_repo.html_url)
     first = forge.ensure_webhook(ref, url="http://127.0.0.1:9/hooks/gitea", secret="s1")
     second = forge.ensure_webhook(ref, url="http://127.0.0.1:9/hooks/gitea", secret="s2")
-    assert first.created and not second.created and first.id == second.id
+    assert first.created and not second.created
     hooks = gitea.request("GET", f"/repos/{ref}/hooks")
-    assert [h["config"]["url"] for h in hooks] == ["http://127.0.0.1:9/hooks/gitea"]
+    assert [(h["id"], h["config"]["url"]) for h in hooks] == [(second.id, "http://127.0.0.1:9/hooks/gitea")]
     assert {"push", "create", "pull_request", "pull_request_sync"} <= set(hooks[0]["events"])
     other = forge.ensure_webhook(ref, url="http://127.0.0.1:10/hooks/gitea", secret="s3")
     assert other.created and len(gitea.request("GET", f"/repos/{ref}/hooks")) == 2
+
+
+def test_a_hook_registered_again_signs_with_the_new_secret(
+    forge: GiteaForge, gitea: GiteaClient, gitea_repo: GiteaRepo, tmp_path: Path
+) -> None:
+    """`repos remove` + `repos add` makes a new secret: the forge must sign with it, or every push gets 401."""
+    signatures: list[tuple[str, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            signatures.append((self.headers.get("X-Gitea-Signature", ""), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        push_main(gitea_repo, tmp_path, {"README.md": "hi\n"})
+        ref = repo_ref(gitea_repo.html_url)
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/gitea"
+        forge.ensure_webhook(ref, url=url, secret="old-secret")
+        hook = forge.ensure_webhook(ref, url=url, secret="new-secret")
+        deadline = time.monotonic() + 30
+        while not signatures and time.monotonic() < deadline:
+            try:  # Gitea counts a repository as empty for a moment after its first push
+                gitea.request("POST", f"/repos/{ref}/hooks/{hook.id}/tests")
+            except GiteaError as exc:
+                assert "repository is empty" in str(exc)
+            time.sleep(0.5)
+        assert signatures, "Gitea delivered nothing to the hook"
+        signature, body = signatures[-1]
+        assert signature == hmac.new(b"new-secret", body, hashlib.sha256).hexdigest()
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
 
 
 def test_refusals_name_the_call_and_what_to_check(gitea: GiteaClient, gitea_repo: GiteaRepo) -> None:

@@ -117,7 +117,8 @@ class Hook:
     events: tuple[str, ...]
     active: bool
     created: bool = False
-    """True when this call made it; False when an existing hook for the URL was kept (and brought up to date)."""
+    """True when this call made it; False when a hook for the URL existed and was brought up to date (on Gitea,
+    whose API cannot change a hook's secret, replaced by a new one: a new `id`, still one hook for the URL)."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class GiteaForge(GitHubStyleForge):
     hook_events = EVENTS
     hook_config = {}
     hook_create = {"type": "gitea"}
+    hook_secret_editable = False
+    """Gitea's API edits a hook's URL, events and content type, never its secret: a hook is replaced instead."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")

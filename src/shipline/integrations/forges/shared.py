@@ -43,6 +43,8 @@ class GitHubStyleForge:
     """Config fields of this forge's hooks beyond url, content type and secret."""
     hook_create: dict[str, str] = {}
     """Fields a new hook needs on this forge (its type or name)."""
+    hook_secret_editable: bool = True
+    """Whether editing a hook can change its secret (Gitea 1.26's `editHook` ignores `config.secret`)."""
 
     def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
         raise NotImplementedError
@@ -54,17 +56,19 @@ class GitHubStyleForge:
             "events": list(events or self.hook_events),
             "active": True,
         }
-        for hook in self._pages(f"{self._repo(repo)}/hooks", f"list the webhooks of {repo}"):
-            if text(hook, "config", "url") == url:
-                # A forge never shows a hook's secret: set it again so the hook and shipline agree.
-                data = self.http.json(
-                    "PATCH", f"{self._repo(repo)}/hooks/{field(hook, 'id')}", f"update the webhook to {url} on {repo}", body=body
-                )
-                return _hook(data, created=False)
-        data = self.http.json(
-            "POST", f"{self._repo(repo)}/hooks", f"register a webhook to {url} on {repo}", body={**self.hook_create, **body}
-        )
-        return _hook(data, created=True)
+        hooks = f"{self._repo(repo)}/hooks"
+        existing = next((h for h in self._pages(hooks, f"list the webhooks of {repo}") if text(h, "config", "url") == url), None)
+        if existing is not None and self.hook_secret_editable:
+            # A forge never shows a hook's secret: set it again so the hook and shipline agree.
+            data = self.http.json(
+                "PATCH", f"{hooks}/{field(existing, 'id')}", f"update the webhook to {url} on {repo}", body=body
+            )
+            return _hook(data, created=False)
+        if existing is not None:
+            # Where an edit cannot set the secret, the hook is replaced: still one hook for the URL.
+            self.http.call("DELETE", f"{hooks}/{field(existing, 'id')}", f"replace the webhook to {url} on {repo}", ok=(404,))
+        data = self.http.json("POST", hooks, f"register a webhook to {url} on {repo}", body={**self.hook_create, **body})
+        return _hook(data, created=existing is None)
 
     def _repo(self, repo: RepoRef) -> str:
         return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
