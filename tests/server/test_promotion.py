@@ -94,8 +94,8 @@ class Chain:
         return self.env["SHIPLINE_PUBLIC_URL"]
 
     def start(self) -> None:
-        log = (self.tmp / "serve.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "shipline", "serve"], env=self.env, stdout=log, stderr=log)
+        with (self.tmp / "serve.log").open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "shipline", "serve"], env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -298,7 +298,8 @@ def test_push_releases_then_dev_merges_syncs_verifies_and_staging_gets_its_pull_
     # The release opens one pull request on dev, changing only the service's version.
     pr = wait_for("the pull request on dev", lambda: chain.pull("env-dev", title), 400)
     assert pr["head"]["ref"] == f"shipline/promote/{service}" and pr["base"]["ref"] == "main"
-    assert "0.0.1" in pr["body"] and "Image:" in pr["body"] and "feat: hello" in pr["body"]
+    body = pr["body"]  # Markdown, every outside value escaped
+    assert r"Deployed now: 0\.0\.1" in body and "- Image: " in body and r"feat\: hello" in body, body
     changed = _changed_lines(_pr_diff(chain, "env-dev", pr["number"]))
     assert changed == [
         f'-          image: "{chain.registry}/{service}:0.0.1"',

@@ -5,7 +5,9 @@ The server reads the outbox (`engine/outbox.py`) with a cursor of its own,
 
 - a service run that released (its results carry `version` and `tag`: the
   default branch, not a pull request) proposes that version to every
-  registered environment whose `services:` lists the service: the version is
+  registered environment whose `services:` lists the service, except those
+  that come `next:` after one that lists it (they get it once it is verified
+  there): the version is
   edited in the environment repository's branch head (`domain/promotions.py`),
   committed on `shipline/promote/SERVICE` made afresh from that head and
   force-pushed (a base that moved, or an older promotion on the branch, never
@@ -195,10 +197,13 @@ class Promoter:
     # --- proposing ---------------------------------------------------------------------------
 
     def release(self, release: Release) -> None:
-        """Propose a release to every environment whose `services:` lists the service."""
-        for stored in self.environments.all():
-            if release.service in stored.environment.services:
-                self.propose(stored.environment, release)
+        """Propose a release to every environment whose `services:` lists the service, but for the ones
+        that come `next:` after another that lists it: those get it once it is verified there."""
+        listing = [s.environment for s in self.environments.all() if release.service in s.environment.services]
+        later = {e.next for e in listing if e.next}
+        for env in listing:
+            if env.name not in later:
+                self.propose(env, release)
 
     def _forge(self, env: Environment) -> tuple[Forge, RepoRef]:
         for kind in ("gitea", "github"):
