@@ -16,11 +16,14 @@ outbox, whoever ran it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -88,6 +91,7 @@ class Chain:
     dev: EnvRepo
     staging: EnvRepo
     proc: subprocess.Popen[bytes] | None = None
+    proxy: Proxy | None = None
 
     @property
     def url(self) -> str:
@@ -150,6 +154,51 @@ class Chain:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+class Proxy:
+    """A TCP relay to Gitea on 127.0.0.1 that can be cut: while down, every connection is closed at once
+    (as an unreachable forge looks to git and to the API client)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.up = True
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def _repo(gitea: GiteaClient, org: str, name: str) -> GiteaRepo:
     made = gitea.request("POST", f"/orgs/{org}/repos", {"name": name, "default_branch": "main", "auto_init": False})
     return GiteaRepo(org, name, gitea.authed_url(f"{org}/{name}.git"), str(made["html_url"]))
@@ -173,6 +222,7 @@ def chain(
     kubectl: Path,
     helm: Path,
     namespace: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Chain]:
     service = f"hello-{uuid.uuid4().hex[:4]}"
     org = gitea_repo.owner
@@ -194,6 +244,13 @@ def chain(
         "SHIPLINE_STEP_ENV": "PATH,LANG,LC_*,TZ,TMPDIR,GOCACHE",
     }
     env.pop("SHIPLINE_DATABASE_URL", None)
+    proxy = None
+    forge_url = gitea.url
+    if "gitea_relay" in request.fixturenames:
+        # The server reaches Gitea (API and git) only through a relay the test can cut.
+        proxy = request.getfixturevalue("gitea_relay")
+        forge_url = f"http://127.0.0.1:{proxy.port}"
+        env["SHIPLINE_GITEA_URL"] = forge_url
     repos = {}
     for name in ("env-dev", "env-staging"):
         remote = _repo(gitea, org, name)
@@ -210,22 +267,22 @@ def chain(
         "environments": [
             {
                 "name": "dev",
-                "repo": f"{repos['env-dev'][0].html_url}.git",
+                "repo": f"{forge_url}/{org}/env-dev.git",
                 "namespace": namespace,
                 "kubeconfig": str(kubeconfig),
                 "sync": "auto",
-                "verify-timeout": "90s",
+                "verify-timeout": "30s",
                 "services": [service],
                 "merge": "auto",
                 "next": "staging",
             },
             {
                 "name": "staging",
-                "repo": f"{repos['env-staging'][0].html_url}.git",
+                "repo": f"{forge_url}/{org}/env-staging.git",
                 "namespace": staging_ns,
                 "kubeconfig": str(kubeconfig),
                 "sync": "auto",
-                "verify-timeout": "90s",
+                "verify-timeout": "30s",
                 "services": [service],
                 "merge": "manual",
             },
@@ -234,7 +291,7 @@ def chain(
     (tmp_path / "environments.yaml").write_text(json.dumps(declared))
     applied = cli(env, "env", "apply", str(tmp_path / "environments.yaml"))
     assert applied.returncode == 0, applied.stderr
-    made = Chain(gitea, org, env, tmp_path, registry, service, repos["env-dev"][1], repos["env-staging"][1])
+    made = Chain(gitea, org, env, tmp_path, registry, service, repos["env-dev"][1], repos["env-staging"][1], proxy=proxy)
     made.start()
     try:
         # Both environments start from their first commit, verified.
@@ -431,3 +488,88 @@ def test_a_server_killed_mid_chain_completes_it_after_restart_with_nothing_doubl
     assert [p["title"] for p in chain.pulls("env-staging")] == [title]
     assert staged["state"] == "open"
     assert [(r["version"], r["state"]) for r in chain.promotions(environment="staging")] == [("0.2.0", "open")]
+
+
+@pytest.fixture
+def gitea_relay(gitea: GiteaClient) -> Iterator[Proxy]:
+    relay = Proxy(int(gitea.url.rsplit(":", 1)[1]))
+    yield relay
+    relay.close()
+
+
+def test_gitea_unreachable_keeps_the_release_until_it_is_back(gitea_relay: Proxy, chain: Chain) -> None:
+    assert chain.proxy is not None
+    service = chain.service
+    title = f"Promote {service} to 0.2.0"
+    chain.proxy.up = False
+    chain.release("0.2.0")
+    wait_for("a failed attempt", lambda: "promotion: will try again" in chain.log(), 60)
+    assert chain.pull("env-dev", title) is None  # (asked of Gitea directly, not through the relay)
+    assert chain.promotions(environment="dev") == [] or all(r["state"] == "proposed" for r in chain.promotions(environment="dev"))
+    chain.proxy.up = True
+    wait_for("merged once Gitea is back", lambda: (p := chain.pull("env-dev", title)) and p["merged"], 240)
+    wait_for("verified in dev", lambda: [r["state"] for r in chain.promotions(environment="dev")] == ["verified"], 240)
+    assert [p["title"] for p in chain.pulls("env-dev")] == [title]
+
+
+def test_a_persons_pull_request_on_an_environment_repo_gets_a_dry_run_and_is_not_merged(chain: Chain) -> None:
+    secret = "hook-" + uuid.uuid4().hex
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "secrets", "set", "env-dev-webhook", "--from-env", "HOOK_SECRET"],
+        env={**chain.env, "HOOK_SECRET": secret},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    chain.gitea.request(
+        "POST",
+        f"/repos/{chain.org}/env-dev/hooks",
+        {
+            "type": "gitea",
+            "active": True,
+            "events": ["pull_request"],
+            "config": {"url": f"{chain.url}/hooks/gitea", "content_type": "json", "secret": secret},
+        },
+    )
+    repo = chain.dev
+    repo.git("checkout", "-q", "-b", "scale-other")
+    repo.write("manifests/other.yaml", deployment("other", "reg.example/other:2.0.1"))
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "other 2.0.1")
+    repo.git("push", "-q", repo.remote, "HEAD:scale-other")
+    head = repo.git("rev-parse", "HEAD")
+    pr = chain.gitea.request(
+        "POST", f"/repos/{chain.org}/env-dev/pulls", {"head": "scale-other", "base": "main", "title": "other 2.0.1"}
+    )
+    wait_for("the dry run's status", lambda: chain.statuses("env-dev", head).get("shipline/env-dev") == "success", 120)
+    comments = chain.comments("env-dev", pr["number"])
+    assert len(comments) == 1 and "Dry run of `dev`" in comments[0] and "reg.example/other:2.0.1" in comments[0], comments
+    time.sleep(6)  # a sweep has passed: only shipline's own promotions are merged by it
+    assert chain.gitea.request("GET", f"/repos/{chain.org}/env-dev/pulls/{pr['number']}")["merged"] is False
+    assert chain.promotions(environment="dev") == []
+
+
+def test_a_promotion_that_fails_verification_is_rolled_back_and_stops_there(chain: Chain) -> None:
+    service = chain.service
+    title = f"Promote {service} to 0.2.0"
+    chain.stop()
+    # No node has 500 CPUs: whatever version comes with this never rolls out.
+    chain.dev.write(f"manifests/{service}.yaml", deployment(service, f"{chain.registry}/{service}:0.0.1", cpu="500"))
+    chain.dev.commit("ask for 500 CPUs, by hand")
+    chain.release("0.2.0")
+    chain.start()
+
+    def failed() -> dict[str, Any] | None:
+        rows = chain.promotions(environment="dev")
+        return rows[0] if rows and rows[0]["state"] == "failed" else None
+
+    row = wait_for("0.2.0 failed in dev", failed, 300)
+    assert row["merge_commit"] and "verification failed in dev, rolled back to" in row["message"]
+    pr = chain.pull("env-dev", title)
+    assert pr is not None and pr["merged"]
+    comments = chain.comments("env-dev", pr["number"])
+    assert any("verification failed in dev, rolled back to" in c and "promotion stops here" in c for c in comments), comments
+    time.sleep(6)
+    assert chain.pulls("env-staging") == [] and chain.promotions(environment="staging") == []
+    assert chain.environment("dev")["history"][0]["outcome"] == "rolled-back"
