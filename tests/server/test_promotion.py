@@ -446,6 +446,9 @@ def test_two_quick_releases_make_one_pull_request_with_the_newest_and_a_redelive
     assert len(chain.comments("env-dev", merged["number"])) == comments
     assert {r["version"]: r["state"] for r in chain.promotions(environment="dev", service=service)} == states
     assert [r["version"] for r in chain.promotions(environment="staging")] == ["0.3.0"]
+    shown = cli(chain.env, "env", "promotions", "--env", "dev", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {r["version"]: r["state"] for r in json.loads(shown.stdout)} == states
 
 
 RESET_CURSOR = """
