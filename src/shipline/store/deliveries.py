@@ -1,0 +1,108 @@
+"""The records DORA metrics are computed from: environment history and promotions, read-only.
+
+History comes from `environment_history` (written by `EnvironmentStore.record`).
+Promotions come from the `promotions` table (revision 0010, written by the
+promotion flow); a store without that table yet has no promotions, and the
+metrics then have no lead times.  The table is named here with lightweight
+`table()`/`column()` constructs so that this module only reads it and never
+takes part in creating it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import column, inspect, select, table
+
+from shipline.domain.dora import Promotion
+from shipline.domain.environments import HistoryEntry, Outcome
+from shipline.store.environment_tables import environment_history
+from shipline.store.sql import SqlStore, _utc
+
+promotions = table(
+    "promotions",
+    column("service"),
+    column("environment"),
+    column("state"),
+    column("commit_time"),
+    column("updated_at"),
+    column("merged_at"),
+    column("verified_at"),
+)
+
+ENDED = ("merged", "verified", "failed", "superseded")
+"""Promotion states worth reading: the others never reached an environment."""
+
+
+def _entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(
+        id=row.id,
+        environment=row.environment,
+        action=row.action,
+        run_id=row.run_id,
+        commit=row.commit,
+        applied_commit=row.applied_commit,
+        outcome=Outcome(row.status),
+        verified=bool(row.verified),
+        rolled_back_to=row.rolled_back_to,
+        message=row.message,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _moment(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite without declared types hands back text
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return _utc(value)
+
+
+class DeliveryRecords:
+    """What happened to environments and services up to a moment, oldest first."""
+
+    def __init__(self, sql: SqlStore) -> None:
+        self.sql = sql
+
+    def history(self, until: datetime, environment: str = "") -> list[HistoryEntry]:
+        """Every sync and rollback that ended by `until` (all of it: a restore may end an old failure)."""
+        query = select(environment_history).where(environment_history.c.created_at <= until)
+        if environment:
+            query = query.where(environment_history.c.environment == environment)
+        with self.sql.transaction() as conn:
+            rows = conn.execute(query.order_by(environment_history.c.id)).all()
+        return [_entry(row) for row in rows]
+
+    def has_promotions(self) -> bool:
+        with self.sql.transaction() as conn:
+            return inspect(conn).has_table("promotions")
+
+    def promotions(self, environment: str = "", service: str = "") -> list[Promotion]:
+        """Promotions that reached an environment; none when the store has no promotions table yet."""
+        if not self.has_promotions():
+            return []
+        query = select(promotions).where(promotions.c.state.in_(ENDED))
+        if environment:
+            query = query.where(promotions.c.environment == environment)
+        if service:
+            query = query.where(promotions.c.service == service)
+        with self.sql.transaction() as conn:
+            rows = conn.execute(query).all()
+        out = []
+        for row in rows:
+            updated = _moment(row.updated_at)
+            assert updated is not None
+            out.append(
+                Promotion(
+                    service=row.service,
+                    environment=row.environment,
+                    state=row.state,
+                    commit_time=_moment(row.commit_time),
+                    updated_at=updated,
+                    merged_at=_moment(row.merged_at),
+                    verified_at=_moment(row.verified_at),
+                )
+            )
+        return out
