@@ -1,11 +1,8 @@
 """The records DORA metrics are computed from: environment history and promotions, read-only.
 
-History comes from `environment_history` (written by `EnvironmentStore.record`).
-Promotions come from the `promotions` table (revision 0010, written by the
-promotion flow); a store without that table yet has no promotions, and the
-metrics then have no lead times.  The table is named here with lightweight
-`table()`/`column()` constructs so that this module only reads it and never
-takes part in creating it.
+History comes from `environment_history` (written by `EnvironmentStore.record`),
+promotions from `promotions` (written by the promotion notifier,
+`gitops/promoting.py`).  Only the columns the figures need are read.
 """
 
 from __future__ import annotations
@@ -13,23 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import column, inspect, select, table
+from sqlalchemy import select
 
 from shipline.domain.dora import Promotion
 from shipline.domain.environments import HistoryEntry, Outcome
 from shipline.store.environment_tables import environment_history
+from shipline.store.promotion_tables import promotions
 from shipline.store.sql import SqlStore, _utc
-
-promotions = table(
-    "promotions",
-    column("service"),
-    column("environment"),
-    column("state"),
-    column("commit_time"),
-    column("updated_at"),
-    column("merged_at"),
-    column("verified_at"),
-)
 
 ENDED = ("merged", "verified", "failed", "superseded")
 """Promotion states worth reading: the others never reached an environment."""
@@ -51,15 +38,6 @@ def _entry(row: Any) -> HistoryEntry:
     )
 
 
-def _moment(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite without declared types hands back text
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return _utc(value)
-
-
 class DeliveryRecords:
     """What happened to environments and services up to a moment, oldest first."""
 
@@ -75,15 +53,17 @@ class DeliveryRecords:
             rows = conn.execute(query.order_by(environment_history.c.id)).all()
         return [_entry(row) for row in rows]
 
-    def has_promotions(self) -> bool:
-        with self.sql.transaction() as conn:
-            return inspect(conn).has_table("promotions")
-
     def promotions(self, environment: str = "", service: str = "") -> list[Promotion]:
-        """Promotions that reached an environment; none when the store has no promotions table yet."""
-        if not self.has_promotions():
-            return []
-        query = select(promotions).where(promotions.c.state.in_(ENDED))
+        """Promotions that reached an environment (merged or further)."""
+        query = select(
+            promotions.c.service,
+            promotions.c.environment,
+            promotions.c.state,
+            promotions.c.commit_time,
+            promotions.c.updated_at,
+            promotions.c.merged_at,
+            promotions.c.verified_at,
+        ).where(promotions.c.state.in_(ENDED))
         if environment:
             query = query.where(promotions.c.environment == environment)
         if service:
@@ -92,17 +72,17 @@ class DeliveryRecords:
             rows = conn.execute(query).all()
         out = []
         for row in rows:
-            updated = _moment(row.updated_at)
+            updated = _utc(row.updated_at)
             assert updated is not None
             out.append(
                 Promotion(
                     service=row.service,
                     environment=row.environment,
                     state=row.state,
-                    commit_time=_moment(row.commit_time),
+                    commit_time=_utc(row.commit_time),
                     updated_at=updated,
-                    merged_at=_moment(row.merged_at),
-                    verified_at=_moment(row.verified_at),
+                    merged_at=_utc(row.merged_at),
+                    verified_at=_utc(row.verified_at),
                 )
             )
         return out

@@ -688,6 +688,8 @@ function secs(v) {
   if (v < 86400) return `${(v / 3600).toFixed(1)}h`;
   return `${(v / 86400).toFixed(1)}d`;
 }
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+function timesCell(t, band) { return t.count ? [`${secs(t.median_seconds)} (${secs(t.p90_seconds)}) `, bandPill(band)] : [bandPill(band)]; }
 function pct(v) { return v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`; }
 
 function doraChart(days) {
@@ -747,11 +749,11 @@ async function deliveryView(view, hash) {
       pick("dora-service", "service", all.services.map((m) => m.service), svc, "service"),
       h("span", { class: "muted" }, `${data.start.slice(0, 10)} – ${data.end.slice(0, 10)}; times are median (p90)`)),
     h("div", { class: "dora-tiles section" },
-      doraTile("deployment-frequency", "Deployment frequency", `${o.deployment_frequency.toFixed(2)}/day`, `${o.deployments} deployments`, o.deployment_frequency_band),
-      doraTile("lead-time", "Lead time for changes", secs(o.lead_time.median_seconds), `p90 ${secs(o.lead_time.p90_seconds)} · ${o.lead_time.count} changes`, o.lead_time_band),
+      doraTile("deployment-frequency", "Deployment frequency", `${o.deployment_frequency.toFixed(2)}/day`, plural(o.deployments, "deployment"), o.deployment_frequency_band),
+      doraTile("lead-time", "Lead time for changes", secs(o.lead_time.median_seconds), `p90 ${secs(o.lead_time.p90_seconds)} · ${plural(o.lead_time.count, "change")}`, o.lead_time_band),
       doraTile("change-failure-rate", "Change failure rate", pct(o.change_failure_rate), `${o.failed_changes} of ${o.changes} changes`, o.change_failure_rate_band),
       doraTile("time-to-restore", "Time to restore", secs(o.time_to_restore.median_seconds),
-        `p90 ${secs(o.time_to_restore.p90_seconds)} · ${o.time_to_restore.count} restores${o.unrestored ? ` · ${o.unrestored} not restored` : ""}`, o.time_to_restore_band)),
+        `p90 ${secs(o.time_to_restore.p90_seconds)} · ${plural(o.time_to_restore.count, "restore")}${o.unrestored ? ` · ${o.unrestored} not restored` : ""}`, o.time_to_restore_band)),
     h("div", { class: "panel pad section" }, h("h2", {}, "Deployments and failed changes per day"), doraChart(data.days),
       h("div", { class: "row muted legend" }, h("span", { class: "key ok" }), "deployments", h("span", { class: "key bad" }), "failed changes")));
   const rows = [...data.environments.map((m) => ["environment", m.environment, m]), ...data.services.map((m) => ["service", m.service, m])];
@@ -761,9 +763,9 @@ async function deliveryView(view, hash) {
       h("tbody", {}, rows.length ? rows.map(([kind, name, m]) => h("tr", { "data-scope": `${kind}:${name}`, onclick: () => go(kind === "environment" ? { environment: name } : { service: name }) },
         h("td", { class: "muted" }, kind), h("td", {}, name), h("td", { "data-deployments": m.deployments }, m.deployments),
         h("td", {}, `${m.deployment_frequency.toFixed(2)} `, bandPill(m.deployment_frequency_band)),
-        h("td", {}, `${secs(m.lead_time.median_seconds)} (${secs(m.lead_time.p90_seconds)}) `, bandPill(m.lead_time_band)),
-        h("td", {}, `${pct(m.change_failure_rate)} `, bandPill(m.change_failure_rate_band)),
-        h("td", {}, `${secs(m.time_to_restore.median_seconds)} (${secs(m.time_to_restore.p90_seconds)}) `, bandPill(m.time_to_restore_band)),
+        h("td", {}, timesCell(m.lead_time, m.lead_time_band)),
+        h("td", {}, m.changes ? `${pct(m.change_failure_rate)} (${m.failed_changes}/${m.changes}) ` : "", bandPill(m.change_failure_rate_band)),
+        h("td", {}, timesCell(m.time_to_restore, m.time_to_restore_band)),
         h("td", {}, m.unrestored || ""))) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "Nothing recorded in this window: environments count once they sync."))]))));
 }
 
