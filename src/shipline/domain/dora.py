@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict
 
@@ -121,7 +122,7 @@ class Window:
     end: datetime
     days: int
 
-    @property
+    @cached_property
     def start(self) -> datetime:
         return self.end - timedelta(days=self.days)
 

@@ -44,17 +44,19 @@ class DeliveryRecords:
     def __init__(self, sql: SqlStore) -> None:
         self.sql = sql
 
-    def history(self, until: datetime, environment: str = "") -> list[HistoryEntry]:
-        """Every sync and rollback that ended by `until` (all of it: a restore may end an old failure)."""
-        query = select(environment_history).where(environment_history.c.created_at <= until)
+    def history(self, since: datetime, until: datetime, environment: str = "") -> list[HistoryEntry]:
+        """Every sync and rollback that ended after `since` and by `until`."""
+        query = select(environment_history).where(
+            environment_history.c.created_at > since, environment_history.c.created_at <= until
+        )
         if environment:
             query = query.where(environment_history.c.environment == environment)
         with self.sql.transaction() as conn:
             rows = conn.execute(query.order_by(environment_history.c.id)).all()
         return [_entry(row) for row in rows]
 
-    def promotions(self, environment: str = "", service: str = "") -> list[Promotion]:
-        """Promotions that reached an environment (merged or further)."""
+    def promotions(self, since: datetime, environment: str = "", service: str = "") -> list[Promotion]:
+        """Promotions that reached an environment (merged or further), last changed after `since`."""
         query = select(
             promotions.c.service,
             promotions.c.environment,
@@ -63,7 +65,7 @@ class DeliveryRecords:
             promotions.c.updated_at,
             promotions.c.merged_at,
             promotions.c.verified_at,
-        ).where(promotions.c.state.in_(ENDED))
+        ).where(promotions.c.state.in_(ENDED), promotions.c.updated_at > since)
         if environment:
             query = query.where(promotions.c.environment == environment)
         if service:
