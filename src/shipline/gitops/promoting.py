@@ -50,7 +50,7 @@ from shipline.domain.runs import RunRecord, RunStatus, RunTransition
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.engine.running import forge_credentials
-from shipline.exceptions import ForgeError, NotFound, ShiplineError, ToolError
+from shipline.exceptions import ForgeError, NotFound, PromotionEditError, ShiplineError, ToolError
 from shipline.gitops.syncing import Action, outcome_of
 from shipline.integrations.forges import CommitState, Forge, PullRequest, RepoRef, connect, repo_ref, serves
 from shipline.integrations.promotionrepos import EnvCheckout, Workspace, service_history
@@ -96,6 +96,20 @@ class Release:
     url: str
     """The service's git repository ("" when unknown: the pull request then lists no commits)."""
     source_run: int
+
+
+def _files(checkout: EnvCheckout) -> tuple[edits.Layout, dict[str, str]]:
+    """The layout of a checked-out environment repository and the files a version edit needs."""
+    paths = checkout.paths()
+    layout = edits.layout_of(paths)
+    return layout, checkout.read(edits.files_to_edit(layout, paths))
+
+
+def _deployed(layout: edits.Layout, files: Mapping[str, str], service: str) -> str | None:
+    try:
+        return edits.deployed_version(layout, files, service)
+    except PromotionEditError:
+        return None
 
 
 def _newer(a: str, b: str) -> bool:
@@ -214,19 +228,27 @@ class Promoter:
         try:
             with self._workspace() as work:
                 checkout = EnvCheckout.clone(work, env.repo, env.branch)
-                files = checkout.files()
-                layout = edits.layout_of(list(files))
-                previous = edits.deployed_version(layout, files, release.service) or ""
+                try:
+                    layout, files = _files(checkout)
+                except PromotionEditError as exc:
+                    row, _ = self._row(env, release, commit_time, "", PromotionState.FAILED, str(exc))
+                    return row
+                previous = _deployed(layout, files, release.service) or ""
                 newer = [p for p in store.live(env.name, release.service) if _newer(p.version, release.version)]
                 if newer:
                     row, _ = self._row(
-                        env, release, commit_time, previous, PromotionState.SUPERSEDED, f"{newer[-1].version} was proposed already"
+                        env,
+                        release,
+                        commit_time,
+                        previous,
+                        PromotionState.SUPERSEDED,
+                        f"{newer[-1].version} was proposed already",
                     )
                     log.info("older release not proposed", extra={"environment": env.name, "version": release.version})
                     return row
                 try:
                     changes = edits.edit_version(layout, files, release.service, release.version)
-                except edits.PromotionEditError as exc:
+                except PromotionEditError as exc:
                     row, _ = self._row(env, release, commit_time, previous, PromotionState.FAILED, str(exc))
                     return row
                 if commit_time is None and release.url:
@@ -244,7 +266,9 @@ class Promoter:
             pr = forge.find_pull_request(ref, branch)
             if pr is None:
                 pr = forge.open_pull_request(ref, head=branch, base=env.branch, title=title, body=body)
-                log.info("promotion pull request opened", extra={"environment": env.name, "pr": pr.number, "version": release.version})
+                log.info(
+                    "promotion pull request opened", extra={"environment": env.name, "pr": pr.number, "version": release.version}
+                )
             elif pr.title != title or pr.body != body:
                 pr = forge.update_pull_request(ref, pr.number, title=title, body=body)
             for older in store.live(env.name, release.service):
@@ -283,7 +307,7 @@ class Promoter:
             log.warning("service history unreadable", extra={"service": release.service, "error": str(exc)})
             return [], None
 
-    def _domain_release(self, release: Release) -> Any:
+    def _domain_release(self, release: Release) -> edits.Release:
         return edits.Release(
             service=release.service,
             version=release.version,
@@ -292,6 +316,8 @@ class Promoter:
             image_digest=release.image_digest,
             chart=release.chart,
             chart_digest=release.chart_digest,
+            run_url=run_link(self.settings.server_url, release.source_run),
+            source_url=release.url,
         )
 
     def _already_there(self, env: Environment, forge: Forge, ref: RepoRef, branch: str, row: Promotion) -> None:
@@ -357,7 +383,9 @@ class Promoter:
             state = CommitState.SUCCESS if record.status == RunStatus.SUCCEEDED else CommitState.FAILURE
             posted = [s for s in forge.statuses(ref, head) if s.context == context_of(env)]
             if not (posted and posted[0].state == state and posted[0].target_url == link):
-                verdict = "would apply cleanly" if state == CommitState.SUCCESS else f"failed: {record.message or record.status.value}"
+                verdict = (
+                    "would apply cleanly" if state == CommitState.SUCCESS else f"failed: {record.message or record.status.value}"
+                )
                 diff = self._diff_text(record) or "(no diff output)"
                 forge.comment(
                     ref,
@@ -419,7 +447,9 @@ class Promoter:
                             self.promotions.update(row.id, state=PromotionState.CLOSED, message="pull request closed unmerged")
                     elif env.merge == "auto":
                         passed = [
-                            s for s in forge.statuses(ref, pr.head_sha) if s.context == context_of(env) and s.state == CommitState.SUCCESS
+                            s
+                            for s in forge.statuses(ref, pr.head_sha)
+                            if s.context == context_of(env) and s.state == CommitState.SUCCESS
                         ]
                         if passed:
                             self._merge(env, forge, ref, number, pr.head_sha)
@@ -437,9 +467,12 @@ class Promoter:
         if not at:
             return  # nothing was checked out: this sync says nothing about any version
         with self._workspace() as work:
-            files = EnvCheckout.at(work, env.repo, env.branch, at).files()
-        layout = edits.layout_of(list(files))
-        deployed = [r for r in rows if edits.deployed_version(layout, files, r.service) == r.version]
+            try:
+                layout, files = _files(EnvCheckout.at(work, env.repo, env.branch, at))
+            except PromotionEditError as exc:
+                log.warning("promotions not checked", extra={"environment": env.name, "error": str(exc)})
+                return
+        deployed = [r for r in rows if _deployed(layout, files, r.service) == r.version]
         link = run_link(self.settings.server_url, record.id)
         if outcome == Outcome.VERIFIED:
             for row in deployed:

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,6 @@ from shipline.exceptions import ToolError
 
 GIT_TIMEOUT = 120.0
 MAX_FILE_BYTES = 1_000_000
-YAML_SUFFIXES = (".yaml", ".yml")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REF = re.compile(r"^[A-Za-z0-9._/+-]{1,200}$")
 
@@ -76,9 +75,7 @@ class Workspace:
         ]
         environ = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "HOME": str(self.root), **(env or {})}
         try:
-            done = subprocess.run(
-                command, cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False, env=environ
-            )
+            done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False, env=environ)
         except subprocess.TimeoutExpired as exc:
             raise PromotionGitError(f"git {args[0]} took longer than {GIT_TIMEOUT:.0f}s; is the forge reachable?") from exc
         if done.returncode != 0:
@@ -116,17 +113,24 @@ class EnvCheckout:
         work.git("checkout", "--quiet", "--detach", commit, "--", cwd=path)
         return cls(work, url, branch, path, commit)
 
-    def files(self) -> dict[str, str]:
-        """Every YAML file in the repository (paths relative, with `/`), as text."""
-        out: dict[str, str] = {}
+    def paths(self) -> list[str]:
+        """Every file of the repository (relative, with `/`), outside `.git`."""
+        out = []
         for file in sorted(self.path.rglob("*")):
             relative = file.relative_to(self.path)
-            if relative.parts[0] == ".git" or not file.is_file() or file.is_symlink():
-                continue
-            if file.suffix not in YAML_SUFFIXES or file.stat().st_size > MAX_FILE_BYTES:
+            if relative.parts[0] != ".git" and file.is_file() and not file.is_symlink():
+                out.append(relative.as_posix())
+        return out
+
+    def read(self, paths: Iterable[str]) -> dict[str, str]:
+        """These files' text (a file too large or not UTF-8 is left out)."""
+        out: dict[str, str] = {}
+        for path in paths:
+            file = self.path / path
+            if file.stat().st_size > MAX_FILE_BYTES:
                 continue
             try:
-                out[relative.as_posix()] = file.read_text(encoding="utf-8")
+                out[path] = file.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 continue
         return out
@@ -155,7 +159,9 @@ class EnvCheckout:
         return out.split("\t", 1)[0].strip() if out.strip() else ""
 
 
-def service_history(work: Workspace, url: str, new_tag: str, old_tag: str, commit: str) -> tuple[list[ServiceCommit], datetime | None]:
+def service_history(
+    work: Workspace, url: str, new_tag: str, old_tag: str, commit: str
+) -> tuple[list[ServiceCommit], datetime | None]:
     """(commits after `old_tag` up to `new_tag`, newest first, at most 50; when `commit` was made).
 
     A blobless clone: history without file contents.  `old_tag` "" or missing: the last 20 commits."""

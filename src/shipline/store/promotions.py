@@ -189,7 +189,9 @@ class PromotionStore:
 
     def live(self, environment: str, service: str | None = None) -> list[Promotion]:
         """Promotions on their way in an environment (proposed, open, merged), oldest first."""
-        return self.list(environment=environment, service=service, states=[s for s in PromotionState if s.live], newest_first=False)
+        return self.list(
+            environment=environment, service=service, states=[s for s in PromotionState if s.live], newest_first=False
+        )
 
     def list(
         self,

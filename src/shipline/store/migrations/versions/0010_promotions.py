@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
     )
     # One row per version of a service in an environment: a redelivered release or sync changes nothing.
-    op.create_index(
-        "uq_promotions_environment_service_version", "promotions", ["environment", "service", "version"], unique=True
-    )
+    op.create_index("uq_promotions_environment_service_version", "promotions", ["environment", "service", "version"], unique=True)
     op.create_index("ix_promotions_state", "promotions", ["state", "environment"])
 
 
