@@ -189,6 +189,8 @@ def test_services_lead_time_failures_and_restores_come_from_promotions() -> None
         promotion("api", "dev", "failed", committed=at(1), ended=at(1, 1)),
         promotion("api", "dev", "verified", committed=at(1, 2), ended=at(1, 3)),
         promotion("api", "dev", "open", committed=at(0.5), ended=at(0.4)),  # not merged yet: nothing
+        # failed while being proposed (no pull request, never merged): not a change
+        Promotion("api", "dev", "failed", at(0.3), at(0.2), merged_at=None, verified_at=None),
         promotion("web", "dev", "verified", committed=None, ended=at(1)),  # commit time unknown
         promotion("web", "prod", "verified", committed=at(10), ended=at(2)),
     ]
@@ -248,3 +250,9 @@ def test_windows() -> None:
     assert [parse_window(w) for w in ("7d", "30d", "90D")] == [7, 30, 90]
     with pytest.raises(ValueError, match="7d, 30d, 90d"):
         parse_window("1y")
+
+
+def test_a_promotion_failed_by_a_sync_counts_even_when_a_person_merged_it() -> None:
+    merged_by_hand = Promotion("api", "prod", "failed", at(2), at(1), merged_at=None, verified_at=None, pr_number=7)
+    api = report([], [merged_by_hand], Window(END, 7)).services[0]
+    assert (api.changes, api.failed_changes, api.unrestored) == (1, 1, 1)

@@ -115,6 +115,13 @@ class Promotion:
     updated_at: datetime
     merged_at: datetime | None
     verified_at: datetime | None
+    pr_number: int | None = None
+    """Its pull request: a failed promotion that had one failed after a sync, not while being proposed."""
+
+    @property
+    def applied(self) -> bool:
+        """Reached the environment's branch (a sync can fail it without `merged_at` when a person merged)."""
+        return self.merged_at is not None or self.pr_number is not None
 
 
 @dataclass(frozen=True)
@@ -285,7 +292,7 @@ def _promotion_events(promotions: Iterable[Promotion], until: datetime) -> _Even
     for p in promotions:
         if p.state == "verified" and p.verified_at is not None:
             ended.append((p.verified_at, p))
-        elif p.state == "failed" and p.merged_at is not None:
+        elif p.state == "failed" and p.applied:
             ended.append((p.updated_at, p))
     for moment, p in sorted((pair for pair in ended if pair[0] <= until), key=lambda pair: pair[0]):
         if p.state == "verified":

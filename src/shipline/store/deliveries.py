@@ -65,6 +65,7 @@ class DeliveryRecords:
             promotions.c.updated_at,
             promotions.c.merged_at,
             promotions.c.verified_at,
+            promotions.c.pr_number,
         ).where(promotions.c.state.in_(ENDED), promotions.c.updated_at > since)
         if environment:
             query = query.where(promotions.c.environment == environment)
@@ -85,6 +86,7 @@ class DeliveryRecords:
                     updated_at=updated,
                     merged_at=_utc(row.merged_at),
                     verified_at=_utc(row.verified_at),
+                    pr_number=row.pr_number,
                 )
             )
         return out
