@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shipline.cli.envs:env",
         "Environments: a namespace or a cluster whose state lives in a git repository.",
     ),
+    "metrics": ("shipline.cli.metrics:metrics", "Delivery metrics from shipline's own records (DORA's four keys)."),
     "testbed": (
         "shipline.cli.testbed:testbed",
         "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",

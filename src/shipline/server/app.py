@@ -33,7 +33,7 @@ from shipline.executors.choosing import make_executor
 from shipline.gitops.promoting import Promoter
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
-from shipline.server import api, environments, hooks, promotions, streaming
+from shipline.server import api, deliveries, environments, hooks, promotions, streaming
 from shipline.server.auth import reader
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
@@ -342,6 +342,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(environments.router)
     app.include_router(promotions.router)
+    app.include_router(deliveries.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

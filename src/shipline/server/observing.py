@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shipline.engine.events import EventBus
+from shipline.gitops.measuring import dora
 from shipline.settings import Settings
 from shipline.store.repositories import ServerStore
 
@@ -102,10 +103,68 @@ class _RunCounts(Collector):
         yield queue
 
 
+DORA_WINDOW_DAYS = 30
+"""`/metrics` shows DORA's keys over the last 30 days (the API and CLI offer 7, 30 and 90)."""
+
+
+class _Dora(Collector):
+    """DORA's four keys, computed from the store at scrape time (environment history and promotions).
+
+    One sample per environment (`service=""`), per service (`environment=""`)
+    and for everything (both empty).  Times are summaries with quantiles 0.5
+    and 0.9, present only when there was at least one.
+    """
+
+    def __init__(self, state: ServerStore) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        result = dora(self.state.sql, DORA_WINDOW_DAYS)
+        labels = ["environment", "service"]
+        window = f"over the last {DORA_WINDOW_DAYS} days"
+        deployments = GaugeMetricFamily("shipline_dora_deployments", f"Deployments (verified syncs) {window}.", labels=labels)
+        frequency = GaugeMetricFamily(
+            "shipline_dora_deployment_frequency_per_day", f"Deployments per day {window}.", labels=labels
+        )
+        changes = GaugeMetricFamily("shipline_dora_changes", f"Syncs that applied a change {window}.", labels=labels)
+        failed = GaugeMetricFamily(
+            "shipline_dora_failed_changes", f"Changes that failed verification or were rolled back {window}.", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "shipline_dora_change_failure_rate", f"Failed changes / changes {window} (absent without changes).", labels=labels
+        )
+        lead = GaugeMetricFamily(
+            "shipline_dora_lead_time_seconds", f"Commit to verified, median and p90 {window}.", labels=[*labels, "quantile"]
+        )
+        restore = GaugeMetricFamily(
+            "shipline_dora_time_to_restore_seconds",
+            f"Failed sync to the next verified one, median and p90 {window}.",
+            labels=[*labels, "quantile"],
+        )
+        unrestored = GaugeMetricFamily(
+            "shipline_dora_unrestored_failures", "Failures not restored yet (at most one per environment).", labels=labels
+        )
+        for m in [result.overall, *result.environments, *result.services]:
+            key = [m.environment, m.service]
+            deployments.add_metric(key, m.deployments)
+            frequency.add_metric(key, m.deployment_frequency)
+            changes.add_metric(key, m.changes)
+            failed.add_metric(key, m.failed_changes)
+            if m.change_failure_rate is not None:
+                rate.add_metric(key, m.change_failure_rate)
+            for family, times in ((lead, m.lead_time), (restore, m.time_to_restore)):
+                if times.median_seconds is not None and times.p90_seconds is not None:
+                    family.add_metric([*key, "0.5"], times.median_seconds)
+                    family.add_metric([*key, "0.9"], times.p90_seconds)
+            unrestored.add_metric(key, m.unrestored)
+        yield from (deployments, frequency, changes, failed, rate, lead, restore, unrestored)
+
+
 class Metrics:
     def __init__(self, state: ServerStore) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_RunCounts(state))
+        self.registry.register(_Dora(state))
         self.deliveries = Counter(
             "shipline_webhook_deliveries",
             "Webhook deliveries received, by forge and what came of them "

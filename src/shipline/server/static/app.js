@@ -157,6 +157,7 @@ function route() {
   if ((m = hash.match(/^#\/runs\/(\d+)/))) { $('[data-nav="runs"]').classList.add("active"); runView(view, Number(m[1])); }
   else if ((m = hash.match(/^#\/environments\/([a-z0-9-]+)/))) { $('[data-nav="environments"]').classList.add("active"); envView(view, m[1]); }
   else if (hash.startsWith("#/environments")) { $('[data-nav="environments"]').classList.add("active"); envsView(view); }
+  else if (hash.startsWith("#/delivery")) { $('[data-nav="delivery"]').classList.add("active"); deliveryView(view, hash); }
   else if (hash.startsWith("#/repos")) { $('[data-nav="repos"]').classList.add("active"); reposView(view); }
   else if (hash.startsWith("#/secrets")) { $('[data-nav="secrets"]').classList.add("active"); secretsView(view); }
   else { $('[data-nav="runs"]').classList.add("active"); runsView(view); }
@@ -674,6 +675,98 @@ async function envView(view, name) {
   try { await load(); } catch (e) { view.append(h("p", { class: "error" }, e.message)); return; }
   const off = live.on((kind, data) => { if (kind === "run" && !ACTIVE.has(data.status)) setTimeout(() => load().catch(() => {}), 1000); });
   cleanup.push(off);
+}
+
+/* --- delivery (DORA metrics) ----------------------------------------------------------- */
+
+const BAND_CLASS = { elite: "s-succeeded", high: "s-running", medium: "s-queued", low: "s-failed" };
+function bandPill(band) { return band ? h("span", { class: `status ${BAND_CLASS[band]}`, "data-band": band }, band) : h("span", { class: "muted", "data-band": "" }, "no data"); }
+function secs(v) {
+  if (v === null || v === undefined) return "–";
+  if (v < 60) return `${Math.round(v)}s`;
+  if (v < 3600) return `${Math.round(v / 60)}m`;
+  if (v < 86400) return `${(v / 3600).toFixed(1)}h`;
+  return `${(v / 86400).toFixed(1)}d`;
+}
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+function timesCell(t, band) { return t.count ? [`${secs(t.median_seconds)} (${secs(t.p90_seconds)}) `, bandPill(band)] : [bandPill(band)]; }
+function pct(v) { return v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`; }
+
+function doraChart(days) {
+  const W = 1100, H = 190, L = 34, B = 24, T = 10;
+  const n = days.length, max = Math.max(1, ...days.map((d) => d.deployments + d.failed_changes));
+  const step = (W - L - 8) / Math.max(1, n), bw = Math.max(2, step * 0.7);
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const svg = s("svg", { class: "dora-chart", id: "dora-chart", width: "100%", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": "deployments and failed changes per day" });
+  for (const v of [0, Math.ceil(max / 2), max]) {
+    svg.append(s("line", { class: "grid", x1: L, x2: W - 4, y1: y(v), y2: y(v) }), s("text", { class: "axis", x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v));
+  }
+  days.forEach((d, i) => {
+    const x = L + i * step + (step - bw) / 2;
+    const g = s("g", { class: "day", "data-date": d.date, "data-deployments": d.deployments, "data-failed": d.failed_changes },
+      s("title", {}, `${d.date}: ${d.deployments} deployment(s), ${d.failed_changes} failed change(s)`));
+    if (d.deployments) g.append(s("rect", { class: "ok", x, width: bw, y: y(d.deployments), height: y(0) - y(d.deployments) }));
+    if (d.failed_changes) g.append(s("rect", { class: "bad", x, width: bw, y: y(d.deployments + d.failed_changes), height: y(d.deployments) - y(d.deployments + d.failed_changes) }));
+    if (i === 0 || i === n - 1 || (n > 14 && i % Math.ceil(n / 8) === 0)) g.append(s("text", { class: "axis", x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, d.date.slice(5)));
+    svg.append(g);
+  });
+  return svg;
+}
+
+function doraTile(key, title, value, detail, band) {
+  return h("div", { class: "panel pad dora-tile", "data-metric": key },
+    h("div", { class: "muted" }, title), h("div", { class: "dora-value", "data-value": "" }, value),
+    h("div", { class: "row" }, bandPill(band), h("span", { class: "muted" }, detail)));
+}
+
+async function deliveryView(view, hash) {
+  const q = new URLSearchParams(hash.split("?")[1] || "");
+  const win = ["7d", "30d", "90d"].includes(q.get("window")) ? q.get("window") : "30d";
+  const env = q.get("environment") || "", svc = q.get("service") || "";
+  const go = (changes) => {
+    const next = new URLSearchParams({ window: win, environment: env, service: svc, ...changes });
+    for (const [k, v] of [...next]) if (!v) next.delete(k);
+    location.hash = `#/delivery?${next}`;
+  };
+  const body = h("div", {});
+  view.append(h("div", { class: "row" }, h("h1", {}, "Delivery"), h("span", { class: "muted" }, "DORA's four keys from shipline's own records"),
+    h("div", { class: "spacer" }),
+    h("div", { class: "chips", id: "dora-window" }, ["7d", "30d", "90d"].map((w) =>
+      h("button", { type: "button", class: `chip ${w === win ? "on" : ""}`, "data-window": w, onclick: () => go({ window: w }) }, w)))), body);
+  let data, all;
+  try {
+    const query = new URLSearchParams({ window: win, environment: env, service: svc });
+    [data, all] = await Promise.all([api.get(`/api/v1/metrics/dora?${query}`), api.get(`/api/v1/metrics/dora?window=${win}`)]);
+  } catch (e) { body.append(h("p", { class: "error" }, e.message)); return; }
+  const pick = (id, label, names, value, key) => h("label", { class: "row" }, h("span", { class: "muted" }, label),
+    h("select", { id, onchange: (ev) => go({ [key]: ev.target.value }) },
+      h("option", { value: "" }, "all"), names.map((n) => h("option", { value: n, selected: n === value }, n))));
+  const o = data.overall;
+  body.append(
+    h("div", { class: "row section" },
+      pick("dora-env", "environment", all.environments.map((m) => m.environment), env, "environment"),
+      pick("dora-service", "service", all.services.map((m) => m.service), svc, "service"),
+      h("span", { class: "muted" }, `${data.start.slice(0, 10)} – ${data.end.slice(0, 10)}; times are median (p90)`)),
+    h("div", { class: "dora-tiles section" },
+      doraTile("deployment-frequency", "Deployment frequency", `${o.deployment_frequency.toFixed(2)}/day`, plural(o.deployments, "deployment"), o.deployment_frequency_band),
+      doraTile("lead-time", "Lead time for changes", secs(o.lead_time.median_seconds), `p90 ${secs(o.lead_time.p90_seconds)} · ${plural(o.lead_time.count, "change")}`, o.lead_time_band),
+      doraTile("change-failure-rate", "Change failure rate", pct(o.change_failure_rate), `${o.failed_changes} of ${o.changes} changes`, o.change_failure_rate_band),
+      doraTile("time-to-restore", "Time to restore", secs(o.time_to_restore.median_seconds),
+        `p90 ${secs(o.time_to_restore.p90_seconds)} · ${plural(o.time_to_restore.count, "restore")}${o.unrestored ? ` · ${o.unrestored} not restored` : ""}`, o.time_to_restore_band)),
+    h("div", { class: "panel pad section" }, h("h2", {}, "Deployments and failed changes per day"), doraChart(data.days),
+      h("div", { class: "row muted legend" }, h("span", { class: "key ok" }), "deployments", h("span", { class: "key bad" }), "failed changes")));
+  const rows = [...data.environments.map((m) => ["environment", m.environment, m]), ...data.services.map((m) => ["service", m.service, m])];
+  body.append(h("div", { class: "panel section" },
+    h("table", { class: "runs dora-table", id: "dora-table" },
+      h("thead", {}, h("tr", {}, ["", "name", "deploys", "per day", "lead time", "change failure rate", "time to restore", "not restored"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.length ? rows.map(([kind, name, m]) => h("tr", { "data-scope": `${kind}:${name}`, onclick: () => go(kind === "environment" ? { environment: name } : { service: name }) },
+        h("td", { class: "muted" }, kind), h("td", {}, name), h("td", { "data-deployments": m.deployments }, m.deployments),
+        h("td", {}, `${m.deployment_frequency.toFixed(2)} `, bandPill(m.deployment_frequency_band)),
+        h("td", {}, timesCell(m.lead_time, m.lead_time_band)),
+        h("td", {}, m.changes ? `${pct(m.change_failure_rate)} (${m.failed_changes}/${m.changes}) ` : "", bandPill(m.change_failure_rate_band)),
+        h("td", {}, timesCell(m.time_to_restore, m.time_to_restore_band)),
+        h("td", {}, m.unrestored || ""))) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "Nothing recorded in this window: environments count once they sync."))]))));
 }
 
 /* --- secrets -------------------------------------------------------------------------- */
