@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shipline.cli.testbed:testbed",
         "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",
     ),
+    "demo": (
+        "shipline.cli.demo:demo",
+        "The whole chain on the testbed: service run, artifacts, pull requests, dev, staging, prod.",
+    ),
     "init": ("shipline.cli.init:init", "Start a new repository from a template."),
     "step": (
         "shipline.cli.steps:step",
