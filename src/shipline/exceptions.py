@@ -3,7 +3,8 @@
     ShiplineError                 exit 1, HTTP 500
     ├── UsageError                exit 2, HTTP 400   bad flags, bad params
     │   ├── DefinitionError       exit 2, HTTP 422   a pipeline file with problems
-    │   └── ManifestError         exit 2, HTTP 422   manifests a cluster rejects (all of them listed)
+    │   ├── ManifestError         exit 2, HTTP 422   manifests a cluster rejects (all of them listed)
+    │   └── PromotionEditError    exit 2, HTTP 422   an environment repository a promotion cannot edit
     ├── NotFound                  exit 2, HTTP 404   no such run, task or file
     ├── Conflict                  exit 1, HTTP 409   e.g. cancelling a finished run
     ├── StoreError                exit 1, HTTP 503   the database refused or is unreachable
@@ -88,6 +89,13 @@ class ManifestError(UsageError):
         count = len(self.problems)
         head = f"{count} object{'s' if count != 1 else ''} rejected, nothing applied:"
         super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class PromotionEditError(UsageError):
+    """A release cannot be written into an environment repository: the service is not in it,
+    a file does not parse, or the version is not one to promote.  Names the file and what to add."""
+
+    http_status = 422
 
 
 class ClusterError(ShiplineError):

@@ -20,7 +20,6 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipline.domain.environments import ObjectError, apply_rank, duplicates, key_of, place
-from shipline.exceptions import UsageError
+from shipline.domain.promotions import HELMFILES, KUSTOMIZATIONS, MANIFEST_SUFFIXES, Layout, layout_of
+from shipline.exceptions import PromotionEditError, UsageError
 from shipline.integrations.templating import TemplateError, Templater, is_plain_http
 
 try:
@@ -41,13 +41,6 @@ class RenderError(UsageError):
     """The repository's content cannot be rendered: bad input, nothing is applied."""
 
 
-class Layout(StrEnum):
-    MANIFESTS = "manifests"
-    KUSTOMIZE = "kustomize"
-    UMBRELLA = "umbrella"
-    HELMFILE = "helmfile"
-
-
 @dataclass
 class Rendered:
     layout: Layout
@@ -56,24 +49,16 @@ class Rendered:
     """Where each object came from (a file, `release NAME: template`), in step with `objects`."""
 
 
-KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-HELMFILES = ("helmfile.yaml", "helmfile.yml")
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-
-
 def detect(root: Path) -> Layout:
-    if any((root / name).is_file() for name in HELMFILES):
-        return Layout.HELMFILE
-    if (root / "Chart.yaml").is_file():
-        return Layout.UMBRELLA
-    if any((root / "manifests" / name).is_file() for name in KUSTOMIZATIONS) or any((root / n).is_file() for n in KUSTOMIZATIONS):
-        return Layout.KUSTOMIZE
+    """The layout of a checkout: `layout_of` on what is at its root (and in manifests/)."""
+    candidates = [*HELMFILES, "Chart.yaml", *KUSTOMIZATIONS, *(f"manifests/{n}" for n in KUSTOMIZATIONS)]
+    paths = [name for name in candidates if (root / name).is_file()]
     if (root / "manifests").is_dir():
-        return Layout.MANIFESTS
-    raise RenderError(
-        f"{root}: no environment layout found: add manifests/ (YAML files or a kustomization.yaml), "
-        "a Chart.yaml (an umbrella chart) or a helmfile.yaml at the repository's root"
-    )
+        paths.append("manifests/")
+    try:
+        return layout_of(paths)
+    except PromotionEditError as exc:
+        raise RenderError(f"{root}: {exc}") from exc
 
 
 def render(

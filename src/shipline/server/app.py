@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,9 +30,10 @@ from shipline.engine.events import EventBus
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.local import LocalExecutor
+from shipline.gitops.promoting import Promoter
 from shipline.gitops.reconciling import Reconciler
 from shipline.gitops.syncing import Action, git_credentials_available, run_params, write_definition
-from shipline.server import api, environments, hooks, streaming
+from shipline.server import api, environments, hooks, promotions, streaming
 from shipline.server.auth import reader
 from shipline.server.dispatching import Dispatcher
 from shipline.server.driving import EngineThread
@@ -84,6 +85,7 @@ class Server:
     ready: bool = False
     poller: Poller | None = None
     reconciler: Reconciler | None = None
+    promoter: Promoter | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Server:
@@ -127,16 +129,30 @@ class Server:
     def environments(self) -> EnvironmentStore:
         return EnvironmentStore(self.sql)
 
-    def submit_environment(self, env: Environment, action: Action, revision: str, last_verified: str) -> int:
-        """Queue a run of an environment's pipeline (the reconciler's and the API's one way in)."""
+    def submit_environment(
+        self, env: Environment, action: Action, revision: str, last_verified: str, extra: Mapping[str, object] | None = None
+    ) -> int:
+        """Queue a run of an environment's pipeline (the reconciler's, the promoter's and the API's one way in).
+
+        `extra` goes into the run's trigger (a dry run's pull request)."""
         creds = git_credentials_available(self.settings, self.engine.secrets)
         pipeline = self.dispatcher.pipelines.load(str(write_definition(self.settings.home, env, git_credentials=creds)))
         params = run_params(action, revision=revision, last_verified=last_verified)
-        trigger: dict[str, object] = {"source": "gitops", "environment": env.name, "action": action.value, "revision": revision}
+        trigger: dict[str, object] = {
+            **(extra or {}),
+            "source": "gitops",
+            "environment": env.name,
+            "action": action.value,
+            "revision": revision,
+        }
         run_id = self.engine.submit(pipeline, params, trigger=trigger)
         self.runner.poke()
         self.dispatcher.notify(run_id, "queued", pipeline.name)
         return run_id
+
+    def _poke_environments(self, names: Sequence[str]) -> None:
+        if self.reconciler is not None:
+            self.reconciler.poke(names)
 
     # --- what the poller and the scheduler need -----------------------------------------
 
@@ -208,6 +224,13 @@ class Server:
             poll_seconds=self.settings.env_poll_seconds,
             tick=self.settings.poll_tick_seconds,
         )
+        self.promoter = Promoter(
+            self.settings,
+            self.sql,
+            self.engine.owner,
+            submit_check=lambda env, head, extra: self.submit_environment(env, Action.DIFF, head, "", extra),
+            poke=self._poke_environments,
+        )
         self.runner.start(asyncio.get_running_loop())
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
@@ -219,6 +242,7 @@ class Server:
         finishing = [
             asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.reconciler.run(environments_stop)),
+            asyncio.create_task(self.promoter.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
         ]
         helpers = [
             *finishing,
@@ -313,6 +337,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     app.include_router(streaming.router)
     app.include_router(api.router)
     app.include_router(environments.router)
+    app.include_router(promotions.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

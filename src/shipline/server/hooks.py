@@ -10,7 +10,8 @@ blocks (SQL, decryption, YAML) runs in a worker thread, off the event loop.
 
 A push to an environment's repository and branch (see `shipline env`), signed
 with that environment's secret `env-NAME-webhook`, makes the GitOps controller
-read the branch head at once; nothing else in the payload is used.
+read the branch head at once; a pull request opened or pushed to on it gets a
+dry run of the environment at its head (`gitops/promoting.py`).
 
 Answers: 202 with the runs started, 200 for a ping, a redelivery or an event
 no rule wants, 401 for a bad or missing signature, 404 for a signed payload
@@ -32,7 +33,7 @@ from shipline.domain.environments import Environment
 from shipline.domain.urls import url_key
 from shipline.exceptions import ShiplineError, UsageError
 from shipline.store.repositories import Repository
-from shipline.triggers.events import EventKind, Forge
+from shipline.triggers.events import EventKind, Forge, ForgeEvent, PullRequestAction
 from shipline.triggers.parsing import PARSERS, decode
 from shipline.triggers.verifying import read_headers, verify
 
@@ -93,13 +94,16 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
     ]
     if poked and server.reconciler is not None:
         server.reconciler.poke(poked)
+    checked = _check_pull_request(server, environments, event, keys)
+    poked += [name for name in checked if name not in poked]
     named = [r for r in verified if url_key(r.url) in keys]
     if not named and poked:
         count("started")
+        what = "pull request dry run started" if checked else "branch head checked now"
         return _answer(
             202,
             "started",
-            f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: branch head checked now",
+            f"environment{'s' if len(poked) > 1 else ''} {', '.join(poked)}: {what}",
             environments=poked,
             delivery=delivery.delivery_id,
         )
@@ -138,6 +142,28 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
         repositories=[r.name for r, _ in outcomes],
         environments=poked,
     )
+
+
+def _check_pull_request(server: Any, environments: list[Environment], event: ForgeEvent, keys: set[str]) -> list[str]:
+    """A pull request opened or pushed to on an environment's repository and branch gets a dry run of that
+    environment at its head (commit status `shipline/env-NAME`, the diff as a comment).  Not from a fork: the
+    dry run holds the environment's kubeconfig.  A redelivery starts nothing new (one dry run per head)."""
+    if event.kind is not EventKind.PULL_REQUEST or server.promoter is None or event.pr_from_fork:
+        return []
+    if event.pr_action not in (PullRequestAction.OPENED, PullRequestAction.SYNCHRONIZED, PullRequestAction.REOPENED):
+        return []
+    if event.pr_number is None or not event.sha:
+        return []
+    checked = []
+    for env in environments:
+        if url_key(env.repo) in keys and event.base_branch == env.branch:
+            try:
+                server.promoter.check(env, event.pr_number, event.sha, event.branch)
+            except ShiplineError as exc:
+                log.warning("pull request dry run not started", extra={"environment": env.name, "error": str(exc)})
+                continue
+            checked.append(env.name)
+    return checked
 
 
 def _signed_environments(server: Any, forge: Forge, body: bytes, signature: str | None) -> list[Environment]:
