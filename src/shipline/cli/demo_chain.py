@@ -171,6 +171,17 @@ class Follower:
         self.mark(f"pr-{env}", f"{env}: pull request #{found.pull.number} opened: {found.pull.url}", pr=found.pull.url)
         return found
 
+    def dry_run(self, env: str, pr: Promotion) -> str:
+        """The end of the dry run on a pull request's head (commit status `shipline/env-NAME`)."""
+        context = f"shipline/env-{env}"
+
+        def ended() -> str | None:
+            state = self.admin.commit_status(self.demo.org, self.demo.env_repo(env), pr.pull.head_sha, context)
+            return state if state in ("success", "failure", "error") else None
+
+        state = self.until(f"the dry run ({context}) on pull request #{pr.pull.number}", ended, PR_WAIT_SECONDS)
+        return "passed" if state == "success" else f"ended {state} (see the pull request's comment)"
+
     def merged(self, env: str, version: str) -> Promotion:
         def merged() -> Promotion | None:
             found = self.promotion(env, version)
@@ -247,7 +258,13 @@ def follow(demo: Demo, admin: GiteaAdmin, message: str, *, wait: bool, timeout: 
             pr = follower.pull_request(env, version, PR_WAIT_SECONDS)
             result["pull_requests"][env] = pr.pull.url
             if env == "prod" or index + 1 > len(ENVIRONMENTS):
-                follower.mark("waiting-prod", f"{env}: waits for a person (merge: manual): {pr.pull.url}", pr=pr.pull.url)
+                checked = follower.dry_run(env, pr)
+                follower.mark(
+                    "waiting-prod",
+                    f"{env}: dry run {checked}; the pull request waits for a person (merge: manual): {pr.pull.url}",
+                    pr=pr.pull.url,
+                    dry_run=checked,
+                )
                 result["stopped_at"] = "prod pull request, waiting for a person"
                 break
             done = follower.merged(env, version)

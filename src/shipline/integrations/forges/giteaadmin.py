@@ -110,6 +110,16 @@ class GiteaAdmin:
                 gone += 1
         return gone
 
+    def commit_status(self, owner: str, name: str, sha: str, context: str) -> str:
+        """The newest state (pending, success, failure, error) of `context` on a commit; "" when it has none."""
+        data = self.http.json(
+            "GET", f"{self._repo(owner, name)}/commits/{quote(sha, safe='')}/status", f"read the statuses of {sha[:12]}"
+        )
+        for item in field(data, "statuses") or []:
+            if text(item, "context") == context:
+                return text(item, "status")
+        return ""
+
     def pull_requests(self, owner: str, name: str) -> list[Promotion]:
         """Every pull request of OWNER/NAME (open and closed), newest first."""
         out: list[Promotion] = []
