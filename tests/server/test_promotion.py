@@ -446,6 +446,9 @@ def test_two_quick_releases_make_one_pull_request_with_the_newest_and_a_redelive
     assert len(chain.comments("env-dev", merged["number"])) == comments
     assert {r["version"]: r["state"] for r in chain.promotions(environment="dev", service=service)} == states
     assert [r["version"] for r in chain.promotions(environment="staging")] == ["0.3.0"]
+    shown = cli(chain.env, "env", "promotions", "--env", "dev", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {r["version"]: r["state"] for r in json.loads(shown.stdout)} == states
 
 
 RESET_CURSOR = """
@@ -573,3 +576,29 @@ def test_a_promotion_that_fails_verification_is_rolled_back_and_stops_there(chai
     time.sleep(6)
     assert chain.pulls("env-staging") == [] and chain.promotions(environment="staging") == []
     assert chain.environment("dev")["history"][0]["outcome"] == "rolled-back"
+
+
+def test_a_merge_the_forge_refuses_is_tried_again_once_the_other_checks_pass(chain: Chain) -> None:
+    # Branch protection on dev wants another check too: shipline's dry run alone does not let it merge.
+    chain.gitea.request(
+        "POST",
+        f"/repos/{chain.org}/env-dev/branch_protections",
+        {"branch_name": "main", "enable_status_check": True, "status_check_contexts": ["ci/other", "shipline/env-dev"]},
+    )
+    title = f"Promote {chain.service} to 0.2.0"
+    chain.release("0.2.0")
+    pr = wait_for("the pull request on dev", lambda: chain.pull("env-dev", title), 120)
+    head = pr["head"]["sha"]
+    wait_for("the dry run passed", lambda: chain.statuses("env-dev", head).get("shipline/env-dev") == "success", 120)
+    refused = wait_for(
+        "the merge refused",
+        lambda: [r for r in chain.promotions(environment="dev") if r["message"].startswith("merge refused")],
+        60,
+    )
+    assert refused[0]["state"] == "open"
+    assert chain.pull("env-dev", title)["merged"] is False  # type: ignore[index]
+    chain.gitea.request(
+        "POST", f"/repos/{chain.org}/env-dev/statuses/{head}", {"state": "success", "context": "ci/other", "description": "ok"}
+    )
+    wait_for("merged once the other check passed", lambda: (p := chain.pull("env-dev", title)) and p["merged"], 60)
+    wait_for("verified in dev", lambda: [r["state"] for r in chain.promotions(environment="dev")] == ["verified"], 240)

@@ -216,6 +216,40 @@ def history_cmd(wiring: Wiring, name: str, limit: int, as_json: bool) -> None:
     _console().print(table)
 
 
+@env.command("promotions")
+@click.option("--env", "environment", default=None, help="Only this environment's.")
+@click.option("--service", default=None, help="Only this service's.")
+@click.option("--limit", default=50, show_default=True, help="How many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the promotions as a JSON list.")
+@click.pass_obj
+def promotions_cmd(wiring: Wiring, environment: str | None, service: str | None, limit: int, as_json: bool) -> None:
+    """Versions of services proposed to environments (pull requests), newest first, and where each got to."""
+    from shipline.store.promotions import PromotionStore
+
+    rows = PromotionStore(wiring.store).list(environment=environment, service=service, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no promotion yet: a service release proposes itself to environments whose `services:` list it", err=True)
+        return
+    table = Table(box=None, padding=(0, 2), header_style="bold")
+    for col in ("when", "environment", "service", "version", "from", "state", "pull request", "message"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            r.environment,
+            r.service,
+            r.version,
+            r.previous_version or "-",
+            r.state.value,
+            r.pr_url or "",
+            r.message,
+        )
+    _console().print(table)
+
+
 # --- runs: sync, diff, rollback ---------------------------------------------------------
 
 BAD_INPUT_TASKS = ("clone", "render", "validate")

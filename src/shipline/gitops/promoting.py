@@ -52,7 +52,7 @@ from shipline.domain.runs import RunRecord, RunStatus, RunTransition
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.engine.running import forge_credentials
-from shipline.exceptions import ForgeError, NotFound, PromotionEditError, ShiplineError, ToolError
+from shipline.exceptions import ForgeError, NotFound, PromotionEditError, ShiplineError, ToolError, UsageError
 from shipline.gitops.syncing import Action, outcome_of
 from shipline.integrations.forges import CommitState, Forge, PullRequest, RepoRef, connect, repo_ref, serves
 from shipline.integrations.promotionrepos import EnvCheckout, Workspace, service_history
@@ -164,6 +164,9 @@ class Promoter:
             log.warning("promotion: the forge refused; skipped", extra={"run": transition.run_id, "error": str(exc)})
         except ToolError as exc:
             raise Retry(str(exc)) from exc
+        except (NotFound, UsageError) as exc:
+            # Nothing to retry: a run pruned since, an environment without a forge token, a bad declaration.
+            log.warning("promotion: transition skipped", extra={"run": transition.run_id, "error": str(exc)})
 
     def _environment_of(self, pipeline: str) -> StoredEnvironment | None:
         if not pipeline.startswith("env-"):
@@ -436,30 +439,35 @@ class Promoter:
         """Open promotions: merge the ones whose dry run passed (a refused merge is tried again), and
         note the ones a person merged or closed."""
         for stored in self.environments.all():
-            env = stored.environment
-            rows = [p for p in self.promotions.live(env.name) if p.state == PromotionState.OPEN and p.pr_number]
-            if not rows:
-                continue
-            forge, ref = self._forge(env)
             try:
-                for number in sorted({p.pr_number for p in rows if p.pr_number is not None}):
-                    pr = forge.pull_request(ref, number)
-                    mine = [p for p in rows if p.pr_number == number]
-                    if pr.merged:
-                        self._merged(env, pr, mine, "")
-                    elif pr.state != "open":
-                        for row in mine:
-                            self.promotions.update(row.id, state=PromotionState.CLOSED, message="pull request closed unmerged")
-                    elif env.merge == "auto":
-                        passed = [
-                            s
-                            for s in forge.statuses(ref, pr.head_sha)
-                            if s.context == context_of(env) and s.state == CommitState.SUCCESS
-                        ]
-                        if passed:
-                            self._merge(env, forge, ref, number, pr.head_sha)
-            finally:
-                forge.close()
+                self._sweep(stored.environment)
+            except ShiplineError as exc:  # one environment's forge must not hold back the others
+                log.warning("promotion: open pull requests not checked", extra={"environment": stored.name, "error": str(exc)})
+
+    def _sweep(self, env: Environment) -> None:
+        rows = [p for p in self.promotions.live(env.name) if p.state == PromotionState.OPEN and p.pr_number]
+        if not rows:
+            return
+        forge, ref = self._forge(env)
+        try:
+            for number in sorted({p.pr_number for p in rows if p.pr_number is not None}):
+                pr = forge.pull_request(ref, number)
+                mine = [p for p in rows if p.pr_number == number]
+                if pr.merged:
+                    self._merged(env, pr, mine, "")
+                elif pr.state != "open":
+                    for row in mine:
+                        self.promotions.update(row.id, state=PromotionState.CLOSED, message="pull request closed unmerged")
+                elif env.merge == "auto":
+                    passed = [
+                        s
+                        for s in forge.statuses(ref, pr.head_sha)
+                        if s.context == context_of(env) and s.state == CommitState.SUCCESS
+                    ]
+                    if passed:
+                        self._merge(env, forge, ref, number, pr.head_sha)
+        finally:
+            forge.close()
 
     # --- after a sync ---------------------------------------------------------------------------
 
