@@ -168,7 +168,9 @@ class Follower:
         found = self.until(
             f"the pull request promoting {self.demo.service} {version} to {env}", lambda: self.promotion(env, version), wait
         )
-        self.mark(f"pr-{env}", f"{env}: pull request #{found.pull.number} opened: {found.pull.url}", pr=found.pull.url)
+        self.mark(
+            f"pr-{env}", f"{env}: pull request #{found.pull.number} {found.pull.title!r}: {found.pull.url}", pr=found.pull.url
+        )
         return found
 
     def dry_run(self, env: str, pr: Promotion) -> str:

@@ -77,6 +77,7 @@ def main(ctx: click.Context) -> None:
 
     \b
     Start here:
+      shipline demo          # the whole chain on the local testbed, built if needed
       shipline validate examples/hello.yaml
       shipline run examples/hello.yaml -p greeting=hi
       shipline runs list
