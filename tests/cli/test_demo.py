@@ -129,6 +129,10 @@ def test_demo_builds_the_chain_runs_again_and_stops(
                 gitea.request("DELETE", f"/repos/{org}/{name}")
             except GiteaError:
                 pass
+        try:
+            gitea.request("DELETE", f"/orgs/{org}")
+        except GiteaError:
+            pass
         subprocess.run(
             [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", *(f"{org}-{e}" for e in ENVIRONMENTS)]
             + ["--ignore-not-found", "--wait=false"],
