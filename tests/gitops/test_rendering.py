@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from envkit import push_chart, write, write_chart
 
+from shipline.domain.promotions import edit_version, files_to_edit
 from shipline.gitops.rendering import Layout, RenderError, render
 from shipline.integrations.templating import Templater
 
@@ -230,6 +232,59 @@ def test_an_umbrella_chart_with_file_oci_and_http_dependencies(
     assert images(result.objects) == {oci_name: "reg/api:1.2.0", http_name: "reg/web:0.3.1", "worker": "reg/worker:0.1.0"}
     assert all(o["metadata"]["namespace"] == "dev" for o in result.objects)
     assert any(s.startswith(f"dev-env/charts/{oci_name}/templates/") for s in result.sources)
+
+
+@pytest.mark.testbed
+def test_a_promoted_umbrella_chart_with_a_lock_still_renders(tmp_path: Path, helm: Path, templater: Templater) -> None:
+    """edit_version keeps Chart.lock in step: `helm dependency build` refuses a lock out of sync."""
+    env = tmp_path / "env"
+    write_chart(env / "charts-src", "hello", "1.1.0", image="reg/hello", tag="1.1.0")
+    write_chart(env / "charts-src", "world", "2.0.0", image="reg/world", tag="2.0.0")
+    write(
+        env / "Chart.yaml",
+        """
+        apiVersion: v2
+        name: dev-env
+        version: 0.0.1
+        dependencies:
+          - name: hello   # promoted below
+            version: "1.1.0"
+            repository: file://./charts-src/hello
+          - name: world
+            alias: planet
+            condition: planet.enabled
+            tags: [front, <edge> & co]
+            import-values: [{child: b, parent: a}]
+            version: 2.0.0
+            repository: "file://./charts-src/world"
+    """,
+    )
+    home = {
+        "HELM_CACHE_HOME": str(tmp_path / "h"),
+        "HELM_CONFIG_HOME": str(tmp_path / "h"),
+        "HELM_DATA_HOME": str(tmp_path / "h"),
+    }
+    subprocess.run(
+        [str(helm), "dependency", "update", str(env)], check=True, capture_output=True, env={"PATH": "/usr/bin:/bin", **home}
+    )
+    lock = (env / "Chart.lock").read_text()
+    write_chart(env / "charts-src", "hello", "1.2.0", image="reg/hello", tag="1.2.0")  # the release to promote
+
+    files = {
+        name: (env / name).read_text()
+        for name in files_to_edit("umbrella", ["Chart.yaml", "Chart.lock", "charts-src/hello/Chart.yaml"])
+    }
+    changed = edit_version("umbrella", files, "hello", "1.2.0")
+    for name, text in changed.items():
+        (env / name).write_text(text)
+
+    result = render(env, "dev", release="dev", templater=templater)
+    assert images(result.objects) == {"hello": "reg/hello:1.2.0", "planet": "reg/world:2.0.0"}
+    assert sorted(changed) == ["Chart.lock", "Chart.yaml"]
+    assert [line for line in changed["Chart.lock"].splitlines() if line not in lock.splitlines()] == [
+        "  version: 1.2.0",
+        f"digest: {yaml.safe_load(changed['Chart.lock'])['digest']}",
+    ]
 
 
 @pytest.mark.testbed

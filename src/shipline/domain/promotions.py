@@ -7,7 +7,8 @@ service's version and nothing else, in whichever layout the repository uses:
     manifests, kustomize   every container image `.../SERVICE[:TAG][@DIGEST]` -> `.../SERVICE:VERSION`,
                            and a kustomization's `images:` entry for it -> `newTag: VERSION`
     umbrella (chart)       Chart.yaml `dependencies:` entry `name: SERVICE` -> `version: VERSION`
-                           (and values.yaml `SERVICE.image.tag`, when the repository pins one)
+                           (Chart.lock follows with Helm's digest; values.yaml `SERVICE.image.tag`
+                           follows when the repository pins one)
     helmfile               helmfile.yaml `releases:` entry `name: SERVICE` -> `version: VERSION`
 
 Text in, text out: the files are read and written elsewhere.  ruamel.yaml composes each
@@ -121,7 +122,7 @@ def files_to_edit(layout: str, paths: Collection[str]) -> list[str]:
     if kind is Layout.HELMFILE:
         return [p for p in sorted(paths) if p in HELMFILES][:1]
     if kind is Layout.UMBRELLA:
-        return [p for p in sorted(paths) if p in ("Chart.yaml", "values.yaml")]
+        return [p for p in sorted(paths) if p in ("Chart.lock", "Chart.yaml", "values.yaml")]
     return [
         p
         for p in sorted(paths)
@@ -191,7 +192,7 @@ def edit_version(layout: str, files: Mapping[str, str], service: str, version: s
             f"{version!r} is not a version shipline promotes (SemVer: X.Y.Z or X.Y.Z-PRE); "
             f"the release of {service} must come from its service pipeline"
         )
-    if kind in (Layout.MANIFESTS, Layout.KUSTOMIZE) and not _TAG.match(version):
+    if kind in (Layout.MANIFESTS, Layout.KUSTOMIZE) and not _TAG.fullmatch(version):
         raise PromotionEditError(
             f"{version!r} cannot be an image tag (letters, digits, '_', '.', '-', at most 128): "
             f"the manifests of {service} reference images by tag"
@@ -207,11 +208,76 @@ def edit_version(layout: str, files: Mapping[str, str], service: str, version: s
             new = new[: splice.start] + splice.text + new[splice.end :]
         if new != text:
             changed[path] = new
+    if kind is Layout.UMBRELLA and "Chart.yaml" in changed and "Chart.lock" in files:
+        lock = _relock(files["Chart.lock"], changed["Chart.yaml"], service, version)
+        if lock != files["Chart.lock"]:
+            changed["Chart.lock"] = lock
     return changed
 
 
+def _relock(lock: str, chart: str, service: str, version: str) -> str:
+    """Chart.lock in step with the edited Chart.yaml, else `helm dependency build` refuses it as out of sync.
+
+    The lock's entry for the service gets the version and `digest:` is recomputed the
+    way Helm does (resolver.HashReq: SHA-256 of the JSON of both dependency lists).
+    `generated:` stays: it is informational, and this edit is pure.  A lock without an
+    entry for the service is already out of sync and left as it is.
+    """
+    found = _Found({}, [])
+    for doc in _documents(lock, "Chart.lock"):
+        _entries(found, "Chart.lock", lock, doc, "dependencies", service, "version", version)
+    edits = found.splices.get("Chart.lock")
+    if edits is None:
+        return lock
+    for splice in sorted(edits, key=lambda s: s.start, reverse=True):
+        lock = lock[: splice.start] + splice.text + lock[splice.end :]
+    loader = YAML(typ="safe", pure=True)
+    try:
+        wanted = (loader.load(chart) or {}).get("dependencies") or []
+        locked = (loader.load(lock) or {}).get("dependencies") or []
+    except (YAMLError, AttributeError) as exc:
+        raise PromotionEditError(f"Chart.lock: cannot be brought in step with Chart.yaml: {exc}") from exc
+    listed = json.dumps([[_helm_dependency(d) for d in wanted], [_helm_dependency(d) for d in locked]], separators=(",", ":"))
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        listed = listed.replace(char, escaped)  # Go's encoding/json escapes these
+    digest = "sha256:" + hashlib.sha256(listed.encode()).hexdigest()
+    for doc in _documents(lock, "Chart.lock"):
+        node = _get(doc, "digest")
+        if isinstance(node, ScalarNode):
+            return lock[: node.start_mark.index] + _replace(node, digest, "Chart.lock").text + lock[node.end_mark.index :]
+    return lock
+
+
+def _helm_dependency(entry: object) -> dict[str, object]:
+    """One dependency as Go's json.Marshal writes helm's chart.Dependency: field order, omitempty."""
+    d = entry if isinstance(entry, Mapping) else {}
+    out: dict[str, object] = {"name": str(d.get("name") or "")}
+    if d.get("version"):
+        out["version"] = str(d["version"])
+    out["repository"] = str(d.get("repository") or "")
+    if d.get("condition"):
+        out["condition"] = str(d["condition"])
+    if d.get("tags"):
+        out["tags"] = [str(t) for t in d["tags"]]
+    if d.get("enabled") is True:
+        out["enabled"] = True
+    if d.get("import-values"):
+        out["import-values"] = _sorted_maps(d["import-values"])
+    if d.get("alias"):
+        out["alias"] = str(d["alias"])
+    return out
+
+
+def _sorted_maps(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(k): _sorted_maps(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_maps(v) for v in value]
+    return value
+
+
 def _check_service(service: str) -> None:
-    if not _SERVICE.match(service):
+    if not _SERVICE.fullmatch(service):
         raise PromotionEditError(
             f"{service!r} is not a service name (lower-case letters, digits, '.', '_', '-'; at most 63); "
             "check the environment's `services:`"
@@ -222,8 +288,7 @@ def _missing(kind: Layout, files: Mapping[str, str], service: str) -> str:
     if kind is Layout.HELMFILE:
         name = next((p for p in files if p in HELMFILES), "helmfile.yaml")
         return (
-            f"{name}: no release named {service} in `releases:`; the promotion needs "
-            f"`- name: {service}` with `version:` to edit"
+            f"{name}: no release named {service} in `releases:`; the promotion needs `- name: {service}` with `version:` to edit"
         )
     if kind is Layout.UMBRELLA:
         return (
@@ -325,10 +390,10 @@ def _replace(node: ScalarNode, value: str, path: str) -> _Splice:
     return _Splice(node.start_mark.index, node.end_mark.index, text)
 
 
-def _insert_after(key: ScalarNode, value: Node, text: str, name: str, new: str) -> _Splice:
+def _insert_after(entry: Node, key: ScalarNode, value: Node, text: str, name: str, new: str) -> _Splice:
     """A splice adding `name: new` beside the pair key: value, in the mapping's own style."""
     end = value.end_mark.index
-    if key.start_mark.line == value.end_mark.line and _flow(text, key):
+    if _flow(entry):
         return _Splice(end, end, f", {name}: {new}")
     line_start = text.rfind("\n", 0, key.start_mark.index) + 1
     indent = " " * (key.start_mark.index - line_start)
@@ -340,9 +405,8 @@ def _insert_after(key: ScalarNode, value: Node, text: str, name: str, new: str) 
     return _Splice(cut, cut, f"{newline}{indent}{name}: {new}")
 
 
-def _flow(text: str, key: ScalarNode) -> bool:
-    before = text[text.rfind("\n", 0, key.start_mark.index) + 1 : key.start_mark.index].rstrip()
-    return before.endswith(("{", ","))
+def _flow(node: Node) -> bool:
+    return bool(getattr(node, "flow_style", False))
 
 
 def _entries(
@@ -372,7 +436,7 @@ def _entries(
                 found.splices.setdefault(path, [])
         else:
             name_key, name_value = next((k, v) for n, k, v in _pairs(entry) if n == "name")
-            found.add(path, _insert_after(name_key, name_value, text, key, version))
+            found.add(path, _insert_after(entry, name_key, name_value, text, key, version))
     return names
 
 
@@ -407,7 +471,7 @@ def _kustomize_images(found: _Found, path: str, text: str, doc: Node, service: s
             digest_key = pairs["digest"][0]
             if isinstance(tag, ScalarNode):
                 found.add(path, _replace(tag, version, path))
-                found.add(path, _remove_pair(text, digest_key, digest))
+                found.add(path, _remove_pair(entry, text, digest_key, digest))
             else:
                 found.add(path, _Splice(digest_key.start_mark.index, digest.end_mark.index, f"newTag: {version}"))
         elif isinstance(tag, ScalarNode):
@@ -415,21 +479,24 @@ def _kustomize_images(found: _Found, path: str, text: str, doc: Node, service: s
                 found.add(path, _replace(tag, version, path))
         else:
             name_key, name_value = pairs["name"]
-            found.add(path, _insert_after(name_key, name_value, text, "newTag", version))
+            found.add(path, _insert_after(entry, name_key, name_value, text, "newTag", version))
     return seen
 
 
-def _remove_pair(text: str, key: ScalarNode, value: Node) -> _Splice:
+def _remove_pair(entry: Node, text: str, key: ScalarNode, value: Node) -> _Splice:
     """A splice dropping `key: value` from its mapping (its whole line in block style)."""
     start, end = key.start_mark.index, value.end_mark.index
     line_start = text.rfind("\n", 0, start) + 1
     lead = text[line_start:start]
-    if _flow(text, key):
+    if _flow(entry):
         before = text.rfind(",", 0, start)
         if before != -1 and text[before + 1 : start].strip() == "":
             return _Splice(before, end, "")
         after = text.find(",", end)
-        return _Splice(start, after + 1 if after != -1 else end, "")
+        if after == -1:
+            return _Splice(start, end, "")
+        rest = text[after + 1 :]
+        return _Splice(start, after + 1 + len(rest) - len(rest.lstrip(" ")), "")
     eol = text.find("\n", end)
     eol = len(text) if eol == -1 else eol + 1
     if lead.strip() == "":
@@ -482,7 +549,9 @@ COMMITS_SHOWN = 50
 SUBJECT_MAX = 200
 VALUE_MAX = 300
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&\"'=:$@^])")
+# Markup anywhere in a line (values never start one), HTML, entities, math, and the
+# forge's own references: `@user` would notify someone, `#12` would link an issue.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>!|~&$@#])")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipline.domain.environments import ObjectError, apply_rank, duplicates, key_of, place
-from shipline.domain.promotions import HELMFILES, KUSTOMIZATIONS, MANIFEST_SUFFIXES, Layout, layout_of
+from shipline.domain.promotions import HELMFILES, KUSTOMIZATIONS, MANIFEST_SUFFIXES, layout_of
+from shipline.domain.promotions import Layout as Layout  # where the layouts were named first: rendering.Layout stays
 from shipline.exceptions import PromotionEditError, UsageError
 from shipline.integrations.templating import TemplateError, Templater, is_plain_http
 
