@@ -321,4 +321,6 @@ def _outcome(result: dict[str, Any]) -> str:
         return f"stopped: {result['stopped_at']}"
     if result.get("note"):
         return f"{result['service']} {result.get('version', '')} released; {result['note']}"
-    return f"{result['service']} {result.get('version', '')}: {result['stopped_at']}"
+    if not result.get("version"):
+        return f"{result['service']}: {result['stopped_at']}; watch it on the dashboard"
+    return f"{result['service']} {result['version']}: {result['stopped_at']}"
