@@ -78,6 +78,8 @@ def test_demo_builds_the_chain_runs_again_and_stops(
         assert {n: envs[n]["environment"]["namespace"] for n in ENVIRONMENTS} == {n: f"{org}-{n}" for n in ENVIRONMENTS}
         assert envs["prod"]["environment"]["merge"] == "manual" and envs["dev"]["environment"]["next"] == "staging"
         assert "environments synced" in stage(result, "environments")["message"]
+        # The Go build cache the service's runs share was filled once, before the push.
+        assert result["go_cache_filled_seconds"] is not None and any((home / "demo" / "go-build").iterdir())
 
         # The push ran the service's own pipeline, which released 0.1.0 and tagged the commit.
         released = stage(result, "released")
@@ -109,6 +111,7 @@ def test_demo_builds_the_chain_runs_again_and_stops(
         again = json.loads(second.stdout)
         assert again["server"]["pid"] == pid and "server: reused" in second.stderr
         assert stage(again, "released")["version"] == "0.2.0"
+        assert again["go_cache_filled_seconds"] is None and "go: filling" not in second.stderr
         assert f"gitea: {org}/{service} reused" in second.stderr and "created" not in second.stderr
 
         # --stop leaves no server process.

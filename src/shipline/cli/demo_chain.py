@@ -215,8 +215,18 @@ class Follower:
         return found
 
 
-def follow(demo: Demo, admin: GiteaAdmin, message: str, *, wait: bool, timeout: float) -> dict[str, Any]:
-    """Push the prepared commit and follow it as far as it goes; the record of what was seen."""
+def follow(
+    demo: Demo,
+    admin: GiteaAdmin,
+    message: str,
+    *,
+    wait: bool,
+    timeout: float,
+    before_push: Callable[[], float | None] = lambda: None,
+) -> dict[str, Any]:
+    """Push the prepared commit and follow it as far as it goes; the record of what was seen.
+
+    `before_push` runs once the environments are synced (the demo waits there for Go's build cache)."""
     from shipline.cli.demo import ENVIRONMENTS, git
 
     follower = Follower(demo, admin, timeout)
@@ -235,6 +245,7 @@ def follow(demo: Demo, admin: GiteaAdmin, message: str, *, wait: bool, timeout: 
     try:
         if wait:
             follower.baseline()
+        result["go_cache_filled_seconds"] = before_push()
         follower.start = time.monotonic()
         git(demo, demo.checkout, "push", "-q", "origin", "HEAD:main")
         sha = git(demo, demo.checkout, "rev-parse", "HEAD")
