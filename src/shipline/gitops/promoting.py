@@ -55,7 +55,7 @@ from shipline.engine.running import forge_credentials
 from shipline.exceptions import ForgeError, NotFound, PromotionEditError, ShiplineError, ToolError, UsageError
 from shipline.gitops.syncing import Action, outcome_of
 from shipline.integrations.forges import CommitState, Forge, PullRequest, RepoRef, connect, repo_ref, serves
-from shipline.integrations.promotionrepos import EnvCheckout, Workspace, service_history
+from shipline.integrations.promotionrepos import EnvCheckout, PromotionGitError, Workspace, service_history
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.promotions import Promotion, PromotionState, PromotionStore
@@ -162,6 +162,10 @@ class Promoter:
             if exc.status is None or exc.status >= 500 or exc.status == 429:
                 raise Retry(str(exc)) from exc
             log.warning("promotion: the forge refused; skipped", extra={"run": transition.run_id, "error": str(exc)})
+        except PromotionGitError as exc:
+            if exc.transient:
+                raise Retry(str(exc)) from exc
+            log.warning("promotion: git refused for good; skipped", extra={"run": transition.run_id, "error": str(exc)})
         except ToolError as exc:
             raise Retry(str(exc)) from exc
         except (NotFound, UsageError) as exc:
@@ -235,7 +239,14 @@ class Promoter:
             return row
         try:
             with self._workspace() as work:
-                checkout = EnvCheckout.clone(work, env.repo, env.branch)
+                try:
+                    checkout = EnvCheckout.clone(work, env.repo, env.branch)
+                except PromotionGitError as exc:
+                    if exc.transient:
+                        raise
+                    row, _ = self._row(env, release, commit_time, "", PromotionState.FAILED, str(exc))
+                    log.warning("promotion not proposed", extra={"environment": env.name, "error": str(exc)})
+                    return row
                 try:
                     layout, files = _files(checkout)
                 except PromotionEditError as exc:

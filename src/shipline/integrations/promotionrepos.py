@@ -29,12 +29,33 @@ _REF = re.compile(r"^[A-Za-z0-9._/+-]{1,200}$")
 
 
 class PromotionGitError(ToolError):
-    """git failed on an environment or service repository (unreachable, refused the push, no such ref)."""
+    """git failed on an environment or service repository (unreachable, refused the push, no such ref).
+
+    `transient`: worth trying again later (the forge unreachable or failing on its side); False when git
+    said the repository, the branch or the credentials are wrong, which waiting does not mend."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_FOR_GOOD = (
+    "not found",
+    "authentication failed",
+    "could not read username",
+    "couldn't find remote ref",
+    "does not appear to be a git repository",
+    "does not exist",
+    "the requested url returned error: 40",
+    "invalid refspec",
+)
 
 
 def _ref(value: str) -> str:
     if not _REF.match(value) or value.startswith(("-", "/")) or ".." in value or value.endswith(("/", ".lock")):
-        raise PromotionGitError(f"{value!r} is not a branch or tag name shipline pushes or reads; check the declaration")
+        raise PromotionGitError(
+            f"{value!r} is not a branch or tag name shipline pushes or reads; check the declaration", transient=False
+        )
     return value
 
 
@@ -79,8 +100,12 @@ class Workspace:
         except subprocess.TimeoutExpired as exc:
             raise PromotionGitError(f"git {args[0]} took longer than {GIT_TIMEOUT:.0f}s; is the forge reachable?") from exc
         if done.returncode != 0:
-            words = (done.stderr or done.stdout).strip().splitlines()
-            raise PromotionGitError(f"git {args[0]} failed: {' '.join(words[-3:])[:500]}; check the repository and the token")
+            words = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])[:500]
+            lowered = words.lower()
+            raise PromotionGitError(
+                f"git {args[0]} failed: {words}; check the repository and the token",
+                transient=not any(sign in lowered for sign in _FOR_GOOD),
+            )
         return done.stdout
 
 
@@ -105,7 +130,7 @@ class EnvCheckout:
     def at(cls, work: Workspace, url: str, branch: str, commit: str, name: str = "env-at") -> EnvCheckout:
         """The repository at one commit (fetched by its id)."""
         if not _SHA.match(commit):
-            raise PromotionGitError(f"{commit!r} is not a commit id")
+            raise PromotionGitError(f"{commit!r} is not a commit id", transient=False)
         path = work.root / name
         work.git("init", "--quiet", str(path))
         work.git("remote", "add", "origin", url, cwd=path)
@@ -143,7 +168,7 @@ class EnvCheckout:
         for path, text in changes.items():
             target = (self.path / path).resolve()
             if not target.is_relative_to(self.path.resolve()) or ".git" in Path(path).parts:
-                raise PromotionGitError(f"{path!r} is outside the environment repository")
+                raise PromotionGitError(f"{path!r} is outside the environment repository", transient=False)
             target.write_text(text, encoding="utf-8")
             self.work.git("add", "--", path, cwd=self.path)
         when = self.work.git("log", "-1", "--format=%cI", "HEAD", cwd=self.path).strip()
