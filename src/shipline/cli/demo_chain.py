@@ -314,6 +314,7 @@ def summary(demo: Demo, result: dict[str, Any]) -> str:
         f"  a change whose tests fail: cd {demo.checkout} && sed -i 's/hello, /bye, /' src/main.go \\",
         "      && git commit -qam 'fix: greet differently' && git push -q origin HEAD:main",
         "      -> the service's run fails at build-test; nothing is released or promoted",
+        "  shipline env promotions       # each version proposed to each environment, and where it got to",
         "  shipline env history dev; shipline env rollback dev   (back to the verified commit before)",
         "  shipline demo                 # again: another change down the chain",
         "  shipline demo --reset         # start over; shipline demo --stop ends the server",
