@@ -199,3 +199,22 @@ def test_refusals_name_the_call_and_what_to_check(gitea: GiteaClient, gitea_repo
         good.pull_request(RepoRef(gitea_repo.owner, "no-such-repo"), 1)
     good.close()
     assert missing.value.status == 404 and "does the repository exist" in str(missing.value)
+
+
+def test_a_comment_found_by_its_marker_is_edited_in_place(
+    forge: GiteaForge, gitea: GiteaClient, gitea_repo: GiteaRepo, tmp_path: Path
+) -> None:
+    push_main(gitea_repo, tmp_path, {"README": "hello\n"})
+    ref = repo_ref(gitea_repo.html_url)
+    forge.commit_files(ref, branch="feature", base="main", message="a change", changes=[FileChange("README", b"hi\n")])
+    pr = forge.open_pull_request(ref, head="feature", base="main", title="A change", body="")
+    marker = "<!-- shipline-preview: hello -->"
+    assert forge.find_comment(ref, pr.number, marker) is None
+    forge.comment(ref, pr.number, "looks good")
+    posted = forge.comment(ref, pr.number, f"{marker}\n**Status: deploying**")
+    assert forge.find_comment(ref, pr.number, marker) == posted
+    assert forge.update_comment(ref, posted, f"{marker}\n**Status: ready**") is True
+    comments = gitea.request("GET", f"/repos/{ref}/issues/{pr.number}/comments")
+    assert [c["body"] for c in comments] == ["looks good", f"{marker}\n**Status: ready**"]
+    gitea.request("DELETE", f"/repos/{ref}/issues/comments/{posted}")
+    assert forge.update_comment(ref, posted, "gone") is False  # deleted by someone: the caller posts anew

@@ -354,3 +354,20 @@ def test_unreachable_forge_is_retried_then_named() -> None:
     assert caught.value.status is None and "ConnectError" in str(caught.value)
     assert "is the github URL right and the forge running?" in str(caught.value)
     assert pauses == [0.5, 1.0, 2.0]  # a refused connection sent nothing: even a create is tried again
+
+
+def test_preview_comment_found_by_its_marker_and_edited_in_place(forge: GitHubForge, github: FakeGitHub) -> None:
+    marker = "<!-- shipline-preview: hello -->"
+    body = marker + "\n### Preview environment of `hello`\n\n**Status: ready**\n"
+    github.expect(
+        Call("GET", "/repos/octo-org/hello/issues/1347/comments?per_page=100&page=1", 200, "issue-comments.json"),
+        Call("PATCH", "/repos/octo-org/hello/issues/comments/1400", 200, "issue-comment-updated.json", {"body": body}),
+        Call("GET", "/repos/octo-org/hello/issues/1348/comments?per_page=100&page=1", 200, None),
+        Call("PATCH", "/repos/octo-org/hello/issues/comments/1401", 404, "not-found.json", {"body": body}),
+    )
+    found = forge.find_comment(REPO, 1347, marker)
+    assert found == 1400  # not 1399, a person's comment without the marker
+    assert forge.update_comment(REPO, found, body) is True
+    assert forge.find_comment(REPO, 1348, marker) is None  # a pull request without one
+    assert forge.update_comment(REPO, 1401, body) is False  # someone deleted it: the caller posts a new one
+    github.check_done()

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from shipline.settings import Settings
 from shipline.store.promotions import Promotion, PromotionState, PromotionStore
 from shipline.store.sql import SqlStore
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[SqlStore]:
+    """Migration 0010 on both databases: what the DORA figures read is the same on either."""
+    url = settings.database if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = SqlStore(url)
+    yield store
+    store.close()
 
 
 def propose(promotions: PromotionStore, version: str, environment: str = "dev", **extra: object) -> tuple[Promotion, bool]:
@@ -26,8 +37,8 @@ def propose(promotions: PromotionStore, version: str, environment: str = "dev", 
     return promotions.propose(**values)  # type: ignore[arg-type]
 
 
-def test_the_same_version_proposed_twice_is_one_row(store: SqlStore) -> None:
-    promotions = PromotionStore(store)
+def test_the_same_version_proposed_twice_is_one_row(any_store: SqlStore) -> None:
+    promotions = PromotionStore(any_store)
     first, made = propose(promotions, "0.2.0")
     again, made_again = propose(promotions, "0.2.0", source_run=99)
     assert made is True and made_again is False
@@ -38,8 +49,8 @@ def test_the_same_version_proposed_twice_is_one_row(store: SqlStore) -> None:
     assert row.merged_at is None and row.verified_at is None and row.pr_number is None
 
 
-def test_states_move_on_and_filters_read_them(store: SqlStore) -> None:
-    promotions = PromotionStore(store)
+def test_states_move_on_and_filters_read_them(any_store: SqlStore) -> None:
+    promotions = PromotionStore(any_store)
     older, _ = propose(promotions, "0.2.0")
     newer, _ = propose(promotions, "0.3.0")
     propose(promotions, "0.3.0", environment="staging")

@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shipline.cli.repos:tokens",
         "API tokens for the server: `read` may look, `operator` may also change things.",
     ),
+    "previews": (
+        "shipline.cli.previews:previews",
+        "Preview environments: one namespace per pull request, while it is open.",
+    ),
     "secrets": ("shipline.cli.secrets:secrets", "Secrets for pipelines: set, list, delete."),
     "env": (
         "shipline.cli.envs:env",

@@ -143,6 +143,13 @@ def repos() -> None:
     show_default=True,
     help="With a forge token: register the repository's webhook (to SHIPLINE_PUBLIC_URL/hooks/FORGE) on the forge.",
 )
+@click.option(
+    "--previews",
+    is_flag=True,
+    help="Give each pull request a preview environment: its build deployed to namespace preview-SERVICE-pr-N, "
+    "with the kubeconfig in secret previews-kubeconfig (`shipline secrets set previews-kubeconfig < FILE`), "
+    "never the server's own; removed when the pull request is closed or merged.  Needs a pull_request trigger.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the repository as JSON.")
 @click.pass_obj
 def add(
@@ -157,6 +164,7 @@ def add(
     default_branch: str,
     poll_seconds: int | None,
     webhook: bool,
+    previews: bool,
     as_json: bool,
 ) -> None:
     """Register repository NAME at URL, whose events run a pipeline.
@@ -166,6 +174,7 @@ def add(
       shipline repos add shop https://gitea.example/team/shop.git --forge gitea \\
           --pipeline ./shop.yaml --generate-secret
       shipline repos add infra /srv/git/infra.git --forge git --poll 60 --pipeline ./env.yaml
+      shipline repos add shop https://gitea.example/team/shop.git --forge gitea --previews
 
     URL is the clone URL the forge's payloads name (any spelling: https, ssh,
     with or without .git), without credentials: `https://TOKEN@host/...` is
@@ -180,6 +189,15 @@ def add(
     at SHIPLINE_PUBLIC_URL, with a secret made for it; running this again
     never makes a second one.  Without rules of its own (`shipline repos
     trigger add`), the repository runs on each push to its default branch.
+
+    With `--previews`, each pull request whose run of the service archetype
+    succeeds gets that build deployed into namespace preview-SERVICE-pr-N,
+    and one comment on the pull request says where and how it is.  The
+    server deploys with the kubeconfig in the secret previews-kubeconfig
+    (`shipline secrets set previews-kubeconfig < FILE`), never with its
+    own credentials; the namespace is deleted when the pull request is
+    closed or merged.  Add a pull_request trigger too (`shipline repos
+    trigger add NAME --on pull_request`).  See `shipline previews --help`.
     """
     from shipline.integrations.forges import SUPPORTED, serves
 
@@ -222,6 +240,7 @@ def add(
         pipeline=str(pipeline_file.resolve()) if pipeline_file is not None else FROM_REPOSITORY,
         default_branch=default_branch,
         poll_seconds=poll_seconds,
+        previews=previews,
     )
     hook: Hook | None = _register_webhook(wiring, state, repo, secret) if register else None
     target = f"{settings.server_url}/hooks/{forge}"
@@ -242,6 +261,10 @@ def add(
         click.echo(f"webhook: POST {settings.server_url}/hooks/{forge}, content type application/json")
     if generate_secret:
         click.echo(f"webhook secret (shown once): {secret}")
+    if previews:
+        click.echo("previews: on (pull requests deploy to preview-SERVICE-pr-N with secret previews-kubeconfig)")
+        if wiring.engine.secrets.missing(["previews-kubeconfig"]):
+            click.echo("previews: secret previews-kubeconfig is not set yet: shipline secrets set previews-kubeconfig < FILE")
 
 
 def _register_webhook(wiring: Wiring, state: ServerStore, repo: Repository, secret: str) -> Hook:

@@ -253,7 +253,9 @@ class Promoter:
                     row, _ = self._row(env, release, commit_time, "", PromotionState.FAILED, str(exc))
                     return row
                 previous = _deployed(layout, files, release.service) or ""
-                newer = [p for p in store.live(env.name, release.service) if _newer(p.version, release.version)]
+                newer = [p.version for p in store.live(env.name, release.service) if _newer(p.version, release.version)]
+                if previous and _newer(previous, release.version):
+                    newer.append(previous)
                 if newer:
                     row, _ = self._row(
                         env,
@@ -261,7 +263,7 @@ class Promoter:
                         commit_time,
                         previous,
                         PromotionState.SUPERSEDED,
-                        f"{newer[-1].version} was proposed already",
+                        f"{newer[-1]} is proposed or deployed already",
                     )
                     log.info("older release not proposed", extra={"environment": env.name, "version": release.version})
                     return row

@@ -36,7 +36,7 @@ from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
-from lightkube.types import CascadeType, OnErrorAction, OnErrorResult
+from lightkube.types import CascadeType, OnErrorAction, OnErrorResult, PatchType
 
 from shipline.domain.objects import (
     FIELD_MANAGER,
@@ -233,6 +233,14 @@ class Cluster:
     def ensure_namespace(self) -> bool:
         """Create the target namespace if missing (namespace targets only); True when created."""
         return self._run(self._ensure_namespace)
+
+    def label_namespace(self, labels: Mapping[str, str]) -> bool:
+        """Create the target namespace with these labels, or add them to the one there; True when created."""
+        return self._run(lambda client: self._label_namespace(client, labels))
+
+    def delete_namespace(self) -> bool:
+        """Delete the target namespace and everything in it; False when it was not there."""
+        return self._run(self._delete_namespace)
 
     def validate(self, desired: Sequence[Desired]) -> Validation:
         """Dry-run every object that applying would send; raise listing every rejection.
@@ -520,6 +528,38 @@ class Cluster:
         return ""
 
     # ------------------------------------------------ namespaces, validation, apply
+
+    async def _label_namespace(self, client: AsyncClient, labels: Mapping[str, str]) -> bool:
+        namespace = self.target.namespace
+        if self.target.cluster_wide or not namespace:
+            raise UsageError("labelling a namespace needs a namespace target")
+        resource = _resource(Kind("", "v1", "Namespace", "namespaces", False))
+        ref = ObjectRef("", "Namespace", "", namespace)
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(labels)}}
+        try:
+            await client.create(resource(body))
+            return True
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise self._refused("create", ref, exc) from exc
+        try:
+            await client.patch(resource, namespace, {"metadata": {"labels": dict(labels)}}, patch_type=PatchType.MERGE)
+        except ApiError as exc:
+            raise self._refused("label", ref, exc) from exc
+        return False
+
+    async def _delete_namespace(self, client: AsyncClient) -> bool:
+        namespace = self.target.namespace
+        if self.target.cluster_wide or not namespace:
+            raise UsageError("deleting a namespace needs a namespace target")
+        resource = _resource(Kind("", "v1", "Namespace", "namespaces", False))
+        try:
+            await client.delete(resource, namespace, cascade=CascadeType.BACKGROUND)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise self._refused("delete", ObjectRef("", "Namespace", "", namespace), exc) from exc
+        return True
 
     async def _ensure_namespace(self, client: AsyncClient) -> bool:
         namespace = self.target.namespace

@@ -318,6 +318,10 @@ class RepositoryIn(BaseModel):
     )
     default_branch: str = "main"
     poll_seconds: int | None = Field(default=None, description="Poll with `git ls-remote` this often (seconds).")
+    previews: bool = Field(
+        default=False,
+        description="Preview environments for its pull requests, deployed with the kubeconfig in secret previews-kubeconfig.",
+    )
     triggers: list[TriggerRule] = []
 
 
@@ -335,6 +339,55 @@ def _repo_out(server: Any, repo: Repository) -> RepositoryOut:
 def list_repositories(request: Request, _: Reader) -> list[RepositoryOut]:
     server = _server(request)
     return [_repo_out(server, r) for r in server.state.list_repositories()]
+
+
+class PreviewOut(BaseModel):
+    repository: str
+    pr_number: int
+    service: str
+    namespace: str
+    state: str
+    """building | deploying | ready | failed | removed"""
+    reason: str
+    version: str
+    image: str
+    run_id: int | None
+    """The run whose build is (being) deployed."""
+    open: bool
+
+
+@router.get(
+    "/previews",
+    response_model=list[PreviewOut],
+    tags=["repositories"],
+    summary="Preview environments of pull requests (see docs/forges.md, Preview environments)",
+)
+def list_previews(request: Request, _: Reader, removed: bool = False) -> list[PreviewOut]:
+    from shipline.store.previews import PreviewStore
+
+    server = _server(request)
+    names = {r.id: r.name for r in server.state.list_repositories()}
+    out = []
+    for p in PreviewStore(server.sql).all(include_removed=removed):
+        if not p.service:
+            continue
+        shown = p.deployed if p.state.value in ("ready", "removed") else (p.wanted or p.deployed)
+        shown = shown or {}
+        out.append(
+            PreviewOut(
+                repository=names.get(p.repository_id, ""),
+                pr_number=p.pr_number,
+                service=p.service,
+                namespace=p.namespace,
+                state=p.state.value,
+                reason=p.reason,
+                version=str(shown.get("version") or ""),
+                image=str(shown.get("image") or ""),
+                run_id=shown.get("run") if isinstance(shown.get("run"), int) else None,
+                open=p.open,
+            )
+        )
+    return out
 
 
 @router.post(
@@ -363,6 +416,7 @@ def add_repository(request: Request, body: RepositoryIn, _: Operator) -> Reposit
         pipeline=pipeline,
         default_branch=body.default_branch,
         poll_seconds=body.poll_seconds,
+        previews=body.previews,
     )
     for rule in body.triggers:
         server.state.add_trigger(repo.id, rule)

@@ -40,6 +40,7 @@ from shipline.server.driving import EngineThread
 from shipline.server.guarding import Guard
 from shipline.server.notifying import CommitStatuses
 from shipline.server.observing import Metrics, cancel_quietly
+from shipline.server.previews import Previews
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
 from shipline.store.repositories import Repository, ServerStore
@@ -81,6 +82,7 @@ class Server:
     dispatcher: Dispatcher
     runner: EngineThread
     statuses: CommitStatuses
+    previews: Previews
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     poller: Poller | None = None
@@ -100,7 +102,8 @@ class Server:
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
         )
         statuses = CommitStatuses(settings, sql, state, owner=engine.owner)
-        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses)
+        previews = Previews(settings, sql, state, engine.secrets, owner=engine.owner)
+        return cls(settings, sql, state, bus, engine, metrics, dispatcher, runner, statuses, previews)
 
     def cancel(self, run_id: int) -> None:
         """Cancel on the engine's own loop: its drivers live there."""
@@ -237,10 +240,11 @@ class Server:
         triggers.start()
         await asyncio.to_thread(started.wait, 30)
         environments_stop = asyncio.Event()
-        # These two end by themselves once told to stop; they work in threads, which
+        # These end by themselves once told to stop; they work in threads, which
         # must be done with the store before it is closed (a cancel does not stop a thread).
         finishing = [
             asyncio.create_task(self.statuses.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
+            asyncio.create_task(self.previews.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
             asyncio.create_task(self.reconciler.run(environments_stop)),
             asyncio.create_task(self.promoter.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
         ]

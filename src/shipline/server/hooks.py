@@ -119,6 +119,12 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
             f"no {forge.value} repository with this webhook secret is registered for {urls}; "
             "register it with `shipline repos add`",
         )
+    if event.kind is EventKind.PULL_REQUEST:
+        for repo in named:  # closed or merged: its preview goes; reopened: it comes back (server/previews.py)
+            try:
+                server.previews.pull_request_event(repo, event)
+            except ShiplineError:  # the runs this event starts matter more than the preview's bookkeeping
+                log.exception("preview not updated for a pull request event", extra={"repository": repo.name})
     outcomes = []
     for repo in named:
         source = forge.value if len(named) == 1 else f"{forge.value}:{repo.id}"

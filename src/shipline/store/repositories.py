@@ -65,6 +65,8 @@ class Repository(BaseModel):
     default_branch: str
     poll_seconds: int | None
     created_at: datetime
+    previews: bool = False
+    """Its pull requests get preview environments (see docs/forges.md, "Preview environments")."""
     secret: str = Field(default="", exclude=True, repr=False)
     """The webhook secret as stored (sealed: see `ServerStore.webhook_secret`); never shown, excluded from every dump."""
 
@@ -146,6 +148,7 @@ def _repo(row: Any) -> Repository:
         default_branch=row.default_branch,
         poll_seconds=row.poll_seconds,
         created_at=_utc(row.created_at),
+        previews=bool(row.previews),
         secret=row.secret,
     )
 
@@ -177,6 +180,7 @@ class ServerStore:
         pipeline: str,
         default_branch: str = "main",
         poll_seconds: int | None = None,
+        previews: bool = False,
     ) -> Repository:
         if not NAME_RE.match(name):
             raise UsageError(f"repository name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
@@ -200,6 +204,7 @@ class ServerStore:
                             pipeline=pipeline,
                             default_branch=default_branch,
                             poll_seconds=poll_seconds,
+                            previews=previews,
                             created_at=utcnow(),
                         )
                     )
@@ -235,6 +240,13 @@ class ServerStore:
         with self._tx() as conn:
             rows = conn.execute(select(repositories).where(repositories.c.url_key.in_(keys)).order_by(repositories.c.id))
             return [_repo(row) for row in rows]
+
+    def set_previews(self, ref: str, on: bool) -> Repository:
+        """Turn preview environments on or off for a repository's pull requests."""
+        repo = self.get_repository(ref)
+        with self._tx() as conn:
+            conn.execute(update(repositories).where(repositories.c.id == repo.id).values(previews=on))
+        return self.get_repository(str(repo.id))
 
     def remove_repository(self, ref: str) -> Repository:
         repo = self.get_repository(ref)

@@ -3,7 +3,7 @@ API tokens and what the poller last saw.  Revision 0002 creates exactly this."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 
 from shipline.store.tables import metadata
 
@@ -20,6 +20,7 @@ repositories = Table(
     Column("default_branch", String(255), nullable=False),
     Column("poll_seconds", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("previews", Boolean, nullable=False, default=False),  # preview environments for its pull requests (0011)
     Index("ix_repositories_url_key", "url_key"),
 )
 

@@ -169,6 +169,14 @@ class Forge(Protocol):
         """Add a comment to a pull request; returns the comment's id."""
         ...
 
+    def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> bool:
+        """Replace a comment's text; False when the comment is gone (deleted by someone)."""
+        ...
+
+    def find_comment(self, repo: RepoRef, number: int, marker: str) -> int | None:
+        """The id of the first comment on a pull request whose text contains `marker`, if any."""
+        ...
+
     def set_status(
         self, repo: RepoRef, sha: str, *, state: CommitState, context: str, description: str = "", target_url: str = ""
     ) -> None: ...

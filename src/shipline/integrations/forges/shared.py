@@ -92,6 +92,25 @@ class GitHubStyleForge:
         )
         return pull_request_of(data)
 
+    # --- comments (both forges: the issue-comment endpoints) ------------------------------
+
+    def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> bool:
+        response = self.http.call(
+            "PATCH",
+            f"{self._repo(repo)}/issues/comments/{int(comment_id)}",
+            f"edit comment {comment_id} on {repo}",
+            body={"body": body},
+            ok=(404,),
+        )
+        return response.status_code != 404
+
+    def find_comment(self, repo: RepoRef, number: int, marker: str) -> int | None:
+        comments = self._pages(f"{self._repo(repo)}/issues/{int(number)}/comments", f"list the comments of #{number} of {repo}")
+        for item in comments:
+            if marker in text(item, "body"):
+                return int(field(item, "id") or 0) or None
+        return None
+
 
 def _hook(data: Any, *, created: bool) -> Hook:
     return Hook(
