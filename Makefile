@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint format lock bench clean
+.PHONY: install demo hello test lint format lock bench clean
 
 # Every dependency, transitive ones too, comes pinned with its hashes from requirements.lock
 # (`make lock` writes it again after a change to pyproject.toml).
@@ -16,8 +16,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 install: $(VENV)/.installed
 
-# Installs shipline into .venv and runs a first pipeline.
+# Installs shipline into .venv, then the whole chain on the testbed (built and started if
+# needed): a service repository and dev/staging/prod environment repositories in Gitea, a
+# server in the background, a push, the release and its promotions (`shipline demo --help`).
 demo: install
+	$(BIN)/shipline demo
+
+# Installs shipline into .venv and runs a first pipeline (no testbed needed).
+hello: install
 	$(BIN)/shipline run examples/hello.yaml -p greeting=hello
 
 # Lints (ruff, mypy, layers), installs what the suite needs (Debian packages, Go-built

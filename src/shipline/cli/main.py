@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shipline.cli.testbed:testbed",
         "The local OCI registry, Gitea and Kubernetes control plane, on 127.0.0.1.",
     ),
+    "demo": (
+        "shipline.cli.demo:demo",
+        "The whole chain on the testbed: service run, artifacts, pull requests, dev, staging, prod.",
+    ),
     "init": ("shipline.cli.init:init", "Start a new repository from a template."),
     "step": (
         "shipline.cli.steps:step",
@@ -78,6 +82,7 @@ def main(ctx: click.Context) -> None:
 
     \b
     Start here:
+      shipline demo          # the whole chain on the local testbed, built if needed
       shipline validate examples/hello.yaml
       shipline run examples/hello.yaml -p greeting=hi
       shipline runs list
