@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -490,3 +491,99 @@ def test_gitea_release_and_pull_request(
     assert record["results"]["version"] == f"0.1.1-pr-{pr['number']}.1"
     assert record["results"]["commit"] == head
     assert set(svc.remote_tags()) == {"v0.1.0"}
+
+
+# --- the release, deployed: pods that really run ------------------------------------------
+
+
+def test_the_release_runs_and_answers_on_the_real_node_through_an_environment(
+    released: Service, real_node: str, kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path
+) -> None:
+    """An environment syncs the released image onto the real node: "verified" means its pods passed their
+    readiness probe and answer HTTP; a version whose image does not exist is not verified and is rolled back."""
+    placement = {
+        "nodeSelector": {"kubernetes.io/hostname": real_node},
+        "tolerations": [{"key": "shipline.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+    def manifests(version: str) -> str:
+        container = {
+            "name": "app",
+            "image": f"{released.registry}/{released.name}:{version}",
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+        }
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "app"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "app"}},
+                "template": {"metadata": {"labels": {"app": "app"}}, "spec": {**placement, "containers": [container]}},
+            },
+        }
+        return json.dumps(deployment, indent=2) + "\n"
+
+    bare, work = tmp_path / "env.git", tmp_path / "env"
+    run("git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    run("git", "init", "--quiet", "--initial-branch=main", str(work))
+
+    def commit(version: str) -> str:
+        (work / "manifests").mkdir(exist_ok=True)
+        (work / "manifests" / "app.json").write_text(manifests(version))
+        git = ("git", "-c", "user.name=dev", "-c", "user.email=dev@localhost")
+        run(*git, "add", "-A", cwd=work)
+        run(*git, "commit", "--quiet", "-m", f"app {version}", cwd=work)
+        run("git", "push", "--quiet", str(bare), "HEAD:main", cwd=work)
+        return run("git", "rev-parse", "HEAD", cwd=work).stdout.strip()
+
+    declaration = tmp_path / "environments.yaml"
+    declaration.write_text(
+        json.dumps(
+            {
+                "environments": [
+                    {
+                        "name": "real",
+                        "repo": f"file://{bare}",
+                        "namespace": namespace,
+                        "kubeconfig": str(kubeconfig),
+                        "verify-timeout": "60s",
+                    }
+                ]
+            }
+        )
+    )
+    good = commit("0.1.0")
+    released.shipline("env", "apply", str(declaration))
+    synced = run(sys.executable, "-m", "shipline", "env", "sync", "real", env=released.env, check=False)
+    assert synced.returncode == 0, synced.stdout[-3000:] + synced.stderr[-3000:]
+    status = json.loads(released.shipline("env", "status", "real", "--json"))
+    assert (status["sync"], status["health"], status["applied_commit"]) == ("Synced", "Healthy", good)
+
+    def pod() -> dict[str, Any]:
+        out = run(str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "pods", "-l", "app=app", "-o", "json")
+        ready = [
+            p
+            for p in json.loads(out.stdout)["items"]
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        assert len(ready) == 1, out.stdout[-2000:]
+        return ready[0]
+
+    first = pod()
+    assert first["spec"]["nodeName"] == real_node
+    with urllib.request.urlopen(f"http://{first['status']['podIP']}:8080/?name=shipline", timeout=10) as answer:
+        assert answer.read().decode() == "hello, shipline\n"
+
+    # A version whose image was never pushed: its pod cannot start, the sync is not verified, the
+    # environment goes back to the verified commit, and the running pod was never replaced.
+    commit("9.9.9")
+    failed = run(sys.executable, "-m", "shipline", "env", "sync", "real", env=released.env, check=False)
+    assert failed.returncode != 0
+    status = json.loads(released.shipline("env", "status", "real", "--json"))
+    assert status["applied_commit"] == good, status
+    after = pod()
+    assert after["spec"]["containers"][0]["image"].endswith(":0.1.0")
+    with urllib.request.urlopen(f"http://{after['status']['podIP']}:8080/", timeout=10) as answer:
+        assert answer.read().decode() == "hello, world\n"
