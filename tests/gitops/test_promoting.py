@@ -3,15 +3,26 @@ environments a release goes to first (the rest of the chain gets it once verifie
 
 from __future__ import annotations
 
+import socket
+import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from shipline.domain.environments import Environment
 from shipline.domain.runs import RunTransition
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
 from shipline.gitops.promoting import Promoter, Release, _newer
-from shipline.settings import Settings
+from shipline.settings import Settings, load_settings
 from shipline.store.environments import EnvironmentStore
 from shipline.store.sql import SqlStore
+from shipline.testbed.fixtures import GiteaClient, GiteaRepo
 
 RESULTS = {
     "version": "1.2.0",
@@ -89,3 +100,56 @@ def test_a_release_goes_to_the_first_environments_of_each_chain(settings: Settin
     p = promoter(settings, store)
     p.release(Release("hello", "1.2.0", "v1.2.0", "c" * 40, "img", "", "", "", "", 5))
     assert sorted(p.proposed) == [("dev", "1.2.0"), ("sandbox", "1.2.0")]
+
+
+@pytest.mark.testbed
+def test_a_dry_run_its_server_died_under_is_run_again_not_reported_as_failed(
+    home: Path, tmp_path: Path, gitea: GiteaClient, gitea_repo: GiteaRepo
+) -> None:
+    """kill -9 of the server during a promotion's dry run: after restart, recovery ends that run as
+    interrupted; the promotion must check the head again, not post "dry run failed" and wait forever."""
+    work = tmp_path / "env"
+    git = ("git", "-c", "user.name=dev", "-c", "user.email=dev@localhost")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "manifests").mkdir()
+    (work / "manifests" / "hello.yaml").write_text("kind: ConfigMap\n")
+    subprocess.run([*git, "add", "-A"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], cwd=work, check=True)
+    subprocess.run(["git", "push", "-q", gitea_repo.clone_url, "main"], cwd=work, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True, text=True).stdout.strip()
+
+    settings = load_settings({"SHIPLINE_HOME": str(home), "SHIPLINE_GITEA_URL": gitea.url, "SHIPLINE_GITEA_TOKEN": gitea.token})
+    store = SqlStore(settings.database)
+    try:
+        env = Environment(name="dev", repo=f"{gitea_repo.html_url}.git", namespace="dev", merge="auto", services=["hello"])
+        EnvironmentStore(store).put(env, "test")
+        definition = tmp_path / "env-dev.yaml"
+        definition.write_text(
+            "name: env-dev\nparams:\n  action: {}\n  revision: {}\ntasks:\n  - name: diff\n    steps:\n      - run: 'true'\n"
+        )
+        dead = f"{socket.gethostname()}:999999:0"  # an engine that is gone
+        run_id = store.create_run(
+            load_pipeline(definition),
+            {"action": "diff", "revision": head},
+            trigger={"pr": 1, "head": head, "head_branch": "shipline/promote/hello"},
+            owner=dead,
+        )
+        assert Engine(settings, store, LocalExecutor.from_settings(settings), EventBus()).recover() == [run_id]
+        record = store.get_run(run_id)
+        assert record.interrupted
+
+        checks: list[str] = []
+
+        def submit_check(env: Environment, head: str, extra: Mapping[str, object]) -> int:
+            checks.append(head)  # queued as the server does it: a run of the environment's pipeline
+            return store.create_run(load_pipeline(definition), {"action": "diff", "revision": head}, trigger=dict(extra))
+
+        promoter = Promoter(settings, store, "test", submit_check=submit_check, poke=lambda names: None)
+        promoter._env_run_ended(env, record)
+        assert checks == [head]  # the head is checked again
+        statuses = gitea.request("GET", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/statuses/{head}")
+        assert [(s["context"], s["status"]) for s in statuses] == [("shipline/env-dev", "pending")]
+        promoter._env_run_ended(env, record)  # the same transition again (delivery is at least once)
+        assert checks == [head]
+    finally:
+        store.close()

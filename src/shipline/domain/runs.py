@@ -85,6 +85,10 @@ class TaskRecord(BaseModel):
     steps: list[StepRecord] = []
 
 
+INTERRUPTED = "interrupted: "
+"""How the message of a run whose engine died begins (recovery writes it; notifiers read it)."""
+
+
 class RunRecord(BaseModel):
     """A pipeline instance as users and scripts see it (`--json`, the API)."""
 
@@ -105,6 +109,11 @@ class RunRecord(BaseModel):
     """The pipeline's own results (its top-level `results:`), set when the run ends."""
     concurrency_group: str | None = None
     tasks: list[TaskRecord] = []
+
+    @property
+    def interrupted(self) -> bool:
+        """The run's engine died under it and recovery ended it: nothing of its own work failed."""
+        return self.status == RunStatus.FAILED and self.message.startswith(INTERRUPTED)
 
     def task(self, name: str) -> TaskRecord:
         for task in self.tasks:

@@ -23,6 +23,7 @@ from shipline.domain.checking import referenced_secrets, task_secret_files
 from shipline.domain.outputs import OutputError, parse_output
 from shipline.domain.pipelines import ResolvedPipeline, ResolvedTask
 from shipline.domain.runs import (
+    INTERRUPTED,
     RunRecord,
     RunStatus,
     Scheduler,
@@ -259,7 +260,7 @@ class Engine:
             record = self.store.get_run(run_id)
             when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
             message = (
-                f"interrupted: the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
+                f"{INTERRUPTED}the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
                 f"start it again with `shipline runs rerun {run_id}`"
             )
             self._recorder(run_id).interrupted(record, [(t, a, i) for t, a, i, _ in steps], message)

@@ -357,8 +357,10 @@ class Promoter:
         """Start the environment's dry run at a pull request's head, once per head; the run's id (None: one exists)."""
         with self._checks:
             for record in self.sql.list_runs(pipeline=env.pipeline_name, limit=50):
+                # A dry run its engine died under decides nothing: the head is checked again.
                 if record.params.get("action") == Action.DIFF.value and record.params.get("revision") == head:
-                    return None
+                    if not record.interrupted:
+                        return None
             run_id = self.submit_check(env, head, {"pr": number, "head": head, "head_branch": branch})
         own = forge is None
         if forge is None or ref is None:
@@ -398,6 +400,11 @@ class Promoter:
         return text
 
     def _check_ended(self, env: Environment, record: RunRecord, number: int, head: str, branch: str) -> None:
+        if record.interrupted:
+            # The server died during the dry run: that is no verdict on the pull request. Run it again
+            # (once per head: a redelivery of this transition finds the new run and leaves it be).
+            self.check(env, number, head, branch)
+            return
         forge, ref = self._forge(env)
         try:
             link = run_link(self.settings.server_url, record.id)
