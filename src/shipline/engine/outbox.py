@@ -14,11 +14,17 @@ therefore idempotent (set a status, open-or-update a pull request).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 from shipline.domain.runs import RunTransition
+from shipline.engine.events import EventBus
 from shipline.store.sql import SqlStore
+
+log = logging.getLogger("shipline.outbox")
 
 
 class OutboxReader:
@@ -78,3 +84,71 @@ class OutboxReader:
     def close(self) -> None:
         self._position = None
         self.store.release_cursor(self.consumer, self.owner)
+
+
+async def follow(
+    reader: OutboxReader,
+    handle: Callable[[RunTransition], None],
+    bus: EventBus,
+    stop: asyncio.Event,
+    *,
+    name: str,
+    poll_seconds: float = 1.0,
+    retry_seconds: float = 5.0,
+    transient: tuple[type[Exception], ...] = (),
+    between: Callable[[], object] | None = None,
+    nudged: asyncio.Event | None = None,
+) -> None:
+    """A notifier's loop: hand new transitions to `handle` until `stop`, then let go of the cursor.
+
+    It reads at once when a run event is published in this process (or `nudged` is set), else every
+    `poll_seconds`.  An error keeps the cursor before the transition that raised it and pauses
+    `retry_seconds` (new runs do not hurry the retry: the forge gets its pause); errors in
+    `transient` (the forge is away) are a warning, anything else is logged with its trace, and
+    the loop outlives both.  `between` (sweeps, reconciling) runs in a thread after each read.
+    """
+    nudged = nudged or asyncio.Event()
+
+    async def listen() -> None:
+        with bus.subscribe(maxsize=1000) as sub:
+            async for event in sub:
+                if event.kind == "run":
+                    nudged.set()
+
+    listener = asyncio.create_task(listen())
+    try:
+        while not stop.is_set():
+            nudged.clear()
+            retry = False
+            try:
+                while await asyncio.to_thread(reader.poll, handle):
+                    pass
+            except transient as exc:
+                log.warning("%s: will try again", name, extra={"error": str(exc)})
+                retry = True
+            except Exception:  # a notifier must outlive any one bad transition or store hiccup
+                log.exception("%s: reading the outbox failed", name)
+                retry = True
+            if between is not None:
+                try:
+                    await asyncio.to_thread(between)
+                except Exception:  # the next round tries again
+                    log.exception("%s: the work between reads failed", name)
+            with suppress(TimeoutError):
+                waiting = stop.wait() if retry else _first(nudged, stop)
+                await asyncio.wait_for(waiting, retry_seconds if retry else poll_seconds)
+    finally:
+        listener.cancel()
+        with suppress(asyncio.CancelledError):
+            await listener
+        with suppress(Exception):
+            await asyncio.to_thread(reader.close)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -49,6 +49,7 @@ import semver
 from shipline.domain import promotions as edits
 from shipline.domain.environments import Environment, Outcome
 from shipline.domain.runs import RunRecord, RunStatus, RunTransition
+from shipline.engine import outbox
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.engine.running import forge_credentials
@@ -562,51 +563,21 @@ class Promoter:
     # --- the loop ---------------------------------------------------------------------------------
 
     async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
-        """Read the outbox until `stop`: at once when a run event is published here, else every `poll_seconds`."""
-        reader = OutboxReader(self.sql, CONSUMER, self.owner)
-        nudged = asyncio.Event()
+        """Read the outbox until `stop` (at once when a run event is published here, else every
+        `poll_seconds`), and look at the open pull requests every SWEEP_SECONDS."""
+        await outbox.follow(
+            OutboxReader(self.sql, CONSUMER, self.owner),
+            self.handle,
+            bus,
+            stop,
+            name="promotion",
+            poll_seconds=poll_seconds,
+            retry_seconds=RETRY_SECONDS,
+            transient=(Retry, ForgeError),
+            between=self._sweep_when_due,
+        )
 
-        async def listen() -> None:
-            with bus.subscribe(maxsize=1000) as sub:
-                async for event in sub:
-                    if event.kind == "run":
-                        nudged.set()
-
-        listener = asyncio.create_task(listen())
-        try:
-            while not stop.is_set():
-                nudged.clear()
-                retry = False
-                try:
-                    while await asyncio.to_thread(reader.poll, self.handle):
-                        pass
-                except (Retry, ForgeError) as exc:
-                    log.warning("promotion: will try again", extra={"error": str(exc)})
-                    retry = True
-                except Exception:  # a notifier must outlive any one bad transition or store hiccup
-                    log.exception("promotion: reading the outbox failed")
-                    retry = True
-                if not retry and time.monotonic() - self._last_sweep >= SWEEP_SECONDS:
-                    self._last_sweep = time.monotonic()
-                    try:
-                        await asyncio.to_thread(self.sweep)
-                    except Exception as exc:  # the next sweep tries again
-                        log.warning("promotion: open pull requests not checked", extra={"error": str(exc)})
-                with suppress(TimeoutError):
-                    waiting = stop.wait() if retry else _first(nudged, stop)
-                    await asyncio.wait_for(waiting, RETRY_SECONDS if retry else poll_seconds)
-        finally:
-            listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await listener
-            with suppress(Exception):
-                await asyncio.to_thread(reader.close)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
+    def _sweep_when_due(self) -> None:
+        if time.monotonic() - self._last_sweep >= SWEEP_SECONDS:
+            self._last_sweep = time.monotonic()
+            self.sweep()

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from shipline.domain.runs import RunStatus, RunTransition
+from shipline.engine import outbox
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.exceptions import ForgeError, NotFound
@@ -103,44 +103,13 @@ class CommitStatuses:
     async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
         """Read the outbox until `stop`: at once when a run event is published here, else every `poll_seconds`."""
         reader = OutboxReader(self.sql, CONSUMER, self.owner)
-        nudged = asyncio.Event()
-
-        async def listen() -> None:
-            with bus.subscribe(maxsize=1000) as sub:
-                async for event in sub:
-                    if event.kind == "run":
-                        nudged.set()
-
-        listener = asyncio.create_task(listen())
-        try:
-            while not stop.is_set():
-                nudged.clear()
-                retry = False
-                try:
-                    while await asyncio.to_thread(reader.poll, self.handle):
-                        pass
-                except ForgeError as exc:
-                    log.warning("commit status not set; will try again", extra={"error": str(exc)})
-                    retry = True
-                except Exception:  # a notifier must outlive any one bad transition or store hiccup
-                    log.exception("commit statuses: reading the outbox failed")
-                    retry = True
-                with suppress(TimeoutError):
-                    # After a failure, new runs do not hurry the retry: the forge gets its pause.
-                    waiting = stop.wait() if retry else _first(nudged, stop)
-                    await asyncio.wait_for(waiting, RETRY_SECONDS if retry else poll_seconds)
-        finally:
-            listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await listener
-            with suppress(Exception):
-                await asyncio.to_thread(reader.close)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
+        await outbox.follow(
+            reader,
+            self.handle,
+            bus,
+            stop,
+            name="commit statuses",
+            poll_seconds=poll_seconds,
+            retry_seconds=RETRY_SECONDS,
+            transient=(ForgeError,),
+        )

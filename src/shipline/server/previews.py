@@ -49,6 +49,7 @@ from shipline.domain.previews import (
     preview_release,
 )
 from shipline.domain.runs import RunStatus, RunTransition
+from shipline.engine import outbox
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.exceptions import ClusterError, ForgeError, NotFound, ShiplineError
@@ -391,37 +392,19 @@ class Previews:
 
     async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
         """Read the outbox and do the previews' work until `stop`."""
-        reader = OutboxReader(self.sql, CONSUMER, self.owner)
         self._loop, self._nudged = asyncio.get_running_loop(), asyncio.Event()
-        nudged = self._nudged
-
-        async def listen() -> None:
-            with bus.subscribe(maxsize=1000) as sub:
-                async for event in sub:
-                    if event.kind == "run":
-                        nudged.set()
-
-        listener = asyncio.create_task(listen())
-        try:
-            while not stop.is_set():
-                nudged.clear()
-                try:
-                    while await asyncio.to_thread(reader.poll, self._handle):
-                        pass
-                except Exception:  # the work loop must outlive any one bad transition or store hiccup
-                    log.exception("previews: reading the outbox failed")
-                try:
-                    await asyncio.to_thread(self.reconcile)
-                except Exception:
-                    log.exception("previews: the work loop failed")
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(_first(nudged, stop), poll_seconds)
-        finally:
-            listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await listener
-            with suppress(Exception):
-                await asyncio.to_thread(reader.close)
+        await outbox.follow(
+            OutboxReader(self.sql, CONSUMER, self.owner),
+            self._handle,
+            bus,
+            stop,
+            name="previews",
+            poll_seconds=poll_seconds,
+            retry_seconds=poll_seconds,
+            transient=(ForgeError,),
+            between=self.reconcile,
+            nudged=self._nudged,
+        )
 
     def _handle(self, transition: RunTransition) -> None:
         try:
@@ -430,12 +413,3 @@ class Previews:
             if exc.status is None or exc.status >= 500 or exc.status == 429:
                 raise  # the forge is away: the cursor stays, the transition comes again
             log.warning("preview comment refused; skipped", extra={"run": transition.run_id, "error": str(exc)})
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
