@@ -8,34 +8,18 @@ promotions from `promotions` (written by the promotion notifier,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 
 from shipline.domain.dora import Promotion
-from shipline.domain.environments import HistoryEntry, Outcome
+from shipline.domain.environments import HistoryEntry
 from shipline.store.environment_tables import environment_history
+from shipline.store.environments import history_entry
 from shipline.store.promotion_tables import promotions
 from shipline.store.sql import SqlStore, _utc
 
 ENDED = ("merged", "verified", "failed", "superseded")
 """Promotion states worth reading: the others never reached an environment."""
-
-
-def _entry(row: Any) -> HistoryEntry:
-    return HistoryEntry(
-        id=row.id,
-        environment=row.environment,
-        action=row.action,
-        run_id=row.run_id,
-        commit=row.commit,
-        applied_commit=row.applied_commit,
-        outcome=Outcome(row.status),
-        verified=bool(row.verified),
-        rolled_back_to=row.rolled_back_to,
-        message=row.message,
-        created_at=_utc(row.created_at),
-    )
 
 
 class DeliveryRecords:
@@ -53,7 +37,7 @@ class DeliveryRecords:
             query = query.where(environment_history.c.environment == environment)
         with self.sql.transaction() as conn:
             rows = conn.execute(query.order_by(environment_history.c.id)).all()
-        return [_entry(row) for row in rows]
+        return [history_entry(row) for row in rows]
 
     def promotions(self, since: datetime, environment: str = "", service: str = "") -> list[Promotion]:
         """Promotions that reached an environment (merged or further), last changed after `since`."""

@@ -45,7 +45,8 @@ def _stored(row: Any) -> StoredEnvironment:
     )
 
 
-def _entry(row: Any) -> HistoryEntry:
+def history_entry(row: Any) -> HistoryEntry:
+    """A row of `environment_history` as the domain's entry."""
     return HistoryEntry(
         id=row.id,
         environment=row.environment,
@@ -165,7 +166,7 @@ class EnvironmentStore:
             ).inserted_primary_key
             assert inserted is not None
             row = conn.execute(select(environment_history).where(environment_history.c.id == inserted[0])).one()
-        return _entry(row)
+        return history_entry(row)
 
     def history(self, name: str, limit: int = 50) -> list[HistoryEntry]:
         """Newest first."""
@@ -176,12 +177,12 @@ class EnvironmentStore:
                 .order_by(environment_history.c.id.desc())
                 .limit(limit)
             ).all()
-        return [_entry(row) for row in rows]
+        return [history_entry(row) for row in rows]
 
     def entry_of_run(self, run_id: int) -> HistoryEntry | None:
         with self.sql.transaction() as conn:
             row = conn.execute(select(environment_history).where(environment_history.c.run_id == run_id)).first()
-        return _entry(row) if row is not None else None
+        return history_entry(row) if row is not None else None
 
     def last_applied(self, name: str) -> HistoryEntry | None:
         """The newest entry that left something applied (verified, or rolled back to a commit)."""
@@ -192,7 +193,7 @@ class EnvironmentStore:
                 .order_by(environment_history.c.id.desc())
                 .limit(1)
             ).first()
-        return _entry(row) if row is not None else None
+        return history_entry(row) if row is not None else None
 
     def verified_commits(self, name: str) -> list[str]:
         """Commits that were applied and verified, newest first, each once."""
