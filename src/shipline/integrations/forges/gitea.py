@@ -32,6 +32,21 @@ PAGE = 50
 MAX_PAGES = 20
 
 
+def gitea_http(
+    url: str, token: str, scopes: str, timeout: float = 15.0, transport: httpx.BaseTransport | None = None
+) -> ForgeHttp:
+    """Gitea's API at `url` (the server's root URL) with a token that should have `scopes`."""
+    return ForgeHttp(
+        "gitea",
+        f"{url.rstrip('/')}/api/v1",
+        {"Authorization": f"token {token}", "Accept": "application/json"},
+        token_setting="SHIPLINE_GITEA_TOKEN",
+        scopes=scopes,
+        timeout=timeout,
+        transport=transport,
+    )
+
+
 class GiteaForge(GitHubStyleForge):
     kind = "gitea"
     hook_events = EVENTS
@@ -42,15 +57,7 @@ class GiteaForge(GitHubStyleForge):
 
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
-        self.http = ForgeHttp(
-            "gitea",
-            f"{self.url}/api/v1",
-            {"Authorization": f"token {token}", "Accept": "application/json"},
-            token_setting="SHIPLINE_GITEA_TOKEN",
-            scopes="the write:repository and write:issue scopes",
-            timeout=timeout,
-            transport=transport,
-        )
+        self.http = gitea_http(self.url, token, "the write:repository and write:issue scopes", timeout, transport)
 
     def close(self) -> None:
         self.http.close()

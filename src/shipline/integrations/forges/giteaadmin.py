@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from shipline.integrations.forges.base import PullRequest
-from shipline.integrations.forges.calling import ForgeHttp, field, text
+from shipline.integrations.forges.calling import field, text
+from shipline.integrations.forges.gitea import gitea_http
 from shipline.integrations.forges.shared import pull_request_of
 
 PAGE = 50
@@ -41,14 +42,7 @@ class Promotion:
 class GiteaAdmin:
     def __init__(self, url: str, token: str, *, timeout: float = 15.0) -> None:
         self.url = url.rstrip("/")
-        self.http = ForgeHttp(
-            "gitea",
-            f"{self.url}/api/v1",
-            {"Authorization": f"token {token}", "Accept": "application/json"},
-            token_setting="SHIPLINE_GITEA_TOKEN",
-            scopes="the write:organization and write:repository scopes",
-            timeout=timeout,
-        )
+        self.http = gitea_http(self.url, token, "the write:organization and write:repository scopes", timeout)
 
     def close(self) -> None:
         self.http.close()
