@@ -104,7 +104,7 @@ def ensure_testbed(report: Any = say) -> dict[str, Any]:
     layout = layout_from_env(os.environ, Path.home())
     missing = [p for p in TESTBED_PARTS if not is_built(layout, p)]
     if missing:
-        report(f"testbed: building {', '.join(missing)} (once; a cold build takes about 17 minutes on 2 cores)")
+        report(f"testbed: building {', '.join(missing)} (once; a cold build takes 10 to 17 minutes on 2 cores)")
         started = time.monotonic()
         build(layout, only=TESTBED_PARTS, report=lambda line: report(f"testbed: {line}"))
         report(f"testbed: built in {time.monotonic() - started:.0f}s")
