@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from gitops import service  # bench/ is on sys.path: one service manifest for both benchmarks
+
 from shipline.integrations.clusters import Cluster, Target
 from shipline.testbed.layout import layout_from_env
 from shipline.testbed.parts import KUBERNETES
@@ -45,25 +47,7 @@ def manifests(directory: Path, count: int, changed: int | None = None) -> Path:
     for i in range(count):
         name = f"svc-{i:03d}"
         tag = "2.0" if i == changed else "1.0"
-        (directory / f"{name}.yaml").write_text(f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: "127.0.0.1:1/{name}:{tag}", resources: {{requests: {{cpu: 10m}}}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: 8080}}]
-""")
+        (directory / f"{name}.yaml").write_text(service(name, tag))
     return directory
 
 
