@@ -1,6 +1,7 @@
 """The kubernetes executor when things go wrong, on the testbed's real node: an image that does
-not exist, a pod deleted by hand, a namespace without RBAC or over its quota, an engine that
-dies mid-run.  Each time the task fails saying why, nothing waits for its timeout, and no pod
+not exist, a pod deleted by hand, a namespace without RBAC (or without `pods/attach`) or over
+its quota, the API server restarting and the node stopping mid-task, an engine that dies
+mid-run.  Each time the task fails saying why, nothing waits for its timeout, and no pod
 or Secret is left (listed)."""
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from shipline.engine.running import Engine
 from shipline.executors.kubernetes import KubernetesExecutor
 from shipline.settings import Settings
 from shipline.store.sql import SqlStore
+from shipline.testbed import running
+from shipline.testbed.fixtures import Testbed
 
 pytestmark = pytest.mark.testbed
 
@@ -141,13 +144,22 @@ def test_a_namespace_where_the_account_may_not_create_pods(
     assert admin.leftovers() == []
 
 
+def readme_rbac(namespace: str) -> str:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- kube-rbac -->", 1)[1].split("<!-- /kube-rbac -->", 1)[0]
+    return block.strip().removeprefix("```yaml").removesuffix("```").replace("shipline-runs", namespace)
+
+
+ATTACH_RULE = """  - apiGroups: [""]
+    resources: [pods/attach]
+    verbs: [create, get]
+"""
+
+
 def test_the_readme_role_is_all_the_executor_needs(
     settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], other_namespace: str, tmp_path: Path
 ) -> None:
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- kube-rbac -->", 1)[1].split("<!-- /kube-rbac -->", 1)[0]
-    rbac = block.strip().removeprefix("```yaml").removesuffix("```").replace("shipline-runs", other_namespace)
-    kube_place.run("apply", "-f", "-", stdin=rbac)
+    kube_place.run("apply", "-f", "-", stdin=readme_rbac(other_namespace))
     account = service_account_kubeconfig(kube_place, other_namespace, tmp_path)
     engine = engine_in(settings, store, kube_place, kube_namespace=other_namespace)
     engine.executor = KubernetesExecutor(engine.settings, account)
@@ -171,6 +183,129 @@ def test_the_readme_role_is_all_the_executor_needs(
     assert record.task("a").results == {"v": str(len("rbac-secret-value"))}, "the secret file reached the pod"
     assert record.task("b").message == "timed out after 3s"
     assert left(engine, record) == []
+
+
+def test_a_role_without_attach_still_runs_the_tasks_from_their_logs(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], other_namespace: str, tmp_path: Path
+) -> None:
+    # Least privilege: no `pods/attach`.  The executor asks once, and reads each container's log
+    # instead (its pods do not wait for an attach that would never come).
+    rbac = readme_rbac(other_namespace)
+    assert ATTACH_RULE in rbac, "the README's Role gives pods/attach"
+    kube_place.run("apply", "-f", "-", stdin=rbac.replace(ATTACH_RULE, ""))
+    account = service_account_kubeconfig(kube_place, other_namespace, tmp_path)
+    engine = engine_in(settings, store, kube_place, kube_namespace=other_namespace)
+    engine.executor = KubernetesExecutor(engine.settings, account)
+    record = run(
+        engine,
+        write,
+        """
+        name: noattach
+        tasks:
+          - name: a
+            timeout: 2m
+            steps: [{run: 'echo first-line; echo "v=7" >> $SHIPLINE_OUTPUT'}]
+            results: [v]
+          - name: b
+            timeout: 2m
+            needs: [a]
+            steps: [{run: 'echo "got ${{ tasks.a.results.v }}"'}]
+        """,
+    )
+    assert record.status == RunStatus.SUCCEEDED, [(t.name, t.message) for t in record.tasks]
+    assert record.task("a").results == {"v": "7"}
+    logs = engine.settings.logs / str(record.id)
+    assert "first-line" in "".join(p.read_text() for p in (logs / "a").glob("*.log"))
+    assert "got 7" in "".join(p.read_text() for p in (logs / "b").glob("*.log"))
+    assert left(engine, record) == []
+
+
+def test_the_api_server_restarting_mid_task_loses_no_line(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], testbed: Testbed
+) -> None:
+    engine = engine_in(settings, store, kube_place)
+    pipeline = load_pipeline(
+        write(
+            """
+            name: restart
+            tasks:
+              - name: count
+                timeout: 3m
+                steps: [{run: 'for i in $(seq 1 40); do echo "line-$i"; sleep 0.5; done; echo "n=40" >> $SHIPLINE_OUTPUT'}]
+                results: [n]
+            """
+        )
+    )
+    logs = engine.settings.logs
+
+    def text(run_id: int) -> str:
+        return "".join(p.read_text() for p in (logs / str(run_id) / "count").glob("*.log"))
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(pipeline, {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while "line-3\n" not in text(run_id):
+            await asyncio.sleep(0.05)
+        stopped = await asyncio.to_thread(running.down, testbed.layout, False, lambda line: None, {"kube-apiserver"})
+        assert stopped == ["kube-apiserver"]
+        await asyncio.sleep(2)  # the stream is cut; the step goes on printing on the node
+        await asyncio.to_thread(running.up, testbed.layout, os.environ, testbed.state.ports["registry"], lambda line: None)
+        return await driving
+
+    try:
+        record = asyncio.run(scenario())
+    finally:
+        # The controllers' caches may lag the restarted API server for a minute (a claim made
+        # now would bind late): restarted too, so the tests after this one find it as it was.
+        controllers = {"kube-controller-manager", "kube-scheduler"}
+        running.down(testbed.layout, report=lambda line: None, only=controllers)
+        running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
+    assert record.status == RunStatus.SUCCEEDED, record.task("count").message
+    assert record.task("count").results == {"n": "40"}
+    lines = [line.split(" ", 1)[1] for line in text(record.id).splitlines() if " line-" in line]  # after the timestamp
+    assert lines == [f"line-{i}" for i in range(1, 41)], "every line once, in order, across the restart"
+    assert left(engine, record) == []
+
+
+def test_a_node_that_stops_answering_fails_its_task_with_that_reason(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], testbed: Testbed
+) -> None:
+    engine = engine_in(settings, store, kube_place)
+    pipeline = load_pipeline(
+        write(
+            """
+            name: nodedown
+            tasks:
+              - name: long
+                timeout: 10m
+                steps: [{run: 'echo started-long; sleep 600'}]
+            """
+        )
+    )
+    logs = engine.settings.logs
+
+    def text(run_id: int) -> str:
+        return "".join(p.read_text() for p in (logs / str(run_id) / "long").glob("*.log"))
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(pipeline, {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while "started-long" not in text(run_id):
+            await asyncio.sleep(0.05)
+        stopped = await asyncio.to_thread(running.down, testbed.layout, False, lambda line: None, {"kubelet"})
+        assert stopped == ["kubelet"]
+        # The node controller marks the node NotReady after its grace period (40 s by default).
+        return await asyncio.wait_for(driving, 180)
+
+    try:
+        record = asyncio.run(scenario())
+    finally:
+        running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
+    assert record.status == RunStatus.FAILED
+    message = record.task("long").message
+    assert "the pod's node 'shipline-node' stopped answering: the cluster marked it unreachable" in message
+    assert "stopped answering" in text(record.id), "the step's log says why it ended"
+    assert left(engine, record) == [], "the pod is deleted without waiting for its node"
 
 
 def test_a_namespace_over_its_quota(

@@ -72,7 +72,7 @@ def test_results_flow_needs_and_when(run_on: RunOn, any_engine: Engine) -> None:
         """,
         {"greeting": "hi"},
     )
-    assert record.status == RunStatus.SUCCEEDED, record.message
+    assert record.status == RunStatus.SUCCEEDED, [(t.name, t.message) for t in record.tasks]
     assert statuses(record) == {"produce": "succeeded", "consume": "succeeded", "never": "skipped", "report": "succeeded"}
     assert record.task("produce").results == {"answer": "42", "big": big}
     assert "hi 42" in log_text(any_engine, record, "consume")

@@ -17,12 +17,23 @@ of a run are deleted again when the run ends.
 The driver marks each step's start, end and `$SHIPLINE_OUTPUT` on the pod's log
 with a random mark of the attempt (`MARK start|output|end ...`), so logs,
 exit codes and results (base64, any size up to `step_output_max_bytes`: no
-4 KB termination-message cap) all come through the log stream, which is
-read as it is written and written to shipline's store: logs outlive the pod.
+4 KB termination-message cap) all come through the container's output, which
+is read as it is written and written to shipline's store: logs outlive the pod.
+
+That output is read by attaching to the pod's main container (`pods/attach`,
+a WebSocket), whose driver waits on its stdin for the word to start: the
+kubelet serves an attach as soon as the container runs, while it serves the
+container's log only once its status says "running", which its relist (PLEG,
+every second) brings half a second later on average.  Where the account may
+not attach (checked once, with a SelfSubjectAccessReview), where the attach
+ends early, and for the containers of other images before the main one, the
+log is read instead (`pods/log`, followed).
 
 Step timeouts, the task's timeout and cancel delete the pod.  A pod that
 cannot start (an image that cannot be pulled, a missing claim, a config
-error), that is deleted by hand or evicted, fails the task with that reason.
+error), that is deleted by hand or evicted, or whose node stops answering
+(marked NotReady), fails the task with that reason.  Calls wait out an API
+server that restarts: the log is followed past what the cut attach read.
 A restarted engine finds a dead engine's pods and Secrets by label and
 deletes them (`stop_orphans`).
 
@@ -40,22 +51,33 @@ import codecs
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
+from httpx2.websockets import WebSocketUpgradeError
 from lightkube import ApiError, AsyncClient, Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Pod, PodLog, Secret
 
 from shipline.exceptions import UsageError
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.settings import Settings
+
+T = TypeVar("T")
+
+CHANNEL_PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+"""Kubernetes' WebSocket subprotocols for attach: each message is a channel byte, then data
+(0 stdin, 1 stdout, 2 stderr, 3 the server's Status at the end)."""
+STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 
 MAX_LINE = 64 * 1024
 """Longer log lines are cut into pieces of this size (as the local executor does)."""
@@ -83,8 +105,21 @@ FATAL_WAITING = {
 }
 """Why a container waits, when waiting longer will not help: the task fails at once."""
 
+NODE_GONE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+_NODE_LOST = (
+    "the pod's node '{node}' stopped answering: the cluster marked it unreachable or not ready and "
+    "evicted the pod; it was deleted without waiting for the node"
+)
+
 DRIVER = r"""
 set -u
+if [ "${1-}" = --wait ]; then
+  shift
+  if ! IFS= read -r go; then
+    echo "shipline: the executor's signal to start never came (its attach to the pod ended first)"
+    exit 125
+  fi
+fi
 spec=/shipline/spec
 mark=$(cat "$spec/mark")
 max_out=$(cat "$spec/max-output")
@@ -144,8 +179,14 @@ class _Attempt:
     mark: str
     listener: StepListener
     max_log_bytes: int
+    attach: bool
+    """The main container waits for an attach to start its steps (`--wait`)."""
     status: dict[str, Any] = field(default_factory=dict)
     """The pod's `.status`, as the watch last saw it."""
+    node: str = ""
+    """The node the pod was scheduled to."""
+    node_lost: bool = False
+    """The cluster marked the pod's node NotReady: the pod is force-deleted (its kubelet cannot)."""
     gone: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     current: int | None = None
@@ -178,6 +219,8 @@ class KubernetesExecutor:
         self._client: AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._active = 0
+        self._attach: bool | None = None
+        """Whether the account may attach to the run pods (asked once)."""
         self._cleanups: set[asyncio.Future[None]] = set()
         """Deletions of finished pods still under way (awaited before a run is over)."""
         """Runs between `run_starting` and `run_ended`: the client is closed when none is left."""
@@ -212,6 +255,10 @@ class KubernetesExecutor:
             self._client = AsyncClient(config=self.config(), namespace=self.namespace, field_manager="shipline")
             self._client_loop = loop
         return self._client
+
+    def _server(self) -> str:
+        single = self.config().get()
+        return single.cluster.server if single is not None else "of $KUBECONFIG"
 
     def _labels(self, run_id: int) -> dict[str, Any]:
         return {MANAGED_BY: "shipline", LABEL_INSTANCE: self.instance, LABEL_RUN: str(run_id)}
@@ -254,15 +301,18 @@ class KubernetesExecutor:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         client = self.client()
         selector = self._labels(run_id)
-        with suppress(ApiError):
-            async for pod in client.list(Pod, namespace=self.namespace, labels=selector):
-                if pod.metadata is not None and pod.metadata.name:
-                    with suppress(ApiError):
-                        await client.delete(Pod, pod.metadata.name, namespace=self.namespace, grace_period=0)
-            async for secret in client.list(Secret, namespace=self.namespace, labels=selector):
-                if secret.metadata is not None and secret.metadata.name:
-                    with suppress(ApiError):
-                        await client.delete(Secret, secret.metadata.name, namespace=self.namespace)
+
+        async def names(kind: type[Pod] | type[Secret]) -> list[str]:
+            return [
+                o.metadata.name
+                async for o in client.list(kind, namespace=self.namespace, labels=selector)
+                if o.metadata and o.metadata.name
+            ]
+
+        for name in await _patiently(lambda: names(Pod)) or []:
+            await _patiently(partial(client.delete, Pod, name, namespace=self.namespace, grace_period=0))
+        for name in await _patiently(lambda: names(Secret)) or []:
+            await _patiently(partial(client.delete, Secret, name, namespace=self.namespace))
 
     def stop_orphans(self, run_id: int, owner: str, pids: list[int]) -> None:
         """A dead engine's pods and Secrets of `run_id`, found by label: deleted (the run is marked interrupted)."""
@@ -319,15 +369,23 @@ class KubernetesExecutor:
             LABEL_ATTEMPT: str(invocation.attempt),
         }
         secret = self._secret(name, labels, invocation, mark)
-        pod = self._pod(name, labels, groups, invocation)
-        attempt = _Attempt(name, invocation.steps, mark, listener, self.settings.step_log_max_bytes)
+        attach = await self._may_attach(client)
+        pod = self._pod(name, labels, groups, invocation, attach)
+        attempt = _Attempt(name, invocation.steps, mark, listener, self.settings.step_log_max_bytes, attach)
         try:
             await client.create(secret)
             created = await client.create(pod)
         except ApiError as exc:
-            with suppress(ApiError):
-                await client.delete(Secret, name, namespace=self.namespace)
+            await _patiently(lambda: client.delete(Secret, name, namespace=self.namespace))
             return _refused(invocation, listener, self._api_problem(exc, "create the task's pod"))
+        except httpx2.TransportError as exc:
+            await _patiently(lambda: client.delete(Secret, name, namespace=self.namespace))
+            return _refused(
+                invocation,
+                listener,
+                f"the cluster's API server ({self._server()}) did not answer ({type(exc).__name__}: {exc}): "
+                "check that it is up and that $KUBECONFIG points at it",
+            )
         # Beside the pod's start, not before it: the Secret's owner reference is only a safety net.
         owning = asyncio.create_task(self._own_secret(client, name, created))
         try:
@@ -338,7 +396,8 @@ class KubernetesExecutor:
             raise
         finally:
             done = bool(attempt.ended) and not attempt.gone and attempt.current is None
-            cleanup = asyncio.ensure_future(self._finish(owning, client, name, done=done))
+            grace = 0 if done or attempt.node_lost else int(self.settings.kill_grace_seconds)
+            cleanup = asyncio.ensure_future(self._finish(owning, client, name, grace))
             if done and all(code == 0 for code in attempt.ended.values()):
                 # The steps are over: the pod and Secret go while the next task starts
                 # (`run_ended` waits for it before the run is over).
@@ -409,6 +468,10 @@ class KubernetesExecutor:
         """Read each container's log, in order, as it is written; None, or why the pod did not get to the end."""
         for group in groups:
             seen = 0
+            if attempt.attach and group is groups[-1]:
+                seen, problem = await self._attached(attempt, group)
+                if problem is not None:
+                    return problem
             last_look = False
             while not self._group_over(attempt, group):
                 # The log is asked for at once and again every 0.05 s until the steps are over:
@@ -420,14 +483,18 @@ class KubernetesExecutor:
                 if last_look:
                     break
                 last_look = "terminated" in attempt.container_state(group.name)
+                pause = 0.05
                 try:
                     seen = await self._read_log(attempt, group, await self._open_log(attempt.pod, group.name), seen)
-                except ApiError:
-                    pass
+                except ApiError as exc:
+                    if exc.status.code is not None and exc.status.code >= 500:
+                        pause = 0.5  # the kubelet does not answer (the node is down?)
+                except httpx2.TransportError:
+                    pause = 0.5  # the API server does not answer (it restarts?)
                 if not self._group_over(attempt, group):
                     attempt.changed.clear()
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(attempt.changed.wait(), 0.05)
+                        await asyncio.wait_for(attempt.changed.wait(), pause)
             if any(code != 0 for code in attempt.ended.values()):
                 return None
             if not all(s.index in attempt.ended for s in group.steps):
@@ -440,6 +507,8 @@ class KubernetesExecutor:
 
     def _not_starting(self, attempt: _Attempt, group: _Group) -> str | None:
         """Why the container will not start (from the pod's status as last seen), if it will not."""
+        if attempt.node_lost:
+            return _NODE_LOST.format(node=attempt.node)
         if attempt.gone:
             return (
                 f"the pod was deleted (by hand, or evicted) {'while the step ran' if attempt.started else 'before the step ran'}"
@@ -468,6 +537,16 @@ class KubernetesExecutor:
                     )
         return None
 
+    @staticmethod
+    def _node_lost(status: dict[str, Any]) -> bool:
+        """Did the cluster evict the pod because its node stopped answering?  The pods ask to
+        be evicted at once from a node tainted unreachable or not-ready (`_pod`); the taint
+        manager then says so in a DisruptionTarget condition."""
+        return any(
+            c.get("type") == "DisruptionTarget" and c.get("reason") == "DeletionByTaintManager"
+            for c in status.get("conditions") or []
+        )
+
     def _pod_failed(self, attempt: _Attempt) -> str | None:
         if attempt.status.get("phase") == "Failed" and attempt.status.get("reason"):
             return f"the pod failed ({attempt.status.get('reason')}: {attempt.status.get('message', '')})"
@@ -476,6 +555,8 @@ class KubernetesExecutor:
     async def _why_cut(self, attempt: _Attempt, container: str) -> str:
         """The log ended before the steps did: say why, from the pod's state."""
         for _ in range(50):  # the watch may be a moment behind the log
+            if attempt.node_lost:
+                return _NODE_LOST.format(node=attempt.node)
             if attempt.gone:
                 return "the pod was deleted (by hand, or evicted) while the step ran"
             if (failed := self._pod_failed(attempt)) is not None:
@@ -497,6 +578,8 @@ class KubernetesExecutor:
                 async for kind, obj in client.watch(Pod, namespace=self.namespace, fields={"metadata.name": attempt.pod}):
                     pod = obj.to_dict() if hasattr(obj, "to_dict") else {}
                     attempt.status = pod.get("status") or {}
+                    attempt.node = (pod.get("spec") or {}).get("nodeName") or attempt.node
+                    attempt.node_lost = attempt.node_lost or self._node_lost(attempt.status)
                     if kind == "DELETED" or (pod.get("metadata") or {}).get("deletionTimestamp"):
                         attempt.gone = True
                     attempt.changed.set()
@@ -512,25 +595,89 @@ class KubernetesExecutor:
                 await asyncio.sleep(0.5)
 
     async def _read_log(self, attempt: _Attempt, group: _Group, response: httpx2.Response, skip: int) -> int:
-        """The container's log, line by line, until its steps are over (not until the stream
+        """The container's log until its steps are over; the first `skip` pieces were read
+        before.  Returns how many pieces the log has had so far."""
+        try:
+            return await self._read(attempt, group, response.aiter_raw(), skip)
+        finally:
+            await response.aclose()
+
+    async def _read(
+        self, attempt: _Attempt, group: _Group, chunks: AsyncIterator[bytes], skip: int, first: str | None = None
+    ) -> int:
+        """The container's output, line by line, until its steps are over (not until the stream
         closes: the container's exit takes the kubelet a moment more); the first `skip`
-        pieces were read before.  Returns how many pieces the log has had so far."""
+        pieces were read before.  Returns how many pieces the output has had so far, or -1
+        if its first piece is not `first` (it does not start at the beginning: nothing read)."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         count = 0
-        try:
-            async for raw, partial in _lines(response):
+        with suppress(Exception):
+            async for raw, partial in _lines(chunks):
                 count += 1
                 if count <= skip:
                     continue
                 text = decoder.decode(raw, final=not partial)
+                if first is not None and count == 1 and text.removesuffix("\r") != first:
+                    return -1
                 self._line(attempt, text if partial else text.removesuffix("\r"), partial)
                 if not partial and attempt.mark in text and self._group_over(attempt, group):
                     break
-        except Exception:
-            pass
-        finally:
-            await response.aclose()
         return max(count, skip)
+
+    async def _attached(self, attempt: _Attempt, group: _Group) -> tuple[int, str | None]:
+        """Attach to the main container as soon as it runs, tell its driver to start, and read
+        its output until the steps are over.  Returns how many pieces were read (an attach that
+        ends early is followed by the log, past them), and why the container will not start, if
+        it will not."""
+        inner = self.client()._client._client
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{attempt.pod}/attach"
+        params = {"container": group.name, "stdin": "true", "stdout": "true", "stderr": "true"}
+        first = f"{attempt.mark} start {group.steps[0].index}"
+        while not self._group_over(attempt, group):
+            if (problem := self._not_starting(attempt, group)) is not None:
+                return 0, problem
+            if "terminated" in attempt.container_state(group.name):
+                return 0, None  # over before an attach saw it: its log has it all
+            count = 0
+            try:
+                async with inner.websocket(path, subprotocols=CHANNEL_PROTOCOLS, params=params) as ws:
+                    await ws.send_bytes(bytes((STDIN,)) + b"go\n")
+                    count = await self._read(attempt, group, _attach_output(ws, attempt), 0, first=first)
+            except WebSocketUpgradeError as exc:
+                if exc.response.status_code in (401, 403):
+                    return 0, (
+                        f"the cluster refused to attach to the task's pod ({exc.response.status_code}): the account "
+                        "of $KUBECONFIG needs `create` on `pods/attach` (README, 'Running on Kubernetes')"
+                    )
+            except Exception:
+                pass  # no connection (the API server restarts?): again in a moment
+            if count < 0:
+                return 0, None  # an earlier attach started the steps but showed nothing: the log has it all
+            if count > 0:
+                return count, None  # what is left (if anything) is in the log
+            # Not attached: the container does not run yet (its runtime may also end an attach
+            # at once, before the container takes its stdin).  Again in a moment.
+            attempt.changed.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(attempt.changed.wait(), 0.05)
+        return 0, None
+
+    async def _may_attach(self, client: AsyncClient) -> bool:
+        """May the account attach to pods in the namespace?  Asked once (a SelfSubjectAccessReview)."""
+        if self._attach is None:
+            review = SelfSubjectAccessReview(
+                spec=SelfSubjectAccessReviewSpec(
+                    resourceAttributes=ResourceAttributes(
+                        namespace=self.namespace, verb="create", resource="pods", subresource="attach"
+                    )
+                )
+            )
+            try:
+                answer = await client.create(review)
+                self._attach = bool(answer.status and answer.status.allowed)
+            except (ApiError, httpx2.TransportError):
+                return False  # asked again next time
+        return self._attach
 
     async def _open_log(self, pod: str, container: str) -> httpx2.Response:
         """The container's log stream, followed (raises ApiError while it has not started).
@@ -616,17 +763,14 @@ class KubernetesExecutor:
                 namespace=self.namespace,
             )
 
-    async def _finish(self, owning: asyncio.Task[None], client: AsyncClient, name: str, done: bool) -> None:
+    async def _finish(self, owning: asyncio.Task[None], client: AsyncClient, name: str, grace: int) -> None:
         with suppress(Exception):
             await owning
-        await self._delete(client, name, done)
+        await self._delete(client, name, grace)
 
-    async def _delete(self, client: AsyncClient, name: str, done: bool) -> None:
-        grace = 0 if done else int(self.settings.kill_grace_seconds)
-        with suppress(ApiError):
-            await client.delete(Pod, name, namespace=self.namespace, grace_period=grace)
-        with suppress(ApiError):
-            await client.delete(Secret, name, namespace=self.namespace)
+    async def _delete(self, client: AsyncClient, name: str, grace: int) -> None:
+        await _patiently(lambda: client.delete(Pod, name, namespace=self.namespace, grace_period=grace))
+        await _patiently(lambda: client.delete(Secret, name, namespace=self.namespace))
 
     def _api_problem(self, exc: ApiError, doing: str) -> str:
         status = exc.status
@@ -637,7 +781,7 @@ class KubernetesExecutor:
         if status.code == 403:
             return (
                 f"the cluster refused to {doing} in {where} ({message}): the account of $KUBECONFIG needs the Role "
-                "shown in the README ('Running on Kubernetes': pods, pods/log, secrets) bound to it there"
+                "shown in the README ('Running on Kubernetes': pods, pods/log, pods/attach, secrets) bound to it there"
             )
         if status.code == 404:
             return f"the cluster has no {where} ({message}): create it, or set SHIPLINE_KUBE_NAMESPACE"
@@ -667,7 +811,7 @@ class KubernetesExecutor:
             data={k: base64.b64encode(v).decode() for k, v in data.items()},
         )
 
-    def _pod(self, name: str, labels: dict[str, str], groups: list[_Group], invocation: TaskInvocation) -> Pod:
+    def _pod(self, name: str, labels: dict[str, str], groups: list[_Group], invocation: TaskInvocation, attach: bool) -> Pod:
         mounts: list[dict[str, Any]] = [
             {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
             {"name": "run", "mountPath": "/shipline/run"},
@@ -692,7 +836,7 @@ class KubernetesExecutor:
             names = [PurePosixPath(where).name for where in invocation.secret_files]
             items = [{"key": f"file-{n}", "path": n} for n in names]
             volumes.append({"name": "secret-files", "secret": {"secretName": name, "defaultMode": 0o400, "items": items}})
-        containers = [
+        containers: list[dict[str, Any]] = [
             {
                 "name": group.name,
                 "image": group.image,
@@ -703,6 +847,11 @@ class KubernetesExecutor:
             }
             for group in groups
         ]
+        if attach:
+            # The main container's driver waits for the executor's attach (see the module's doc).
+            main = containers[-1]
+            main["command"] = [*main["command"][:2], "--wait", *main["command"][2:]]
+            main.update(stdin=True)
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
@@ -714,8 +863,12 @@ class KubernetesExecutor:
         }
         if self.node_selector:
             spec["nodeSelector"] = self.node_selector
-        if self.tolerations:
-            spec["tolerations"] = self.tolerations
+        # A node that stops answering ends the task when the cluster notices (the node
+        # controller's grace, 40 s by default), not 5 minutes later (the default tolerations).
+        spec["tolerations"] = [
+            *self.tolerations,
+            *({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0} for key in NODE_GONE_TAINTS),
+        ]
         return cast(
             Pod,
             Pod.from_dict(
@@ -732,6 +885,22 @@ class KubernetesExecutor:
                 }
             ),
         )
+
+
+async def _patiently(call: Callable[[], Awaitable[T]], patience: float = 60.0) -> T | None:
+    """`call()`, again every half second for up to `patience` seconds while the API server
+    cannot be reached (it restarts?); None when the call failed (an ApiError: gone already,
+    or refused) or the API server did not come back."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            return await call()
+        except ApiError:
+            return None
+        except httpx2.TransportError:
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(0.5)
 
 
 def _refused(invocation: TaskInvocation, listener: StepListener, why: str) -> TaskOutcome:
@@ -764,10 +933,27 @@ def _outputs(attempt: _Attempt) -> tuple[str, ...]:
     return tuple(attempt.outputs.get(i, "") for i in range(max(ran) + 1)) if ran else ()
 
 
-async def _lines(response: httpx2.Response) -> AsyncIterator[tuple[bytes, bool]]:
-    """Raw lines (cut at MAX_LINE) of a streamed response, as they come."""
+async def _attach_output(ws: Any, attempt: _Attempt) -> AsyncIterator[bytes]:
+    """The container's output from an attach's messages, until the stream ends (its Status)
+    or the pod is gone or its node lost (its stream may stay open meanwhile)."""
+    while not attempt.gone and not attempt.node_lost:
+        try:
+            message: bytes = await ws.receive_bytes(timeout=0.5)
+        except TimeoutError:
+            continue
+        except Exception:
+            return
+        channel, data = message[0], message[1:]
+        if channel in (STDOUT, STDERR) and data:
+            yield data
+        elif channel == STATUS:
+            return
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
+    """Raw lines (cut at MAX_LINE) of a stream, as they come."""
     pending = b""
-    async for chunk in response.aiter_raw():
+    async for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:

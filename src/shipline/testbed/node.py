@@ -209,7 +209,9 @@ def _write_configs(layout: Layout, ports: Mapping[str, int], node_ip: str) -> No
 
 
 def wait_ready(kubectl: Callable[..., str], timeout: float, report: Report, log: Path, since: float) -> None:
-    """Until the kubelet reports the node Ready after `since` (a Ready from before a restart is stale)."""
+    """Until the kubelet reports the node Ready after `since` (a Ready from before a restart is
+    stale) and the node controller has taken off the taints of a node that did not answer
+    (`node.kubernetes.io/unreachable|not-ready`: pods that tolerate them briefly would be evicted)."""
     deadline = time.monotonic() + timeout
     out = ""
     not_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 1))
@@ -221,12 +223,14 @@ def wait_ready(kubectl: Callable[..., str], timeout: float, report: Report, log:
                 NODE_NAME,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type=='Ready')].status} "
-                "{.status.conditions[?(@.type=='Ready')].lastHeartbeatTime}",
+                "{.status.conditions[?(@.type=='Ready')].lastHeartbeatTime} {.spec.taints[*].key}",
             ).strip()
         except ToolError as exc:
             out = str(exc)
-        status, _, heartbeat = out.partition(" ")
-        if status == "True" and heartbeat >= not_before:
+        status, _, rest = out.partition(" ")
+        heartbeat, _, taints = rest.partition(" ")
+        down = [t for t in taints.split() if t in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")]
+        if status == "True" and heartbeat >= not_before and not down:
             report(f"node: {NODE_NAME} Ready")
             return
         time.sleep(1)
