@@ -57,6 +57,25 @@ def left(engine: Engine, record: RunRecord) -> list[str]:
     return found
 
 
+def task_log(engine: Engine, run_id: int, task: str) -> str:
+    return "".join(p.read_text() for p in (engine.settings.logs / str(run_id) / task).glob("*.log"))
+
+
+def run_meanwhile(engine: Engine, path: Path, task: str, seen: str, meanwhile: Callable[[int], object]) -> RunRecord:
+    """Run the pipeline at `path`; once `seen` is in `task`'s log, `meanwhile(run_id)` (in a
+    thread, while the run goes on); the run's record at its end (within 3 minutes)."""
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(load_pipeline(path), {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while seen not in task_log(engine, run_id, task):
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(meanwhile, run_id)
+        return await asyncio.wait_for(driving, 180)
+
+    return asyncio.run(scenario())
+
+
 @pytest.fixture
 def other_namespace(kube_place: KubePlace) -> Iterator[str]:
     """A namespace of its own with a workspace claim (deleted after the test)."""
@@ -98,32 +117,14 @@ def test_a_pod_deleted_by_hand_fails_its_task_with_that_reason(
     settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
 ) -> None:
     engine = engine_in(settings, store, kube_place)
-    pipeline = load_pipeline(
-        write(
-            """
-            name: deleted
-            tasks:
-              - name: long
-                timeout: 5m
-                steps: [{run: 'echo started-long; sleep 300'}]
-            """
-        )
-    )
-    logs = engine.settings.logs
+    path = write("name: deleted\ntasks: [{name: long, timeout: 5m, steps: [{run: 'echo started-long; sleep 300'}]}]\n")
 
-    async def scenario() -> RunRecord:
-        run_id = engine.submit(pipeline, {})
-        driving = asyncio.create_task(engine.drive(run_id))
-        while "started-long" not in "".join(p.read_text() for p in (logs / str(run_id) / "long").glob("*.log")):
-            await asyncio.sleep(0.05)
-        pods = await asyncio.to_thread(
-            kube_place.run, "-n", kube_place.namespace, "get", "pods", "-l", f"shipline.dev/run={run_id}", "-o", "name"
-        )
+    def delete_pods(run_id: int) -> None:
+        pods = kube_place.run("-n", kube_place.namespace, "get", "pods", "-l", f"shipline.dev/run={run_id}", "-o", "name")
         for pod in pods.stdout.split():
-            await asyncio.to_thread(kube_place.run, "-n", kube_place.namespace, "delete", pod, "--wait=false")
-        return await driving
+            kube_place.run("-n", kube_place.namespace, "delete", pod, "--wait=false")
 
-    record = asyncio.run(scenario())
+    record = run_meanwhile(engine, path, "long", "started-long", delete_pods)
     assert record.status == RunStatus.FAILED
     assert "the pod was deleted (by hand, or evicted)" in record.task("long").message
     assert left(engine, record) == []
@@ -224,36 +225,16 @@ def test_the_api_server_restarting_mid_task_loses_no_line(
     settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], testbed: Testbed
 ) -> None:
     engine = engine_in(settings, store, kube_place)
-    pipeline = load_pipeline(
-        write(
-            """
-            name: restart
-            tasks:
-              - name: count
-                timeout: 3m
-                steps: [{run: 'for i in $(seq 1 40); do echo "line-$i"; sleep 0.5; done; echo "n=40" >> $SHIPLINE_OUTPUT'}]
-                results: [n]
-            """
-        )
-    )
-    logs = engine.settings.logs
+    step = 'for i in $(seq 1 40); do echo "line-$i"; sleep 0.5; done; echo "n=40" >> $SHIPLINE_OUTPUT'
+    path = write(f"name: restart\ntasks: [{{name: count, timeout: 3m, results: [n], steps: [{{run: '{step}'}}]}}]\n")
 
-    def text(run_id: int) -> str:
-        return "".join(p.read_text() for p in (logs / str(run_id) / "count").glob("*.log"))
-
-    async def scenario() -> RunRecord:
-        run_id = engine.submit(pipeline, {})
-        driving = asyncio.create_task(engine.drive(run_id))
-        while "line-3\n" not in text(run_id):
-            await asyncio.sleep(0.05)
-        stopped = await asyncio.to_thread(running.down, testbed.layout, False, lambda line: None, {"kube-apiserver"})
-        assert stopped == ["kube-apiserver"]
-        await asyncio.sleep(2)  # the stream is cut; the step goes on printing on the node
-        await asyncio.to_thread(running.up, testbed.layout, os.environ, testbed.state.ports["registry"], lambda line: None)
-        return await driving
+    def restart_the_api_server(run_id: int) -> None:
+        assert running.down(testbed.layout, report=lambda line: None, only={"kube-apiserver"}) == ["kube-apiserver"]
+        time.sleep(2)  # the stream is cut; the step goes on printing on the node
+        running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
 
     try:
-        record = asyncio.run(scenario())
+        record = run_meanwhile(engine, path, "count", "line-3\n", restart_the_api_server)
     finally:
         # The controllers' caches may lag the restarted API server for a minute (a claim made
         # now would bind late): restarted too, so the tests after this one find it as it was.
@@ -262,7 +243,8 @@ def test_the_api_server_restarting_mid_task_loses_no_line(
         running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
     assert record.status == RunStatus.SUCCEEDED, record.task("count").message
     assert record.task("count").results == {"n": "40"}
-    lines = [line.split(" ", 1)[1] for line in text(record.id).splitlines() if " line-" in line]  # after the timestamp
+    timestamped = task_log(engine, record.id, "count").splitlines()
+    lines = [line.split(" ", 1)[1] for line in timestamped if " line-" in line]
     assert lines == [f"line-{i}" for i in range(1, 41)], "every line once, in order, across the restart"
     assert left(engine, record) == []
 
@@ -271,40 +253,20 @@ def test_a_node_that_stops_answering_fails_its_task_with_that_reason(
     settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path], testbed: Testbed
 ) -> None:
     engine = engine_in(settings, store, kube_place)
-    pipeline = load_pipeline(
-        write(
-            """
-            name: nodedown
-            tasks:
-              - name: long
-                timeout: 10m
-                steps: [{run: 'echo started-long; sleep 600'}]
-            """
-        )
-    )
-    logs = engine.settings.logs
+    path = write("name: nodedown\ntasks: [{name: long, timeout: 10m, steps: [{run: 'echo started-long; sleep 600'}]}]\n")
 
-    def text(run_id: int) -> str:
-        return "".join(p.read_text() for p in (logs / str(run_id) / "long").glob("*.log"))
-
-    async def scenario() -> RunRecord:
-        run_id = engine.submit(pipeline, {})
-        driving = asyncio.create_task(engine.drive(run_id))
-        while "started-long" not in text(run_id):
-            await asyncio.sleep(0.05)
-        stopped = await asyncio.to_thread(running.down, testbed.layout, False, lambda line: None, {"kubelet"})
-        assert stopped == ["kubelet"]
-        # The node controller marks the node NotReady after its grace period (40 s by default).
-        return await asyncio.wait_for(driving, 180)
+    def stop_the_kubelet(run_id: int) -> None:
+        # The node controller taints the node after its grace period (40 s by default).
+        assert running.down(testbed.layout, report=lambda line: None, only={"kubelet"}) == ["kubelet"]
 
     try:
-        record = asyncio.run(scenario())
+        record = run_meanwhile(engine, path, "long", "started-long", stop_the_kubelet)
     finally:
         running.up(testbed.layout, os.environ, testbed.state.ports["registry"], report=lambda line: None)
     assert record.status == RunStatus.FAILED
     message = record.task("long").message
     assert "the pod's node 'shipline-node' stopped answering: the cluster marked it unreachable" in message
-    assert "stopped answering" in text(record.id), "the step's log says why it ended"
+    assert "stopped answering" in task_log(engine, record.id, "long"), "the step's log says why it ended"
     assert left(engine, record) == [], "the pod is deleted without waiting for its node"
 
 

@@ -116,7 +116,7 @@ set -u
 if [ "${1-}" = --wait ]; then
   shift
   if ! IFS= read -r go; then
-    echo "shipline: the executor's signal to start never came (its attach to the pod ended first)"
+    echo "shipline: the pod's stdin closed before the executor's word to start came"
     exit 125
   fi
 fi
