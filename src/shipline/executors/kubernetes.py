@@ -32,7 +32,9 @@ log is read instead (`pods/log`, followed).
 Step timeouts, the task's timeout and cancel delete the pod.  A pod that
 cannot start (an image that cannot be pulled, a missing claim, a config
 error), that is deleted by hand or evicted, or whose node stops answering
-(marked NotReady), fails the task with that reason.  Calls wait out an API
+(the pods tolerate the node controller's unreachable/not-ready taints for 0 s,
+so they are evicted as soon as it taints the node), fails the task with that
+reason.  Calls wait out an API
 server that restarts: the log is followed past what the cut attach read.
 A restarted engine finds a dead engine's pods and Secrets by label and
 deletes them (`stop_orphans`).
@@ -186,7 +188,7 @@ class _Attempt:
     node: str = ""
     """The node the pod was scheduled to."""
     node_lost: bool = False
-    """The cluster marked the pod's node NotReady: the pod is force-deleted (its kubelet cannot)."""
+    """The cluster evicted the pod from a node that stopped answering: it is force-deleted (its kubelet cannot)."""
     gone: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     current: int | None = None
@@ -629,7 +631,7 @@ class KubernetesExecutor:
         its output until the steps are over.  Returns how many pieces were read (an attach that
         ends early is followed by the log, past them), and why the container will not start, if
         it will not."""
-        inner = self.client()._client._client
+        inner = self.client()._client._client  # lightkube's httpx2 client (its TLS, its auth): lightkube has exec, not attach
         path = f"/api/v1/namespaces/{self.namespace}/pods/{attempt.pod}/attach"
         params = {"container": group.name, "stdin": "true", "stdout": "true", "stderr": "true"}
         first = f"{attempt.mark} start {group.steps[0].index}"
