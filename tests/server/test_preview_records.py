@@ -111,3 +111,13 @@ def test_a_second_repository_cannot_take_a_namespace_in_use(previews: Previews) 
     taken = rows.get(second.id, 4)
     assert taken is not None and taken.state is PreviewState.FAILED
     assert "already the preview of pull request #4 of repository first" in taken.reason
+
+
+def test_a_removed_repository_has_its_previews_removed(previews: Previews) -> None:
+    repo = add_repo(previews, "hello")
+    previews.handle(transition(repo, 2, "running"))
+    previews.state.remove_repository("hello")
+    previews.reconcile()  # nothing was deployed: no cluster call, the row is done
+    row = PreviewStore(previews.sql).get(repo.id, 4)
+    assert row is not None and row.state is PreviewState.REMOVED
+    assert row.reason == "the repository was removed from shipline"

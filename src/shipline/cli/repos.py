@@ -320,9 +320,11 @@ def list_repos(wiring: Wiring, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_obj
 def remove(wiring: Wiring, name: str) -> None:
-    """Forget a repository and its trigger rules (its runs stay)."""
+    """Forget a repository and its trigger rules (its runs stay).
+
+    Its open preview environments are removed by the server (`shipline serve`) at its next look."""
     repo = _state(wiring).remove_repository(name)
-    click.echo(f"removed {repo.name}")
+    click.echo(f"removed {repo.name}" + ("; its open previews go at the server's next look" if repo.previews else ""))
 
 
 @repos.group()

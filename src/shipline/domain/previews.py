@@ -26,6 +26,10 @@ _HASH = 6
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
+REPOSITORY_REMOVED = "the repository was removed from shipline"
+"""Why the previews of a removed repository go."""
+
+
 class PreviewState(StrEnum):
     BUILDING = "building"
     """A run of the pull request is under way; nothing deployed from it yet."""

@@ -40,6 +40,7 @@ from typing import Any
 from shipline.domain.previews import (
     KUBECONFIG_SECRET,
     PREVIEW_LABEL,
+    REPOSITORY_REMOVED,
     PreviewState,
     PreviewView,
     comment_marker,
@@ -316,7 +317,11 @@ class Previews:
                 with tempfile.TemporaryDirectory(prefix="shipline-preview-") as scratch:
                     deleted = self._cluster(self._kubeconfig(Path(scratch)), preview).delete_namespace()
                 log.info("preview removed", extra={"namespace": preview.namespace, "deleted": deleted})
-        closed = preview.reason if preview.reason.startswith("the pull request was") else "the pull request was closed"
+        closed = (
+            preview.reason
+            if preview.reason.startswith(("the pull request was", REPOSITORY_REMOVED))
+            else "the pull request was closed"
+        )
         preview = self.store.change(preview.id, state=PreviewState.REMOVED, reason=reason or closed)
         if repo is not None:
             self._tell(repo, preview)

@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from shipline.domain.previews import REPOSITORY_REMOVED
 from shipline.domain.runs import RunStatus
 from shipline.domain.urls import check_url, public_url, url_key
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
+from shipline.store.preview_tables import previews
 from shipline.store.secrets import Keyring
 from shipline.store.server_tables import api_tokens, deliveries, poll_refs, repositories, triggers
 from shipline.store.sql import ACTIVE, ID_MAX, SqlStore, _utc, utcnow
@@ -249,8 +251,15 @@ class ServerStore:
         return self.get_repository(str(repo.id))
 
     def remove_repository(self, ref: str) -> Repository:
+        """Forget a repository: its triggers, its polled refs; its open previews are marked for
+        removal (the server deletes their namespaces at its next look)."""
         repo = self.get_repository(ref)
         with self._tx() as conn:
+            conn.execute(
+                update(previews)
+                .where(previews.c.repository_id == repo.id, previews.c.open.is_(True))
+                .values(open=False, reason=REPOSITORY_REMOVED, updated_at=utcnow())
+            )
             conn.execute(delete(triggers).where(triggers.c.repository_id == repo.id))
             conn.execute(delete(poll_refs).where(poll_refs.c.repository_id == repo.id))
             conn.execute(delete(repositories).where(repositories.c.id == repo.id))
