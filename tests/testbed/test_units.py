@@ -16,7 +16,7 @@ from shipline.testbed import certs, configs
 from shipline.testbed.gomod import staging_modules, tools_go, wrapper_gomod
 from shipline.testbed.layout import layout_from_env
 from shipline.testbed.parts import staging_version
-from shipline.testbed.ports import DEFAULT_BASE, OFFSETS, plan_ports
+from shipline.testbed.ports import DEFAULT_BASE, OFFSETS, holder, is_listening, plan_ports
 from shipline.testbed.processes import is_alive, running_pid, start_detached, stop
 
 KUBE_GOMOD = """module k8s.io/kubernetes
@@ -146,6 +146,36 @@ def test_detached_process_outlives_its_starter_and_stops(tmp_path: Path) -> None
     assert not stop(pidfile, program)
 
 
+# The first thread ends (as a Go service's may while it exits) and another keeps a port open.
+FIRST_THREAD_ENDS = """
+import ctypes, socket, sys, threading, time
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+threading.Thread(target=time.sleep, args=(60,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_first_thread_ended_is_alive_while_another_holds_its_port(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_THREAD_ENDS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        with proc.stdout:
+            port = int(proc.stdout.readline())
+        deadline = time.monotonic() + 10
+        while b"Z" not in Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1][:3]:
+            assert time.monotonic() < deadline, "the first thread did not end"
+            time.sleep(0.05)
+        assert is_listening(port)
+        assert is_alive(proc.pid, sys.executable), "a zombie first thread is not the end of the process"
+        assert holder(port).startswith(f"pid {proc.pid}: {sys.executable}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not is_alive(proc.pid)
+    assert holder(port) == ""
+
+
 def test_a_test_needing_an_unbuilt_part_fails_with_the_build_command(tmp_path: Path) -> None:
     from shipline.testbed.fixtures import Testbed
     from shipline.testbed.running import State
@@ -174,8 +204,9 @@ def test_up_refuses_ports_that_something_else_holds(tmp_path: Path) -> None:
         base = squatter.getsockname()[1]  # the registry's port (offset 0) is taken
         if base > 65535 - max(OFFSETS.values()):
             pytest.skip("the kernel gave a port too high to be a base")
-        with pytest.raises(UsageError, match="SHIPLINE_TESTBED_PORT_BASE"):
+        with pytest.raises(UsageError, match="SHIPLINE_TESTBED_PORT_BASE") as refused:
             up(layout, {}, base, report=lambda line: None)
+    assert f"registry on 127.0.0.1:{base} (pid {os.getpid()}: " in str(refused.value), "the holder is named"
 
 
 def test_long_commands_report_progress_and_failures_name_the_command(tmp_path: Path) -> None:

@@ -73,15 +73,36 @@ def read_pid(pidfile: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def is_alive(pid: int, program: str | None = None) -> bool:
-    """True while pid runs (not a zombie) and, if given, its command line names program."""
+def _thread_state(stat_path: str) -> bytes:
+    with open(stat_path, "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()[0]
+
+
+def _running_thread(pid: int) -> str | None:
+    # A multi-threaded program (every Go service) that exits shows its first thread as a
+    # zombie while the others still close its files, listening sockets among them: the
+    # process has ended only once no thread of it runs.
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-        if state in (b"Z", b"X"):
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in threads:
+        try:
+            if _thread_state(f"/proc/{pid}/task/{tid}/stat") not in (b"Z", b"X"):
+                return tid
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def is_alive(pid: int, program: str | None = None) -> bool:
+    """True while a thread of pid runs (it is not a zombie) and, if given, its command line names program."""
+    try:
+        thread = _running_thread(pid)
+        if thread is None:
             return False
         if program is not None:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            with open(f"/proc/{pid}/task/{thread}/cmdline", "rb") as cmdline:
                 # pids are reused: only claim the process if it runs our program.
                 if program.encode() not in cmdline.read():
                     return False

@@ -27,7 +27,7 @@ from shipline.testbed import certs, configs, node, nodeconfigs
 from shipline.testbed.building import is_built, run_logged
 from shipline.testbed.layout import Layout
 from shipline.testbed.parts import DEBIAN_PROGRAMS, GITEA, GO_PARTS, IMAGES_PART, KUBERNETES, KWOK, GoPart
-from shipline.testbed.ports import find_taken, plan_ports
+from shipline.testbed.ports import find_taken, holder, plan_ports
 from shipline.testbed.processes import RunAs, running_pid, start_detached, stop
 from shipline.testbed.services import ServiceSpec, probe, service_specs
 
@@ -172,11 +172,18 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
         raise UsageError("nothing of the testbed is built: run `shipline testbed build` first")
 
     running = {s.name for s in wanted if running_pid(layout.pidfile(s.name), str(s.program))}
-    taken = find_taken({s.name: s.port for s in wanted if s.name not in running})
+    ours = {s.name: s.port for s in wanted if s.name not in running}
     if state.ports["etcd-peer"] and "etcd" not in running:
-        taken |= find_taken({"etcd-peer": state.ports["etcd-peer"]})
+        ours["etcd-peer"] = state.ports["etcd-peer"]
+    taken = find_taken(ours)
+    program = {s.name: str(s.program) for s in specs} | {
+        "etcd-peer": next((str(s.program) for s in specs if s.name == "etcd"), "")
+    }
+    if any(program[name] and program[name] in holder(port) for name, port in taken.items()):
+        # A service of ours stopped a moment ago may still be closing its sockets.
+        taken = find_taken(taken, patience=10.0)
     if taken:
-        where = ", ".join(f"{name} on 127.0.0.1:{port}" for name, port in taken.items())
+        where = ", ".join(f"{name} on 127.0.0.1:{port}{_held_by(port)}" for name, port in taken.items())
         raise UsageError(
             f"ports already in use by something that is not this testbed: {where}. "
             f"Stop it, or choose other ports: `shipline testbed down --purge` and then "
@@ -217,6 +224,11 @@ def _up(layout: Layout, environ: Mapping[str, str], port_base: int, report: Repo
         out.write(configs.env_file(env_values(layout, state)))
     report(f'testbed is up in {time.monotonic() - start:.1f}s; `eval "$(shipline testbed env)"` to use it')
     return state
+
+
+def _held_by(port: int) -> str:
+    who = holder(port)
+    return f" ({who})" if who else ""
 
 
 def _start(layout: Layout, state: State, spec: ServiceSpec, env: Mapping[str, str], report: Report) -> None:
