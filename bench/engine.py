@@ -11,7 +11,8 @@
 (c) peak memory (max RSS) of the engine process, children excluded.
 (d) the curve: engine overhead per task for sequential runs of 1 to 1,000 tasks
     and for 1 -> N -> 1 fan-outs, each beside its floor measured in the same
-    run (the same commands from a bare shell loop, or `xargs -P` for a fan-out);
+    run (the same commands from a bare shell loop, or `xargs -P` for a fan-out),
+    median of 3 after a warm-up run;
     drawn to bench/results/engine-curve.png.
 (e) start-up: `shipline --version`, `--help` and a 1-task `shipline run`, wall,
     and one SQLite commit (the store's floor).
@@ -145,29 +146,42 @@ def parallel_floor(n: int, parallel: int) -> float:
     return time.perf_counter() - start
 
 
-def curve(work: Path, database: str | None, label: str) -> list[dict[str, Any]]:
-    """Overhead per task against the size of the run: it should stay flat."""
+CURVE_REPEATS = 3
+
+
+def curve(work: Path, database: str | None, label: str, repeats: int = CURVE_REPEATS) -> list[dict[str, Any]]:
+    """Overhead per task against the size of the run: it should stay flat.
+
+    Each size is run `repeats` times, each time beside its floor, after one run that
+    warms what a first run pays once (imports, the SQL statements' compiled forms);
+    the median of each is kept.
+    """
     engine = _engine(work / f"home-curve-{label}", database)
     rows = []
     shapes = [("sequential", n, _pipeline(work, f"seq{n}", n)) for n in CURVE_SEQUENTIAL]
     shapes += [("fan-out", n + 2, _fanout(work, n)) for n in CURVE_FANOUT]
+    asyncio.run(engine.drive(engine.submit(load_pipeline(shapes[0][2]), {})))
     for shape, tasks, path in shapes:
         pipeline = load_pipeline(path)
-        start = time.perf_counter()
-        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
-        elapsed = time.perf_counter() - start
-        assert record.status == RunStatus.SUCCEEDED, record.message
-        if shape == "sequential":
-            floor = shell_loop(tasks)
-        else:
-            floor = shell_loop(2) + parallel_floor(tasks - 2, engine.settings.max_parallel)
+        engine_times, floors = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+            engine_times.append(time.perf_counter() - start)
+            assert record.status == RunStatus.SUCCEEDED, record.message
+            if shape == "sequential":
+                floors.append(shell_loop(tasks))
+            else:
+                floors.append(shell_loop(2) + parallel_floor(tasks - 2, engine.settings.max_parallel))
+        elapsed, floor = statistics.median(engine_times), statistics.median(floors)
         rows.append(
             {
                 "database": label,
                 "shape": shape,
                 "tasks": tasks,
-                "engine_s": round(elapsed, 3),
-                "floor_s": round(floor, 3),
+                "repeats": repeats,
+                "engine_s": round(elapsed, 4),
+                "floor_s": round(floor, 4),
                 "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
             }
         )
@@ -267,7 +281,7 @@ def main() -> None:
         print(f"burst: {BURST_RUNS} runs x {BURST_TASKS} tasks (SQLite) ...", file=sys.stderr)
         results["burst"] = [burst(work, None, "sqlite")]
         print("curve: overhead per task, 1 to 1000 tasks, sequential and fan-out (SQLite) ...", file=sys.stderr)
-        results["curve"] = curve(work, None, "sqlite")
+        results["curve"] = curve(work, None, "sqlite", 1 if args.quick else CURVE_REPEATS)
         print("start-up of the CLI ...", file=sys.stderr)
         results["startup"] = startup(work)
         if not args.no_postgres:
@@ -275,7 +289,7 @@ def main() -> None:
                 print("overhead, burst and curve (PostgreSQL) ...", file=sys.stderr)
                 results["overhead_postgres"] = overhead(work, pg.create_database(), 1 if args.quick else 3)
                 results["burst"].append(burst(work, pg.create_database(), "postgres"))
-                results["curve"] += curve(work, pg.create_database(), "postgres")
+                results["curve"] += curve(work, pg.create_database(), "postgres", 1 if args.quick else CURVE_REPEATS)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     o = results["overhead_sqlite"]

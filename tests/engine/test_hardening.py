@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -103,6 +104,31 @@ def test_no_process_of_a_step_outlives_it(run_pipeline: RunFn, tmp_path: Path, e
     left = [int(p) for p in pids.read_text().split()]
     assert len(left) == 2
     assert all(_wait_gone(pid) for pid in left), f"processes of the step outlived it ({end})"
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_a_step_is_in_its_own_cgroup_and_its_errors_name_its_own_lines(
+    run_pipeline: RunFn, settings: Settings, shell: str
+) -> None:
+    """The shell joins the step's cgroup before the script runs, on the script's first line."""
+    if cgroups.hierarchy() is None:
+        pytest.skip("no writable cgroup hierarchy here")
+    record = run_pipeline(f"""
+        name: lines
+        tasks:
+          - name: a
+            steps:
+              - shell: {shell}
+                run: |
+                  grep -q '/run-[0-9]*/a[.]1[.]0$' /proc/self/cgroup && echo "in the step's cgroup"
+                  echo "told: ${{SHIPLINE_CGROUP_PROCS-nothing}}"
+                  no-such-command-here
+    """)
+    assert record.task("a").status == TaskStatus.FAILED
+    log = "".join(p.read_text() for p in (settings.logs / str(record.id) / "a").glob("*.log"))
+    assert "in the step's cgroup" in log
+    assert "told: nothing" in log, "the step's environment is its own"
+    assert re.search(r"(line |sh: )3: no-such-command-here: (command )?not found", log), log
 
 
 def test_without_a_writable_cgroup_steps_still_run_with_a_warning(

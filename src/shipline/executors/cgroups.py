@@ -144,17 +144,23 @@ class StepGroup:
         return any(_pids(Path(d)) for d, _, _ in os.walk(self.path))
 
     def remove(self) -> None:
-        """Remove the (killed) group, and its run's folder once it is empty.
+        """Remove the (killed) group.
 
-        The engine's folder stays while the engine lives (a cgroup's mkdir and
-        rmdir cost the kernel more than the step `true` itself); it goes when
-        the process exits, or, if it was killed, with the recovery of its runs.
+        Its run's folder stays until the run ends (`remove_run`), and the engine's
+        while the engine lives: a cgroup's mkdir and rmdir cost the kernel more
+        than the step `true` itself.  Both go when the process exits, or, if it
+        was killed, with the recovery of its runs.
         """
-        for path in (self.path, self.path.parent):
-            try:
-                path.rmdir()
-            except OSError:
-                return
+        with suppress(OSError):
+            self.path.rmdir()
+
+
+def remove_run(run_id: int) -> None:
+    """Remove the (empty) folder of a run's step cgroups, at the run's end."""
+    where = hierarchy()
+    if where is not None:
+        with suppress(OSError):
+            (_engine_dir(where.base, os.getpid()) / f"run-{run_id}").rmdir()
 
 
 @cache
@@ -167,9 +173,13 @@ def _engine_dir(base: Path, pid: int) -> Path:
 
 
 def _remove_if_empty(path: Path, pid: int) -> None:
-    if os.getpid() == pid:  # not in a forked child that inherited the handler
-        with suppress(OSError):
-            path.rmdir()
+    if os.getpid() != pid:  # a forked child that inherited the handler
+        return
+    with suppress(OSError):
+        for run in path.iterdir():  # runs that ended without `remove_run` (their engine stopped first)
+            with suppress(OSError):
+                run.rmdir()
+        path.rmdir()
 
 
 def _pids(path: Path) -> list[int]:

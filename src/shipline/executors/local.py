@@ -16,18 +16,20 @@ import asyncio
 import codecs
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
-from shipline.executors.cgroups import StepGroup, kill_run
+from shipline.executors.cgroups import StepGroup, kill_run, remove_run
 from shipline.settings import Settings
 
 SECRET_FILES_DIR = ".secret-files"
@@ -45,11 +47,12 @@ _SHELLS = {
 }
 
 _JOIN = (
-    '{ echo 0 > "$0"; } 2>/dev/null || echo "shipline: warning: could not join the step\'s cgroup $0;'
-    ' processes that leave its process group may outlive it" >&2; exec "$@"'
+    '{ echo 0 > "$SHIPLINE_CGROUP_PROCS"; } 2>/dev/null || echo "shipline: warning: could not join the step\'s cgroup;'
+    ' processes that leave its process group may outlive it" >&2; unset SHIPLINE_CGROUP_PROCS; '
 )
-"""The step's first process moves itself into the step's cgroup, then becomes the shell:
-so it is inside before it can fork anything."""
+"""Put before the step's script, on its first line (the script's line numbers stay): the
+step's shell moves itself into the step's cgroup before it runs anything that could fork,
+and no process of its own is started for that."""
 
 
 class _PidfdWatcher(asyncio.AbstractChildWatcher):
@@ -239,6 +242,7 @@ class LocalExecutor:
 
     async def run_ended(self, settings: Settings, run_id: int) -> None:
         shutil.rmtree(settings.step_homes / str(run_id) / SECRET_FILES_DIR, ignore_errors=True)
+        remove_run(run_id)
 
     def stop_orphans(self, run_id: int, owner: str, pids: list[int]) -> None:
         for pid in pids:
@@ -363,13 +367,15 @@ class LocalExecutor:
             listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
         loop = asyncio.get_running_loop()
-        join = ["/bin/sh", "-c", _JOIN, str(group.procs_file)] if group is not None else []
+        script = step.script
+        if group is not None:
+            env["SHIPLINE_CGROUP_PROCS"] = str(group.procs_file)
+            script = _JOIN + script
         spawn = asyncio.ensure_future(
             loop.subprocess_exec(
                 _StepProtocol,
-                *join,
                 *_SHELLS[step.shell],
-                step.script,
+                script,
                 # The folder checked and opened, not its name: a symlink swapped in
                 # since (by a task running beside this one) cannot redirect the step.
                 cwd=f"/proc/self/fd/{workdir}",
@@ -535,6 +541,15 @@ def _take_output(step: StepSpec, limit: int) -> str:
         step.output_file.unlink(missing_ok=True)
 
 
+@lru_cache(maxsize=8)
+def _allowed(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """One test for all the allowed names' patterns (shell-style, case-sensitive): each run
+    filters the engine's whole environment, and a pattern at a time cost more than the run's SQL."""
+    if not patterns:
+        return lambda name: False
+    return re.compile("|".join(translate(p) for p in patterns)).match
+
+
 def step_environment(
     environ: Mapping[str, str], allowed: list[str], *, run_id: int, pipeline: str, task: str, workspace: Path, home: Path
 ) -> dict[str, str]:
@@ -544,7 +559,8 @@ def step_environment(
     KUBECONFIG) and its HOME (~/.kube, ~/.docker, ~/.git-credentials) stay out:
     no person's credentials are used by a pipeline.
     """
-    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and any(fnmatchcase(k, p) for p in allowed)}
+    passes = _allowed(tuple(allowed))
+    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and passes(k)}
     # Catalog tasks call `shipline step ...`: the steps find the same shipline as
     # the engine's, also when it lives in a virtualenv that is not on PATH.
     tools = Path(sys.executable).parent
