@@ -9,6 +9,8 @@ test checks that the line matches the command's own).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import os
 
@@ -21,6 +23,12 @@ from shipline.cli.errors import ShiplineGroup
 # package, looking for plugins (about 20 ms of each command that loads shipline's models):
 # shipline uses none.  A documented pydantic setting; one given in the environment wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+# As the process exits, Python's collector walks every object of every module imported,
+# several times: 0.09 s of a 1-task `shipline run` (0.4 s), 0.03 s of each `shipline step`.
+# Frozen first, they are left to the OS.  Registered first, so it runs after every other
+# exit handler; objects are still freed as their counts drop, files closed as always.
+atexit.register(gc.freeze)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:attribute", short help shown by `shipline --help`)

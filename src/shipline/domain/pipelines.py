@@ -97,7 +97,7 @@ class _Spec(BaseModel):
     # Each field's docstring is its description in `shipline schema` (editors show it): put there
     # by `engine.loading.pipeline_schema`, which reads them from this module's source.  Pydantic's
     # `use_attribute_docstrings` would read the source at every import, a third of loading this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 def _or_shorthand(

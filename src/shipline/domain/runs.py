@@ -59,7 +59,7 @@ MASK = "***"
 
 
 class StepRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     index: int
     name: str
@@ -71,7 +71,7 @@ class StepRecord(BaseModel):
 
 
 class TaskRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     status: TaskStatus
@@ -92,7 +92,7 @@ INTERRUPTED = "interrupted: "
 class RunRecord(BaseModel):
     """A pipeline instance as users and scripts see it (`--json`, the API)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: int
     pipeline: str
@@ -150,7 +150,7 @@ class Transition:
 class RunTransition(BaseModel):
     """An outbox row as a notifier reads it: the transition, and what it needs of its run."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: int
     run_id: int
