@@ -1,8 +1,9 @@
 """The kubernetes executor when things go wrong, on the testbed's real node: an image that does
-not exist, a pod deleted by hand, a namespace without RBAC (or without `pods/attach`) or over
-its quota, the API server restarting and the node stopping mid-task, an engine that dies
-mid-run.  Each time the task fails saying why, nothing waits for its timeout, and no pod
-or Secret is left (listed)."""
+not exist, a pod that no node takes, a pod deleted by hand, a namespace without RBAC (or
+without `pods/attach`) or over its quota, the API server restarting and the node stopping
+mid-task, an engine that dies mid-run.  Each time the task fails saying why, nothing but a
+pod that no node takes (a node may yet come) waits for the timeout, and no pod or Secret
+is left (listed)."""
 
 from __future__ import annotations
 
@@ -279,6 +280,20 @@ def test_a_namespace_over_its_quota(
     assert record.status == RunStatus.FAILED
     assert "a ResourceQuota is exhausted" in record.task("a").message
     assert left(engine, record) == [], "the attempt's Secret must go when its pod is refused"
+
+
+def test_a_pod_that_no_node_takes_times_out_saying_why(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    # Waiting is right (a cluster autoscaler may add the node); waiting in silence is not.
+    engine = engine_in(settings, store, kube_place, kube_node_selector="kubernetes.io/hostname=no-such-node")
+    record = run(engine, write, "name: nonode\ntasks: [{name: a, timeout: 8s, steps: [{run: echo hi}]}]\n")
+    assert record.status == RunStatus.FAILED
+    message = record.task("a").message
+    assert message.startswith("timed out after 8s (the pod was never scheduled: 0/"), message
+    assert "didn't match Pod's node affinity/selector" in message
+    assert "the pod was never scheduled" in task_log(engine, record.id, "a"), "the step's log says why"
+    assert left(engine, record) == []
 
 
 def test_a_restarted_engine_ends_the_pods_a_dead_engine_left(

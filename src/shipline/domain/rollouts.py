@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+NODE_GONE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+"""The NoExecute taints Kubernetes's node controller puts on a node that stops answering: a
+pod that does not tolerate them is evicted from it."""
+
 
 class Health(StrEnum):
     HEALTHY = "Healthy"

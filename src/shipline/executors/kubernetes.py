@@ -70,6 +70,7 @@ from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Pod, PodLog, Secret
 
+from shipline.domain.rollouts import NODE_GONE_TAINTS
 from shipline.exceptions import UsageError
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.settings import Settings
@@ -107,7 +108,6 @@ FATAL_WAITING = {
 }
 """Why a container waits, when waiting longer will not help: the task fails at once."""
 
-NODE_GONE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 _NODE_LOST = (
     "the pod's node '{node}' stopped answering: the cluster marked it unreachable or not ready and "
     "evicted the pod; it was deleted without waiting for the node"
@@ -430,12 +430,14 @@ class KubernetesExecutor:
                 follower.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await follower
-                _stop_current(attempt, f"shipline: {what}; the step's pod was deleted", "failed")
+                waited = _never_scheduled(attempt)
+                why = f" ({waited})" if waited else ""
+                _stop_current(attempt, f"shipline: {what}{why}; the step's pod was deleted", "failed")
                 outputs = _outputs(attempt)
                 if what.startswith("the task"):
-                    return TaskOutcome(False, f"timed out after {invocation.timeout:g}s", outputs)
+                    return TaskOutcome(False, f"timed out after {invocation.timeout:g}s{why}", outputs)
                 assert step is not None
-                return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s", outputs)
+                return TaskOutcome(False, f"step '{step.name}' timed out after {step.timeout:g}s{why}", outputs)
             problem = follower.result()
         finally:
             for helper in (watcher, follower):
@@ -911,6 +913,17 @@ def _refused(invocation: TaskInvocation, listener: StepListener, why: str) -> Ta
     listener.step_log(0, f"shipline: {why}")
     listener.step_finished(0, None, "failed")
     return TaskOutcome(False, f"step '{invocation.steps[0].name}': {why}")
+
+
+def _never_scheduled(attempt: _Attempt) -> str:
+    """Why the pod never got a node, as the scheduler last said (a node selector nothing
+    matches, too little CPU or memory free...), or "" if it got one."""
+    if attempt.node:
+        return ""
+    for condition in attempt.status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"the pod was never scheduled: {condition.get('message') or condition.get('reason') or 'no node'}"
+    return ""
 
 
 def _stop_current(attempt: _Attempt, line: str, status: StepEnd, index: int | None = None) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from shipline.domain.rollouts import NODE_GONE_TAINTS
 from shipline.exceptions import ToolError
 from shipline.testbed import certs, nodeconfigs
 from shipline.testbed.building import is_built
@@ -229,7 +230,7 @@ def wait_ready(kubectl: Callable[..., str], timeout: float, report: Report, log:
             out = str(exc)
         status, _, rest = out.partition(" ")
         heartbeat, _, taints = rest.partition(" ")
-        down = [t for t in taints.split() if t in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")]
+        down = [t for t in taints.split() if t in NODE_GONE_TAINTS]
         if status == "True" and heartbeat >= not_before and not down:
             report(f"node: {NODE_NAME} Ready")
             return
