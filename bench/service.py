@@ -13,9 +13,9 @@ For each run:
 - wall: the run's own start to end (the run record's timestamps);
 - tools: the time during which at least one step process was running, from the
   step records (git, go, buildah, helm, skopeo... and the `shipline step` helpers);
-- helpers: the CPU time of the `shipline step ...` processes themselves (Python
-  startup and shipline's own logic in the steps; not the tools they start), measured
-  by a wrapper on PATH;
+- helpers: the CPU time of the `shipline step ...` processes themselves (Python's
+  start and end, shipline's own logic in the steps; not the tools they start),
+  measured by a wrapper on PATH;
 - shipline's share = (wall - tools) + helpers, over wall: the engine's scheduling
   and bookkeeping between steps plus shipline's own code inside them.
 
@@ -61,23 +61,42 @@ def testbed_env() -> dict[str, str]:
     return env
 
 
+INNER = """
+import atexit, os, resource, sys
+def _tools():  # the CPU of what this helper ran (git, buildah, helm...), all waited for by now
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    os.write(int(os.environ.pop("BENCH_TOOLS_FD")), f"{r.ru_utime + r.ru_stime:.6f}".encode())
+atexit.register(_tools)  # first registered, last run
+sys.argv[0] = "shipline"
+from shipline.cli import main
+main()
+"""
+
+
 def wrapper(directory: Path, log: Path) -> Path:
     """A `shipline` first on PATH that records the CPU time of each `shipline step ...` process itself.
 
-    Its own user+system time (RUSAGE_SELF: not its children's), so the buildah, helm
-    and git processes a helper starts count as the tools' time, not shipline's.
+    It runs the real command as its child: the child's whole CPU time (its start, its
+    work and its end, when Python tears down what it imported) comes back with the
+    child, together with that of the tools it ran (buildah, helm, git); the child says
+    the tools' share at its exit, and only the rest is counted as shipline's.
     """
     directory.mkdir(parents=True)
     script = directory / "shipline"
     script.write_text(
         f"#!{sys.executable}\n"
-        "import atexit, resource, sys\n"
-        "def _done():\n"
-        "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
-        f"    with open({str(log)!r}, 'a') as f: f.write(f'{{sys.argv[2] if len(sys.argv) > 2 else sys.argv[1]}} {{r.ru_utime + r.ru_stime:.6f}}\\n')\n"
-        "atexit.register(_done)\n"
-        "from shipline.cli import main\n"
-        "main()\n"
+        "import os, resource, subprocess, sys\n"
+        "read, write = os.pipe()\n"
+        "env = {**os.environ, 'BENCH_TOOLS_FD': str(write)}\n"
+        "before = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        f"code = subprocess.call([sys.executable, '-c', {INNER!r}, *sys.argv[1:]], env=env, pass_fds=(write,))\n"
+        "after = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "os.close(write)\n"
+        "tools = float(os.read(read, 64) or 0)\n"
+        "mine = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - tools\n"
+        "name = sys.argv[2] if len(sys.argv) > 2 else sys.argv[1]\n"
+        f"with open({str(log)!r}, 'a') as f: f.write(f'{{name}} {{mine:.6f}}\\n')\n"
+        "sys.exit(code)\n"
     )
     script.chmod(0o755)
     return directory
