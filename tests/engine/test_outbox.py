@@ -16,7 +16,7 @@ import pytest
 from shipline.domain.runs import RunTransition
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
-from shipline.engine.outbox import OutboxReader
+from shipline.engine.outbox import OutboxReader, follow
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
@@ -231,3 +231,43 @@ def test_each_transition_is_saved_before_it_is_told_and_a_running_step_is_saved_
         ("step", "second", 1, "succeeded"),
     ]
     assert [d["status"] for k, d, _ in told if k == "run"] == ["running", "succeeded"]
+
+
+def test_a_stream_of_runs_is_read_in_batches_and_nothing_is_missed(engine: Engine, write: Write) -> None:
+    """Each run's events wake the notifiers; under a stream of them a notifier reads what came
+    meanwhile in one round, `min_gap` apart, instead of a round per event."""
+    reader = OutboxReader(engine.store, "batched", "server-1")
+    _read_all(reader)
+    pipeline = load_pipeline(write("name: quick\ntasks: [{name: a, steps: [{run: 'true'}]}]\n"))
+    polls: list[int] = []
+    seen: list[RunTransition] = []
+
+    def counted(handle: Callable[[RunTransition], None]) -> int:
+        handled = OutboxReader.poll(reader, handle)
+        polls.append(handled)
+        return handled
+
+    reader.poll = counted  # type: ignore[method-assign]
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        follower = asyncio.create_task(follow(reader, seen.append, engine.bus, stop, name="test", poll_seconds=60, min_gap=0.1))
+        await asyncio.sleep(0.2)
+        start = time.monotonic()
+        ids = [engine.submit(pipeline, {}) for _ in range(40)]
+        await asyncio.gather(*(engine.drive(i) for i in ids))
+        deadline = time.monotonic() + 10
+        while len([t for t in seen if t.kind == "run" and t.status == "succeeded"]) < 40:
+            assert time.monotonic() < deadline, "a run's end was never read"
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - start  # from the first run to the last transition read
+        stop.set()
+        await follower
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert len([t for t in seen if t.kind == "run" and t.status == "succeeded"]) == 40
+    assert len({t.id for t in seen}) == len(seen), "each transition once"
+    rounds = polls.count(0)  # a round reads until a poll finds nothing
+    assert rounds <= elapsed / 0.1 + 2, f"{rounds} rounds with something to read in {elapsed:.2f}s"
+    assert rounds < 40, "not one round per run"

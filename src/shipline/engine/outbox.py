@@ -98,6 +98,7 @@ async def follow(
     transient: tuple[type[Exception], ...] = (),
     between: Callable[[], object] | None = None,
     nudged: asyncio.Event | None = None,
+    min_gap: float = 0.1,
 ) -> None:
     """A notifier's loop: hand new transitions to `handle` until `stop`, then let go of the cursor.
 
@@ -106,6 +107,8 @@ async def follow(
     `retry_seconds` (new runs do not hurry the retry: the forge gets its pause); errors in
     `transient` (the forge is away) are a warning, anything else is logged with its trace, and
     the loop outlives both.  `between` (sweeps, reconciling) runs in a thread after each read.
+    Rounds start `min_gap` apart at the least: under a stream of runs, events come faster
+    than rounds are worth, and each round reads what came meanwhile in one batch.
     """
     nudged = nudged or asyncio.Event()
 
@@ -116,8 +119,10 @@ async def follow(
                     nudged.set()
 
     listener = asyncio.create_task(listen())
+    loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
+            began = loop.time()
             nudged.clear()
             retry = False
             try:
@@ -137,6 +142,9 @@ async def follow(
             with suppress(TimeoutError):
                 waiting = stop.wait() if retry else _first(nudged, stop)
                 await asyncio.wait_for(waiting, retry_seconds if retry else poll_seconds)
+            if (rest := began + min_gap - loop.time()) > 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rest)
     finally:
         listener.cancel()
         with suppress(asyncio.CancelledError):
