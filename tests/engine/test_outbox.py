@@ -271,3 +271,21 @@ def test_a_stream_of_runs_is_read_in_batches_and_nothing_is_missed(engine: Engin
     rounds = polls.count(0)  # a round reads until a poll finds nothing
     assert rounds <= elapsed / 0.1 + 2, f"{rounds} rounds with something to read in {elapsed:.2f}s"
     assert rounds < 40, "not one round per run"
+
+
+def test_a_quick_task_saved_in_one_write_keeps_every_field_and_transition(engine: Engine, write: Write, tmp_path: Path) -> None:
+    """A task whose start and end are saved together is one row write (so is a step's), with
+    nothing of either lost: the record and the outbox read as if each had been saved alone."""
+    reader = OutboxReader(engine.store, "whole", "server-1")
+    _read_all(reader)
+    marker = tmp_path / "tried"
+    text = f"name: twice\ntasks: [{{name: flaky, retries: 1, steps: [{{run: 'test -e {marker} || {{ touch {marker}; exit 4; }}'}}]}}]\n"
+    record = asyncio.run(engine.drive(engine.submit(load_pipeline(write(text)), {})))
+    task = record.task("flaky")
+    assert (task.status.value, task.attempts) == ("succeeded", 2), task.message
+    assert task.started_at is not None and task.finished_at is not None and task.started_at <= task.finished_at
+    steps = [(s.attempt, s.status.value, s.exit_code) for s in task.steps]
+    assert steps == [(1, "failed", 4), (2, "succeeded", 0)]
+    assert all(s.started_at and s.finished_at and s.started_at <= s.finished_at for s in task.steps)
+    told = [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"]
+    assert told == [("flaky", "running"), ("flaky", "succeeded")]

@@ -51,6 +51,17 @@ def _nothing() -> None:
     pass
 
 
+class _HeldRow:
+    """The values of a row's write that is held (not saved yet); `joined` once a later
+    write of the same row has taken them, so that this one saves nothing of the row."""
+
+    __slots__ = ("values", "joined")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.joined = False
+
+
 HOLD_SECONDS = 0.05
 """How long at most a transition may wait to be saved with the next one (see `RunRecorder._later`)."""
 
@@ -68,6 +79,10 @@ class RunRecorder:
         """Called when a held transition could not be written (the driver wakes up to stop the run)."""
         self._held: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        # Rows whose first write is held still: a later write to the same row joins it
+        # (one row write instead of two when both are saved together; see `_later`).
+        self._unsaved_tasks: dict[str, _HeldRow] = {}
+        self._unsaved_steps: dict[tuple[str, int, int], _HeldRow] = {}
 
     def hide(self, values: list[str]) -> None:
         """From now on, write each of these values as ***.
@@ -117,6 +132,9 @@ class RunRecorder:
     # at the latest (a step that runs longer is in the store by then, with its pid).
     # Each is still saved in the transaction that makes it, with its outbox row, and
     # published only once it is saved, in order (a step's log lines wait behind it).
+    # A task's end that finds its start still held makes one UPDATE of the two (the
+    # start's outbox row keeps its place); a step's end that finds its row's INSERT still
+    # held puts its values in that INSERT: four statements per task instead of six.
 
     def _later(self, save: Callable[[], None], publish: Callable[[], None]) -> None:
         """Hold a save (and the event that follows it) for the next write, or HOLD_SECONDS."""
@@ -172,6 +190,15 @@ class RunRecorder:
 
     def _save_task(self, task: str, transition: dict[str, Any] | None = None, **values: Any) -> None:
         self._store.update_task(self.run_id, task, self._transition("task", task, transition), **self._masked(values))
+
+    def _save_held_task(self, task: str, row: _HeldRow, transition: dict[str, Any] | None) -> None:
+        """A task's held write, unless a later write took its values: then its outbox row alone."""
+        if self._unsaved_tasks.get(task) is row:
+            del self._unsaved_tasks[task]
+        if not row.joined:
+            self._save_task(task, transition, **row.values)
+        elif (saved := self._transition("task", task, transition)) is not None:
+            self._store.add_transition(saved)
 
     def _transition(self, kind: Literal["run", "task"], task: str | None, data: dict[str, Any] | None) -> Transition | None:
         if data is None:
@@ -250,8 +277,9 @@ class RunRecorder:
         values: dict[str, Any] = {"status": TaskStatus.RUNNING.value, "attempts": attempt, "message": ""}
         if attempt == 1:
             values["started_at"] = at
+        row = self._unsaved_tasks[task] = _HeldRow(values)
         self._later(
-            lambda: self._save_task(task, {"status": TaskStatus.RUNNING.value} if attempt == 1 else None, **values),
+            lambda: self._save_held_task(task, row, {"status": TaskStatus.RUNNING.value} if attempt == 1 else None),
             lambda: self._publish("task", {"task": task, "status": TaskStatus.RUNNING.value, "attempt": attempt}, at),
         )
 
@@ -270,16 +298,12 @@ class RunRecorder:
         """Saved now, with what was held: the driver decides what comes next on a saved state (a store
         that fails here stops the run before another task starts)."""
         at = now()
-        self._now(
-            lambda: self._save_task(
-                task,
-                {"status": status.value, "message": message, "results": results},
-                status=status.value,
-                results=results,
-                message=message,
-                finished_at=at,
-            )
-        )
+        values: dict[str, Any] = {"status": status.value, "results": results, "message": message, "finished_at": at}
+        started = self._unsaved_tasks.pop(task, None)
+        if started is not None:  # its start is held still: one UPDATE for both
+            started.joined = True
+            values = {**started.values, **values}
+        self._now(lambda: self._save_task(task, {"status": status.value, "message": message, "results": results}, **values))
         self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
@@ -357,10 +381,18 @@ class StepRecorder:
         at = now()
         path = step_log_path(self.run.logs, self.run.run_id, self.task, self.attempt, index)
         self._writer(index)
+        key = (self.task, self.attempt, index)
+        row = self.run._unsaved_steps[key] = _HeldRow(
+            {"name": self.names[index], "log_path": str(path), "started_at": at, "pid": pid}
+        )
+
+        def save() -> None:
+            if self.run._unsaved_steps.get(key) is row:
+                del self.run._unsaved_steps[key]
+            self.run._save_new_step(self.task, self.attempt, index, **row.values)
+
         self.run._later(
-            lambda: self.run._save_new_step(
-                self.task, self.attempt, index, name=self.names[index], log_path=str(path), started_at=at, pid=pid
-            ),
+            save,
             lambda: self.run._publish(
                 "step",
                 {
@@ -399,8 +431,12 @@ class StepRecorder:
         writer = self.writers.pop(index, None)
         if writer is not None:
             writer.close()
+        ended = {"status": status, "exit_code": exit_code, "finished_at": at}
+        unsaved = self.run._unsaved_steps.pop((self.task, self.attempt, index), None)
+        if unsaved is not None:
+            unsaved.values.update(ended)  # its INSERT is held still: it makes the row as it ended
         self.run._later(
-            lambda: self.run._save_step(self.task, self.attempt, index, status=status, exit_code=exit_code, finished_at=at),
+            _nothing if unsaved is not None else lambda: self.run._save_step(self.task, self.attempt, index, **ended),
             lambda: self.run._publish(
                 "step", {"task": self.task, "step": index, "attempt": self.attempt, "status": status, "exit_code": exit_code}, at
             ),

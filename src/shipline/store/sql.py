@@ -362,6 +362,11 @@ class SqlStore:
         {c: bindparam(c) for c in ("run_id", "kind", "task", "status", "data", "created_at")}
     )
 
+    def add_transition(self, transition: Transition) -> None:
+        """A transition's outbox row alone (its row's values are saved by a later write)."""
+        with self.transaction() as conn:
+            conn.execute(self._outbox_insert, transition.row())
+
     def update_run(self, run_id: int, transition: Transition | None = None, **values: Any) -> None:
         self._update(runs, ("id",), (run_id,), values, transition)
 
@@ -379,7 +384,11 @@ class SqlStore:
         log_path: str,
         started_at: datetime,
         pid: int | None,
+        status: str = StepStatus.RUNNING.value,
+        exit_code: int | None = None,
+        finished_at: datetime | None = None,
     ) -> None:
+        """A step's row; one that has ended already (its start and end saved together) is made as it ended."""
         with self.transaction() as conn:
             conn.execute(
                 self._step_insert,
@@ -389,15 +398,32 @@ class SqlStore:
                     "attempt": attempt,
                     "idx": index,
                     "name": name,
-                    "status": StepStatus.RUNNING.value,
+                    "status": status,
                     "log_path": log_path,
                     "started_at": started_at,
                     "pid": pid,
+                    "exit_code": exit_code,
+                    "finished_at": finished_at,
                 },
             )
 
     _step_insert = insert(step_runs).values(
-        {c: bindparam(c) for c in ("run_id", "task", "attempt", "idx", "name", "status", "log_path", "started_at", "pid")}
+        {
+            c: bindparam(c)
+            for c in (
+                "run_id",
+                "task",
+                "attempt",
+                "idx",
+                "name",
+                "status",
+                "log_path",
+                "started_at",
+                "pid",
+                "exit_code",
+                "finished_at",
+            )
+        }
     )
     """Built once: building the expression per step cost more than the insert itself."""
 
