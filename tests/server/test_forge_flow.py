@@ -175,7 +175,7 @@ def test_repos_add_registers_the_hook_and_runs_the_repositorys_pipeline(
     git("checkout", "-b", "feature", cwd=work)
     failing = commit_pipeline(work, 3, "feat: breaks the check")
     git("push", gitea_repo.clone_url, "feature", cwd=work)
-    pr = gitea.request("POST", f"{slug}/pulls", {"head": "feature", "base": "main", "title": "feat: more"})
+    pr = gitea.open_pull_request(slug.removeprefix("/repos/"), "feature", "main", "feat: more")
     run = wait_run(server, "hello-code", failing)
     assert run["status"] == "failed"
     assert run["params"] == {"url": gitea_repo.html_url, "revision": failing, "branch": "feature", "pr": str(pr["number"])}
@@ -251,7 +251,7 @@ def test_a_pull_request_from_a_fork_gets_no_secrets(
     git("commit", "-m", "feat: from a fork", cwd=work)
     head = git("rev-parse", "HEAD", cwd=work)
     git("push", gitea.authed_url(f"{fork_org}/{gitea_repo.name}.git"), "feature", cwd=work)
-    pr = gitea.request("POST", f"{slug}/pulls", {"head": f"{fork_org}:feature", "base": "main", "title": "from a fork"})
+    pr = gitea.open_pull_request(slug.removeprefix("/repos/"), f"{fork_org}:feature", "main", "from a fork")
 
     run = wait_run(server, "hello-fork", head)
     assert run["status"] == "failed"

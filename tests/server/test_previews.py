@@ -73,7 +73,7 @@ class Service:
     def open_pull_request(self, branch: str) -> int:
         self.git("checkout", "--quiet", "-B", branch)
         self.commit("feat: a proposal", branch)
-        pr = self.gitea.request("POST", f"{self.slug}/pulls", {"head": branch, "base": "main", "title": "A proposal"})
+        pr = self.gitea.open_pull_request(self.slug.removeprefix("/repos/"), branch, "main", "A proposal")
         return int(pr["number"])
 
     def comments(self, number: int) -> list[dict[str, Any]]:
@@ -321,7 +321,7 @@ def test_a_pull_request_closed_before_its_run_ends_gets_no_preview(
     # The run sleeps first, so the pull request is surely closed before the run ends.
     svc.git("checkout", "--quiet", "-B", "feature/short")
     svc.commit("feat: slow", "feature/short", build=f"sleep 8 && {svc.build}")
-    pr = gitea.request("POST", f"{svc.slug}/pulls", {"head": "feature/short", "base": "main", "title": "Short-lived"})
+    pr = gitea.open_pull_request(svc.slug.removeprefix("/repos/"), "feature/short", "main", "Short-lived")
     number = int(pr["number"])
     deadline = time.monotonic() + 60
     while not runs_of(url, svc.name):

@@ -569,9 +569,7 @@ def test_a_persons_pull_request_on_an_environment_repo_gets_a_dry_run_and_is_not
     repo.git("commit", "-q", "-m", "other 2.0.1")
     repo.git("push", "-q", repo.remote, "HEAD:scale-other")
     head = repo.git("rev-parse", "HEAD")
-    pr = chain.gitea.request(
-        "POST", f"/repos/{chain.org}/env-dev/pulls", {"head": "scale-other", "base": "main", "title": "other 2.0.1"}
-    )
+    pr = chain.gitea.open_pull_request(f"{chain.org}/env-dev", "scale-other", "main", "other 2.0.1")
     wait_for("the dry run's status", lambda: chain.statuses("env-dev", head).get("shipline/env-dev") == "success", 120)
     comments = chain.comments("env-dev", pr["number"])
     assert len(comments) == 1 and "Dry run of `dev`" in comments[0] and "reg.example/other:2.0.1" in comments[0], comments

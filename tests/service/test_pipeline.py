@@ -483,9 +483,7 @@ def test_gitea_release_and_pull_request(
     # A pull request from a branch: Gitea keeps refs/pull/N/head; the PR variant builds it.
     svc.git("checkout", "--quiet", "-B", "feature/x")
     head = svc.commit("fix: a proposal", branch="feature/x")
-    pr = gitea.request(
-        "POST", f"/repos/{gitea_repo.owner}/{gitea_repo.name}/pulls", {"title": "A proposal", "head": "feature/x", "base": "main"}
-    )
+    pr = gitea.open_pull_request(f"{gitea_repo.owner}/{gitea_repo.name}", "feature/x", "main", "A proposal")
     record = svc.pipeline(pr=str(pr["number"]))
     assert record["status"] == "succeeded", failed_at(record)
     assert record["results"]["version"] == f"0.1.1-pr-{pr['number']}.1"

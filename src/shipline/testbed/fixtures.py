@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -154,6 +155,18 @@ class GiteaClient:
             with exc:
                 raise GiteaError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
         return json.loads(raw) if raw else None
+
+    def open_pull_request(self, repo: str, head: str, base: str, title: str, wait: float = 30) -> Any:
+        """POST /repos/REPO/pulls, once Gitea knows the branch just pushed: it takes a push in
+        asynchronously, and until it has, the pull request is refused as "not found"."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self.request("POST", f"/repos/{repo}/pulls", {"head": head, "base": base, "title": title})
+            except GiteaError as exc:
+                if "HTTP 404" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def authed_url(self, path: str) -> str:
         """An http URL for git with the token as password."""
