@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shipline.domain.runs import RunTransition
+from shipline.domain.runs import RunTransition, TaskStatus
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.outbox import OutboxReader, follow
@@ -289,3 +289,41 @@ def test_a_quick_task_saved_in_one_write_keeps_every_field_and_transition(engine
     assert all(s.started_at and s.finished_at and s.started_at <= s.finished_at for s in task.steps)
     told = [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"]
     assert told == [("flaky", "running"), ("flaky", "succeeded")]
+
+
+def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(settings: Settings, write: Write) -> None:
+    """Saved together, a task's start and end are one row write; when that write fails, the
+    start is still written whole (its time, its outbox row) once the store takes writes again."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from shipline.engine.recording import RunRecorder
+    from shipline.exceptions import StoreError
+
+    store = SqlStore(settings.database)
+    run_id = store.create_run(load_pipeline(write("name: one\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")), {})
+    reader = OutboxReader(store, "whole", "server-1")
+    _read_all(reader)
+    denied = {"on": False}
+
+    def deny(action: int, *_: object) -> int:
+        writes = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+        return sqlite3.SQLITE_DENY if denied["on"] and action in writes else sqlite3.SQLITE_OK
+
+    event.listen(store.engine, "checkout", lambda dbapi, *_: dbapi.set_authorizer(deny))
+    store.engine.dispose()  # connections made from now on ask `deny`
+
+    async def scenario() -> None:
+        recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
+        recorder.task_started("a", 1)  # held
+        denied["on"] = True
+        with pytest.raises(StoreError):
+            recorder.task_finished("a", TaskStatus.SUCCEEDED, {})
+        denied["on"] = False
+        recorder.flush()
+
+    asyncio.run(scenario())
+    task = store.get_run(run_id).task("a")
+    assert task.status.value == "running" and task.started_at is not None, "the start, written whole"
+    assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running")]

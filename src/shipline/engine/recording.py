@@ -303,7 +303,12 @@ class RunRecorder:
         if started is not None:  # its start is held still: one UPDATE for both
             started.joined = True
             values = {**started.values, **values}
-        self._now(lambda: self._save_task(task, {"status": status.value, "message": message, "results": results}, **values))
+        try:
+            self._now(lambda: self._save_task(task, {"status": status.value, "message": message, "results": results}, **values))
+        except StoreError:
+            if started is not None:
+                started.joined = False  # the start stays held, whole, for the next write
+            raise
         self._publish("task", {"task": task, "status": status.value, "results": results, "message": message}, at)
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
