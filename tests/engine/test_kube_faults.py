@@ -282,6 +282,18 @@ def test_a_namespace_over_its_quota(
     assert left(engine, record) == [], "the attempt's Secret must go when its pod is refused"
 
 
+def test_a_missing_workspace_claim_fails_at_once_naming_the_fix(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    engine = engine_in(settings, store, kube_place, kube_workspace_claim="no-such-claim")
+    record = run(engine, write, "name: noclaim\ntasks: [{name: a, timeout: 60s, steps: [{run: echo hi}]}]\n")
+    assert record.status == RunStatus.FAILED
+    message = record.task("a").message
+    assert "create the workspace claim 'no-such-claim'" in message, message
+    assert "timed out" not in message, "it fails when the scheduler says why, not at the timeout"
+    assert left(engine, record) == []
+
+
 def test_a_pod_that_no_node_takes_times_out_saying_why(
     settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
 ) -> None:

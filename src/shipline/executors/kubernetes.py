@@ -530,15 +530,13 @@ class KubernetesExecutor:
             return f"the container could not start ({reason}: {detail})"
         if (failed := self._pod_failed(attempt)) is not None:
             return failed
-        for condition in attempt.status.get("conditions") or []:
-            message = condition.get("message") or ""
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                if "persistentvolumeclaim" in message and "not found" in message:
-                    return (
-                        f"the pod cannot be scheduled: {message}; create the workspace claim "
-                        f"'{self.settings.kube_workspace_claim}' in namespace '{self.namespace}' (README "
-                        "'Running on Kubernetes'), or set SHIPLINE_KUBE_WORKSPACE_CLAIM"
-                    )
+        message = _unscheduled(attempt) or ""
+        if "persistentvolumeclaim" in message and "not found" in message:
+            return (
+                f"the pod cannot be scheduled: {message}; create the workspace claim "
+                f"'{self.settings.kube_workspace_claim}' in namespace '{self.namespace}' (README "
+                "'Running on Kubernetes'), or set SHIPLINE_KUBE_WORKSPACE_CLAIM"
+            )
         return None
 
     @staticmethod
@@ -915,15 +913,19 @@ def _refused(invocation: TaskInvocation, listener: StepListener, why: str) -> Ta
     return TaskOutcome(False, f"step '{invocation.steps[0].name}': {why}")
 
 
-def _never_scheduled(attempt: _Attempt) -> str:
-    """Why the pod never got a node, as the scheduler last said (a node selector nothing
-    matches, too little CPU or memory free...), or "" if it got one."""
-    if attempt.node:
-        return ""
+def _unscheduled(attempt: _Attempt) -> str | None:
+    """What the scheduler last said of a pod it could not place (a node selector nothing
+    matches, too little CPU or memory free, a missing claim...), or None."""
     for condition in attempt.status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return f"the pod was never scheduled: {condition.get('message') or condition.get('reason') or 'no node'}"
-    return ""
+            return str(condition.get("message") or condition.get("reason") or "no node")
+    return None
+
+
+def _never_scheduled(attempt: _Attempt) -> str:
+    """Why the pod never got a node, or "" if it got one."""
+    said = None if attempt.node else _unscheduled(attempt)
+    return f"the pod was never scheduled: {said}" if said else ""
 
 
 def _stop_current(attempt: _Attempt, line: str, status: StepEnd, index: int | None = None) -> None:
