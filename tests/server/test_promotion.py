@@ -603,6 +603,19 @@ def test_a_promotion_that_fails_verification_is_rolled_back_and_stops_there(chai
     assert chain.environment("dev")["history"][0]["outcome"] == "rolled-back"
 
 
+def test_a_pull_request_a_person_merges_is_synced_without_a_webhook_or_a_poll(chain: Chain) -> None:
+    # Staging has no webhook and polls its branch once an hour: the promotion's sweep of open pull
+    # requests sees the merge, made while the dry run may still be under way, and starts the sync.
+    title = f"Promote {chain.service} to 0.2.0"
+    chain.release("0.2.0")
+    staged = wait_for("the pull request on staging", lambda: chain.pull("env-staging", title), 240)
+    chain.gitea.request("POST", f"/repos/{chain.org}/env-staging/pulls/{staged['number']}/merge", {"Do": "merge"})
+    wait_for(
+        "0.2.0 verified in staging", lambda: [r["state"] for r in chain.promotions(environment="staging")] == ["verified"], 120
+    )
+    assert chain.environment("staging")["history"][0]["outcome"] == "verified"
+
+
 def test_a_merge_the_forge_refuses_is_tried_again_once_the_other_checks_pass(chain: Chain) -> None:
     # Branch protection on dev wants another check too: shipline's dry run alone does not let it merge.
     chain.gitea.request(

@@ -447,14 +447,16 @@ class Promoter:
             log.info("promotion not merged yet", extra={"environment": env.name, "pr": number, "reason": result.reason})
             return False
         self._merged(env, pr, rows, result.sha)
-        self.poke([env.name])
         log.info("promotion merged", extra={"environment": env.name, "pr": number, "commit": result.sha})
         return True
 
     def _merged(self, env: Environment, pr: PullRequest, rows: list[Promotion], sha: str) -> None:
+        """The forge has merged the pull request: by us, by a person, or by us with the answer lost (a timeout).
+        Whichever, the environment looks at its branch now, not at its next poll."""
         for row in rows:
             if row.state in (PromotionState.OPEN, PromotionState.PROPOSED):
                 self.promotions.update(row.id, state=PromotionState.MERGED, merge_commit=sha, merged_at=utcnow(), message="")
+        self.poke([env.name])
 
     def sweep(self) -> None:
         """Open promotions: merge the ones whose dry run passed (a refused merge is tried again), and

@@ -158,11 +158,11 @@ class Reconciler:
             self._busy.add(env.name)
         now = time.monotonic()
         due = now - self._checked.get(env.name, -1e9) >= self.poll_seconds
-        if env.sync == "auto" and (env.name in self._poked or due):
+        # While a run of it is active (a sync, a dry run), a poke waits: the run's end wakes this loop.
+        if env.sync == "auto" and (env.name in self._poked or due) and active is None:
             self._poked.discard(env.name)
             self._checked[env.name] = now
-            if active is None:
-                await self._follow_branch(env)
+            await self._follow_branch(env)
         await asyncio.to_thread(self._keep_watch, env)
 
     async def _follow_branch(self, env: Environment) -> None:

@@ -151,11 +151,13 @@ def branch_head(env: Environment) -> tuple[str, str]:
     return head, "" if head else f"the repository has no branch {env.branch!r}"
 
 
-def active_run(sql: SqlStore, env: Environment) -> int | None:
+def active_run(sql: SqlStore, env: Environment, *, applying: bool = False) -> int | None:
+    """A running (else queued) run of the environment; with `applying`, only one that may change
+    the cluster (a sync or a rollback, not a pull request's dry run)."""
     for status in (RunStatus.RUNNING, RunStatus.QUEUED):
-        runs = sql.list_runs(pipeline=env.pipeline_name, status=status.value, limit=1)
-        if runs:
-            return runs[0].id
+        for record in sql.list_runs(pipeline=env.pipeline_name, status=status.value, limit=20 if applying else 1):
+            if not applying or record.params.get("action") != Action.DIFF.value:
+                return record.id
     return None
 
 
@@ -192,7 +194,7 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment, ku
         last=history[0] if history else None,
         last_applied=store.last_applied(env.name),
         drift=stored.drift,
-        running=active_run(sql, env),
+        running=active_run(sql, env, applying=True),
         live_health=health,
         live_detail=detail if health is not None else "",
         live_error=detail if kubeconfig and health is None else "",

@@ -1,0 +1,95 @@
+"""What an active run of an environment holds back, and what it shows.
+
+A poke (a verified webhook, a promotion's merge) is never lost: while a run of the environment is
+active, it waits for the run's end, and the branch's new head is synced then, not at the next poll.
+A pull request's dry run changes nothing in the cluster: the environment's status does not call it a sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from shipline.domain.environments import Environment
+from shipline.domain.runs import RunStatus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.gitops.reconciling import Reconciler
+from shipline.gitops.syncing import Action, status
+from shipline.store.environments import EnvironmentStore
+from shipline.store.sql import SqlStore
+
+
+def commit(repo: Path, message: str) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    (repo / "notes.txt").write_text(message)
+    git("add", "-A")
+    git("commit", "-qm", message)
+    return git("rev-parse", "HEAD")
+
+
+def registered(tmp_path: Path, store: SqlStore) -> tuple[Path, Environment, EnvironmentStore]:
+    repo = tmp_path / "env"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    env = Environment.model_validate({"name": "dev", "repo": str(repo), "namespace": "dev", "sync": "auto"})
+    environments = EnvironmentStore(store)
+    environments.put(env, "environments.yaml")
+    return repo, env, environments
+
+
+def started(tmp_path: Path, store: SqlStore, env: Environment, action: Action) -> int:
+    definition = tmp_path / f"{action.value}.yaml"
+    definition.write_text(f"name: {env.pipeline_name}\ntasks: [{{name: a, steps: [{{run: 'true'}}]}}]\n")
+    run_id = store.create_run(load_pipeline(definition), {"action": action.value})
+    store.update_run(run_id, status=RunStatus.RUNNING.value)
+    return run_id
+
+
+def test_a_poke_during_a_run_syncs_the_new_head_once_the_run_ends(tmp_path: Path, store: SqlStore, engine: Engine) -> None:
+    repo, env, environments = registered(tmp_path, store)
+    first = commit(repo, "first state")
+    synced: list[str] = []
+
+    def submit(_: Environment, action: Action, revision: str, back: str) -> int:
+        assert action is Action.SYNC
+        synced.append(revision)
+        return 0
+
+    # Polling is off for the test's length: only pokes make it look.
+    reconciler = Reconciler(store, environments, engine.secrets, lambda run: tmp_path / str(run), submit, poll_seconds=3600)
+    asyncio.run(reconciler.reconcile())
+    assert synced == [first]
+
+    # A dry run of the environment is under way when the merge lands and pokes.
+    dry_run = started(tmp_path, store, env, Action.DIFF)
+    merged = commit(repo, "promote hello to 0.2.0")
+    reconciler.poke([env.name])
+    asyncio.run(reconciler.reconcile())
+    assert synced == [first], "nothing starts beside an active run"
+
+    store.update_run(dry_run, status=RunStatus.SUCCEEDED.value)
+    asyncio.run(reconciler.reconcile())
+    assert synced == [first, merged]
+
+
+def test_a_dry_run_is_not_shown_as_a_sync_but_a_sync_is(tmp_path: Path, store: SqlStore) -> None:
+    repo, env, environments = registered(tmp_path, store)
+    commit(repo, "first state")
+    stored = environments.get(env.name)
+    dry_run = started(tmp_path, store, env, Action.DIFF)
+    shown = status(store, environments, stored, None)
+    assert (shown.health, shown.message) == ("Missing", "never synced: run `shipline env sync dev`")
+    store.update_run(dry_run, status=RunStatus.SUCCEEDED.value)
+    sync = started(tmp_path, store, env, Action.SYNC)
+    shown = status(store, environments, stored, None)
+    assert (shown.health, shown.message) == ("Progressing", f"a sync is running (run {sync})")
