@@ -27,7 +27,17 @@ from shipline.store.repositories import ServerStore
 
 log = logging.getLogger("shipline.server")
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+"""A record's own attributes (and uvicorn's coloured copy of its message): the rest came with `extra=`."""
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    """The fields a call gave with `extra=` (environment, run, error...)."""
+    return {
+        key: value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+        for key, value in vars(record).items()
+        if key not in _RESERVED and not key.startswith("_")
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,13 +49,28 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **_extras(record),
         }
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """A line for a terminal: time, level, logger, message, then the `extra=` fields as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = [f"{key}={_text(value)}" for key, value in _extras(record).items()]
+        return " ".join([line, *fields])
+
+
+def _text(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
 
 
 _QUERY_PARAM = re.compile(r"([?&;])([^=&\s\"?#]*)(=)([^&\s\"#]*)")
@@ -80,7 +105,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     for name in ("shipline", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
