@@ -5,12 +5,31 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serverkit import Live, start_server
 
 from shipline.settings import Settings
 from shipline.store.repositories import Role
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test whose fixture can say what the server saw (`failure_report()`) gets it under its traceback:
+    a timeout on a busy CI machine is read from the report, not guessed at."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        explain = getattr(value, "failure_report", None)
+        if callable(explain):
+            try:
+                text = explain()
+            except Exception as exc:  # the report must not hide the failure it explains
+                text = f"(no report: {exc!r})"
+            report.sections.append((f"what {name} saw", text))
 
 
 @pytest.fixture

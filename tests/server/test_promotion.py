@@ -126,6 +126,21 @@ class Chain:
     def log(self) -> str:
         return (self.tmp / "serve.log").read_text(errors="replace")[-6000:]
 
+    def failure_report(self) -> str:
+        """Promotions, environments and the server's own lines (no request logs), for a failed test's report."""
+        lines = []
+        for name in ("dev", "staging"):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                for row in self.promotions(environment=name):
+                    lines.append(f"promotion {name}: {row['service']} {row['version']} {row['state']}: {row['message']}")
+                env = self.environment(name)
+                lines.append(f"environment {name}: {env['status']}")
+                for entry in env["history"][:3]:
+                    lines.append(f"  run {entry['run_id']} {entry['commit'][:12]} {entry['outcome']}: {entry['message']}")
+        log = (self.tmp / "serve.log").read_text(errors="replace").splitlines()
+        own = [line for line in log if "uvicorn.access" not in line]
+        return "\n".join([*lines, "serve.log:", *own[-40:]])
+
     def pulls(self, repo: str, state: str = "all") -> list[dict[str, Any]]:
         return list(self.gitea.request("GET", f"/repos/{self.org}/{repo}/pulls?state={state}&limit=50"))
 
