@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 from serverkit import BUILD, Live, free_port
 
+from shipline.executors import cgroups
+
 
 def shipline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -70,6 +72,9 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
     bad = shipline("serve", env={"SHIPLINE_CONFIG": str(config)})
     assert bad.returncode == 2 and "log_format" in bad.stderr and str(config) in bad.stderr
 
+    operator = json.loads(shipline("tokens", "create", "--name", "t", "--role", "operator", "--json").stdout)["secret"]
+    (home / "pipelines").mkdir(parents=True, exist_ok=True)
+    (home / "pipelines" / "one.yaml").write_text("name: one\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
@@ -89,11 +94,24 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
             time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs").json()["runs"] == []
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", params={"token": "shp_secretvalue"}).status_code == 401
+        auth = {"Authorization": f"Bearer {operator}"}
+        repo = {"name": "one", "url": "https://forge.example/acme/one.git", "forge": "git", "pipeline": "one.yaml"}
+        assert httpx.post(f"http://127.0.0.1:{port}/api/v1/repositories", json=repo, headers=auth).status_code == 201
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/runs", json={"pipeline": "one"}, headers=auth)
+        assert answer.status_code == 201, answer.text
+        run = answer.json()["id"]
+        while httpx.get(f"http://127.0.0.1:{port}/api/v1/runs/{run}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline + 60, "the run did not succeed"
+            time.sleep(0.05)
+        where = cgroups.hierarchy()
+        engine_folders = [] if where is None else list(where.base.glob(f"{proc.pid}-*"))
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended.
-    assert proc.returncode in (0, -15)
+    # SIGTERM: a graceful stop, and a normal exit (exit handlers run: the engine's cgroup folder goes).
+    assert proc.returncode == 0
+    if where is not None:
+        assert engine_folders and not any(f.exists() for f in engine_folders)
     assert any(json.loads(line).get("message") == "server stopped" for line in err.splitlines())
     assert "shp_secretvalue" not in err and "token=***" in err  # access logs never show a token
     first = json.loads(err.splitlines()[0])  # structured logs: one JSON object per line

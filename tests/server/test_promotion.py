@@ -257,7 +257,10 @@ def chain(
         "SHIPLINE_ENV_POLL_SECONDS": "3600",
         "GOCACHE": str(GO_CACHE),
         "SHIPLINE_STEP_ENV": "PATH,LANG,LC_*,TZ,TMPDIR,GOCACHE",
+        # The server's temporary files (and its steps') go here: none may outlive a server that stopped.
+        "TMPDIR": str(tmp_path / "tmp"),
     }
+    (tmp_path / "tmp").mkdir()
     env.pop("SHIPLINE_DATABASE_URL", None)
     proxy = None
     forge_url = gitea.url
@@ -315,6 +318,9 @@ def chain(
         yield made
     finally:
         made.stop()
+        if made.proc is not None and made.proc.returncode == 0:  # a killed server leaves what it was using
+            left = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "tmp").rglob("*"))
+            assert left == [], f"the stopped server left temporary files (kubeconfigs, certificates?): {left}"
         subprocess.run(
             [str(kubectl), f"--kubeconfig={kubeconfig}", "delete", "namespace", staging_ns, "--wait=false"],
             check=False,

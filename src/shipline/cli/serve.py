@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -52,6 +54,10 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
     # switch interval (default 5 ms) lets it answer /healthz and small requests while they are busy.
     sys.setswitchinterval(0.001)
     app = create_app(settings)
+    # uvicorn stops gracefully on SIGTERM, then raises it again: with the default action that ends
+    # the process at once, before its exit handlers (the engine's cgroup folder) and finalizers
+    # (lightkube's certificate files) run.  Here it ends as a normal exit.
+    signal.signal(signal.SIGTERM, _stopped)
     # Keep idle connections longer than a reverse proxy typically does (nginx: 60s), so a proxy never
     # sends a request down a connection the server has just closed.
     uvicorn.run(
@@ -63,3 +69,7 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
         timeout_graceful_shutdown=10,
         timeout_keep_alive=75,
     )
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -89,8 +89,6 @@ class Reconciler:
         self._recorded: set[str] = set()
         self._confirming: set[asyncio.Task[None]] = set()
         self._watches: dict[str, _Watched] = {}
-        self._keys = Path(tempfile.mkdtemp(prefix="shipline-reconciler-"))
-        os.chmod(self._keys, 0o700)
 
     # --- from outside ---------------------------------------------------------------------
 
@@ -204,10 +202,13 @@ class Reconciler:
         secret = env.kubeconfig_secret
         if self.secrets.missing([secret]):
             return
-        path = self._keys / f"{env.name}.kubeconfig"
-        path.touch(mode=0o600)
-        path.write_text(self.secrets.reveal([secret])[secret], encoding="utf-8")
-        cluster = Cluster.connect(path, environment=env.name, target=Target(env.namespace, env.cluster))
+        fd, name = tempfile.mkstemp(prefix=f"shipline-{env.name}-", suffix=".kubeconfig")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(self.secrets.reveal([secret])[secret])
+            cluster = Cluster.connect(Path(name), environment=env.name, target=Target(env.namespace, env.cluster))
+        finally:
+            os.unlink(name)  # read: the credentials stay on disk no longer than that
         desired = cluster.load(rendered)
         watched = _Watched(last.run_id, last.applied_commit, cluster, {d.ref: d for d in desired})
         watch = ObjectWatch(cluster, [d.kind for d in desired], lambda kind, obj: self._seen(env.name, watched, kind, obj))
