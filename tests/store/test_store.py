@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
-from shipline.store.sql import MIGRATIONS, SqlStore
+from shipline.store.sql import MIGRATIONS, PING_AFTER_IDLE, SqlStore
+from shipline.testbed.postgres import ThrowawayPostgres
 
 PIPELINE = """
 name: stored
@@ -88,6 +90,21 @@ def test_claim_is_exclusive(any_store: SqlStore, write: Callable[..., Path]) -> 
 def test_missing_run(any_store: SqlStore) -> None:
     with pytest.raises(NotFound, match="no run 999"):
         any_store.get_run(999)
+
+
+@pytest.mark.postgres
+def test_the_store_works_on_after_postgresql_restarts(write: Callable[..., Path]) -> None:
+    # Its own server: the session's is not restarted under other tests.
+    with ThrowawayPostgres() as server:
+        store = SqlStore(server.create_database())
+        try:
+            run_id = store.create_run(load_pipeline(write(PIPELINE)), {})
+            server.restart()
+            time.sleep(PING_AFTER_IDLE)  # the pooled connection rested: it is pinged, found dead, replaced
+            assert store.get_run(run_id).status == RunStatus.QUEUED
+            assert store.claim(run_id, "a:1:1")
+        finally:
+            store.close()
 
 
 def test_unreachable_database_is_a_clear_error() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
+KEPT_DEFINITIONS = 1024
+"""Runs this engine made whose definitions it keeps in memory until it drives them: a server's queued
+run then starts without reading its definition back and checking it again (the rest are read back)."""
+
 HEARTBEAT_SECONDS = 10.0
 log = logging.getLogger("shipline.engine")
 
@@ -60,6 +65,8 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
+        self._made: dict[int, tuple[ResolvedPipeline, dict[str, str]]] = {}
+        self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
 
@@ -110,6 +117,10 @@ class Engine:
                 self.cancel(older)
         owner = self.owner if claim else None
         run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
+        with self._made_lock:
+            self._made[run_id] = (pipeline, params)
+            while len(self._made) > KEPT_DEFINITIONS:  # runs another engine drove
+                del self._made[next(iter(self._made))]
         if (moved := set_aside(self.settings, run_id)) is not None:
             log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
@@ -200,7 +211,9 @@ class Engine:
     async def _drive_claimed(self, run_id: int, record: bool = True) -> RunRecord | None:
         """Drive a run this engine has claimed; its final record, unless `record` is False
         (the worker loop does not read it: loading it would cost a query per run)."""
-        pipeline, params = self.store.load_spec(run_id)
+        with self._made_lock:
+            made = self._made.pop(run_id, None)
+        pipeline, params = made if made is not None else self.store.load_spec(run_id)
         driver = _RunDriver(self, run_id, pipeline, params)
         self._drivers[run_id] = driver
         self._ensure_watcher()

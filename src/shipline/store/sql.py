@@ -11,9 +11,11 @@ import fcntl
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -36,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, SQLAlchemyError
 
 from shipline.domain.runs import (
     RunRecord,
@@ -80,6 +82,43 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+PING_AFTER_IDLE = 1.0
+"""Seconds a pooled PostgreSQL connection may rest before it is pinged on its way out of the pool.
+
+A restarted (or failed-over) server leaves dead connections in the pool; a ping finds them and the
+pool connects anew, so the next transaction works.  Pinging before every transaction (SQLAlchemy's
+`pool_pre_ping`) costs a round trip per transaction: a run's recorder takes a connection every few
+milliseconds, and one that was used that recently has had no time to die unnoticed.
+"""
+
+
+def _stamp(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+    record.info["rested_since"] = time.monotonic()
+
+
+def _ping_after_rest(engine: Engine) -> Any:
+    dialect = engine.dialect
+
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("rested_since", 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and takes or makes another.
+            raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
+
+    return ping
+
+
+@dataclass
+class _Together:
+    """The transaction of a `together()` block, and the outbox rows it will insert at its end."""
+
+    conn: Connection
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _private_sqlite(database: Path) -> None:
@@ -132,12 +171,18 @@ class SqlStore:
         # SQLite: enough pooled connections for a server's threads (API workers, the engine,
         # notifiers) to each keep one; with the default 5, a burst of requests opened and
         # closed a connection (and set its pragmas) for most transactions.
-        pool = {"pool_size": 20} if self.is_sqlite and parsed.database not in (None, "", ":memory:") else {}
-        self.engine: Engine = create_engine(parsed, pool_pre_ping=not self.is_sqlite, **pool)
+        pool: dict[str, Any] = {"pool_size": 20} if self.is_sqlite and parsed.database not in (None, "", ":memory:") else {}
+        if not self.is_sqlite:
+            pool["pool_use_lifo"] = True  # the connection used last goes out first: the others rest, and are pinged
+        self.engine: Engine = create_engine(parsed, **pool)
         self._statements: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
-        self._together: ContextVar[Connection | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
+        self._together: ContextVar[_Together | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            for moment in ("connect", "checkin"):
+                event.listen(self.engine, moment, _stamp)
+            event.listen(self.engine, "checkout", _ping_after_rest(self.engine))
         self._migrate()
         self._identity = self._file_identity()
 
@@ -232,7 +277,7 @@ class SqlStore:
         """
         shared = self._together.get()
         if shared is not None:
-            yield shared
+            yield shared.conn
             return
         try:
             with self.engine.begin() as conn:
@@ -246,17 +291,30 @@ class SqlStore:
         committed at its end, or none of them when it fails (a StoreError).
 
         The recorder saves a task's transitions that came close together at once:
-        one commit instead of several, each still with its outbox row.
+        one commit instead of several, each still with its outbox row.  The block's
+        outbox rows, in the order they came, are one INSERT at its end (one round
+        trip to PostgreSQL for a task's start and end, not one each).
         """
         if self._together.get() is not None:
             yield
             return
         with self.transaction() as conn:
-            token = self._together.set(conn)
+            shared = _Together(conn)
+            token = self._together.set(shared)
             try:
                 yield
             finally:
                 self._together.reset(token)
+            if shared.outbox:
+                conn.execute(self._outbox_insert, shared.outbox)
+
+    def _append(self, conn: Connection, transition: Transition) -> None:
+        """The transition's outbox row, in this transaction (at its end, inside `together()`)."""
+        shared = self._together.get()
+        if shared is not None:
+            shared.outbox.append(transition.row())
+        else:
+            conn.execute(self._outbox_insert, transition.row())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -317,7 +375,7 @@ class SqlStore:
                     for i, task in enumerate(pipeline.tasks)
                 ],
             )
-            conn.execute(self._outbox_insert, Transition(run_id, "run", RunStatus.QUEUED.value).row())
+            self._append(conn, Transition(run_id, "run", RunStatus.QUEUED.value))
         return int(run_id)
 
     def load_spec(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]]:
@@ -356,7 +414,7 @@ class SqlStore:
         with self.transaction() as conn:
             conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values, strict=False)}})
             if transition is not None:
-                conn.execute(self._outbox_insert, transition.row())
+                self._append(conn, transition)
 
     _outbox_insert = insert(run_events).values(
         {c: bindparam(c) for c in ("run_id", "kind", "task", "status", "data", "created_at")}
@@ -365,7 +423,7 @@ class SqlStore:
     def add_transition(self, transition: Transition) -> None:
         """A transition's outbox row alone (its row's values are saved by a later write)."""
         with self.transaction() as conn:
-            conn.execute(self._outbox_insert, transition.row())
+            self._append(conn, transition)
 
     def update_run(self, run_id: int, transition: Transition | None = None, **values: Any) -> None:
         self._update(runs, ("id",), (run_id,), values, transition)
@@ -596,7 +654,7 @@ class SqlStore:
                         .values(status=TaskStatus.SKIPPED.value, message="the run was cancelled")
                     )
                     ended = Transition(run_id, "run", RunStatus.CANCELLED.value, data={"message": "cancelled before it started"})
-                    conn.execute(self._outbox_insert, ended.row())
+                    self._append(conn, ended)
         return self.get_run(run_id)
 
     # --- the outbox -------------------------------------------------------------------

@@ -53,13 +53,21 @@ class ThrowawayPostgres:
             raise ToolError(f"{Path(args[0]).name} {args[1]} failed ({done.returncode}): {detail}")
 
     def start(self) -> ThrowawayPostgres:
-        data = self.root / "data"
-        self._pg(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "shipline", "--no-sync")
+        self._pg(str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "shipline", "--no-sync")
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={self.max_connections}"
         )
-        self._pg(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "log"), "-w", "start", "-o", options)
-        return self
+        data = str(self.root / "data")
+        self._pg(str(self.bindir / "pg_ctl"), "-D", data, "-l", str(self.root / "log"), "-w", "start", "-o", options)
+
+    def restart(self) -> None:
+        """Stop the server at once (its clients' connections die) and start it again, data kept."""
+        self._pg(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+        self._serve()
 
     def create_database(self) -> str:
         """A fresh, empty database; returns its URL."""
