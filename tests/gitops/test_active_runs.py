@@ -11,6 +11,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+from envkit import EnvRepo
+
 from shipline.domain.environments import Environment
 from shipline.domain.runs import RunStatus
 from shipline.engine.loading import load_pipeline
@@ -21,30 +23,13 @@ from shipline.store.environments import EnvironmentStore
 from shipline.store.sql import SqlStore
 
 
-def commit(repo: Path, message: str) -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-            cwd=repo,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-
-    (repo / "notes.txt").write_text(message)
-    git("add", "-A")
-    git("commit", "-qm", message)
-    return git("rev-parse", "HEAD")
-
-
-def registered(tmp_path: Path, store: SqlStore) -> tuple[Path, Environment, EnvironmentStore]:
-    repo = tmp_path / "env"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    env = Environment.model_validate({"name": "dev", "repo": str(repo), "namespace": "dev", "sync": "auto"})
+def registered(tmp_path: Path, store: SqlStore) -> tuple[EnvRepo, Environment, EnvironmentStore]:
+    remote = tmp_path / "env.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    env = Environment.model_validate({"name": "dev", "repo": str(remote), "namespace": "dev", "sync": "auto"})
     environments = EnvironmentStore(store)
     environments.put(env, "environments.yaml")
-    return repo, env, environments
+    return EnvRepo(tmp_path / "work", str(remote)), env, environments
 
 
 def started(tmp_path: Path, store: SqlStore, env: Environment, action: Action) -> int:
@@ -57,7 +42,8 @@ def started(tmp_path: Path, store: SqlStore, env: Environment, action: Action) -
 
 def test_a_poke_during_a_run_syncs_the_new_head_once_the_run_ends(tmp_path: Path, store: SqlStore, engine: Engine) -> None:
     repo, env, environments = registered(tmp_path, store)
-    first = commit(repo, "first state")
+    repo.write("notes.txt", "first")
+    first = repo.commit("first state")
     synced: list[str] = []
 
     def submit(_: Environment, action: Action, revision: str, back: str) -> int:
@@ -72,7 +58,8 @@ def test_a_poke_during_a_run_syncs_the_new_head_once_the_run_ends(tmp_path: Path
 
     # A dry run of the environment is under way when the merge lands and pokes.
     dry_run = started(tmp_path, store, env, Action.DIFF)
-    merged = commit(repo, "promote hello to 0.2.0")
+    repo.write("notes.txt", "second")
+    merged = repo.commit("promote hello to 0.2.0")
     reconciler.poke([env.name])
     asyncio.run(reconciler.reconcile())
     assert synced == [first], "nothing starts beside an active run"
@@ -84,7 +71,8 @@ def test_a_poke_during_a_run_syncs_the_new_head_once_the_run_ends(tmp_path: Path
 
 def test_a_dry_run_is_not_shown_as_a_sync_but_a_sync_is(tmp_path: Path, store: SqlStore) -> None:
     repo, env, environments = registered(tmp_path, store)
-    commit(repo, "first state")
+    repo.write("notes.txt", "first")
+    repo.commit("first state")
     stored = environments.get(env.name)
     dry_run = started(tmp_path, store, env, Action.DIFF)
     shown = status(store, environments, stored, None)
