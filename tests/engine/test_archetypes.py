@@ -132,21 +132,22 @@ tasks:
   - name: work
     steps:
       - run: |
-          echo "start $(date +%s.%N) {name}" >> "{log}"
+          echo "start $(date +%s.%N) {name} $SHIPLINE_RUN_ID" >> "{log}"
           sleep 0.6
-          echo "end $(date +%s.%N) {name}" >> "{log}"
+          echo "end $(date +%s.%N) {name} $SHIPLINE_RUN_ID" >> "{log}"
 """
 
 
 def _intervals(log: Path) -> list[tuple[float, float]]:
+    """(start, end) of each run's step, in order of start."""
     starts: dict[str, float] = {}
     spans = []
     for line in log.read_text().splitlines():
-        kind, at, name = line.split()
+        kind, at, _, run = line.split()
         if kind == "start":
-            starts[name] = float(at)
+            starts[run] = float(at)
         else:
-            spans.append((starts[name], float(at)))
+            spans.append((starts[run], float(at)))
     return sorted(spans)
 
 
@@ -170,7 +171,7 @@ def test_runs_of_one_group_never_overlap_even_of_different_pipelines(write: Writ
     assert spans == {"a", "b", "c"}
     by_name = {}
     for line in log.read_text().splitlines():
-        kind, at, name = line.split()
+        kind, at, name, _ = line.split()
         by_name.setdefault(name, {})[kind] = float(at)
     assert by_name["b"]["start"] >= by_name["a"]["end"]  # queued behind a, oldest first
     assert by_name["c"]["start"] < by_name["a"]["end"]  # another group does not wait
@@ -206,10 +207,10 @@ def test_cli_runs_in_one_group_from_separate_processes_take_turns(write: Write, 
         for _ in range(3)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0]
-    assert all(json.loads(out)["status"] == "succeeded" for out in outputs)
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert all(json.loads(out)["status"] == "succeeded" for out in outputs), outputs
     spans = _intervals(log)
-    assert len(spans) == 3
+    assert len(spans) == 3, log.read_text()
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, spans
 
