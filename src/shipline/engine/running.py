@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -45,9 +46,12 @@ from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
-KEPT_DEFINITIONS = 1024
-"""Runs this engine made whose definitions it keeps in memory until it drives them: a server's queued
-run then starts without reading its definition back and checking it again (the rest are read back)."""
+KEPT_TASKS = 2000
+KEPT_SECONDS = 60.0
+"""The definitions of runs this engine made are kept in memory until it drives them (a queued run then
+starts without its definition read back and checked again), up to KEPT_TASKS tasks in all (a task's
+part of a definition is 2-3 KiB) and for KEPT_SECONDS at most: a run that another engine drives, or
+that is cancelled while queued, is not kept for long.  The others are read back from the store."""
 
 HEARTBEAT_SECONDS = 10.0
 log = logging.getLogger("shipline.engine")
@@ -65,7 +69,8 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
-        self._made: dict[int, tuple[ResolvedPipeline, dict[str, str]]] = {}
+        self._made: dict[int, tuple[float, ResolvedPipeline, dict[str, str]]] = {}
+        self._made_tasks = 0
         self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -117,13 +122,32 @@ class Engine:
                 self.cancel(older)
         owner = self.owner if claim else None
         run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
-        with self._made_lock:
-            self._made[run_id] = (pipeline, params)
-            while len(self._made) > KEPT_DEFINITIONS:  # runs another engine drove
-                del self._made[next(iter(self._made))]
+        self._keep(run_id, pipeline, params)
         if (moved := set_aside(self.settings, run_id)) is not None:
             log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
+
+    def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str]) -> None:
+        now = time.monotonic()
+        with self._made_lock:
+            while self._made:  # the oldest first: runs another engine drove, or that were cancelled
+                oldest = next(iter(self._made))
+                made_at, kept, _ = self._made[oldest]
+                if now - made_at < KEPT_SECONDS:
+                    break
+                del self._made[oldest]
+                self._made_tasks -= len(kept.tasks)
+            if self._made_tasks + len(pipeline.tasks) <= KEPT_TASKS:  # full: this one is read back
+                self._made[run_id] = (now, pipeline, params)
+                self._made_tasks += len(pipeline.tasks)
+
+    def _kept(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]] | None:
+        with self._made_lock:
+            made = self._made.pop(run_id, None)
+            if made is None:
+                return None
+            self._made_tasks -= len(made[1].tasks)
+            return made[1], made[2]
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
@@ -211,9 +235,7 @@ class Engine:
     async def _drive_claimed(self, run_id: int, record: bool = True) -> RunRecord | None:
         """Drive a run this engine has claimed; its final record, unless `record` is False
         (the worker loop does not read it: loading it would cost a query per run)."""
-        with self._made_lock:
-            made = self._made.pop(run_id, None)
-        pipeline, params = made if made is not None else self.store.load_spec(run_id)
+        pipeline, params = self._kept(run_id) or self.store.load_spec(run_id)
         driver = _RunDriver(self, run_id, pipeline, params)
         self._drivers[run_id] = driver
         self._ensure_watcher()
