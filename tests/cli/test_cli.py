@@ -222,13 +222,18 @@ def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_pa
             steps: [{{run: echo "third line"}}]
         """
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    errors = tmp_path / "run.err"
+    with errors.open("wb") as sink:  # -X faulthandler: SIGABRT prints where each thread is
+        run = subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=sink
+        )
     try:
         deadline = time.monotonic() + 120
         while not json.loads(shipline("runs", "list", "--json").stdout):
-            assert time.monotonic() < deadline
+            if run.poll() is None and time.monotonic() > deadline:
+                run.send_signal(signal.SIGABRT)
+                run.wait(timeout=30)
+            assert run.poll() is None, f"`shipline run` ended ({run.returncode}) before its run was listed:\n{errors.read_text()}"
             time.sleep(0.1)
         run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
         with subprocess.Popen(
