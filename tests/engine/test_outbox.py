@@ -64,6 +64,24 @@ def test_a_run_leaves_its_transitions_in_order_for_a_reader_that_comes_later(eng
     assert _read_all(reader) == []  # read once
 
 
+def test_a_reader_of_runs_alone_skips_the_tasks_and_moves_past_them(engine: Engine, write: Write) -> None:
+    runs_only = OutboxReader(engine.store, "runs-only", "server-1", kind="run", batch=2)
+    everything = OutboxReader(engine.store, "everything", "server-1")
+    assert _read_all(runs_only) == [] and _read_all(everything) == []
+    run_id = engine.submit(load_pipeline(write(PIPELINE)), {})
+    asyncio.run(engine.drive(run_id))
+    assert [(t.kind, t.status) for t in _read_all(runs_only)] == [("run", "queued"), ("run", "running"), ("run", "succeeded")]
+    assert len(_read_all(everything)) == 6  # the tasks' transitions are there, for those who read them
+    assert _read_all(runs_only) == []  # its cursor is past the run's end, tasks' rows included
+    second = engine.submit(load_pipeline(write(PIPELINE)), {})
+    asyncio.run(engine.drive(second))
+    assert [(t.run_id, t.status) for t in _read_all(runs_only)] == [
+        (second, "queued"),
+        (second, "running"),
+        (second, "succeeded"),
+    ]
+
+
 def test_a_handler_that_fails_sees_the_same_transition_again(engine: Engine, write: Write) -> None:
     reader = OutboxReader(engine.store, "flaky", "server-1")
     _read_all(reader)

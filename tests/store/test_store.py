@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,85 @@ def test_claim_is_exclusive(any_store: SqlStore, write: Callable[..., Path]) -> 
 def test_missing_run(any_store: SqlStore) -> None:
     with pytest.raises(NotFound, match="no run 999"):
         any_store.get_run(999)
+
+
+def test_writes_together_that_change_one_row_twice_keep_both_changes(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    run_id = any_store.create_run(load_pipeline(write(PIPELINE)), {})
+    at = datetime.now(UTC)
+    with any_store.together():
+        any_store.update_task(run_id, "greet", status="running", started_at=at)
+        any_store.update_task(run_id, "fail", status="skipped", message="not today")  # another row of the table
+        any_store.start_step(run_id, "greet", 1, 0, name="hi", log_path="x.log", started_at=at, pid=None)
+        any_store.update_step(run_id, "greet", 1, 0, status="succeeded", exit_code=0, finished_at=at)
+        any_store.update_task(run_id, "greet", results={"who": "db"})
+    greet, fail = any_store.get_run(run_id).tasks
+    assert (greet.status, greet.results, greet.started_at) == (TaskStatus.RUNNING, {"who": "db"}, at)
+    assert [(s.status, s.exit_code) for s in greet.steps] == [("succeeded", 0)]
+    assert (fail.status, fail.message) == (TaskStatus.SKIPPED, "not today")
+
+
+def test_a_failed_write_together_leaves_none_of_the_block(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    run_id = any_store.create_run(load_pipeline(write(PIPELINE)), {})
+    at = datetime.now(UTC)
+    with pytest.raises(StoreError, match="uq_step_runs_place|UNIQUE constraint failed"), any_store.together():
+        any_store.update_task(run_id, "greet", status="running", started_at=at)
+        any_store.start_step(run_id, "greet", 1, 0, name="hi", log_path="x.log", started_at=at, pid=None)
+        any_store.start_step(run_id, "greet", 1, 0, name="hi again", log_path="x.log", started_at=at, pid=None)
+    greet = any_store.get_run(run_id).task("greet")
+    assert (greet.status, greet.steps) == (TaskStatus.PENDING, [])
+
+
+EVERY_KIND_OF_WRITE = """
+name: kinds
+tasks:
+  - name: two-steps
+    steps:
+      - run: echo "first=1" >> "$SHIPLINE_OUTPUT"
+      - run: sleep 0.3; echo "second=2" >> "$SHIPLINE_OUTPUT"
+    results: [first, second]
+  - name: flaky
+    retries: 1
+    steps: [{run: 'if [ -e flaked ]; then echo again; else touch flaked; exit 3; fi'}]
+  - name: skipped
+    when: ${{ 'a' == 'b' }}
+    steps: [{run: 'true'}]
+  - name: fails
+    steps: [{run: 'echo "it broke"; exit 5'}]
+  - name: never
+    steps: [{run: 'true'}]
+finally:
+  - name: report
+    steps: [{run: 'echo "ended ${{ run.status }}"'}]
+"""
+
+
+@pytest.mark.postgres
+def test_postgresql_and_sqlite_keep_the_same_record_and_outbox_of_a_run(
+    postgres_url: str, settings: Settings, tmp_path: Path, write: Callable[..., Path]
+) -> None:
+    """On PostgreSQL the recorder's writes of a moment go as one statement; on SQLite as a transaction.
+
+    Steps of two steps, a retry, skipped tasks, a failure and a finally task: each kind of
+    write, alone and together, leaves what SQLite's plain transactions leave."""
+    pipeline = load_pipeline(write(EVERY_KIND_OF_WRITE))
+    seen = {}
+    for label, url in (("sqlite", settings.database), ("postgres", postgres_url)):
+        store = SqlStore(url)
+        engine = Engine(settings.model_copy(update={"home": tmp_path / label}), store, LocalExecutor(1.0))
+        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+        outbox = [(t.kind, t.task, t.status) for t in store.transitions_after(0, 1000)]
+        tasks = [
+            (t.name, t.status, t.attempts, t.results, t.message, [(s.status, s.exit_code) for s in t.steps]) for t in record.tasks
+        ]
+        seen[label] = (record.status, record.message, tasks, outbox)
+        store.close()
+    assert seen["postgres"] == seen["sqlite"]
+    status, _, tasks, outbox = seen["postgres"]
+    assert status == RunStatus.FAILED
+    assert tasks[0][3] == {"first": "1", "second": "2"} and tasks[0][5] == [("succeeded", 0), ("succeeded", 0)]
+    assert tasks[1][2] == 2 and tasks[1][1] == TaskStatus.SUCCEEDED
+    assert outbox[0] == ("run", None, "queued") and outbox[-1] == ("run", None, "failed")
+    assert outbox.index(("task", "fails", "failed")) < outbox.index(("task", "report", "running"))
 
 
 @pytest.mark.postgres

@@ -28,12 +28,27 @@ log = logging.getLogger("shipline.outbox")
 
 
 class OutboxReader:
-    def __init__(self, store: SqlStore, consumer: str, owner: str, *, lease_seconds: float = 30.0, batch: int = 100) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        consumer: str,
+        owner: str,
+        *,
+        lease_seconds: float = 30.0,
+        batch: int = 100,
+        kind: str | None = None,
+    ) -> None:
         self.store = store
         self.consumer = consumer
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.batch = batch
+        self.kind = kind
+        """Only transitions of this kind ("run": a run's, not its tasks'), or all when None.
+
+        A notifier that acts on runs alone skips the tasks' rows in the query: under a
+        stream of runs they are most of the outbox, and each was read, decoded and
+        dropped by every such notifier."""
         self._position: int | None = None
         """Where the cursor is, while this process surely holds the lease (until `_renew_at`)."""
         self._renew_at = 0.0
@@ -67,7 +82,7 @@ class OutboxReader:
         handled = 0
         last = position
         try:
-            for transition in self.store.transitions_after(position, self.batch):
+            for transition in self.store.transitions_after(position, self.batch, self.kind):
                 handle(transition)
                 last = transition.id
                 handled += 1

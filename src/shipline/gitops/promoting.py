@@ -568,7 +568,7 @@ class Promoter:
         """Read the outbox until `stop` (at once when a run event is published here, else every
         `poll_seconds`), and look at the open pull requests every SWEEP_SECONDS."""
         await outbox.follow(
-            OutboxReader(self.sql, CONSUMER, self.owner),
+            OutboxReader(self.sql, CONSUMER, self.owner, kind="run"),
             self.handle,
             bus,
             stop,

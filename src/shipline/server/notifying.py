@@ -102,7 +102,7 @@ class CommitStatuses:
 
     async def follow(self, bus: EventBus, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
         """Read the outbox until `stop`: at once when a run event is published here, else every `poll_seconds`."""
-        reader = OutboxReader(self.sql, CONSUMER, self.owner)
+        reader = OutboxReader(self.sql, CONSUMER, self.owner, kind="run")
         await outbox.follow(
             reader,
             self.handle,

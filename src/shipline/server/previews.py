@@ -399,7 +399,7 @@ class Previews:
         """Read the outbox and do the previews' work until `stop`."""
         self._loop, self._nudged = asyncio.get_running_loop(), asyncio.Event()
         await outbox.follow(
-            OutboxReader(self.sql, CONSUMER, self.owner),
+            OutboxReader(self.sql, CONSUMER, self.owner, kind="run"),
             self._handle,
             bus,
             stop,

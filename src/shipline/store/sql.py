@@ -13,7 +13,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -113,12 +113,47 @@ def _ping_after_rest(engine: Engine) -> Any:
     return ping
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One row written by the recorder: an INSERT, or with `keys` an UPDATE of the row they name."""
+
+    table: Table
+    values: dict[str, Any]
+    keys: tuple[str, ...] = ()
+    key_values: tuple[Any, ...] = ()
+
+    @property
+    def shape(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        return self.table.name, self.keys, tuple(sorted(self.values))
+
+    def may_touch_a_row_of(self, other: _Write) -> bool:
+        """Might one of the two change a row the other writes?  (Two new rows do not.)"""
+        if self.table is not other.table or not (self.keys or other.keys):
+            return False
+        changed, written = (self, other) if self.keys else (other, self)
+        if written.keys:  # two UPDATEs: of one row only when they name the same one
+            return written.keys != changed.keys or written.key_values == changed.key_values
+        return all(written.values.get(k, v) == v for k, v in zip(changed.keys, changed.key_values, strict=True))
+
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            **{f"{prefix}{k}": v for k, v in self.values.items()},
+            **{f"{prefix}key_{k}": v for k, v in zip(self.keys, self.key_values, strict=True)},
+        }
+
+
 @dataclass
 class _Together:
-    """The transaction of a `together()` block, and the outbox rows it will insert at its end."""
+    """A `together()` block: its transaction, its outbox rows (inserted at its end) and, on
+    PostgreSQL, the writes that wait for its end to go as one statement."""
 
-    conn: Connection
+    conn: Connection | None = None
+    """The block's transaction, once it has one (SQLite: from the start)."""
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[_Write] | None = None
+    """PostgreSQL: the block's writes, sent at its end as one statement (`SqlStore._one_statement`);
+    None when the block has a transaction instead (SQLite, or something in it needed one)."""
+    stack: ExitStack = field(default_factory=ExitStack)
 
 
 def _private_sqlite(database: Path) -> None:
@@ -127,6 +162,15 @@ def _private_sqlite(database: Path) -> None:
     os.close(private_file(database, os.O_RDWR | os.O_CREAT))
     for other in (Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
         make_private(other)
+
+
+OUTBOX_COLUMNS = ("run_id", "kind", "task", "status", "data", "created_at")
+MAX_STATEMENTS = 512
+"""Statements kept built, by shape: a bound, though the recorder's writes come in a few shapes."""
+
+
+def _outbox_row(prefix: str) -> dict[str, Any]:
+    return {c: bindparam(f"{prefix}{c}", type_=run_events.c[c].type) for c in OUTBOX_COLUMNS}
 
 
 MIGRATIONS = resources.files("shipline.store") / "migrations"
@@ -175,8 +219,11 @@ class SqlStore:
         if not self.is_sqlite:
             pool["pool_use_lifo"] = True  # the connection used last goes out first: the others rest, and are pinged
         self.engine: Engine = create_engine(parsed, **pool)
-        self._statements: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._statements: dict[tuple[Any, ...], Any] = {}
         self._together: ContextVar[_Together | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
+        # PostgreSQL: a `together()` block that only writes is one statement, run without
+        # BEGIN and COMMIT (one statement is a transaction of its own): one round trip.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
@@ -277,7 +324,7 @@ class SqlStore:
         """
         shared = self._together.get()
         if shared is not None:
-            yield shared.conn
+            yield self._in_transaction(shared)
             return
         try:
             with self.engine.begin() as conn:
@@ -292,21 +339,112 @@ class SqlStore:
 
         The recorder saves a task's transitions that came close together at once:
         one commit instead of several, each still with its outbox row.  The block's
-        outbox rows, in the order they came, are one INSERT at its end (one round
-        trip to PostgreSQL for a task's start and end, not one each).
+        outbox rows, in the order they came, are one INSERT at its end.  On PostgreSQL
+        the block's writes wait for its end too, and go with the outbox rows as one
+        statement (`_one_statement`): a quick task's start and end are one round trip
+        to the server, where a transaction of three statements was five.
         """
         if self._together.get() is not None:
             yield
             return
-        with self.transaction() as conn:
-            shared = _Together(conn)
-            token = self._together.set(shared)
-            try:
-                yield
-            finally:
-                self._together.reset(token)
+        shared = _Together(waiting=None if self.is_sqlite else [])
+        try:
+            with shared.stack:  # the block's transaction, if it has one: committed, or rolled back on an error
+                if self.is_sqlite:
+                    shared.conn = shared.stack.enter_context(self.engine.begin())
+                token = self._together.set(shared)
+                try:
+                    yield
+                finally:
+                    self._together.reset(token)
+                self._end(shared)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def _in_transaction(self, shared: _Together) -> Connection:
+        """The block's transaction, begun now if it has none, with the writes that waited sent first."""
+        if shared.conn is None:
+            shared.conn = shared.stack.enter_context(self.engine.begin())
+            waiting, shared.waiting = shared.waiting or [], None
+            for write in waiting:
+                shared.conn.execute(self._statement(write), write.params())
+        return shared.conn
+
+    def _end(self, shared: _Together) -> None:
+        if shared.waiting is None:
+            assert shared.conn is not None
             if shared.outbox:
-                conn.execute(self._outbox_insert, shared.outbox)
+                shared.conn.execute(self._outbox_insert, shared.outbox)
+        elif shared.waiting or shared.outbox:
+            statement, params = self._one_statement(shared.waiting, shared.outbox)
+            with self._autocommit.connect() as conn:
+                conn.execute(statement, params)
+
+    def _write(self, write: _Write, transition: Transition | None = None) -> None:
+        """Write a row, with the transition's outbox row, in one transaction (the `together()` block's)."""
+        shared = self._together.get()
+        if shared is None:
+            with self.together():
+                self._write(write, transition)
+            return
+        # The parts of one statement do not see each other's rows: a row made or changed and then
+        # changed again in the block (a step's row made, then ended) needs a transaction.
+        if shared.waiting is not None and not any(w.may_touch_a_row_of(write) for w in shared.waiting):
+            shared.waiting.append(write)
+        else:
+            self._in_transaction(shared).execute(self._statement(write), write.params())
+        if transition is not None:
+            shared.outbox.append(transition.row())
+
+    def _statement(self, write: _Write) -> Any:
+        """The INSERT or UPDATE of a write's shape, built once: building SQLAlchemy expressions
+        costs more than SQLite's commit, and the recorder writes a few rows per task."""
+        statement = self._statements.get(write.shape)
+        if statement is None:
+            statement = self._part(write, "")
+            self._statements[write.shape] = statement
+        return statement
+
+    @staticmethod
+    def _part(write: _Write, prefix: str) -> Any:
+        table = write.table
+        values = {c: bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in write.shape[2]}
+        if not write.keys:
+            return insert(table).values(values)
+        where = (table.c[k] == bindparam(f"{prefix}key_{k}", type_=table.c[k].type) for k in write.keys)
+        return update(table).where(*where).values(values)
+
+    def _one_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+        """`WITH w0 AS (UPDATE ...), w1 AS (INSERT ...), e0 AS (INSERT INTO run_events ... RETURNING id)
+        INSERT INTO run_events SELECT ... FROM e0`: the block's writes and outbox rows as one statement.
+
+        The parts of a WITH run in no set order, but a part that reads another's RETURNING runs
+        after it: each outbox row is inserted from the one before, so their ids keep their order.
+        (Not one INSERT of several VALUES: SQLAlchemy compiles that anew on each use.)  Built once
+        per shape of block.
+        """
+        shape = ("together", tuple(w.shape for w in writes), len(outbox))
+        statement = self._statements.get(shape)
+        if statement is None:
+            parts = [self._part(w, f"w{i}_") for i, w in enumerate(writes)]
+            ctes = [part.cte(f"w{i}") for i, part in enumerate(parts)]
+            if outbox:
+                main = insert(run_events).values(_outbox_row("e0_"))
+                for j in range(1, len(outbox)):
+                    before = main.returning(run_events.c.id).cte(f"e{j - 1}")
+                    after = select(*(value.label(c) for c, value in _outbox_row(f"e{j}_").items())).select_from(before)
+                    main = insert(run_events).from_select(OUTBOX_COLUMNS, after)
+            else:
+                main, ctes = parts[-1], ctes[:-1]
+            statement = main.add_cte(*ctes) if ctes else main
+            if len(self._statements) < MAX_STATEMENTS:
+                self._statements[shape] = statement
+        params: dict[str, Any] = {}
+        for i, write in enumerate(writes):
+            params.update(write.params(f"w{i}_"))
+        for j, row in enumerate(outbox):
+            params.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
+        return statement, params
 
     def _append(self, conn: Connection, transition: Transition) -> None:
         """The transition's outbox row, in this transaction (at its end, inside `together()`)."""
@@ -396,34 +534,17 @@ class SqlStore:
         values: dict[str, Any],
         transition: Transition | None = None,
     ) -> None:
-        """UPDATE table SET values WHERE keys = key_values, with the statement built once per shape;
-        with `transition`, the outbox row goes in the same transaction.
+        """UPDATE table SET values WHERE keys = key_values; with `transition`, its outbox row in the same transaction."""
+        self._write(_Write(table, values, keys, key_values), transition)
 
-        Building SQLAlchemy expressions costs more than SQLite's commit; the
-        recorder writes a few rows per task, so statements are cached.
-        """
-        shape = (table.name, keys, tuple(sorted(values)))
-        statement = self._statements.get(shape)
-        if statement is None:
-            statement = (
-                update(table)
-                .where(*(table.c[k] == bindparam(f"key_{k}") for k in keys))
-                .values({k: bindparam(k) for k in shape[2]})
-            )
-            self._statements[shape] = statement
-        with self.transaction() as conn:
-            conn.execute(statement, {**values, **{f"key_{k}": v for k, v in zip(keys, key_values, strict=False)}})
-            if transition is not None:
-                self._append(conn, transition)
-
-    _outbox_insert = insert(run_events).values(
-        {c: bindparam(c) for c in ("run_id", "kind", "task", "status", "data", "created_at")}
-    )
+    _outbox_insert = insert(run_events).values({c: bindparam(c) for c in OUTBOX_COLUMNS})
 
     def add_transition(self, transition: Transition) -> None:
         """A transition's outbox row alone (its row's values are saved by a later write)."""
-        with self.transaction() as conn:
-            self._append(conn, transition)
+        with self.together():
+            shared = self._together.get()
+            assert shared is not None
+            shared.outbox.append(transition.row())
 
     def update_run(self, run_id: int, transition: Transition | None = None, **values: Any) -> None:
         self._update(runs, ("id",), (run_id,), values, transition)
@@ -447,9 +568,9 @@ class SqlStore:
         finished_at: datetime | None = None,
     ) -> None:
         """A step's row; one that has ended already (its start and end saved together) is made as it ended."""
-        with self.transaction() as conn:
-            conn.execute(
-                self._step_insert,
+        self._write(
+            _Write(
+                step_runs,
                 {
                     "run_id": run_id,
                     "task": task,
@@ -464,26 +585,7 @@ class SqlStore:
                     "finished_at": finished_at,
                 },
             )
-
-    _step_insert = insert(step_runs).values(
-        {
-            c: bindparam(c)
-            for c in (
-                "run_id",
-                "task",
-                "attempt",
-                "idx",
-                "name",
-                "status",
-                "log_path",
-                "started_at",
-                "pid",
-                "exit_code",
-                "finished_at",
-            )
-        }
-    )
-    """Built once: building the expression per step cost more than the insert itself."""
+        )
 
     def update_step(self, run_id: int, task: str, attempt: int, index: int, **values: Any) -> None:
         self._update(step_runs, ("run_id", "task", "attempt", "idx"), (run_id, task, attempt, index), values)
@@ -659,8 +761,9 @@ class SqlStore:
 
     # --- the outbox -------------------------------------------------------------------
 
-    def transitions_after(self, position: int, limit: int = 100) -> list[RunTransition]:
-        """Outbox rows after `position`, oldest first, with what a notifier needs of their run."""
+    def transitions_after(self, position: int, limit: int = 100, kind: str | None = None) -> list[RunTransition]:
+        """Outbox rows after `position`, oldest first, with what a notifier needs of their run;
+        with `kind` ("run" or "task"), only the transitions of that kind."""
         query = (
             select(run_events, runs.c.pipeline, runs.c.params, runs.c.trigger)
             .join(runs, runs.c.id == run_events.c.run_id)
@@ -668,6 +771,8 @@ class SqlStore:
             .order_by(run_events.c.id)
             .limit(limit)
         )
+        if kind is not None:
+            query = query.where(run_events.c.kind == kind)
         with self.transaction() as conn:
             rows = conn.execute(query).all()
         return [
