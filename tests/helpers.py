@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,3 +29,31 @@ def shipline(
         env={**os.environ, **(env or {})},
         check=check,
     )
+
+
+class Background:
+    """A `shipline` command left running (a CLI run, a server), its output kept in a file.
+
+    `why()` says what became of it, for an assertion's message: its exit status and the
+    end of its output, or, when it still runs, where each of its threads is (it is started
+    under `-X faulthandler`, and SIGABRT makes it print them and end).
+    """
+
+    def __init__(self, *args: str, output: Path, env: dict[str, str] | None = None) -> None:
+        self.output = output
+        with output.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-m", "shipline", *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def why(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=30)
+            state = "still running, stopped to show where it was"
+        else:
+            state = f"ended with exit status {self.proc.returncode}"
+        return f"`shipline` {state}; its output:\n{self.output.read_text(errors='replace')[-4000:]}"

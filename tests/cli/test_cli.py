@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import REPO, shipline
+from helpers import REPO, Background, shipline
 
 Write = Callable[..., Path]
 
@@ -222,18 +222,11 @@ def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_pa
             steps: [{{run: echo "third line"}}]
         """
     )
-    errors = tmp_path / "run.err"
-    with errors.open("wb") as sink:  # -X faulthandler: SIGABRT prints where each thread is
-        run = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=sink
-        )
+    run = Background("run", str(path), output=tmp_path / "run.out")
     try:
         deadline = time.monotonic() + 120
         while not json.loads(shipline("runs", "list", "--json").stdout):
-            if run.poll() is None and time.monotonic() > deadline:
-                run.send_signal(signal.SIGABRT)
-                run.wait(timeout=30)
-            assert run.poll() is None, f"`shipline run` ended ({run.returncode}) before its run was listed:\n{errors.read_text()}"
+            assert run.proc.poll() is None and time.monotonic() < deadline, f"its run was never listed: {run.why()}"
             time.sleep(0.1)
         run_id = json.loads(shipline("runs", "list", "--json").stdout)[0]["id"]
         with subprocess.Popen(
@@ -253,7 +246,7 @@ def test_logs_follow_streams_until_the_run_ends(home: Path, write: Write, tmp_pa
         assert lines.index("first line") < lines.index("second line") < lines.index("third line")
     finally:
         gate.touch()
-        run.wait(timeout=60)
+        run.proc.wait(timeout=60)
 
 
 def test_long_lines_and_binary_output_are_kept(home: Path, write: Write) -> None:

@@ -13,14 +13,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, Background
 from kubeplace import KubePlace, claim_yaml, kube_settings
 
 from shipline.domain.runs import RunRecord, RunStatus
@@ -323,20 +322,18 @@ def test_a_restarted_engine_ends_the_pods_a_dead_engine_left(
         "SHIPLINE_KUBE_NODE_SELECTOR": kube.kube_node_selector,
         "SHIPLINE_KUBE_TOLERATIONS": kube.kube_tolerations,
     }
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    cli = Background("run", str(path), output=tmp_path / "run.out", env=env)
     executor = KubernetesExecutor(kube, kube_place.kubeconfig)
     try:
         deadline = time.monotonic() + 120
         while "started-long" not in "".join(p.read_text() for p in (kube.logs / "1" / "long").glob("*.log")):
-            assert time.monotonic() < deadline and cli.poll() is None, "the run's step did not start"
+            assert time.monotonic() < deadline and cli.proc.poll() is None, f"the run's step did not start: {cli.why()}"
             time.sleep(0.1)
-        cli.send_signal(signal.SIGKILL)  # the engine dies; its pod runs on
-        cli.wait(10)
+        cli.proc.send_signal(signal.SIGKILL)  # the engine dies; its pod runs on
+        cli.proc.wait(10)
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        if cli.proc.poll() is None:
+            cli.proc.kill()
     assert any(name.startswith("Pod/") for name in executor.leftovers(1)), "the dead engine's pod should still be there"
     store = SqlStore(kube.database)
     try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import Background
 
 from shipline.domain.runs import RunTransition, TaskStatus
 from shipline.engine.events import EventBus
@@ -107,15 +106,13 @@ def test_cancel_and_recovery_are_transitions_too(engine: Engine, write: Write, h
     engine.cancel(queued)
     # A CLI run killed mid-step: the next engine finds it and says it failed.
     path = write("name: slow\ntasks:\n  - name: sleep\n    steps: [{run: 'sleep 60'}]\n", "slow.yaml")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    cli = Background("run", str(path), output=home / "run.out")
     deadline = time.monotonic() + 60
     while not any(t.task == "sleep" and t.status == "running" for t in engine.store.transitions_after(0, 1000)):
-        assert time.monotonic() < deadline
+        assert cli.proc.poll() is None and time.monotonic() < deadline, f"the step never ran: {cli.why()}"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cli.proc.send_signal(signal.SIGKILL)
+    cli.proc.wait()
     assert engine.recover()
     seen = [(t.run_id, t.kind, t.task, t.status) for t in _read_all(reader)]
     assert (queued, "run", None, "cancelled") in seen
