@@ -86,6 +86,11 @@ def test_claim_is_exclusive(any_store: SqlStore, write: Callable[..., Path]) -> 
     run_id = any_store.create_run(load_pipeline(write(PIPELINE)), {})
     assert any_store.claim(run_id, "a:1:1")
     assert not any_store.claim(run_id, "b:2:2")
+    assert not any_store.claim(run_id, "b:2:2", ungrouped=True)  # the quick claim of a run made without a group
+    assert any_store.claim(run_id, "a:1:1", ungrouped=True)  # its owner keeps it
+    other = any_store.create_run(load_pipeline(write(PIPELINE)), {})
+    assert any_store.claim(other, "b:2:2", ungrouped=True)
+    assert not any_store.claim(other, "a:1:1")
 
 
 def test_missing_run(any_store: SqlStore) -> None:

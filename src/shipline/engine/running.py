@@ -69,7 +69,7 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
-        self._made: dict[int, tuple[float, ResolvedPipeline, dict[str, str]]] = {}
+        self._made: dict[int, tuple[float, ResolvedPipeline, dict[str, str], str | None]] = {}
         self._made_tasks = 0
         self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
@@ -122,24 +122,30 @@ class Engine:
                 self.cancel(older)
         owner = self.owner if claim else None
         run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
-        self._keep(run_id, pipeline, params)
+        self._keep(run_id, pipeline, params, group)
         if (moved := set_aside(self.settings, run_id)) is not None:
             log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
 
-    def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str]) -> None:
+    def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str], group: str | None) -> None:
         now = time.monotonic()
         with self._made_lock:
             while self._made:  # the oldest first: runs another engine drove, or that were cancelled
                 oldest = next(iter(self._made))
-                made_at, kept, _ = self._made[oldest]
+                made_at, kept, _, _ = self._made[oldest]
                 if now - made_at < KEPT_SECONDS:
                     break
                 del self._made[oldest]
                 self._made_tasks -= len(kept.tasks)
             if self._made_tasks + len(pipeline.tasks) <= KEPT_TASKS:  # full: this one is read back
-                self._made[run_id] = (now, pipeline, params)
+                self._made[run_id] = (now, pipeline, params, group)
                 self._made_tasks += len(pipeline.tasks)
+
+    def _claim(self, run_id: int) -> bool:
+        """`store.claim`, telling the store when this engine made the run without a concurrency group."""
+        with self._made_lock:
+            made = self._made.get(run_id)
+        return self.store.claim(run_id, self.owner, ungrouped=made is not None and made[3] is None)
 
     def _kept(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]] | None:
         with self._made_lock:
@@ -173,7 +179,7 @@ class Engine:
         or until someone cancels it.
         """
         announced = False
-        while not self.store.claim(run_id, self.owner):
+        while not self._claim(run_id):
             record = self.store.get_run(run_id)
             if record.status.done:
                 return record
@@ -207,7 +213,7 @@ class Engine:
             capacity = max(0, 2 * self.settings.max_parallel - len(running))
             try:
                 for run_id in self.store.next_queued(capacity) if capacity else []:
-                    if self.store.claim(run_id, self.owner):
+                    if self._claim(run_id):
                         task = asyncio.create_task(self._drive_claimed(run_id, record=False))
                         running.add(task)
                         task.add_done_callback(running.discard)
