@@ -24,6 +24,7 @@ import hmac
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -327,6 +328,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(home, ignore_errors=True)  # its store and the 100 MB log: nothing is read from them after this
 
     lat_ms = [x * 1000 for x in watch.latencies]
     result = {

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.exceptions import NotFound, StoreError
+from shipline.exceptions import NotFound, StoreError, ToolError
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.repositories import Claim, ServerStore
@@ -175,6 +175,15 @@ def test_postgresql_and_sqlite_keep_the_same_record_and_outbox_of_a_run(
     assert tasks[1][2] == 2 and tasks[1][1] == TaskStatus.SUCCEEDED
     assert outbox[0] == ("run", None, "queued") and outbox[-1] == ("run", None, "failed")
     assert outbox.index(("task", "fails", "failed")) < outbox.index(("task", "report", "running"))
+
+
+@pytest.mark.postgres
+def test_a_throwaway_postgresql_that_does_not_start_leaves_no_folder() -> None:
+    server = ThrowawayPostgres()
+    server.max_connections = -5  # PostgreSQL refuses to start with it
+    with pytest.raises(ToolError, match="pg_ctl -D failed"):
+        server.start()
+    assert not server.root.exists()
 
 
 @pytest.mark.postgres

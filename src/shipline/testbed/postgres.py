@@ -53,8 +53,12 @@ class ThrowawayPostgres:
             raise ToolError(f"{Path(args[0]).name} {args[1]} failed ({done.returncode}): {detail}")
 
     def start(self) -> ThrowawayPostgres:
-        self._pg(str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "shipline", "--no-sync")
-        self._serve()
+        try:
+            self._pg(str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "shipline", "--no-sync")
+            self._serve()
+        except BaseException:
+            self.stop()  # a server that did not start leaves no data folder behind
+            raise
         return self
 
     def _serve(self) -> None:
