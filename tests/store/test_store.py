@@ -69,6 +69,43 @@ def test_a_run_round_trips(any_store: SqlStore, settings: Settings, write: Calla
     assert spec == pipeline and params["token"] == "hunter2"
 
 
+def test_a_new_run_reads_back_whole(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    pipeline = load_pipeline(
+        write(
+            """
+            name: shaped
+            tasks:
+              - {name: zeta, steps: [{run: 'true'}]}
+              - {name: alpha, needs: [zeta], steps: [{run: 'true'}]}
+              - {name: mid, needs: [zeta, alpha], steps: [{run: 'true'}]}
+            finally:
+              - {name: last, steps: [{run: 'true'}]}
+            """
+        )
+    )
+    trigger = {"event": "push", "branch": 'feature/é "quoted"', "sha": "abc"}
+    run_id = any_store.create_run(
+        pipeline, {"who": "it's ${{ x }}"}, trigger=trigger, owner="a:1:1", concurrency_group="deploy-dev"
+    )
+    record = any_store.get_run(run_id)
+    assert (record.status, record.pipeline, record.params, record.trigger) == (
+        RunStatus.QUEUED,
+        "shaped",
+        {"who": "it's ${{ x }}"},
+        trigger,
+    )
+    assert record.concurrency_group == "deploy-dev" and record.created_at.tzinfo is not None
+    assert [(t.name, t.needs, t.is_finally, t.status, t.attempts, t.results) for t in record.tasks] == [
+        ("zeta", [], False, TaskStatus.PENDING, 0, {}),
+        ("alpha", ["zeta"], False, TaskStatus.PENDING, 0, {}),
+        ("mid", ["zeta", "alpha"], False, TaskStatus.PENDING, 0, {}),
+        ("last", [], True, TaskStatus.PENDING, 0, {}),
+    ]
+    assert any_store.load_spec(run_id) == (pipeline, {"who": "it's ${{ x }}"})
+    assert [(t.run_id, t.kind, t.status) for t in any_store.transitions_after(0)][-1] == (run_id, "run", "queued")
+    assert not any_store.claim(run_id, "b:2:2")  # taken by its owner at creation
+
+
 def test_list_filters_and_pages(any_store: SqlStore, settings: Settings, write: Callable[..., Path]) -> None:
     pipeline = load_pipeline(write(PIPELINE))
     other = load_pipeline(write(PIPELINE.replace("name: stored", "name: other"), "other.yaml"))
