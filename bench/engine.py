@@ -147,14 +147,19 @@ def parallel_floor(n: int, parallel: int) -> float:
 
 
 CURVE_REPEATS = 3
+CURVE_TASKS_PER_POINT = 300
+"""A point is the median of at least CURVE_REPEATS runs, and of as many more as make about this
+many tasks (60 at most): a run of one or ten tasks lasts a few milliseconds, and on this VM one
+run in five or ten of any size takes several more, so the median of three small runs moved
+by several milliseconds per task from one bench to the next."""
 
 
 def curve(work: Path, database: str | None, label: str, repeats: int = CURVE_REPEATS) -> list[dict[str, Any]]:
     """Overhead per task against the size of the run: it should stay flat.
 
-    Each size is run `repeats` times, each time beside its floor, after one run that
-    warms what a first run pays once (imports, the SQL statements' compiled forms);
-    the median of each is kept.
+    Each size is run `repeats` times (more for small runs: CURVE_TASKS_PER_POINT), each
+    time beside its floor, after one run that warms what a first run pays once (imports,
+    the SQL statements' compiled forms); the median of each is kept.
     """
     engine = _engine(work / f"home-curve-{label}", database)
     rows = []
@@ -164,7 +169,7 @@ def curve(work: Path, database: str | None, label: str, repeats: int = CURVE_REP
     for shape, tasks, path in shapes:
         pipeline = load_pipeline(path)
         engine_times, floors = [], []
-        for _ in range(repeats):
+        for _ in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
             start = time.perf_counter()
             record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
             engine_times.append(time.perf_counter() - start)
@@ -179,7 +184,7 @@ def curve(work: Path, database: str | None, label: str, repeats: int = CURVE_REP
                 "database": label,
                 "shape": shape,
                 "tasks": tasks,
-                "repeats": repeats,
+                "repeats": len(engine_times),
                 "engine_s": round(elapsed, 4),
                 "floor_s": round(floor, 4),
                 "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),

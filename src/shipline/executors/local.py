@@ -344,7 +344,7 @@ class LocalExecutor:
         what: str,
     ) -> tuple[int | None, str, bool]:
         """The step's exit code and how it ended; True when its group was emptied at its end."""
-        _create_output(step)
+        _prepare_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
         kept = 0
 
@@ -516,16 +516,15 @@ def _output_size(step: StepSpec) -> int:
         return 0
 
 
-def _create_output(step: StepSpec) -> None:
-    """An empty $SHIPLINE_OUTPUT that only the engine's user may read: it holds results unmasked."""
+def _prepare_output(step: StepSpec) -> None:
+    """The folder of $SHIPLINE_OUTPUT, which only the engine's user may enter: the file holds results
+    unmasked.  The file itself is the step's to create (`>>` does): most steps write no result, and
+    making an empty file for each step cost 0.2-0.7 ms on this project's disk, a third of the
+    engine's own work per step.  None is there before the step: each attempt's file has its own
+    name, and `_take_output` removes it once read."""
     directory = step.output_file.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
-    fd = os.open(step.output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
 
 
 def _take_output(step: StepSpec, limit: int) -> str:
