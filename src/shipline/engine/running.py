@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 from urllib.parse import quote, urlsplit
 
 from shipline.domain import expressions as ex
@@ -69,7 +69,7 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
-        self._made: dict[int, tuple[float, ResolvedPipeline, dict[str, str], str | None]] = {}
+        self._made: dict[int, _Made] = {}
         self._made_tasks = 0
         self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
@@ -132,28 +132,26 @@ class Engine:
         with self._made_lock:
             while self._made:  # the oldest first: runs another engine drove, or that were cancelled
                 oldest = next(iter(self._made))
-                made_at, kept, _, _ = self._made[oldest]
-                if now - made_at < KEPT_SECONDS:
+                if now - self._made[oldest].at < KEPT_SECONDS:
                     break
-                del self._made[oldest]
-                self._made_tasks -= len(kept.tasks)
+                self._made_tasks -= len(self._made.pop(oldest).pipeline.tasks)
             if self._made_tasks + len(pipeline.tasks) <= KEPT_TASKS:  # full: this one is read back
-                self._made[run_id] = (now, pipeline, params, group)
+                self._made[run_id] = _Made(now, pipeline, params, group)
                 self._made_tasks += len(pipeline.tasks)
 
     def _claim(self, run_id: int) -> bool:
         """`store.claim`, telling the store when this engine made the run without a concurrency group."""
         with self._made_lock:
             made = self._made.get(run_id)
-        return self.store.claim(run_id, self.owner, ungrouped=made is not None and made[3] is None)
+        return self.store.claim(run_id, self.owner, ungrouped=made is not None and made.group is None)
 
     def _kept(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]] | None:
         with self._made_lock:
             made = self._made.pop(run_id, None)
             if made is None:
                 return None
-            self._made_tasks -= len(made[1].tasks)
-            return made[1], made[2]
+            self._made_tasks -= len(made.pipeline.tasks)
+            return made.pipeline, made.params
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
         """Raise UsageError when a secret the pipeline uses is not set (a run would fail at once)."""
@@ -312,6 +310,16 @@ class Engine:
     def workspace(self, run_id: int) -> Path:
         """The run's workspace on this host (the local executor's; a Kubernetes run's is in its volume)."""
         return self.settings.workspaces / str(run_id)
+
+
+class _Made(NamedTuple):
+    """A run this engine made, kept until it drives it (`Engine._keep`)."""
+
+    at: float
+    pipeline: ResolvedPipeline
+    params: dict[str, str]
+    group: str | None
+    """Its concurrency group: a run without one is claimed in one round trip (`SqlStore.claim`)."""
 
 
 @dataclass
