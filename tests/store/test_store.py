@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
-from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.domain.runs import RunStatus, TaskStatus, Transition
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.exceptions import NotFound, StoreError, ToolError
@@ -148,6 +148,20 @@ def test_writes_together_that_change_one_row_twice_keep_both_changes(any_store: 
     assert (greet.status, greet.results, greet.started_at) == (TaskStatus.RUNNING, {"who": "db"}, at)
     assert [(s.status, s.exit_code) for s in greet.steps] == [("succeeded", 0)]
     assert (fail.status, fail.message) == (TaskStatus.SKIPPED, "not today")
+
+
+def test_a_large_block_of_writes_together_is_saved_whole_and_in_order(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    """A failed fan-out skips its pending tasks at once: a block larger than one statement takes."""
+    tasks = "\n".join(f"  - {{name: t{i}, needs: [], steps: [{{run: 'true'}}]}}" for i in range(40))
+    run_id = any_store.create_run(load_pipeline(write(f"name: wide\ntasks:\n{tasks}\n")), {})
+    with any_store.together():
+        for i in range(40):
+            skipped = Transition(run_id, "task", TaskStatus.SKIPPED.value, f"t{i}", {"message": f"reason {i}"})
+            any_store.update_task(run_id, f"t{i}", skipped, status=TaskStatus.SKIPPED.value, message=f"reason {i}")
+    record = any_store.get_run(run_id)
+    assert [(t.status, t.message) for t in record.tasks] == [(TaskStatus.SKIPPED, f"reason {i}") for i in range(40)]
+    outbox = [(t.task, t.data["message"]) for t in any_store.transitions_after(0, 1000) if t.kind == "task"]
+    assert outbox == [(f"t{i}", f"reason {i}") for i in range(40)]
 
 
 def test_a_failed_write_together_leaves_none_of_the_block(any_store: SqlStore, write: Callable[..., Path]) -> None:

@@ -167,6 +167,11 @@ def _private_sqlite(database: Path) -> None:
 
 
 OUTBOX_COLUMNS = ("run_id", "kind", "task", "status", "data", "created_at")
+ONE_STATEMENT_PARTS = 16
+"""At most this many writes, and as many outbox rows, go as one statement: a quick task's block
+has two to four of each; a larger block (a failed fan-out's skipped tasks) goes as a
+transaction, where one statement would grow with the run (PostgreSQL takes 65,535 values
+at most) and be built anew for each size."""
 MAX_STATEMENTS = 512
 """Statements kept built, by shape: a bound, though the recorder's writes come in a few shapes."""
 
@@ -380,6 +385,8 @@ class SqlStore:
             assert shared.conn is not None
             if shared.outbox:
                 shared.conn.execute(self._outbox_insert, shared.outbox)
+        elif len(shared.outbox) > ONE_STATEMENT_PARTS:
+            self._in_transaction(shared).execute(self._outbox_insert, shared.outbox)
         elif shared.waiting or shared.outbox:
             statement, params = self._one_statement(shared.waiting, shared.outbox)
             with self._autocommit.connect() as conn:
@@ -393,9 +400,11 @@ class SqlStore:
                 self._write(write, transition)
             return
         # The parts of one statement do not see each other's rows: a row made or changed and then
-        # changed again in the block (a step's row made, then ended) needs a transaction.
-        if shared.waiting is not None and not any(w.may_touch_a_row_of(write) for w in shared.waiting):
-            shared.waiting.append(write)
+        # changed again in the block (a step's row made, then ended) needs a transaction; so does
+        # a large block (ONE_STATEMENT_PARTS).
+        waiting = shared.waiting
+        if waiting is not None and len(waiting) < ONE_STATEMENT_PARTS and not any(w.may_touch_a_row_of(write) for w in waiting):
+            waiting.append(write)
         else:
             self._in_transaction(shared).execute(self._statement(write), write.params())
         if transition is not None:
