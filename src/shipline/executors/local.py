@@ -519,8 +519,8 @@ def _output_size(step: StepSpec) -> int:
 def _prepare_output(step: StepSpec) -> None:
     """The folder of $SHIPLINE_OUTPUT, which only the engine's user may enter: the file holds results
     unmasked.  The file itself is the step's to create (`>>` does): most steps write no result, and
-    making an empty file for each step cost 0.2-0.7 ms on this project's disk, a third of the
-    engine's own work per step.  None is there before the step: each attempt's file has its own
+    making an empty file for each step (one of the three files and folders a step made) cost
+    0.2-0.7 ms on this project's disk.  None is there before the step: each attempt's file has its own
     name, and `_take_output` removes it once read."""
     directory = step.output_file.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
