@@ -41,7 +41,7 @@ def withdraw(registry: Registry, repository: str, tag: str, digest: str, auth: A
     basic = (creds.username, creds.password) if creds else None
     base = f"{registry.scheme}://{registry.host}/v2/{repository}/manifests"
     try:
-        with httpx.Client(timeout=TIMEOUT, auth=basic) as client:
+        with httpx.Client(timeout=TIMEOUT, auth=basic, verify=not registry.plain_http) as client:  # no TLS: no CA bundle
             head = client.head(f"{base}/{tag}", headers={"Accept": ACCEPT})
             if head.status_code == 404:
                 return Withdrawal(reference, False, "not there (nothing to withdraw)")
