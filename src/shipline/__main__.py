@@ -1,3 +1,3 @@
-from shipline.cli import main
+from shipline.launch import main
 
 main()

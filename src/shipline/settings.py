@@ -63,6 +63,10 @@ class Settings(BaseModel):
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """After SIGTERM, how long a step's process group gets before SIGKILL."""
 
+    step_server: bool = True
+    """Whether the local executor runs the catalog's `shipline step ...` calls in forks of one warm
+    process (its step server) rather than a new Python process each ($SHIPLINE_STEP_SERVER)."""
+
     step_env: list[str] = Field(default_factory=lambda: list(DEFAULT_STEP_ENV))
     """Variables of the engine's environment that steps see, as names or globs (`LC_*`); the rest,
     credentials included, stays out ($SHIPLINE_STEP_ENV, comma-separated)."""
@@ -221,6 +225,7 @@ _ENV = {
     "SHIPLINE_MAX_PARALLEL": "max_parallel",
     "SHIPLINE_SECRET_KEY": "secret_key",
     "SHIPLINE_STEP_ENV": "step_env",
+    "SHIPLINE_STEP_SERVER": "step_server",
     "SHIPLINE_REGISTRY": "registry",
     "SHIPLINE_GITEA_URL": "gitea_url",
     "SHIPLINE_GITEA_TOKEN": "gitea_token",

@@ -54,12 +54,14 @@ class Hierarchy:
     """`freezer`, `pids` (cgroup v1) or `v2`."""
     base: Path
     """`<own cgroup>/shipline` in that hierarchy: every step cgroup is below it."""
+    top: Path
+    """Where the hierarchy is mounted: a path of /proc/PID/cgroup is relative to it."""
 
 
-def _own_path(controller: str | None) -> str | None:
-    """This process's cgroup in the hierarchy of `controller` (None: the v2 tree), from /proc/self/cgroup."""
+def _own_path(controller: str | None, pid: int | str = "self") -> str | None:
+    """The cgroup of `pid` (this process by default) in the hierarchy of `controller` (None: the v2 tree), from /proc."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
@@ -85,7 +87,7 @@ def hierarchy() -> Hierarchy | None:
             probe.rmdir()
         except OSError:
             continue
-        return Hierarchy(kind, base)
+        return Hierarchy(kind, base, top)
     log.warning(
         "no writable cgroup hierarchy (v1 freezer or pids, or cgroup v2) under %s: a step's processes are "
         "tracked by process group only, so one that calls setsid can outlive its step",
@@ -153,6 +155,28 @@ class StepGroup:
         """
         with suppress(OSError):
             self.path.rmdir()
+
+
+def join_step_group_of(pid: int) -> bool:
+    """Move this process into the step cgroup that `pid` is in; False when `pid` is in none of this engine's.
+
+    For the step server's copy that runs a `shipline step` on behalf of a step's
+    process (`pid`): it is then killed with the step, like the step's own children.
+    """
+    where = hierarchy()
+    if where is None:
+        return False
+    path = _own_path({"freezer": "freezer", "pids": "pids"}.get(where.kind), pid)
+    if path is None:
+        return False
+    group = where.top / path.lstrip("/")
+    if not group.is_relative_to(where.base) or group == where.base:
+        return False
+    try:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError:
+        return False
+    return True
 
 
 def remove_run(run_id: int) -> None:

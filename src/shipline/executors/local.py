@@ -30,6 +30,7 @@ from typing import Any
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.executors.cgroups import StepGroup, kill_run, remove_run
+from shipline.executors.stepserving import step_server
 from shipline.settings import Settings
 
 SECRET_FILES_DIR = ".secret-files"
@@ -208,14 +209,16 @@ class LocalExecutor:
         kill_grace_seconds: float = 5.0,
         max_log_bytes: int = 50 * 1024 * 1024,
         max_output_bytes: int = 1024 * 1024,
+        step_server: bool = True,
     ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
         self.max_log_bytes = max_log_bytes
         self.max_output_bytes = max_output_bytes
+        self.step_server = step_server
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalExecutor:
-        return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes)
+        return cls(settings.kill_grace_seconds, settings.step_log_max_bytes, settings.step_output_max_bytes, settings.step_server)
 
     # --- where the run's steps live: folders of the engine's host -------------------------
 
@@ -346,6 +349,10 @@ class LocalExecutor:
         """The step's exit code and how it ended; True when its group was emptied at its end."""
         _prepare_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
+        if self.step_server and "shipline step" in step.script and (server := step_server()):
+            env["SHIPLINE_STEP_SOCKET"] = server.address  # see shipline.launch
+            env["SHIPLINE_STEP_FALLBACK"] = server.fallback
+            env["PATH"] = os.pathsep.join(p for p in (str(server.client), env.get("PATH", "")) if p)
         kept = 0
 
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character cut in two by MAX_LINE stays whole
