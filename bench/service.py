@@ -1,23 +1,29 @@
 """Service pipeline benchmark: the scaffolded service's whole pipeline on the testbed.
 
-    python bench/service.py            # 1 cold + 3 warm releases
-    python bench/service.py --quick    # 1 cold + 1 warm
+    python bench/service.py                   # 1 cold + 3 warm `shipline run`, then 4 through a server
+    python bench/service.py --quick           # 1 cold + 1 warm, then 2 through a server
+    python bench/service.py --no-step-server  # each `shipline step` a process of its own (to compare)
 
 Needs the testbed running (`shipline testbed up`). Scaffolds `shipline init service
-bench-hello` into a bare git repository, then runs its `.shipline/pipeline.yaml`
-with `shipline run` once with an empty Go build cache (cold) and then after each of
-a few `fix:` commits (warm: the Go build cache is shared, as
-docs/pipelines.md shows), each one a real release: tag, image and chart pushed.
+bench-hello` into a bare git repository, then releases it: with `shipline run` once
+with an empty Go build cache (cold) and then after each of a few `fix:` commits (warm:
+the Go build cache is shared, as docs/pipelines.md shows); then through `shipline serve`
+(the repository registered, each release started by POST /api/v1/runs), as a team runs
+it: one engine, so one step server, for every release. Each run is a real release: tag,
+image and chart pushed.
 
 For each run:
 - wall: the run's own start to end (the run record's timestamps);
 - tools: the time during which at least one step process was running, from the
   step records (git, go, buildah, helm, skopeo... and the `shipline step` helpers);
-- helpers: the CPU time of the `shipline step ...` processes themselves (Python's
-  start and end, shipline's own logic in the steps; not the tools they start),
-  measured by a wrapper on PATH;
+- helpers: the CPU time of shipline's own code inside the steps: for each `shipline
+  step` call served by the step server, the copy's CPU and its caller's (from the
+  server's debug lines), plus the server's own CPU during the run (its start, imports
+  and forks); for a call run as a process of its own, that process's CPU (a wrapper on
+  PATH measures it), not that of the tools it ran;
 - shipline's share = (wall - tools) + helpers, over wall: the engine's scheduling
   and bookkeeping between steps plus shipline's own code inside them.
+- gaps_ms (in the JSON): the longest moments with no step running, and between which steps.
 
 Prints a table and writes bench/results/service.json. Not a test: nothing here
 asserts a time.
@@ -29,8 +35,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -68,7 +76,7 @@ def _tools():  # the CPU of what this helper ran (git, buildah, helm...), all wa
     os.write(int(os.environ.pop("BENCH_TOOLS_FD")), f"{r.ru_utime + r.ru_stime:.6f}".encode())
 atexit.register(_tools)  # first registered, last run
 sys.argv[0] = "shipline"
-from shipline.cli import main
+from shipline.launch import main
 main()
 """
 
@@ -102,6 +110,12 @@ def wrapper(directory: Path, log: Path) -> Path:
     return directory
 
 
+STEP_SERVER_LINE = re.compile(
+    r"step server: `shipline (?P<command>[^`]+)` exited -?\d+, (?P<cpu>[\d.]+) s of its own CPU,"
+    r" its caller (?:(?P<caller>[\d.]+) s|gone); the server: \d+ calls, (?P<server>[\d.]+) s of CPU"
+)
+
+
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
     total, end = 0.0, float("-inf")
     for a, b in sorted(intervals):
@@ -117,8 +131,8 @@ def ts(value: str | None) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[str, Any]:
-    log.write_text("")
+def run_cli(pipeline: Path, url: str, env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """One release by `shipline run` (an engine of its own): the run record and the engine's stderr."""
     proc = subprocess.run(
         [sys.executable, "-m", "shipline", "run", str(pipeline), "-p", f"url={url}", "--json"],
         env=env,
@@ -131,6 +145,74 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         record = json.loads(proc.stdout[start + 1 :] if start >= 0 else proc.stdout)
     except json.JSONDecodeError:
         sys.exit(f"shipline run printed no run record:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return record, proc.stderr
+
+
+class Server:
+    """`shipline serve` with the service's repository registered: releases through its API, as a team runs them."""
+
+    def __init__(self, root: Path, env: dict[str, str], pipeline: Path, url: str) -> None:
+        import httpx
+
+        self.env = {**env, "SHIPLINE_HOME": str(root / "server-home")}
+        pipelines = root / "server-home" / "pipelines"
+        pipelines.mkdir(parents=True)
+        shutil.copy(pipeline, pipelines / "service.yaml")
+        token = sh(sys.executable, "-m", "shipline", "tokens", "create", "--name", "bench", "--role", "operator", env=self.env)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.log = root / "server.log"
+        self.log_file = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shipline", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=self.env,
+            stdout=self.log_file,
+            stderr=self.log_file,
+        )
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token.strip()}"}, timeout=60
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the server did not start:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.1)
+        self.client.post(
+            "/api/v1/repositories", json={"name": SERVICE, "url": url, "forge": "git", "pipeline": "service.yaml"}
+        ).raise_for_status()
+        self.pipeline = self.client.get("/api/v1/pipelines").json()[0]["name"]
+        self.url = url
+        self.read = 0
+
+    def release(self) -> tuple[dict[str, Any], str]:
+        """One release through the API: the run record and what the server logged meanwhile."""
+        run = self.client.post("/api/v1/runs", json={"pipeline": self.pipeline, "params": {"url": self.url}})
+        run.raise_for_status()
+        while (record := self.client.get(f"/api/v1/runs/{run.json()['id']}").json())["status"] in ("queued", "running"):
+            time.sleep(0.2)
+        time.sleep(0.2)  # the step server's line for the last call
+        text = self.log.read_text(errors="replace")
+        logged, self.read = text[self.read :], len(text)
+        return record, logged
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log_file.close()
+
+
+def measure(record: dict[str, Any], engine_log: str, helpers_log: Path, server_before: float) -> dict[str, Any]:
+    """One release's row.  `server_before`: the step server's CPU when the run started (0 for a new engine)."""
     if record["status"] != "succeeded":
         failed = [f"{t['name']}: {t.get('message', '')}" for t in record["tasks"] if t["status"] == "failed"]
         sys.exit(f"run {record['id']} {record['status']}: {failed}")
@@ -142,11 +224,34 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         if s.get("started_at") and s.get("finished_at")
     ]
     tools = union_seconds(steps)
+    named = sorted(
+        (ts(s["started_at"]), ts(s["finished_at"]), f"{t['name']}/{s['name']}")
+        for t in record["tasks"]
+        for s in t.get("steps", [])
+        if s.get("started_at") and s.get("finished_at")
+    )
+    gaps, end, before = [], ts(record["started_at"]), "start"
+    for a, b, name in named:
+        if a > end:
+            gaps.append((round((a - end) * 1000, 1), f"{before} -> {name}"))
+        if b > end:
+            end, before = b, name
+    gaps.append((round((ts(record["finished_at"]) - end) * 1000, 1), f"{before} -> end"))
     per_command: dict[str, float] = {}
-    for line in log.read_text().splitlines():
+    for line in (helpers_log.read_text() if helpers_log.exists() else "").splitlines():
         name, _, seconds = line.rpartition(" ")
         per_command[name] = per_command.get(name, 0.0) + float(seconds)
-    helpers = sum(per_command.values())
+    helpers_log.write_text("")
+    # The step server's copies (one per `shipline step` call that went through it) and the
+    # server itself (its start, its imports, its forks), from its debug lines in the engine's log.
+    served = list(filter(None, map(STEP_SERVER_LINE.search, engine_log.splitlines())))
+    server_total = server_before
+    for match in served:
+        command = match["command"].removeprefix("step ")
+        per_command[command] = per_command.get(command, 0.0) + float(match["cpu"]) + float(match["caller"] or 0)
+        server_total = max(server_total, float(match["server"]))
+    server_cpu = server_total - server_before
+    helpers = sum(per_command.values()) + server_cpu
     tasks = {
         t["name"]: round(ts(t["finished_at"]) - ts(t["started_at"]), 2)
         for t in record["tasks"]
@@ -158,8 +263,12 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
         "tools_s": round(tools, 2),
         "engine_gap_s": round(wall - tools, 3),
         "helpers_s": round(helpers, 3),
+        "step_server_s": round(server_cpu, 3),
+        "step_server_total_s": server_total,
+        "served_calls": len(served),
         "share_pct": round(100 * (wall - tools + helpers) / wall, 2),
         "tasks_s": tasks,
+        "gaps_ms": sorted(gaps, reverse=True)[:6],
         "helpers_cpu_s": {k: round(v, 3) for k, v in sorted(per_command.items())},
     }
 
@@ -167,6 +276,10 @@ def one_run(pipeline: Path, url: str, env: dict[str, str], log: Path) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-server", action="store_true", help="only `shipline run` releases, none through a server")
+    parser.add_argument(
+        "--no-step-server", action="store_true", help="each `shipline step` a process of its own (for comparison)"
+    )
     args = parser.parse_args()
     warm_runs = 1 if args.quick else 3
     bed = testbed_env()
@@ -185,6 +298,8 @@ def main() -> None:
             "PATH": f"{wrapper(root / 'wrap', log)}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{bed['PATH']}",
             "GOCACHE": str(gocache),
             "SHIPLINE_STEP_ENV": "PATH,LANG,LC_*,TZ,TMPDIR,GOCACHE",
+            "SHIPLINE_LOG_LEVEL": "debug",  # the step server's line per call: what each call cost it
+            "SHIPLINE_STEP_SERVER": "false" if args.no_step_server else "true",
         }
         env.pop("SHIPLINE_DATABASE_URL", None)
         work, bare = root / "work", root / "remote.git"
@@ -198,32 +313,62 @@ def main() -> None:
         url = f"file://{bare}"
         pipeline = work / ".shipline" / "pipeline.yaml"
 
-        rows: list[dict[str, Any]] = []
-        rows.append({"kind": "cold", **one_run(pipeline, url, env, log)})
-        for i in range(warm_runs):
-            sh(*git, "commit", "--quiet", "--allow-empty", "-m", f"fix: change {i + 1}")
+        def commit(message: str) -> None:
+            sh(*git, "commit", "--quiet", "--allow-empty", "-m", message)
             sh(*git, "push", "--quiet", str(bare), "main")
-            rows.append({"kind": "warm", **one_run(pipeline, url, env, log)})
+
+        rows: list[dict[str, Any]] = []
+        rows.append({"kind": "cold", **measure(*run_cli(pipeline, url, env), log, 0.0)})
+        for i in range(warm_runs):
+            commit(f"fix: change {i + 1}")
+            rows.append({"kind": "warm", **measure(*run_cli(pipeline, url, env), log, 0.0)})
+        if not args.no_server:
+            server = Server(root, env, pipeline, url)
+            try:
+                total = 0.0
+                for i in range(warm_runs + 1):
+                    commit(f"fix: change {warm_runs + i + 1}")
+                    row = measure(*server.release(), log, total)
+                    total = row["step_server_total_s"]
+                    rows.append({"kind": "server first" if i == 0 else "server", **row})
+            finally:
+                server.close()
         shutil.rmtree(root / "home", ignore_errors=True)
+        shutil.rmtree(root / "server-home", ignore_errors=True)
 
     warm = [r for r in rows if r["kind"] == "warm"]
-    summary = {
+    served = [r for r in rows if r["kind"] == "server"]
+    summary: dict[str, Any] = {
         "warm_wall_s_median": statistics.median(r["wall_s"] for r in warm),
         "warm_share_pct_median": statistics.median(r["share_pct"] for r in warm),
         "cold_wall_s": rows[0]["wall_s"],
+        "cold_share_pct": rows[0]["share_pct"],
     }
-    print(f"{'run':<6}{'version':<10}{'wall s':>8}{'tools s':>9}{'engine gap s':>14}{'helpers s':>11}{'shipline %':>12}")
+    if served:
+        summary["server_wall_s_median"] = statistics.median(r["wall_s"] for r in served)
+        summary["server_share_pct_median"] = statistics.median(r["share_pct"] for r in served)
+    print(
+        f"{'run':<14}{'version':<10}{'wall s':>8}{'tools s':>9}{'engine gap s':>14}{'helpers s':>11}"
+        f"{'step server s':>15}{'shipline %':>12}"
+    )
     for r in rows:
         print(
-            f"{r['kind']:<6}{r['version']:<10}{r['wall_s']:>8.2f}{r['tools_s']:>9.2f}{r['engine_gap_s']:>14.3f}"
-            f"{r['helpers_s']:>11.3f}{r['share_pct']:>12.2f}"
+            f"{r['kind']:<14}{r['version']:<10}{r['wall_s']:>8.2f}{r['tools_s']:>9.2f}{r['engine_gap_s']:>14.3f}"
+            f"{r['helpers_s']:>11.3f}{r['step_server_s']:>15.3f}{r['share_pct']:>12.2f}"
         )
-    slowest = max(warm[-1]["tasks_s"].items(), key=lambda kv: kv[1])
-    print(
-        f"warm median: {summary['warm_wall_s_median']:.2f} s wall, shipline's share {summary['warm_share_pct_median']:.2f} %"
-        f" (slowest task: {slowest[0]} {slowest[1]:.2f} s)"
-    )
-    print("helpers' own CPU in the last run: " + ", ".join(f"{k} {v:.3f} s" for k, v in warm[-1]["helpers_cpu_s"].items()))
+    for label, group in (("shipline run, warm", warm), ("through the server", served)):
+        if not group:
+            continue
+        slowest = max(group[-1]["tasks_s"].items(), key=lambda kv: kv[1])
+        print(
+            f"{label}: median {statistics.median(r['wall_s'] for r in group):.2f} s wall, shipline's share "
+            f"{statistics.median(r['share_pct'] for r in group):.2f} % (slowest task: {slowest[0]} {slowest[1]:.2f} s)"
+        )
+        print(
+            "  helpers' own CPU in the last run: "
+            + ", ".join(f"{k} {v:.3f} s" for k, v in group[-1]["helpers_cpu_s"].items())
+            + f"; the step server {group[-1]['step_server_s']:.3f} s ({group[-1]['served_calls']} calls served)"
+        )
     out = REPO / "bench" / "results" / "service.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
