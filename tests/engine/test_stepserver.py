@@ -103,6 +103,10 @@ tasks:
 """
 
 
+def _command(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+
+
 def _engine(settings: Settings, store: SqlStore, served: bool) -> Engine:
     settings = settings.model_copy(update={"step_server": served})
     return Engine(settings, store, LocalExecutor.from_settings(settings), EventBus())
@@ -227,14 +231,7 @@ def test_the_server_refuses_what_is_not_a_step_and_keeps_serving(tmp_path: Path)
     assert server.process.poll() is None
     # And a real call still works.
     env = {**os.environ, "SHIPLINE_STEP_SOCKET": server.address, "PATH": f"{server.client}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["shipline", "step", "test-report", "--reports", "none.xml"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _command(["shipline", "step", "test-report", "--reports", "none.xml"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "no JUnit XML report matched none.xml" in done.stdout
 
@@ -253,23 +250,16 @@ def test_the_steps_shipline_hands_on_what_the_server_does_not_take(tmp_path: Pat
         env = {**os.environ, "SHIPLINE_STEP_FALLBACK": server.fallback, "SHIPLINE_OUTPUT": str(tmp_path / "out")}
         for address in (server.address, "shipline-steps-nobody-listens"):  # served, then run by the installed one
             (tmp_path / "out").unlink(missing_ok=True)
-            done = subprocess.run(
-                [steps_shipline, "step", "test-report"],
-                env={**env, "SHIPLINE_STEP_SOCKET": address},
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            done = _command([steps_shipline, "step", "test-report"], {**env, "SHIPLINE_STEP_SOCKET": address}, tmp_path)
             assert done.returncode == 1, done.stderr
             assert "1 of 3 tests failed: calc.divides" in done.stderr
             assert "tests-failed=1" in (tmp_path / "out").read_text()
         # Not a step: handed to the installed `shipline` as it is.
-        version = subprocess.run([steps_shipline, "--version"], env=env, capture_output=True, text=True, check=False)
+        version = _command([steps_shipline, "--version"], env)
         assert version.stdout.startswith("shipline, version"), version
         # No server and nothing to hand it to: a clear error, not a silent success.
         env.pop("SHIPLINE_STEP_FALLBACK")
-        lost = subprocess.run([steps_shipline, "--version"], env=env, capture_output=True, text=True, check=False)
+        lost = _command([steps_shipline, "--version"], env)
         assert lost.returncode != 0
         assert "SHIPLINE_STEP_FALLBACK is not set" in lost.stderr
     finally:
@@ -277,18 +267,15 @@ def test_the_steps_shipline_hands_on_what_the_server_does_not_take(tmp_path: Pat
 
 
 def test_python_m_shipline_also_calls_the_server_or_runs_the_command(tmp_path: Path) -> None:
+    server = step_server()
+    assert server is not None
     (tmp_path / "TEST-x.xml").write_text(REPORT)
-    env = {**os.environ, "SHIPLINE_STEP_SOCKET": "shipline-steps-nobody-listens", "SHIPLINE_OUTPUT": str(tmp_path / "out")}
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "step", "test-report"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "tests-failed=1" in (tmp_path / "out").read_text()
+    for address in (server.address, "shipline-steps-nobody-listens"):
+        (tmp_path / "out").unlink(missing_ok=True)
+        env = {**os.environ, "SHIPLINE_STEP_SOCKET": address, "SHIPLINE_OUTPUT": str(tmp_path / "out")}
+        done = _command([sys.executable, "-m", "shipline", "step", "test-report"], env, tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert "tests-failed=1" in (tmp_path / "out").read_text()
 
 
 def test_the_step_server_can_be_turned_off(home: Path, write: Callable[..., Path]) -> None:
