@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import Background
 from serverkit import free_port, github_push, signed
 
 URL = "https://github.example/acme/crash.git"
@@ -37,20 +38,17 @@ tasks:
 """
 
 
-def serve(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def serve(port: int, output: Path) -> subprocess.Popen[bytes]:
+    """A `shipline serve`, its output in `output`: a server that does not start says why."""
+    server = Background("serve", "--port", str(port), output=output)
     deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
+                return server.proc
         except httpx.TransportError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+        assert server.proc.poll() is None and time.monotonic() < deadline, f"the server did not start: {server.why()}"
         time.sleep(0.1)
 
 
@@ -121,14 +119,14 @@ def test_a_killed_server_loses_and_doubles_no_delivery(home: Path, tmp_path: Pat
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
-    for _ in range(KILLS):  # each time the forge delivers again what got no answer, and more
-        victim = serve(port)
+    for kill in range(KILLS):  # each time the forge delivers again what got no answer, and more
+        victim = serve(port, tmp_path / f"server-{kill}.out")
         answered = asyncio.run(deliver(url, items, kill=victim))
         victim.wait(30)
         assert victim.returncode == -signal.SIGKILL
         assert KILL_AFTER <= len(answered) < N, "the kill came too late to test anything"
 
-    survivor = serve(port)
+    survivor = serve(port, tmp_path / "server-last.out")
     try:
         again = asyncio.run(deliver(url, items, kill=None))
         assert len(again) == N, "the restarted server answered every redelivery"
