@@ -316,3 +316,27 @@ def test_a_step_server_that_died_is_replaced(run_pipeline: RunFn) -> None:
     assert second is not None and second.process.pid != first.process.pid
     assert second.process.poll() is None
     assert not first.client.exists(), "the dead server's client folder was left"
+
+
+def test_no_engine_credential_reaches_the_server_or_its_copies(
+    home: Path, write: Callable[..., Path], tmp_path: Path, hanging_subscriber: str
+) -> None:
+    token = "engine-only-token-4f1c"
+    env = {**os.environ, "SHIPLINE_GITEA_TOKEN": token, "AWS_SECRET_ACCESS_KEY": token}
+    engine = Background("run", str(write(_hanging_notify(hanging_subscriber))), output=tmp_path / "run.out", env=env)
+    try:
+        servers = _wait_for(
+            lambda: [
+                p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ],
+            60,
+            engine.why,
+        )
+        assert isinstance(servers, list)
+        copies = _wait_for(lambda: _children(servers[0]), 30, engine.why)
+        assert isinstance(copies, list)
+        for pid in (servers[0], *copies):  # what /proc/PID/environ shows any process of the same user
+            assert token.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        engine.proc.kill()
+        engine.proc.wait(10)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ def _start() -> StepServer:
             process = subprocess.Popen(
                 [sys.executable, "-m", "shipline.cli.stepserver", str(listener.fileno()), str(read), str(client)],
                 pass_fds=(listener.fileno(), read),
+                env=server_environment(os.environ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # a ^C to the engine is the engine's to handle
@@ -101,6 +103,16 @@ def _start() -> StepServer:
     server = StepServer(address, client, installed_shipline(), os.getpid(), process, write)
     atexit.register(_stop, server)
     return server
+
+
+SERVER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "SHIPLINE_LOG_LEVEL")
+"""What the server keeps of the engine's environment: enough for Python to start and to log.  Each copy
+runs with the calling step's environment; the process's own environment block, which
+/proc/PID/environ shows for the copies too, holds none of the engine's credentials."""
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: environ[name] for name in SERVER_ENV if name in environ}
 
 
 def _stop(server: StepServer) -> None:
