@@ -185,22 +185,26 @@ def test_a_helper_whose_caller_is_killed_ends_too(run_pipeline: RunFn, hanging_s
     _wait_for(lambda: not _alive(copy), 10, lambda: f"the helper {copy} outlived its caller")
 
 
+def _server_and_copies(engine: Background) -> tuple[int, list[int]]:
+    """The step server of a `shipline run` left running, once it runs a call, and its copies."""
+    servers = _wait_for(
+        lambda: [p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in Path(f"/proc/{p}/cmdline").read_bytes()],
+        60,
+        engine.why,
+    )
+    assert isinstance(servers, list)
+    (server,) = servers
+    copies = _wait_for(lambda: _children(server), 30, engine.why)
+    assert isinstance(copies, list)
+    return server, copies
+
+
 def test_the_server_and_its_helpers_end_with_the_engine(
     home: Path, write: Callable[..., Path], tmp_path: Path, hanging_subscriber: str
 ) -> None:
     engine = Background("run", str(write(_hanging_notify(hanging_subscriber))), output=tmp_path / "run.out")
     try:
-        servers = _wait_for(
-            lambda: [
-                p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in Path(f"/proc/{p}/cmdline").read_bytes()
-            ],
-            60,
-            engine.why,
-        )
-        assert isinstance(servers, list)
-        (server,) = servers
-        copies = _wait_for(lambda: _children(server), 30, engine.why)
-        assert isinstance(copies, list)
+        server, copies = _server_and_copies(engine)
         client = Path(Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")[-2].decode())
         assert (client / "shipline").is_file()
         engine.proc.kill()
@@ -325,17 +329,8 @@ def test_no_engine_credential_reaches_the_server_or_its_copies(
     env = {**os.environ, "SHIPLINE_GITEA_TOKEN": token, "AWS_SECRET_ACCESS_KEY": token}
     engine = Background("run", str(write(_hanging_notify(hanging_subscriber))), output=tmp_path / "run.out", env=env)
     try:
-        servers = _wait_for(
-            lambda: [
-                p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in Path(f"/proc/{p}/cmdline").read_bytes()
-            ],
-            60,
-            engine.why,
-        )
-        assert isinstance(servers, list)
-        copies = _wait_for(lambda: _children(servers[0]), 30, engine.why)
-        assert isinstance(copies, list)
-        for pid in (servers[0], *copies):  # what /proc/PID/environ shows any process of the same user
+        server, copies = _server_and_copies(engine)
+        for pid in (server, *copies):  # what /proc/PID/environ shows any process of the same user
             assert token.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         engine.proc.kill()
