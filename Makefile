@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 # The steps' C client of the step server (src/shipline/stepclient.c): a `shipline step` call costs
 # about 2 ms of CPU through it, 9 ms through the Python client used where no C compiler is.
 $(BIN)/shipline-step: src/shipline/stepclient.c | $(VENV)/.installed
-	@if command -v cc >/dev/null; then cc -O2 -Wall -o $@ $<; \
-	else echo "no C compiler (cc): steps reach the step server through its Python client"; fi
+	@if ! command -v cc >/dev/null; then echo "no C compiler (cc): steps reach the step server through its Python client"; \
+	elif ! cc -O2 -Wall -o $@ $<; then rm -f $@; echo "the C client did not build: steps use the Python one"; fi
 
 install: $(VENV)/.installed $(BIN)/shipline-step
 
