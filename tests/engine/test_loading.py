@@ -227,3 +227,19 @@ def test_schema_describes_the_file() -> None:
     assert set(schema["required"]) == {"name"}
     assert schema["anyOf"] == [{"required": ["tasks"]}, {"required": ["uses"]}]
     assert "finally" in schema["properties"]
+
+
+def test_a_definition_edited_between_two_loads_is_read_anew(write: Write) -> None:
+    """Parsed trees are remembered by text: an edit, or the same text in another file, is never served stale."""
+    path = write("name: first\ntasks: [{name: a, steps: [{run: echo one}]}]\n")
+    assert load_pipeline(path).name == "first"
+    path.write_text("name: second\ntasks: [{name: a, steps: [{run: echo two}]}]\n")
+    again = load_pipeline(path)
+    assert again.name == "second"
+    assert again.tasks[0].steps[0].run == "echo two"
+    broken = "name: x\ntasks: [\n"
+    one, other = write(broken, "one.yaml"), write(broken, "other.yaml")
+    for file in (one, other, one):
+        with pytest.raises(DefinitionError) as info:
+            load_pipeline(file)
+        assert {p.file for p in info.value.problems} == {str(file)}, info.value.problems

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -173,6 +174,27 @@ def _bounds(text: str, display: str) -> Problem | None:
     return None
 
 
+def _parse(text: str, display: str) -> tuple[Any, Problem | None]:
+    """The YAML tree of `text`, or the first problem that keeps it from being one (its bounds, its syntax)."""
+    if (bound := _bounds(text, display)) is not None:
+        return None, bound
+    try:
+        return _yaml().load(text), None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line, mark.column) if mark else (0, 0)
+        return None, Problem(display, line + 1, col + 1, f"not valid YAML: {exc.problem or exc.context}")
+
+
+REMEMBERED_BYTES = 32 * 1024
+"""Definitions up to this size (the last 64 texts) are parsed once per text and process: the catalog's task and pipeline files
+on every load of a pipeline that uses them, and a server's registered pipelines on each API call and
+webhook (a service pipeline's load, nine files, took 72 ms of CPU, most of it ruamel.yaml parsing each
+file twice).  The trees are only read (positions, `_plain` copies), never changed, so they can be shared."""
+
+_parse_remembered = lru_cache(maxsize=64)(_parse)
+
+
 def _read(path: Path, display: str) -> _Document:
     files = _reads.get()
     if files is not None:
@@ -195,16 +217,11 @@ def _read(path: Path, display: str) -> _Document:
         doc.problems.append(Problem(display, 1, 1, f"cannot read: {exc}"))
         return doc
     doc = _Document(path, display, text)
-    if (bound := _bounds(text, display)) is not None:
-        doc.problems.append(bound)
+    root, problem = (_parse_remembered if len(text) <= REMEMBERED_BYTES else _parse)(text, display)
+    if problem is not None:
+        doc.problems.append(problem)
         return doc
-    try:
-        doc.root = _yaml().load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line, mark.column) if mark else (0, 0)
-        doc.problems.append(Problem(display, line + 1, col + 1, f"not valid YAML: {exc.problem or exc.context}"))
-        return doc
+    doc.root = root
     if not isinstance(doc.root, CommentedMap):
         doc.problems.append(Problem(display, 1, 1, "a definition is a YAML mapping (name:, tasks:, ...)"))
         doc.root = None
