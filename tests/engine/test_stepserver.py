@@ -55,16 +55,31 @@ tasks:
 
 
 def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == ancestor:
+            return True
+    return False
+
+
+def _cmdline(pid: int) -> bytes:
+    """What `pid` runs; empty for a process that ended meanwhile (any process on the machine may)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _alive(pid: int) -> bool:
@@ -172,8 +187,8 @@ def test_a_helper_whose_caller_is_killed_ends_too(run_pipeline: RunFn, hanging_s
             for p in Path("/proc").iterdir()
             if p.name.isdigit()
             and int(p.name) != copy
-            and b"step\0notify" in (p / "cmdline").read_bytes()
-            and int(p.name) not in _children(server.process.pid)
+            and b"step\0notify" in _cmdline(int(p.name))
+            and _descends_from(int(p.name), os.getpid())  # this test's step, not another test run's
         ]
         assert len(callers) == 1, callers
         os.kill(callers[0], signal.SIGKILL)
@@ -188,7 +203,7 @@ def test_a_helper_whose_caller_is_killed_ends_too(run_pipeline: RunFn, hanging_s
 def _server_and_copies(engine: Background) -> tuple[int, list[int]]:
     """The step server of a `shipline run` left running, once it runs a call, and its copies."""
     servers = _wait_for(
-        lambda: [p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in Path(f"/proc/{p}/cmdline").read_bytes()],
+        lambda: [p for p in _children(engine.proc.pid) if b"shipline.cli.stepserver" in _cmdline(p)],
         60,
         engine.why,
     )
@@ -205,7 +220,7 @@ def test_the_server_and_its_helpers_end_with_the_engine(
     engine = Background("run", str(write(_hanging_notify(hanging_subscriber))), output=tmp_path / "run.out")
     try:
         server, copies = _server_and_copies(engine)
-        client = Path(Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")[-2].decode())
+        client = Path(_cmdline(server).split(b"\0")[-2].decode())
         assert (client / "shipline").is_file()
         engine.proc.kill()
         engine.proc.wait(10)
