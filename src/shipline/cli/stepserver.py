@@ -123,21 +123,13 @@ def _decode(fields: list[bytes]) -> tuple[str, list[str], dict[str, str]]:
 
 
 def _warm(modules: list[str]) -> None:
-    """Import `modules` here, so that the next copy and every later one start with them.
-
-    A module that defines `warm()` has it called once it is imported: a command's
-    module uses it to run what its libraries only prepare on first use (ruamel.yaml
-    compiles its regular expressions then), so that the copies do not each do it.
-    """
+    """Import `modules` here, so that the next copy and every later one start with them."""
     missing = [m for m in modules if m not in sys.modules]
     for name in missing:
         try:
-            module = importlib.import_module(name)
-            hook = getattr(module, "warm", None)
-            if callable(hook) and getattr(hook, "__module__", None) == name:
-                hook()
+            importlib.import_module(name)
         except Exception as exc:  # the copy imports it again and reports the error where the step shows it
-            log.debug("step server: warming %s failed: %s", name, exc)
+            log.debug("step server: importing %s failed: %s", name, exc)
     if missing:
         gc.freeze()  # shared with every copy: never collected, so never touched (and copied) by a collection
 

@@ -9,7 +9,6 @@ survive into the package.  helm is the only tool: `helm lint`, `helm package`,
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
     """The file's mapping and a YAML that writes it back with the author's indentation."""
     try:
         text = path.read_text(encoding="utf-8")
-        # Guessing how the author indents a list's dashes means parsing the file once more (a third
-        # of a `chart` step's CPU): only done where there is a block list to write back.
+        # Guessing how the author indents a list's dashes means parsing the whole file once more:
+        # only done where there is a block list to write back.
         offset = load_yaml_guess_indent(text)[2] if _BLOCK_ITEM.search(text) else 0
         indent = _mapping_indent(text)
         data = _yaml(indent, offset or 0).load(text)
@@ -69,14 +68,6 @@ def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
     if not isinstance(data, CommentedMap):
         raise UsageError(f"{path} must be a YAML mapping")
     return data, _yaml(indent, offset or 0)
-
-
-def warm() -> None:
-    """Load and write a small chart file once, as a release does: ruamel.yaml compiles its expressions
-    and fills its caches on first use (a third of a `chart` step's CPU).  Called by the step server."""
-    data = _yaml().load("name: warm\nversion: 0.0.0  # kept\nlist:\n  - 'quoted'\n")
-    data["version"] = "0.0.1"
-    _yaml().dump(data, io.StringIO())
 
 
 def _mapping_indent(text: str) -> int:
