@@ -20,7 +20,12 @@ For each run:
   step` call served by the step server, the copy's CPU and its caller's (from the
   server's debug lines), plus the server's own CPU during the run (its start, imports
   and forks); for a call run as a process of its own, that process's CPU (a wrapper on
-  PATH measures it), not that of the tools it ran;
+  PATH measures it), not that of the tools it ran.  The step's shell execs the call as
+  its last command, so the CPU a caller reports includes what that bash spent before
+  (its start, as every step's shell pays whatever the step runs): the start of a bare
+  `bash -c 'exit 0'`, measured in the same run (shell_floor_ms in the JSON), is taken
+  off each caller's figure, as the wrapper of a call run as a process of its own never
+  counted its shell either;
 - shipline's share = (wall - tools) + helpers, over wall: the engine's scheduling
   and bookkeeping between steps plus shipline's own code inside them.
 - gaps_ms (in the JSON): the longest moments with no step running, and between which steps.
@@ -36,6 +41,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -114,6 +120,17 @@ STEP_SERVER_LINE = re.compile(
     r"step server: `shipline (?P<command>[^`]+)` exited -?\d+, (?P<cpu>[\d.]+) s of its own CPU,"
     r" its caller (?:(?P<caller>[\d.]+) s|gone); the server: \d+ calls, (?P<server>[\d.]+) s of CPU"
 )
+
+
+def shell_floor(samples: int = 40) -> float:
+    """The CPU of a step's shell that starts and exits (the median of `samples`), in seconds."""
+    costs = []
+    for _ in range(samples):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", "exit 0"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        costs.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(costs)
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -211,7 +228,7 @@ class Server:
         self.log_file.close()
 
 
-def measure(record: dict[str, Any], engine_log: str, helpers_log: Path, server_before: float) -> dict[str, Any]:
+def measure(record: dict[str, Any], engine_log: str, helpers_log: Path, server_before: float, shell: float) -> dict[str, Any]:
     """One release's row.  `server_before`: the step server's CPU when the run started (0 for a new engine)."""
     if record["status"] != "succeeded":
         failed = [f"{t['name']}: {t.get('message', '')}" for t in record["tasks"] if t["status"] == "failed"]
@@ -248,7 +265,8 @@ def measure(record: dict[str, Any], engine_log: str, helpers_log: Path, server_b
     server_total = server_before
     for match in served:
         command = match["command"].removeprefix("step ")
-        per_command[command] = per_command.get(command, 0.0) + float(match["cpu"]) + float(match["caller"] or 0)
+        caller = max(float(match["caller"] or 0) - shell, 0.0)
+        per_command[command] = per_command.get(command, 0.0) + float(match["cpu"]) + caller
         server_total = max(server_total, float(match["server"]))
     server_cpu = server_total - server_before
     helpers = sum(per_command.values()) + server_cpu
@@ -317,18 +335,19 @@ def main() -> None:
             sh(*git, "commit", "--quiet", "--allow-empty", "-m", message)
             sh(*git, "push", "--quiet", str(bare), "main")
 
+        shell = shell_floor()
         rows: list[dict[str, Any]] = []
-        rows.append({"kind": "cold", **measure(*run_cli(pipeline, url, env), log, 0.0)})
+        rows.append({"kind": "cold", **measure(*run_cli(pipeline, url, env), log, 0.0, shell)})
         for i in range(warm_runs):
             commit(f"fix: change {i + 1}")
-            rows.append({"kind": "warm", **measure(*run_cli(pipeline, url, env), log, 0.0)})
+            rows.append({"kind": "warm", **measure(*run_cli(pipeline, url, env), log, 0.0, shell)})
         if not args.no_server:
             server = Server(root, env, pipeline, url)
             try:
                 total = 0.0
                 for i in range(warm_runs + 1):
                     commit(f"fix: change {warm_runs + i + 1}")
-                    row = measure(*server.release(), log, total)
+                    row = measure(*server.release(), log, total, shell)
                     total = row["step_server_total_s"]
                     rows.append({"kind": "server first" if i == 0 else "server", **row})
             finally:
@@ -343,6 +362,7 @@ def main() -> None:
         "warm_share_pct_median": statistics.median(r["share_pct"] for r in warm),
         "cold_wall_s": rows[0]["wall_s"],
         "cold_share_pct": rows[0]["share_pct"],
+        "shell_floor_ms": round(shell * 1000, 2),
     }
     if served:
         summary["server_wall_s_median"] = statistics.median(r["wall_s"] for r in served)
@@ -369,6 +389,7 @@ def main() -> None:
             + ", ".join(f"{k} {v:.3f} s" for k, v in group[-1]["helpers_cpu_s"].items())
             + f"; the step server {group[-1]['step_server_s']:.3f} s ({group[-1]['served_calls']} calls served)"
         )
+    print(f"  (each served call's caller figure is net of its shell's start: {shell * 1000:.2f} ms, measured above)")
     out = REPO / "bench" / "results" / "service.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -1,4 +1,7 @@
-"""Stamping a chart copy: version, appVersion and image written with ruamel's round trip (no helm needed)."""
+"""Stamping a chart copy: the image written into values.yaml with ruamel's round trip (no helm needed).
+
+The version and appVersion are helm's to write (`helm package --version --app-version`):
+tests/catalog/test_chart.py pulls a pushed chart and reads them."""
 
 from __future__ import annotations
 
@@ -16,10 +19,8 @@ def test_the_copy_is_stamped_and_keeps_comments_and_order(tmp_path: Path) -> Non
     chart = tiny_chart(tmp_path / "chart", "web")
     before = (chart / "values.yaml").read_text()
     copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
-    assert copy == tmp_path / "out" / "web"
-    assert (copy / "Chart.yaml").read_text() == (
-        'apiVersion: v2\nname: web\ndescription: a tiny chart  # kept\nversion: 1.4.0\nappVersion: "1.4.0"\n'
-    )
+    assert copy == tmp_path / "out" / "chart"
+    assert (copy / "Chart.yaml").read_text() == (chart / "Chart.yaml").read_text()
     values = (copy / "values.yaml").read_text()
     # Every line as it was (a comment keeps its column), but the two values.
     expected = before.replace("example.invalid/placeholder", "127.0.0.1:5000/web").replace("tag: latest", "tag: 1.4.0")

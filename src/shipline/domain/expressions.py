@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 Value = str | bool
 
@@ -258,8 +259,12 @@ class Hole:
 Segment = str | Hole
 
 
-def parse_template(text: str) -> list[Segment]:
-    """Split text into literal parts and `${{ }}` holes; raise on a malformed hole."""
+@lru_cache(maxsize=4096)
+def parse_template(text: str) -> tuple[Segment, ...]:
+    """Split text into literal parts and `${{ }}` holes; raise on a malformed hole.
+
+    Parsed once per text and process: a pipeline's texts are rendered again at each of
+    its runs, and looked through for the secrets they use.  Segments are immutable."""
     segments: list[Segment] = []
     pos = 0
     for m in _HOLE.finditer(text):
@@ -277,7 +282,7 @@ def parse_template(text: str) -> list[Segment]:
         raise ExpressionError("'${{' without a closing '}}'", pos + rest.index("${{"))
     if rest:
         segments.append(rest)
-    return segments
+    return tuple(segments)
 
 
 def template_references(text: str) -> list[tuple[Ref, int]]:

@@ -1,10 +1,12 @@
-"""Helm charts: stamp a copy with the release's version and image, lint, package, push to an OCI registry.
+"""Helm charts: stamp a copy with the release's image, lint, package with its version, push to an OCI registry.
 
-The chart in the service repo stays as its authors wrote it: a copy gets
-`version` and `appVersion` in Chart.yaml and the image repository and tag in
-values.yaml, edited with ruamel.yaml's round-trip mode so comments and key order
-survive into the package.  helm is the only tool: `helm lint`, `helm package`,
-`helm push` (OCI, Helm >= 3.8).
+The chart in the service repo stays as its authors wrote it: a copy gets the image
+repository and tag in values.yaml, edited with ruamel.yaml's round-trip mode so
+comments and key order survive into the package (Helm packages values.yaml as it
+is).  `version` and `appVersion` are given to `helm package` (`--version`,
+`--app-version`): Helm writes the packaged Chart.yaml itself, from what it parsed,
+so an edit of the file would not survive anyway.  helm is the only tool: `helm
+lint`, `helm package`, `helm push` (OCI, Helm >= 3.8).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _yaml(indent: int = 2, offset: int = 0) -> YAML:
     return yaml
 
 
-def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
+def _load(path: Path) -> tuple[CommentedMap, YAML]:
     """The file's mapping and a YAML that writes it back with the author's indentation."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -59,8 +61,6 @@ def _load(path: Path, what: str) -> tuple[CommentedMap, YAML]:
         offset = load_yaml_guess_indent(text)[2] if _BLOCK_ITEM.search(text) else 0
         indent = _mapping_indent(text)
         data = _yaml(indent, offset or 0).load(text)
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path} is missing: {what}") from exc
     except (OSError, UnicodeDecodeError, YAMLError) as exc:
         raise UsageError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -93,25 +93,18 @@ def _set(data: CommentedMap, dotted: str, value: str, path: Path) -> None:
 
 
 def stamped_copy(chart: Path, into: Path, stamp: Stamp) -> Path:
-    """Copy `chart` to `into/NAME` and write the stamp into the copy; the original is not touched."""
-    meta, meta_yaml = _load(chart / "Chart.yaml", "a chart directory holds Chart.yaml")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"{chart / 'Chart.yaml'} has no `name`")
+    """Copy `chart` to `into/DIR` and write the stamp's image into the copy's values; the original is not touched."""
+    if not (chart / "Chart.yaml").is_file():
+        raise UsageError(f"{chart / 'Chart.yaml'} is missing: a chart directory holds Chart.yaml")
     inside = chart.resolve()
     for link in (p for p in chart.rglob("*") if p.is_symlink()):
         if not link.resolve().is_relative_to(inside):
             raise UsageError(f"{link} points outside the chart ({link.readlink()}): a package holds only the chart's own files")
-    copy = into / name
+    copy = into / inside.name
     shutil.copytree(chart, copy, symlinks=True)
-    chart_yaml = copy / "Chart.yaml"
-    meta["version"] = stamp.version
-    meta["appVersion"] = stamp.app_version
-    with chart_yaml.open("w", encoding="utf-8") as out:
-        meta_yaml.dump(meta, out)
     if stamp.image_repository:
         values_yaml = copy / "values.yaml"
-        values, values_out = _load(values_yaml, "") if values_yaml.exists() else (CommentedMap(), _yaml())
+        values, values_out = _load(values_yaml) if values_yaml.exists() else (CommentedMap(), _yaml())
         _set(values, stamp.repository_key, stamp.image_repository, values_yaml)
         if stamp.image_tag:
             _set(values, stamp.tag_key, stamp.image_tag, values_yaml)
@@ -130,13 +123,21 @@ def lint(chart: Path, *, shown_as: Path, echo: Echo) -> None:
         )
 
 
-def package(chart: Path, *, destination: Path, echo: Echo) -> Path:
+def package(chart: Path, *, destination: Path, stamp: Stamp, echo: Echo) -> tuple[str, Path]:
+    """`helm package` with the stamp's version and appVersion: the chart's name and the package."""
     destination.mkdir(parents=True, exist_ok=True)
-    result = run_tool([HELM, "package", str(chart), "--destination", str(destination)], echo=echo, needed_for="the chart task")
+    argv = [HELM, "package", str(chart), "--destination", str(destination)]
+    result = run_tool(
+        argv + ["--version", stamp.version, "--app-version", stamp.app_version], echo=echo, needed_for="the chart task"
+    )
     packages = sorted(destination.glob("*.tgz"))
     if not result.ok or len(packages) != 1:
         raise ToolError(f"helm package of {chart.name} failed: {result.cause()}")
-    return packages[0]
+    # Helm names it NAME-VERSION.tgz, NAME from Chart.yaml.
+    name = packages[0].name.removesuffix(f"-{stamp.version}.tgz")
+    if name == packages[0].name or not name:
+        raise ToolError(f"helm package of {chart.name} made {packages[0].name}, not NAME-{stamp.version}.tgz")
+    return name, packages[0]
 
 
 def push(package: Path, *, registry: Registry, auth: AuthFile | None, echo: Echo) -> str:
