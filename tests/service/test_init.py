@@ -110,3 +110,14 @@ def test_scaffolded_pipeline_validates_and_a_typo_is_pointed_at(tmp_path: Path, 
     done = shipline("validate", str(pipeline))
     assert done.returncode == 2
     assert f"{pipeline}:5:3:" in done.stderr and "tset" in done.stderr
+
+
+def test_reports_are_found_at_any_depth_but_never_in_hidden_folders_or_outside(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    for path in ("junit.xml", "a/b/unit-junit.xml", "a/TEST-x.xml", ".git/junit.xml", ".venv/lib/junit.xml"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("<testsuites/>")
+    (tmp_path / "junit.xml").write_text("<testsuites/>")  # beside the workspace, not in it
+    (root / "a" / "out-junit.xml").symlink_to(tmp_path / "junit.xml")
+    patterns = "**/*junit*.xml, **/TEST-*.xml, .git/*.xml, ../*.xml"
+    assert find_reports(root, patterns) == [root / "a" / "TEST-x.xml", root / "a" / "b" / "unit-junit.xml", root / "junit.xml"]
