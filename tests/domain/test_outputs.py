@@ -1,6 +1,6 @@
 import pytest
 
-from shipline.domain.outputs import MAX_RESULT_BYTES, OutputError, parse_output
+from shipline.domain.outputs import MAX_RESULT_BYTES, OutputError, format_results, parse_output
 
 
 def test_name_value_lines() -> None:
@@ -33,3 +33,21 @@ def test_malformed_output_is_explained(text: str, message: str) -> None:
 def test_results_are_small() -> None:
     with pytest.raises(OutputError, match="64 KiB"):
         parse_output("big=" + "x" * (MAX_RESULT_BYTES + 1))
+
+
+def test_written_results_read_back_as_they_were() -> None:
+    results = {
+        "digest": "sha256:" + "a" * 64,
+        "empty": "",
+        "arrows": "a<<b=c",
+        "lines": "first\nsecond\n\nfourth",
+        "sly": "one\nSHIPLINE_EOF\nSHIPLINE_EOF_1\nthe end",  # lines that look like the delimiter
+    }
+    text = format_results(results)
+    assert parse_output(text) == results
+    assert "sly<<SHIPLINE_EOF_2\n" in text  # a delimiter none of the value's lines is
+
+
+def test_a_result_name_is_checked_when_written() -> None:
+    with pytest.raises(OutputError, match="not a result name"):
+        format_results({"bad name": "x"})

@@ -11,10 +11,13 @@ $SHIPLINE_OUTPUT.  Not meant to be typed by hand.
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Mapping
 
 import click
 
 from shipline.cli.errors import ShiplineGroup
+from shipline.domain.outputs import format_results
 
 COMMANDS = {
     "image": "shipline.cli.steps_artifacts:image",
@@ -54,3 +57,15 @@ class LazySteps(ShiplineGroup):
 @click.group(cls=LazySteps)
 def step() -> None:
     """Commands the catalog's tasks run inside their steps (not for interactive use)."""
+
+
+def write_results(results: Mapping[str, str], *, show: bool = False) -> None:
+    """Append `results` to $SHIPLINE_OUTPUT for the engine (nothing outside a step); with `show`, print
+    them as `result name=value` lines too, so the step's log (or a hand-run command) says what it gave."""
+    text = format_results(results)
+    if target := os.environ.get("SHIPLINE_OUTPUT"):
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(text)
+    if show:
+        for name, value in results.items():
+            click.echo(f"result {name}={value}")

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from shipline.cli.steps import write_results
 from shipline.domain import cdevents
 from shipline.domain.artifacts import (
     Registry,
@@ -43,23 +44,6 @@ if TYPE_CHECKING:  # each imported by the one command that needs it: every `ship
 
 def _echo(line: str) -> None:
     click.echo(line)
-
-
-def _write_results(results: Mapping[str, str]) -> None:
-    """Append results for the engine; print them too, so a hand-run command shows what it would give."""
-    target = os.environ.get("SHIPLINE_OUTPUT")
-    lines = []
-    for name, value in results.items():
-        if "\n" in value:
-            delimiter = f"EOF_{uuid.uuid4().hex}"
-            lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
-        else:
-            lines.append(f"{name}={value}\n")
-    if target:
-        with open(target, "a", encoding="utf-8") as out:
-            out.writelines(lines)
-    for name, value in results.items():
-        click.echo(f"result {name}={value}")
 
 
 def _registry(value: str) -> Registry:
@@ -146,7 +130,7 @@ def image(
         _echo(f"pushing {reference}")
         digest = images.push(storage=storage, reference=reference, registry=target, auth=auth, echo=_echo, workdir=scratch)
     _echo(f"pushed {reference}@{digest}")
-    _write_results({"image": reference, "image-digest": digest})
+    write_results({"image": reference, "image-digest": digest}, show=True)
 
 
 # --- chart -------------------------------------------------------------------------
@@ -204,7 +188,7 @@ def chart(
         digest = charts.push(package, registry=target, auth=auth, echo=_echo)
     url = f"{target.charts()}/{name}"
     _echo(f"pushed {url}:{version}@{digest}")
-    _write_results({"chart": url, "chart-version": version, "chart-digest": digest})
+    write_results({"chart": url, "chart-version": version, "chart-digest": digest}, show=True)
 
 
 # --- publish -----------------------------------------------------------------------
@@ -239,7 +223,7 @@ def publish(
         if if_empty == "fail":
             raise UsageError(f"{message} (if-empty: fail); check the build's output directory and the `files` globs")
         _echo(f"{message}; skipped (set `if-empty: fail` to make this an error)")
-        _write_results({"artifact": "", "artifact-digest": "", "files": ""})
+        write_results({"artifact": "", "artifact-digest": "", "files": ""}, show=True)
         return
     names = [f.name for f in files]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -259,7 +243,7 @@ def publish(
         challenge=found.challenge,
     )
     _echo(f"pushed {repository}:{version}@{digest}")
-    _write_results({"artifact": f"{repository}:{version}", "artifact-digest": digest, "files": ",".join(names)})
+    write_results({"artifact": f"{repository}:{version}", "artifact-digest": digest, "files": ",".join(names)}, show=True)
 
 
 # --- notify ------------------------------------------------------------------------
@@ -391,7 +375,7 @@ def notify(
         )
     if not urls:
         _echo(f"no subscribers: {len(events)} event(s) not sent (set the task's `subscribers` input)")
-        _write_results({"delivered": "[]", "undelivered": "[]"})
+        write_results({"delivered": "[]", "undelivered": "[]"}, show=True)
         return
     _echo(f"sending {len(events)} event(s) to {len(urls)} subscriber(s), binary CloudEvents over HTTP")
     from shipline.integrations.cdevents import Retry, deliver
@@ -402,7 +386,7 @@ def notify(
         retry=Retry(attempts=attempts, backoff=backoff, timeout=timeout),
         echo=_echo,
     )
-    _write_results({"delivered": _record(deliveries, True), "undelivered": _record(deliveries, False)})
+    write_results({"delivered": _record(deliveries, True), "undelivered": _record(deliveries, False)}, show=True)
     missed = [d for d in deliveries if not d.delivered]
     if missed and on_failure == "fail":
         where = "; ".join(sorted({f"{d.url}: {d.error}" for d in missed}))

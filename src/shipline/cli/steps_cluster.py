@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import click
 from ruamel.yaml import YAML
 
+from shipline.cli.steps import write_results
 from shipline.domain.objects import changed_paths, comparable
 from shipline.domain.pipelines import parse_duration
 from shipline.exceptions import UsageError
@@ -68,13 +69,7 @@ def _cluster(environment: str, namespace: str | None, cluster_wide: bool, kubeco
 
 
 def _results(**values: object) -> None:
-    """name=value lines to $SHIPLINE_OUTPUT, when a step runs us."""
-    output = os.environ.get("SHIPLINE_OUTPUT")
-    if not output:
-        return
-    with open(output, "a", encoding="utf-8") as f:
-        for name, value in values.items():
-            f.write(f"{name.replace('_', '-')}={value}\n")
+    write_results({name.replace("_", "-"): str(value) for name, value in values.items()})
 
 
 def _say(line: str) -> None:

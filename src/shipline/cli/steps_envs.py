@@ -8,7 +8,6 @@ the file and the cause; nothing has touched a cluster by then.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import click
 import yaml
 
+from shipline.cli.steps import write_results
 from shipline.domain.environments import key_of
 from shipline.exceptions import UsageError
 from shipline.gitops.rendering import render
@@ -25,18 +25,6 @@ try:
     _Dumper: Any = yaml.CSafeDumper
 except AttributeError:  # PyYAML built without libyaml
     _Dumper = yaml.SafeDumper
-
-
-def write_result(name: str, value: str) -> None:
-    """Append `name=value` to $SHIPLINE_OUTPUT (a no-op outside a step)."""
-    target = os.environ.get("SHIPLINE_OUTPUT")
-    if not target:
-        return
-    with open(target, "a", encoding="utf-8") as out:
-        if "\n" in value:
-            out.write(f"{name}<<SHIPLINE_EOF\n{value}\nSHIPLINE_EOF\n")
-        else:
-            out.write(f"{name}={value}\n")
 
 
 def dump_yaml(obj: Any) -> str:
@@ -81,5 +69,4 @@ def env_render(checkout: Path, out: Path, namespace: str, cluster: bool, release
         click.echo(f"  {key_of(obj)}  ({source})")
     write_manifests(out, rendered.objects, rendered.sources)
     click.echo(f"rendered {len(rendered.objects)} object{'s' if len(rendered.objects) != 1 else ''} into {out}")
-    write_result("layout", rendered.layout.value)
-    write_result("objects", str(len(rendered.objects)))
+    write_results({"layout": rendered.layout.value, "objects": str(len(rendered.objects))})

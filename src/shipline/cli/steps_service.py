@@ -8,7 +8,6 @@ its last line (the run shows that line as the task's message).
 from __future__ import annotations
 
 import glob
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import click
 if TYPE_CHECKING:
     from junitparser import JUnitXml, TestSuite
 
+from shipline.cli.steps import write_results
 from shipline.domain.versions import VersionError, last_release_tag, plan_version, release_version
 from shipline.integrations.gitrepos import GitError, Repo
 
@@ -30,17 +30,6 @@ FAILED_NAMES_MAX = 4000
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
-
-
-def _write_results(results: dict[str, str]) -> None:
-    path = os.environ.get("SHIPLINE_OUTPUT")
-    # One line each: a test name from a report may hold a newline, which would end the value early.
-    lines = "".join(f"{k}={' '.join(v.splitlines())}\n" for k, v in results.items())
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(lines)
-    else:
-        click.echo(lines, nl=False)
 
 
 def _repo(directory: str, credentials: str = "") -> Repo:
@@ -85,7 +74,7 @@ def version(directory: str, branch: str, default_branch: str, pr: str, credentia
         f"release, tag {plan.tag} at the end" if plan.tag else ("PR pre-release" if pr else f"pre-release of branch '{branch}'")
     )
     click.echo(f"version {plan.version}: {since}; {kind} (default branch: {default})")
-    _write_results({"version": plan.version, "commit": commit, "branch": branch, "tag": plan.tag})
+    write_results({"version": plan.version, "commit": commit, "branch": branch, "tag": plan.tag}, show=True)
 
 
 def _refuse_taken_tag(repo: Repo, tag: str, commit: str) -> None:
@@ -122,7 +111,7 @@ def tag(directory: str, tag: str, commit: str, credentials: str) -> None:
             click.echo(f"pushed tag {tag} at {commit[:12]}")
     except GitError as exc:
         _fail(f"cannot push tag {tag}: {exc} (check that the run's git credentials may push tags)")
-    _write_results({"tag": tag})
+    write_results({"tag": tag}, show=True)
 
 
 @dataclass
@@ -158,7 +147,7 @@ def _read_reports(paths: list[Path], root: Path) -> _Counts:
                 if any(isinstance(r, (Failure, Error)) for r in outcome):
                     counts.failed += 1
                     name = f"{case.classname}.{case.name}" if case.classname else str(case.name)
-                    counts.names.append(name)
+                    counts.names.append(" ".join(name.splitlines()))  # the list of names stays one line
                 elif any(isinstance(r, Skipped) for r in outcome):
                     counts.skipped += 1
                 else:
@@ -196,13 +185,14 @@ def test_report(reports: str, exit_code: int) -> None:
     shown = ", ".join(names)
     if len(shown) > FAILED_NAMES_MAX:
         shown = shown[:FAILED_NAMES_MAX].rsplit(", ", 1)[0] + f", ... ({len(names)} in all)"
-    _write_results(
+    write_results(
         {
             "tests-passed": str(counts.passed),
             "tests-failed": str(counts.failed),
             "tests-skipped": str(counts.skipped),
             "failed-tests": shown,
-        }
+        },
+        show=True,
     )
     total = counts.passed + counts.failed + counts.skipped
     if not paths:

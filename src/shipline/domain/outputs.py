@@ -11,7 +11,7 @@ The format is GitHub Actions': `name=value` on one line, or
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 MAX_RESULT_BYTES = 64 * 1024
 """Results are small named values; files belong in the workspace."""
@@ -63,3 +63,23 @@ def parse_output(text: str, shown: Callable[[str], str] = lambda text: text) -> 
             raise OutputError(f"result '{shown(name)[:80]}' is {len(value.encode())} bytes; results are limited to 64 KiB")
         results[name] = value
     return results
+
+
+def format_results(results: Mapping[str, str]) -> str:
+    """The lines `parse_output` reads back as `results`: `name=value`, or, for a value over several
+    lines, a heredoc whose delimiter is no line of the value (so no value can end itself early).
+    A carriage return that ends a line of a value is not kept (`parse_output` reads CRLF files)."""
+    lines = []
+    for name, value in results.items():
+        if not _NAME.match(name):
+            raise OutputError(f"'{name[:80]}' is not a result name (letters, digits, _ and -)")
+        if "\n" not in value:
+            lines.append(f"{name}={value}\n")
+            continue
+        taken = {line.removesuffix("\r") for line in value.split("\n")}
+        delimiter, n = "SHIPLINE_EOF", 0
+        while delimiter in taken:
+            n += 1
+            delimiter = f"SHIPLINE_EOF_{n}"
+        lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+    return "".join(lines)
