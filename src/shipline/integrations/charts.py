@@ -1,9 +1,9 @@
 """Helm charts: stamp a copy with the release's image, lint, package with its version, push to an OCI registry.
 
 The chart in the service repo stays as its authors wrote it: a copy gets the image
-repository and tag in values.yaml, edited with ruamel.yaml's round-trip mode so
-comments and key order survive into the package (Helm packages values.yaml as it
-is).  `version` and `appVersion` are given to `helm package` (`--version`,
+repository and tag in values.yaml, spliced in where they stand (`domain.chartvalues`)
+so every other byte survives into the package (Helm packages values.yaml as it is);
+keys that are not there yet are created through ruamel.yaml's round trip.  `version` and `appVersion` are given to `helm package` (`--version`,
 `--app-version`): Helm writes the packaged Chart.yaml itself, from what it parsed,
 so an edit of the file would not survive anyway.  helm is the only tool: `helm
 lint`, `helm package`, `helm push` (OCI, Helm >= 3.8).
@@ -23,6 +23,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from shipline.domain.artifacts import Registry
+from shipline.domain.chartvalues import set_scalars
 from shipline.exceptions import RegistryError, ToolError, UsageError
 from shipline.integrations.registries import AuthFile, refused
 from shipline.integrations.tools import Echo, run_tool
@@ -103,14 +104,33 @@ def stamped_copy(chart: Path, into: Path, stamp: Stamp) -> Path:
     copy = into / inside.name
     shutil.copytree(chart, copy, symlinks=True)
     if stamp.image_repository:
-        values_yaml = copy / "values.yaml"
-        values, values_out = _load(values_yaml) if values_yaml.exists() else (CommentedMap(), _yaml())
-        _set(values, stamp.repository_key, stamp.image_repository, values_yaml)
-        if stamp.image_tag:
-            _set(values, stamp.tag_key, stamp.image_tag, values_yaml)
-        with values_yaml.open("w", encoding="utf-8") as out:
-            values_out.dump(values, out)
+        _stamp_values(copy / "values.yaml", stamp)
     return copy
+
+
+def _stamp_values(values_yaml: Path, stamp: Stamp) -> None:
+    """The image into values.yaml: a splice of the scalars where they are; where they are not (a key
+    to create, or one that is not a plain one-line scalar), ruamel.yaml's round trip of the file."""
+    edits = {stamp.repository_key: stamp.image_repository}
+    if stamp.image_tag:
+        edits[stamp.tag_key] = stamp.image_tag
+    try:
+        with values_yaml.open(encoding="utf-8", newline="") as f:  # newline="": its line endings stay
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{values_yaml} cannot be read: {exc}") from exc
+    edited = set_scalars(text, edits)
+    if edited is not None:
+        with values_yaml.open("w", encoding="utf-8", newline="") as out:
+            out.write(edited)
+        return
+    values, values_out = _load(values_yaml) if text else (CommentedMap(), _yaml())
+    for key, value in edits.items():
+        _set(values, key, value, values_yaml)
+    with values_yaml.open("w", encoding="utf-8") as out:
+        values_out.dump(values, out)
 
 
 def lint(chart: Path, *, shown_as: Path, echo: Echo) -> None:
