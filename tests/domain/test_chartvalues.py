@@ -45,6 +45,10 @@ def test_a_plain_scalar_is_written_plain_only_where_it_stays_a_string(value: str
     assert set_scalars("tag: old  # kept\n", {"tag": value}) == f"tag: {written}  # kept\n"
 
 
+def test_a_null_written_as_a_word_is_replaced_like_any_scalar() -> None:
+    assert set_scalars("tag: ~\nother: null  # c\n", {"tag": "1.0.0", "other": "x"}) == "tag: 1.0.0\nother: x  # c\n"
+
+
 def test_quoted_scalars_keep_their_quotes() -> None:
     assert set_scalars("a: 'x'\nb: \"y\"\n", {"a": "it's", "b": 'say "hi"'}) == "a: 'it''s'\nb: \"say \\\"hi\\\"\"\n"
 
@@ -55,6 +59,10 @@ def test_quoted_scalars_keep_their_quotes() -> None:
         ("image: {}\n", "image.tag"),  # missing: the caller creates it
         ("replicas: 2\n", "replicas.tag"),  # through a scalar: the caller says why not
         ("image:\n  - tag: x\n", "image.tag"),  # under a list
+        ("image:\n  tag:\n  x: 1\n", "image.tag"),  # empty: no characters to replace
+        ("image:\n  tag: \n", "image.tag"),
+        ("image: {tag: }\n", "image.tag"),
+        ("image: {tag}\n", "image.tag"),
         ("tag: |\n  x\n", "tag"),  # a block scalar
         ("base: &b x\ntag: *b\n", "tag"),  # an alias: the edit would change its anchor
         ("tag: &t x\n", "tag"),  # an anchor

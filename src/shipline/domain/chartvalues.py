@@ -54,9 +54,12 @@ def set_scalars(text: str, values: Mapping[str, str]) -> str | None:
             return None
         start, end = node.start_mark.index, node.end_mark.index
         written = text[start:end]
-        # An alias's node stands where its anchor is (before this key); an anchored or tagged
-        # scalar starts with `&` or `!`; one over several lines is not one line's edit.
-        if start < key_end or written[:1] in ("&", "!", "*") or "\n" in written or node.style in ("|", ">"):
+        # An empty value has no characters to replace (`tag:` is null); an alias's node stands
+        # where its anchor is (before this key); an anchored or tagged scalar starts with `&` or
+        # `!`; one over several lines is not one line's edit.
+        if not written or start < key_end or written[:1] in ("&", "!", "*") or "\n" in written:
+            return None
+        if node.style in ("|", ">"):
             return None
         if start in splices:
             return None  # two keys name one scalar
