@@ -82,3 +82,12 @@ def test_two_keys_that_reach_one_scalar_through_an_alias_are_left_to_the_caller(
     text = "app: &shared {tag: x}\nworker: *shared\n"
     assert set_scalars(text, {"app.tag": "1.0.0"}) == "app: &shared {tag: 1.0.0}\nworker: *shared\n"
     assert set_scalars(text, {"app.tag": "1.0.0", "worker.tag": "2.0.0"}) is None
+
+
+def test_positions_count_characters_after_a_byte_order_mark_and_beyond_ascii() -> None:
+    text = "\ufeffname: \u00e9t\u00e9 \U0001f600\nimage:\n  tag: old  # \u00fc\n"
+    assert set_scalars(text, {"image.tag": "1.0.0"}) == text.replace("tag: old", "tag: 1.0.0")
+
+
+def test_a_file_nested_past_the_parser_s_depth_is_left_to_the_caller() -> None:
+    assert set_scalars("a: " + "[" * 5000 + "]" * 5000 + "\n", {"a": "x"}) is None

@@ -64,3 +64,10 @@ def test_no_chart_yaml(tmp_path: Path) -> None:
     (tmp_path / "chart").mkdir()
     with pytest.raises(UsageError, match="Chart.yaml is missing"):
         stamped_copy(tmp_path / "chart", tmp_path / "out", Stamp("1.0.0", "1.0.0"))
+
+
+def test_values_nested_past_the_parsers_depth_are_an_error_not_a_crash(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    (chart / "values.yaml").write_text("image: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UsageError, match="values.yaml is not valid YAML"):
+        stamped_copy(chart, tmp_path / "out", Stamp("1.0.0", "1.0.0", "r/x", "1.0.0"))

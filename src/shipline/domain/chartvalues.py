@@ -34,9 +34,11 @@ _PLAIN = re.compile(r"[A-Za-z0-9_./+](?:[A-Za-z0-9_./@:+-]*[A-Za-z0-9_./@+-])?")
 def set_scalars(text: str, values: Mapping[str, str]) -> str | None:
     """`text` with the scalar at each dotted key replaced by its value, in that scalar's own style
     (plain, 'single' or "double"); None where a key is not a one-line scalar of its own."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""  # libyaml's positions do not count it
+    text = text.removeprefix(bom)
     try:
         root = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     splices: dict[int, tuple[int, str]] = {}
     for dotted, value in values.items():
@@ -67,7 +69,7 @@ def set_scalars(text: str, values: Mapping[str, str]) -> str | None:
     for start in sorted(splices, reverse=True):
         end, new = splices[start]
         text = text[:start] + new + text[end:]
-    return text
+    return bom + text
 
 
 def _styled(value: str, style: str | None) -> str:

@@ -62,7 +62,7 @@ def _load(path: Path) -> tuple[CommentedMap, YAML]:
         offset = load_yaml_guess_indent(text)[2] if _BLOCK_ITEM.search(text) else 0
         indent = _mapping_indent(text)
         data = _yaml(indent, offset or 0).load(text)
-    except (OSError, UnicodeDecodeError, YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, YAMLError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:
         data = CommentedMap()
