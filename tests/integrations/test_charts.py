@@ -71,3 +71,15 @@ def test_values_nested_past_the_parsers_depth_are_an_error_not_a_crash(tmp_path:
     (chart / "values.yaml").write_text("image: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(UsageError, match="values.yaml is not valid YAML"):
         stamped_copy(chart, tmp_path / "out", Stamp("1.0.0", "1.0.0", "r/x", "1.0.0"))
+
+
+def test_a_values_file_that_links_into_the_chart_is_replaced_not_written_through(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    shared = chart / "values-base.yaml"
+    (chart / "values.yaml").rename(shared)
+    before = shared.read_text()
+    (chart / "values.yaml").symlink_to(shared.resolve())  # absolute: the copy's link leads to the original
+    copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+    assert not (copy / "values.yaml").is_symlink()
+    assert "repository: 127.0.0.1:5000/web" in (copy / "values.yaml").read_text()
+    assert shared.read_text() == before  # the repository's file, untouched

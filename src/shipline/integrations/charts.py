@@ -11,6 +11,7 @@ lint`, `helm package`, `helm push` (OCI, Helm >= 3.8).
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from dataclasses import dataclass
@@ -122,15 +123,19 @@ def _stamp_values(values_yaml: Path, stamp: Stamp) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{values_yaml} cannot be read: {exc}") from exc
     edited = set_scalars(text, edits)
-    if edited is not None:
-        with values_yaml.open("w", encoding="utf-8", newline="") as out:
-            out.write(edited)
-        return
-    values, values_out = _load(values_yaml) if text else (CommentedMap(), _yaml())
-    for key, value in edits.items():
-        _set(values, key, value, values_yaml)
-    with values_yaml.open("w", encoding="utf-8") as out:
+    if edited is None:
+        values, values_out = _load(values_yaml) if text else (CommentedMap(), _yaml())
+        for key, value in edits.items():
+            _set(values, key, value, values_yaml)
+        out = io.StringIO()
         values_out.dump(values, out)
+        edited = out.getvalue()
+    # A new file in its place: a values.yaml that is a symlink (to another file of the chart, maybe
+    # the repository's own copy of it) is replaced, never written through.
+    new = values_yaml.with_name(f".{values_yaml.name}.stamped")
+    with new.open("w", encoding="utf-8", newline="") as f:
+        f.write(edited)
+    new.replace(values_yaml)
 
 
 def lint(chart: Path, *, shown_as: Path, echo: Echo) -> None:
