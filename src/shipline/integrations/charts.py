@@ -1,19 +1,22 @@
 """Helm charts: stamp a copy with the release's image, lint, package with its version, push to an OCI registry.
 
 The chart in the service repo stays as its authors wrote it: a copy gets the image
-repository and tag in values.yaml, spliced in where they stand (`domain.chartvalues`)
+repository and tag in values.yaml, spliced in where they stand (`domain.chartvalues`),
 so every other byte survives into the package (Helm packages values.yaml as it is);
-keys that are not there yet are created through ruamel.yaml's round trip.  `version` and `appVersion` are given to `helm package` (`--version`,
-`--app-version`): Helm writes the packaged Chart.yaml itself, from what it parsed,
-so an edit of the file would not survive anyway.  helm is the only tool: `helm
-lint`, `helm package`, `helm push` (OCI, Helm >= 3.8).
+keys that are not there yet are made through ruamel.yaml's round trip.  `version`
+and `appVersion` are given to `helm package` (`--version`, `--app-version`): Helm
+writes the packaged Chart.yaml itself, from what it parsed, so an edit of the file
+would not survive anyway.  helm is the only tool: `helm lint`, `helm package`,
+`helm push` (OCI, Helm >= 3.8).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,16 +57,15 @@ def _yaml(indent: int = 2, offset: int = 0) -> YAML:
     return yaml
 
 
-def _load(path: Path) -> tuple[CommentedMap, YAML]:
-    """The file's mapping and a YAML that writes it back with the author's indentation."""
+def _load(text: str, path: Path) -> tuple[CommentedMap, YAML]:
+    """The mapping of `text` (read from `path`) and a YAML that writes it back with the author's indentation."""
     try:
-        text = path.read_text(encoding="utf-8")
         # Guessing how the author indents a list's dashes means parsing the whole file once more:
         # only done where there is a block list to write back.
         offset = load_yaml_guess_indent(text)[2] if _BLOCK_ITEM.search(text) else 0
         indent = _mapping_indent(text)
         data = _yaml(indent, offset or 0).load(text)
-    except (OSError, UnicodeDecodeError, YAMLError, RecursionError) as exc:
+    except (YAMLError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:
         data = CommentedMap()
@@ -124,7 +126,7 @@ def _stamp_values(values_yaml: Path, stamp: Stamp) -> None:
         raise UsageError(f"{values_yaml} cannot be read: {exc}") from exc
     edited = set_scalars(text, edits)
     if edited is None:
-        values, values_out = _load(values_yaml) if text else (CommentedMap(), _yaml())
+        values, values_out = _load(text, values_yaml) if text else (CommentedMap(), _yaml())
         for key, value in edits.items():
             _set(values, key, value, values_yaml)
         out = io.StringIO()
@@ -132,10 +134,12 @@ def _stamp_values(values_yaml: Path, stamp: Stamp) -> None:
         edited = out.getvalue()
     # A new file in its place: a values.yaml that is a symlink (to another file of the chart, maybe
     # the repository's own copy of it) is replaced, never written through.
-    new = values_yaml.with_name(f".{values_yaml.name}.stamped")
-    with new.open("w", encoding="utf-8", newline="") as f:
+    # Made with O_EXCL under a name of its own, so no file of the chart can stand in its way either.
+    fd, new = tempfile.mkstemp(prefix=".values-", suffix=".yaml", dir=values_yaml.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
         f.write(edited)
-    new.replace(values_yaml)
+    os.chmod(new, 0o644)
+    os.replace(new, values_yaml)
 
 
 def lint(chart: Path, *, shown_as: Path, echo: Echo) -> None:
