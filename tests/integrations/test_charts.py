@@ -5,6 +5,7 @@ tests/catalog/test_chart.py pulls a pushed chart and reads them."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,26 @@ def test_a_values_file_that_links_into_the_chart_is_replaced_not_written_through
     assert not (copy / "values.yaml").is_symlink()
     assert "repository: 127.0.0.1:5000/web" in (copy / "values.yaml").read_text()
     assert shared.read_text() == before  # the repository's file, untouched
+
+
+def test_the_copy_links_the_charts_files_and_gives_values_a_file_of_its_own(tmp_path: Path) -> None:
+    chart = tiny_chart(tmp_path / "chart", "web")
+    before = (chart / "values.yaml").read_text()
+    copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+    for name in ("Chart.yaml", "templates/configmap.yaml"):
+        assert (copy / name).stat().st_ino == (chart / name).stat().st_ino  # a new name, not a new file
+    assert (copy / "values.yaml").stat().st_ino != (chart / "values.yaml").stat().st_ino
+    assert (chart / "values.yaml").read_text() == before
+    assert (copy / "values.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_across_file_systems_the_chart_is_copied(tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    chart = tiny_chart(tmp_path / "chart", "web")
+    with tempfile.TemporaryDirectory(dir=other) as into:
+        copy = stamped_copy(chart, Path(into), Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+        assert (copy / "Chart.yaml").read_text() == (chart / "Chart.yaml").read_text()
+        assert (copy / "templates" / "configmap.yaml").read_text() == (chart / "templates" / "configmap.yaml").read_text()
+        assert "repository: 127.0.0.1:5000/web" in (copy / "values.yaml").read_text()

@@ -175,13 +175,13 @@ def chart(
     )
     auth = load_auth_file(auth_file)
     with _scratch("chart-") as scratch:
-        copy = charts.stamped_copy(source, scratch / "src", stamp)
+        copy = charts.stamped_copy(source, scratch, stamp)
         _echo(
             f"chart {chart_dir}: version {stamp.version}, appVersion {stamp.app_version}"
             + (f", {stamp.repository_key}={repository}, {stamp.tag_key}={stamp.image_tag}" if repository else "")
         )
         charts.lint(copy, shown_as=Path(chart_dir), echo=_echo)
-        name, package = charts.package(copy, destination=scratch / "package", stamp=stamp, echo=_echo)
+        name, package = charts.package(copy, destination=scratch, stamp=stamp, echo=_echo)
         check_name(name)
         _echo(f"checking registry {target.host} ({target.scheme})")
         probe(target, auth)
