@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -80,6 +81,21 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _calling(server: int) -> list[int]:
+    """The server's copies that run a call now: in a step's cgroup (a copy that waits for its run's next call is not)."""
+    copies = _children(server)
+    if hierarchy() is None:
+        return copies
+    return [pid for pid in copies if "/run-" in _cgroup(pid)]
+
+
+def _cgroup(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -158,7 +174,7 @@ def test_a_served_helper_is_stopped_with_its_step(run_pipeline: RunFn, hanging_s
     thread = threading.Thread(target=lambda: result.append(run_pipeline(_hanging_notify(hanging_subscriber, "3s"))))
     thread.start()
     try:
-        copies = _wait_for(lambda: _children(server.process.pid), 20, lambda: "no `shipline step notify` reached the step server")
+        copies = _wait_for(lambda: _calling(server.process.pid), 20, lambda: "no `shipline step notify` reached the step server")
         assert isinstance(copies, list)
         (copy,) = copies
         if hierarchy() is not None:  # it joined the cgroup of the step that called it
@@ -179,7 +195,7 @@ def test_a_helper_whose_caller_is_killed_ends_too(run_pipeline: RunFn, hanging_s
     thread = threading.Thread(target=lambda: result.append(run_pipeline(_hanging_notify(hanging_subscriber))))
     thread.start()
     try:
-        copies = _wait_for(lambda: _children(server.process.pid), 20, lambda: "no call reached the step server")
+        copies = _wait_for(lambda: _calling(server.process.pid), 20, lambda: "no call reached the step server")
         assert isinstance(copies, list)
         (copy,) = copies
         callers = [
@@ -350,3 +366,70 @@ def test_no_engine_credential_reaches_the_server_or_its_copies(
     finally:
         engine.proc.kill()
         engine.proc.wait(10)
+
+
+def test_a_copy_serves_the_next_calls_of_its_run_as_they_came_and_no_other_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if hierarchy() is None:
+        pytest.skip("copies are taken again only where steps have cgroups")
+    from shipline.executors import stepserving
+    from shipline.executors.cgroups import StepGroup, remove_run
+
+    monkeypatch.setenv("SHIPLINE_LOG_LEVEL", "debug")  # its line per call names the copy that ran it
+    server = stepserving._start()
+    groups = [StepGroup.create(run, "t", 1, index) for run, index in ((901, 0), (901, 1), (902, 0), (901, 2), (901, 3))]
+    try:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "TEST-x.xml").write_text(REPORT)
+        env = {
+            **os.environ,
+            "SHIPLINE_STEP_SOCKET": server.address,
+            "PATH": f"{server.client}{os.pathsep}{os.environ['PATH']}",
+        }
+
+        def call(group: StepGroup | None, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+            assert group is not None
+            procs = str(group.procs_file)
+            return subprocess.run(
+                ["bash", "-c", f'echo $$ > {procs} && exec shipline step test-report --reports "TEST-*.xml"'],
+                env={**env, **extra},
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+        first = call(groups[0], tmp_path / "a", SHIPLINE_OUTPUT=str(tmp_path / "first.out"))
+        # The same run's next call, in another folder, without $SHIPLINE_OUTPUT: what the first call
+        # was given (its folder, its environment) is not what this one sees.
+        second = call(groups[1], tmp_path / "b")
+        other_run = call(groups[2], tmp_path / "a")
+        assert first.returncode == 0 and other_run.returncode == 0, first.stderr + other_run.stderr
+        assert "no JUnit XML report matched" in first.stdout
+        assert second.returncode == 1 and "1 of 3 tests failed: calc.divides" in second.stderr
+        assert (tmp_path / "first.out").read_text().count("tests-passed=") == 1
+        after_failure = call(groups[3], tmp_path / "a")
+        again = call(groups[4], tmp_path / "a")
+        assert after_failure.returncode == 0 and again.returncode == 0
+        time.sleep(0.3)  # the server's lines come after the callers' ends
+        copies = [int(pid) for pid in re.findall(r"; copy (\d+), its call", capfd.readouterr().err)]
+        assert len(copies) == 5, copies
+        assert copies[1] == copies[0], "the run's second call forked a copy anew"
+        assert copies[2] != copies[0], "a call of another run was given a copy of the first run"
+        assert copies[3] != copies[0], "a copy whose call failed was taken again"
+        assert copies[4] == copies[3]
+        waiting = copies[4]
+        assert _alive(waiting) and "/run-" not in _cgroup(waiting), "a waiting copy stays in a step's cgroup"
+        assert not _alive(copies[0])
+    finally:
+        os.close(server.alive)
+        server.process.wait(10)
+        for group in groups:
+            if group is not None:
+                group.kill()
+                group.remove()
+        remove_run(901)
+        remove_run(902)
+    assert not _alive(waiting), "a waiting copy outlived its server"

@@ -157,25 +157,46 @@ class StepGroup:
             self.path.rmdir()
 
 
-def join_step_group_of(pid: int) -> bool:
-    """Move this process into the step cgroup that `pid` is in; False when `pid` is in none of this engine's.
+def step_group_of(pid: int) -> Path | None:
+    """The step cgroup (of any engine's) that `pid` is in; None when it is in none.
 
-    For the step server's copy that runs a `shipline step` on behalf of a step's
-    process (`pid`): it is then killed with the step, like the step's own children.
+    For the step server, which runs a `shipline step` on behalf of a step's
+    process (`pid`) in a copy that joins that group: it is then killed with the
+    step, like the step's own children.  The group's parent is the run's folder.
     """
     where = hierarchy()
     if where is None:
-        return False
+        return None
     path = _own_path({"freezer": "freezer", "pids": "pids"}.get(where.kind), pid)
     if path is None:
-        return False
+        return None
     group = where.top / path.lstrip("/")
     if not group.is_relative_to(where.base) or group == where.base:
-        return False
+        return None
+    return group
+
+
+def own_group() -> Path | None:
+    """The cgroup this process is in, in the hierarchy steps use (where a copy goes back to between calls)."""
+    where = hierarchy()
+    if where is None:
+        return None
+    path = _own_path({"freezer": "freezer", "pids": "pids"}.get(where.kind))
+    return None if path is None else where.top / path.lstrip("/")
+
+
+def move_into(group: Path) -> bool:
+    """Move this process (all its threads) into `group`; False when the kernel refuses."""
     try:
-        (group / "cgroup.procs").write_text(str(os.getpid()))
+        fd = os.open(group / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
