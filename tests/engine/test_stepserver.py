@@ -433,3 +433,50 @@ def test_a_copy_serves_the_next_calls_of_its_run_as_they_came_and_no_other_runs(
         remove_run(901)
         remove_run(902)
     assert not _alive(waiting), "a waiting copy outlived its server"
+
+
+CRAFTED_CALLER = """
+import os, socket, struct, sys
+from shipline.launch import encode_request
+with open(sys.argv[1], "w") as procs:  # into the step's cgroup, as a step's shell is
+    procs.write(str(os.getpid()))
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect("\\0" + sys.argv[2])
+request = encode_request(["shipline", "step", "test-report"], sys.argv[3], dict(os.environb))
+sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
+print("exit code", sock.recv(64).decode().strip())
+"""
+
+
+def test_a_kept_copy_that_cannot_take_a_call_does_not_report_success(tmp_path: Path) -> None:
+    """A call that fails before its command runs (its folder is gone) fails, in a kept copy as in a new one."""
+    if hierarchy() is None:
+        pytest.skip("copies are taken again only where steps have cgroups")
+    from shipline.executors import stepserving
+    from shipline.executors.cgroups import StepGroup, remove_run
+
+    server = stepserving._start()
+    groups = [StepGroup.create(903, "t", 1, index) for index in (0, 1)]
+    try:
+        said, errors = [], []
+        for group, cwd in zip(groups, (tmp_path, tmp_path / "gone"), strict=True):
+            assert group is not None
+            done = subprocess.run(
+                [sys.executable, "-c", CRAFTED_CALLER, str(group.procs_file), server.address, str(cwd)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            said.append(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr)
+            errors.append(done.stderr)
+        assert said[0] == "exit code 0", said
+        assert said[1].startswith("exit code ") and said[1] != "exit code 0", said
+        assert f"cannot run `step test-report` in {tmp_path / 'gone'}: No such file or directory" in errors[1]
+    finally:
+        os.close(server.alive)
+        server.process.wait(10)
+        for group in groups:
+            if group is not None:
+                group.kill()
+                group.remove()
+        remove_run(903)

@@ -207,6 +207,7 @@ def _copy_main(control: int, request: _Request, home: Path | None) -> NoReturn:
         calls = 0
         while True:
             calls += 1
+            code = 1  # what the call ends with if it fails before its command has said
             code, imported = _run_call(request)
             # Taken again only by a copy that is as it was: the call succeeded, left no thread or
             # descriptor behind, and its copy could leave the step's cgroup (else the step's end kills it).
@@ -228,7 +229,7 @@ def _copy_main(control: int, request: _Request, home: Path | None) -> NoReturn:
                 caller, group = int(fields[0]), os.fsdecode(fields[1])
                 cwd, argv, environ = _decode(fields[2:])
             except (OSError, ValueError):  # the server is gone, or said something this copy does not understand
-                code = 0
+                code = 1  # never a success for a call that did not run
                 break
             request = _Request(caller, Path(group) if group else None, cwd, argv, environ, fds)
     finally:
@@ -267,7 +268,12 @@ def _run_call(request: _Request) -> tuple[int, str]:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.chdir(request.cwd)
+    try:
+        os.chdir(request.cwd)
+    except OSError as exc:
+        os.write(2, f"shipline: cannot run `{' '.join(request.argv[1:3])}` in {request.cwd}: {exc.strerror}\n".encode())
+        _let_go()
+        return 1, ""
     os.environ.clear()
     os.environ.update(request.environ)
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as `shipline.cli.main` sets it in a process of its own
@@ -297,15 +303,19 @@ def _run_call(request: _Request) -> tuple[int, str]:
             stream.flush()
         except Exception:
             pass
-    # The caller's streams and folder are let go (a step's output pipe stays open while any process
-    # holds it: the step would not end), and its environment forgotten, before anyone hears of the end.
+    _let_go()
+    return code, "\n".join(m for m in list(sys.modules) if m not in had)
+
+
+def _let_go() -> None:
+    """The caller's streams and folder are let go (a step's output pipe stays open while any process
+    holds it: the step would not end), and its environment forgotten, before anyone hears of the end."""
     null = os.open(os.devnull, os.O_RDWR)
     for target in (0, 1, 2):
         os.dup2(null, target)
     os.close(null)
     os.chdir("/")
     os.environ.clear()
-    return code, "\n".join(m for m in list(sys.modules) if m not in had)
 
 
 class StepServer:
