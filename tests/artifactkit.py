@@ -31,8 +31,7 @@ from shipline.settings import Settings
 
 
 def log_text(settings: Settings, record: RunRecord, task: str) -> str:
-    root = settings.logs / str(record.id) / task
-    return "".join(p.read_text() for p in sorted(root.glob("*.log")))
+    return "".join(p.read_text() for p in sorted((settings.logs / str(record.id)).glob(f"{task}.*.log")))
 
 
 def free_port() -> int:

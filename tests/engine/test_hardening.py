@@ -125,7 +125,7 @@ def test_a_step_is_in_its_own_cgroup_and_its_errors_name_its_own_lines(
                   no-such-command-here
     """)
     assert record.task("a").status == TaskStatus.FAILED
-    log = "".join(p.read_text() for p in (settings.logs / str(record.id) / "a").glob("*.log"))
+    log = "".join(p.read_text() for p in (settings.logs / str(record.id)).glob("a.*.log"))
     assert "in the step's cgroup" in log
     assert "told: nothing" in log, "the step's environment is its own"
     assert re.search(r"(line |sh: )3: no-such-command-here: (command )?not found", log), log

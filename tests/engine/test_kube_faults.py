@@ -58,7 +58,7 @@ def left(engine: Engine, record: RunRecord) -> list[str]:
 
 
 def task_log(engine: Engine, run_id: int, task: str) -> str:
-    return "".join(p.read_text() for p in (engine.settings.logs / str(run_id) / task).glob("*.log"))
+    return "".join(p.read_text() for p in (engine.settings.logs / str(run_id)).glob(f"{task}.*.log"))
 
 
 def run_meanwhile(engine: Engine, path: Path, task: str, seen: str, meanwhile: Callable[[int], object]) -> RunRecord:
@@ -216,8 +216,8 @@ def test_a_role_without_attach_still_runs_the_tasks_from_their_logs(
     assert record.status == RunStatus.SUCCEEDED, [(t.name, t.message) for t in record.tasks]
     assert record.task("a").results == {"v": "7"}
     logs = engine.settings.logs / str(record.id)
-    assert "first-line" in "".join(p.read_text() for p in (logs / "a").glob("*.log"))
-    assert "got 7" in "".join(p.read_text() for p in (logs / "b").glob("*.log"))
+    assert "first-line" in "".join(p.read_text() for p in logs.glob("a.*.log"))
+    assert "got 7" in "".join(p.read_text() for p in logs.glob("b.*.log"))
     assert left(engine, record) == []
 
 
@@ -326,7 +326,7 @@ def test_a_restarted_engine_ends_the_pods_a_dead_engine_left(
     executor = KubernetesExecutor(kube, kube_place.kubeconfig)
     try:
         deadline = time.monotonic() + 120
-        while "started-long" not in "".join(p.read_text() for p in (kube.logs / "1" / "long").glob("*.log")):
+        while "started-long" not in "".join(p.read_text() for p in (kube.logs / "1").glob("long.*.log")):
             assert time.monotonic() < deadline and cli.proc.poll() is None, f"the run's step did not start: {cli.why()}"
             time.sleep(0.1)
         cli.proc.send_signal(signal.SIGKILL)  # the engine dies; its pod runs on

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +27,7 @@ def statuses(record: RunRecord) -> dict[str, str]:
 
 
 def log_text(settings: Settings, record: RunRecord, task: str) -> str:
-    root = settings.logs / str(record.id) / task
-    return "".join(p.read_text() for p in sorted(root.glob("*.log")))
+    return "".join(p.read_text() for p in sorted((settings.logs / str(record.id)).glob(f"{task}.*.log")))
 
 
 def test_results_flow_and_conditions(run_pipeline: RunFn, settings: Settings) -> None:
@@ -63,6 +64,34 @@ def test_results_flow_and_conditions(run_pipeline: RunFn, settings: Settings) ->
     assert "done: succeeded" in log_text(settings, record, "report")
     assert "is false" in record.task("never").message
     assert record.params == {"greeting": "hi"}
+
+
+def test_a_runs_logs_are_files_of_its_folder_made_by_the_first_line(
+    run_pipeline: RunFn, settings: Settings, store: SqlStore
+) -> None:
+    """One folder per run, TASK.ATTEMPT.STEP.log in it; a step that prints nothing leaves no file, and its log reads empty."""
+    record = run_pipeline(
+        """
+        name: logs
+        tasks:
+          - name: talk
+            steps: [{run: echo hello}, {run: "true"}]
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED
+    folder = settings.logs / str(record.id)
+    assert sorted(p.name for p in folder.iterdir()) == ["talk.1.0.log"]
+    assert "hello" in (folder / "talk.1.0.log").read_text()
+    assert [path for *_, path in store.log_paths(record.id)] == [str(folder / "talk.1.0.log"), str(folder / "talk.1.1.log")]
+    shown = subprocess.run(
+        [sys.executable, "-m", "shipline", "runs", "logs", str(record.id)],
+        env={**os.environ, "SHIPLINE_HOME": str(settings.home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "hello" in shown.stdout
 
 
 def test_tasks_run_in_the_order_listed(run_pipeline: RunFn, tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_nothing_on_disk_holds_a_secret_or_is_readable_by_others(engine: Engine,
     assert record.status == RunStatus.SUCCEEDED, record.message
     files = [p for p in settings.home.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"shipline.db", "secret.key", "1.0.log"} <= names
+    assert {"shipline.db", "secret.key", "login.1.0.log"} <= names
     assert not [p for p in files if p.suffix == ".out"]  # the raw $SHIPLINE_OUTPUT does not outlive its step
     holding = [p for p in files if value.encode() in p.read_bytes() and p.name != "token.seen"]
     assert holding == []  # token.seen is the step's own file, in its private workspace

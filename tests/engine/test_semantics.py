@@ -24,8 +24,7 @@ def statuses(record: RunRecord) -> dict[str, str]:
 
 
 def log_text(engine: Engine, record: RunRecord, task: str) -> str:
-    root = engine.settings.logs / str(record.id) / task
-    return "".join(p.read_text() for p in sorted(root.glob("*.log")))
+    return "".join(p.read_text() for p in sorted((engine.settings.logs / str(record.id)).glob(f"{task}.*.log")))
 
 
 def nothing_left(engine: Engine, record: RunRecord) -> None:
@@ -222,7 +221,7 @@ def test_cancel_stops_the_task_and_runs_finally(any_engine: Engine, write: Calla
     async def scenario() -> RunRecord:
         run_id = any_engine.submit(pipeline, {})
         driving = asyncio.create_task(any_engine.drive(run_id))
-        while "started-long" not in "".join(p.read_text() for p in (logs / str(run_id) / "long").glob("*.log")):
+        while "started-long" not in "".join(p.read_text() for p in (logs / str(run_id)).glob("long.*.log")):
             await asyncio.sleep(0.05)
         any_engine.cancel(run_id)
         return await driving

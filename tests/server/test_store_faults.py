@@ -139,5 +139,5 @@ def test_a_new_store_never_appends_to_an_earlier_stores_logs(settings: Settings,
     for path in settings.home.glob("shipline.db*"):
         path.unlink()
     assert run("new") == ["new"]
-    kept = list((settings.home / "leftovers").glob("run-1-*/logs/say/*.log"))
+    kept = list((settings.home / "leftovers").glob("run-1-*/logs/say.*.log"))
     assert len(kept) == 1 and "old" in kept[0].read_text()

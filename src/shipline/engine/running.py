@@ -35,7 +35,7 @@ from shipline.domain.runs import (
     run_results,
 )
 from shipline.engine.events import EventBus
-from shipline.engine.logs import discard_outputs
+from shipline.engine.logs import discard_outputs, step_output_path
 from shipline.engine.processes import owner_alive, owner_id
 from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
@@ -590,7 +590,6 @@ class _RunDriver:
     def _invocation(
         self, task: ResolvedTask, attempt: int, base_env: dict[str, str], ctx: dict[str, object], files: dict[str, str]
     ) -> TaskInvocation:
-        logs = self.engine.settings.logs / str(self.run_id) / task.name
         steps = []
         for i, step in enumerate(task.steps):
             script, holes = ex.bind_script(step.run, ctx)
@@ -604,7 +603,7 @@ class _RunDriver:
                     shell=step.shell,
                     env=env,
                     workdir=workdir,
-                    output_file=logs / f"{attempt}.{i}.out",
+                    output_file=step_output_path(self.engine.settings.logs, self.run_id, task.name, attempt, i),
                     timeout=step.timeout,
                     workspace=self.workspace,
                     image=step.image or task.image,
