@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ from shipline.domain.runs import RunRecord
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
-from shipline.executors.cgroups import hierarchy
+from shipline.executors import stepserving
+from shipline.executors.cgroups import StepGroup, hierarchy, remove_run
 from shipline.executors.local import LocalExecutor
 from shipline.executors.stepserving import native_client, step_server, write_client
 from shipline.launch import call_step_server
@@ -368,18 +370,33 @@ def test_no_engine_credential_reaches_the_server_or_its_copies(
         engine.proc.wait(10)
 
 
+@contextmanager
+def _own_server(*steps: tuple[int, int]) -> Iterator[tuple[stepserving.StepServer, list[StepGroup]]]:
+    """A step server of the test's own (started with the test's environment) and a step cgroup for
+    each (run, step); all gone at the end, the server's copies with it."""
+    if hierarchy() is None:
+        pytest.skip("copies are taken again only where steps have cgroups")
+    server = stepserving._start()
+    groups = [StepGroup.create(run, "t", 1, index) for run, index in steps]
+    try:
+        assert all(groups)
+        yield server, [g for g in groups if g is not None]
+    finally:
+        os.close(server.alive)
+        server.process.wait(10)
+        for group in groups:
+            if group is not None:
+                group.kill()
+                group.remove()
+        for run in {run for run, _ in steps}:
+            remove_run(run)
+
+
 def test_a_copy_serves_the_next_calls_of_its_run_as_they_came_and_no_other_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    if hierarchy() is None:
-        pytest.skip("copies are taken again only where steps have cgroups")
-    from shipline.executors import stepserving
-    from shipline.executors.cgroups import StepGroup, remove_run
-
     monkeypatch.setenv("SHIPLINE_LOG_LEVEL", "debug")  # its line per call names the copy that ran it
-    server = stepserving._start()
-    groups = [StepGroup.create(run, "t", 1, index) for run, index in ((901, 0), (901, 1), (902, 0), (901, 2), (901, 3))]
-    try:
+    with _own_server((901, 0), (901, 1), (902, 0), (901, 2), (901, 3)) as (server, groups):
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         (tmp_path / "b" / "TEST-x.xml").write_text(REPORT)
@@ -389,11 +406,9 @@ def test_a_copy_serves_the_next_calls_of_its_run_as_they_came_and_no_other_runs(
             "PATH": f"{server.client}{os.pathsep}{os.environ['PATH']}",
         }
 
-        def call(group: StepGroup | None, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-            assert group is not None
-            procs = str(group.procs_file)
+        def call(group: StepGroup, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                ["bash", "-c", f'echo $$ > {procs} && exec shipline step test-report --reports "TEST-*.xml"'],
+                ["bash", "-c", f'echo $$ > {group.procs_file} && exec shipline step test-report --reports "TEST-*.xml"'],
                 env={**env, **extra},
                 cwd=cwd,
                 capture_output=True,
@@ -420,19 +435,9 @@ def test_a_copy_serves_the_next_calls_of_its_run_as_they_came_and_no_other_runs(
         assert copies[2] != copies[0], "a call of another run was given a copy of the first run"
         assert copies[3] != copies[0], "a copy whose call failed was taken again"
         assert copies[4] == copies[3]
-        waiting = copies[4]
-        assert _alive(waiting) and "/run-" not in _cgroup(waiting), "a waiting copy stays in a step's cgroup"
+        assert _alive(copies[4]) and "/run-" not in _cgroup(copies[4]), "a waiting copy stays in a step's cgroup"
         assert not _alive(copies[0])
-    finally:
-        os.close(server.alive)
-        server.process.wait(10)
-        for group in groups:
-            if group is not None:
-                group.kill()
-                group.remove()
-        remove_run(901)
-        remove_run(902)
-    assert not _alive(waiting), "a waiting copy outlived its server"
+    assert not _alive(copies[4]), "a waiting copy outlived its server"
 
 
 CRAFTED_CALLER = """
@@ -450,17 +455,9 @@ print("exit code", sock.recv(64).decode().strip())
 
 def test_a_kept_copy_that_cannot_take_a_call_does_not_report_success(tmp_path: Path) -> None:
     """A call that fails before its command runs (its folder is gone) fails, in a kept copy as in a new one."""
-    if hierarchy() is None:
-        pytest.skip("copies are taken again only where steps have cgroups")
-    from shipline.executors import stepserving
-    from shipline.executors.cgroups import StepGroup, remove_run
-
-    server = stepserving._start()
-    groups = [StepGroup.create(903, "t", 1, index) for index in (0, 1)]
-    try:
+    with _own_server((903, 0), (903, 1)) as (server, groups):
         said, errors = [], []
         for group, cwd in zip(groups, (tmp_path, tmp_path / "gone"), strict=True):
-            assert group is not None
             done = subprocess.run(
                 [sys.executable, "-c", CRAFTED_CALLER, str(group.procs_file), server.address, str(cwd)],
                 capture_output=True,
@@ -472,11 +469,3 @@ def test_a_kept_copy_that_cannot_take_a_call_does_not_report_success(tmp_path: P
         assert said[0] == "exit code 0", said
         assert said[1].startswith("exit code ") and said[1] != "exit code 0", said
         assert f"cannot run `step test-report` in {tmp_path / 'gone'}: No such file or directory" in errors[1]
-    finally:
-        os.close(server.alive)
-        server.process.wait(10)
-        for group in groups:
-            if group is not None:
-                group.kill()
-                group.remove()
-        remove_run(903)

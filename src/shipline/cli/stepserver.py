@@ -209,7 +209,7 @@ def _copy_main(control: int, request: _Request, home: Path | None) -> NoReturn:
             calls += 1
             code = 1  # what the call ends with if it fails before its command has said
             code, imported = _run_call(request)
-            # Taken again only by a copy that is as it was: the call succeeded, left no thread or
+            # Taken again only by a copy that is as it was: the call succeeded, left no thread, child or
             # descriptor behind, and its copy could leave the step's cgroup (else the step's end kills it).
             again = (
                 home is not None
