@@ -5,6 +5,7 @@ tests/catalog/test_chart.py pulls a pushed chart and reads them."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def test_a_values_file_that_links_into_the_chart_is_replaced_not_written_through
 def test_the_copy_links_the_charts_files_and_gives_values_a_file_of_its_own(tmp_path: Path) -> None:
     chart = tiny_chart(tmp_path / "chart", "web")
     before = (chart / "values.yaml").read_text()
-    copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+    umask = os.umask(0o077)  # the packaged values.yaml is 0644 whatever the step's umask, as the chart's files are
+    try:
+        copy = stamped_copy(chart, tmp_path / "out", Stamp("1.4.0", "1.4.0", "127.0.0.1:5000/web", "1.4.0"))
+    finally:
+        os.umask(umask)
     for name in ("Chart.yaml", "templates/configmap.yaml"):
         assert (copy / name).stat().st_ino == (chart / name).stat().st_ino  # a new name, not a new file
     assert (copy / "values.yaml").stat().st_ino != (chart / "values.yaml").stat().st_ino

@@ -152,6 +152,7 @@ def _stamp_values(values_yaml: Path, target: Path, stamp: Stamp) -> None:
         edited = out.getvalue()
     # O_EXCL|O_NOFOLLOW: a new file, never one written through (the copy left the name free).
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    os.fchmod(fd, 0o644)  # whatever the umask: the package holds it as the chart's other files
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
         f.write(edited)
 
