@@ -38,7 +38,8 @@ and with the server.
 
 With SHIPLINE_LOG_LEVEL=debug it logs one line per call to the engine's
 stderr: the command, its exit code, its own CPU time (not that of the tools it
-ran) and the server's.
+ran), its caller's and the server's, and the copy that ran it (its pid, and how
+many calls it has run).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,7 @@ MAX_REQUEST = 8 * 1024 * 1024
 """A request holds the step's whole environment; more than this is refused."""
 
 REPORT_MAX = 60 * 1024
-"""A copy's report to the server (its CPU time, the modules it imported) fits in a pipe's buffer: it is read after the copy exits."""
+"""At most this much of the modules a call imported goes into its copy's report to the server."""
 
 READ_SECONDS = 5.0
 """How long a caller may take to send its request once connected."""
@@ -120,7 +122,6 @@ class _Call:
 
 @dataclass(frozen=True)
 class _Request:
-    caller: int
     group: Path | None
     """The caller's step cgroup, which the copy joins for the call."""
     cwd: str
@@ -158,7 +159,7 @@ def _read_message(conn: socket.socket, timeout: float | None = READ_SECONDS) -> 
     return data[4:].split(b"\0"), fds
 
 
-def _send_message(conn: socket.socket, fields: list[bytes], fds: list[int] = []) -> None:  # noqa: B006 - never changed
+def _send_message(conn: socket.socket, fields: list[bytes], fds: Sequence[int] = ()) -> None:
     payload = b"\0".join(fields)
     message = len(payload).to_bytes(4, "big") + payload
     sent = conn.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else [])
@@ -226,12 +227,12 @@ def _copy_main(control: int, request: _Request, home: Path | None) -> NoReturn:
                 break
             try:
                 fields, fds = _read_message(channel, timeout=None)
-                caller, group = int(fields[0]), os.fsdecode(fields[1])
-                cwd, argv, environ = _decode(fields[2:])
+                group = os.fsdecode(fields[0])
+                cwd, argv, environ = _decode(fields[1:])
             except (OSError, ValueError):  # the server is gone, or said something this copy does not understand
                 code = 1  # never a success for a call that did not run
                 break
-            request = _Request(caller, Path(group) if group else None, cwd, argv, environ, fds)
+            request = _Request(Path(group) if group else None, cwd, argv, environ, fds)
     finally:
         os._exit(code & 0xFF)
 
@@ -386,10 +387,10 @@ class StepServer:
             return
         command = " ".join(argv[1:3])
         group = step_group_of(caller)
-        copy = self._waiting(group.parent) if group is not None else None
-        if copy is not None:
+        copy = None
+        if group is not None and (copy := self._waiting(group.parent)) is not None:
             try:
-                _send_message(copy.control, [str(caller).encode(), os.fsencode(group or ""), *fields], fds[:3])
+                _send_message(copy.control, [os.fsencode(group), *fields], fds[:3])
             except OSError:  # it died meanwhile: its exit is handled as it comes
                 _kill(copy.pid, signal.SIGKILL)
                 copy = None
@@ -397,7 +398,7 @@ class StepServer:
             # What every command has imported so far, not only this one's: the copy may serve its
             # run's next calls, of other commands, and should find their modules in place too.
             _warm([module for modules in self.learned.values() for module in modules])
-            copy = self._fork(_Request(caller, group, cwd, argv, environ, fds))
+            copy = self._fork(_Request(group, cwd, argv, environ, fds))
         for fd in fds:
             os.close(fd)
         self.calls[copy.pid] = _Call(copy, conn, command)

@@ -56,6 +56,8 @@ class Hierarchy:
     """`<own cgroup>/shipline` in that hierarchy: every step cgroup is below it."""
     top: Path
     """Where the hierarchy is mounted: a path of /proc/PID/cgroup is relative to it."""
+    controller: str | None
+    """Its controller's name in /proc/PID/cgroup (None: the v2 tree)."""
 
 
 def _own_path(controller: str | None, pid: int | str = "self") -> str | None:
@@ -87,7 +89,7 @@ def hierarchy() -> Hierarchy | None:
             probe.rmdir()
         except OSError:
             continue
-        return Hierarchy(kind, base, top)
+        return Hierarchy(kind, base, top, controller)
     log.warning(
         "no writable cgroup hierarchy (v1 freezer or pids, or cgroup v2) under %s: a step's processes are "
         "tracked by process group only, so one that calls setsid can outlive its step",
@@ -167,7 +169,7 @@ def step_group_of(pid: int) -> Path | None:
     where = hierarchy()
     if where is None:
         return None
-    path = _own_path({"freezer": "freezer", "pids": "pids"}.get(where.kind), pid)
+    path = _own_path(where.controller, pid)
     if path is None:
         return None
     group = where.top / path.lstrip("/")
@@ -181,7 +183,7 @@ def own_group() -> Path | None:
     where = hierarchy()
     if where is None:
         return None
-    path = _own_path({"freezer": "freezer", "pids": "pids"}.get(where.kind))
+    path = _own_path(where.controller)
     return None if path is None else where.top / path.lstrip("/")
 
 
