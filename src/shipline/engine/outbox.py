@@ -113,7 +113,7 @@ async def follow(
     transient: tuple[type[Exception], ...] = (),
     between: Callable[[], object] | None = None,
     nudged: asyncio.Event | None = None,
-    min_gap: float = 0.1,
+    min_gap: float = 0.25,
 ) -> None:
     """A notifier's loop: hand new transitions to `handle` until `stop`, then let go of the cursor.
 
@@ -141,7 +141,9 @@ async def follow(
             nudged.clear()
             retry = False
             try:
-                while await asyncio.to_thread(reader.poll, handle):
+                # A batch that was not full read up to the outbox's end: what came since waits for
+                # the next round (an empty read per round cost as much as one that found rows).
+                while await asyncio.to_thread(reader.poll, handle) >= reader.batch:
                     pass
             except transient as exc:
                 log.warning("%s: will try again", name, extra={"error": str(exc)})
