@@ -304,15 +304,15 @@ class LocalExecutor:
                 outputs.append("")
                 return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
-            emptied = False  # the step's end found its group empty: nothing can be left in it to kill
+            removed = False  # the step's end found its group empty and removed it
             try:
-                code, status, emptied = await self._run_step(step, watched, group, workdir, limit, what)
+                code, status, removed = await self._run_step(step, watched, group, workdir, limit, what)
             finally:
                 os.close(workdir)
-                if group is not None:
-                    # Usually the step left nothing behind: then removing its cgroup is a few
-                    # rmdirs, done here rather than through a thread.
-                    if not emptied and group.occupied():
+                if group is not None and not removed:
+                    # Usually the group is empty by now: then removing it is an rmdir, done
+                    # here rather than through a thread.
+                    if group.occupied():
                         await asyncio.to_thread(_kill_and_remove, group)
                     else:
                         group.remove()
@@ -346,7 +346,7 @@ class LocalExecutor:
         limit: float | None,
         what: str,
     ) -> tuple[int | None, str, bool]:
-        """The step's exit code and how it ended; True when its group was emptied at its end."""
+        """The step's exit code and how it ended; True when its group was found empty at its end, and removed."""
         _prepare_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
         if self.step_server and "shipline step" in step.script and (server := step_server()):
@@ -430,8 +430,8 @@ class LocalExecutor:
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
-            # Nothing outside the group can enter it: found empty now, it stays so.
-            leftovers = group is not None and group.occupied()
+            # Nothing outside the group can enter it: found empty now, it stays so (and is removed).
+            leftovers = group is not None and not group.remove_if_empty()
             if leftovers:
                 assert group is not None
                 await asyncio.to_thread(group.kill)
