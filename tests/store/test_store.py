@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 
 from shipline.domain.runs import RunStatus, TaskStatus, Transition
 from shipline.engine.loading import load_pipeline
@@ -226,6 +226,51 @@ def test_postgresql_and_sqlite_keep_the_same_record_and_outbox_of_a_run(
     assert tasks[1][2] == 2 and tasks[1][1] == TaskStatus.SUCCEEDED
     assert outbox[0] == ("run", None, "queued") and outbox[-1] == ("run", None, "failed")
     assert outbox.index(("task", "fails", "failed")) < outbox.index(("task", "report", "running"))
+
+
+@pytest.mark.postgres
+def test_a_quick_run_made_as_the_cli_makes_it_is_a_few_round_trips_to_postgresql(
+    postgres_url: str, settings: Settings, write: Callable[..., Path]
+) -> None:
+    """Made (the run, its task and its outbox row: one statement), run (its start and end, the
+    task's, the step's row made and ended: one, or two when the step outlasts the recorder's
+    50 ms hold) and read back (one), none in a transaction of its own: BEGIN and COMMIT are
+    round trips too.  The same run was eight statements and a transaction."""
+    store = SqlStore(postgres_url)
+    engine = Engine(settings, store, LocalExecutor(1.0))
+    pipeline = load_pipeline(write("name: quick\ntasks:\n  - name: only\n    steps: [{run: 'echo hi'}]\n"))
+    asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))  # the statements' compiled forms
+    sent: list[str] = []
+    commits: list[object] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        sent.append(sql)
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    event.listen(store.engine, "commit", committed)
+    try:
+        run = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+        event.remove(store.engine, "commit", committed)
+    step = run.task("only").steps[0]
+    assert (run.status, step.exit_code) == (RunStatus.SUCCEEDED, 0)
+    assert run.started_at and run.finished_at and step.started_at and step.finished_at and step.finished_at.tzinfo
+    assert run == store.get_run(run.id)
+    assert 3 <= len(sent) <= 4, sent
+    assert commits == []
+    outbox = [(t.kind, t.task, t.status) for t in store.transitions_after(0, 1000) if t.run_id == run.id]
+    assert outbox == [
+        ("run", None, "queued"),
+        ("run", None, "running"),
+        ("task", "only", "running"),
+        ("task", "only", "succeeded"),
+        ("run", None, "succeeded"),
+    ]
+    store.close()
 
 
 @pytest.mark.postgres

@@ -122,12 +122,12 @@ class Engine:
                 self.cancel(older)
         owner = self.owner if claim else None
         run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
-        self._keep(run_id, pipeline, params, group)
+        self._keep(run_id, pipeline, params, group, owned=claim)
         if (moved := set_aside(self.settings, run_id)) is not None:
             log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
 
-    def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str], group: str | None) -> None:
+    def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str], group: str | None, *, owned: bool) -> None:
         now = time.monotonic()
         with self._made_lock:
             while self._made:  # the oldest first: runs another engine drove, or that were cancelled
@@ -136,13 +136,20 @@ class Engine:
                     break
                 self._made_tasks -= len(self._made.pop(oldest).pipeline.tasks)
             if self._made_tasks + len(pipeline.tasks) <= KEPT_TASKS:  # full: this one is read back
-                self._made[run_id] = _Made(now, pipeline, params, group)
+                self._made[run_id] = _Made(now, pipeline, params, group, owned)
                 self._made_tasks += len(pipeline.tasks)
 
     def _claim(self, run_id: int) -> bool:
-        """`store.claim`, telling the store when this engine made the run without a concurrency group."""
+        """`store.claim`, telling the store when this engine made the run without a concurrency group.
+
+        A run this engine made as its owner (`submit(claim=True)`: the CLI) with no group is
+        claimed already: no other engine takes an owned run, a cancel request waits for this
+        engine's driver, and nothing in the claim's UPDATE would change it.
+        """
         with self._made_lock:
             made = self._made.get(run_id)
+        if made is not None and made.group is None and made.owned:
+            return True
         return self.store.claim(run_id, self.owner, ungrouped=made is not None and made.group is None)
 
     def _kept(self, run_id: int) -> tuple[ResolvedPipeline, dict[str, str]] | None:
@@ -320,6 +327,8 @@ class _Made(NamedTuple):
     params: dict[str, str]
     group: str | None
     """Its concurrency group: a run without one is claimed in one round trip (`SqlStore.claim`)."""
+    owned: bool
+    """Made with this engine as its owner (`submit(claim=True)`)."""
 
 
 @dataclass
@@ -517,8 +526,11 @@ class _RunDriver:
             return  # already recorded
         del self.running[name]
         self.schedule.update(name, status, results)
+        # From the end: the tasks declared last are the ones still pending, so this stops at once
+        # but for the run's last task.
+        last = not self.running and all(state.status.done for state in reversed(self.schedule.states.values()))
         try:
-            self.recorder.task_finished(name, status, results, message)
+            self.recorder.task_finished(name, status, results, message, last=last)
         except StoreError as exc:
             self.store_fault = exc
         self.wake.set()
