@@ -12,7 +12,8 @@
 (d) the curve: engine overhead per task for sequential runs of 1 to 1,000 tasks
     and for 1 -> N -> 1 fan-outs, each beside its floor measured in the same
     run (the same commands from a bare shell loop, or `xargs -P` for a fan-out),
-    median of 3 after a warm-up run;
+    median of 3 or more after a warm-up run; SQLite and PostgreSQL take turns
+    within each repetition, so their ratio is measured at the same moments;
     drawn to bench/results/engine-curve.png.
 (e) start-up: `shipline --version`, `--help` and a 1-task `shipline run`, wall,
     and one SQLite commit (the store's floor).
@@ -79,7 +80,7 @@ def overhead(work: Path, database: str | None, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         shell_times.append(shell_loop(SEQUENTIAL_TASKS))
         start = time.perf_counter()
-        record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
+        record = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
         engine_times.append(time.perf_counter() - start)
         assert record.status == RunStatus.SUCCEEDED, record.message
     engine_s, shell_s = statistics.median(engine_times), statistics.median(shell_times)
@@ -154,44 +155,56 @@ run in five or ten of any size takes several more, so the median of three small 
 by several milliseconds per task from one bench to the next."""
 
 
-def curve(work: Path, database: str | None, label: str, repeats: int = CURVE_REPEATS) -> list[dict[str, Any]]:
+def curve(work: Path, stores: dict[str, str | None], repeats: int = CURVE_REPEATS) -> list[dict[str, Any]]:
     """Overhead per task against the size of the run: it should stay flat.
 
-    Each size is run `repeats` times (more for small runs: CURVE_TASKS_PER_POINT), each
-    time beside its floor, after one run that warms what a first run pays once (imports,
-    the SQL statements' compiled forms); the median of each is kept.
+    Each size is run `repeats` times (more for small runs: CURVE_TASKS_PER_POINT) on every
+    store in `stores` (label -> database URL, None for SQLite), one store after the other
+    within each repetition, with the floor measured once per repetition beside them: the
+    stores are compared at the same moments, where one store's points measured minutes
+    after the other's followed this VM's speed more than the store.  One run of each shape
+    first warms what a first run pays once (imports, the SQL statements' compiled forms);
+    the median of each is kept.  Runs are made as `shipline run` makes them (claimed by
+    the engine that made them) and driven at once.
     """
-    engine = _engine(work / f"home-curve-{label}", database)
+    engines = {label: _engine(work / f"home-curve-{label}", database) for label, database in stores.items()}
     rows = []
     shapes = [("sequential", n, _pipeline(work, f"seq{n}", n)) for n in CURVE_SEQUENTIAL]
     shapes += [("fan-out", n + 2, _fanout(work, n)) for n in CURVE_FANOUT]
-    asyncio.run(engine.drive(engine.submit(load_pipeline(shapes[0][2]), {})))
+    max_parallel = next(iter(engines.values())).settings.max_parallel
     for shape, tasks, path in shapes:
         pipeline = load_pipeline(path)
-        engine_times, floors = [], []
+        for engine in engines.values():
+            asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+        engine_times: dict[str, list[float]] = {label: [] for label in engines}
+        floors = []
         for _ in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
-            start = time.perf_counter()
-            record = asyncio.run(engine.drive(engine.submit(pipeline, {})))
-            engine_times.append(time.perf_counter() - start)
-            assert record.status == RunStatus.SUCCEEDED, record.message
+            for label, engine in engines.items():
+                start = time.perf_counter()
+                record = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+                engine_times[label].append(time.perf_counter() - start)
+                assert record.status == RunStatus.SUCCEEDED, record.message
             if shape == "sequential":
                 floors.append(shell_loop(tasks))
             else:
-                floors.append(shell_loop(2) + parallel_floor(tasks - 2, engine.settings.max_parallel))
-        elapsed, floor = statistics.median(engine_times), statistics.median(floors)
-        rows.append(
-            {
-                "database": label,
-                "shape": shape,
-                "tasks": tasks,
-                "repeats": len(engine_times),
-                "engine_s": round(elapsed, 4),
-                "floor_s": round(floor, 4),
-                "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
-            }
-        )
-        print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
-    engine.store.close()
+                floors.append(shell_loop(2) + parallel_floor(tasks - 2, max_parallel))
+        floor = statistics.median(floors)
+        for label, times in engine_times.items():
+            elapsed = statistics.median(times)
+            rows.append(
+                {
+                    "database": label,
+                    "shape": shape,
+                    "tasks": tasks,
+                    "repeats": len(times),
+                    "engine_s": round(elapsed, 4),
+                    "floor_s": round(floor, 4),
+                    "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
+                }
+            )
+            print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
+    for engine in engines.values():
+        engine.store.close()
     return rows
 
 
@@ -285,16 +298,19 @@ def main() -> None:
         results["overhead_sqlite"] = overhead(work, None, 1 if args.quick else 5)
         print(f"burst: {BURST_RUNS} runs x {BURST_TASKS} tasks (SQLite) ...", file=sys.stderr)
         results["burst"] = [burst(work, None, "sqlite")]
-        print("curve: overhead per task, 1 to 1000 tasks, sequential and fan-out (SQLite) ...", file=sys.stderr)
-        results["curve"] = curve(work, None, "sqlite", 1 if args.quick else CURVE_REPEATS)
         print("start-up of the CLI ...", file=sys.stderr)
         results["startup"] = startup(work)
-        if not args.no_postgres:
+        repeats = 1 if args.quick else CURVE_REPEATS
+        if args.no_postgres:
+            print("curve: overhead per task, 1 to 1000 tasks, sequential and fan-out (SQLite) ...", file=sys.stderr)
+            results["curve"] = curve(work, {"sqlite": None}, repeats)
+        else:
             with ThrowawayPostgres() as pg:
-                print("overhead, burst and curve (PostgreSQL) ...", file=sys.stderr)
+                print("overhead and burst (PostgreSQL) ...", file=sys.stderr)
                 results["overhead_postgres"] = overhead(work, pg.create_database(), 1 if args.quick else 3)
                 results["burst"].append(burst(work, pg.create_database(), "postgres"))
-                results["curve"] += curve(work, pg.create_database(), "postgres", 1 if args.quick else CURVE_REPEATS)
+                print("curve: overhead per task, 1 to 1000 tasks, SQLite and PostgreSQL in turn ...", file=sys.stderr)
+                results["curve"] = curve(work, {"sqlite": None, "postgres": pg.create_database()}, repeats)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     o = results["overhead_sqlite"]
