@@ -25,10 +25,12 @@ class Event:
 
 
 class Subscription:
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, kinds: frozenset[EventKind] | None = None) -> None:
         self._bus = bus
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.dropped = 0
+        self.kinds = kinds
+        """Only events of these kinds are put in the queue (None: every event)."""
 
     def put(self, event: Event) -> None:
         if self.queue.full():
@@ -56,14 +58,20 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
-    def subscribe(self, maxsize: int = 10_000) -> Subscription:
-        sub = Subscription(self, maxsize)
+    def subscribe(self, maxsize: int = 10_000, kinds: frozenset[EventKind] | None = None) -> Subscription:
+        """A queue of the events published from now on; with `kinds`, of those kinds alone.
+
+        A subscriber that acts on runs' ends says so: under a stream of runs most events
+        are tasks' and steps', and each one put in its queue woke it for nothing.
+        """
+        sub = Subscription(self, maxsize, kinds)
         self._subscriptions.add(sub)
         return sub
 
     def publish(self, event: Event) -> None:
         for sub in list(self._subscriptions):
-            sub.put(event)
+            if sub.kinds is None or event.kind in sub.kinds:
+                sub.put(event)
 
     @property
     def has_subscribers(self) -> bool:

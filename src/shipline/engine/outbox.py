@@ -128,10 +128,9 @@ async def follow(
     nudged = nudged or asyncio.Event()
 
     async def listen() -> None:
-        with bus.subscribe(maxsize=1000) as sub:
-            async for event in sub:
-                if event.kind == "run":
-                    nudged.set()
+        with bus.subscribe(maxsize=1000, kinds=frozenset({"run"})) as sub:
+            async for _ in sub:
+                nudged.set()
 
     listener = asyncio.create_task(listen())
     loop = asyncio.get_running_loop()

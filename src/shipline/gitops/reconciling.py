@@ -101,9 +101,9 @@ class Reconciler:
     async def follow(self, bus: EventBus) -> None:
         """Look again as soon as a run ends: its outcome goes into the history without waiting for a tick."""
         done = {s.value for s in RunStatus if s.done}
-        with bus.subscribe() as sub:
+        with bus.subscribe(kinds=frozenset({"run"})) as sub:
             async for event in sub:
-                if event.kind == "run" and event.data.get("status") in done:
+                if event.data.get("status") in done:
                     self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------------

@@ -217,10 +217,8 @@ class Metrics:
     async def watch(self, bus: EventBus) -> None:
         """Time tasks from the engine's events: started -> finished."""
         started: dict[tuple[int, str], datetime] = {}
-        with bus.subscribe() as sub:
+        with bus.subscribe(kinds=frozenset({"task"})) as sub:
             async for event in sub:
-                if event.kind != "task":
-                    continue
                 key = (event.run_id, str(event.data.get("task")))
                 status = str(event.data.get("status"))
                 if status == "running":

@@ -60,7 +60,7 @@ async def events(request: Request, run: int | None = None, logs: bool = False) -
     bus: EventBus = server.bus
 
     async def gen() -> AsyncIterator[bytes]:
-        with bus.subscribe(maxsize=5000) as sub:
+        with bus.subscribe(maxsize=5000, kinds=None if logs else frozenset({"run", "task", "step"})) as sub:
             yield sse("hello", {"run": run})
             while not server.stopping.is_set():
                 event = await _next(sub, server.stopping, KEEPALIVE_SECONDS)
@@ -68,8 +68,6 @@ async def events(request: Request, run: int | None = None, logs: bool = False) -
                     yield b": keepalive\n\n"
                     continue
                 if run is not None and event.run_id != run:
-                    continue
-                if event.kind == "log" and not logs:
                     continue
                 yield sse(event.kind, {"run_id": event.run_id, "at": event.at.isoformat(), **event.data})
 
