@@ -106,6 +106,45 @@ def test_no_process_of_a_step_outlives_it(run_pipeline: RunFn, tmp_path: Path, e
     assert all(_wait_gone(pid) for pid in left), f"processes of the step outlived it ({end})"
 
 
+def test_a_group_its_step_left_empty_serves_the_run_s_next_step_and_none_outlives_the_run(
+    run_pipeline: RunFn, tmp_path: Path
+) -> None:
+    """Making and removing a cgroup costs more than a quick step: a run's next step gets the
+    group the step before it left empty; one a step left a process in is killed and removed."""
+    where = cgroups.hierarchy()
+    if where is None:
+        pytest.skip("no writable cgroup hierarchy here")
+    pid = tmp_path / "pid"
+    record = run_pipeline(f"""
+        name: reuse
+        tasks:
+          - name: a
+            steps:
+              - run: cat /proc/self/cgroup > {tmp_path}/0
+              - run: "cat /proc/self/cgroup > {tmp_path}/1; setsid sleep 300 & echo $! > {pid}"
+              - run: cat /proc/self/cgroup > {tmp_path}/2
+          - name: b
+            needs: [a]
+            steps: [{{run: "cat /proc/self/cgroup > {tmp_path}/3"}}]
+    """)
+    assert record.status == RunStatus.SUCCEEDED
+
+    def group(step: int) -> Path:
+        for line in (tmp_path / str(step)).read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if (where.controller is None and controllers == "") or where.controller in controllers.split(","):
+                return where.top / path.lstrip("/")
+        raise AssertionError(f"step {step} was in no group of {where.kind}")
+
+    first, second, third, fourth = (group(i) for i in range(4))
+    assert first.parent.name == f"run-{record.id}" and first.name == "a.1.0"
+    assert second == first, "the group the first step left empty"
+    assert third != second and third.name == "a.1.2", "a new group: the second step left a process in its own"
+    assert fourth == third, "another task of the run"
+    assert _wait_gone(int(pid.read_text())), "the process the second step left was killed with its group"
+    assert not first.parent.exists(), "the run's groups are removed at its end"
+
+
 @pytest.mark.parametrize("shell", ["bash", "sh"])
 def test_a_step_is_in_its_own_cgroup_and_its_errors_name_its_own_lines(
     run_pipeline: RunFn, settings: Settings, shell: str

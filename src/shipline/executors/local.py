@@ -304,12 +304,12 @@ class LocalExecutor:
                 outputs.append("")
                 return TaskOutcome(False, f"step '{step.name}': {exc}", tuple(outputs))
             group = StepGroup.create(invocation.run_id, invocation.task, invocation.attempt, step.index)
-            removed = False  # the step's end found its group empty and removed it
+            released = False  # the step's end found its group empty and kept it for the run's next step
             try:
-                code, status, removed = await self._run_step(step, watched, group, workdir, limit, what)
+                code, status, released = await self._run_step(step, watched, group, workdir, limit, what)
             finally:
                 os.close(workdir)
-                if group is not None and not removed:
+                if group is not None and not released:
                     # Usually the group is empty by now: then removing it is an rmdir, done
                     # here rather than through a thread.
                     if group.occupied():
@@ -346,7 +346,7 @@ class LocalExecutor:
         limit: float | None,
         what: str,
     ) -> tuple[int | None, str, bool]:
-        """The step's exit code and how it ended; True when its group was found empty at its end, and removed."""
+        """The step's exit code and how it ended; True when its group was found empty at its end (and released)."""
         _prepare_output(step)
         env = {**step.env, "SHIPLINE_OUTPUT": str(step.output_file)}
         if self.step_server and "shipline step" in step.script and (server := step_server()):
@@ -430,8 +430,9 @@ class LocalExecutor:
                 listener.step_finished(step.index, transport.get_returncode(), "cancelled")
                 raise
             _kill_group(pid, signal.SIGKILL)
-            # Nothing outside the group can enter it: found empty now, it stays so (and is removed).
-            leftovers = group is not None and not group.remove_if_empty()
+            # Nothing outside the group can enter it: found empty now, it stays so (and is kept
+            # for the run's next step).
+            leftovers = group is not None and not group.release()
             if leftovers:
                 assert group is not None
                 await asyncio.to_thread(group.kill)
