@@ -39,13 +39,20 @@ from engine import _fanout, _pipeline
 
 
 class Counter:
+    """The statements SQLite runs for the store (sqlite3's trace callback: the store sends its
+    writes to the driver directly, past SQLAlchemy's events), and the commits."""
+
     def __init__(self, store: SqlStore) -> None:
         self.statements = self.commits = 0
-        event.listen(store.engine, "before_cursor_execute", self._statement)
+        event.listen(store.engine, "checkout", self._trace)
         event.listen(store.engine, "commit", self._commit)
 
-    def _statement(self, *_: Any) -> None:
-        self.statements += 1
+    def _trace(self, dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(self._statement)
+
+    def _statement(self, sql: str) -> None:
+        if not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
+            self.statements += 1
 
     def _commit(self, *_: Any) -> None:
         self.commits += 1

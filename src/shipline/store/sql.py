@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -412,7 +412,10 @@ class SqlStore:
     def _end(self, shared: _Together) -> None:
         if shared.waiting is None:
             assert shared.conn is not None
-            if shared.outbox:
+            if shared.outbox and self.is_sqlite:
+                for row in shared.outbox:
+                    self._sqlite_write(shared.conn, _Write(run_events, row))
+            elif shared.outbox:
                 shared.conn.execute(self._outbox_insert, shared.outbox)
         elif len(shared.outbox) > ONE_STATEMENT_PARTS:
             self._in_transaction(shared).execute(self._outbox_insert, shared.outbox)
@@ -428,15 +431,16 @@ class SqlStore:
             with self.together():
                 self._write(write, transition)
             return
-        # The parts of one statement do not see each other's rows: a row changed twice in the block
-        # goes as one write of both changes, and where two writes may touch one row but are not
-        # surely of the same one, the block needs a transaction; so does a large block
+        # PostgreSQL: the parts of one statement do not see each other's rows.  A row written twice
+        # in the block (a run's start and end, a step's row made and ended) is one write of both
+        # when nothing else in the block touches that row; where two writes may touch one row but
+        # are not surely of the same one, the block needs a transaction; so does a large block
         # (ONE_STATEMENT_PARTS).
-        # A row written twice in the block (a run's start and end, a step's row made and ended)
-        # is one write of both when nothing else in the block touches that row.
         waiting = shared.waiting
         touched = [i for i, w in enumerate(waiting or ()) if w.may_touch_a_row_of(write)]
-        if waiting is not None and len(touched) == 1 and (merged := waiting[touched[0]].then(write)) is not None:
+        if self.is_sqlite:
+            self._sqlite_write(self._in_transaction(shared), write)
+        elif waiting is not None and len(touched) == 1 and (merged := waiting[touched[0]].then(write)) is not None:
             waiting[touched[0]] = merged
         elif waiting is not None and len(waiting) < ONE_STATEMENT_PARTS and not touched:
             waiting.append(write)
@@ -444,6 +448,41 @@ class SqlStore:
             self._in_transaction(shared).execute(self._statement(write), write.params())
         if transition is not None:
             shared.outbox.append(transition.row())
+
+    def _sqlite_write(self, conn: Connection, write: _Write) -> None:
+        """SQLite: the write's statement, prepared once per shape, straight to the connection's
+        driver within the block's transaction.
+
+        A quick task's writes through SQLAlchemy's execution (statement cache lookup, execution
+        context, result) took 0.45 ms of CPU, the same statements sent to sqlite3 0.15 ms; the
+        values go through the columns' own SQLAlchemy bind processors (JSON, dates), so what is
+        stored is what SQLAlchemy would store.
+        """
+        sql, processors = self._sqlite_statement(write)
+        values = (*(write.values[c] for c in write.shape[2]), *write.key_values)
+        params = [v if process is None else process(v) for process, v in zip(processors, values, strict=True)]
+        try:
+            conn.connection.dbapi_connection.execute(sql, params)  # type: ignore[union-attr]
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def _sqlite_statement(self, write: _Write) -> tuple[str, list[Callable[[Any], Any] | None]]:
+        key = ("sqlite", write.shape)
+        built: tuple[str, list[Callable[[Any], Any] | None]] | None = self._statements.get(key)
+        if built is None:
+            table, dialect = write.table, self.engine.dialect
+            name = dialect.identifier_preparer.quote
+            columns = write.shape[2]
+            if write.keys:
+                where = " AND ".join(f"{name(k)} = ?" for k in write.keys)
+                sql = f"UPDATE {name(table.name)} SET {', '.join(f'{name(c)} = ?' for c in columns)} WHERE {where}"
+            else:
+                sql = f"INSERT INTO {name(table.name)} ({', '.join(map(name, columns))}) VALUES ({', '.join('?' * len(columns))})"
+            processors: list[Callable[[Any], Any] | None] = [
+                table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in (*columns, *write.keys)
+            ]
+            built = self._statements[key] = (sql, processors)
+        return built
 
     def _statement(self, write: _Write) -> Any:
         """The INSERT or UPDATE of a write's shape, built once: building SQLAlchemy expressions
