@@ -20,13 +20,14 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from fnmatch import translate
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.executors.cgroups import StepGroup, kill_run, remove_run
@@ -54,77 +55,6 @@ _JOIN = (
 """Put before the step's script, on its first line (the script's line numbers stay): the
 step's shell moves itself into the step's cgroup before it runs anything that could fork,
 and no process of its own is started for that."""
-
-
-class _PidfdWatcher(asyncio.AbstractChildWatcher):
-    """Python 3.11's default child watcher starts a thread per process to wait for it; this one
-    waits on a pidfd in the event loop that started the process (what 3.12 does by default).
-
-    Per step, a thread's start and its wake-up cost more CPU than the rest of asyncio's part.
-    Works with any number of loops in any threads: each process is watched by the loop
-    that is running when it starts.
-    """
-
-    def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:  # type: ignore[override]
-        loop = asyncio.get_running_loop()
-        pidfd = os.pidfd_open(pid)
-        loop._add_reader(pidfd, self._do_wait, pid, pidfd, callback, args)  # type: ignore[attr-defined]
-
-    def _do_wait(self, pid: int, pidfd: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
-        asyncio.get_running_loop()._remove_reader(pidfd)  # type: ignore[attr-defined]
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped by someone else: as asyncio's own watchers say
-            returncode = 255
-            logging.getLogger("shipline.executors").warning("process %s was reaped elsewhere; exit code unknown", pid)
-        else:
-            returncode = os.waitstatus_to_exitcode(status)
-        os.close(pidfd)
-        callback(pid, returncode, *args)
-
-    def remove_child_handler(self, pid: int) -> bool:
-        return True
-
-    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def is_active(self) -> bool:
-        return True
-
-    def __enter__(self) -> _PidfdWatcher:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        pass
-
-
-_watcher_checked = False
-
-
-def _watch_with_pidfds() -> None:
-    """On Python 3.11 (Linux >= 5.3), watch steps with pidfds rather than a thread each; once per process.
-
-    Only when the watcher is still asyncio's default one, watching nothing yet: a watcher
-    someone set on purpose stays.
-    """
-    global _watcher_checked
-    if _watcher_checked:
-        return
-    _watcher_checked = True
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return  # 3.12 uses pidfds by default (and deprecates choosing the watcher)
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # an older kernel, or a sandbox that forbids it
-        return
-    policy = asyncio.get_event_loop_policy()
-    current = getattr(policy, "_watcher", False)
-    idle_default = current is None or (type(current) is asyncio.ThreadedChildWatcher and not current._threads)  # type: ignore[attr-defined]
-    if type(policy) is asyncio.DefaultEventLoopPolicy and idle_default:
-        policy.set_child_watcher(_PidfdWatcher())
 
 
 class _StepProtocol(asyncio.SubprocessProtocol):
@@ -178,6 +108,120 @@ class _StepProtocol(asyncio.SubprocessProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+_SPAWNER: ThreadPoolExecutor | None = None
+
+
+def _spawner() -> ThreadPoolExecutor:
+    global _SPAWNER
+    if _SPAWNER is None:
+        _SPAWNER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shipline-spawn")
+    return _SPAWNER
+
+
+class _Process:
+    """A step's process, started in a thread, its output piped to `_StepProtocol` on the loop.
+
+    `Popen` returns once vfork's child has exec'd, which takes milliseconds while other
+    processes join cgroups (each join makes the kernel wait for a grace period before any
+    fork goes on): started from the event loop, as asyncio's subprocess transport does, every
+    step of every run waited that long.  In a thread the loop goes on (the GIL is let go
+    meanwhile).  Its end is seen on a pidfd in the loop; the interface is the part of
+    asyncio's subprocess transport the runner uses.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], proto: _StepProtocol) -> None:
+        self._proc = proc
+        self._proto = proto
+        self._returncode: int | None = None
+        self._pipe: asyncio.ReadTransport | None = None
+        self._pipe_open = True
+
+    @classmethod
+    async def start(cls, argv: list[str], *, cwd: str, env: Mapping[str, str]) -> tuple[_Process, _StepProtocol]:
+        loop = asyncio.get_running_loop()
+        proc = await loop.run_in_executor(
+            _spawner(),
+            lambda: subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+        )
+        proto = _StepProtocol()
+        self = cls(proc, proto)
+        assert proc.stdout is not None
+        self._pipe, _ = await loop.connect_read_pipe(lambda: _Pipe(self), proc.stdout)
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:  # an older kernel, or a sandbox that forbids it: a thread waits
+            loop.run_in_executor(None, self._wait_blocking, loop)
+        else:
+            loop.add_reader(pidfd, self._reap, loop, pidfd)
+        return self, proto
+
+    def get_pid(self) -> int:
+        return self._proc.pid
+
+    def get_returncode(self) -> int | None:
+        return self._returncode
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and stop reading its output."""
+        if self._returncode is None:
+            with suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+        if self._pipe is not None:
+            self._pipe.close()
+
+    def _reap(self, loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._exited(_wait(self._proc.pid))
+
+    def _wait_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = _wait(self._proc.pid)
+        with suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(self._exited, code)
+
+    def _exited(self, code: int) -> None:
+        self._returncode = self._proc.returncode = code  # reaped here: Popen must not wait for it again
+        self._proto.process_exited()
+        self._maybe_closed()
+
+    def _pipe_lost(self, exc: Exception | None) -> None:
+        self._pipe_open = False
+        self._proto.pipe_connection_lost(1, exc)
+        self._maybe_closed()
+
+    def _maybe_closed(self) -> None:
+        if self._returncode is not None and not self._pipe_open:
+            self._proto.connection_lost(None)
+
+
+def _wait(pid: int) -> int:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by someone else: as asyncio's own watchers say
+        logging.getLogger("shipline.executors").warning("process %s was reaped elsewhere; exit code unknown", pid)
+        return 255
+    return os.waitstatus_to_exitcode(status)
+
+
+class _Pipe(asyncio.Protocol):
+    def __init__(self, process: _Process) -> None:
+        self.process = process
+
+    def data_received(self, data: bytes) -> None:
+        self.process._proto.pipe_data_received(1, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.process._pipe_lost(exc)
 
 
 class _LastLine:
@@ -273,7 +317,6 @@ class LocalExecutor:
                 f.write(value)
 
     async def execute(self, invocation: TaskInvocation, listener: StepListener) -> TaskOutcome:
-        _watch_with_pidfds()
         if not invocation.secret_files:
             return await self._execute(invocation, listener)
         self._write_secret_files(invocation)
@@ -373,25 +416,14 @@ class LocalExecutor:
             text = decoder.decode(raw, final=not partial)
             listener.step_log(step.index, text if partial else text.removesuffix("\r"), partial)
 
-        loop = asyncio.get_running_loop()
         script = step.script
         if group is not None:
             env["SHIPLINE_CGROUP_PROCS"] = str(group.procs_file)
             script = _JOIN + script
         spawn = asyncio.ensure_future(
-            loop.subprocess_exec(
-                _StepProtocol,
-                *_SHELLS[step.shell],
-                script,
-                # The folder checked and opened, not its name: a symlink swapped in
-                # since (by a task running beside this one) cannot redirect the step.
-                cwd=f"/proc/self/fd/{workdir}",
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # The folder checked and opened, not its name: a symlink swapped in since (by a
+            # task running beside this one) cannot redirect the step.
+            _Process.start([*_SHELLS[step.shell], script], cwd=f"/proc/self/fd/{workdir}", env=env)
         )
         try:
             # Shielded: a cancel while asyncio is still setting up would kill only the
