@@ -540,3 +540,32 @@ def test_a_value_the_server_normalises_is_not_drift(kubeconfig: Path, namespace:
     cluster.apply(desired)
     assert cluster.drifted(desired) == []
     assert {a.outcome for a in cluster.apply(desired)} == {Outcome.UNCHANGED}
+
+
+def test_the_cluster_s_key_is_never_written_to_a_temporary_file(
+    kubeconfig: Path, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lightkube writes inline certificates and keys to temporary files while it makes each
+    client; one left by a process stopped at that moment was the cluster's key in TMPDIR.
+    They are read from memory instead, and the cluster is reached the same."""
+    import lightkube.config.models
+
+    written: list[str] = []
+    real = lightkube.config.models.tempfile.NamedTemporaryFile
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        made = real(*args, **kwargs)
+        written.append(made.name)
+        return made
+
+    monkeypatch.setattr(lightkube.config.models.tempfile, "NamedTemporaryFile", recorded)
+    assert '"client-key-data"' in kubeconfig.read_text()  # the testbed's admin: a client certificate, inline
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    assert cluster.config.user is not None and cluster.config.user.client_key_data is None
+    assert str(cluster.config.user.client_key).startswith("/proc/self/fd/")
+    cluster.apply(cluster.load(rendered(tmp_path, web=service("web"))))
+    assert {(c.ref.kind, c.ref.name) for c in cluster.diff(cluster.load(rendered(tmp_path, web=service("web"))))} == {
+        ("Deployment", "web"),
+        ("Service", "web"),
+    }
+    assert written == [], "lightkube wrote a certificate or key to a temporary file"

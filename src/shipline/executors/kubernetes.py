@@ -73,6 +73,7 @@ from lightkube.resources.core_v1 import Pod, PodLog, Secret
 from shipline.domain.rollouts import NODE_GONE_TAINTS
 from shipline.exceptions import UsageError
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
+from shipline.kubeconfigs import kubeconfig_in_memory
 from shipline.settings import Settings
 
 T = TypeVar("T")
@@ -239,7 +240,7 @@ class KubernetesExecutor:
         if self._config is None:
             try:
                 if self.kubeconfig is not None:
-                    self._config = KubeConfig.from_file(self.kubeconfig)
+                    self._config = kubeconfig_in_memory(KubeConfig.from_file(self.kubeconfig))
                 else:
                     self._config = KubeConfig.from_env()
             except ConfigError as exc:

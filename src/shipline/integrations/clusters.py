@@ -54,6 +54,7 @@ from shipline.domain.objects import (
 from shipline.domain.rollouts import Assessment, Health, assess, pod_trouble, worst
 from shipline.exceptions import ClusterError, ManifestError, UsageError
 from shipline.integrations.manifests import Manifest, read_manifests
+from shipline.kubeconfigs import keys_in_memory
 
 T = TypeVar("T")
 
@@ -1045,7 +1046,8 @@ class Cluster:
 
 
 def load_kubeconfig(path: Path | None) -> SingleConfig:
-    """The current context of a kubeconfig file (default $KUBECONFIG, then ~/.kube/config)."""
+    """The current context of a kubeconfig file (default $KUBECONFIG, then ~/.kube/config), its
+    certificates and key in memory (`keys_in_memory`)."""
     where = str(path) if path else os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
     try:
         config = KubeConfig.from_file(Path(where).expanduser()).get()
@@ -1057,7 +1059,7 @@ def load_kubeconfig(path: Path | None) -> SingleConfig:
         raise UsageError(f"kubeconfig {where} cannot be read: {exc}") from exc
     if config is None:
         raise UsageError(f"kubeconfig {where} has no current context: set current-context")
-    return config
+    return keys_in_memory(config)
 
 
 _CLASSES: dict[Kind, Any] = {}
