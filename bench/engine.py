@@ -74,7 +74,7 @@ def shell_loop(n: int) -> float:
 
 
 def overhead(work: Path, database: str | None, repeats: int) -> dict[str, Any]:
-    engine = _engine(work / "home-overhead", database)
+    engine = _engine(work / ("home-overhead-postgres" if database else "home-overhead-sqlite"), database)
     pipeline = load_pipeline(_pipeline(work, "sequential", SEQUENTIAL_TASKS))
     engine_times, shell_times = [], []
     for _ in range(repeats):
