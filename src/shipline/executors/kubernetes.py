@@ -242,7 +242,7 @@ class KubernetesExecutor:
                 if self.kubeconfig is not None:
                     self._config = kubeconfig_in_memory(KubeConfig.from_file(self.kubeconfig))
                 else:
-                    self._config = KubeConfig.from_env()
+                    self._config = kubeconfig_in_memory(KubeConfig.from_env())
             except ConfigError as exc:
                 where = str(self.kubeconfig or "$KUBECONFIG / ~/.kube/config / the pod's service account")
                 raise UsageError(
