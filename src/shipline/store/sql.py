@@ -367,10 +367,11 @@ class SqlStore:
 
     @contextmanager
     def _failures_named(self) -> Iterator[None]:
-        """A database failure becomes a StoreError that names the store."""
+        """A database failure (through SQLAlchemy, or from the driver directly: `_sqlite_write`)
+        becomes a StoreError that names the store."""
         try:
             yield
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
 
     @contextmanager
@@ -431,23 +432,29 @@ class SqlStore:
             with self.together():
                 self._write(write, transition)
             return
-        # PostgreSQL: the parts of one statement do not see each other's rows.  A row written twice
-        # in the block (a run's start and end, a step's row made and ended) is one write of both
-        # when nothing else in the block touches that row; where two writes may touch one row but
-        # are not surely of the same one, the block needs a transaction; so does a large block
-        # (ONE_STATEMENT_PARTS).
-        waiting = shared.waiting
-        touched = [i for i, w in enumerate(waiting or ()) if w.may_touch_a_row_of(write)]
-        if self.is_sqlite:
-            self._sqlite_write(self._in_transaction(shared), write)
-        elif waiting is not None and len(touched) == 1 and (merged := waiting[touched[0]].then(write)) is not None:
+        if shared.waiting is None:  # SQLite, or a block that has a transaction already
+            if self.is_sqlite:
+                self._sqlite_write(self._in_transaction(shared), write)
+            else:
+                self._in_transaction(shared).execute(self._statement(write), write.params())
+        else:
+            self._wait_or_send(shared, shared.waiting, write)
+        if transition is not None:
+            shared.outbox.append(transition.row())
+
+    def _wait_or_send(self, shared: _Together, waiting: list[_Write], write: _Write) -> None:
+        """PostgreSQL: the write waits for the block's one statement, whose parts do not see each
+        other's rows.  A row written twice in the block (a run's start and end, a step's row made
+        and ended) is one write of both when nothing else in the block touches that row; where two
+        writes may touch one row but are not surely of the same one, the block needs a transaction;
+        so does a large block (ONE_STATEMENT_PARTS)."""
+        touched = [i for i, w in enumerate(waiting) if w.may_touch_a_row_of(write)]
+        if len(touched) == 1 and (merged := waiting[touched[0]].then(write)) is not None:
             waiting[touched[0]] = merged
-        elif waiting is not None and len(waiting) < ONE_STATEMENT_PARTS and not touched:
+        elif not touched and len(waiting) < ONE_STATEMENT_PARTS:
             waiting.append(write)
         else:
             self._in_transaction(shared).execute(self._statement(write), write.params())
-        if transition is not None:
-            shared.outbox.append(transition.row())
 
     def _sqlite_write(self, conn: Connection, write: _Write) -> None:
         """SQLite: the write's statement, prepared once per shape, straight to the connection's
@@ -461,10 +468,7 @@ class SqlStore:
         sql, processors = self._sqlite_statement(write)
         values = (*(write.values[c] for c in write.shape[2]), *write.key_values)
         params = [v if process is None else process(v) for process, v in zip(processors, values, strict=True)]
-        try:
-            conn.connection.dbapi_connection.execute(sql, params)  # type: ignore[union-attr]
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
+        conn.connection.dbapi_connection.execute(sql, params)  # type: ignore[union-attr]
 
     def _sqlite_statement(self, write: _Write) -> tuple[str, list[Callable[[Any], Any] | None]]:
         key = ("sqlite", write.shape)
