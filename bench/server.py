@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,20 +220,51 @@ def python_floor() -> float:
 
 
 async def _submit_all(url: str, token: str, n: int, in_flight: int) -> list[tuple[float, int, int]]:
-    """(sent at, HTTP status, run id) of n POST /api/v1/runs, `in_flight` at a time."""
-    sem = asyncio.Semaphore(in_flight)
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as client:
+    """(sent at, HTTP status, run id) of n POST /api/v1/runs, `in_flight` at a time.
 
-        async def one() -> tuple[float, int, int]:
-            async with sem:
+    Over `in_flight` kept-alive connections with h11 (HTTP/1.1, the protocol library under
+    httpx): httpx's async client took 9 ms of CPU per request here, a fifth of this 2-core
+    machine during a burst, taken from the server it measures; this takes well under 1 ms.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"pipeline": "five"}).encode()
+    headers = [
+        ("Host", f"{host}:{port}"),
+        ("Authorization", f"Bearer {token}"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+    ]
+    results: list[tuple[float, int, int]] = []
+    left = iter(range(n))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        conn = h11.Connection(our_role=h11.CLIENT)
+        try:
+            for _ in left:
                 sent = time.time()
-                r = await client.post("/api/v1/runs", json={"pipeline": "five"})
-            return sent, r.status_code, r.json().get("id", -1) if r.status_code == 201 else -1
+                request = h11.Request(method="POST", target="/api/v1/runs", headers=headers)
+                writer.write(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+                status, answer = 0, b""
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await reader.read(65536))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.Data):
+                        answer += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise SystemExit("the server closed a connection in the middle of a request")
+                conn.start_next_cycle()
+                results.append((sent, status, json.loads(answer).get("id", -1) if status == 201 else -1))
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
-        results = await asyncio.gather(*(one() for _ in range(n)))
-    await asyncio.sleep(0.1)  # let closed connections finish closing
+    await asyncio.gather(*(worker() for _ in range(min(in_flight, n))))
     return results
 
 
