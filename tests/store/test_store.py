@@ -7,10 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from psycopg import pq
 from sqlalchemy import create_engine, event, inspect, text
 
 from shipline.domain.runs import RunStatus, TaskStatus, Transition
@@ -230,38 +232,38 @@ def test_postgresql_and_sqlite_keep_the_same_record_and_outbox_of_a_run(
 
 @pytest.mark.postgres
 def test_a_quick_run_made_as_the_cli_makes_it_is_a_few_round_trips_to_postgresql(
-    postgres_url: str, settings: Settings, write: Callable[..., Path]
+    postgres_url: str, settings: Settings, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     """Made (the run, its task and its outbox row: one statement), run (its start and end, the
     task's, the step's row made and ended: one, or two when the step outlasts the recorder's
     50 ms hold) and read back (one), none in a transaction of its own: BEGIN and COMMIT are
-    round trips too.  The same run was eight statements and a transaction."""
+    round trips too.  The same run was eight statements and a transaction.  Counted in what
+    libpq sends (its protocol trace): the recorder's writes go to the driver directly."""
     store = SqlStore(postgres_url)
     engine = Engine(settings, store, LocalExecutor(1.0))
     pipeline = load_pipeline(write("name: quick\ntasks:\n  - name: only\n    steps: [{run: 'echo hi'}]\n"))
     asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))  # the statements' compiled forms
-    sent: list[str] = []
-    commits: list[object] = []
+    store.engine.dispose()  # the pool's connections are made anew, traced
+    with (tmp_path / "libpq.trace").open("w+") as trace:
 
-    def record(_conn: object, _cursor: object, sql: str, *_: object) -> None:
-        sent.append(sql)
+        def traced(dbapi_connection: Any, _record: object) -> None:
+            dbapi_connection.pgconn.trace(trace.fileno())
+            dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
-    def committed(conn: object) -> None:
-        commits.append(conn)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    event.listen(store.engine, "commit", committed)
-    try:
-        run = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
-        event.remove(store.engine, "commit", committed)
+        event.listen(store.engine, "connect", traced)
+        try:
+            run = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+        finally:
+            event.remove(store.engine, "connect", traced)
+            store.engine.dispose()
+        trace.seek(0)
+        sent = [line.split("\t")[2].strip() for line in trace if line.startswith("F\t")]  # the message types
     step = run.task("only").steps[0]
     assert (run.status, step.exit_code) == (RunStatus.SUCCEEDED, 0)
     assert run.started_at and run.finished_at and step.started_at and step.finished_at and step.finished_at.tzinfo
     assert run == store.get_run(run.id)
-    assert 3 <= len(sent) <= 4, sent
-    assert commits == []
+    assert 3 <= sent.count("Sync") <= 4, sent  # each statement's messages end with a Sync: a round trip
+    assert "Query" not in sent, "a BEGIN or COMMIT was sent"
     outbox = [(t.kind, t.task, t.status) for t in store.transitions_after(0, 1000) if t.run_id == run.id]
     assert outbox == [
         ("run", None, "queued"),
@@ -280,6 +282,34 @@ def test_a_throwaway_postgresql_that_does_not_start_leaves_no_folder() -> None:
     with pytest.raises(ToolError, match="pg_ctl -D failed"):
         server.start()
     assert not server.root.exists()
+
+
+@pytest.mark.postgres
+def test_a_write_on_a_connection_postgresql_dropped_fails_clearly_and_the_next_one_is_saved(
+    postgres_url: str, write: Callable[..., Path]
+) -> None:
+    """The recorder's writes go to the driver directly: a connection found dead there is not
+    handed out again."""
+    store = SqlStore(postgres_url)
+    try:
+        run_id = store.create_run(load_pipeline(write(PIPELINE)), {})
+        store.update_run(run_id, message="before")
+        admin = create_engine(postgres_url)
+        with admin.connect() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        admin.dispose()
+        assert ended
+        with pytest.raises(StoreError, match="the store at postgresql.* failed: AdminShutdown: terminating connection"):
+            store.update_run(run_id, message="lost with its connection")
+        store.update_run(run_id, message="after")
+        assert store.get_run(run_id).message == "after"
+    finally:
+        store.close()
 
 
 @pytest.mark.postgres

@@ -421,9 +421,10 @@ class SqlStore:
         elif len(shared.outbox) > ONE_STATEMENT_PARTS:
             self._in_transaction(shared).execute(self._outbox_insert, shared.outbox)
         elif shared.waiting or shared.outbox:
-            statement, params = self._one_statement(shared.waiting, shared.outbox)
+            sql, params = self._one_statement(shared.waiting, shared.outbox)
+            # A connection that fails here is not handed out again: the pool's reset fails on it at checkin.
             with self._autocommit.connect() as conn:
-                conn.execute(statement, params)
+                conn.connection.dbapi_connection.execute(sql, params)  # type: ignore[union-attr]
 
     def _write(self, write: _Write, transition: Transition | None = None) -> None:
         """Write a row, with the transition's outbox row, in one transaction (the `together()` block's)."""
@@ -506,18 +507,21 @@ class SqlStore:
         where = (table.c[k] == bindparam(f"{prefix}key_{k}", type_=table.c[k].type) for k in write.keys)
         return update(table).where(*where).values(values)
 
-    def _one_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    def _one_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         """`WITH w0 AS (UPDATE ...), w1 AS (INSERT ...), e0 AS (INSERT INTO run_events ... RETURNING id)
-        INSERT INTO run_events SELECT ... FROM e0`: the block's writes and outbox rows as one statement.
+        INSERT INTO run_events SELECT ... FROM e0`: the block's writes and outbox rows as one
+        statement, its SQL and its values as the driver takes them.
 
         The parts of a WITH run in no set order, but a part that reads another's RETURNING runs
         after it: each outbox row is inserted from the one before, so their ids keep their order.
-        (Not one INSERT of several VALUES: SQLAlchemy compiles that anew on each use.)  Built once
-        per shape of block.
+        (Not one INSERT of several VALUES: SQLAlchemy compiles that anew on each use.)  Compiled
+        once per shape of block, and sent straight to the driver (as `_sqlite_write`), the values
+        through the columns' own bind processors: SQLAlchemy's execution of it took a quarter of
+        the block's time on a quiet machine (0.47 -> 0.37 ms a block).
         """
         shape = ("together", tuple(w.shape for w in writes), len(outbox))
-        statement = self._statements.get(shape)
-        if statement is None:
+        built: tuple[str, dict[str, Callable[[Any], Any] | None]] | None = self._statements.get(shape)
+        if built is None:
             parts = [self._part(w, f"w{i}_") for i, w in enumerate(writes)]
             ctes = [part.cte(f"w{i}") for i, part in enumerate(parts)]
             if outbox:
@@ -528,15 +532,23 @@ class SqlStore:
                     main = insert(run_events).from_select(OUTBOX_COLUMNS, after)
             else:
                 main, ctes = parts[-1], ctes[:-1]
-            statement = main.add_cte(*ctes) if ctes else main
+            dialect = self.engine.dialect
+            compiled = (main.add_cte(*ctes) if ctes else main).compile(dialect=dialect)
+            built = (
+                compiled.string,
+                {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()},
+            )
             if len(self._statements) < MAX_STATEMENTS:
-                self._statements[shape] = statement
-        params: dict[str, Any] = {}
+                self._statements[shape] = built
+        sql, processors = built
+        values: dict[str, Any] = {}
         for i, write in enumerate(writes):
-            params.update(write.params(f"w{i}_"))
+            values.update(write.params(f"w{i}_"))
         for j, row in enumerate(outbox):
-            params.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
-        return statement, params
+            values.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
+        if values.keys() != processors.keys():  # a column the block does not set, filled by SQLAlchemy (a default)
+            raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(processors)}")
+        return sql, {k: v if (process := processors[k]) is None else process(v) for k, v in values.items()}
 
     def _append(self, conn: Connection, transition: Transition) -> None:
         """The transition's outbox row, in this transaction (at its end, inside `together()`)."""
