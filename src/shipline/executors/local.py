@@ -505,13 +505,13 @@ def _open_workdir(step: StepSpec) -> int:
     if step.workspace is None:
         step.workdir.mkdir(parents=True, exist_ok=True)
         return os.open(step.workdir, os.O_RDONLY | os.O_DIRECTORY)
-    step.workspace.mkdir(parents=True, exist_ok=True)
-    root = step.workspace.resolve()
     shown = step.workdir.relative_to(step.workspace) if step.workdir.is_relative_to(step.workspace) else step.workdir
     if not step.workdir.is_relative_to(step.workspace) or ".." in shown.parts:
         raise WorkdirEscape(f"workdir '{shown}' is not inside the run's workspace: refused")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    step.workspace.mkdir(parents=True, exist_ok=True)
+    fd = os.open(step.workspace, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        root = Path(os.readlink(f"/proc/self/fd/{fd}"))  # where the folder opened is (no walk of its path)
         for part in shown.parts:
             if part in ("", "."):
                 continue
