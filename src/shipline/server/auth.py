@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from shipline.store.repositories import Role, ServerStore, Token
 
@@ -82,5 +83,10 @@ def reader(request: Request) -> Token | None:
     return require_reader(_lookup(request), request.app.state.server.settings.anonymous_read)
 
 
-def operator(request: Request) -> Token:
-    return require_operator(_lookup(request))
+async def operator(request: Request) -> Token:
+    """Async: the guard has looked the token up for every change under /api/, and a plain
+    function would be one more trip to a worker thread per request (FastAPI runs those there)."""
+    checked = request.scope.get("shipline.token", False)
+    if checked is False:  # not under the guard's paths: the store is read in a thread, as always
+        checked = await run_in_threadpool(_lookup, request)
+    return require_operator(checked)
