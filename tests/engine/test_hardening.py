@@ -110,7 +110,9 @@ def test_a_group_its_step_left_empty_serves_the_run_s_next_step_and_none_outlive
     run_pipeline: RunFn, tmp_path: Path
 ) -> None:
     """Making and removing a cgroup costs more than a quick step: a run's next step gets the
-    group the step before it left empty; one a step left a process in is killed and removed."""
+    group the step before it left empty; one a step left a process in is killed and removed.
+    (The second step's process is in a session of its own before that step ends: one not yet
+    through `setsid` would die with the step's process group, and leave the group empty.)"""
     where = cgroups.hierarchy()
     if where is None:
         pytest.skip("no writable cgroup hierarchy here")
@@ -121,7 +123,7 @@ def test_a_group_its_step_left_empty_serves_the_run_s_next_step_and_none_outlive
           - name: a
             steps:
               - run: cat /proc/self/cgroup > {tmp_path}/0
-              - run: "cat /proc/self/cgroup > {tmp_path}/1; setsid sleep 300 & echo $! > {pid}"
+              - run: "cat /proc/self/cgroup > {tmp_path}/1; setsid sh -c 'echo $$ > {pid}; exec sleep 300' & while [ ! -s {pid} ]; do sleep 0.01; done"
               - run: cat /proc/self/cgroup > {tmp_path}/2
           - name: b
             needs: [a]

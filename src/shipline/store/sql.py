@@ -519,6 +519,11 @@ class SqlStore:
         through the columns' own bind processors: SQLAlchemy's execution of it took a fifth of
         the block's time on a quiet machine (0.47 -> 0.37 ms a block).
         """
+        values: dict[str, Any] = {}
+        for i, write in enumerate(writes):
+            values.update(write.params(f"w{i}_"))
+        for j, row in enumerate(outbox):
+            values.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
         shape = ("together", tuple(w.shape for w in writes), len(outbox))
         built: tuple[str, dict[str, Callable[[Any], Any] | None]] | None = self._statements.get(shape)
         if built is None:
@@ -538,16 +543,11 @@ class SqlStore:
                 compiled.string,
                 {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()},
             )
+            if values.keys() != built[1].keys():  # a column the block leaves to SQLAlchemy (a default)
+                raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(built[1])}")
             if len(self._statements) < MAX_STATEMENTS:
                 self._statements[shape] = built
         sql, processors = built
-        values: dict[str, Any] = {}
-        for i, write in enumerate(writes):
-            values.update(write.params(f"w{i}_"))
-        for j, row in enumerate(outbox):
-            values.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
-        if values.keys() != processors.keys():  # a column the block does not set, filled by SQLAlchemy (a default)
-            raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(processors)}")
         return sql, {k: v if (process := processors[k]) is None else process(v) for k, v in values.items()}
 
     def _append(self, conn: Connection, transition: Transition) -> None:
