@@ -359,8 +359,7 @@ class LocalExecutor:
                         await asyncio.to_thread(_kill_and_remove, group)
                     else:
                         group.remove()
-                size = _output_size(step)
-                output = _take_output(step, self.max_output_bytes)
+                size, output = _take_output(step, self.max_output_bytes)
             outputs.append(output)
             if size > self.max_output_bytes and status == "succeeded":
                 return TaskOutcome(
@@ -505,11 +504,15 @@ def _open_workdir(step: StepSpec) -> int:
     if step.workspace is None:
         step.workdir.mkdir(parents=True, exist_ok=True)
         return os.open(step.workdir, os.O_RDONLY | os.O_DIRECTORY)
-    shown = step.workdir.relative_to(step.workspace) if step.workdir.is_relative_to(step.workspace) else step.workdir
-    if not step.workdir.is_relative_to(step.workspace) or ".." in shown.parts:
+    inside = step.workdir.is_relative_to(step.workspace)
+    shown = step.workdir.relative_to(step.workspace) if inside else step.workdir
+    if not inside or ".." in shown.parts:
         raise WorkdirEscape(f"workdir '{shown}' is not inside the run's workspace: refused")
-    step.workspace.mkdir(parents=True, exist_ok=True)
-    fd = os.open(step.workspace, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # the run's workspace is there from its start: opened, not made again, for each step
+        fd = os.open(step.workspace, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        step.workspace.mkdir(parents=True, exist_ok=True)
+        fd = os.open(step.workspace, os.O_RDONLY | os.O_DIRECTORY)
     try:
         root = Path(os.readlink(f"/proc/self/fd/{fd}"))  # where the folder opened is (no walk of its path)
         for part in shown.parts:
@@ -549,33 +552,33 @@ async def _drain(proto: _StepProtocol) -> None:
         await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_SECONDS)
 
 
-def _output_size(step: StepSpec) -> int:
-    try:
-        return step.output_file.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _prepare_output(step: StepSpec) -> None:
     """The folder of $SHIPLINE_OUTPUT, which only the engine's user may enter: the file holds results
     unmasked.  The file itself is the step's to create (`>>` does): most steps write no result, and
     making an empty file for each step (one of the three files and folders a step made) cost
     0.2-0.7 ms on this project's disk.  None is there before the step: each attempt's file has its own
-    name, and `_take_output` removes it once read."""
+    name, and `_take_output` removes it once read.  The folder is the run's log folder, there since
+    the run began: one chmod finds it (a mkdir that failed, a stat and a chmod did)."""
     directory = step.output_file.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(directory, 0o700)
-
-
-def _take_output(step: StepSpec, limit: int) -> str:
-    """What the step wrote to $SHIPLINE_OUTPUT (nothing when it is over `limit`, which is not read);
-    the file goes, so no raw value outlives the step."""
     try:
-        if _output_size(step) > limit:
-            return ""
-        return step.output_file.read_text(encoding="utf-8", errors="replace")
+        os.chmod(directory, 0o700)
     except FileNotFoundError:
-        return ""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+
+
+def _take_output(step: StepSpec, limit: int) -> tuple[int, str]:
+    """How many bytes the step wrote to $SHIPLINE_OUTPUT, and what (nothing when it is over `limit`,
+    which is not read); the file goes, so no raw value outlives the step.  Most steps write none:
+    then this is one failed open."""
+    try:
+        fd = os.open(step.output_file, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0, ""
+    try:
+        with open(fd, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            return size, "" if size > limit else file.read().decode("utf-8", errors="replace")
     finally:
         step.output_file.unlink(missing_ok=True)
 
