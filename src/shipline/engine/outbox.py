@@ -126,13 +126,7 @@ async def follow(
     than rounds are worth, and each round reads what came meanwhile in one batch.
     """
     nudged = nudged or asyncio.Event()
-
-    async def listen() -> None:
-        with bus.subscribe(maxsize=1000, kinds=frozenset({"run"})) as sub:
-            async for _ in sub:
-                nudged.set()
-
-    listener = asyncio.create_task(listen())
+    listener = bus.listen(lambda _: nudged.set(), kinds=frozenset({"run"}))
     loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
@@ -162,9 +156,7 @@ async def follow(
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), rest)
     finally:
-        listener.cancel()
-        with suppress(asyncio.CancelledError):
-            await listener
+        listener.close()
         with suppress(Exception):
             await asyncio.to_thread(reader.close)
 

@@ -31,7 +31,7 @@ from typing import Any
 from shipline.domain.environments import Environment, FieldChange, Outcome, diff_fields
 from shipline.domain.objects import ObjectRef, ref_of
 from shipline.domain.runs import RunStatus
-from shipline.engine.events import EventBus
+from shipline.engine.events import Event, EventBus, Listener
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
 from shipline.integrations.clusters import Cluster, Desired, Target
@@ -98,13 +98,16 @@ class Reconciler:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def follow(self, bus: EventBus) -> None:
-        """Look again as soon as a run ends: its outcome goes into the history without waiting for a tick."""
+    def follow(self, bus: EventBus) -> Listener:
+        """Look again as soon as a run ends: its outcome goes into the history without waiting for a
+        tick (until the listener is closed; called on the loop that runs `run`)."""
         done = {s.value for s in RunStatus if s.done}
-        with bus.subscribe(kinds=frozenset({"run"})) as sub:
-            async for event in sub:
-                if event.data.get("status") in done:
-                    self._wake.set()
+
+        def ended(event: Event) -> None:
+            if event.data.get("status") in done:
+                self._wake.set()
+
+        return bus.listen(ended, kinds=frozenset({"run"}))
 
     # --- the loop ---------------------------------------------------------------------------
 

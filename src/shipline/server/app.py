@@ -239,6 +239,8 @@ class Server:
             submit_check=lambda env, head, extra: self.submit_environment(env, Action.DIFF, head, "", extra),
             poke=self._poke_environments,
         )
+        # Timed on the engine's thread, where its events are published: they need not cross to this loop.
+        listeners = [self.metrics.watch(self.engine.bus)]
         self.runner.start(asyncio.get_running_loop())
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
@@ -253,11 +255,7 @@ class Server:
             asyncio.create_task(self.reconciler.run(environments_stop)),
             asyncio.create_task(self.promoter.follow(self.bus, self.stopping, self.settings.poll_tick_seconds)),
         ]
-        helpers = [
-            *finishing,
-            asyncio.create_task(self.metrics.watch(self.bus)),
-            asyncio.create_task(self.reconciler.follow(self.bus)),
-        ]
+        listeners.append(self.reconciler.follow(self.bus))
         self.ready = True
         log.info("server ready", extra={"version": __version__, "database": self.sql._where(), "home": str(self.settings.home)})
         try:
@@ -271,8 +269,10 @@ class Server:
             await asyncio.to_thread(triggers.join, 30)
             with suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*finishing, return_exceptions=True), 30)
-            for task in helpers:
+            for task in finishing:
                 await cancel_quietly(task)
+            for listener in listeners:
+                listener.close()
             self.sql.close()
             log.info("server stopped")
 

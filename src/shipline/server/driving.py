@@ -56,29 +56,10 @@ class EngineThread:
     async def _main(self, server_loop: asyncio.AbstractEventLoop) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        forward = asyncio.create_task(self._forward(server_loop))
-        self._started.set()
-        try:
+        handing = _Handover(self.loop, server_loop, self.server_bus, self._publish)
+        with self.engine.bus.listen(handing.take):
+            self._started.set()
             await self.engine.serve(self._stop, poll_seconds=self.poll_seconds)
-        finally:
-            forward.cancel()
-            try:
-                await forward
-            except asyncio.CancelledError:
-                pass
-
-    async def _forward(self, server_loop: asyncio.AbstractEventLoop) -> None:
-        """Hand the engine's events to the server's bus, in order, as many at a time as have
-        come: one wake-up of the server's loop per batch, not one per event."""
-        with self.engine.bus.subscribe(maxsize=50_000) as sub:
-            async for event in sub:
-                batch = [event]
-                while not sub.queue.empty():
-                    batch.append(sub.queue.get_nowait())
-                try:
-                    server_loop.call_soon_threadsafe(self._publish, batch)
-                except RuntimeError:  # the server's loop is closing
-                    return
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -106,3 +87,33 @@ class EngineThread:
             self.loop.call_soon_threadsafe(self.engine.wake)
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class _Handover:
+    """The engine's events on their way to the server's loop, in order, as many at a time as come
+    in one turn of the engine's loop: one wake-up of the server's loop per batch, not one per
+    event.  An event of a kind no one on the server's bus takes (steps' and logs' while no one
+    streams them) does not cross at all: in a burst of runs those were half the events, and
+    each woke the server's loop for nothing."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        server_loop: asyncio.AbstractEventLoop,
+        server_bus: EventBus,
+        publish: Callable[[list[Event]], None],
+    ) -> None:
+        self.loop, self.server_loop, self.server_bus, self.publish = loop, server_loop, server_bus, publish
+        self.batch: list[Event] = []
+
+    def take(self, event: Event) -> None:
+        if not self.server_bus.wants(event.kind):
+            return
+        self.batch.append(event)
+        if len(self.batch) == 1:
+            self.loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        batch, self.batch = self.batch, []
+        with suppress(RuntimeError):  # the server's loop is closing
+            self.server_loop.call_soon_threadsafe(self.publish, batch)

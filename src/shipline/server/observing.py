@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shipline.engine.events import EventBus
+from shipline.engine.events import Event, EventBus, Listener
 from shipline.gitops.measuring import dora
 from shipline.settings import Settings
 from shipline.store.repositories import ServerStore
@@ -214,17 +214,21 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def watch(self, bus: EventBus) -> None:
-        """Time tasks from the engine's events: started -> finished."""
+    def watch(self, bus: EventBus) -> Listener:
+        """Time tasks from the engine's events: started -> finished (until the listener is closed).
+
+        Called on the thread that publishes (the engine's): the histogram takes its own lock."""
         started: dict[tuple[int, str], datetime] = {}
-        with bus.subscribe(kinds=frozenset({"task"})) as sub:
-            async for event in sub:
-                key = (event.run_id, str(event.data.get("task")))
-                status = str(event.data.get("status"))
-                if status == "running":
-                    started.setdefault(key, event.at)
-                elif key in started:
-                    self.task_seconds.labels(status).observe((event.at - started.pop(key)).total_seconds())
+
+        def timed(event: Event) -> None:
+            key = (event.run_id, str(event.data.get("task")))
+            status = str(event.data.get("status"))
+            if status == "running":
+                started.setdefault(key, event.at)
+            elif key in started:
+                self.task_seconds.labels(status).observe((event.at - started.pop(key)).total_seconds())
+
+        return bus.listen(timed, kinds=frozenset({"task"}))
 
 
 async def cancel_quietly(task: asyncio.Task[None]) -> None:
