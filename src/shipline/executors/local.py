@@ -513,11 +513,13 @@ def _open_workdir(step: StepSpec) -> int:
     except FileNotFoundError:
         step.workspace.mkdir(parents=True, exist_ok=True)
         fd = os.open(step.workspace, os.O_RDONLY | os.O_DIRECTORY)
+    root: Path | None = None
     try:
-        root = Path(os.readlink(f"/proc/self/fd/{fd}"))  # where the folder opened is (no walk of its path)
         for part in shown.parts:
             if part in ("", "."):
                 continue
+            # Where the workspace opened is (no walk of its path); most steps work at its top, and need not ask.
+            root = root or Path(os.readlink(f"/proc/self/fd/{fd}"))
             with suppress(FileExistsError):
                 os.mkdir(part, 0o777, dir_fd=fd)
             try:
