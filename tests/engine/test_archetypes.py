@@ -18,6 +18,7 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError
 from shipline.executors.local import LocalExecutor
+from shipline.server.driving import EngineThread
 from shipline.settings import Settings
 from shipline.store.sql import SqlStore
 
@@ -196,6 +197,47 @@ def test_cancel_previous_cancels_the_running_run_of_the_group(write: Write, engi
     old, new = asyncio.run(scenario())
     assert old.status == RunStatus.CANCELLED
     assert new.status == RunStatus.SUCCEEDED
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "start", "end"]
+
+
+def test_cancel_previous_from_a_request_thread_cancels_on_the_engines_loop(
+    write: Write, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the server: the engine's loop in a thread of its own, and the new run submitted from
+    another (a request's).  It cancels the group's running run (through its driver, on the
+    engine's loop) and its waiting one (through the store, where the server's bus hears of it).
+    In asyncio's debug mode a call into a loop from a thread not its own raises, where otherwise
+    it could wait unseen until the loop next woke."""
+    monkeypatch.setenv("PYTHONASYNCIODEBUG", "1")
+    log = tmp_path / "spans.log"
+    policy = "{group: only-one, policy: cancel-previous}"
+    long = load_pipeline(write(SERIAL.format(name="a", concurrency=policy, log=log).replace("sleep 0.6", "sleep 30")))
+    waiting = load_pipeline(write(SERIAL.format(name="w", concurrency="only-one", log=log), "w.yaml"))
+    quick = load_pipeline(write(SERIAL.format(name="b", concurrency=policy, log=log), "b.yaml"))
+    server_bus = EventBus()
+    heard: list[tuple[int, str]] = []
+
+    async def scenario() -> list[RunRecord]:
+        runner = EngineThread(engine, server_bus, poll_seconds=0.05)
+        runner.start(asyncio.get_running_loop())
+        try:
+            first = engine.submit(long, {})
+            runner.poke()
+            while engine.store.get_run(first).status != RunStatus.RUNNING:
+                await asyncio.sleep(0.05)
+            queued = engine.submit(waiting, {})
+            last = await asyncio.to_thread(engine.submit, quick, {})
+            runner.poke()
+            ids = (first, queued, last)
+            while not all(engine.store.get_run(i).status.done for i in ids) or (queued, "cancelled") not in heard:
+                await asyncio.sleep(0.05)
+            return [engine.store.get_run(i) for i in ids]
+        finally:
+            await asyncio.to_thread(runner.stop)
+
+    with server_bus.listen(lambda e: heard.append((e.run_id, e.data["status"])), kinds=frozenset({"run"})):
+        records = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert [r.status for r in records] == [RunStatus.CANCELLED, RunStatus.CANCELLED, RunStatus.SUCCEEDED]
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "start", "end"]
 
 

@@ -257,10 +257,13 @@ class Engine:
         return self.store.get_run(run_id) if record else None
 
     def cancel(self, run_id: int) -> RunRecord:
-        """Cancel a run: directly when this engine drives it, else through the store."""
+        """Cancel a run: directly when this engine drives it, else through the store.
+
+        From any thread: a driver is told on the loop that drives it (the server's request
+        threads submit runs, and a `cancel-previous` run cancels the group's older ones)."""
         driver = self._drivers.get(run_id)
         if driver is not None:
-            driver.request_cancel()
+            _call_on(driver.loop, driver.request_cancel)
             return self.store.get_run(run_id)
         return self._recorder(run_id).request_cancel()
 
@@ -347,6 +350,8 @@ class _RunDriver:
     """A write of this run's state failed: the run stops and its end is written once the store is back."""
 
     def __post_init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        """The loop that drives the run: what touches its tasks and events runs there."""
         self.schedule = Scheduler(self.pipeline)
         self.recorder = RunRecorder(self.engine.store, self.engine.bus, self.engine.settings.logs, self.run_id)
         self.recorder.on_fault = self.wake.set
@@ -688,3 +693,17 @@ def _partial_results(task: ResolvedTask, outputs: tuple[str, ...]) -> dict[str, 
         except OutputError:
             continue
     return {k: v for k, v in results.items() if k in task.results}
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Call `fn` now on `loop`'s own thread; from another thread, hand it to the loop (a closing
+    loop is ending its runs anyway)."""
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if here is loop:
+        fn()
+    else:
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn)

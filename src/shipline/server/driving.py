@@ -105,9 +105,15 @@ class _Handover:
     ) -> None:
         self.loop, self.server_loop, self.server_bus, self.publish = loop, server_loop, server_bus, publish
         self.batch: list[Event] = []
+        self.thread = threading.get_ident()  # made on the engine's loop
 
     def take(self, event: Event) -> None:
         if not self.server_bus.wants(event.kind):
+            return
+        if threading.get_ident() != self.thread:
+            # Published off the engine's loop (a request thread cancelling a run that waits): alone.
+            with suppress(RuntimeError):
+                self.server_loop.call_soon_threadsafe(self.publish, [event])
             return
         self.batch.append(event)
         if len(self.batch) == 1:
