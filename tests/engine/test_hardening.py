@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import RunFn
 
-from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError
@@ -183,6 +184,54 @@ def test_without_a_writable_cgroup_steps_still_run_with_a_warning(
         cgroups.hierarchy.cache_clear()
     assert record.status == RunStatus.SUCCEEDED
     assert any("tracked by process group only" in r.getMessage() for r in caplog.records)
+
+
+def test_an_output_that_is_not_a_file_fails_its_step_and_holds_up_nothing(
+    run_pipeline: RunFn, tmp_path: Path, settings: Settings
+) -> None:
+    """$SHIPLINE_OUTPUT made a FIFO (whose open would wait for a writer, and the engine's loop
+    with it), a symlink to a file elsewhere (whose lines would become the task's results), or a
+    folder: the step fails, saying why, nothing outside is read, and the other tasks go on."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("token=outside\n")
+    text = f"""
+        name: odd-outputs
+        tasks:
+          - name: fifo
+            needs: []
+            steps: [{{run: 'mkfifo "$SHIPLINE_OUTPUT"'}}]
+          - name: link
+            needs: []
+            steps: [{{run: 'ln -s {elsewhere} "$SHIPLINE_OUTPUT"'}}]
+            results: [token]
+          - name: folder
+            needs: []
+            steps: [{{run: 'mkdir "$SHIPLINE_OUTPUT"'}}]
+          - name: plain
+            needs: []
+            steps: [{{run: 'echo token=inside >> "$SHIPLINE_OUTPUT"'}}]
+            results: [token]
+    """
+    ended: list[RunRecord] = []
+    runner = threading.Thread(target=lambda: ended.append(run_pipeline(text)), daemon=True)
+    runner.start()
+    runner.join(60)
+    if runner.is_alive():  # the engine waits in the FIFO's open: a writer lets it go, and the test end
+        for fifo in settings.logs.rglob("fifo.*.out"):
+            with open(fifo, "w"):
+                pass
+        runner.join(30)
+        pytest.fail("the engine's loop stopped at a FIFO a step left as its $SHIPLINE_OUTPUT")
+    record = ended[0]
+    for name in ("fifo", "link", "folder"):
+        task = record.task(name)
+        assert task.status == TaskStatus.FAILED, name
+        assert "$SHIPLINE_OUTPUT is not a regular file" in task.message, task.message
+    assert record.task("link").results == {}
+    assert record.task("plain").status == TaskStatus.SUCCEEDED
+    assert record.task("plain").results == {"token": "inside"}
+    assert elsewhere.read_text() == "token=outside\n", "what the link led to is neither read nor touched"
+    assert list((settings.logs / str(record.id)).glob("*.out")) == [], "no output is left behind"
 
 
 def test_a_workdir_cannot_follow_a_symlink_out_of_the_workspace(run_pipeline: RunFn, tmp_path: Path, settings: Settings) -> None:

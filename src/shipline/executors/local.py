@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -359,8 +360,10 @@ class LocalExecutor:
                         await asyncio.to_thread(_kill_and_remove, group)
                     else:
                         group.remove()
-                size, output = _take_output(step, self.max_output_bytes)
+                size, output, wrong = _take_output(step, self.max_output_bytes)
             outputs.append(output)
+            if wrong and status == "succeeded":
+                return TaskOutcome(False, f"step '{step.name}': {wrong}", tuple(outputs))
             if size > self.max_output_bytes and status == "succeeded":
                 return TaskOutcome(
                     False,
@@ -569,20 +572,46 @@ def _prepare_output(step: StepSpec) -> None:
         os.chmod(directory, 0o700)
 
 
-def _take_output(step: StepSpec, limit: int) -> tuple[int, str]:
-    """How many bytes the step wrote to $SHIPLINE_OUTPUT, and what (nothing when it is over `limit`,
-    which is not read); the file goes, so no raw value outlives the step.  Most steps write none:
-    then this is one failed open."""
+NOT_A_FILE = (
+    "$SHIPLINE_OUTPUT is not a regular file (the step made it a FIFO, a symlink or a folder): its results "
+    "are not read; append `name=value` lines to it (`>>`)"
+)
+
+
+def _take_output(step: StepSpec, limit: int) -> tuple[int, str, str]:
+    """How many bytes the step wrote to $SHIPLINE_OUTPUT, what (nothing when it is over `limit`,
+    which is not read), and what is wrong with it ("" when nothing); it goes, so no raw value
+    outlives the step.  Most steps write none: then this is one failed open.
+
+    Only a regular file is read: a FIFO's open would wait for a writer (and the engine's loop
+    with it), and a symlink would lead to a file elsewhere (`O_NOFOLLOW` refuses it)."""
+    path = step.output_file
     try:
-        fd = os.open(step.output_file, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
-        return 0, ""
+        return 0, "", ""
+    except OSError:  # ELOOP: a symlink
+        _discard(path)
+        return 0, "", NOT_A_FILE
     try:
-        with open(fd, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            return size, "" if size > limit else file.read().decode("utf-8", errors="replace")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return 0, "", NOT_A_FILE
+        if info.st_size > limit:
+            return info.st_size, "", ""
+        with open(fd, "rb", closefd=False) as file:
+            return info.st_size, file.read().decode("utf-8", errors="replace"), ""
     finally:
-        step.output_file.unlink(missing_ok=True)
+        os.close(fd)
+        _discard(path)
+
+
+def _discard(path: Path) -> None:
+    """Remove what the step left at its output's path, a folder too (its links are not followed)."""
+    try:
+        path.unlink(missing_ok=True)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @lru_cache(maxsize=8)
