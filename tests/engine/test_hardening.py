@@ -234,6 +234,44 @@ def test_an_output_that_is_not_a_file_fails_its_step_and_holds_up_nothing(
     assert list((settings.logs / str(record.id)).glob("*.out")) == [], "no output is left behind"
 
 
+def test_a_fifo_or_a_symlink_planted_at_a_later_step_s_log_holds_up_nothing(
+    run_pipeline: RunFn, tmp_path: Path, settings: Settings
+) -> None:
+    """A step knows its run's log folder (its $SHIPLINE_OUTPUT is there) and the names of the
+    steps' logs after it: the engine's open of a FIFO for writing would wait for a reader,
+    and a symlink would take the next step's lines elsewhere.  Each is replaced by a log."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not the engine's\n")
+    text = f"""
+        name: planted-logs
+        tasks:
+          - name: t
+            steps:
+              - run: |
+                  logs=$(dirname "$SHIPLINE_OUTPUT")
+                  mkfifo "$logs/t.1.1.log"
+                  ln -s {elsewhere} "$logs/t.1.2.log"
+              - run: echo second step
+              - run: echo third step
+    """
+    ended: list[RunRecord] = []
+    runner = threading.Thread(target=lambda: ended.append(run_pipeline(text)), daemon=True)
+    runner.start()
+    runner.join(60)
+    if runner.is_alive():  # the engine waits in the FIFO's open: a reader lets it go, and the test end
+        for fifo in settings.logs.rglob("t.1.1.log"):
+            with open(fifo):
+                pass
+        runner.join(30)
+        pytest.fail("the engine's loop stopped at a FIFO planted at a step's log")
+    record = ended[0]
+    assert record.status == RunStatus.SUCCEEDED, record.message
+    logs = settings.logs / str(record.id)
+    assert (logs / "t.1.1.log").read_text().endswith(" second step\n")
+    assert (logs / "t.1.2.log").read_text().endswith(" third step\n")
+    assert elsewhere.read_text() == "not the engine's\n"
+
+
 def test_a_workdir_cannot_follow_a_symlink_out_of_the_workspace(run_pipeline: RunFn, tmp_path: Path, settings: Settings) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

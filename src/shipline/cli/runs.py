@@ -7,6 +7,7 @@ import re
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
 from shipline.engine.logs import parse_line
 from shipline.exceptions import NotFound
+from shipline.store.files import open_regular
 
 
 @click.group()
@@ -123,7 +125,7 @@ def logs(wiring: Wiring, run_id: int, task: str | None, follow: bool, timestamps
 
 def _print_from(path: str, offset: int, timestamps: bool) -> int:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open_regular(Path(path), text=True) as f:
             f.seek(offset)
             while True:
                 raw = f.readline()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from shipline.store.files import private_dir, private_file
+from shipline.store.files import open_regular, own_file, private_dir
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class LogWriter:
         at = at or datetime.now(UTC)
         if self._file is None:
             private_dir(self.path.parent)
-            self._file = os.fdopen(private_file(self.path), "a", encoding="utf-8")
+            self._file = os.fdopen(own_file(self.path), "a", encoding="utf-8")
         self._file.write(f"{at.isoformat()} {text}\n")
         self._file.flush()
         return at
@@ -71,11 +71,12 @@ def parse_line(raw: str) -> LogLine:
 
 def read_log(path: Path) -> Iterator[LogLine]:
     try:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for raw in f:
-                yield parse_line(raw)
+        f = open_regular(path, text=True)
     except FileNotFoundError:
         return
+    with f:
+        for raw in f:
+            yield parse_line(raw)
 
 
 def discard_outputs(logs: Path, run_id: int) -> None:

@@ -23,6 +23,7 @@ from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import parse_line
 from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.server.auth import operator, reader
+from shipline.store.files import open_regular
 from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
@@ -235,7 +236,7 @@ class _Line:
 def _lines(path: Path, offset: int) -> Iterator[tuple[_Line, int]]:
     """The log's lines from `offset`, one at a time (bounded memory), each with the offset after it."""
     try:
-        f = path.open("rb")
+        f = open_regular(path)
     except FileNotFoundError:
         return
     with f:

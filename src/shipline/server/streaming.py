@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from shipline.engine.events import EventBus, Subscription
 from shipline.engine.logs import parse_line
 from shipline.server.auth import reader
+from shipline.store.files import open_regular
 
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 
@@ -133,7 +134,7 @@ def _read_from(path: Path, offset: int, limit: int) -> tuple[list[tuple[str, str
     """
     out: list[tuple[str, str]] = []
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             f.seek(offset)
             data = f.read(limit)
     except FileNotFoundError:

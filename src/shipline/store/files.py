@@ -8,9 +8,14 @@ after creation, so a permissive umask cannot widen it, and directories made
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import shutil
+import stat
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO, Literal, overload
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -41,13 +46,68 @@ def private_dir(path: Path, root: Path | None = None) -> Path:
 
 def private_file(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
     """Open (creating if need be) a file only its owner may read; returns the descriptor."""
-    fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+    return _made_private(os.open(path, flags | os.O_CLOEXEC, FILE_MODE))
+
+
+def _made_private(fd: int) -> int:
+    """`fd`, its file made 0600 whatever the umask (closed when that fails)."""
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
         os.close(fd)
         raise
     return fd
+
+
+def own_file(path: Path) -> int:
+    """`private_file` for appending, where a step may have put something first: steps run as the
+    engine's user and know their run's log folder.  A FIFO there would hold the engine up (its open
+    waits for a reader), a symlink would lead its writes elsewhere: what is not a regular file is
+    removed, and a new file made in its place."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink, a FIFO no one reads, a folder
+            raise
+        fd = -1
+    if fd >= 0 and not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        fd = -1
+    if fd < 0:
+        _remove(path)
+        fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
+    return _made_private(fd)
+
+
+@overload
+def open_regular(path: Path) -> BinaryIO: ...
+@overload
+def open_regular(path: Path, *, text: Literal[True]) -> io.TextIOWrapper: ...
+
+
+def open_regular(path: Path, *, text: bool = False) -> BinaryIO | io.TextIOWrapper:
+    """A file of the engine's opened for reading, if it is a regular file: anything else (a FIFO,
+    whose open would wait for a writer; a symlink, not followed; a folder) is FileNotFoundError,
+    as a missing file is.  Text is UTF-8, undecodable bytes replaced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+    binary = os.fdopen(fd, "rb")
+    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace") if text else binary
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_private(path: Path) -> None:
