@@ -223,6 +223,36 @@ def test_log_stream_from_the_first_line_while_running(live: Live, pipeline_file:
     assert events[-1] == ("end", {"status": "succeeded", "message": ""})
 
 
+def test_a_log_a_step_replaced_by_a_fifo_reads_as_empty_and_holds_up_no_request(
+    live: Live, pipeline_file: Callable[..., Path]
+) -> None:
+    """Steps run as the server's user and know their run's log folder: a FIFO put in place of
+    an earlier step's log would have kept each request that read it waiting for a writer."""
+    register(
+        live,
+        pipeline_file("""
+            name: swapped
+            tasks:
+              - name: t
+                steps:
+                  - run: echo before
+                  - run: |
+                      logs=$(dirname "$SHIPLINE_OUTPUT")
+                      rm "$logs/t.1.0.log" && mkfifo "$logs/t.1.0.log"
+                  - run: echo after
+        """),
+    )
+    with live.client(live.operator_token) as c:
+        run_id = c.post("/api/v1/runs", json={"pipeline": "swapped"}).json()["id"]
+    live.wait_run(run_id, {"succeeded"})
+    text = httpx.get(f"{live.url}/api/v1/runs/{run_id}/logs", params={"format": "text"}, timeout=10).text
+    assert "after" in text and "before" not in text
+    with httpx.stream("GET", f"{live.url}/api/v1/runs/{run_id}/logs/stream", timeout=10) as r:
+        events = sse_events(r)
+    assert [d["text"] for k, d in events if k == "line"] == ["after"]
+    assert events[-1] == ("end", {"status": "succeeded", "message": ""})
+
+
 def test_event_stream_and_cancel(live: Live, pipeline_file: Callable[..., Path]) -> None:
     register(live, pipeline_file(SLOW))
     with live.client(live.operator_token) as c, httpx.stream("GET", f"{live.url}/api/v1/events", timeout=60) as events:
