@@ -61,6 +61,11 @@ class EngineThread:
             self._started.set()
             await self.engine.serve(self._stop, poll_seconds=self.poll_seconds)
 
+    def _halt(self) -> None:
+        assert self._stop is not None
+        self._stop.set()
+        self.engine.wake()
+
     def _publish(self, events: list[Event]) -> None:
         for event in events:
             self.server_bus.publish(event)
@@ -82,9 +87,10 @@ class EngineThread:
                 self.loop.call_soon_threadsafe(self.engine.wake)
 
     def stop(self, timeout: float = 60.0) -> None:
-        if self.loop is not None and self._stop is not None and self.alive:
-            self.loop.call_soon_threadsafe(self._stop.set)
-            self.loop.call_soon_threadsafe(self.engine.wake)
+        if self.loop is not None and self.alive:
+            # One call: after `_stop` is set the loop may finish and close at once.
+            with suppress(RuntimeError):  # the loop has closed already
+                self.loop.call_soon_threadsafe(self._halt)
         if self._thread is not None:
             self._thread.join(timeout)
 
