@@ -64,19 +64,11 @@ def own_file(path: Path) -> int:
     engine's user and know their run's log folder.  A FIFO there would hold the engine up (its open
     waits for a reader), a symlink would lead its writes elsewhere: what is not a regular file is
     removed, and a new file made in its place."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, FILE_MODE)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink, a FIFO no one reads, a folder
-            raise
-        fd = -1
-    if fd >= 0 and not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        fd = -1
-    if fd < 0:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    fd = _regular(path, flags)
+    if fd is None:
         _remove(path)
-        fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
+        fd = os.open(path, flags | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
     return _made_private(fd)
 
 
@@ -90,17 +82,27 @@ def open_regular(path: Path, *, text: bool = False) -> BinaryIO | io.TextIOWrapp
     """A file of the engine's opened for reading, if it is a regular file: anything else (a FIFO,
     whose open would wait for a writer; a symlink, not followed; a folder) is FileNotFoundError,
     as a missing file is.  Text is UTF-8, undecodable bytes replaced."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from exc
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    fd = _regular(path, os.O_RDONLY)
+    if fd is None:
         raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
     binary = os.fdopen(fd, "rb")
     return io.TextIOWrapper(binary, encoding="utf-8", errors="replace") if text else binary
+
+
+def _regular(path: Path, flags: int) -> int | None:
+    """`path` opened with `flags` if it is a regular file, None if it is something else.  Neither a
+    symlink is followed nor a FIFO waited on (O_NONBLOCK: an open for writing fails with ENXIO
+    when no one reads it; one for reading returns at once, and fstat tells what it is)."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink, a FIFO no one reads, a folder
+            return None
+        raise
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _remove(path: Path) -> None:
