@@ -17,7 +17,6 @@ from shipline.integrations.forges.base import (
     BranchProtection,
     Commit,
     CommitState,
-    CommitStatus,
     FileChange,
     MergeResult,
     PullRequest,
@@ -75,10 +74,6 @@ class GiteaForge(GitHubStyleForge):
 
     # --- repositories -------------------------------------------------------------------
 
-    def default_branch(self, repo: RepoRef) -> str:
-        data = self.http.json("GET", self._repo(repo), f"read repository {repo}")
-        return text(data, "default_branch") or "main"
-
     # --- pull requests ------------------------------------------------------------------
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
@@ -107,21 +102,6 @@ class GiteaForge(GitHubStyleForge):
         merged = field(data, "merged") is True
         return MergeResult(merged, sha=text(data, "merge_commit_sha"), reason="" if merged else "the forge did not merge it")
 
-    def close_pull_request(self, repo: RepoRef, number: int) -> PullRequest:
-        data = self.http.json(
-            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"close pull request #{number} of {repo}", body={"state": "closed"}
-        )
-        return pull_request_of(data)
-
-    def comment(self, repo: RepoRef, number: int, body: str) -> int:
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/issues/{number}/comments",
-            f"comment on pull request #{number} of {repo}",
-            body={"body": body},
-        )
-        return int(field(data, "id") or 0)
-
     # --- commit statuses and protection -------------------------------------------------
 
     def set_status(
@@ -133,18 +113,6 @@ class GiteaForge(GitHubStyleForge):
             f"set status {context}={state.value} on {sha[:12]} of {repo}",
             body={"state": state.value, "context": context, "description": description[:140], "target_url": target_url},
         )
-
-    def statuses(self, repo: RepoRef, sha: str) -> list[CommitStatus]:
-        data = self.http.json(
-            "GET", f"{self._repo(repo)}/commits/{quote(sha, safe='')}/status", f"read the statuses of {sha[:12]} of {repo}"
-        )
-        out = []
-        for item in field(data, "statuses") or []:
-            state = text(item, "status") or text(item, "state")
-            out.append(
-                CommitStatus(text(item, "context"), CommitState(state), text(item, "description"), text(item, "target_url"))
-            )
-        return out
 
     def branch_protection(self, repo: RepoRef, branch: str) -> BranchProtection | None:
         data = self.http.json("GET", f"{self._repo(repo)}/branches/{file_path(branch)}", f"read branch {branch} of {repo}")

@@ -20,7 +20,6 @@ from shipline.integrations.forges.base import (
     BranchProtection,
     Commit,
     CommitState,
-    CommitStatus,
     FileChange,
     MergeResult,
     PullRequest,
@@ -81,9 +80,6 @@ class GitHubForge(GitHubStyleForge):
 
     # --- repositories -------------------------------------------------------------------
 
-    def default_branch(self, repo: RepoRef) -> str:
-        return text(self.http.json("GET", self._repo(repo), f"read repository {repo}"), "default_branch") or "main"
-
     # --- pull requests ------------------------------------------------------------------
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
@@ -115,21 +111,6 @@ class GitHubForge(GitHubStyleForge):
         data = response.json()
         return MergeResult(field(data, "merged") is True, sha=text(data, "sha"), reason=text(data, "message"))
 
-    def close_pull_request(self, repo: RepoRef, number: int) -> PullRequest:
-        data = self.http.json(
-            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"close pull request #{number} of {repo}", body={"state": "closed"}
-        )
-        return pull_request_of(data)
-
-    def comment(self, repo: RepoRef, number: int, body: str) -> int:
-        data = self.http.json(
-            "POST",
-            f"{self._repo(repo)}/issues/{number}/comments",
-            f"comment on pull request #{number} of {repo}",
-            body={"body": body},
-        )
-        return int(field(data, "id") or 0)
-
     # --- commit statuses and protection -------------------------------------------------
 
     def set_status(
@@ -144,15 +125,6 @@ class GitHubForge(GitHubStyleForge):
             f"set status {context}={state.value} on {sha[:12]} of {repo}",
             body=body,
         )
-
-    def statuses(self, repo: RepoRef, sha: str) -> list[CommitStatus]:
-        data = self.http.json(
-            "GET", f"{self._repo(repo)}/commits/{quote(sha, safe='')}/status", f"read the statuses of {sha[:12]} of {repo}"
-        )
-        return [
-            CommitStatus(text(s, "context"), CommitState(text(s, "state")), text(s, "description"), text(s, "target_url"))
-            for s in field(data, "statuses") or []
-        ]
 
     def branch_protection(self, repo: RepoRef, branch: str) -> BranchProtection | None:
         # The branch endpoint tells protection with read access; /protection would need admin rights.

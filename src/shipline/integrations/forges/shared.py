@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from shipline.integrations.forges.base import Hook, PullRequest, RepoRef
+from shipline.integrations.forges.base import CommitState, CommitStatus, Hook, PullRequest, RepoRef
 from shipline.integrations.forges.calling import ForgeHttp, field, text
 
 
@@ -73,6 +73,9 @@ class GitHubStyleForge:
     def _repo(self, repo: RepoRef) -> str:
         return f"/repos/{quote(repo.owner, safe='')}/{quote(repo.name, safe='')}"
 
+    def default_branch(self, repo: RepoRef) -> str:
+        return text(self.http.json("GET", self._repo(repo), f"read repository {repo}"), "default_branch") or "main"
+
     def pull_request(self, repo: RepoRef, number: int) -> PullRequest:
         return pull_request_of(
             self.http.json("GET", f"{self._repo(repo)}/pulls/{number}", f"read pull request #{number} of {repo}")
@@ -96,7 +99,22 @@ class GitHubStyleForge:
         )
         return pull_request_of(data)
 
+    def close_pull_request(self, repo: RepoRef, number: int) -> PullRequest:
+        data = self.http.json(
+            "PATCH", f"{self._repo(repo)}/pulls/{number}", f"close pull request #{number} of {repo}", body={"state": "closed"}
+        )
+        return pull_request_of(data)
+
     # --- comments (both forges: the issue-comment endpoints) ------------------------------
+
+    def comment(self, repo: RepoRef, number: int, body: str) -> int:
+        data = self.http.json(
+            "POST",
+            f"{self._repo(repo)}/issues/{number}/comments",
+            f"comment on pull request #{number} of {repo}",
+            body={"body": body},
+        )
+        return int(field(data, "id") or 0)
 
     def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> bool:
         response = self.http.call(
@@ -114,6 +132,23 @@ class GitHubStyleForge:
             if marker in text(item, "body"):
                 return int(field(item, "id") or 0) or None
         return None
+
+    # --- commit statuses ----------------------------------------------------------------
+
+    def statuses(self, repo: RepoRef, sha: str) -> list[CommitStatus]:
+        data = self.http.json(
+            "GET", f"{self._repo(repo)}/commits/{quote(sha, safe='')}/status", f"read the statuses of {sha[:12]} of {repo}"
+        )
+        return [
+            # Gitea names an item's state `status`, GitHub `state`.
+            CommitStatus(
+                text(s, "context"),
+                CommitState(text(s, "status") or text(s, "state")),
+                text(s, "description"),
+                text(s, "target_url"),
+            )
+            for s in field(data, "statuses") or []
+        ]
 
 
 def _hook(data: Any, *, created: bool) -> Hook:
