@@ -143,8 +143,48 @@ def test_dry_run_removes_nothing_and_predicts_the_real_run(
     assert rows(store, old)["runs"] == 1
 
     real = prune_json("--keep", "0")
-    assert dry == {"runs": [old], "bytes_freed": real["bytes_freed"], "dry_run": True, "failed": []}
-    assert real == {"runs": [old], "bytes_freed": real["bytes_freed"], "dry_run": False, "failed": []}
+    assert dry == {"runs": [old], "leftovers": [], "bytes_freed": real["bytes_freed"], "dry_run": True, "failed": []}
+    assert real == {"runs": [old], "leftovers": [], "bytes_freed": real["bytes_freed"], "dry_run": False, "failed": []}
+
+
+def age(path: Path, days: float) -> Path:
+    """Make a folder look last changed `days` ago."""
+    when = (datetime.now(UTC) - timedelta(days=days)).timestamp()
+    os.utime(path, (when, when), follow_symlinks=False)
+    return path
+
+
+def test_old_folders_of_runs_without_a_record_go_too(
+    home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn
+) -> None:
+    """A record removed some other way, or an earlier store's files set aside, leave folders no run
+    points at: nothing else would ever remove them."""
+    kept = finished(run_pipeline, store, "app", days_ago=40)  # its folders are old too, but it has a record
+    orphan, fresh = finished(run_pipeline, store, "app", days_ago=40), finished(run_pipeline, store, "app", days_ago=40)
+    assert store.delete_runs([orphan, fresh]) == 2
+    folders = [root / str(orphan) for root in (settings.workspaces, settings.step_homes, settings.logs)]
+    for path in folders + [root / str(kept) for root in (settings.workspaces, settings.step_homes, settings.logs)]:
+        age(path, 40)
+    set_aside = settings.home / "leftovers" / "run-7-20260101T000000.000000"
+    (set_aside / "logs").mkdir(parents=True)
+    (set_aside / "logs" / "build.1.0.log").write_text("an earlier store's log\n")
+    age(set_aside, 40)
+    (settings.home / "leftovers" / "run-8-20261130T000000.000000").mkdir()  # set aside today
+
+    assert prune_json("--keep", "1", "--pipeline", "app")["leftovers"] == [], "--pipeline: only that pipeline's runs"
+    scratch_only = prune_json("--keep", "1", "--workspaces-only")
+    assert scratch_only["leftovers"] == [str(p) for p in folders[:2]], "--workspaces-only keeps logs"
+    assert folders[2].is_dir() and set_aside.is_dir()
+
+    done = prune("--keep", "1")
+
+    assert done.returncode == 0, done.stderr
+    assert f"removed {folders[2]}  (no run record)" in done.stdout and f"removed {set_aside}  (no run record)" in done.stdout
+    assert "0 runs, 2 folders without a record, " in done.stdout
+    assert not any(path.exists() for path in folders) and not set_aside.exists()
+    assert (settings.workspaces / str(fresh) / "blob").exists(), "folders changed lately stay, record or not"
+    assert (settings.home / "leftovers" / "run-8-20261130T000000.000000").is_dir()
+    assert (settings.workspaces / str(kept) / "blob").exists() and rows(store, kept)["runs"] == 1
 
 
 def test_a_link_is_never_followed_and_the_failure_is_reported(

@@ -234,7 +234,7 @@ class Duration(click.ParamType[timedelta]):
     "--json",
     "as_json",
     is_flag=True,
-    help='Print {"runs": [ids], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.',
+    help='Print {"runs": [ids], "leftovers": [paths], "bytes_freed": N, "dry_run": ..., "failed": [{"id", "error"}]}.',
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
@@ -257,6 +257,11 @@ def prune(
     $SHIPLINE_HOME, then its record; a run whose files cannot be removed
     keeps its record and is listed on stderr, and the exit status is 1.
 
+    Folders of runs the store has no record of go too once they are older
+    than --older-than (not with --pipeline): workspaces/N, step-homes/N and
+    logs/N whose record was removed some other way, and what was set aside
+    under leftovers/ (files found under a new run's id, from an earlier store).
+
     On a terminal it asks first (not with --yes, --dry-run or --json); when
     stdin is not a terminal (a script, cron) it goes ahead without asking.
 
@@ -271,15 +276,16 @@ def prune(
 
     wiring.engine.recover()
     settings, store = wiring.settings, wiring.store
-    chosen = pruning.prunable(
-        store, settings, before=datetime.now(UTC) - older_than, keep=keep, pipeline=pipeline, workspaces_only=workspaces_only
-    )
+    before = datetime.now(UTC) - older_than
+    chosen = pruning.prunable(store, settings, before=before, keep=keep, pipeline=pipeline, workspaces_only=workspaces_only)
+    leftover = [] if pipeline else pruning.leftovers(store, settings, before=before, workspaces_only=workspaces_only)
     what = "workspaces" if workspaces_only else "records, workspaces and logs"
-    if chosen and sys.stdin.isatty() and not (yes or dry_run or as_json):
-        click.confirm(f"Remove the {what} of {_count(len(chosen))}?", abort=True)
-    outcome = pruning.prune(store, settings, chosen, workspaces_only=workspaces_only, dry_run=dry_run)
+    if (chosen or leftover) and sys.stdin.isatty() and not (yes or dry_run or as_json):
+        also = f" and {_count(len(leftover), 'folder')} of runs without a record" if leftover else ""
+        click.confirm(f"Remove the {what} of {_count(len(chosen))}{also}?", abort=True)
+    outcome = pruning.prune(store, settings, chosen, leftover=leftover, workspaces_only=workspaces_only, dry_run=dry_run)
     for failure in outcome.failed:
-        click.echo(f"run {failure.run_id}: not removed: {failure.error}", err=True)
+        click.echo(f"{f'run {failure.run_id}' if failure.run_id else 'a folder'}: not removed: {failure.error}", err=True)
     if as_json:
         click.echo(
             json.dumps(
@@ -287,7 +293,8 @@ def prune(
                     "runs": [run.id for run in outcome.runs],
                     "bytes_freed": outcome.bytes_freed,
                     "dry_run": dry_run,
-                    "failed": [{"id": f.run_id, "error": f.error} for f in outcome.failed],
+                    "leftovers": [str(path) for path in outcome.leftovers],
+                    "failed": [{"id": f.run_id or None, "error": f.error} for f in outcome.failed],
                 },
                 indent=2,
             )
@@ -296,15 +303,18 @@ def prune(
         for run in outcome.runs:
             finished = run.finished_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
             click.echo(f"{'would remove' if dry_run else 'removed'} run {run.id}  {run.pipeline}  finished {finished}")
+        for path in outcome.leftovers:
+            click.echo(f"{'would remove' if dry_run else 'removed'} {path}  (no run record)")
         freed = f"{_bytes_text(outcome.bytes_freed)} {'would be freed' if dry_run else 'freed'}"
         kept = " (records and logs kept)" if workspaces_only else ""
-        click.echo(f"{_count(len(outcome.runs))}, {freed}{kept}" + (", nothing removed: dry run" if dry_run else ""))
+        folders = f", {_count(len(outcome.leftovers), 'folder')} without a record" if outcome.leftovers else ""
+        click.echo(f"{_count(len(outcome.runs))}{folders}, {freed}{kept}" + (", nothing removed: dry run" if dry_run else ""))
     if outcome.failed:
         sys.exit(1)
 
 
-def _count(runs: int) -> str:
-    return f"{runs} run{'s' if runs != 1 else ''}"
+def _count(n: int, what: str = "run") -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def _bytes_text(count: int) -> str:

@@ -4,7 +4,9 @@ Nothing else ever removes a run, so without this `$SHIPLINE_HOME` only grows.
 `choose` is the policy (pure: which runs), `prunable` applies it to the
 store, and `prune` removes each run's files and then its record, one run at a
 time: a run whose files could not be removed keeps its record and is reported,
-never lost silently.
+never lost silently.  `leftovers` finds the old folders of runs the store has no
+record of (an earlier store's, set aside under `leftovers/`, or left when a
+record went some other way); `prune` removes those too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Outcome:
     runs: list[FinishedRun] = field(default_factory=list)
     bytes_freed: int = 0
     failed: list[Failure] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)
+    """Folders of runs without a record, removed (their failures are in `failed`, with run id 0)."""
 
 
 def choose(finished: Iterable[FinishedRun], *, before: datetime, keep: int) -> list[FinishedRun]:
@@ -74,7 +78,13 @@ def prunable(
 
 
 def prune(
-    store: SqlStore, settings: Settings, chosen: Iterable[FinishedRun], *, workspaces_only: bool = False, dry_run: bool = False
+    store: SqlStore,
+    settings: Settings,
+    chosen: Iterable[FinishedRun],
+    *,
+    leftover: Iterable[Path] = (),
+    workspaces_only: bool = False,
+    dry_run: bool = False,
 ) -> Outcome:
     """Remove each run's workspace and step home, then (unless `workspaces_only`) its logs, then its record.
 
@@ -97,17 +107,64 @@ def prune(
         else:
             outcome.runs.append(run)
         outcome.bytes_freed += freed
+    for path in leftover:
+        try:
+            outcome.bytes_freed += _remove(path.parent, path.name, dry_run)
+        except OSError as exc:
+            outcome.failed.append(Failure(0, f"{path}: {exc}"))
+        except ShiplineError as exc:
+            outcome.failed.append(Failure(0, str(exc)))
+        else:
+            outcome.leftovers.append(path)
     return outcome
 
 
-def _remove(root: Path, run_id: int, dry_run: bool) -> int:
-    """Remove `root/RUN` and return the bytes its files held; a directory already gone holds none."""
-    path = root / str(run_id)
+def leftovers(store: SqlStore, settings: Settings, *, before: datetime, workspaces_only: bool = False) -> list[Path]:
+    """Folders of runs the store has no record of, last changed before `before`, oldest first:
+    `workspaces/N`, `step-homes/N` (and unless `workspaces_only`, `logs/N`) of a run whose record is
+    gone, and what `set_aside` moved under `leftovers/`.  A run's record is written before any of
+    its folders, so a folder without one is not a run's that is starting."""
+    scratch = [settings.workspaces, settings.step_homes]
+    roots = scratch if workspaces_only else [*scratch, settings.logs]
+    found: list[tuple[float, Path]] = []
+    numbered: dict[int, list[tuple[float, Path]]] = {}
+    cutoff = before.timestamp()
+    for root in roots:
+        for entry in _entries(root):
+            if entry.name.isdigit() and (changed := _changed(entry)) < cutoff:
+                numbered.setdefault(int(entry.name), []).append((changed, Path(entry.path)))
+    for run_id in numbered.keys() - store.known_runs(sorted(numbered)):
+        found += numbered[run_id]
+    if not workspaces_only:  # what was set aside holds its logs too
+        found += [(changed, Path(e.path)) for e in _entries(settings.home / LEFTOVERS) if (changed := _changed(e)) < cutoff]
+    return [path for _, path in sorted(found)]
+
+
+def _entries(root: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(root) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _changed(entry: os.DirEntry[str]) -> float:
+    return entry.stat(follow_symlinks=False).st_mtime
+
+
+def _remove(root: Path, name: int | str, dry_run: bool) -> int:
+    """Remove `root/NAME` and return the bytes its files held; a directory already gone holds none."""
+    path = root / str(name)
     if not os.path.lexists(path):
         return 0
-    # The name is an int, but the entry itself may be a link to anywhere: never follow one.
+    # The name is ours, but the entry itself may be a link to anywhere: never follow one.
     if path.is_symlink() or path.resolve().parent != root.resolve():
         raise Conflict(f"{path} is a link to {path.resolve()}: left alone, remove it by hand if that is safe")
+    if not path.is_dir():
+        size = os.lstat(path).st_size
+        if not dry_run:
+            path.unlink()
+        return size
     size = _measure(path, make_writable=not dry_run)
     if not dry_run:
         shutil.rmtree(path)

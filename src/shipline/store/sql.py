@@ -1034,6 +1034,15 @@ class SqlStore:
         # SQLite hands datetimes back without a zone; they were written in UTC.
         return [(r.id, r.pipeline, r.finished_at.replace(tzinfo=r.finished_at.tzinfo or UTC)) for r in rows]
 
+    def known_runs(self, run_ids: Sequence[int]) -> set[int]:
+        """Which of `run_ids` the store has a record of (in any state)."""
+        ids, known = list(run_ids), set[int]()
+        with self.reading() as conn:
+            for start in range(0, len(ids), 1000):  # SQLite takes a bounded number of parameters
+                chunk = ids[start : start + 1000]
+                known.update(row.id for row in conn.execute(select(runs.c.id).where(runs.c.id.in_(chunk))))
+        return known
+
     def delete_runs(self, run_ids: Sequence[int]) -> int:
         """Delete runs that are over, with their tasks and steps; a queued or running run is never deleted.
 
