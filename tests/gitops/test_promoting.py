@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from envkit import deployment
 
 from shipline.domain.environments import Environment
 from shipline.domain.runs import RunTransition
@@ -151,5 +153,49 @@ def test_a_dry_run_its_server_died_under_is_run_again_not_reported_as_failed(
         assert [(s["context"], s["status"]) for s in statuses] == [("shipline/env-dev", "pending")]
         promoter._env_run_ended(env, record)  # the same transition again (delivery is at least once)
         assert checks == [head]
+    finally:
+        store.close()
+
+
+@pytest.mark.testbed
+def test_a_pull_request_a_person_closed_is_not_opened_again_by_a_redelivery(
+    home: Path, tmp_path: Path, gitea: GiteaClient, gitea_repo: GiteaRepo
+) -> None:
+    """The release is handled again (delivery is at least once) after a person closed its pull
+    request and before the sweep noticed: the promotion is closed, not proposed a second time."""
+    work = tmp_path / "env"
+    git = ("git", "-c", "user.name=dev", "-c", "user.email=dev@localhost")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "manifests").mkdir()
+    (work / "manifests" / "hello.yaml").write_text(deployment("hello", "reg.example/hello:1.0.0"))
+    subprocess.run([*git, "add", "-A"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "hello 1.0.0"], cwd=work, check=True)
+    subprocess.run(["git", "push", "-q", gitea_repo.clone_url, "main"], cwd=work, check=True)
+    repo_path = f"/repos/{gitea_repo.owner}/{gitea_repo.name}"
+    deadline = time.monotonic() + 30
+    while gitea.request("GET", repo_path)["empty"]:  # Gitea notes a first push a moment later; till then no pulls
+        assert time.monotonic() < deadline, "Gitea still calls the repository empty 30 s after the push"
+        time.sleep(0.1)
+
+    settings = load_settings({"SHIPLINE_HOME": str(home), "SHIPLINE_GITEA_URL": gitea.url, "SHIPLINE_GITEA_TOKEN": gitea.token})
+    store = SqlStore(settings.database)
+    try:
+        env = Environment(name="dev", repo=f"{gitea_repo.html_url}.git", namespace="dev", services=["hello"])
+        EnvironmentStore(store).put(env, "test")
+        promoter = Promoter(settings, store, "test", submit_check=lambda env, head, extra: 0, poke=lambda names: None)
+        release = Release("hello", "1.1.0", "v1.1.0", "c" * 40, "reg.example/hello:1.1.0", "", "", "", "", 5)
+        pulls = f"{repo_path}/pulls"
+
+        opened = promoter.propose(env, release)
+        assert opened is not None and opened.state.value == "open" and opened.pr_number
+        gitea.request("PATCH", f"{pulls}/{opened.pr_number}", {"state": "closed"})  # a person says no
+
+        again = promoter.propose(env, release)
+
+        assert again is not None and again.id == opened.id
+        assert (again.state.value, again.message) == ("closed", "pull request closed unmerged")
+        everything = gitea.request("GET", f"{pulls}?state=all")
+        assert [(p["number"], p["state"]) for p in everything] == [(opened.pr_number, "closed")], "no second pull request"
+        assert promoter.propose(env, release) == again, "and a third delivery changes nothing either"
     finally:
         store.close()

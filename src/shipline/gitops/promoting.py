@@ -239,6 +239,11 @@ class Promoter:
             log.warning("promotion not proposed", extra={"environment": env.name, "error": str(exc)})
             return row
         try:
+            if done is not None and done.state == PromotionState.OPEN and done.pr_number is not None:
+                # Its pull request may have been merged or closed by a person since the last sweep:
+                # a redelivery must not open another one.
+                if self._settled(env, forge.pull_request(ref, done.pr_number), [done]):
+                    return store.get(done.id)
             with self._workspace() as work:
                 try:
                     checkout = EnvCheckout.clone(work, env.repo, env.branch)
@@ -475,13 +480,9 @@ class Promoter:
         try:
             for number in sorted({p.pr_number for p in rows if p.pr_number is not None}):
                 pr = forge.pull_request(ref, number)
-                mine = [p for p in rows if p.pr_number == number]
-                if pr.merged:
-                    self._merged(env, pr, mine, "")
-                elif pr.state != "open":
-                    for row in mine:
-                        self.promotions.update(row.id, state=PromotionState.CLOSED, message="pull request closed unmerged")
-                elif env.merge == "auto":
+                if self._settled(env, pr, [p for p in rows if p.pr_number == number]):
+                    continue
+                if env.merge == "auto":
                     passed = [
                         s
                         for s in forge.statuses(ref, pr.head_sha)
@@ -491,6 +492,15 @@ class Promoter:
                         self._merge(env, forge, ref, number, pr.head_sha)
         finally:
             forge.close()
+
+    def _settled(self, env: Environment, pr: PullRequest, rows: list[Promotion]) -> bool:
+        """The promotions of a pull request a person merged or closed, noted so; False while it is open."""
+        if pr.merged:
+            self._merged(env, pr, rows, "")
+        elif pr.state != "open":
+            for row in rows:
+                self.promotions.update(row.id, state=PromotionState.CLOSED, message="pull request closed unmerged")
+        return pr.merged or pr.state != "open"
 
     # --- after a sync ---------------------------------------------------------------------------
 
