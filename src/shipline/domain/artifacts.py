@@ -157,11 +157,6 @@ def oci_purl(repository: str, digest: str) -> str:
     return PackageURL(type="oci", name=name, version=digest, qualifiers={"repository_url": repository}).to_string()
 
 
-def chart_repository(charts_url: str, chart: str) -> str:
-    """`oci://HOST/charts` + `hello` -> `HOST/charts/hello` (the repository a chart lives in)."""
-    return f"{charts_url.removeprefix('oci://')}/{chart}"
-
-
 # What a registry's refusal usually means: by the HTTP status a tool reports, else by its words.
 _BY_STATUS: dict[int, str] = {
     401: "the registry wants credentials: give the task an `auth-file` (a secret file) that holds them for this host",

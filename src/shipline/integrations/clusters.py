@@ -231,10 +231,6 @@ class Cluster:
         manifests = read_manifests(directory)
         return self._run(lambda client: self._resolve(client, manifests))
 
-    def ensure_namespace(self) -> bool:
-        """Create the target namespace if missing (namespace targets only); True when created."""
-        return self._run(self._ensure_namespace)
-
     def label_namespace(self, labels: Mapping[str, str]) -> bool:
         """Create the target namespace with these labels, or add them to the one there; True when created."""
         return self._run(lambda client: self._label_namespace(client, labels))

@@ -66,9 +66,6 @@ class Repo:
     def _span(tag: str | None) -> str:
         return f"refs/tags/{tag}..HEAD" if tag else "HEAD"
 
-    def commits_since(self, tag: str | None) -> int:
-        return int(self.git("rev-list", "--count", self._span(tag), "--").stdout.strip())
-
     def tag_commit(self, tag: str) -> str | None:
         """The commit a local tag points at (peeled), or None."""
         proc = self.git("rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}", check=False)
@@ -90,12 +87,6 @@ class Repo:
             if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
                 return line.removeprefix("ref: refs/heads/").split("\t", 1)[0]
         return None
-
-    def branches_at(self, commit: str) -> list[str]:
-        """Remote-tracking branches whose tip is commit (`origin/x` -> `x`)."""
-        out = self.git("for-each-ref", "--points-at", commit, "--format=%(refname)", f"refs/remotes/{self.remote}/").stdout
-        prefix = f"refs/remotes/{self.remote}/"
-        return [r.removeprefix(prefix) for r in out.split() if r.startswith(prefix) and not r.endswith("/HEAD")]
 
     def push_tag(self, tag: str, commit: str, message: str) -> None:
         """Create annotated tag at commit and push only it."""
