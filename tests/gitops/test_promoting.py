@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,11 +170,7 @@ def test_a_pull_request_a_person_closed_is_not_opened_again_by_a_redelivery(
     subprocess.run([*git, "add", "-A"], cwd=work, check=True)
     subprocess.run([*git, "commit", "-qm", "hello 1.0.0"], cwd=work, check=True)
     subprocess.run(["git", "push", "-q", gitea_repo.clone_url, "main"], cwd=work, check=True)
-    repo_path = f"/repos/{gitea_repo.owner}/{gitea_repo.name}"
-    deadline = time.monotonic() + 30
-    while gitea.request("GET", repo_path)["empty"]:  # Gitea notes a first push a moment later; till then no pulls
-        assert time.monotonic() < deadline, "Gitea still calls the repository empty 30 s after the push"
-        time.sleep(0.1)
+    gitea.wait_pushed(f"{gitea_repo.owner}/{gitea_repo.name}")
 
     settings = load_settings({"SHIPLINE_HOME": str(home), "SHIPLINE_GITEA_URL": gitea.url, "SHIPLINE_GITEA_TOKEN": gitea.token})
     store = SqlStore(settings.database)
@@ -184,7 +179,7 @@ def test_a_pull_request_a_person_closed_is_not_opened_again_by_a_redelivery(
         EnvironmentStore(store).put(env, "test")
         promoter = Promoter(settings, store, "test", submit_check=lambda env, head, extra: 0, poke=lambda names: None)
         release = Release("hello", "1.1.0", "v1.1.0", "c" * 40, "reg.example/hello:1.1.0", "", "", "", "", 5)
-        pulls = f"{repo_path}/pulls"
+        pulls = f"/repos/{gitea_repo.owner}/{gitea_repo.name}/pulls"
 
         opened = promoter.propose(env, release)
         assert opened is not None and opened.state.value == "open" and opened.pr_number

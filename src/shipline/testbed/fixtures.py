@@ -168,6 +168,15 @@ class GiteaClient:
                     raise
                 time.sleep(0.5)
 
+    def wait_pushed(self, repo: str, wait: float = 30) -> None:
+        """Return once Gitea has taken in the first push to REPO: until then it calls the
+        repository empty, and its pull-request endpoints answer 404."""
+        deadline = time.monotonic() + wait
+        while self.request("GET", f"/repos/{repo}")["empty"]:
+            if time.monotonic() > deadline:
+                raise GiteaError(f"{repo} is still empty {wait:g}s after the push")
+            time.sleep(0.1)
+
     def authed_url(self, path: str) -> str:
         """An http URL for git with the token as password."""
         host = self.url.removeprefix("http://")
