@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import stat
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from shipline.domain.rollouts import Health
 from shipline.exceptions import ClusterError, ManifestError
 from shipline.integrations.clusteraccess import issue_credentials
 from shipline.integrations.clusters import Cluster, Outcome, Target, load_kubeconfig
+from shipline.integrations.watching import ObjectWatch
 
 pytestmark = pytest.mark.testbed
 
@@ -569,3 +571,44 @@ def test_the_cluster_s_key_is_never_written_to_a_temporary_file(
         ("Service", "web"),
     }
     assert written == [], "lightkube wrote a certificate or key to a temporary file"
+
+
+def test_an_object_watch_hears_this_environments_objects_and_stops_twice_quietly(
+    kubeconfig: Path, kubectl: Path, namespace: str, tmp_path: Path
+) -> None:
+    """What the reconciler watches for drift: objects applied for this environment, as they change;
+    another environment's in the same namespace are not its business."""
+    cluster = Cluster.connect(kubeconfig, environment="dev", target=Target(namespace))
+    desired = cluster.load(rendered(tmp_path, cm="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: '1'}\n"))
+    cluster.apply(desired)
+    heard: queue.Queue[tuple[str, str, str]] = queue.Queue()
+    watch = ObjectWatch(
+        cluster,
+        [d.kind for d in desired],
+        lambda kind, obj: heard.put((kind, obj["metadata"]["name"], (obj.get("data") or {}).get("a", ""))),
+    )
+    watch.start()
+    try:
+        assert heard.get(timeout=30) == ("ADDED", "settings", "1")  # a watch starts with what is there
+        other = Cluster.connect(kubeconfig, environment="other", target=Target(namespace))
+        other.apply(other.load(rendered(tmp_path, cm="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: others}\n")))
+        subprocess.run(
+            [
+                str(kubectl),
+                f"--kubeconfig={kubeconfig}",
+                "-n",
+                namespace,
+                "patch",
+                "configmap",
+                "settings",
+                "-p",
+                '{"data":{"a":"2"}}',
+            ],
+            check=True,
+            capture_output=True,
+        )
+        assert heard.get(timeout=30) == ("MODIFIED", "settings", "2"), "a hand edit is heard, the other environment's not"
+    finally:
+        watch.stop()
+    watch.stop()  # the reconciler may stop a watch whose loop has ended: not an error
+    assert heard.empty()

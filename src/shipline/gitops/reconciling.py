@@ -96,7 +96,8 @@ class Reconciler:
         """Check these environments' branches now (a webhook said they changed)."""
         self._poked.update(names)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            with suppress(RuntimeError):  # the server's loop has closed: it is shutting down
+                self._loop.call_soon_threadsafe(self._wake.set)
 
     def follow(self, bus: EventBus) -> Listener:
         """Look again as soon as a run ends: its outcome goes into the history without waiting for a
@@ -239,7 +240,8 @@ class Reconciler:
             changes = [FieldChange(c.path, c.new, c.old) for c in diff_fields(want, obj)]
             what = f"{ref}: " + "; ".join(str(c) for c in changes[:3]) if changes else ""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._drifted, name, watched, ref, what)
+            with suppress(RuntimeError):  # the server's loop has closed: it is shutting down
+                self._loop.call_soon_threadsafe(self._drifted, name, watched, ref, what)
 
     def _drifted(self, name: str, watched: _Watched, ref: ObjectRef, what: str) -> None:
         if self._watches.get(name) is not watched or name in self._busy:
