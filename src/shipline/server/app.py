@@ -44,6 +44,7 @@ from shipline.server.observing import Metrics, cancel_quietly
 from shipline.server.previews import Previews
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
+from shipline.store.listening import RunsListener
 from shipline.store.repositories import Repository, ServerStore
 from shipline.store.sql import SqlStore
 from shipline.triggers.events import EventKind, ForgeEvent
@@ -242,6 +243,10 @@ class Server:
         # Timed on the engine's thread, where its events are published: they need not cross to this loop.
         listeners = [self.metrics.watch(self.engine.bus)]
         self.runner.start(asyncio.get_running_loop())
+        # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at once.
+        queue = None if self.sql.is_sqlite else RunsListener(self.sql, self.runner.poke)
+        if queue is not None:
+            queue.start()
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
         triggers.start()
@@ -265,6 +270,8 @@ class Server:
             self.stopping.set()
             stop.set()
             environments_stop.set()
+            if queue is not None:
+                await asyncio.to_thread(queue.stop)
             await asyncio.to_thread(self.runner.stop)
             await asyncio.to_thread(triggers.join, 30)
             with suppress(TimeoutError):

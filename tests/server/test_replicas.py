@@ -1,0 +1,124 @@
+"""Replicas on one PostgreSQL: a run queued elsewhere, or a concurrency group freed elsewhere,
+wakes the server's engine through LISTEN/NOTIFY instead of waiting for its next look.
+
+The server looks for queued runs only every 10 s here (`queue_poll_seconds`, its
+maximum), and only just after it started: a run that starts within a few seconds
+was started by the notification.  "Elsewhere" is an engine of the test's own on
+the same database, as another replica or the CLI is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from serverkit import start_server
+
+from shipline.domain.runs import RunRecord, RunStatus
+from shipline.engine.events import EventBus
+from shipline.engine.loading import load_pipeline
+from shipline.engine.running import Engine
+from shipline.executors.local import LocalExecutor
+from shipline.settings import Settings
+from shipline.store.listening import RunsListener
+from shipline.store.sql import SqlStore
+
+pytestmark = pytest.mark.postgres
+
+SLOW_LOOK = 10.0
+QUICKLY = 5.0
+"""Well within the server's next look (10 s away at least), well beyond a notification's trip."""
+
+GROUPED = """
+name: grouped
+params:
+  seconds: {default: "0"}
+concurrency: one-at-a-time
+tasks:
+  - name: work
+    steps: [{run: "sleep ${{ params.seconds }}"}]
+"""
+
+
+@pytest.fixture
+def elsewhere(settings: Settings, postgres_url: str, tmp_path: Path) -> Iterator[Engine]:
+    """Another replica's engine (or the CLI's) on the same database, with a home of its own."""
+    other = settings.model_copy(update={"database_url": postgres_url, "home": tmp_path / "elsewhere"})
+    store = SqlStore(postgres_url)
+    yield Engine(other, store, LocalExecutor.from_settings(other), EventBus())
+    store.close()
+
+
+@pytest.fixture
+def served(settings: Settings, postgres_url: str) -> Iterator[None]:
+    uv, thread, _server, _url = start_server(
+        settings.model_copy(update={"database_url": postgres_url, "queue_poll_seconds": SLOW_LOOK})
+    )
+    time.sleep(0.5)  # past the look the engine makes as it starts
+    yield
+    uv.should_exit = True
+    thread.join(30)
+
+
+def wait_status(store: SqlStore, run_id: int, wanted: set[RunStatus], timeout: float) -> RunRecord:
+    deadline = time.monotonic() + timeout
+    while (record := store.get_run(run_id)).status not in wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {record.status.value} after {timeout:g}s, wanted {wanted}")
+        time.sleep(0.05)
+    return record
+
+
+def test_a_run_queued_elsewhere_starts_at_once(
+    settings: Settings, served: None, elsewhere: Engine, write: Callable[..., Path]
+) -> None:
+    run_id = elsewhere.submit(load_pipeline(write(GROUPED)), {})  # queued, for whichever engine takes it
+
+    record = wait_status(elsewhere.store, run_id, {RunStatus.SUCCEEDED, RunStatus.FAILED}, QUICKLY)
+
+    assert record.status == RunStatus.SUCCEEDED
+    assert (settings.logs / str(run_id)).is_dir(), "the server ran it (its logs are in the server's home)"
+    assert not (elsewhere.settings.logs / str(run_id)).exists()
+
+
+def test_a_group_freed_elsewhere_lets_the_next_run_start_at_once(
+    served: None, elsewhere: Engine, write: Callable[..., Path]
+) -> None:
+    pipeline = load_pipeline(write(GROUPED))
+    first = elsewhere.submit(pipeline, {"seconds": "2"}, claim=True)  # run by the other replica, holding the group
+    driving = threading.Thread(target=lambda: asyncio.run(elsewhere.drive(first)))
+    driving.start()
+    wait_status(elsewhere.store, first, {RunStatus.RUNNING}, QUICKLY)
+    second = elsewhere.submit(pipeline, {})  # the server hears of it, and finds the group busy
+
+    driving.join(30)
+    ended = time.monotonic()
+    record = wait_status(elsewhere.store, second, {RunStatus.SUCCEEDED, RunStatus.FAILED}, QUICKLY)
+
+    assert record.status == RunStatus.SUCCEEDED and elsewhere.store.get_run(first).status == RunStatus.SUCCEEDED
+    assert record.started_at is not None and record.started_at.timestamp() >= ended - 1, "it waited for the group"
+
+
+def test_the_listener_listens_again_after_its_connection_is_killed(postgres_url: str) -> None:
+    store = SqlStore(postgres_url)
+    heard = threading.Semaphore(0)
+    listener = RunsListener(store, heard.release, wake_seconds=0.2)
+    try:
+        assert listener.start()
+        assert heard.acquire(timeout=QUICKLY), "it pokes once as it starts: runs queued while no one listened"
+        with store.engine.begin() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN shipline_runs'"
+            ).scalar()
+        assert killed is True
+        assert heard.acquire(timeout=QUICKLY), "connected and listening again (and it pokes again)"
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("NOTIFY shipline_runs")
+        assert heard.acquire(timeout=QUICKLY), "a notification after the reconnect is heard"
+    finally:
+        listener.stop()
+        store.close()
