@@ -149,7 +149,11 @@ def _entries(root: Path) -> list[os.DirEntry[str]]:
 
 
 def _changed(entry: os.DirEntry[str]) -> float:
-    return entry.stat(follow_symlinks=False).st_mtime
+    """When the entry itself last changed; one gone meanwhile counts as changed now (it is not taken)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _remove(root: Path, name: int | str, dry_run: bool) -> int:
