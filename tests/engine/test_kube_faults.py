@@ -69,6 +69,8 @@ def run_meanwhile(engine: Engine, path: Path, task: str, seen: str, meanwhile: C
         run_id = engine.submit(load_pipeline(path), {})
         driving = asyncio.create_task(engine.drive(run_id))
         while seen not in task_log(engine, run_id, task):
+            if driving.done():
+                raise AssertionError(f"the run ended; {task}'s log never had {seen!r}: {task_log(engine, run_id, task)[-500:]!r}")
             await asyncio.sleep(0.05)
         await asyncio.to_thread(meanwhile, run_id)
         return await asyncio.wait_for(driving, 180)
@@ -304,6 +306,24 @@ def test_a_pod_that_no_node_takes_times_out_saying_why(
     assert message.startswith("timed out after 8s (the pod was never scheduled: 0/"), message
     assert "didn't match Pod's node affinity/selector" in message
     assert "the pod was never scheduled" in task_log(engine, record.id, "a"), "the step's log says why"
+    assert left(engine, record) == []
+
+
+def test_a_pod_waiting_for_a_node_says_why_while_it_waits(
+    settings: Settings, store: SqlStore, kube_place: KubePlace, write: Callable[..., Path]
+) -> None:
+    """Not only at the timeout: the first step's log says what the scheduler said, as it waits."""
+    engine = engine_in(settings, store, kube_place, kube_node_selector="kubernetes.io/hostname=no-such-node")
+    path = write("name: waits\ntasks: [{name: a, timeout: 300s, steps: [{run: echo one}, {run: echo two}]}]\n")
+
+    record = run_meanwhile(engine, path, "a", "shipline: waiting for a node: 0/", engine.cancel)
+
+    assert record.status == RunStatus.CANCELLED
+    steps = {s.name: s for s in record.task("a").steps}
+    assert steps["echo one"].status == "cancelled" and "echo two" not in steps, "the first step waited, the second never began"
+    log = task_log(engine, record.id, "a")
+    assert "didn't match Pod's node affinity/selector" in log.split("shipline: waiting for a node: ", 1)[1]
+    assert "the step's pod was deleted" in log
     assert left(engine, record) == []
 
 

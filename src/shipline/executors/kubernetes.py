@@ -201,6 +201,9 @@ class _Attempt:
     oversized: dict[int, int] = field(default_factory=dict)
     last_line: str = ""
     kept: dict[int, int] = field(default_factory=dict)
+    announced: int | None = None
+    """The step shown as started while the pod waits for a node (its log says why it waits)."""
+    waiting_said: str = ""
 
     def container_state(self, container: str) -> dict[str, Any]:
         for key in ("initContainerStatuses", "containerStatuses"):
@@ -538,6 +541,8 @@ class KubernetesExecutor:
                 f"'{self.settings.kube_workspace_claim}' in namespace '{self.namespace}' (README "
                 "'Running on Kubernetes'), or set SHIPLINE_KUBE_WORKSPACE_CLAIM"
             )
+        if message and not attempt.node:
+            _say_waiting(attempt, message)
         return None
 
     @staticmethod
@@ -718,7 +723,8 @@ class KubernetesExecutor:
             attempt.current_since = asyncio.get_running_loop().time()
             attempt.started.add(index)
             attempt.last_line = ""
-            attempt.listener.step_started(index, None)
+            if index != attempt.announced:
+                attempt.listener.step_started(index, None)
         elif what == "output" and len(words) >= 2:
             value = words[2] if len(words) > 2 else ""
             if value.startswith("-"):
@@ -923,6 +929,20 @@ def _unscheduled(attempt: _Attempt) -> str | None:
     return None
 
 
+def _say_waiting(attempt: _Attempt, message: str) -> None:
+    """Waiting for a node is right (a cluster autoscaler may add one), in silence it is not: the
+    first step is shown as started, its log saying what the scheduler said (again when that changes)."""
+    if message == attempt.waiting_said:
+        return
+    attempt.waiting_said = message
+    if attempt.announced is None:
+        attempt.announced = next((s.index for s in attempt.steps if s.index not in attempt.started), None)
+        if attempt.announced is None:
+            return
+        attempt.listener.step_started(attempt.announced, None)
+    attempt.listener.step_log(attempt.announced, f"shipline: waiting for a node: {message}")
+
+
 def _never_scheduled(attempt: _Attempt) -> str:
     """Why the pod never got a node, or "" if it got one."""
     said = None if attempt.node else _unscheduled(attempt)
@@ -939,7 +959,8 @@ def _stop_current(attempt: _Attempt, line: str, status: StepEnd, index: int | No
         return
     if index not in attempt.started:
         attempt.started.add(index)
-        attempt.listener.step_started(index, None)
+        if index != attempt.announced:
+            attempt.listener.step_started(index, None)
     attempt.listener.step_log(index, line)
     attempt.ended[index] = -1
     attempt.current = None
