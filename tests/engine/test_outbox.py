@@ -171,6 +171,51 @@ def _share_a_consumer(stores: list[SqlStore], settings: Settings, write: Write) 
     assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 60
 
 
+def test_the_work_between_reads_is_done_by_the_lease_holder_alone(store: SqlStore) -> None:
+    """Two servers on one store: one deploys previews and sweeps pull requests (the one that reads
+    the outbox), not both; when it stops, the other takes over."""
+    swept: list[str] = []
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(30):
+            while not done():
+                await asyncio.sleep(0.02)
+
+    async def scenario() -> tuple[str, str, list[str]]:
+        bus, stops = EventBus(), {name: asyncio.Event() for name in ("a", "b")}
+        loops = {
+            name: asyncio.create_task(
+                follow(
+                    OutboxReader(store, "previews", f"server-{name}"),
+                    lambda t: None,
+                    bus,
+                    stops[name],
+                    name=name,
+                    poll_seconds=0.02,
+                    min_gap=0.01,
+                    between=lambda name=name: swept.append(name),
+                )
+            )
+            for name in stops
+        }
+        await until(lambda: len(swept) >= 10)
+        holder = swept[0]
+        other = "b" if holder == "a" else "a"
+        alone = list(swept)
+        stops[holder].set()
+        await loops[holder]  # lets go of the lease as it ends
+        after = len(swept)
+        await until(lambda: len(swept) >= after + 5)
+        stops[other].set()
+        await loops[other]
+        return holder, other, alone + ["|"] + swept[after:]
+
+    holder, other, seen = asyncio.run(scenario())
+    alone, _, then = "".join(seen).partition("|")
+    assert set(alone) == {holder}, f"only the lease holder sweeps: {alone}"
+    assert set(then) == {other}, f"the other takes over once the holder stops: {then}"
+
+
 ORDER = {"pending": 0, "queued": 0, "running": 1}  # anything else is an end
 
 

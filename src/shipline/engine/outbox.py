@@ -96,6 +96,11 @@ class OutboxReader:
                     self._position = None  # the lease ran out and another process took over: it goes on from there
         return handled
 
+    @property
+    def holds_lease(self) -> bool:
+        """This process held the consumer's lease at its last poll (the others' polls hand nothing)."""
+        return self._position is not None
+
     def close(self) -> None:
         self._position = None
         self.store.release_cursor(self.consumer, self.owner)
@@ -121,7 +126,9 @@ async def follow(
     `poll_seconds`.  An error keeps the cursor before the transition that raised it and pauses
     `retry_seconds` (new runs do not hurry the retry: the forge gets its pause); errors in
     `transient` (the forge is away) are a warning, anything else is logged with its trace, and
-    the loop outlives both.  `between` (sweeps, reconciling) runs in a thread after each read.
+    the loop outlives both.  `between` (sweeps, reconciling) runs in a thread after each read,
+    in the process that holds the lease: with several servers on one store, one of them sweeps
+    (deploys a preview, merges a pull request), as one of them reads.
     Rounds start `min_gap` apart at the least: under a stream of runs, events come faster
     than rounds are worth, and each round reads what came meanwhile in one batch.
     """
@@ -144,7 +151,7 @@ async def follow(
             except Exception:  # a notifier must outlive any one bad transition or store hiccup
                 log.exception("%s: reading the outbox failed", name)
                 retry = True
-            if between is not None:
+            if between is not None and reader.holds_lease:
                 try:
                     await asyncio.to_thread(between)
                 except Exception:  # the next round tries again
