@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from serverkit import start_server
 
 from shipline.settings import Settings
+from shipline.store.promotions import PromotionState, PromotionStore
 from shipline.store.repositories import Role
 from shipline.testbed.fixtures import GiteaRepo
 
@@ -76,6 +77,13 @@ def test_the_environment_page_shows_state_and_rolls_back_from_history(
     monkeypatch.setenv("PATH", cli_env["PATH"])
     settings = settings.model_copy(update={"queue_poll_seconds": 0.05, "poll_tick_seconds": 0.2})
     uv, thread, app_server, url = start_server(settings)
+    # What the promoter writes (it is the one writer; here its rows are made directly).
+    promotions = PromotionStore(app_server.sql)
+    release = {"service_commit": "c" * 40, "commit_time": None, "source_run": 1, "image": "reg.example/hello:1.2.0", "chart": ""}
+    verified, _ = promotions.propose(service="hello", environment="dev", version="1.1.0", previous_version="1.0.0", **release)
+    promotions.update(verified.id, state=PromotionState.VERIFIED, pr_number=7, pr_url=f"{gitea_repo.html_url}/pulls/7")
+    hostile, _ = promotions.propose(service="hello", environment="dev", version="1.2.0", previous_version="1.1.0", **release)
+    promotions.update(hostile.id, state=PromotionState.OPEN, pr_number=8, pr_url="javascript:alert(1)", message="dry run passed")
     _, operator = app_server.state.create_token("ops", Role.OPERATOR)
     try:
         page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
@@ -89,6 +97,14 @@ def test_the_environment_page_shows_state_and_rolls_back_from_history(
         card.locator("h3 a").click()
         rows = page.locator("#env-history tr[data-entry]")
         expect(rows).to_have_count(2)
+        proposed = page.locator("#env-promotions tr[data-promotion]")
+        expect(proposed).to_have_count(2)
+        expect(proposed.first).to_contain_text("1.2.0")  # newest first
+        expect(proposed.first.locator("[data-status]")).to_have_text("open")
+        expect(proposed.first).to_contain_text("dry run passed")
+        expect(proposed.first.locator("a")).to_have_count(0)  # a pull request link that is not http(s) is not a link
+        expect(proposed.nth(1).locator("[data-status]")).to_have_text("verified")
+        expect(proposed.nth(1).locator("a")).to_have_attribute("href", f"{gitea_repo.html_url}/pulls/7")
         expect(page.locator("#env-sync")).to_have_count(0)  # reading needs no token; changing does
 
         page.click("#token-btn")

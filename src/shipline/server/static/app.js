@@ -623,13 +623,30 @@ async function envsView(view) {
   } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
 }
 
+const PROMOTION_CLASS = { proposed: "s-queued", open: "s-running", merged: "s-running", verified: "s-succeeded", failed: "s-failed" };
+
+function promotionRow(p) {
+  const link = /^https?:\/\/[^\s]+$/i.test(p.pr_url || "") ? h("a", { href: p.pr_url, target: "_blank", rel: "noopener" }, `#${p.pr_number}`) : "";
+  return h("tr", { "data-promotion": p.id, "data-state": p.state },
+    h("td", { class: "muted", title: p.updated_at }, ago(p.updated_at)),
+    h("td", {}, p.service),
+    h("td", { class: "mono" }, p.version),
+    h("td", { class: "mono muted" }, p.previous_version || "–"),
+    h("td", {}, pill(p.state, PROMOTION_CLASS[p.state], "data-status")),
+    h("td", {}, link),
+    h("td", { class: "msg", title: p.message }, p.message));
+}
+
 async function envView(view, name) {
   const head = h("div", { class: "panel pad" });
   const rows = h("tbody", { id: "env-history" });
+  const promotions = h("tbody", { id: "env-promotions" });
   view.append(h("div", { class: "row" }, h("a", { href: "#/environments" }, "Environments"), h("span", { class: "muted" }, "/"), h("h1", {}, name)),
     h("div", { class: "section" }, head),
     h("div", { class: "panel section" }, h("div", { class: "pad" }, h("h2", {}, "History")),
-      h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["when", "action", "commit", "outcome", "applied", "run", "message", ""].map((c) => h("th", {}, c)))), rows)));
+      h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["when", "action", "commit", "outcome", "applied", "run", "message", ""].map((c) => h("th", {}, c)))), rows)),
+    h("div", { class: "panel section" }, h("div", { class: "pad" }, h("h2", {}, "Promotions")),
+      h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["when", "service", "version", "from", "state", "pull request", "message"].map((c) => h("th", {}, c)))), promotions)));
   const operator = api.role === "operator";
 
   async function act(path, body, what) {
@@ -671,6 +688,9 @@ async function envView(view, name) {
         ? h("button", { class: "ghost small", type: "button", onclick: (ev) => { ev.stopPropagation(); if (confirm(`Roll ${name} back to ${x.commit.slice(0, 12)}?`)) act("rollback", { to: x.commit }, "rollback"); } }, "Roll back to this")
         : ""),
     )) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, `Never synced: shipline env sync ${name}`))]));
+    const proposed = await api.get(`/api/v1/promotions?environment=${encodeURIComponent(name)}&limit=20`);
+    promotions.replaceChildren(...(proposed.length ? proposed.map(promotionRow)
+      : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No promotions yet: a release of a service this environment lists proposes one"))]));
   }
   try { await load(); } catch (e) { view.append(h("p", { class: "error" }, e.message)); return; }
   const off = live.on((kind, data) => { if (kind === "run" && !ACTIVE.has(data.status)) setTimeout(() => load().catch(() => {}), 1000); });
