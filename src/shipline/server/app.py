@@ -246,7 +246,7 @@ class Server:
         # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at once.
         queue = None if self.sql.is_sqlite else RunsListener(self.sql, self.runner.poke)
         if queue is not None:
-            queue.start()
+            queue.start(timeout=0)  # listening follows in its thread; the poll covers the moments before
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
         triggers.start()
