@@ -20,7 +20,7 @@ from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
 from shipline.engine.logs import parse_line
 from shipline.exceptions import NotFound
-from shipline.store.files import open_regular
+from shipline.files import open_regular
 
 
 @click.group()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from shipline.store.files import open_regular, own_file, private_dir
+from shipline.files import open_regular, own_file, private_dir
 
 
 @dataclass(frozen=True)

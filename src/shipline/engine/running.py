@@ -41,8 +41,8 @@ from shipline.engine.pruning import set_aside
 from shipline.engine.recording import RunRecorder, now
 from shipline.exceptions import Conflict, NotFound, StoreError, UsageError
 from shipline.executors.base import Executor, StepSpec, TaskInvocation
+from shipline.files import private_dir
 from shipline.settings import Settings
-from shipline.store.files import private_dir
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 

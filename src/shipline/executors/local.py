@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from pathlib import Path
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.executors.cgroups import StepGroup, kill_run, remove_run
 from shipline.executors.stepserving import step_server
+from shipline.files import private_dir, regular_fd, remove_entry
 from shipline.settings import Settings
 
 SECRET_FILES_DIR = ".secret-files"
@@ -286,7 +286,7 @@ class LocalExecutor:
 
     async def run_starting(self, settings: Settings, run_id: int) -> None:
         for private in (self.workspace(settings, run_id), settings.step_homes / str(run_id)):
-            _private_dir(private, settings.home)
+            private_dir(private, root=settings.home)
 
     async def run_ended(self, settings: Settings, run_id: int) -> None:
         shutil.rmtree(settings.step_homes / str(run_id) / SECRET_FILES_DIR, ignore_errors=True)
@@ -584,34 +584,24 @@ def _take_output(step: StepSpec, limit: int) -> tuple[int, str, str]:
     outlives the step.  Most steps write none: then this is one failed open.
 
     Only a regular file is read: a FIFO's open would wait for a writer (and the engine's loop
-    with it), and a symlink would lead to a file elsewhere (`O_NOFOLLOW` refuses it)."""
+    with it), and a symlink would lead to a file elsewhere."""
     path = step.output_file
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+        fd = regular_fd(path, os.O_RDONLY)
     except FileNotFoundError:
         return 0, "", ""
-    except OSError:  # ELOOP: a symlink
-        _discard(path)
+    if fd is None:
+        remove_entry(path)
         return 0, "", NOT_A_FILE
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return 0, "", NOT_A_FILE
-        if info.st_size > limit:
-            return info.st_size, "", ""
+        size = os.fstat(fd).st_size
+        if size > limit:
+            return size, "", ""
         with open(fd, "rb", closefd=False) as file:
-            return info.st_size, file.read().decode("utf-8", errors="replace"), ""
+            return size, file.read().decode("utf-8", errors="replace"), ""
     finally:
         os.close(fd)
-        _discard(path)
-
-
-def _discard(path: Path) -> None:
-    """Remove what the step left at its output's path, a folder too (its links are not followed)."""
-    try:
-        path.unlink(missing_ok=True)
-    except IsADirectoryError:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_entry(path)
 
 
 @lru_cache(maxsize=8)
@@ -676,16 +666,6 @@ def kill_orphans(owner: str, run_id: int) -> int:
     if host != socket.gethostname() or not pid_text.isdigit():
         return 0
     return kill_run(int(pid_text), token, run_id)
-
-
-def _private_dir(path: Path, root: Path) -> None:
-    """Make `path` with mode 0700, and every folder from `root` down to it 0700 (as `store.files.private_dir`)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for directory in (path, *path.parents):
-        if not directory.is_relative_to(root):
-            break
-        with suppress(PermissionError):
-            os.chmod(directory, 0o700)
 
 
 def _secret_folder(invocation: TaskInvocation) -> Path:

@@ -22,8 +22,8 @@ from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.logs import parse_line
 from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
+from shipline.files import open_regular
 from shipline.server.auth import operator, reader
-from shipline.store.files import open_regular
 from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule

@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from shipline.engine.events import EventBus, Subscription
 from shipline.engine.logs import parse_line
+from shipline.files import open_regular
 from shipline.server.auth import reader
-from shipline.store.files import open_regular
 
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 

@@ -26,8 +26,8 @@ from sqlalchemy import delete, insert, select, update
 
 from shipline.domain.checking import SECRET_NAME
 from shipline.exceptions import NotFound, StoreError, UsageError
+from shipline.files import private_dir, private_file
 from shipline.settings import Settings
-from shipline.store.files import private_dir, private_file
 from shipline.store.sql import SqlStore, _utc, utcnow
 from shipline.store.tables import secrets
 

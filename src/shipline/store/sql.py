@@ -54,7 +54,7 @@ from shipline.domain.runs import (
     Transition,
 )
 from shipline.exceptions import NotFound, StoreError
-from shipline.store.files import make_private, private_dir, private_file
+from shipline.files import make_private, private_dir, private_file
 from shipline.store.tables import outbox_cursors, run_events, runs, step_runs, task_runs
 
 if TYPE_CHECKING:  # imported where a definition is read back (`load_spec`): listing runs needs none

@@ -1,5 +1,7 @@
 """Files under `$SHIPLINE_HOME` are the engine's user's alone: 0700 directories, 0600 files.
 
+Below the store and the executors in the layers (both make such files), so both use these.
+
 The database, step logs, workspaces, step homes and the secret key hold run
 data; whatever creates them goes through these functions.  The mode is set
 after creation, so a permissive umask cannot widen it, and directories made
@@ -29,18 +31,24 @@ def private_dir(path: Path, root: Path | None = None) -> Path:
     engine's own, so they are made private whoever made them.
     """
     created = []
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        created.append(parent)
-        parent = parent.parent
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    try:
+        os.mkdir(path, DIR_MODE)  # the usual case (a run's folder): its parent is there
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            created.append(parent)
+            parent = parent.parent
+        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     for directory in (path, *created):
         os.chmod(directory, DIR_MODE)
     if root is not None and path.is_relative_to(root):
         for directory in path.parents:
-            if directory.is_relative_to(root):
-                with suppress(PermissionError):  # not ours to change: leave it to its owner
-                    os.chmod(directory, DIR_MODE)
+            if not directory.is_relative_to(root):
+                break  # above the root: none further up is the engine's
+            with suppress(PermissionError):  # not ours to change: leave it to its owner
+                os.chmod(directory, DIR_MODE)
     return path
 
 
@@ -65,9 +73,9 @@ def own_file(path: Path) -> int:
     waits for a reader), a symlink would lead its writes elsewhere: what is not a regular file is
     removed, and a new file made in its place."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    fd = _regular(path, flags)
+    fd = regular_fd(path, flags)
     if fd is None:
-        _remove(path)
+        remove_entry(path)
         fd = os.open(path, flags | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
     return _made_private(fd)
 
@@ -82,14 +90,14 @@ def open_regular(path: Path, *, text: bool = False) -> BinaryIO | io.TextIOWrapp
     """A file of the engine's opened for reading, if it is a regular file: anything else (a FIFO,
     whose open would wait for a writer; a symlink, not followed; a folder) is FileNotFoundError,
     as a missing file is.  Text is UTF-8, undecodable bytes replaced."""
-    fd = _regular(path, os.O_RDONLY)
+    fd = regular_fd(path, os.O_RDONLY)
     if fd is None:
         raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
     binary = os.fdopen(fd, "rb")
     return io.TextIOWrapper(binary, encoding="utf-8", errors="replace") if text else binary
 
 
-def _regular(path: Path, flags: int) -> int | None:
+def regular_fd(path: Path, flags: int) -> int | None:
     """`path` opened with `flags` if it is a regular file, None if it is something else.  Neither a
     symlink is followed nor a FIFO waited on (O_NONBLOCK: an open for writing fails with ENXIO
     when no one reads it; one for reading returns at once, and fstat tells what it is)."""
@@ -105,7 +113,8 @@ def _regular(path: Path, flags: int) -> int | None:
     return None
 
 
-def _remove(path: Path) -> None:
+def remove_entry(path: Path) -> None:
+    """Remove what is at `path`: a file, a link (not what it leads to), a FIFO, a folder with what is in it."""
     try:
         path.unlink(missing_ok=True)
     except IsADirectoryError:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shipline.store.files import open_regular, own_file
+from shipline.files import open_regular, own_file
 
 
 @pytest.fixture
