@@ -15,6 +15,7 @@ from envkit import EnvRepo
 
 from shipline.domain.environments import Environment
 from shipline.domain.runs import RunStatus
+from shipline.engine.leases import Lease
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.gitops.reconciling import Reconciler
@@ -81,3 +82,35 @@ def test_a_dry_run_is_not_shown_as_a_sync_but_a_sync_is(tmp_path: Path, store: S
     sync = started(tmp_path, store, env, Action.SYNC)
     shown = status(store, environments, stored, None)
     assert (shown.health, shown.message) == ("Progressing", f"a sync is running (run {sync})")
+
+
+def test_of_two_servers_on_one_store_one_follows_the_branch_and_the_other_takes_over_when_it_stops(
+    tmp_path: Path, store: SqlStore, engine: Engine
+) -> None:
+    repo, env, environments = registered(tmp_path, store)
+    repo.write("notes.txt", "first")
+    first = repo.commit("first state")
+    queued: list[tuple[str, str]] = []
+
+    def reconciler(owner: str) -> Reconciler:
+        def submit(_: Environment, action: Action, revision: str, back: str) -> int:
+            queued.append((owner, revision))
+            return 0  # not in the store yet: as when both look at the same moment
+
+        lease = Lease(store, "gitops-controller", owner)
+        return Reconciler(
+            store, environments, engine.secrets, lambda run: tmp_path / str(run), submit, poll_seconds=0, lease=lease
+        )
+
+    a, b = reconciler("a"), reconciler("b")
+    asyncio.run(a.reconcile())
+    asyncio.run(b.reconcile())
+    assert queued == [("a", first)], "one sync of the new head, by the lease's holder"
+
+    repo.write("notes.txt", "second")
+    second = repo.commit("second state")
+    stop = asyncio.Event()
+    stop.set()
+    asyncio.run(a.run(stop))  # a clean stop gives the lease back
+    asyncio.run(b.reconcile())
+    assert queued == [("a", first), ("b", second)]

@@ -24,7 +24,7 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
-from shipline.store.listening import RunsListener
+from shipline.store.listening import ENVIRONMENTS, RUNS, StoreListener, announce
 from shipline.store.sql import SqlStore
 
 pytestmark = pytest.mark.postgres
@@ -106,13 +106,13 @@ def test_a_group_freed_elsewhere_lets_the_next_run_start_at_once(
 def test_the_listener_listens_again_after_its_connection_is_killed(postgres_url: str) -> None:
     store = SqlStore(postgres_url)
     heard = threading.Semaphore(0)
-    listener = RunsListener(store, heard.release, wake_seconds=0.2)
+    listener = StoreListener(store, {RUNS: lambda _: heard.release()}, on_listening=heard.release, wake_seconds=0.2)
     try:
         assert listener.start()
         assert heard.acquire(timeout=QUICKLY), "it pokes once as it starts: runs queued while no one listened"
         with store.engine.begin() as conn:
             killed = conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN shipline_runs'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' AND datname = current_database()"
             ).scalar()
         assert killed is True
         assert heard.acquire(timeout=QUICKLY), "connected and listening again (and it pokes again)"
@@ -122,3 +122,25 @@ def test_the_listener_listens_again_after_its_connection_is_killed(postgres_url:
     finally:
         listener.stop()
         store.close()
+
+
+def test_a_moved_branch_heard_by_one_server_reaches_the_others(postgres_url: str) -> None:
+    """A webhook reaches one replica; the GitOps controller may be another's (the lease holder's)."""
+    store, elsewhere = SqlStore(postgres_url), SqlStore(postgres_url)
+    heard: list[str] = []
+    arrived = threading.Semaphore(0)
+
+    def poked(name: str) -> None:
+        heard.append(name)
+        arrived.release()
+
+    listener = StoreListener(store, {ENVIRONMENTS: poked, RUNS: lambda _: None}, wake_seconds=0.2)
+    try:
+        assert listener.start()
+        announce(elsewhere, ENVIRONMENTS, ["dev", "staging"])
+        assert arrived.acquire(timeout=QUICKLY) and arrived.acquire(timeout=QUICKLY)
+        assert heard == ["dev", "staging"]
+    finally:
+        listener.stop()
+        store.close()
+        elsewhere.close()

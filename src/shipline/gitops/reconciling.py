@@ -11,6 +11,10 @@ For every registered environment it
   with what changed, and with `self-heal: true` applies the same commit again;
 - writes each finished environment run into the history, whoever started it.
 
+With several servers on one store, one of them does all of this: the one that
+holds the controller's lease (`engine.leases`); the others take over when it stops
+or its lease runs out.
+
 Runs go through the engine like any other (a concurrency group per
 environment keeps them apart); this loop only decides when to start one.
 """
@@ -32,6 +36,7 @@ from shipline.domain.environments import Environment, FieldChange, Outcome, diff
 from shipline.domain.objects import ObjectRef, ref_of
 from shipline.domain.runs import RunStatus
 from shipline.engine.events import Event, EventBus, Listener
+from shipline.engine.leases import Lease
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
 from shipline.integrations.clusters import Cluster, Desired, Target
@@ -71,6 +76,7 @@ class Reconciler:
         *,
         poll_seconds: float = 30.0,
         tick: float = 1.0,
+        lease: Lease | None = None,
     ) -> None:
         self.sql = sql
         self.store = store
@@ -79,6 +85,8 @@ class Reconciler:
         self.submit = submit
         self.poll_seconds = poll_seconds
         self.tick = tick
+        self.lease = lease
+        """Held while this process is the one of several on the store that reconciles (None: it is the only one)."""
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poked: set[str] = set()
@@ -132,10 +140,15 @@ class Reconciler:
                     with suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), rest)
         finally:
-            for name in list(self._watches):
-                await asyncio.to_thread(self._unwatch, name)
+            await asyncio.to_thread(self._let_go)
+            if self.lease is not None:
+                with suppress(Exception):  # the store is going away too: the lease runs out instead
+                    await asyncio.to_thread(self.lease.release)
 
     async def reconcile(self) -> None:
+        if self.lease is not None and not await asyncio.to_thread(self.lease.held):
+            await asyncio.to_thread(self._let_go)  # another server reconciles (or has taken over from this one)
+            return
         environments = await asyncio.to_thread(self.store.all)
         names = {s.name for s in environments}
         for name in [n for n in self._watches if n not in names]:
@@ -185,6 +198,16 @@ class Reconciler:
         self._attempted[env.name] = head
         self._busy.add(env.name)
         log.info("environment sync queued", extra={"environment": env.name, "commit": head, "run": run_id})
+
+    def _let_go(self) -> None:
+        """Stop watching and forget what this process knew: whoever holds the lease next starts afresh."""
+        for name in list(self._watches):
+            self._unwatch(name)
+        self._recorded.clear()
+        self._busy.clear()
+        self._healing.clear()
+        self._attempted.clear()
+        self._checked.clear()
 
     # --- drift ------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from shipline import __version__
 from shipline.domain.environments import Environment
 from shipline.domain.pipelines import ResolvedPipeline
 from shipline.engine.events import EventBus
+from shipline.engine.leases import Lease
 from shipline.engine.running import Engine
 from shipline.exceptions import DefinitionError, NotFound, ShiplineError
 from shipline.executors.choosing import make_executor
@@ -44,7 +45,7 @@ from shipline.server.observing import Metrics, cancel_quietly
 from shipline.server.previews import Previews
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore
-from shipline.store.listening import RunsListener
+from shipline.store.listening import ENVIRONMENTS, RUNS, StoreListener, announce
 from shipline.store.repositories import Repository, ServerStore
 from shipline.store.sql import SqlStore
 from shipline.triggers.events import EventKind, ForgeEvent
@@ -159,9 +160,14 @@ class Server:
         self.dispatcher.notify(run_id, "queued", pipeline.name)
         return run_id
 
-    def _poke_environments(self, names: Sequence[str]) -> None:
+    def poke_environments(self, names: Sequence[str]) -> None:
+        """These environments' branches moved: the GitOps controller looks at once, in whichever replica holds its lease."""
         if self.reconciler is not None:
             self.reconciler.poke(names)
+        try:
+            announce(self.sql, ENVIRONMENTS, names)
+        except Exception as exc:  # the others find the new head at their next poll
+            log.warning("other servers not told of a moved branch", extra={"environments": list(names), "error": str(exc)})
 
     # --- what the poller and the scheduler need -----------------------------------------
 
@@ -232,19 +238,28 @@ class Server:
             self.submit_environment,
             poll_seconds=self.settings.env_poll_seconds,
             tick=self.settings.poll_tick_seconds,
+            lease=Lease(self.sql, "gitops-controller", self.engine.owner),
         )
         self.promoter = Promoter(
             self.settings,
             self.sql,
             self.engine.owner,
             submit_check=lambda env, head, extra: self.submit_environment(env, Action.DIFF, head, "", extra),
-            poke=self._poke_environments,
+            poke=self.poke_environments,
         )
         # Timed on the engine's thread, where its events are published: they need not cross to this loop.
         listeners = [self.metrics.watch(self.engine.bus)]
         self.runner.start(asyncio.get_running_loop())
-        # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at once.
-        queue = None if self.sql.is_sqlite else RunsListener(self.sql, self.runner.poke)
+        # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at
+        # once; a branch that another replica heard has moved wakes the GitOps controller.
+        queue = None
+        if not self.sql.is_sqlite:
+            reconciler = self.reconciler
+            queue = StoreListener(
+                self.sql,
+                {RUNS: lambda _: self.runner.poke(), ENVIRONMENTS: lambda name: reconciler.poke([name])},
+                on_listening=self.runner.poke,
+            )
         if queue is not None:
             queue.start(timeout=0)  # listening follows in its thread; the poll covers the moments before
         stop, started = threading.Event(), threading.Event()

@@ -92,8 +92,8 @@ def _handle(server: Any, forge: Forge, headers: Mapping[str, str], body: bytes) 
     poked = [
         e.name for e in environments if event.kind is EventKind.PUSH and url_key(e.repo) in keys and event.branch == e.branch
     ]
-    if poked and server.reconciler is not None:
-        server.reconciler.poke(poked)
+    if poked:
+        server.poke_environments(poked)
     checked = _check_pull_request(server, environments, event, keys)
     poked += [name for name in checked if name not in poked]
     named = [r for r in verified if url_key(r.url) in keys]

@@ -1,36 +1,65 @@
-"""PostgreSQL's word that a run was queued or ended, for an engine that would otherwise wait for its next look.
+"""PostgreSQL's word that something changed, for servers that would otherwise wait for their next look.
 
-The store's triggers (migration 0012) NOTIFY `shipline_runs` when runs are
-inserted and when one ends.  `RunsListener` holds a connection of its own that
-LISTENs on that channel, in a thread, and calls `on_change` for each
-notification: the server pokes its engine, so a run queued by another replica
-or by the CLI (or a concurrency group freed on another replica) starts at once.
-A lost connection is made again after a pause; while it is away, the engine's
-periodic look still finds everything (nothing depends on a notification
-arriving).
+Two channels:
+
+- `shipline_runs`: the store's triggers (migration 0012) NOTIFY it when runs are
+  inserted and when one ends.  The server pokes its engine, so a run queued by
+  another replica or by the CLI (or a concurrency group freed on another replica)
+  starts at once.
+- `shipline_environments`: a server that was told an environment's branch moved
+  (a verified webhook, a promotion's merge) says so here, with the environment's
+  name, so that the replica whose GitOps controller holds the lease looks at once.
+
+`StoreListener` holds a connection of its own that LISTENs, in a thread, and hands
+each notification's payload to the channel's handler.  A lost connection is made
+again after a pause; while it is away, the periodic looks still find everything
+(nothing depends on a notification arriving).  SQLite serves one host, whose
+processes poke their own engine: nothing to listen to there.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+
+from sqlalchemy import text
 
 from shipline.store.sql import SqlStore
 
 log = logging.getLogger("shipline.store")
 
-CHANNEL = "shipline_runs"
+RUNS = "shipline_runs"
+ENVIRONMENTS = "shipline_environments"
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 """Pauses before connecting again, the last one repeated."""
 
 
-class RunsListener:
-    def __init__(self, store: SqlStore, on_change: Callable[[], None], *, wake_seconds: float = 1.0) -> None:
+def announce(store: SqlStore, channel: str, payloads: Iterable[str]) -> None:
+    """NOTIFY `channel` once per payload (PostgreSQL; nothing on SQLite, where no other host listens)."""
+    if store.is_sqlite:
+        return
+    with store.engine.begin() as conn:
+        for payload in payloads:
+            conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+
+class StoreListener:
+    def __init__(
+        self,
+        store: SqlStore,
+        handlers: Mapping[str, Callable[[str], None]],
+        *,
+        on_listening: Callable[[], None] | None = None,
+        wake_seconds: float = 1.0,
+    ) -> None:
+        """`handlers`: channel -> what to do with a notification's payload.  `on_listening` runs each time
+        listening starts (or starts again): what happened while no one listened was not heard."""
         if store.is_sqlite:
             raise ValueError("only PostgreSQL notifies: an SQLite store has nothing to listen to")
         self.store = store
-        self.on_change = on_change
+        self.handlers = dict(handlers)
+        self.on_listening = on_listening
         self.wake_seconds = wake_seconds
         """How long a wait for notifications lasts before the thread looks whether it must stop."""
         self._stop = threading.Event()
@@ -50,6 +79,7 @@ class RunsListener:
 
     def _run(self) -> None:
         import psycopg
+        from psycopg import sql
 
         engine = self.store.engine
         args, params = engine.dialect.create_connect_args(engine.url)
@@ -57,16 +87,27 @@ class RunsListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(*args, **params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    for channel in self.handlers:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._listening.set()
                     failures = 0
-                    self.on_change()  # what was queued while no one listened
+                    if self.on_listening is not None:
+                        self.on_listening()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=self.wake_seconds):
-                            self.on_change()
+                        for notice in conn.notifies(timeout=self.wake_seconds):
+                            self._hand(notice.channel, notice.payload)
             except Exception as exc:  # the database restarts, the network drops: listen again
                 self._listening.clear()
                 pause = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                log.warning("not listening for queued runs (%s); again in %gs", exc, pause)
+                log.warning("not listening for changes elsewhere (%s); again in %gs", exc, pause)
                 self._stop.wait(pause)
+
+    def _hand(self, channel: str, payload: str) -> None:
+        handler = self.handlers.get(channel)
+        if handler is None:
+            return
+        try:
+            handler(payload)
+        except Exception:  # one handler's failure must not end the listening
+            log.exception("handling a notification on %s failed", channel)
