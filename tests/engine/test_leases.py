@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 
 from shipline.engine.leases import Lease
+from shipline.engine.processes import owner_id
+from shipline.executors.cgroups import process_start_time
 from shipline.store.sql import SqlStore
 
 
@@ -30,3 +34,22 @@ def test_a_holder_that_stops_renewing_loses_the_lease_when_it_runs_out(store: Sq
 def test_leases_of_other_jobs_do_not_exclude_each_other(store: SqlStore) -> None:
     assert Lease(store, "controller", "server-a").held()
     assert Lease(store, "sweeper", "server-b").held()
+
+
+def test_a_holder_that_died_on_this_host_does_not_keep_the_lease(store: SqlStore) -> None:
+    """A server killed and started again controls at once, not when its old lease runs out."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        holder = f"{socket.gethostname()}:{child.pid}:{process_start_time(child.pid)}"
+        assert Lease(store, "controller", holder).held()
+        restarted = Lease(store, "controller", owner_id())
+        assert not restarted.held(), "its holder still runs"
+    finally:
+        child.kill()
+        child.wait()
+    assert restarted.held(), "its holder is gone"
+
+
+def test_a_holder_on_another_host_keeps_the_lease_until_it_runs_out(store: SqlStore) -> None:
+    assert Lease(store, "controller", "elsewhere.example:1:1").held()
+    assert not Lease(store, "controller", owner_id()).held()

@@ -5,14 +5,24 @@ would poll the same branches, queue the same sync and heal the same drift.  The
 controller works while its process holds the lease and waits otherwise.  A lease
 is a row beside the outbox's consumers (`SqlStore.lease_cursor`): taken when free
 or run out, renewed when half of it has passed, given back on a clean stop.  A
-process that dies keeps it until it runs out; another takes over then.
+holder that died on this host (a server killed and started again) is seen to be
+gone and its lease taken at once; one on another host keeps it until it runs out.
 """
 
 from __future__ import annotations
 
 import time
 
+from shipline.engine.processes import owner_gone
 from shipline.store.sql import SqlStore
+
+
+def take_lease(store: SqlStore, name: str, owner: str, seconds: float) -> int | None:
+    """`store.lease_cursor`, and a holder that died on this host does not keep the lease until it runs out."""
+    position = store.lease_cursor(name, owner, seconds)
+    if position is None and (holder := store.lease_holder(name)) is not None and owner_gone(holder):
+        position = store.lease_cursor(name, owner, seconds, take_from=holder)
+    return position
 
 
 class Lease:
@@ -29,7 +39,7 @@ class Lease:
         if self._held and time.monotonic() < self._renew_at:
             return True
         asked = time.monotonic()
-        self._held = self.store.lease_cursor(self.name, self.owner, self.seconds) is not None
+        self._held = take_lease(self.store, self.name, self.owner, self.seconds) is not None
         self._renew_at = asked + self.seconds / 2
         return self._held
 

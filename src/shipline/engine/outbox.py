@@ -22,6 +22,7 @@ from contextlib import suppress
 
 from shipline.domain.runs import RunTransition
 from shipline.engine.events import EventBus
+from shipline.engine.leases import take_lease
 from shipline.store.sql import SqlStore
 
 log = logging.getLogger("shipline.outbox")
@@ -63,7 +64,7 @@ class OutboxReader:
         if self._position is not None and time.monotonic() < self._renew_at:
             return self._position
         taken = time.monotonic()
-        self._position = self.store.lease_cursor(self.consumer, self.owner, self.lease_seconds)
+        self._position = take_lease(self.store, self.consumer, self.owner, self.lease_seconds)
         self._renew_at = taken + self.lease_seconds / 2
         return self._position
 

@@ -936,22 +936,20 @@ class SqlStore:
             for r in rows
         ]
 
-    def lease_cursor(self, consumer: str, owner: str, seconds: float) -> int | None:
+    def lease_cursor(self, consumer: str, owner: str, seconds: float, *, take_from: str | None = None) -> int | None:
         """Take (or keep) `consumer`'s lease for `seconds`; its position, or None while another process holds it.
 
+        `take_from`: a holder known to be dead, whose lease is taken before it runs out.
         A new consumer starts at the outbox's end: it is told of what happens from now on.
         """
         now = utcnow()
+        holders = [outbox_cursors.c.lease_owner == owner] + ([outbox_cursors.c.lease_owner == take_from] if take_from else [])
         with self.transaction() as conn:
             taken = conn.execute(
                 update(outbox_cursors)
                 .where(
                     outbox_cursors.c.consumer == consumer,
-                    or_(
-                        outbox_cursors.c.lease_owner.is_(None),
-                        outbox_cursors.c.lease_owner == owner,
-                        outbox_cursors.c.lease_until < now,
-                    ),
+                    or_(outbox_cursors.c.lease_owner.is_(None), outbox_cursors.c.lease_until < now, *holders),
                 )
                 .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
                 .returning(outbox_cursors.c.position)
@@ -972,6 +970,11 @@ class SqlStore:
             except IntegrityError:
                 return None  # another process made it at the same moment: its lease
             return int(end)
+
+    def lease_holder(self, consumer: str) -> str | None:
+        """Who holds `consumer`'s lease, run out or not (None: nobody)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox_cursors.c.lease_owner).where(outbox_cursors.c.consumer == consumer)).scalar()
 
     def advance_cursor(self, consumer: str, owner: str, position: int) -> bool:
         """Move `consumer` past `position`; False when this process no longer holds the lease."""
