@@ -256,3 +256,16 @@ def test_postgresql_deletes_runs_with_their_tasks_and_steps(
         assert not (settings.workspaces / str(old)).exists() and not (settings.logs / str(old)).exists()
     finally:
         store.close()
+
+
+def test_a_rerun_whose_first_run_was_pruned_says_so(home: Path, store: SqlStore, run_pipeline: RunFn) -> None:
+    first = finished(run_pipeline, store, "app", days_ago=40)
+    again = shipline("runs", "rerun", str(first))
+    assert again.returncode == 0, again.stderr
+    rerun = max(r.id for r in store.list_runs())
+    assert f"rerun of    {first}\n" in shipline("runs", "show", str(rerun)).stdout
+
+    assert prune("--keep", "0").returncode == 0
+
+    shown = shipline("runs", "show", str(rerun))
+    assert shown.returncode == 0 and f"rerun of    {first}  (pruned)" in shown.stdout

@@ -83,7 +83,8 @@ def show(wiring: Wiring, run_id: int, as_json: bool) -> None:
     for name, value in record.params.items():
         console.print(f"param       {name}={value}")
     if record.rerun_of:
-        console.print(f"rerun of    {record.rerun_of}")
+        gone = "" if wiring.store.known_runs([record.rerun_of]) else "  (pruned)"
+        console.print(f"rerun of    {record.rerun_of}{gone}")
     summary(record, console)
 
 
