@@ -27,8 +27,6 @@ from shipline.integrations.forges.shared import GitHubStyleForge, file_path, pul
 
 EVENTS = ("push", "create", "pull_request", "pull_request_sync")
 """Pushes, tags and branches created, pull requests opened/closed/reopened, and new commits on them."""
-PAGE = 50
-MAX_PAGES = 20
 
 
 def gitea_http(
@@ -49,6 +47,7 @@ def gitea_http(
 class GiteaForge(GitHubStyleForge):
     kind = "gitea"
     hook_events = EVENTS
+    page_size, page_size_param, max_pages = 50, "limit", 20
     hook_config = {}
     hook_create = {"type": "gitea"}
     hook_secret_editable = False
@@ -57,22 +56,6 @@ class GiteaForge(GitHubStyleForge):
     def __init__(self, url: str, token: str, *, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.http = gitea_http(self.url, token, "the write:repository and write:issue scopes", timeout, transport)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
-        out: list[Any] = []
-        for page in range(1, MAX_PAGES + 1):
-            items = self.http.json("GET", path, what, params={**(params or {}), "page": page, "limit": PAGE})
-            if not isinstance(items, list) or not items:
-                break
-            out.extend(items)
-            if len(items) < PAGE:
-                break
-        return out
-
-    # --- repositories -------------------------------------------------------------------
 
     # --- pull requests ------------------------------------------------------------------
 
@@ -124,8 +107,6 @@ class GiteaForge(GitHubStyleForge):
             required_contexts=tuple(str(c) for c in contexts or []),
             required_approvals=int(field(data, "required_approvals") or 0),
         )
-
-    # --- webhooks -----------------------------------------------------------------------
 
     # --- files --------------------------------------------------------------------------
 

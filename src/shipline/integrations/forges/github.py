@@ -31,13 +31,12 @@ from shipline.integrations.forges.shared import GitHubStyleForge, file_path, pul
 EVENTS = ("push", "pull_request")
 """On GitHub a push event covers branches and tags alike."""
 API_VERSION = "2022-11-28"
-PAGE = 100
-MAX_PAGES = 10
 
 
 class GitHubForge(GitHubStyleForge):
     kind = "github"
     hook_events = EVENTS
+    page_size, page_size_param, max_pages = 100, "per_page", 10
     hook_config = {"insecure_ssl": "0"}
     hook_create = {"name": "web"}
 
@@ -64,22 +63,6 @@ class GitHubForge(GitHubStyleForge):
             transport=transport,
         )
 
-    def close(self) -> None:
-        self.http.close()
-
-    def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
-        out: list[Any] = []
-        for page in range(1, MAX_PAGES + 1):
-            items = self.http.json("GET", path, what, params={**(params or {}), "per_page": PAGE, "page": page})
-            if not isinstance(items, list) or not items:
-                break
-            out.extend(items)
-            if len(items) < PAGE:
-                break
-        return out
-
-    # --- repositories -------------------------------------------------------------------
-
     # --- pull requests ------------------------------------------------------------------
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
@@ -87,7 +70,7 @@ class GitHubForge(GitHubStyleForge):
             "GET",
             f"{self._repo(repo)}/pulls",
             f"find the open pull request from {head} on {repo}",
-            params={"state": "open", "head": f"{repo.owner}:{head}", "per_page": PAGE},
+            params={"state": "open", "head": f"{repo.owner}:{head}", "per_page": self.page_size},
         )
         for item in items if isinstance(items, list) else []:
             if text(item, "head", "ref") == head:
@@ -135,8 +118,6 @@ class GitHubForge(GitHubStyleForge):
         contexts = [str(c) for c in field(checks, "contexts") or []]
         contexts += [text(c, "context") for c in field(checks, "checks") or [] if text(c, "context") not in contexts]
         return BranchProtection(branch=branch, required_contexts=tuple(contexts))
-
-    # --- webhooks -----------------------------------------------------------------------
 
     # --- files --------------------------------------------------------------------------
 

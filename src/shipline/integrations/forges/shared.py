@@ -45,9 +45,28 @@ class GitHubStyleForge:
     """Fields a new hook needs on this forge (its type or name)."""
     hook_secret_editable: bool = True
     """Whether editing a hook can change its secret (Gitea 1.26's `editHook` ignores `config.secret`)."""
+    page_size: int
+    page_size_param: str
+    """The query parameter that sets how many items a page holds (`limit` on Gitea, `per_page` on GitHub)."""
+    max_pages: int
+    """Pages read of one listing at the most."""
+
+    def close(self) -> None:
+        self.http.close()
 
     def _pages(self, path: str, what: str, params: dict[str, str | int] | None = None) -> list[Any]:
-        raise NotImplementedError
+        """Every item of a listing, page by page (`max_pages` at the most)."""
+        out: list[Any] = []
+        for page in range(1, self.max_pages + 1):
+            items = self.http.json(
+                "GET", path, what, params={**(params or {}), self.page_size_param: self.page_size, "page": page}
+            )
+            if not isinstance(items, list) or not items:
+                break
+            out.extend(items)
+            if len(items) < self.page_size:
+                break
+        return out
 
     def ensure_webhook(self, repo: RepoRef, *, url: str, secret: str, events: tuple[str, ...] = ()) -> Hook:
         """The repository's hook to `url`, registered once: an existing one is updated, never doubled."""
