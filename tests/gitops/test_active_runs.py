@@ -8,9 +8,11 @@ A pull request's dry run changes nothing in the cluster: the environment's statu
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 from pathlib import Path
 
+import pytest
 from envkit import EnvRepo
 
 from shipline.domain.environments import Environment
@@ -85,8 +87,9 @@ def test_a_dry_run_is_not_shown_as_a_sync_but_a_sync_is(tmp_path: Path, store: S
 
 
 def test_of_two_servers_on_one_store_one_follows_the_branch_and_the_other_takes_over_when_it_stops(
-    tmp_path: Path, store: SqlStore, engine: Engine
+    tmp_path: Path, store: SqlStore, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="shipline.gitops")
     repo, env, environments = registered(tmp_path, store)
     repo.write("notes.txt", "first")
     first = repo.commit("first state")
@@ -114,3 +117,5 @@ def test_of_two_servers_on_one_store_one_follows_the_branch_and_the_other_takes_
     asyncio.run(a.run(stop))  # a clean stop gives the lease back
     asyncio.run(b.reconcile())
     assert queued == [("a", first), ("b", second)]
+    said = [r.getMessage() for r in caplog.records if "GitOps controller" in r.getMessage()]
+    assert said == ["this server is now the GitOps controller"] * 2, "each says so as it takes over; b never let go"

@@ -97,6 +97,7 @@ class Reconciler:
         self._recorded: set[str] = set()
         self._confirming: set[asyncio.Task[None]] = set()
         self._watches: dict[str, _Watched] = {}
+        self._controlling = False
 
     # --- from outside ---------------------------------------------------------------------
 
@@ -146,9 +147,14 @@ class Reconciler:
                     await asyncio.to_thread(self.lease.release)
 
     async def reconcile(self) -> None:
-        if self.lease is not None and not await asyncio.to_thread(self.lease.held):
-            await asyncio.to_thread(self._let_go)  # another server reconciles (or has taken over from this one)
-            return
+        if self.lease is not None:
+            held = await asyncio.to_thread(self.lease.held)
+            if held != self._controlling:
+                self._controlling = held
+                log.info("this server %s the GitOps controller", "is now" if held else "is no longer")
+            if not held:
+                await asyncio.to_thread(self._let_go)  # another server reconciles (or has taken over from this one)
+                return
         environments = await asyncio.to_thread(self.store.all)
         names = {s.name for s in environments}
         for name in [n for n in self._watches if n not in names]:
