@@ -35,7 +35,8 @@ from typing import Any
 
 from gitops import service  # bench/ is on sys.path: one service manifest for both benchmarks
 
-from shipline.integrations.clusters import Cluster, Target
+from shipline.integrations.clusterobjects import Target
+from shipline.integrations.clusters import Cluster
 from shipline.testbed.layout import layout_from_env
 from shipline.testbed.parts import KUBERNETES
 

@@ -27,7 +27,8 @@ from shipline.cli.steps_cluster import credentials
 from shipline.domain.rollouts import Health
 from shipline.exceptions import ClusterError, ManifestError
 from shipline.integrations.clusteraccess import issue_credentials
-from shipline.integrations.clusters import Cluster, Outcome, Target, load_kubeconfig
+from shipline.integrations.clusterobjects import Outcome, Target
+from shipline.integrations.clusters import Cluster, load_kubeconfig
 from shipline.integrations.watching import ObjectWatch
 
 pytestmark = pytest.mark.testbed

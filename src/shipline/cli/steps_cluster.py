@@ -31,7 +31,8 @@ from shipline.domain.objects import changed_paths, comparable
 from shipline.domain.pipelines import parse_duration
 from shipline.exceptions import UsageError
 from shipline.integrations.clusteraccess import DEFAULT_SECONDS, issue_credentials, write_private
-from shipline.integrations.clusters import Applied, Cluster, ResourceHealth, Target, load_kubeconfig
+from shipline.integrations.clusterobjects import Applied, ResourceHealth, Target
+from shipline.integrations.clusters import Cluster, load_kubeconfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -39,7 +39,8 @@ from shipline.engine.events import Event, EventBus, Listener
 from shipline.engine.leases import Lease
 from shipline.exceptions import ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
-from shipline.integrations.clusters import Cluster, Desired, Target
+from shipline.integrations.clusterobjects import Desired, Target
+from shipline.integrations.clusters import Cluster
 from shipline.integrations.watching import ObjectWatch
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore

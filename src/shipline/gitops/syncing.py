@@ -23,7 +23,8 @@ from shipline.domain.rollouts import Health, assess, worst
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.running import forge_credentials
 from shipline.exceptions import ShiplineError, ToolError, UsageError
-from shipline.integrations.clusters import Cluster, Target
+from shipline.integrations.clusterobjects import Target
+from shipline.integrations.clusters import Cluster
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore

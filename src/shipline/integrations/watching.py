@@ -21,7 +21,9 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 
 from shipline.domain.objects import selector
-from shipline.integrations.clusters import Cluster, Kind, _resource
+from shipline.integrations.clusterobjects import Kind
+from shipline.integrations.clusters import Cluster
+from shipline.integrations.clustersessions import resource_class
 
 log = logging.getLogger("shipline.gitops.watch")
 
@@ -72,7 +74,7 @@ class ObjectWatch:
             await client.close()
 
     async def _watch(self, client: AsyncClient, kind: Kind) -> None:
-        resource = _resource(kind)
+        resource = resource_class(kind)
         labels: dict[str, Any] = dict(selector(self.cluster.environment))
         namespace = "*" if self.cluster.target.cluster_wide else self.cluster.target.namespace
         while True:

@@ -54,7 +54,8 @@ from shipline.engine import outbox
 from shipline.engine.events import EventBus
 from shipline.engine.outbox import OutboxReader
 from shipline.exceptions import ClusterError, ForgeError, NotFound, ShiplineError
-from shipline.integrations.clusters import Cluster, Target
+from shipline.integrations.clusterobjects import Target
+from shipline.integrations.clusters import Cluster
 from shipline.integrations.forges import Forge, connect, repo_ref, serves
 from shipline.integrations.templating import Templater
 from shipline.settings import Settings
