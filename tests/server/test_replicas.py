@@ -10,20 +10,27 @@ the same database, as another replica or the CLI is.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from serverkit import start_server
+from envkit import EnvRepo
+from helpers import Background
+from serverkit import free_port, start_server
 
+from shipline.domain.environments import Environment
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine.events import EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
+from shipline.store.environments import EnvironmentStore
 from shipline.store.listening import ENVIRONMENTS, RUNS, StoreListener, announce
 from shipline.store.sql import SqlStore
 
@@ -144,3 +151,77 @@ def test_a_moved_branch_heard_by_one_server_reaches_the_others(postgres_url: str
         listener.stop()
         store.close()
         elsewhere.close()
+
+
+def test_of_two_servers_one_is_the_gitops_controller_and_the_other_takes_over_when_it_is_killed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two `shipline serve` processes on one database: one polls, queues syncs and watches; a
+    `kill -9` of it hands that to the other at once (it sees the holder's process is gone)."""
+    remote = tmp_path / "env.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    repo = EnvRepo(tmp_path / "work", str(remote))
+    repo.write("notes.txt", "first")
+    first = repo.commit("first state")
+    store = SqlStore(postgres_url)
+    EnvironmentStore(store).put(
+        Environment.model_validate({"name": "dev", "repo": str(remote), "namespace": "dev", "sync": "auto"}), "environments.yaml"
+    )
+
+    def syncs_of(commit: str) -> list[RunRecord]:
+        found = [store.get_run(r.id) for r in store.list_runs(limit=100)]
+        return [r for r in found if r.trigger.get("source") == "gitops" and r.trigger.get("revision") == commit]
+
+    servers: list[Background] = []
+    try:
+        for name in ("a", "b"):
+            env = {
+                **os.environ,
+                "SHIPLINE_HOME": str(tmp_path / name),
+                "SHIPLINE_DATABASE_URL": postgres_url,
+                "SHIPLINE_ENV_POLL_SECONDS": "1",
+                "SHIPLINE_LOG_FORMAT": "text",
+            }
+            port = free_port()
+            servers.append(ready(Background("serve", "--port", str(port), output=tmp_path / f"{name}.out", env=env), port))
+        a, b = servers
+        wait_until(lambda: syncs_of(first), "the controller queues a sync of the branch's head")
+        time.sleep(3)  # three more polls of each server
+        assert len(syncs_of(first)) == 1
+        said = {s.output.name: s.output.read_text().count("is now the GitOps controller") for s in servers}
+        assert sorted(said.values()) == [0, 1], said
+        controller, other = (a, b) if said["a.out"] else (b, a)
+
+        controller.proc.kill()
+        controller.proc.wait(30)
+        repo.write("notes.txt", "second")
+        second = repo.commit("second state")
+        wait_until(lambda: syncs_of(second), "the other server takes over and queues the new head")
+        assert "is now the GitOps controller" in other.output.read_text()
+        assert len(syncs_of(first)) == 1
+    finally:
+        for server in servers:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+                server.proc.wait(30)
+        store.close()
+
+
+def ready(server: Background, port: int) -> Background:
+    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), f"the server is ready ({server.output})", server)
+    return server
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(check: Callable[[], object], what: str, server: Background | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline or (server is not None and server.proc.poll() is not None):
+            raise AssertionError(f"{what}: not within {timeout:g}s" + (f"\n{server.why()}" if server else ""))
+        time.sleep(0.2)
