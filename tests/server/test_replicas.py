@@ -5,20 +5,33 @@ The server looks for queued runs only every 10 s here (`queue_poll_seconds`, its
 maximum), and only just after it started: a run that starts within a few seconds
 was started by the notification.  "Elsewhere" is an engine of the test's own on
 the same database, as another replica or the CLI is.
+
+Two `shipline serve` processes on one database share one GitOps controller (the
+holder of its lease): one queues each sync, the other takes over when it is
+killed, and a webhook that reaches the other is passed on (NOTIFY).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from envkit import EnvRepo
 from helpers import Background
 from serverkit import free_port, start_server
@@ -158,58 +171,112 @@ def test_of_two_servers_one_is_the_gitops_controller_and_the_other_takes_over_wh
 ) -> None:
     """Two `shipline serve` processes on one database: one polls, queues syncs and watches; a
     `kill -9` of it hands that to the other at once (it sees the holder's process is gone)."""
+    repo, first = environment_repo(postgres_url, tmp_path)
+    with two_servers(postgres_url, tmp_path, poll_seconds=1) as (store, controller, other):
+        wait_until(lambda: syncs_of(store, first), "the controller queues a sync of the branch's head")
+        time.sleep(3)  # three more polls of each server
+        assert len(syncs_of(store, first)) == 1
+
+        controller.proc.kill()
+        controller.proc.wait(30)
+        repo.write("notes.txt", "second")
+        second = repo.commit("second state")
+        wait_until(lambda: syncs_of(store, second), "the other server takes over and queues the new head")
+        assert "is now the GitOps controller" in other.output.read_text()
+        assert len(syncs_of(store, first)) == 1
+
+
+def test_a_webhook_that_reaches_the_other_server_makes_the_controller_look_at_once(postgres_url: str, tmp_path: Path) -> None:
+    repo, first = environment_repo(postgres_url, tmp_path)
+    with two_servers(postgres_url, tmp_path, poll_seconds=3600) as (store, _controller, other):
+        wait_until(lambda: syncs_of(store, first), "the controller syncs the head it finds as it starts")
+        repo.write("notes.txt", "second")
+        second = repo.commit("second state")
+        payload = json.loads((Path(__file__).parents[1] / "triggers" / "payloads" / "gitea_push.json").read_text())
+        payload["ref"] = "refs/heads/main"
+        payload["repository"].update(clone_url=str(tmp_path / "env.git"), html_url=str(tmp_path / "env"), default_branch="main")
+        body = json.dumps(payload).encode()
+        answer = httpx.post(
+            f"{other.url}/hooks/gitea",
+            content=body,
+            timeout=30,
+            headers={
+                "Content-Type": "application/json",
+                "X-Gitea-Event": "push",
+                "X-Gitea-Delivery": str(uuid.uuid4()),
+                "X-Gitea-Signature": hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest(),
+            },
+        )
+        assert answer.status_code == 202 and answer.json()["environments"] == ["dev"], answer.text
+        # The controller polls once an hour here: only the other server's word makes it look.
+        wait_until(lambda: syncs_of(store, second), "the controller queues the pushed head", timeout=QUICKLY)
+
+
+HOOK_SECRET = "env-hook-secret"
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    output: Path
+    url: str
+
+
+def environment_repo(postgres_url: str, tmp_path: Path) -> tuple[EnvRepo, str]:
+    """Environment `dev` (`sync: auto`) of a local repository, registered in the database; its first commit."""
     remote = tmp_path / "env.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
     repo = EnvRepo(tmp_path / "work", str(remote))
     repo.write("notes.txt", "first")
     first = repo.commit("first state")
     store = SqlStore(postgres_url)
-    EnvironmentStore(store).put(
-        Environment.model_validate({"name": "dev", "repo": str(remote), "namespace": "dev", "sync": "auto"}), "environments.yaml"
+    env = Environment.model_validate({"name": "dev", "repo": str(remote), "namespace": "dev", "sync": "auto"})
+    EnvironmentStore(store).put(env, "environments.yaml")
+    store.close()
+    return repo, first
+
+
+def syncs_of(store: SqlStore, commit: str) -> list[RunRecord]:
+    return [r for r in store.list_runs(limit=100) if r.trigger.get("source") == "gitops" and r.trigger.get("revision") == commit]
+
+
+@contextmanager
+def two_servers(postgres_url: str, tmp_path: Path, *, poll_seconds: float) -> Iterator[tuple[SqlStore, Served, Served]]:
+    """(the store, the server that is the GitOps controller, the other), both `shipline serve` processes."""
+    common = {
+        **os.environ,
+        "SHIPLINE_DATABASE_URL": postgres_url,
+        "SHIPLINE_SECRET_KEY": Fernet.generate_key().decode(),
+        "SHIPLINE_ENV_POLL_SECONDS": str(poll_seconds),
+        "SHIPLINE_LOG_FORMAT": "text",
+    }
+    set_secret = [sys.executable, "-m", "shipline", "secrets", "set", "env-dev-webhook", "--from-env", "HOOK_SECRET"]
+    done = subprocess.run(
+        set_secret, env={**common, "HOOK_SECRET": HOOK_SECRET, "SHIPLINE_HOME": str(tmp_path / "cli")}, capture_output=True
     )
-
-    def syncs_of(commit: str) -> list[RunRecord]:
-        found = [store.get_run(r.id) for r in store.list_runs(limit=100)]
-        return [r for r in found if r.trigger.get("source") == "gitops" and r.trigger.get("revision") == commit]
-
-    servers: list[Background] = []
+    assert done.returncode == 0, done.stderr
+    store = SqlStore(postgres_url)
+    servers: list[Served] = []
     try:
         for name in ("a", "b"):
-            env = {
-                **os.environ,
-                "SHIPLINE_HOME": str(tmp_path / name),
-                "SHIPLINE_DATABASE_URL": postgres_url,
-                "SHIPLINE_ENV_POLL_SECONDS": "1",
-                "SHIPLINE_LOG_FORMAT": "text",
-            }
             port = free_port()
-            servers.append(ready(Background("serve", "--port", str(port), output=tmp_path / f"{name}.out", env=env), port))
-        a, b = servers
-        wait_until(lambda: syncs_of(first), "the controller queues a sync of the branch's head")
-        time.sleep(3)  # three more polls of each server
-        assert len(syncs_of(first)) == 1
+            output = tmp_path / f"{name}.out"
+            started = Background(
+                "serve", "--port", str(port), output=output, env={**common, "SHIPLINE_HOME": str(tmp_path / name)}
+            )
+            servers.append(Served(started.proc, output, f"http://127.0.0.1:{port}"))
+            wait_until(partial(_answers, f"{servers[-1].url}/readyz"), f"server {name} is ready", started)
+        wait_until(lambda: any(s.output.read_text().count("is now the GitOps controller") for s in servers), "a controller")
         said = {s.output.name: s.output.read_text().count("is now the GitOps controller") for s in servers}
-        assert sorted(said.values()) == [0, 1], said
-        controller, other = (a, b) if said["a.out"] else (b, a)
-
-        controller.proc.kill()
-        controller.proc.wait(30)
-        repo.write("notes.txt", "second")
-        second = repo.commit("second state")
-        wait_until(lambda: syncs_of(second), "the other server takes over and queues the new head")
-        assert "is now the GitOps controller" in other.output.read_text()
-        assert len(syncs_of(first)) == 1
+        assert sorted(said.values()) == [0, 1], f"one controller: {said}"
+        a, b = servers
+        yield (store, a, b) if said["a.out"] else (store, b, a)
     finally:
         for server in servers:
             if server.proc.poll() is None:
                 server.proc.terminate()
                 server.proc.wait(30)
         store.close()
-
-
-def ready(server: Background, port: int) -> Background:
-    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), f"the server is ready ({server.output})", server)
-    return server
 
 
 def _answers(url: str) -> bool:
