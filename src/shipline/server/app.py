@@ -252,16 +252,15 @@ class Server:
         self.runner.start(asyncio.get_running_loop())
         # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at
         # once; a branch that another replica heard has moved wakes the GitOps controller.
-        queue = None
+        elsewhere = None
         if not self.sql.is_sqlite:
             reconciler = self.reconciler
-            queue = StoreListener(
+            elsewhere = StoreListener(
                 self.sql,
                 {RUNS: lambda _: self.runner.poke(), ENVIRONMENTS: lambda name: reconciler.poke([name])},
                 on_listening=self.runner.poke,
             )
-        if queue is not None:
-            queue.start(timeout=0)  # listening follows in its thread; the poll covers the moments before
+            elsewhere.start(timeout=0)  # listening follows in its thread; the poll covers the moments before
         stop, started = threading.Event(), threading.Event()
         triggers = threading.Thread(target=self._triggers, args=(started, stop), name="shipline-triggers", daemon=True)
         triggers.start()
@@ -285,8 +284,8 @@ class Server:
             self.stopping.set()
             stop.set()
             environments_stop.set()
-            if queue is not None:
-                await asyncio.to_thread(queue.stop)
+            if elsewhere is not None:
+                await asyncio.to_thread(elsewhere.stop)
             await asyncio.to_thread(self.runner.stop)
             await asyncio.to_thread(triggers.join, 30)
             with suppress(TimeoutError):
