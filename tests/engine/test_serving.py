@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import Background
 
-from shipline.domain.runs import RunStatus
+from shipline.domain.runs import RunRecord, RunStatus
+from shipline.engine import processes, running
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
@@ -65,3 +68,85 @@ def test_serve_picks_up_runs_queued_by_another_process(settings: Settings, store
         assert asyncio.run(asyncio.wait_for(scenario(), 60)) == [RunStatus.SUCCEEDED] * 5
     finally:
         engine.store.close()
+
+
+GROUPED = """
+name: grouped
+params:
+  seconds: {default: "60"}
+concurrency: one-at-a-time
+tasks:
+  - name: work
+    steps: [{run: "sleep ${{ params.seconds }}"}]
+"""
+
+
+def test_a_run_whose_engine_is_killed_is_ended_by_a_serving_engine_and_frees_its_group(
+    settings: Settings, store: SqlStore, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A `shipline run` killed mid-run while a server runs: the server ends that run and
+    starts the one queued behind it in its concurrency group (not only at its next start)."""
+    path = write(GROUPED)
+    cli = Background("run", str(path), output=tmp_path / "cli.out")
+    engine = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+
+    async def scenario() -> tuple[RunRecord, RunRecord]:
+        while not (runs := store.list_runs()) or runs[0].status != RunStatus.RUNNING:
+            assert cli.proc.poll() is None, cli.why()
+            await asyncio.sleep(0.05)
+        killed = runs[0].id
+        stop = asyncio.Event()
+        worker = asyncio.create_task(engine.serve(stop, poll_seconds=0.05, recover_seconds=0.2))
+        waiting = engine.submit(load_pipeline(path), {"seconds": "0"})
+        await asyncio.sleep(0.5)
+        assert store.get_run(waiting).status == RunStatus.QUEUED, "behind the CLI's run, in its group"
+        cli.proc.kill()
+        cli.proc.wait()
+        while not store.get_run(waiting).status.done:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await worker
+        return store.get_run(killed), store.get_run(waiting)
+
+    try:
+        killed, waiting = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        if cli.proc.poll() is None:
+            cli.proc.kill()
+        engine.store.close()
+    assert killed.status == RunStatus.FAILED and "stopped during the run" in killed.message, killed.message
+    assert waiting.status == RunStatus.SUCCEEDED, waiting.message
+
+
+def test_a_run_waiting_for_its_group_in_an_engine_on_another_host_is_left_alone(
+    settings: Settings, store: SqlStore, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine on another host is judged by its heartbeats; one whose run waits for its
+    concurrency group longer than a heartbeat may be stale keeps beating, and the serving
+    engine's periodic look does not end that run."""
+    monkeypatch.setattr(running, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(processes, "HEARTBEAT_STALE", timedelta(seconds=1))
+    pipeline = load_pipeline(write(GROUPED))
+    holder = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+    remote = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+    remote.owner = "elsewhere.example:4242:1"  # its liveness can only be read from its heartbeats
+    server = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+
+    async def scenario() -> RunRecord:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(server.serve(stop, poll_seconds=0.05, recover_seconds=0.2))
+        first = asyncio.create_task(holder.drive(holder.submit(pipeline, {"seconds": "3"}, claim=True)))
+        while store.group_holder("one-at-a-time") is None:
+            await asyncio.sleep(0.05)
+        waiting = await remote.drive(remote.submit(pipeline, {"seconds": "0"}, claim=True))  # ~3 s behind the first
+        await first
+        stop.set()
+        await serving
+        return waiting
+
+    try:
+        waiting = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        for engine in (holder, remote, server):
+            engine.store.close()
+    assert waiting.status == RunStatus.SUCCEEDED, waiting.message

@@ -54,6 +54,8 @@ part of a definition is 2-3 KiB) and for KEPT_SECONDS at most: a run that anothe
 that is cancelled while queued, is not kept for long.  The others are read back from the store."""
 
 HEARTBEAT_SECONDS = 10.0
+RECOVER_SECONDS = 15.0
+"""How often a serving engine looks for runs whose engine died (another server, a killed CLI run)."""
 log = logging.getLogger("shipline.engine")
 
 
@@ -184,6 +186,7 @@ class Engine:
         or until someone cancels it.
         """
         announced = False
+        beat_at = time.monotonic()
         while not self._claim(run_id):
             record = self.store.get_run(run_id)
             if record.status.done:
@@ -199,20 +202,36 @@ class Engine:
                 announced = True
                 holder = self.store.group_holder(record.concurrency_group)
                 recorder.run_waiting(f"waiting: run {holder} is in concurrency group '{record.concurrency_group}'")
+            if time.monotonic() - beat_at >= HEARTBEAT_SECONDS:  # a run waiting here is alive: no one may end it
+                beat_at = time.monotonic()
+                self.store.heartbeat(self.owner)
             await asyncio.sleep(self.settings.queue_poll_seconds)
         return await self._drive_claimed(run_id)
 
-    async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
+    async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5, recover_seconds: float = RECOVER_SECONDS) -> None:
         """Worker loop: claim queued runs from the store and drive them, until `stop`.
 
         It looks every `poll_seconds`, and at once when `wake()` is called (a run
-        was queued in this process, or one of its runs ended and freed room).
+        was queued in this process, or one of its runs ended and freed room).  Every
+        `recover_seconds` it also ends the runs of engines that died meanwhile (a server
+        of several, a killed `shipline run`): left as they were, they would hold their
+        concurrency groups, and the runs queued behind them would wait for ever.
         """
         self.recover()
+        loop = asyncio.get_running_loop()
+        recovered_at = loop.time()
         self._wakeup = asyncio.Event()
         running: set[asyncio.Task[RunRecord | None]] = set()
         while not stop.is_set():
             self._wakeup.clear()  # before looking: a wake() during the look is not lost
+            if loop.time() - recovered_at >= recover_seconds:
+                recovered_at = loop.time()
+                try:
+                    if interrupted := self.recover():
+                        self.wake()  # their groups and slots are free
+                        log.warning("ended the runs of an engine that died: %s", ", ".join(map(str, interrupted)))
+                except StoreError as exc:
+                    log.warning("cannot look for runs whose engine died: %s", exc)
             # A little more than the task slots, so a replica keeps its slots busy
             # without hoarding runs that another replica could start.
             capacity = max(0, 2 * self.settings.max_parallel - len(running))
