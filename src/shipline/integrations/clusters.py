@@ -159,7 +159,8 @@ class Cluster:
         return self._run(go)
 
     def drifted(self, desired: Sequence[Desired]) -> list[Drift]:
-        """The objects whose live state left what shipline applied of desired (no dry-run: lists only)."""
+        """The objects whose live state left what shipline applied of desired (a changed value is confirmed
+        by a dry-run: one the API server only normalised is not drift)."""
         return self._run(lambda session: liveobjects.drifted(session, desired))
 
     def wait_for_drift(self, desired: Sequence[Desired], timeout: float) -> list[Drift]:
