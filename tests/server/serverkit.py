@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,6 +99,26 @@ def github_push(url: str, branch: str = "main", sha: str | None = None, name: st
         "commits": [{"id": sha, "message": "change", "added": [], "removed": [], "modified": ["src/app.py"]}],
         "head_commit": {"id": sha, "message": "change"},
     }
+
+
+def gitea_push(clone_url: str, html_url: str, branch: str = "main", **repository: str) -> dict[str, Any]:
+    """Gitea's push payload (tests/triggers/payloads/gitea_push.json) to `branch` of this repository."""
+    payload: dict[str, Any] = json.loads((Path(__file__).parents[1] / "triggers" / "payloads" / "gitea_push.json").read_text())
+    payload["ref"] = f"refs/heads/{branch}"
+    payload["repository"].update(clone_url=clone_url, html_url=html_url, default_branch="main", **repository)
+    return payload
+
+
+def signed_gitea(secret: str, payload: dict[str, Any], event: str = "push") -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a Gitea delivery signed with `secret`."""
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Gitea-Event": event,
+        "X-Gitea-Delivery": str(uuid.uuid4()),
+        "X-Gitea-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
+    return body, headers
 
 
 def signed(

@@ -14,15 +14,11 @@ killed, and a webhook that reaches the other is passed on (NOTIFY).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +30,7 @@ import pytest
 from cryptography.fernet import Fernet
 from envkit import EnvRepo
 from helpers import Background
-from serverkit import free_port, start_server
+from serverkit import free_port, gitea_push, signed_gitea, start_server
 
 from shipline.domain.environments import Environment
 from shipline.domain.runs import RunRecord, RunStatus
@@ -192,21 +188,9 @@ def test_a_webhook_that_reaches_the_other_server_makes_the_controller_look_at_on
         wait_until(lambda: syncs_of(store, first), "the controller syncs the head it finds as it starts")
         repo.write("notes.txt", "second")
         second = repo.commit("second state")
-        payload = json.loads((Path(__file__).parents[1] / "triggers" / "payloads" / "gitea_push.json").read_text())
-        payload["ref"] = "refs/heads/main"
-        payload["repository"].update(clone_url=str(tmp_path / "env.git"), html_url=str(tmp_path / "env"), default_branch="main")
-        body = json.dumps(payload).encode()
-        answer = httpx.post(
-            f"{other.url}/hooks/gitea",
-            content=body,
-            timeout=30,
-            headers={
-                "Content-Type": "application/json",
-                "X-Gitea-Event": "push",
-                "X-Gitea-Delivery": str(uuid.uuid4()),
-                "X-Gitea-Signature": hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest(),
-            },
-        )
+        payload = gitea_push(str(tmp_path / "env.git"), str(tmp_path / "env"))
+        body, headers = signed_gitea(HOOK_SECRET, payload)
+        answer = httpx.post(f"{other.url}/hooks/gitea", content=body, headers=headers, timeout=30)
         assert answer.status_code == 202 and answer.json()["environments"] == ["dev"], answer.text
         # The controller polls once an hour here: only the other server's word makes it look.
         wait_until(lambda: syncs_of(store, second), "the controller queues the pushed head", timeout=QUICKLY)

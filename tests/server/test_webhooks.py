@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import socket
 import uuid
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverkit import BUILD, Live, github_push, signed, start_server
+from serverkit import BUILD, Live, github_push, signed, signed_gitea, start_server
 from sqlalchemy import select, update
 
 from shipline.settings import Settings
@@ -218,13 +217,7 @@ def test_gitea_signature_header(live: Live, pipeline_file: Callable[..., Path]) 
             },
         )
         assert r.status_code == 201
-    body = json.dumps(github_push(url, "main")).encode()
-    headers = {
-        "X-Gitea-Event": "push",
-        "X-Gitea-Delivery": str(uuid.uuid4()),
-        "X-Gitea-Signature": hmac.new(b"g", body, hashlib.sha256).hexdigest(),
-        "Content-Type": "application/json",
-    }
+    body, headers = signed_gitea("g", github_push(url, "main"))
     r = httpx.post(live.url + "/hooks/gitea", content=body, headers=headers)
     assert r.status_code == 202, r.text
     # The same body to the GitHub endpoint is a different forge: no GitHub repository's secret signed it.
