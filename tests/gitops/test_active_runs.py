@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,13 +28,13 @@ from shipline.store.environments import EnvironmentStore
 from shipline.store.sql import SqlStore
 
 
-def registered(tmp_path: Path, store: SqlStore) -> tuple[EnvRepo, Environment, EnvironmentStore]:
-    remote = tmp_path / "env.git"
+def registered(tmp_path: Path, store: SqlStore, name: str = "dev") -> tuple[EnvRepo, Environment, EnvironmentStore]:
+    remote = tmp_path / f"{name}.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
-    env = Environment.model_validate({"name": "dev", "repo": str(remote), "namespace": "dev", "sync": "auto"})
+    env = Environment.model_validate({"name": name, "repo": str(remote), "namespace": name, "sync": "auto"})
     environments = EnvironmentStore(store)
     environments.put(env, "environments.yaml")
-    return EnvRepo(tmp_path / "work", str(remote)), env, environments
+    return EnvRepo(tmp_path / f"work-{name}", str(remote)), env, environments
 
 
 def started(tmp_path: Path, store: SqlStore, env: Environment, action: Action) -> int:
@@ -119,3 +121,47 @@ def test_of_two_servers_on_one_store_one_follows_the_branch_and_the_other_takes_
     assert queued == [("a", first), ("b", second)]
     said = [r.getMessage() for r in caplog.records if "GitOps controller" in r.getMessage()]
     assert said == ["this server is now the GitOps controller"] * 2, "each says so as it takes over; b never let go"
+
+
+def test_a_controller_whose_lease_ran_out_during_a_long_round_stops_acting(
+    tmp_path: Path, store: SqlStore, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round can outlast the lease (an unreachable branch waits for `ls-remote`'s timeout); the server
+    that took the lease meanwhile queues the syncs, and the old holder queues none after that."""
+    caplog.set_level(logging.INFO, logger="shipline.gitops")
+    heads = {}
+    for name in ("one", "two"):
+        repo, _, environments = registered(tmp_path, store, name)
+        repo.write("notes.txt", name)
+        heads[name] = repo.commit(f"{name}'s first state")
+    queued: list[tuple[str, str]] = []
+    b_has_looked = threading.Event()
+
+    def reconciler(owner: str) -> Reconciler:
+        def submit(env: Environment, action: Action, revision: str, back: str) -> int:
+            queued.append((owner, env.name))
+            if owner == "a" and env.name == "one":
+                assert b_has_looked.wait(10)  # a slow round: `a` holds no lease by its end
+            return 0
+
+        lease = Lease(store, "gitops-controller", owner, seconds=1)
+        return Reconciler(
+            store, environments, engine.secrets, lambda run: tmp_path / str(run), submit, poll_seconds=0, lease=lease
+        )
+
+    a, b = reconciler("a"), reconciler("b")
+    a_round = threading.Thread(target=asyncio.run, args=(a.reconcile(),))
+    a_round.start()
+    while not queued:
+        time.sleep(0.01)
+    time.sleep(1.1)  # a's lease runs out in the middle of its round
+    asyncio.run(b.reconcile())
+    b_has_looked.set()
+    a_round.join(10)
+    assert queued == [("a", "one"), ("b", "one"), ("b", "two")], "two is queued once, by the lease's new holder"
+    said = [r.getMessage() for r in caplog.records if "GitOps controller" in r.getMessage()]
+    assert said == [
+        "this server is now the GitOps controller",
+        "this server is now the GitOps controller",
+        "this server is no longer the GitOps controller",
+    ]

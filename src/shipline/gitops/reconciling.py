@@ -148,23 +148,34 @@ class Reconciler:
                     await asyncio.to_thread(self.lease.release)
 
     async def reconcile(self) -> None:
-        if self.lease is not None:
-            held = await asyncio.to_thread(self.lease.held)
-            if held != self._controlling:
-                self._controlling = held
-                log.info("this server %s the GitOps controller", "is now" if held else "is no longer")
-            if not held:
-                await asyncio.to_thread(self._let_go)  # another server reconciles (or has taken over from this one)
-                return
+        if not await self._in_control():
+            return
         environments = await asyncio.to_thread(self.store.all)
         names = {s.name for s in environments}
         for name in [n for n in self._watches if n not in names]:
             await asyncio.to_thread(self._unwatch, name)
         for stored in environments:
+            # A round can outlast the lease (a branch unreachable until `ls-remote` times out):
+            # looking before each environment renews it, and stops acting once another server took it.
+            if not await self._in_control():
+                return
             try:
                 await self._one(stored)
             except ShiplineError as exc:
                 log.warning("environment not reconciled", extra={"environment": stored.name, "error": str(exc)})
+
+    async def _in_control(self) -> bool:
+        """Whether this process is the controller now (always, without a lease); one that has just
+        lost the lease lets go of what it watched and knew."""
+        if self.lease is None:
+            return True
+        held = await asyncio.to_thread(self.lease.held)
+        if held != self._controlling:
+            self._controlling = held
+            log.info("this server %s the GitOps controller", "is now" if held else "is no longer")
+            if not held:
+                await asyncio.to_thread(self._let_go)  # another server reconciles now
+        return held
 
     async def _one(self, stored: StoredEnvironment) -> None:
         env = stored.environment
@@ -200,6 +211,8 @@ class Reconciler:
         if history and history[0].commit == head:
             self._attempted[env.name] = head  # tried already (verified, or failed: a new commit is needed)
             return
+        if not await self._in_control():
+            return  # the lease ran out while `ls-remote` waited: the new controller queues it
         verified = await asyncio.to_thread(self.store.verified_commits, env.name)
         run_id = await asyncio.to_thread(self.submit, env, Action.SYNC, head, verified[0] if verified else "")
         self._attempted[env.name] = head
@@ -305,7 +318,7 @@ class Reconciler:
             return
         log.info("drift", extra={"environment": name, "drift": message})
         stored = self.store.get(name)
-        if stored.environment.self_heal and name not in self._healing:
+        if stored.environment.self_heal and name not in self._healing and (self.lease is None or self.lease.held()):
             verified = self.store.verified_commits(name)
             back = watched.commit if watched.commit in verified else (verified[0] if verified else "")
             run_id = self.submit(stored.environment, Action.SYNC, watched.commit, back)
