@@ -25,6 +25,8 @@ from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
+from shipline.store.repositories import ServerStore
+from shipline.store.secrets import Keyring
 from shipline.store.sql import SqlStore
 from shipline.store.tables import runs, step_runs, task_runs
 
@@ -269,3 +271,20 @@ def test_a_rerun_whose_first_run_was_pruned_says_so(home: Path, store: SqlStore,
 
     shown = shipline("runs", "show", str(rerun))
     assert shown.returncode == 0 and f"rerun of    {first}  (pruned)" in shown.stdout
+
+
+def test_deliveries_say_which_of_their_runs_were_pruned(
+    home: Path, settings: Settings, store: SqlStore, run_pipeline: RunFn
+) -> None:
+    old, recent = finished(run_pipeline, store, "app", days_ago=40), finished(run_pipeline, store, "app", days_ago=1)
+    state = ServerStore(store, Keyring.from_settings(settings))
+    state.claim_delivery("gitea", "d-1", None, "push", "test", lambda *_: False)
+    state.finish_delivery("gitea", "d-1", "started", [old, recent])
+
+    assert prune("--older-than", "30d", "--keep", "0").returncode == 0
+
+    listed = shipline("repos", "deliveries")
+    assert listed.returncode == 0, listed.stderr
+    assert f"runs: {old} (pruned), {recent}  d-1" in listed.stdout
+    (delivery,) = json.loads(shipline("repos", "deliveries", "--json").stdout)
+    assert (delivery["run_ids"], delivery["pruned_run_ids"]) == ([old, recent], [old])

@@ -224,6 +224,11 @@ def test_narrow_window_and_repositories_page(live: Live, pipeline_file: Callable
         p.goto(live.url + "/#/repos")
         expect(p.locator('[data-repo="shop"]')).to_be_visible()
         expect(p.locator("tbody tr").first).to_contain_text("started")
+        expect(p.locator(f'tbody tr a[href="#/runs/{run_id}"]')).to_have_count(1)
         p.screenshot(path=str(ARTIFACTS / "repos.png"), full_page=True)
+        live.server.sql.delete_runs([run_id])  # what `shipline runs prune` does to a run's record
+        p.reload()
+        expect(p.locator("tbody tr").first).to_contain_text(f"#{run_id} (pruned)")
+        expect(p.locator(f'tbody tr a[href="#/runs/{run_id}"]')).to_have_count(0)
     finally:
         wide.close()

@@ -405,7 +405,7 @@ def deliveries(wiring: Wiring, limit: int, as_json: bool) -> None:
         click.echo(json.dumps([d.model_dump(mode="json") for d in items], indent=2))
         return
     for d in items:
-        runs = ", ".join(map(str, d.run_ids)) or "-"
+        runs = ", ".join(f"{i} (pruned)" if i in d.pruned_run_ids else str(i) for i in d.run_ids) or "-"
         click.echo(f"{d.received_at:%Y-%m-%d %H:%M:%S}  {d.source:8} {d.event:14} {d.result:10} runs: {runs}  {d.delivery_id}")
 
 

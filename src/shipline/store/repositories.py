@@ -97,6 +97,8 @@ class Delivery(BaseModel):
     result: str
     run_ids: list[int]
     received_at: datetime
+    pruned_run_ids: list[int] = []
+    """Of `run_ids`, those no longer in the store (`shipline prune` removed them)."""
 
 
 class Token(BaseModel):
@@ -388,6 +390,8 @@ class ServerStore:
     def list_deliveries(self, limit: int = 50) -> list[Delivery]:
         with self._tx() as conn:
             rows = conn.execute(select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)).all()
+            started = {i for r in rows for i in r.run_ids}
+            kept = set(conn.execute(select(runs.c.id).where(runs.c.id.in_(started))).scalars()) if started else set()
         return [
             Delivery(
                 id=r.id,
@@ -398,6 +402,7 @@ class ServerStore:
                 result=r.result,
                 run_ids=list(r.run_ids),
                 received_at=_utc(r.received_at),
+                pruned_run_ids=[i for i in r.run_ids if i not in kept],
             )
             for r in rows
         ]

@@ -584,7 +584,9 @@ async function reposView(view) {
       h("td", {}, d.source, byId.has(d.repository_id) ? h("span", { class: "muted" }, ` · ${byId.get(d.repository_id)}`) : null),
       h("td", {}, d.event),
       h("td", {}, h("span", { class: `status s-${d.result === "started" ? "succeeded" : d.result === "duplicate" || d.result === "ignored" ? "cancelled" : "queued"}` }, d.result)),
-      h("td", {}, d.run_ids.map((i) => h("a", { href: `#/runs/${i}`, onclick: (e) => e.stopPropagation() }, `#${i} `))),
+      h("td", {}, d.run_ids.map((i) => d.pruned_run_ids.includes(i)
+        ? h("span", { class: "muted", title: "pruned: no longer in the store" }, `#${i} (pruned) `)
+        : h("a", { href: `#/runs/${i}`, onclick: (e) => e.stopPropagation() }, `#${i} `))),
     )));
   } catch (e) { view.append(h("p", { class: "error" }, e.message)); }
 }
