@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import time
@@ -228,3 +229,54 @@ def test_long_commands_report_progress_and_failures_name_the_command(tmp_path: P
         run_with_heartbeat(
             ["sh", "-c", "echo oops >&2; exit 3"], log=tmp_path / "l", env=env, cwd=tmp_path, heartbeat=beats.append
         )
+
+
+SESSION = """
+import sys
+from pathlib import Path
+from shipline.testbed.fixtures import Sessions
+from shipline.testbed.layout import Layout
+
+sessions = Sessions(Layout(cache=Path(sys.argv[1]), home=Path(sys.argv[1])))
+sessions.join()
+print("joined", flush=True)
+sys.stdin.read()  # a session's tests, until the test closes stdin
+with sessions.leaving() as last:
+    print("last" if last else "not last", flush=True)
+"""
+
+
+def test_a_test_session_stops_the_testbed_only_when_no_other_session_uses_it(tmp_path: Path) -> None:
+    """`make test` and a `pytest -k` beside it share one testbed: whichever ends first stops nothing."""
+    from shipline.testbed.fixtures import Sessions
+    from shipline.testbed.layout import Layout
+
+    def session() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SESSION, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        return proc
+
+    def leave(proc: subprocess.Popen[str]) -> str:
+        out, _ = proc.communicate("", timeout=30)
+        return out.strip()
+
+    first, second = session(), session()
+    assert first.stdout is not None and second.stdout is not None
+    assert first.stdout.readline() == second.stdout.readline() == "joined\n"
+    assert leave(first) == "not last", "the other session still runs its tests"
+    assert leave(second) == "last"
+
+    # While the last session stops its services, a session that starts waits: it must not find
+    # them running (and count on them) only to see them stopped.
+    here = Sessions(Layout(cache=tmp_path, home=tmp_path))
+    here.join()
+    with here.leaving() as last:
+        assert last
+        third = session()
+        assert third.stdout is not None
+        time.sleep(0.5)
+        assert third.poll() is None and not select.select([third.stdout], [], [], 0)[0], "it waits for the stop"
+    assert third.stdout.readline() == "joined\n"
+    assert leave(third) == "last"

@@ -3,7 +3,8 @@
 Load it with `pytest_plugins = ["shipline.testbed.fixtures"]`.
 
     testbed            session: starts what is built and not yet running, and at the
-                       end stops only what it started
+                       end stops only what it started, unless another test session
+                       still uses the testbed (`make test` beside a `pytest -k`)
     registry           "127.0.0.1:PORT" of the OCI registry (plain HTTP)
     gitea              a small client of Gitea's API, with the admin token
     gitea_repo         a fresh, empty repository in a fresh organisation
@@ -19,6 +20,8 @@ A test that needs a part which is not built fails with the command that builds i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -29,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -60,22 +63,60 @@ class Testbed:
         return running.env_values(self.layout, self.state)
 
 
+class Sessions:
+    """The test sessions using one testbed, each holding a shared lock on one file while it runs.
+
+    A session stops the services it started only when it is the last one using the testbed:
+    without this, a `pytest -k` started and ended beside `make test` stopped the API server under
+    the other's feet (its tests failed with "connection refused")."""
+
+    def __init__(self, layout: Layout) -> None:
+        layout.home.mkdir(parents=True, exist_ok=True)
+        self.path = layout.home / ".sessions"
+        self._mine: IO[str] | None = None
+
+    def join(self) -> None:
+        """Count this session in (waiting while a leaving session stops its services)."""
+        self._mine = open(self.path, "a")  # held until the session leaves
+        fcntl.flock(self._mine, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def leaving(self) -> Iterator[bool]:
+        """Count this session out: True when no other session uses the testbed; none joins until
+        the block ends (what is stopped in it is not found running by a session that starts)."""
+        if self._mine is not None:
+            self._mine.close()
+            self._mine = None
+        with open(self.path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     layout = layout_from_env(os.environ, Path.home())
+    sessions = Sessions(layout)
+    sessions.join()
     before = {s.name for s in running.status(layout) if s.pid is not None}
     lines: list[str] = []
     try:
         state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lines.append)
     except ShiplineError as exc:
-        after = {s.name for s in running.status(layout) if s.pid is not None}
-        running.down(layout, only=after - before, report=lambda line: None)
+        with sessions.leaving() as last:
+            if last:
+                after = {s.name for s in running.status(layout) if s.pid is not None}
+                running.down(layout, only=after - before, report=lambda line: None)
         pytest.fail(f"the testbed did not come up: {exc}\n" + "\n".join(lines), pytrace=False)
     after = {s.name for s in running.status(layout) if s.pid is not None}
     started = tuple(sorted(after - before))
     yield Testbed(layout, state, started)
-    if started:
-        running.down(layout, only=started, report=lambda line: None)
+    with sessions.leaving() as last:
+        if started and last:
+            running.down(layout, only=started, report=lambda line: None)
 
 
 @pytest.fixture(scope="session")
