@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parent.parent
 RunFn = Callable[..., RunRecord]
 """`run_pipeline(yaml_text, params)`: load, run in-process, return the final record."""
 
+GROUPED = """
+name: grouped
+params:
+  seconds: {default: "0"}
+concurrency: one-at-a-time
+tasks:
+  - name: work
+    steps: [{run: "sleep ${{ params.seconds }}"}]
+"""
+"""A pipeline whose runs take turns in one concurrency group, each sleeping `seconds`."""
+
 
 def shipline(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False

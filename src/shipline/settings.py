@@ -119,6 +119,11 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Least severe server log level written ($SHIPLINE_LOG_LEVEL)."""
 
+    drain_seconds: float = Field(default=0.0, ge=0, le=86400)
+    """When `shipline serve` is told to stop (SIGTERM, Ctrl-C), how long the runs it drives get to
+    end by themselves before they are cancelled; it starts no new run meanwhile ($SHIPLINE_DRAIN_SECONDS).
+    0 cancels them at once.  Under Kubernetes, keep `terminationGracePeriodSeconds` above it."""
+
     queue_poll_seconds: float = Field(default=0.2, gt=0, le=10)
     """How often the server's engine looks for newly queued runs."""
 
@@ -239,6 +244,7 @@ _ENV = {
     "SHIPLINE_LOG_FORMAT": "log_format",
     "SHIPLINE_LOG_LEVEL": "log_level",
     "SHIPLINE_ENV_POLL_SECONDS": "env_poll_seconds",
+    "SHIPLINE_DRAIN_SECONDS": "drain_seconds",
     "SHIPLINE_PIPELINES_ROOT": "pipelines_root",
     "SHIPLINE_EXECUTOR": "executor",
     "SHIPLINE_KUBE_NAMESPACE": "kube_namespace",

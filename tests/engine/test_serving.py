@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import Background
+from helpers import GROUPED, Background
 
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine import processes, running
@@ -70,24 +70,13 @@ def test_serve_picks_up_runs_queued_by_another_process(settings: Settings, store
         engine.store.close()
 
 
-GROUPED = """
-name: grouped
-params:
-  seconds: {default: "60"}
-concurrency: one-at-a-time
-tasks:
-  - name: work
-    steps: [{run: "sleep ${{ params.seconds }}"}]
-"""
-
-
 def test_a_run_whose_engine_is_killed_is_ended_by_a_serving_engine_and_frees_its_group(
     settings: Settings, store: SqlStore, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     """A `shipline run` killed mid-run while a server runs: the server ends that run and
     starts the one queued behind it in its concurrency group (not only at its next start)."""
     path = write(GROUPED)
-    cli = Background("run", str(path), output=tmp_path / "cli.out")
+    cli = Background("run", str(path), "-p", "seconds=60", output=tmp_path / "cli.out")
     engine = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
 
     async def scenario() -> tuple[RunRecord, RunRecord]:
@@ -150,3 +139,35 @@ def test_a_run_waiting_for_its_group_in_an_engine_on_another_host_is_left_alone(
         for engine in (holder, remote, server):
             engine.store.close()
     assert waiting.status == RunStatus.SUCCEEDED, waiting.message
+
+
+def test_a_stopping_engine_lets_its_runs_end_within_drain_seconds_and_starts_no_new_one(
+    settings: Settings, store: SqlStore, write: Callable[..., Path]
+) -> None:
+    """A server restarted for an upgrade need not cancel a deploy half done: the runs it drives get
+    `drain_seconds` to end; one still going then is cancelled, and one queued meanwhile waits for the next engine."""
+    pipeline = load_pipeline(
+        write("name: sleeper\nparams: {seconds: {}}\ntasks: [{name: a, steps: [{run: 'sleep ${{ params.seconds }}'}]}]\n")
+    )
+    engine = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+
+    async def scenario() -> tuple[RunRecord, RunRecord, RunRecord]:
+        stop = asyncio.Event()
+        worker = asyncio.create_task(engine.serve(stop, poll_seconds=0.05, drain_seconds=3))
+        short, long = store.create_run(pipeline, {"seconds": "1"}), store.create_run(pipeline, {"seconds": "60"})
+        while any(store.get_run(i).status != RunStatus.RUNNING for i in (short, long)):
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.sleep(0.2)
+        later = store.create_run(pipeline, {"seconds": "0"})
+        engine.wake()
+        await worker
+        return store.get_run(short), store.get_run(long), store.get_run(later)
+
+    try:
+        short, long, later = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        engine.store.close()
+    assert short.status == RunStatus.SUCCEEDED, short.message
+    assert long.status == RunStatus.CANCELLED and "did not end within drain_seconds (3s)" in long.message, long.message
+    assert later.status == RunStatus.QUEUED

@@ -27,6 +27,28 @@ def shipline(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+def serving(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A real `shipline serve` on `port` (its output piped), once it answers /readyz."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the server did not start: " + proc.communicate()[1][-3000:])
+        time.sleep(0.1)
+
+
 def test_repos_and_tokens_commands(home: Path, pipeline_file: Callable[..., Path]) -> None:
     pipeline = pipeline_file(BUILD)
     r = shipline(
@@ -76,22 +98,9 @@ def test_serve_starts_and_bad_settings_stop_it(home: Path, tmp_path: Path) -> No
     (home / "pipelines").mkdir(parents=True, exist_ok=True)
     (home / "pipelines" / "one.yaml").write_text("name: one\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = serving(port)
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs").json()["runs"] == []
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", params={"token": "shp_secretvalue"}).status_code == 401
         auth = {"Authorization": f"Bearer {operator}"}
@@ -157,3 +166,36 @@ def test_repos_add_refuses_a_token_in_the_url_and_says_how_to_give_one(home: Pat
     assert r.returncode == 2 and "not a port number" in r.stderr and "Traceback" not in r.stderr
     assert json.loads(shipline("repos", "list", "--json").stdout) == []
     assert not any(token.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def test_serve_told_to_stop_lets_its_runs_end_within_drain_seconds(home: Path) -> None:
+    operator = json.loads(shipline("tokens", "create", "--name", "t", "--role", "operator", "--json").stdout)["secret"]
+    (home / "pipelines").mkdir(parents=True, exist_ok=True)
+    (home / "pipelines" / "sleeper.yaml").write_text(
+        "name: sleeper\nparams: {seconds: {}}\ntasks: [{name: a, steps: [{run: 'sleep ${{ params.seconds }}'}]}]\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serving(port, {"SHIPLINE_DRAIN_SECONDS": "4"})
+    try:
+        deadline = time.monotonic() + 60
+        auth = {"Authorization": f"Bearer {operator}"}
+        repo = {"name": "s", "url": "https://forge.example/acme/s.git", "forge": "git", "pipeline": "sleeper.yaml"}
+        assert httpx.post(f"{url}/api/v1/repositories", json=repo, headers=auth).status_code == 201
+        ids = [
+            httpx.post(f"{url}/api/v1/runs", json={"pipeline": "sleeper", "params": {"seconds": s}}, headers=auth).json()["id"]
+            for s in ("2", "120")
+        ]
+        while any(httpx.get(f"{url}/api/v1/runs/{i}").json()["status"] != "running" for i in ids):
+            assert time.monotonic() < deadline, "the runs did not start"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    said = [json.loads(line).get("message", "") for line in err.splitlines()]
+    assert "stopping: waiting up to 4s for 2 runs to end (drain_seconds)" in said
+    runs = {r["id"]: r for r in json.loads(shipline("runs", "list", "--json").stdout)}
+    short, long = (runs[i] for i in ids)
+    assert short["status"] == "succeeded", short
+    assert long["status"] == "cancelled" and "drain_seconds (4s)" in long["message"], long

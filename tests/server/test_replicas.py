@@ -29,7 +29,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from envkit import EnvRepo
-from helpers import Background
+from helpers import GROUPED, Background
 from serverkit import free_port, gitea_push, signed_gitea, start_server
 
 from shipline.domain.environments import Environment
@@ -48,16 +48,6 @@ pytestmark = pytest.mark.postgres
 SLOW_LOOK = 10.0
 QUICKLY = 5.0
 """Well within the server's next look (10 s away at least), well beyond a notification's trip."""
-
-GROUPED = """
-name: grouped
-params:
-  seconds: {default: "0"}
-concurrency: one-at-a-time
-tasks:
-  - name: work
-    steps: [{run: "sleep ${{ params.seconds }}"}]
-"""
 
 
 @pytest.fixture

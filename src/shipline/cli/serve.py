@@ -36,6 +36,10 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
     SHIPLINE_* variables; a bad value stops the server before it listens,
     naming the setting.  The server's log is JSON lines on stderr
     (log_format = "text" for a terminal).
+
+    Told to stop (SIGTERM, Ctrl-C), it cancels the runs it drives; with
+    SHIPLINE_DRAIN_SECONDS=600 it starts no new one and lets them end first, for
+    up to that long (a restart for an upgrade need not cancel a deploy).
     """
     import uvicorn
 

@@ -208,7 +208,13 @@ class Engine:
             await asyncio.sleep(self.settings.queue_poll_seconds)
         return await self._drive_claimed(run_id)
 
-    async def serve(self, stop: asyncio.Event, poll_seconds: float = 0.5, recover_seconds: float = RECOVER_SECONDS) -> None:
+    async def serve(
+        self,
+        stop: asyncio.Event,
+        poll_seconds: float = 0.5,
+        recover_seconds: float = RECOVER_SECONDS,
+        drain_seconds: float = 0.0,
+    ) -> None:
         """Worker loop: claim queued runs from the store and drive them, until `stop`.
 
         It looks every `poll_seconds`, and at once when `wake()` is called (a run
@@ -216,6 +222,10 @@ class Engine:
         `recover_seconds` it also ends the runs of engines that died meanwhile (a server
         of several, a killed `shipline run`): left as they were, they would hold their
         concurrency groups, and the runs queued behind them would wait for ever.
+
+        Once `stop` is set it claims nothing more; the runs it drives get `drain_seconds`
+        to end by themselves (a server restarted for an upgrade need not cancel a deploy
+        half done), and those still going then are cancelled.
         """
         self.recover()
         loop = asyncio.get_running_loop()
@@ -247,8 +257,13 @@ class Engine:
                 log.warning("cannot look for queued runs: %s", exc)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll_seconds)
+        why = "the engine is shutting down"
+        if running and drain_seconds > 0:
+            log.warning("stopping: waiting up to %gs for %d runs to end (drain_seconds)", drain_seconds, len(running))
+            await asyncio.wait(set(running), timeout=drain_seconds)
+            why = f"the engine is shutting down; the run did not end within drain_seconds ({drain_seconds:g}s)"
         for driver in list(self._drivers.values()):
-            driver.request_cancel("the engine is shutting down")
+            driver.request_cancel(why)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
 

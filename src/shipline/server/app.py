@@ -103,7 +103,7 @@ class Server:
         # The engine publishes on a bus of its own loop; EngineThread hands each event to `bus`.
         engine = Engine(settings, sql, make_executor(settings), EventBus())
         state = ServerStore(sql, engine.secrets.keyring)  # one key for pipeline secrets and webhook secrets
-        runner = EngineThread(engine, bus, settings.queue_poll_seconds)
+        runner = EngineThread(engine, bus, settings.queue_poll_seconds, settings.drain_seconds)
         metrics = Metrics(state)
         dispatcher = Dispatcher(
             engine, state, bus, metrics, cancel=lambda run_id: runner.call(lambda: engine.cancel(run_id)), wake=runner.poke
@@ -281,12 +281,14 @@ class Server:
             yield
         finally:
             self.ready = False
-            self.stopping.set()
             stop.set()
             environments_stop.set()
             if elsewhere is not None:
                 await asyncio.to_thread(elsewhere.stop)
+            # The engine before the notifiers: what the runs that end while it drains
+            # (drain_seconds) wait for, a commit status, a pull request, goes out from here.
             await asyncio.to_thread(self.runner.stop)
+            self.stopping.set()
             await asyncio.to_thread(triggers.join, 30)
             with suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*finishing, return_exceptions=True), 30)

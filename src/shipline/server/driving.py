@@ -27,10 +27,11 @@ T = TypeVar("T")
 
 
 class EngineThread:
-    def __init__(self, engine: Engine, server_bus: EventBus, poll_seconds: float) -> None:
+    def __init__(self, engine: Engine, server_bus: EventBus, poll_seconds: float, drain_seconds: float = 0.0) -> None:
         self.engine = engine
         self.server_bus = server_bus
         self.poll_seconds = poll_seconds
+        self.drain_seconds = drain_seconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -59,7 +60,7 @@ class EngineThread:
         handing = _Handover(self.loop, server_loop, self.server_bus, self._publish)
         with self.engine.bus.listen(handing.take):
             self._started.set()
-            await self.engine.serve(self._stop, poll_seconds=self.poll_seconds)
+            await self.engine.serve(self._stop, poll_seconds=self.poll_seconds, drain_seconds=self.drain_seconds)
 
     def _halt(self) -> None:
         assert self._stop is not None
@@ -86,7 +87,9 @@ class EngineThread:
             with suppress(RuntimeError):  # the loop is closing
                 self.loop.call_soon_threadsafe(self.engine.wake)
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the engine: its runs get `drain_seconds` to end, then are cancelled (a minute for that at most)."""
+        timeout = self.drain_seconds + 60 if timeout is None else timeout
         if self.loop is not None and self.alive:
             # One call: after `_stop` is set the loop may finish and close at once.
             with suppress(RuntimeError):  # the loop has closed already
