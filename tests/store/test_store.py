@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -330,6 +333,38 @@ def test_the_store_works_on_after_postgresql_restarts(write: Callable[..., Path]
 def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot open the store at postgresql://x:\\*\\*\\*@127.0.0.1:1/db"):
         SqlStore("postgresql://x:secret@127.0.0.1:1/db")
+
+
+def test_a_database_host_that_does_not_answer_is_a_clear_error_not_a_hang() -> None:
+    """A PostgreSQL host that drops the packets (down, firewalled): the kernel would retry the
+    connect for two minutes; the store gives up after `connect_timeout` (10 s) and says so."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)  # never accepts: once its queue is full, the kernel drops further SYNs
+    port = silent.getsockname()[1]
+    queued = [socket.socket() for _ in range(3)]
+    for filler in queued:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            SqlStore(f"postgresql://x:secret@127.0.0.1:{port}/db")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    trying = threading.Thread(target=connect, daemon=True)
+    trying.start()
+    trying.join(60)
+    for s in (*queued, silent):
+        s.close()
+    assert outcome, "still connecting after a minute"
+    (error,) = outcome
+    assert isinstance(error, StoreError) and "cannot open the store at postgresql://x:***@127.0.0.1" in str(error)
+    assert "timeout" in str(error).lower(), error
 
 
 def test_secrets_round_trip_encrypted(any_store: SqlStore, settings: Settings) -> None:

@@ -217,6 +217,18 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "heads")
 
 
+PG_NETWORK: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+"""libpq's network settings for PostgreSQL: seconds to connect; a silent peer found by keepalives
+after 60 s; data unacknowledged for 60 s (in ms) ends the connection."""
+
+
 class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -237,6 +249,9 @@ class SqlStore:
         pool: dict[str, Any] = {"pool_size": 20} if self.is_sqlite and parsed.database not in (None, "", ":memory:") else {}
         if not self.is_sqlite:
             pool["pool_use_lifo"] = True  # the connection used last goes out first: the others rest, and are pinged
+            # A host that drops packets (down, firewalled, a network cut) fails a call in seconds, not the
+            # kernel's two minutes (a connect) or quarter of an hour (a query); the URL's own values win.
+            pool["connect_args"] = {k: v for k, v in PG_NETWORK.items() if k not in parsed.query}
         self.engine: Engine = create_engine(parsed, **pool)
         self._statements: dict[tuple[Any, ...], Any] = {}
         self._together: ContextVar[_Together | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
