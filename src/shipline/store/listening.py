@@ -83,6 +83,7 @@ class StoreListener:
 
         engine = self.store.engine
         args, params = engine.dialect.create_connect_args(engine.url)
+        params = {**self.store.network, **params}  # a silent database is found by keepalives, as the pool's are
         failures = 0
         while not self._stop.is_set():
             try:

@@ -239,6 +239,8 @@ class SqlStore:
                 f"database URL {url!r} is not valid ({exc}); write postgresql://USER@HOST:PORT/DB or sqlite:////ABSOLUTE/PATH"
             ) from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.network: dict[str, int] = {}
+        """The libpq network settings of PostgreSQL connections the URL leaves out (`PG_NETWORK`)."""
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             _private_sqlite(Path(parsed.database))
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -251,7 +253,7 @@ class SqlStore:
             pool["pool_use_lifo"] = True  # the connection used last goes out first: the others rest, and are pinged
             # A host that drops packets (down, firewalled, a network cut) fails a call in seconds, not the
             # kernel's two minutes (a connect) or quarter of an hour (a query); the URL's own values win.
-            pool["connect_args"] = {k: v for k, v in PG_NETWORK.items() if k not in parsed.query}
+            pool["connect_args"] = self.network = {k: v for k, v in PG_NETWORK.items() if k not in parsed.query}
         self.engine: Engine = create_engine(parsed, **pool)
         self._statements: dict[tuple[Any, ...], Any] = {}
         self._together: ContextVar[_Together | None] = ContextVar(f"shipline-store-{id(self)}", default=None)
