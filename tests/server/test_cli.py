@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from serverkit import BUILD, Live, free_port
@@ -168,7 +169,8 @@ def test_repos_add_refuses_a_token_in_the_url_and_says_how_to_give_one(home: Pat
     assert not any(token.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())
 
 
-def test_serve_told_to_stop_lets_its_runs_end_within_drain_seconds(home: Path) -> None:
+def test_serve_told_to_stop_lets_its_runs_end_and_told_again_cancels_them(home: Path) -> None:
+    """SHIPLINE_DRAIN_SECONDS: a restart for an upgrade need not cancel a deploy; a second SIGTERM (or Ctrl-C) does not wait."""
     operator = json.loads(shipline("tokens", "create", "--name", "t", "--role", "operator", "--json").stdout)["secret"]
     (home / "pipelines").mkdir(parents=True, exist_ok=True)
     (home / "pipelines" / "sleeper.yaml").write_text(
@@ -176,26 +178,38 @@ def test_serve_told_to_stop_lets_its_runs_end_within_drain_seconds(home: Path) -
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serving(port, {"SHIPLINE_DRAIN_SECONDS": "4"})
+    proc = serving(port, {"SHIPLINE_DRAIN_SECONDS": "600"})
+
+    def status(run_id: int) -> dict[str, Any]:
+        shown: dict[str, Any] = json.loads(shipline("runs", "show", str(run_id), "--json").stdout)
+        return shown
+
     try:
         deadline = time.monotonic() + 60
         auth = {"Authorization": f"Bearer {operator}"}
         repo = {"name": "s", "url": "https://forge.example/acme/s.git", "forge": "git", "pipeline": "sleeper.yaml"}
         assert httpx.post(f"{url}/api/v1/repositories", json=repo, headers=auth).status_code == 201
-        ids = [
+        short, long = (
             httpx.post(f"{url}/api/v1/runs", json={"pipeline": "sleeper", "params": {"seconds": s}}, headers=auth).json()["id"]
-            for s in ("2", "120")
-        ]
-        while any(httpx.get(f"{url}/api/v1/runs/{i}").json()["status"] != "running" for i in ids):
+            for s in ("2", "300")
+        )
+        while any(httpx.get(f"{url}/api/v1/runs/{i}").json()["status"] != "running" for i in (short, long)):
             assert time.monotonic() < deadline, "the runs did not start"
             time.sleep(0.05)
-    finally:
         proc.terminate()
+        while status(short)["status"] == "running":  # the server drains: its runs go on
+            assert time.monotonic() < deadline + 30 and proc.poll() is None, "the short run did not end"
+            time.sleep(0.2)
+        assert proc.poll() is None and status(long)["status"] == "running"
+        proc.terminate()  # told again: it cancels what it waited for
         _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     said = [json.loads(line).get("message", "") for line in err.splitlines()]
-    assert "stopping: waiting up to 4s for 2 runs to end (drain_seconds)" in said
-    runs = {r["id"]: r for r in json.loads(shipline("runs", "list", "--json").stdout)}
-    short, long = (runs[i] for i in ids)
-    assert short["status"] == "succeeded", short
-    assert long["status"] == "cancelled" and "drain_seconds (4s)" in long["message"], long
+    assert "stopping: waiting up to 600s for 2 runs to end (drain_seconds); stop it again to cancel them now" in said
+    assert status(short)["status"] == "succeeded"
+    cancelled = status(long)
+    assert cancelled["status"] == "cancelled" and "told again to stop" in cancelled["message"], cancelled

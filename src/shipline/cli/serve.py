@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from contextlib import suppress
 from types import FrameType
 
 import click
@@ -39,12 +40,14 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
 
     Told to stop (SIGTERM, Ctrl-C), it cancels the runs it drives; with
     SHIPLINE_DRAIN_SECONDS=600 it starts no new one and lets them end first, for
-    up to that long (a restart for an upgrade need not cancel a deploy).
+    up to that long (a restart for an upgrade need not cancel a deploy); told
+    again, it cancels them at once.
     """
     import uvicorn
 
     from shipline.server.app import create_app
     from shipline.server.observing import configure_logging
+    from shipline.server.stopping import Server
 
     settings = wiring.settings
     updates: dict[str, object] = {}
@@ -64,7 +67,7 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
     signal.signal(signal.SIGTERM, _stopped)
     # Keep idle connections longer than a reverse proxy typically does (nginx: 60s), so a proxy never
     # sends a request down a connection the server has just closed.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -73,6 +76,11 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
         timeout_graceful_shutdown=10,
         timeout_keep_alive=75,
     )
+    server = Server(config, again=app.state.server.runner.hurry)
+    with suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # as `uvicorn.run`: the port taken, the app's start failed (logged)
+        sys.exit(3)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -76,6 +76,7 @@ class Engine:
         self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
+        self._hurry = asyncio.Event()  # made anew by `serve`, on its loop
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -231,6 +232,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         recovered_at = loop.time()
         self._wakeup = asyncio.Event()
+        self._hurry = asyncio.Event()
         running: set[asyncio.Task[RunRecord | None]] = set()
         while not stop.is_set():
             self._wakeup.clear()  # before looking: a wake() during the look is not lost
@@ -258,10 +260,22 @@ class Engine:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll_seconds)
         why = "the engine is shutting down"
-        if running and drain_seconds > 0:
-            log.warning("stopping: waiting up to %gs for %d runs to end (drain_seconds)", drain_seconds, len(running))
-            await asyncio.wait(set(running), timeout=drain_seconds)
-            why = f"the engine is shutting down; the run did not end within drain_seconds ({drain_seconds:g}s)"
+        if running and drain_seconds > 0 and not self._hurry.is_set():
+            log.warning(
+                "stopping: waiting up to %gs for %d runs to end (drain_seconds); stop it again to cancel them now",
+                drain_seconds,
+                len(running),
+            )
+            ended = asyncio.create_task(asyncio.wait(set(running)))
+            hurried = asyncio.create_task(self._hurry.wait())
+            await asyncio.wait({ended, hurried}, timeout=drain_seconds, return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+            hurried.cancel()
+            why = (
+                "the engine is shutting down; it was told again to stop while it waited for the run"
+                if self._hurry.is_set()
+                else f"the engine is shutting down; the run did not end within drain_seconds ({drain_seconds:g}s)"
+            )
         for driver in list(self._drivers.values()):
             driver.request_cancel(why)
         if running:
@@ -271,6 +285,10 @@ class Engine:
         """Make `serve` look for queued runs now; call it on the engine's own loop."""
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def hurry(self) -> None:
+        """Cut a stopping `serve`'s wait for its runs short: they are cancelled now (on the engine's loop)."""
+        self._hurry.set()
 
     @overload
     async def _drive_claimed(self, run_id: int) -> RunRecord: ...

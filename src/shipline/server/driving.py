@@ -87,6 +87,12 @@ class EngineThread:
             with suppress(RuntimeError):  # the loop is closing
                 self.loop.call_soon_threadsafe(self.engine.wake)
 
+    def hurry(self) -> None:
+        """Told again to stop: the runs it waits for (drain_seconds) are cancelled now."""
+        if self.loop is not None and self.alive:
+            with suppress(RuntimeError):  # the loop has closed already
+                self.loop.call_soon_threadsafe(self.engine.hurry)
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop the engine: its runs get `drain_seconds` to end, then are cancelled (a minute for that at most)."""
         timeout = self.drain_seconds + 60 if timeout is None else timeout
