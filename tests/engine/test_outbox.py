@@ -352,20 +352,22 @@ def test_a_quick_task_saved_in_one_write_keeps_every_field_and_transition(engine
     assert told == [("flaky", "running"), ("flaky", "succeeded")]
 
 
-def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(settings: Settings, write: Write) -> None:
-    """Saved together, a task's start and end are one row write; when that write fails, the
-    start is still written whole (its time, its outbox row) once the store takes writes again."""
+def _one_run_read(settings: Settings, write: Write, consumer: str) -> tuple[SqlStore, int, OutboxReader, dict[str, bool]]:
+    """A store with a one-task run, a reader of its outbox that has read what is there, and the
+    switch that makes the store refuse writes (`_denying`)."""
+    store = SqlStore(settings.database)
+    run_id = store.create_run(load_pipeline(write("name: one\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")), {})
+    reader = OutboxReader(store, consumer, "server-1")
+    _read_all(reader)
+    return store, run_id, reader, _denying(store)
+
+
+def _denying(store: SqlStore) -> dict[str, bool]:
+    """A switch: while `on`, SQLite refuses the store's writes (as a full or read-only disk would)."""
     import sqlite3
 
     from sqlalchemy import event
 
-    from shipline.engine.recording import RunRecorder
-    from shipline.exceptions import StoreError
-
-    store = SqlStore(settings.database)
-    run_id = store.create_run(load_pipeline(write("name: one\ntasks: [{name: a, steps: [{run: 'true'}]}]\n")), {})
-    reader = OutboxReader(store, "whole", "server-1")
-    _read_all(reader)
     denied = {"on": False}
 
     def deny(action: int, *_: object) -> int:
@@ -374,6 +376,16 @@ def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(
 
     event.listen(store.engine, "checkout", lambda dbapi, *_: dbapi.set_authorizer(deny))
     store.engine.dispose()  # connections made from now on ask `deny`
+    return denied
+
+
+def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(settings: Settings, write: Write) -> None:
+    """Saved together, a task's start and end are one row write; when that write fails, the
+    start is still written whole (its time, its outbox row) once the store takes writes again."""
+    from shipline.engine.recording import RunRecorder
+    from shipline.exceptions import StoreError
+
+    store, run_id, reader, denied = _one_run_read(settings, write, "whole")
 
     async def scenario() -> None:
         recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
@@ -388,3 +400,29 @@ def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(
     task = store.get_run(run_id).task("a")
     assert task.status.value == "running" and task.started_at is not None, "the start, written whole"
     assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running")]
+
+
+def test_the_last_task_end_held_for_the_run_end_is_saved_whole_after_failed_tries(settings: Settings, write: Write) -> None:
+    """The last task's end waits to go with the run's end (one commit); when the store refuses it,
+    it is tried again, whole, as often as it takes (it once lost its status on the first try,
+    and the run's driver stopped with a KeyError on the second)."""
+    from shipline.engine.recording import RunRecorder
+    from shipline.exceptions import StoreError
+
+    store, run_id, reader, denied = _one_run_read(settings, write, "last")
+
+    async def scenario() -> None:
+        recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
+        recorder.task_started("a", 1)
+        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"}, last=True)  # held
+        denied["on"] = True
+        for _ in range(2):
+            with pytest.raises(StoreError):
+                recorder.flush()
+        denied["on"] = False
+        recorder.flush()
+
+    asyncio.run(scenario())
+    task = store.get_run(run_id).task("a")
+    assert (task.status.value, task.results) == ("succeeded", {"version": "1.2.0"})
+    assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running"), ("a", "succeeded")]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import GROUPED, Background
+from relay import Relay
+from sqlalchemy import make_url
 
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine import processes, running
@@ -171,3 +174,49 @@ def test_a_stopping_engine_lets_its_runs_end_within_drain_seconds_and_starts_no_
     assert short.status == RunStatus.SUCCEEDED, short.message
     assert long.status == RunStatus.CANCELLED and "did not end within drain_seconds (3s)" in long.message, long.message
     assert later.status == RunStatus.QUEUED
+
+
+@pytest.mark.postgres
+def test_an_engine_cut_off_from_a_shared_store_stops_its_runs_before_others_take_them_over(
+    settings: Settings, postgres_url: str, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host's server ends the runs of an engine whose heartbeat is stale and starts the next of
+    their concurrency groups: the cut-off engine's steps must be stopped by then (not two deploys at once)."""
+    monkeypatch.setattr(running, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(processes, "HEARTBEAT_STALE", timedelta(seconds=2))
+    relay = Relay(int(make_url(postgres_url).port or 5432))
+    relayed = make_url(postgres_url).set(port=relay.port).render_as_string(hide_password=False)
+    engine = Engine(settings, SqlStore(relayed), LocalExecutor(1.0))
+    direct = SqlStore(postgres_url)
+    pipeline = load_pipeline(write("name: quiet\ntasks: [{name: a, steps: [{run: 'sleep 60'}]}]\n"))
+
+    async def scenario() -> tuple[RunRecord, RunStatus]:
+        run_id = engine.submit(pipeline, {}, claim=True)
+        driving = asyncio.create_task(engine.drive(run_id))
+        while not (steps := direct.running_steps(run_id)) or steps[0][3] is None:
+            await asyncio.sleep(0.05)
+        pid = steps[0][3]
+        relay.cut(open_too=True)
+        while _alive(pid):  # a quiet step writes nothing: only the engine's own look can stop it
+            await asyncio.sleep(0.05)
+        while_cut = direct.get_run(run_id).status
+        relay.mend()
+        return await driving, while_cut
+
+    try:
+        record, while_cut = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        relay.close()
+        engine.store.close()
+        direct.close()
+    assert while_cut == RunStatus.RUNNING, "the step was stopped while the store could not be told"
+    assert record.status == RunStatus.FAILED, record
+    assert "this engine has not reached the store for" in record.message and "it stopped them first" in record.message
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -20,10 +20,8 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 from envkit import EnvRepo, deployment
+from relay import Relay
 from serverkit import free_port
 
 from shipline.testbed.fixtures import GiteaClient, GiteaRepo, Testbed
@@ -91,7 +90,7 @@ class Chain:
     dev: EnvRepo
     staging: EnvRepo
     proc: subprocess.Popen[bytes] | None = None
-    proxy: Proxy | None = None
+    proxy: Relay | None = None
 
     @property
     def url(self) -> str:
@@ -167,51 +166,6 @@ class Chain:
         path.write_text(RELEASE % {"name": self.service, "registry": self.registry})
         done = cli(self.env, "run", str(path), "-p", f"version={version}")
         assert done.returncode == 0, done.stdout + done.stderr
-
-
-class Proxy:
-    """A TCP relay to Gitea on 127.0.0.1 that can be cut: while down, every connection is closed at once
-    (as an unreachable forge looks to git and to the API client)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.up = True
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def _repo(gitea: GiteaClient, org: str, name: str) -> GiteaRepo:
@@ -542,22 +496,22 @@ def test_a_server_killed_mid_chain_completes_it_after_restart_with_nothing_doubl
 
 
 @pytest.fixture
-def gitea_relay(gitea: GiteaClient) -> Iterator[Proxy]:
-    relay = Proxy(int(gitea.url.rsplit(":", 1)[1]))
+def gitea_relay(gitea: GiteaClient) -> Iterator[Relay]:
+    relay = Relay(int(gitea.url.rsplit(":", 1)[1]))
     yield relay
     relay.close()
 
 
-def test_gitea_unreachable_keeps_the_release_until_it_is_back(gitea_relay: Proxy, chain: Chain) -> None:
+def test_gitea_unreachable_keeps_the_release_until_it_is_back(gitea_relay: Relay, chain: Chain) -> None:
     assert chain.proxy is not None
     service = chain.service
     title = f"Promote {service} to 0.2.0"
-    chain.proxy.up = False
+    chain.proxy.cut()
     chain.release("0.2.0")
     wait_for("a failed attempt", lambda: "promotion: will try again" in chain.log(), 60)
     assert chain.pull("env-dev", title) is None  # (asked of Gitea directly, not through the relay)
     assert chain.promotions(environment="dev") == [] or all(r["state"] == "proposed" for r in chain.promotions(environment="dev"))
-    chain.proxy.up = True
+    chain.proxy.mend()
     wait_for("merged once Gitea is back", lambda: (p := chain.pull("env-dev", title)) and p["merged"], 240)
     wait_for("verified in dev", lambda: [r["state"] for r in chain.promotions(environment="dev")] == ["verified"], 240)
     assert [p["title"] for p in chain.pulls("env-dev")] == [title]

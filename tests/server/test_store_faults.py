@@ -43,6 +43,15 @@ tasks:
 """
 
 
+ONE = """
+name: one
+tasks:
+  - name: only
+    steps:
+      - run: sleep 2
+"""
+
+
 class WriteDenial:
     """Deny every write on the store's SQLite connections while `on`."""
 
@@ -62,6 +71,16 @@ def _deny_writes(action: int, *_: object) -> int:
     return sqlite3.SQLITE_DENY if action in writes else sqlite3.SQLITE_OK
 
 
+def _running(live: Live, definition: Path, pipeline: str) -> int:
+    """A run of `pipeline` (registered from `definition`) started through the API, once it runs."""
+    with live.client(live.operator_token) as c:
+        r = c.post("/api/v1/repositories", json={"name": pipeline, "url": URL, "forge": "git", "pipeline": str(definition)})
+        assert r.status_code == 201, r.text
+        run: int = c.post("/api/v1/runs", json={"pipeline": pipeline}).json()["id"]
+    live.wait_run(run, {"running"})
+    return run
+
+
 @pytest.fixture
 def never_retrieved(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.ERROR, logger="asyncio")
@@ -74,11 +93,8 @@ def test_a_run_whose_state_cannot_be_written_ends_failed_once_the_store_is_back(
     live: Live, pipeline_file: Callable[..., Path], never_retrieved: None
 ) -> None:
     denial = WriteDenial(live.server.sql)
+    run = _running(live, pipeline_file(SLOW), "slow")
     with live.client(live.operator_token) as c:
-        r = c.post("/api/v1/repositories", json={"name": "app", "url": URL, "forge": "git", "pipeline": str(pipeline_file(SLOW))})
-        assert r.status_code == 201, r.text
-        run = c.post("/api/v1/runs", json={"pipeline": "slow"}).json()["id"]
-        live.wait_run(run, {"running"})
         assert c.get("/readyz").status_code == 200
         denial.on = True
         ready = c.get("/readyz")
@@ -98,6 +114,21 @@ def test_a_run_whose_state_cannot_be_written_ends_failed_once_the_store_is_back(
     with live.client(live.operator_token) as c:
         again = c.post("/api/v1/runs", json={"pipeline": "slow"}).json()["id"]
     assert live.wait_run(again, {"succeeded", "failed"}, timeout=30)["status"] == "succeeded"
+
+
+def test_a_run_whose_last_task_ends_while_the_store_refuses_writes_is_recorded_once_it_is_back(
+    live: Live, pipeline_file: Callable[..., Path], never_retrieved: None
+) -> None:
+    """The last task's end is held to go with the run's (one commit); when neither can be written,
+    the task's end is written as it was once the store is back, and the run says why it failed."""
+    denial = WriteDenial(live.server.sql)
+    run = _running(live, pipeline_file(ONE), "one")
+    denial.on = True
+    time.sleep(3)  # the task ends meanwhile, and the run with it: neither can be written
+    denial.on = False
+    record = live.wait_run(run, {"succeeded", "failed", "cancelled"}, timeout=30)
+    assert record["status"] == "failed" and "could not be written" in record["message"], record["message"]
+    assert [(t["name"], t["status"]) for t in record["tasks"]] == [("only", "succeeded")]
 
 
 def test_readyz_says_so_when_the_store_file_is_deleted(live: Live) -> None:

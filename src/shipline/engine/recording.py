@@ -203,9 +203,10 @@ class RunRecorder:
     def _transition(self, kind: Literal["run", "task"], task: str | None, data: dict[str, Any] | None) -> Transition | None:
         if data is None:
             return None
+        # Not popped: without secrets `_masked` hands back `data` itself, and a save that failed
+        # (the store away) is made again with it.
         masked = self._masked(data)
-        status = masked.pop("status")
-        return Transition(self.run_id, kind, status, task, masked)
+        return Transition(self.run_id, kind, masked["status"], task, {k: v for k, v in masked.items() if k != "status"})
 
     def _save_new_step(self, task: str, attempt: int, index: int, **values: Any) -> None:
         self._store.start_step(self.run_id, task, attempt, index, **self._masked(values))

@@ -34,6 +34,7 @@ from shipline.domain.runs import (
     concurrency_group,
     run_results,
 )
+from shipline.engine import processes
 from shipline.engine.events import EventBus
 from shipline.engine.logs import discard_outputs, step_output_path
 from shipline.engine.processes import owner_alive, owner_id
@@ -327,8 +328,18 @@ class Engine:
             self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Pick up cancel requests made by other processes, and keep our heartbeat fresh."""
+        """Pick up cancel requests made by other processes, and keep our heartbeat fresh.
+
+        On a shared store (PostgreSQL) an engine on another host is judged by its heartbeats:
+        one that cannot write them is taken for dead once they are `HEARTBEAT_STALE` old, and
+        a live server ends its runs and starts the next of their concurrency groups.  Its steps
+        must not be running then (two deploys of one environment at once): it stops its runs
+        itself first, when its last heartbeat is two beats short of stale.  Each run's end is
+        written once the store is back, unless a server has written it by then.
+        """
         beat = 0.0
+        beat_ok = time.monotonic()  # the claim of the run that started the watch was a write
+        fenced = False
         while self._drivers:
             await asyncio.sleep(self.settings.cancel_poll_seconds)
             try:
@@ -340,8 +351,23 @@ class Engine:
                 if beat >= HEARTBEAT_SECONDS:
                     beat = 0.0
                     self.store.heartbeat(self.owner)
+                    beat_ok, fenced = time.monotonic(), False
             except StoreError as exc:  # the store is away for now: the drivers see it on their next write
                 log.warning("cannot read cancel requests: %s", exc)
+                away = time.monotonic() - beat_ok
+                if (
+                    not self.store.is_sqlite
+                    and not fenced
+                    and away > processes.HEARTBEAT_STALE.total_seconds() - 2 * HEARTBEAT_SECONDS
+                ):
+                    fenced = True
+                    fault = StoreError(
+                        f"this engine has not reached the store for {away:.0f}s, and other servers take its runs over "
+                        f"when its heartbeat is {processes.HEARTBEAT_STALE.total_seconds():.0f}s old; it stopped them first ({exc})"
+                    )
+                    log.error("stopping every run of this engine: %s", fault)
+                    for driver in list(self._drivers.values()):
+                        driver.fence(fault)
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -416,6 +442,12 @@ class _RunDriver:
             self.run_env["SHIPLINE_REGISTRY"] = settings.registry
         if settings.gitea_url:
             self.run_env["SHIPLINE_GITEA_URL"] = settings.gitea_url
+
+    def fence(self, fault: StoreError) -> None:
+        """Stop the run as for a write that failed (`_outlast`): its end is written when the store is back."""
+        if self.store_fault is None:
+            self.store_fault = fault
+            self.wake.set()
 
     def request_cancel(self, reason: str = "") -> None:
         if self.cancelled:
