@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from shipline.engine.loading import load_pipeline
+from shipline.engine.recording import now
 from shipline.server.app import Server, create_app
 from shipline.settings import Settings
 
@@ -133,3 +135,15 @@ def signed(
         "X-Hub-Signature-256": sig,
     }
     return body, headers
+
+
+def run_of_another_server(live: Live, definition: Path) -> int:
+    """A finished run whose step ran under another server sharing this store: its log is in that server's home."""
+    store = live.server.sql
+    run_id = store.create_run(load_pipeline(definition), {}, owner="builder-2.example:4242:1")
+    task = store.get_run(run_id).tasks[0].name
+    store.start_step(
+        run_id, task, 1, 0, name="build", log_path=f"/srv/shipline-2/logs/{run_id}/{task}.1.0.log", started_at=now(), pid=None
+    )
+    store.update_run(run_id, status="succeeded")
+    return run_id

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverkit import BUILD, Live, github_push, signed, start_server
+from serverkit import BUILD, Live, github_push, run_of_another_server, signed, start_server
 
 from shipline.settings import Settings
 
@@ -221,6 +224,27 @@ def test_log_stream_from_the_first_line_while_running(live: Live, pipeline_file:
     lines = [d["text"] for k, d in events if k == "line"]
     assert lines == [f"line {i}" for i in range(1, 9)]  # from the first, none twice, none lost
     assert events[-1] == ("end", {"status": "succeeded", "message": ""})
+
+
+def test_the_logs_of_a_run_another_server_ran_say_where_they_are(
+    live: Live, pipeline_file: Callable[..., Path], home: Path
+) -> None:
+    """Servers share the store, not their logs folders: asked for the logs of a run another server
+    ran, a server says so (and where), rather than answering with no lines."""
+    run_id = run_of_another_server(live, pipeline_file(BUILD))
+    for path in (f"/api/v1/runs/{run_id}/logs", f"/api/v1/runs/{run_id}/logs/stream"):
+        r = httpx.get(live.url + path, timeout=30)
+        assert r.status_code == 409, (path, r.status_code, r.text)
+        said = r.json()["message"]
+        assert f"the logs of run {run_id} are not here" in said and "its steps ran on builder-2.example (process 4242)" in said
+    cli = subprocess.run(
+        [sys.executable, "-m", "shipline", "runs", "logs", str(run_id)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHIPLINE_HOME": str(home)},
+        timeout=60,
+    )
+    assert cli.returncode == 1 and "its steps ran on builder-2.example" in cli.stderr, cli.stderr
 
 
 def test_a_log_a_step_replaced_by_a_fifo_reads_as_empty_and_holds_up_no_request(

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from serverkit import Live, github_push, signed
+from serverkit import Live, github_push, run_of_another_server, signed
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 CHROMIUM = os.environ.get("SHIPLINE_CHROMIUM", "/usr/bin/chromium")
@@ -232,3 +232,10 @@ def test_narrow_window_and_repositories_page(live: Live, pipeline_file: Callable
         expect(p.locator(f'tbody tr a[href="#/runs/{run_id}"]')).to_have_count(0)
     finally:
         wide.close()
+
+
+def test_a_run_another_server_ran_shows_where_its_logs_are(live: Live, pipeline_file: Callable[..., Path], page: Page) -> None:
+    run_id = run_of_another_server(live, pipeline_file(SERVICE))
+    page.goto(f"{live.url}/#/runs/{run_id}")
+    expect(page.locator("#log .error")).to_contain_text(f"the logs of run {run_id} are not here")
+    expect(page.locator("#log .error")).to_contain_text("its steps ran on builder-2.example")

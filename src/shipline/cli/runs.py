@@ -18,8 +18,8 @@ from rich.text import Text
 from shipline.cli.progress import duration, status_text, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunStatus
-from shipline.engine.logs import parse_line
-from shipline.exceptions import NotFound
+from shipline.engine.logs import logs_elsewhere, parse_line
+from shipline.exceptions import Conflict, NotFound
 from shipline.files import open_regular
 
 
@@ -106,6 +106,8 @@ def logs(wiring: Wiring, run_id: int, task: str | None, follow: bool, timestamps
     if task is not None and task not in {t.name for t in record.tasks}:
         names = ", ".join(t.name for t in record.tasks)
         raise NotFound(f"run {run_id} has no task '{task}' (tasks: {names})")
+    if why := logs_elsewhere(store, wiring.settings.logs, run_id):
+        raise Conflict(why)
     offsets: dict[str, int] = {}
     while True:
         for task_name, attempt, index, step_name, path in store.log_paths(run_id, task):

@@ -8,6 +8,7 @@ that a step had printed.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from shipline.files import open_regular, own_file, private_dir
+from shipline.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,22 @@ def step_log_path(logs: Path, run_id: int, task: str, attempt: int, index: int) 
     by the path in the step's record.  A folder per task was a new inode on the way from one
     task to the next (0.4 ms of kernel CPU each on this project's CI disk)."""
     return logs / str(run_id) / f"{task}.{attempt}.{index}.log"
+
+
+def logs_elsewhere(store: SqlStore, logs: Path, run_id: int) -> str:
+    """Why this process has none of the run's step logs, when the steps ran under another
+    `SHIPLINE_HOME` (another server sharing the store); "" when they are here or there are none.
+
+    A run's log folder is made as it starts, on the host and in the home of the engine
+    that runs it; servers share the store, not their logs folders."""
+    if (logs / str(run_id)).is_dir() or not store.log_paths(run_id):
+        return ""
+    host, _, rest = (store.run_owner(run_id) or "").partition(":")
+    ran = f"on {host} (process {rest.partition(':')[0]})" if host else "under another server"
+    return (
+        f"the logs of run {run_id} are not here ({socket.gethostname()}, {logs}): its steps ran {ran}, whose "
+        "$SHIPLINE_HOME/logs keeps them; read them there, or give every server one logs folder (a volume they all mount)"
+    )
 
 
 def step_output_path(logs: Path, run_id: int, task: str, attempt: int, index: int) -> Path:

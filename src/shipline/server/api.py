@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipline.domain.graphs import levels
 from shipline.domain.runs import RunRecord, RunStatus
-from shipline.engine.logs import parse_line
+from shipline.engine.logs import logs_elsewhere, parse_line
 from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.files import open_regular
 from shipline.server.auth import operator, reader
@@ -171,7 +171,8 @@ def _cursor(text: str | None) -> tuple[int, int]:
         "JSON: at most `limit` lines (and about 4 MiB) per answer; when more remain, the "
         "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
         "Text (`?format=text`): every line from `cursor` on, streamed. "
-        "Follow a running run with /logs/stream."
+        "Follow a running run with /logs/stream. "
+        "409 when the run's steps ran under another server sharing the store (its logs are in that server's home)."
     ),
 )
 def logs(
@@ -185,6 +186,8 @@ def logs(
 ) -> Response:
     server = _server(request)
     server.sql.get_run(run_id)  # 404 for an unknown run
+    if why := logs_elsewhere(server.sql, server.settings.logs, run_id):
+        raise Conflict(why)
     first, offset = _cursor(cursor)
     steps = server.sql.log_paths(run_id, task)[first:]
     if format == "text":

@@ -1022,6 +1022,13 @@ class SqlStore:
         with self.transaction() as conn:
             conn.execute(update(runs).where(runs.c.owner == owner, runs.c.status.in_(ACTIVE)).values(heartbeat_at=utcnow()))
 
+    def run_owner(self, run_id: int) -> str | None:
+        """The engine that took the run (`host:pid:token`), kept after it ends; None while queued."""
+        _check_id(run_id)
+        with self.transaction() as conn:
+            owner: str | None = conn.execute(select(runs.c.owner).where(runs.c.id == run_id)).scalar()
+            return owner
+
     def owned_active(self) -> list[tuple[int, str, datetime | None]]:
         """(run id, owner, last heartbeat) of every run some engine has taken and not finished."""
         with self.transaction() as conn:

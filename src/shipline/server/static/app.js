@@ -512,6 +512,7 @@ function runView(view, id) {
       lines.forEach((line, i) => out.push(lineEl(line, i + 1)));
     }
     if (state.end) out.push(h("div", { class: state.end === "succeeded" ? "end-ok" : "end-bad" }, `— run ${state.end} —`));
+    if (state.logError) out.push(h("div", { class: "error" }, state.logError));
     if (!out.length) out.push(h("div", { class: "hdr" }, state.run && ACTIVE.has(state.run.status) ? "waiting for output…" : "no output"));
     logPre.replaceChildren(...out);
     if (state.follow) logPre.scrollTop = logPre.scrollHeight;
@@ -522,6 +523,11 @@ function runView(view, id) {
   const stream = api.stream(`/api/v1/runs/${id}/logs/stream`);
   stream.addEventListener("line", (ev) => { state.lines.push(JSON.parse(ev.data)); scheduleLogs(); });
   stream.addEventListener("end", (ev) => { state.end = JSON.parse(ev.data).status; stream.close(); scheduleLogs(); });
+  stream.addEventListener("error", async () => {
+    if (stream.readyState !== EventSource.CLOSED) return; // a dropped stream reconnects by itself
+    // Refused (the logs are on another server, say): an EventSource is not told why; the JSON logs say.
+    try { await api.get(`/api/v1/runs/${id}/logs?limit=1`); } catch (e) { state.logError = e.message; scheduleLogs(); }
+  });
   cleanup.push(() => stream.close());
 
   let timer = null;
