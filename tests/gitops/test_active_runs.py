@@ -18,12 +18,12 @@ import pytest
 from envkit import EnvRepo
 
 from shipline.domain.environments import Environment
-from shipline.domain.runs import RunStatus
+from shipline.domain.runs import INTERRUPTED, RunStatus
 from shipline.engine.leases import Lease
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
 from shipline.gitops.reconciling import Reconciler
-from shipline.gitops.syncing import Action, status
+from shipline.gitops.syncing import Action, run_params, status
 from shipline.store.environments import EnvironmentStore
 from shipline.store.sql import SqlStore
 
@@ -165,3 +165,37 @@ def test_a_controller_whose_lease_ran_out_during_a_long_round_stops_acting(
         "this server is now the GitOps controller",
         "this server is no longer the GitOps controller",
     ]
+
+
+def test_a_sync_cut_short_by_its_engine_dying_is_queued_again_once(tmp_path: Path, store: SqlStore, engine: Engine) -> None:
+    """A server killed in the middle of a sync leaves the cluster half way: that sync did not fail, it
+    was cut short (`interrupted`), and the controller syncs the same commit again, once; a sync
+    that failed on its own is not tried again for the same commit."""
+    repo, env, environments = registered(tmp_path, store)
+    repo.write("notes.txt", "first")
+    head = repo.commit("first state")
+    queued: list[int] = []
+
+    def submit(_: Environment, action: Action, revision: str, back: str) -> int:
+        assert (action, revision) == (Action.SYNC, head)
+        run_id = started(tmp_path, store, env, Action.SYNC)
+        store.update_run(run_id, params={**run_params(Action.SYNC, revision=revision)})
+        queued.append(run_id)
+        return run_id
+
+    reconciler = Reconciler(store, environments, engine.secrets, lambda run: tmp_path / str(run), submit, poll_seconds=0)
+    asyncio.run(reconciler.reconcile())
+    (first,) = queued
+    # Its engine dies; a live one ends the run as recovery does.
+    store.update_run(
+        first, status=RunStatus.FAILED.value, message=f"{INTERRUPTED}the engine (pid 4242 on h) stopped during the run"
+    )
+    asyncio.run(reconciler.reconcile())
+    assert len(queued) == 2, "the same commit is synced again"
+    (entry,) = environments.history(env.name, 1)
+    assert (entry.run_id, entry.commit) == (first, head), "the history names the commit the cut-short sync was for"
+
+    store.update_run(queued[1], status=RunStatus.FAILED.value, message="task apply failed")
+    for _ in range(2):
+        asyncio.run(reconciler.reconcile())
+    assert len(queued) == 2, "a sync that failed by itself waits for a new commit"

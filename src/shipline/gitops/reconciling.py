@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipline.domain.environments import Environment, FieldChange, Outcome, diff_fields
+from shipline.domain.environments import Environment, FieldChange, HistoryEntry, Outcome, diff_fields
 from shipline.domain.objects import ObjectRef, ref_of
 from shipline.domain.runs import RunStatus
 from shipline.engine.events import Event, EventBus, Listener
 from shipline.engine.leases import Lease
-from shipline.exceptions import ShiplineError
+from shipline.exceptions import NotFound, ShiplineError
 from shipline.gitops.syncing import Action, active_run, record_unrecorded
 from shipline.integrations.clusterobjects import Desired, Target
 from shipline.integrations.clusters import Cluster
@@ -98,6 +98,8 @@ class Reconciler:
         self._recorded: set[str] = set()
         self._confirming: set[asyncio.Task[None]] = set()
         self._watches: dict[str, _Watched] = {}
+        self._resynced: set[int] = set()
+        """Runs of a sync cut short (`RunRecord.interrupted`) whose commit was queued again."""
         self._controlling = False
 
     # --- from outside ---------------------------------------------------------------------
@@ -205,10 +207,14 @@ class Reconciler:
             log.warning("branch head unreadable", extra={"environment": env.name, "error": str(exc)})
             return
         head = refs.get(f"refs/heads/{env.branch}", "")
-        if not head or self._attempted.get(env.name) == head:
+        if not head:
             return
         history = await asyncio.to_thread(self.store.history, env.name, 1)
-        if history and history[0].commit == head:
+        last = history[0] if history else None
+        # A sync of the head whose engine died under it (a server killed mid-apply) did not fail:
+        # it was cut short, and the cluster may be half way. It is synced again, once.
+        again = last is not None and last.commit == head and await asyncio.to_thread(self._cut_short, last)
+        if not again and (self._attempted.get(env.name) == head or (last is not None and last.commit == head)):
             self._attempted[env.name] = head  # tried already (verified, or failed: a new commit is needed)
             return
         if not await self._in_control():
@@ -217,7 +223,23 @@ class Reconciler:
         run_id = await asyncio.to_thread(self.submit, env, Action.SYNC, head, verified[0] if verified else "")
         self._attempted[env.name] = head
         self._busy.add(env.name)
-        log.info("environment sync queued", extra={"environment": env.name, "commit": head, "run": run_id})
+        if again and last is not None and last.run_id is not None:
+            self._resynced.add(last.run_id)
+            log.info(
+                "environment sync queued again: the last one was cut short (its engine stopped)",
+                extra={"environment": env.name, "commit": head, "run": run_id, "cut_short": last.run_id},
+            )
+        else:
+            log.info("environment sync queued", extra={"environment": env.name, "commit": head, "run": run_id})
+
+    def _cut_short(self, entry: HistoryEntry) -> bool:
+        """Whether the entry is of a sync whose engine died under it, not synced again yet."""
+        if entry.action != Action.SYNC.value or entry.run_id is None or entry.run_id in self._resynced:
+            return False
+        try:
+            return self.sql.get_run(entry.run_id).interrupted
+        except NotFound:  # pruned
+            return False
 
     def _let_go(self) -> None:
         """Stop watching and forget what this process knew: whoever holds the lease next starts afresh."""

@@ -103,7 +103,8 @@ def _failure(record: RunRecord) -> str:
 def outcome_of(record: RunRecord) -> tuple[Outcome, str, str, bool, str]:
     """(outcome, commit, applied commit, verified, rolled back to) from a finished run's results."""
     results = record.results
-    commit = results.get("commit", "")
+    # A run cut short (its engine died) has no results: the commit it was asked for is in its params.
+    commit = results.get("commit", "") or record.params.get("revision", "")
     verified = results.get("verified", "") == "true"
     rolled_back_to = results.get("rolled-back-to", "")
     applied = results.get("applied-commit", "")
