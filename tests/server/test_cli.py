@@ -197,10 +197,14 @@ def test_serve_told_to_stop_lets_its_runs_end_and_told_again_cancels_them(home: 
             assert time.monotonic() < deadline, "the runs did not start"
             time.sleep(0.05)
         proc.terminate()
-        while status(short)["status"] == "running":  # the server drains: its runs go on
+        # It drains: its runs go on, and it still answers (not ready: a load balancer looks elsewhere).
+        while httpx.get(f"{url}/api/v1/runs/{short}").json()["status"] == "running":
             assert time.monotonic() < deadline + 30 and proc.poll() is None, "the short run did not end"
             time.sleep(0.2)
-        assert proc.poll() is None and status(long)["status"] == "running"
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        assert httpx.get(f"{url}/api/v1/runs/{long}").json()["status"] == "running"
+        later = httpx.post(f"{url}/api/v1/runs", json={"pipeline": "sleeper", "params": {"seconds": "0"}}, headers=auth)
+        assert later.status_code == 201, later.text  # taken, and left queued for another server or the next start
         proc.terminate()  # told again: it cancels what it waited for
         _, err = proc.communicate(timeout=60)
     finally:
@@ -213,3 +217,4 @@ def test_serve_told_to_stop_lets_its_runs_end_and_told_again_cancels_them(home: 
     assert status(short)["status"] == "succeeded"
     cancelled = status(long)
     assert cancelled["status"] == "cancelled" and "told again to stop" in cancelled["message"], cancelled
+    assert status(later.json()["id"])["status"] == "queued"

@@ -76,7 +76,7 @@ def serve(wiring: Wiring, host: str | None, port: int | None) -> None:
         timeout_graceful_shutdown=10,
         timeout_keep_alive=75,
     )
-    server = Server(config, again=app.state.server.runner.hurry)
+    server = Server(config, app.state.server)
     with suppress(KeyboardInterrupt):
         server.run()
     if not server.started:  # as `uvicorn.run`: the port taken, the app's start failed (logged)
