@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,15 +103,26 @@ def testbed() -> Iterator[Testbed]:
     sessions = Sessions(layout)
     sessions.join()
     before = {s.name for s in running.status(layout) if s.pid is not None}
-    lines: list[str] = []
-    try:
-        state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lines.append)
-    except ShiplineError as exc:
-        with sessions.leaving() as last:
-            if last:
-                after = {s.name for s in running.status(layout) if s.pid is not None}
-                running.down(layout, only=after - before, report=lambda line: None)
-        pytest.fail(f"the testbed did not come up: {exc}\n" + "\n".join(lines), pytrace=False)
+    failures: list[str] = []
+    while True:
+        lines: list[str] = []
+        try:
+            state = running.up(layout, os.environ, port_base_from_env(os.environ), report=lines.append)
+            break
+        except ShiplineError as exc:
+            failures.append(f"{exc}\n" + "\n".join(lines))
+            with sessions.leaving() as last:
+                if last:  # what this session started goes: the next try starts from a clean slate
+                    after = {s.name for s in running.status(layout) if s.pid is not None}
+                    running.down(layout, only=after - before, report=lambda line: None)
+            if len(failures) == 2:
+                pytest.fail("the testbed did not come up, twice:\n" + "\n--- then:\n".join(failures), pytrace=False)
+            sessions.join()
+    if failures:
+        # Seen on 2026-11-30 after a day of ups and downs: kube-apiserver ended within a second of
+        # its start without a word in its log; six ups in a row after it came up. Said in the
+        # warnings summary, not hidden.
+        warnings.warn(f"the testbed came up on a second try; the first failed: {failures[0]}", stacklevel=1)
     after = {s.name for s in running.status(layout) if s.pid is not None}
     started = tuple(sorted(after - before))
     yield Testbed(layout, state, started)
