@@ -233,8 +233,13 @@ class Reconciler:
             log.info("environment sync queued", extra={"environment": env.name, "commit": head, "run": run_id})
 
     def _cut_short(self, entry: HistoryEntry) -> bool:
-        """Whether the entry is of a sync whose engine died under it, not synced again yet."""
-        if entry.action != Action.SYNC.value or entry.run_id is None or entry.run_id in self._resynced:
+        """Whether the entry is of a sync whose engine died under it, not synced again yet.
+
+        Asked at every look at the branch: only a failed sync's run is read (the usual last entry,
+        a verified one, costs nothing)."""
+        if entry.outcome != Outcome.FAILED or entry.action != Action.SYNC.value or entry.run_id is None:
+            return False
+        if entry.run_id in self._resynced:
             return False
         try:
             return self.sql.get_run(entry.run_id).interrupted
