@@ -214,6 +214,53 @@ def test_an_engine_cut_off_from_a_shared_store_stops_its_runs_before_others_take
     assert "this engine has not reached the store for" in record.message and "it stopped them first" in record.message
 
 
+@pytest.mark.postgres
+def test_an_engine_cut_off_writes_no_second_end_for_a_run_another_server_ended(
+    settings: Settings, postgres_url: str, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the engine is cut off, another server takes its stale run for dead and ends it: once back,
+    the engine leaves that record as it is (one end in the outbox: one commit status, one CDEvent)."""
+    monkeypatch.setattr(running, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(processes, "HEARTBEAT_STALE", timedelta(seconds=2))
+    relay = Relay(int(make_url(postgres_url).port or 5432))
+    relayed = make_url(postgres_url).set(port=relay.port).render_as_string(hide_password=False)
+    engine = Engine(settings, SqlStore(relayed), LocalExecutor(1.0))
+    other = Engine(settings, SqlStore(postgres_url), LocalExecutor(1.0))
+    other.owner += "-elsewhere"
+    pipeline = load_pipeline(write("name: quiet\ntasks: [{name: a, steps: [{run: 'sleep 60'}]}]\n"))
+    start = other.store.transitions_after(0, limit=1_000_000)
+    position = start[-1].id if start else 0
+
+    async def scenario() -> RunRecord:
+        run_id = engine.submit(pipeline, {}, claim=True)
+        driving = asyncio.create_task(engine.drive(run_id))
+        while not (steps := other.store.running_steps(run_id)) or steps[0][3] is None:
+            await asyncio.sleep(0.05)
+        relay.cut(open_too=True)
+        while _alive(steps[0][3]):
+            await asyncio.sleep(0.05)
+        # The other server's periodic recovery, its host unable to see this engine's process.
+        monkeypatch.setattr(running, "owner_alive", lambda *_: False)
+        assert other.recover() == [run_id]
+        relay.mend()
+        await driving
+        return other.store.get_run(run_id)
+
+    try:
+        record = asyncio.run(asyncio.wait_for(scenario(), 60))
+        ends = [
+            t
+            for t in other.store.transitions_after(position, limit=1000, kind="run")
+            if t.status in ("succeeded", "failed", "cancelled")
+        ]
+    finally:
+        relay.close()
+        engine.store.close()
+        other.store.close()
+    assert record.status == RunStatus.FAILED and record.message.startswith("interrupted: "), record.message
+    assert [(t.run_id, t.status) for t in ends] == [(record.id, "failed")], ends
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -170,6 +170,13 @@ class RunRecorder:
         if self._held:
             self._now(lambda: None)
 
+    def drop_held(self) -> None:
+        """Forget what is held: the run was ended elsewhere, and its record is no longer this recorder's to write."""
+        self._held = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _flush_held(self) -> None:
         self._timer = None
         try:

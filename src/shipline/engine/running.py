@@ -335,7 +335,7 @@ class Engine:
         a live server ends its runs and starts the next of their concurrency groups.  Its steps
         must not be running then (two deploys of one environment at once): it stops its runs
         itself first, when its last heartbeat is two beats short of stale.  Each run's end is
-        written once the store is back, unless a server has written it by then.
+        written once the store is back, unless a server has written it by then (`_write_end`).
         """
         beat = 0.0
         beat_ok = time.monotonic()  # the claim of the run that started the watch was a write
@@ -588,6 +588,14 @@ class _RunDriver:
     def _write_end(self, message: str) -> None:
         """What the store missed, through the recorder: tasks that ended as they ended, then the rest as for an interrupted run."""
         store = self.engine.store
+        if (ended := store.get_run(self.run_id)).status.done:
+            # Another server took this engine for dead (its heartbeat went stale) and ended the run:
+            # its record stands, and its end is in the outbox once; nothing held is saved over it.
+            self.recorder.drop_held()
+            log.warning(
+                "run %s was ended by another server meanwhile (%s); its record is left as it is", self.run_id, ended.message
+            )
+            return
         self.recorder.flush()  # what was held first: what the store has is then all it will get
         saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
         for name, state in self.schedule.states.items():
