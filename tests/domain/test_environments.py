@@ -189,9 +189,9 @@ def test_duplicates_are_found() -> None:
 
 # --- status -----------------------------------------------------------------------------
 
-from datetime import UTC, datetime  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
-from shipline.domain.environments import HistoryEntry, Outcome, SyncState, status_of  # noqa: E402
+from shipline.domain.environments import HistoryEntry, Outcome, Retry, SyncState, retry_wait, status_of  # noqa: E402
 from shipline.domain.rollouts import Health  # noqa: E402
 
 
@@ -256,3 +256,38 @@ def test_quantities_in_the_servers_spelling_are_not_changes() -> None:
     assert [
         str(c) for c in diff_fields(want, {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1"}}})
     ] == ['~ resources.requests.cpu: "250m" -> "0.5"']
+
+
+def test_a_failed_sync_of_the_head_is_tried_again_after_doubling_waits_up_to_the_limit() -> None:
+    retry = Environment.model_validate(
+        {"name": "dev", "repo": "r", "namespace": "dev", "retry": {"limit": 2, "backoff": "30s"}}
+    ).retry
+    t0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    def failed(commit: str, minutes: float, outcome: Outcome = Outcome.FAILED, action: str = "sync") -> HistoryEntry:
+        return entry(outcome, commit, "").model_copy(update={"created_at": t0 + timedelta(minutes=minutes), "action": action})
+
+    once = [failed("b", 0), failed("a", -5, Outcome.VERIFIED)]
+    assert retry_wait(once, "b", retry, t0 + timedelta(seconds=10)) == 20.0
+    assert retry_wait(once, "b", retry, t0 + timedelta(seconds=31)) == 0.0
+    twice = [failed("b", 1), *once]
+    assert retry_wait(twice, "b", retry, t0 + timedelta(minutes=1, seconds=30)) == 30.0, "the second retry waits 60s"
+    thrice = [failed("b", 3, Outcome.ROLLED_BACK), *twice]
+    assert retry_wait(thrice, "b", retry, t0 + timedelta(hours=1)) is None, "two retries, then a new commit is needed"
+    # Nothing to try again: the head verified, a newer head, a rollback on top, no retry declared.
+    assert retry_wait([failed("b", 0, Outcome.VERIFIED)], "b", retry, t0) is None
+    assert retry_wait(once, "c", retry, t0) is None
+    assert retry_wait([failed("a", 2, action="rollback"), *once], "b", retry, t0 + timedelta(hours=1)) is None
+    assert retry_wait(once, "b", Retry(), t0 + timedelta(hours=1)) is None
+
+
+def test_retry_is_shown_in_the_declaration_only_when_set() -> None:
+    plain = Environment.model_validate({"name": "dev", "repo": "r", "namespace": "dev"})
+    assert "retry" not in plain.declared()
+    retried = Environment.model_validate({"name": "dev", "repo": "r", "namespace": "dev", "retry": {"limit": 3}})
+    assert retried.declared()["retry"] == {"limit": 3, "backoff": 30.0}
+    assert Environment.model_validate(retried.declared()) == retried
+    with pytest.raises(ValidationError, match="less than or equal to 10"):
+        Environment.model_validate({"name": "dev", "repo": "r", "namespace": "dev", "retry": {"limit": 11}})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Environment.model_validate({"name": "dev", "repo": "r", "namespace": "dev", "retry": {"times": 3}})

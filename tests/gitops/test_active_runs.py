@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from envkit import EnvRepo
 
-from shipline.domain.environments import Environment
+from shipline.domain.environments import Environment, Retry
 from shipline.domain.runs import INTERRUPTED, RunStatus
 from shipline.engine.leases import Lease
 from shipline.engine.loading import load_pipeline
@@ -199,3 +199,49 @@ def test_a_sync_cut_short_by_its_engine_dying_is_queued_again_once(tmp_path: Pat
     for _ in range(2):
         asyncio.run(reconciler.reconcile())
     assert len(queued) == 2, "a sync that failed by itself waits for a new commit"
+
+
+def test_a_failed_sync_is_tried_again_as_retry_says_then_waits_for_a_new_commit(
+    tmp_path: Path, store: SqlStore, engine: Engine
+) -> None:
+    """`retry: {limit: 2, backoff: 0.5s}`: the head's sync fails (a clone that timed out, a cluster
+    restarting); the controller syncs the same commit again 0.5 s later, then 1 s after the second
+    failure, then no more: a new commit is needed."""
+    repo, env, environments = registered(tmp_path, store)
+    env = env.model_copy(update={"retry": Retry(limit=2, backoff=0.5)})
+    environments.put(env, "environments.yaml")
+    repo.write("notes.txt", "first")
+    head = repo.commit("first state")
+    queued: list[tuple[int, str, float]] = []
+
+    def submit(_: Environment, action: Action, revision: str, back: str) -> int:
+        assert action is Action.SYNC
+        run_id = started(tmp_path, store, env, Action.SYNC)
+        store.update_run(run_id, params={**run_params(Action.SYNC, revision=revision)})
+        queued.append((run_id, revision, time.monotonic()))
+        return run_id
+
+    reconciler = Reconciler(store, environments, engine.secrets, lambda run: tmp_path / str(run), submit, poll_seconds=3600)
+
+    async def looking(until: float) -> None:
+        while time.monotonic() < until:
+            await reconciler.reconcile()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(reconciler.reconcile())
+    failed_at = []
+    for attempt in range(3):
+        assert len(queued) == attempt + 1, f"try {attempt + 1} was queued"
+        store.update_run(queued[-1][0], status=RunStatus.FAILED.value, message="task clone failed: timed out")
+        failed_at.append(time.monotonic())
+        asyncio.run(looking(failed_at[-1] + 2.5))
+    assert len(queued) == 3, "two retries, then a new commit is needed"
+    waits = [queued[1][2] - failed_at[0], queued[2][2] - failed_at[1]]
+    assert 0.5 <= waits[0] < 1.0 <= waits[1] < 2.0, waits
+    assert [e.outcome.value for e in environments.history(env.name, 10)] == ["failed"] * 3
+
+    repo.write("notes.txt", "second")
+    newer = repo.commit("second state")
+    reconciler.poke([env.name])
+    asyncio.run(reconciler.reconcile())
+    assert [revision for _, revision, _ in queued] == [head, head, head, newer]

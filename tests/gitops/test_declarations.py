@@ -47,6 +47,7 @@ def test_every_problem_is_reported_with_its_place(write: Callable[..., Path]) ->
             repo: http://x/qa.git
             namespace: qa
             verify-timeout: soon
+            retry: {limit: 20, backoff: 1m}
     """,
         "envs.yaml",
     )
@@ -58,6 +59,7 @@ def test_every_problem_is_reported_with_its_place(write: Callable[..., Path]) ->
         f"{path}:6:5: unknown key 'colour'",
         f"{path}:7:5: environments.1: an environment needs a target: `namespace: NAME` or `cluster: true`",
         f"{path}:12:21: environments.2.verify-timeout: 'soon' is not a duration: write seconds (90) or text like '90s', '5m', '1h30m'",
+        f"{path}:13:20: environments.2.retry.limit: Input should be less than or equal to 10",
     ]
 
 

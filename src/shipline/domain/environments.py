@@ -41,6 +41,17 @@ def _no_template(value: Any) -> Any:
 Plain = Annotated[str, BeforeValidator(_no_template)]
 
 
+class Retry(BaseModel):
+    """`retry:` of an environment: a failed sync of the branch head is tried again, each time after twice the wait."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int = Field(default=0, ge=0, le=10)
+    """Syncs of one commit after its first failed, at most (0: none, a new commit is needed)."""
+    backoff: Duration = 30.0
+    """The wait before the first of them; each next one waits twice as long as the one before."""
+
+
 class Environment(BaseModel):
     """One environment of a declaration file (`environments:` list); the keys are contract."""
 
@@ -63,6 +74,8 @@ class Environment(BaseModel):
     """Re-apply when the live state drifts from the repository."""
     verify_timeout: Duration = Field(default=300.0, alias="verify-timeout")
     """How long rollouts may take before the sync counts as failed and is rolled back."""
+    retry: Retry = Retry()
+    """How often the controller tries a failed sync of the branch head again (by default never)."""
     services: list[Annotated[str, Field(pattern=SERVICE_PATTERN)]] = []
     """Services whose released versions are proposed to this environment (promotion)."""
     merge: Literal["auto", "manual"] = "manual"
@@ -105,8 +118,8 @@ class Environment(BaseModel):
         return f"env-{self.name}-kubeconfig"
 
     def declared(self) -> dict[str, Any]:
-        """The declaration as written (hyphenated keys), for storing and showing."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The declaration as written (hyphenated keys), for storing and showing; `retry:` only when it is set."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"retry"} if self.retry == Retry() else None)
 
 
 class EnvironmentsFile(BaseModel):
@@ -514,6 +527,29 @@ class HistoryEntry(BaseModel):
     rolled_back_to: str
     message: str
     created_at: datetime
+
+
+def failed_in_a_row(history: Sequence[HistoryEntry], head: str) -> int:
+    """How many syncs of `head` failed in a row at the top of `history` (newest first)."""
+    failed = 0
+    for entry in history:
+        if entry.action != "sync" or entry.commit != head or entry.outcome == Outcome.VERIFIED:
+            break
+        failed += 1
+    return failed
+
+
+def retry_wait(history: Sequence[HistoryEntry], head: str, retry: Retry, now: datetime) -> float | None:
+    """Seconds until the controller syncs `head` again after its sync failed (0: now), or None: not again.
+
+    `history` is the environment's newest entries, newest first (`retry.limit + 1` are enough).  The
+    syncs of `head` that failed in a row at its top are the first try and the retries so far; each
+    retry waits `backoff`, then twice that, and so on, from the end of the failed sync before it."""
+    failed = failed_in_a_row(history, head)
+    if failed == 0 or failed > retry.limit:
+        return None
+    waited = (now - history[0].created_at).total_seconds()
+    return max(0.0, retry.backoff * 2.0 ** (failed - 1) - waited)
 
 
 class SyncState(StrEnum):

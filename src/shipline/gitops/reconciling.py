@@ -29,10 +29,19 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shipline.domain.environments import Environment, FieldChange, HistoryEntry, Outcome, diff_fields
+from shipline.domain.environments import (
+    Environment,
+    FieldChange,
+    HistoryEntry,
+    Outcome,
+    diff_fields,
+    failed_in_a_row,
+    retry_wait,
+)
 from shipline.domain.objects import ObjectRef, ref_of
 from shipline.domain.runs import RunStatus
 from shipline.engine.events import Event, EventBus, Listener
@@ -98,6 +107,8 @@ class Reconciler:
         self._recorded: set[str] = set()
         self._confirming: set[asyncio.Task[None]] = set()
         self._watches: dict[str, _Watched] = {}
+        self._retry_at: dict[str, float] = {}
+        """When (monotonic) to look at an environment's branch again: a failed sync's retry is due then."""
         self._resynced: set[int] = set()
         """Runs of a sync cut short (`RunRecord.interrupted`) whose commit was queued again."""
         self._controlling = False
@@ -186,16 +197,19 @@ class Reconciler:
             # A run of it ended (or the server just started): its outcome goes into the history.
             await asyncio.to_thread(record_unrecorded, self.sql, self.store, env)
             self._recorded.add(env.name)
+            if env.retry.limit and active is None:
+                self._retry_at[env.name] = 0.0  # a look at the branch now: a sync that failed is due for a retry
         if active is None:
             self._busy.discard(env.name)
             self._healing.pop(env.name, None)
         else:
             self._busy.add(env.name)
         now = time.monotonic()
-        due = now - self._checked.get(env.name, -1e9) >= self.poll_seconds
+        due = now - self._checked.get(env.name, -1e9) >= self.poll_seconds or now >= self._retry_at.get(env.name, float("inf"))
         # While a run of it is active (a sync, a dry run), a poke waits: the run's end wakes this loop.
         if env.sync == "auto" and (env.name in self._poked or due) and active is None:
             self._poked.discard(env.name)
+            self._retry_at.pop(env.name, None)
             self._checked[env.name] = now
             await self._follow_branch(env)
         await asyncio.to_thread(self._keep_watch, env)
@@ -209,12 +223,17 @@ class Reconciler:
         head = refs.get(f"refs/heads/{env.branch}", "")
         if not head:
             return
-        history = await asyncio.to_thread(self.store.history, env.name, 1)
+        history = await asyncio.to_thread(self.store.history, env.name, env.retry.limit + 1)
         last = history[0] if history else None
         # A sync of the head whose engine died under it (a server killed mid-apply) did not fail:
         # it was cut short, and the cluster may be half way. It is synced again, once.
         again = last is not None and last.commit == head and await asyncio.to_thread(self._cut_short, last)
-        if not again and (self._attempted.get(env.name) == head or (last is not None and last.commit == head)):
+        # A sync of the head that failed is tried again as its `retry:` says: now, or at a look set for then.
+        wait = None if again or last is None or last.commit != head else retry_wait(history, head, env.retry, datetime.now(UTC))
+        retrying = wait == 0
+        if wait:
+            self._retry_at[env.name] = time.monotonic() + wait
+        if not again and not retrying and (self._attempted.get(env.name) == head or (last is not None and last.commit == head)):
             self._attempted[env.name] = head  # tried already (verified, or failed: a new commit is needed)
             return
         if not await self._in_control():
@@ -223,7 +242,12 @@ class Reconciler:
         run_id = await asyncio.to_thread(self.submit, env, Action.SYNC, head, verified[0] if verified else "")
         self._attempted[env.name] = head
         self._busy.add(env.name)
-        if again and last is not None and last.run_id is not None:
+        if retrying:
+            log.info(
+                "environment sync tried again after it failed",
+                extra={"environment": env.name, "commit": head, "run": run_id, "retry": failed_in_a_row(history, head)},
+            )
+        elif again and last is not None and last.run_id is not None:
             self._resynced.add(last.run_id)
             log.info(
                 "environment sync queued again: the last one was cut short (its engine stopped)",
@@ -255,6 +279,7 @@ class Reconciler:
         self._healing.clear()
         self._attempted.clear()
         self._checked.clear()
+        self._retry_at.clear()
 
     # --- drift ------------------------------------------------------------------------------
 
