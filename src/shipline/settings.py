@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,6 +111,12 @@ class Settings(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
     """TCP port `shipline serve` listens on ($SHIPLINE_PORT)."""
 
+    advertise_url: str | None = None
+    """Where the other servers on the same store reach this one, e.g. `http://10.0.3.7:8080`
+    ($SHIPLINE_ADVERTISE_URL): asked for the step logs of a run this server ran, they pass the
+    request on to it.  None means http://HOST:PORT, with the host's name for 0.0.0.0 / ::.
+    Under Kubernetes, the pod's IP (`status.podIP` through the downward API)."""
+
     anonymous_read: bool = True
     """Whether the dashboard and read-only API work without a token; changes always need one ($SHIPLINE_ANONYMOUS_READ)."""
 
@@ -180,7 +187,7 @@ class Settings(BaseModel):
     ($SHIPLINE_PIPELINES_ROOT; default $SHIPLINE_HOME/pipelines): the API takes paths
     relative to it, so a remote operator cannot make the server read other files."""
 
-    @field_validator("public_url")
+    @field_validator("public_url", "advertise_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -200,6 +207,14 @@ class Settings(BaseModel):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        """Where the other servers reach this one: `advertise_url`, else http://HOST:PORT (the host's name for 0.0.0.0)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
     @property
     def workspaces(self) -> Path:
@@ -238,6 +253,7 @@ _ENV = {
     "SHIPLINE_GITHUB_API_URL": "github_api_url",
     "SHIPLINE_FORGE_TIMEOUT_SECONDS": "forge_timeout_seconds",
     "SHIPLINE_PUBLIC_URL": "public_url",
+    "SHIPLINE_ADVERTISE_URL": "advertise_url",
     "SHIPLINE_HOST": "host",
     "SHIPLINE_PORT": "port",
     "SHIPLINE_ANONYMOUS_READ": "anonymous_read",

@@ -14,6 +14,7 @@ killed, and a webhook that reaches the other is passed on (NOTIFY).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -266,3 +267,83 @@ def wait_until(check: Callable[[], object], what: str, server: Background | None
         if time.monotonic() > deadline or (server is not None and server.proc.poll() is not None):
             raise AssertionError(f"{what}: not within {timeout:g}s" + (f"\n{server.why()}" if server else ""))
         time.sleep(0.2)
+
+
+def test_the_logs_of_a_run_another_server_ran_are_read_through_any_server(postgres_url: str, tmp_path: Path) -> None:
+    """Servers share runs, not logs folders: server `a` passes a request for the logs of a run `b`
+    ran on to `b` (pages, text, the event stream), with the reader's token; once `b` is gone it
+    says so (502), naming where the logs are."""
+    common = {
+        **os.environ,
+        "SHIPLINE_DATABASE_URL": postgres_url,
+        "SHIPLINE_SECRET_KEY": Fernet.generate_key().decode(),
+        "SHIPLINE_ANONYMOUS_READ": "false",
+        "SHIPLINE_LOG_FORMAT": "text",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "shipline", "tokens", "create", "--name", "reader", "--json"],
+        env={**common, "SHIPLINE_HOME": str(tmp_path / "cli")},
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    token = {"Authorization": f"Bearer {json.loads(made.stdout)['secret']}"}
+    store = SqlStore(postgres_url)
+    definition = tmp_path / "talk.yaml"
+    definition.write_text("name: talk\ntasks: [{name: say, steps: [{run: 'echo first line; echo second line'}]}]\n")
+    served: list[Background] = []
+
+    def serve(name: str) -> str:
+        port = free_port()
+        served.append(
+            Background(
+                "serve",
+                "--port",
+                str(port),
+                output=tmp_path / f"{name}.out",
+                env={**common, "SHIPLINE_HOME": str(tmp_path / name)},
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(partial(_answers, f"{url}/readyz"), f"server {name} is ready", served[-1])
+        return url
+
+    try:
+        b = serve("b")  # alone on the store: it runs the run
+        run_id = store.create_run(load_pipeline(definition), {})
+        wait_until(lambda: store.get_run(run_id).status.done, "server b runs the run", served[0])
+        assert store.get_run(run_id).status == RunStatus.SUCCEEDED
+        a = serve("a")
+        assert not (tmp_path / "a" / "logs" / str(run_id)).exists()
+
+        page = httpx.get(f"{a}/api/v1/runs/{run_id}/logs", headers=token, timeout=30)
+        assert page.status_code == 200, page.text
+        assert [line["text"] for line in page.json()[0]["lines"]] == ["first line", "second line"]
+        text = httpx.get(f"{a}/api/v1/runs/{run_id}/logs", params={"format": "text"}, headers=token, timeout=30)
+        assert text.text == "[say#0] first line\n[say#0] second line\n"
+        with httpx.stream("GET", f"{a}/api/v1/runs/{run_id}/logs/stream", headers=token, timeout=30) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = stream.read().decode()
+        assert events.count("event: line") == 2 and "second line" in events and "event: end" in events
+        assert httpx.get(f"{a}/api/v1/runs/{run_id}/logs", timeout=30).status_code == 401, "a reader's token is still needed"
+        again = httpx.get(f"{a}/api/v1/runs/{run_id}/logs", headers={**token, "X-Shipline-Forwarded": "x"}, timeout=30)
+        assert again.status_code == 409 and f"whose server is at {b}" in again.json()["message"], "passed on once at most"
+        cli = subprocess.run(
+            [sys.executable, "-m", "shipline", "runs", "logs", str(run_id)],
+            env={**common, "SHIPLINE_HOME": str(tmp_path / "a")},
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 1 and f"GET {b}/api/v1/runs/{run_id}/logs?format=text" in cli.stderr, cli.stderr
+
+        served[0].proc.terminate()
+        served[0].proc.wait(30)
+        gone = httpx.get(f"{a}/api/v1/runs/{run_id}/logs", headers=token, timeout=30)
+        assert gone.status_code == 502 and f"whose server is at {b}" in gone.json()["message"], gone.text
+        assert "did not answer (ConnectError" in gone.json()["message"]
+    finally:
+        for server in served:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+                server.proc.wait(30)
+        store.close()

@@ -106,8 +106,8 @@ def logs(wiring: Wiring, run_id: int, task: str | None, follow: bool, timestamps
     if task is not None and task not in {t.name for t in record.tasks}:
         names = ", ".join(t.name for t in record.tasks)
         raise NotFound(f"run {run_id} has no task '{task}' (tasks: {names})")
-    if why := logs_elsewhere(store, wiring.settings.logs, run_id):
-        raise Conflict(why)
+    if elsewhere := logs_elsewhere(store, wiring.settings.logs, run_id):
+        raise Conflict(elsewhere.why)
     offsets: dict[str, int] = {}
     while True:
         for task_name, attempt, index, step_name, path in store.log_paths(run_id, task):

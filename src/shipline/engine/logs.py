@@ -34,19 +34,39 @@ def step_log_path(logs: Path, run_id: int, task: str, attempt: int, index: int) 
     return logs / str(run_id) / f"{task}.{attempt}.{index}.log"
 
 
-def logs_elsewhere(store: SqlStore, logs: Path, run_id: int) -> str:
-    """Why this process has none of the run's step logs, when the steps ran under another
-    `SHIPLINE_HOME` (another server sharing the store); "" when they are here or there are none.
+@dataclass(frozen=True)
+class Elsewhere:
+    """The step logs of a run are not in this process's logs folder, but under another server's home."""
+
+    why: str
+    """What to tell a person: where the steps ran, and how to read their logs."""
+    url: str | None
+    """The URL of the server that ran them, when it registered one (`SqlStore.register_server`)."""
+
+
+def logs_elsewhere(store: SqlStore, logs: Path, run_id: int) -> Elsewhere | None:
+    """Where the run's step logs are when the steps ran under another `SHIPLINE_HOME` (another
+    server sharing the store); None when they are here or there are none.
 
     A run's log folder is made as it starts, on the host and in the home of the engine
     that runs it; servers share the store, not their logs folders."""
     if (logs / str(run_id)).is_dir() or not store.log_paths(run_id):
-        return ""
-    host, _, rest = (store.run_owner(run_id) or "").partition(":")
+        return None
+    owner = store.run_owner(run_id) or ""
+    host, _, rest = owner.partition(":")
     ran = f"on {host} (process {rest.partition(':')[0]})" if host else "under another server"
-    return (
-        f"the logs of run {run_id} are not here ({socket.gethostname()}, {logs}): its steps ran {ran}, whose "
-        "$SHIPLINE_HOME/logs keeps them; read them there, or give every server one logs folder (a volume they all mount)"
+    url = store.server_url(owner) if owner else None
+    here = f"the logs of run {run_id} are not here ({socket.gethostname()}, {logs}): its steps ran {ran}"
+    if url is None:
+        return Elsewhere(
+            f"{here}, whose $SHIPLINE_HOME/logs keeps them; read them there, or give every server one logs folder "
+            "(a volume they all mount)",
+            None,
+        )
+    return Elsewhere(
+        f"{here}, whose server is at {url}: read them there (GET {url}/api/v1/runs/{run_id}/logs?format=text, "
+        "or any server of the store passes the request on), or give every server one logs folder",
+        url,
     )
 
 

@@ -24,6 +24,7 @@ from shipline.engine.logs import logs_elsewhere, parse_line
 from shipline.exceptions import Conflict, NotFound, ShiplineError, UsageError
 from shipline.files import open_regular
 from shipline.server.auth import operator, reader
+from shipline.server.forwarding import forward_logs
 from shipline.store.repositories import Repository, Role, Token, Trigger, confine_pipeline
 from shipline.store.secrets import SecretInfo
 from shipline.triggers.rules import TriggerRule
@@ -172,7 +173,8 @@ def _cursor(text: str | None) -> tuple[int, int]:
         "`X-Next-Cursor` header (and a `Link: rel=next`) gives the `cursor` of the next page. "
         "Text (`?format=text`): every line from `cursor` on, streamed. "
         "Follow a running run with /logs/stream. "
-        "409 when the run's steps ran under another server sharing the store (its logs are in that server's home)."
+        "When the run's steps ran under another server sharing the store, its answer is passed on; "
+        "409 when that server said nowhere where it can be reached, 502 when it does not answer."
     ),
 )
 def logs(
@@ -186,8 +188,8 @@ def logs(
 ) -> Response:
     server = _server(request)
     server.sql.get_run(run_id)  # 404 for an unknown run
-    if why := logs_elsewhere(server.sql, server.settings.logs, run_id):
-        raise Conflict(why)
+    if elsewhere := logs_elsewhere(server.sql, server.settings.logs, run_id):
+        return forward_logs(request, elsewhere, server.engine.owner)
     first, offset = _cursor(cursor)
     steps = server.sql.log_paths(run_id, task)[first:]
     if format == "text":

@@ -249,6 +249,8 @@ class Server:
         )
         # Timed on the engine's thread, where its events are published: they need not cross to this loop.
         listeners = [self.metrics.watch(self.engine.bus)]
+        # Before its engine runs anything: the other servers pass requests for its runs' step logs on to here.
+        await asyncio.to_thread(self.sql.register_server, self.engine.owner, self.settings.peer_url)
         self.runner.start(asyncio.get_running_loop())
         # PostgreSQL: runs queued by other replicas or the CLI, and groups freed there, wake the engine at
         # once; a branch that another replica heard has moved wakes the GitOps controller.

@@ -20,9 +20,9 @@ from starlette.concurrency import run_in_threadpool
 
 from shipline.engine.events import EventBus, Subscription
 from shipline.engine.logs import logs_elsewhere, parse_line
-from shipline.exceptions import Conflict
 from shipline.files import open_regular
 from shipline.server.auth import reader
+from shipline.server.forwarding import forward_logs
 
 router = APIRouter(prefix="/api/v1", tags=["streams"])
 
@@ -82,8 +82,8 @@ async def stream_logs(request: Request, run_id: int, task: str | None = None) ->
     server = request.app.state.server
     store = server.sql
     await run_in_threadpool(store.get_run, run_id)  # 404 before the stream starts
-    if why := await run_in_threadpool(logs_elsewhere, store, server.settings.logs, run_id):
-        raise Conflict(why)
+    if elsewhere := await run_in_threadpool(logs_elsewhere, store, server.settings.logs, run_id):
+        return forward_logs(request, elsewhere, server.engine.owner)
 
     def look(offsets: dict[str, int]) -> tuple[Any, list[bytes], bool]:
         """In a worker thread: the run, and the next lines of its logs (at most READ_CHUNK per file)."""

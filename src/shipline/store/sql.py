@@ -55,7 +55,7 @@ from shipline.domain.runs import (
 )
 from shipline.exceptions import NotFound, StoreError
 from shipline.files import make_private, private_dir, private_file
-from shipline.store.tables import outbox_cursors, run_events, runs, step_runs, task_runs
+from shipline.store.tables import outbox_cursors, run_events, runs, servers, step_runs, task_runs
 
 if TYPE_CHECKING:  # imported where a definition is read back (`load_spec`): listing runs needs none
     from shipline.domain.pipelines import ResolvedPipeline
@@ -1028,6 +1028,18 @@ class SqlStore:
         with self.transaction() as conn:
             owner: str | None = conn.execute(select(runs.c.owner).where(runs.c.id == run_id)).scalar()
             return owner
+
+    def register_server(self, owner: str, url: str) -> None:
+        """Say where the server whose engine is `owner` can be reached (for the step logs of its runs)."""
+        with self.transaction() as conn:
+            conn.execute(servers.delete().where(servers.c.owner == owner))
+            conn.execute(insert(servers).values(owner=owner, url=url, started_at=utcnow()))
+
+    def server_url(self, owner: str) -> str | None:
+        """Where the server of the engine `owner` said it can be reached; None for a CLI's engine, or before 0013."""
+        with self.transaction() as conn:
+            url: str | None = conn.execute(select(servers.c.url).where(servers.c.owner == owner)).scalar()
+            return url
 
     def owned_active(self) -> list[tuple[int, str, datetime | None]]:
         """(run id, owner, last heartbeat) of every run some engine has taken and not finished."""

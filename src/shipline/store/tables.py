@@ -114,3 +114,13 @@ outbox_cursors = Table(
     Column("lease_owner", String(255), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
 )
+
+servers = Table(
+    "servers",
+    metadata,
+    # Where each `shipline serve` that ran runs can be reached by the others (0013): the step logs of
+    # a run are in the home of the server that ran it, and another server passes a request for them on.
+    Column("owner", String(255), primary_key=True),  # the engine's owner id, as `runs.owner` names it
+    Column("url", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+)
