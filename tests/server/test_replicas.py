@@ -247,10 +247,7 @@ def two_servers(postgres_url: str, tmp_path: Path, *, poll_seconds: float) -> It
         a, b = servers
         yield (store, a, b) if said["a.out"] else (store, b, a)
     finally:
-        for server in servers:
-            if server.proc.poll() is None:
-                server.proc.terminate()
-                server.proc.wait(30)
+        stop_all([s.proc for s in servers])
         store.close()
 
 
@@ -342,8 +339,12 @@ def test_the_logs_of_a_run_another_server_ran_are_read_through_any_server(postgr
         assert gone.status_code == 502 and f"whose server is at {b}" in gone.json()["message"], gone.text
         assert "did not answer (ConnectError" in gone.json()["message"]
     finally:
-        for server in served:
-            if server.proc.poll() is None:
-                server.proc.terminate()
-                server.proc.wait(30)
+        stop_all([s.proc for s in served])
         store.close()
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
