@@ -245,6 +245,14 @@ def test_status_says_when_health_comes_from_history() -> None:
     assert result.message == "verified a (health from history: the cluster cannot be asked: cannot reach https://127.0.0.1:1)"
 
 
+def test_status_says_when_a_failed_sync_is_tried_again() -> None:
+    broken = entry(Outcome.FAILED, "b", "", "sync: task clone failed")
+    waiting = status_of("dev", head="b", last=broken, last_applied=None, retrying=(42.4, 1, 3))
+    assert waiting.message == "sync: task clone failed; tried again in 42s (retry 1 of 3)"
+    due = status_of("dev", head="b", last=broken, last_applied=None, retrying=(0.0, 3, 3))
+    assert due.message == "sync: task clone failed; tried again now (retry 3 of 3)"
+
+
 def test_quantities_in_the_servers_spelling_are_not_changes() -> None:
     from shipline.domain.environments import diff_fields, quantity
 

@@ -234,6 +234,10 @@ def test_a_failed_sync_is_tried_again_as_retry_says_then_waits_for_a_new_commit(
         assert len(queued) == attempt + 1, f"try {attempt + 1} was queued"
         store.update_run(queued[-1][0], status=RunStatus.FAILED.value, message="task clone failed: timed out")
         failed_at.append(time.monotonic())
+        if attempt == 0:
+            asyncio.run(reconciler.reconcile())  # the failure goes into the history
+            said = status(store, environments, environments.get(env.name), None).message
+            assert "; tried again " in said and said.endswith("(retry 1 of 2)"), said
         asyncio.run(looking(failed_at[-1] + 2.5))
     assert len(queued) == 3, "two retries, then a new commit is needed"
     waits = [queued[1][2] - failed_at[0], queued[2][2] - failed_at[1]]

@@ -583,12 +583,15 @@ def status_of(
     live_detail: str = "",
     live_error: str = "",
     head_error: str = "",
+    retrying: tuple[float, int, int] | None = None,
 ) -> EnvironmentStatus:
     """An environment's status from its newest history entries, its branch head and what is live.
 
     `running` is the id of a sync run under way; `live_health`, when the cluster
     was asked, wins over what the history implies (`live_detail` says what is
-    not healthy; `live_error` why the cluster could not be asked).
+    not healthy; `live_error` why the cluster could not be asked).  `retrying`:
+    the failed sync of the head is tried again in so many seconds, the retry's
+    number and `retry.limit` (`retry_wait`).
     """
     applied = last_applied.applied_commit if last_applied else ""
     in_sync = bool(applied) and applied == head and not drift
@@ -612,6 +615,9 @@ def status_of(
         message = last.message
         if live_detail and live_health not in (None, Health.HEALTHY):
             message = f"{live_detail}; {message}"
+        if retrying is not None:
+            seconds, number, limit = retrying
+            message = f"{message}; tried again {f'in {seconds:.0f}s' if seconds >= 1 else 'now'} (retry {number} of {limit})"
     else:
         message = "never synced: run `shipline env sync " + name + "`"
     if live_error and running is None:

@@ -42,6 +42,8 @@ class Elsewhere:
     """What to tell a person: where the steps ran, and how to read their logs."""
     url: str | None
     """The URL of the server that ran them, when it registered one (`SqlStore.register_server`)."""
+    owner: str
+    """The engine that ran them ("" when none is recorded)."""
 
 
 def logs_elsewhere(store: SqlStore, logs: Path, run_id: int) -> Elsewhere | None:
@@ -62,11 +64,13 @@ def logs_elsewhere(store: SqlStore, logs: Path, run_id: int) -> Elsewhere | None
             f"{here}, whose $SHIPLINE_HOME/logs keeps them; read them there, or give every server one logs folder "
             "(a volume they all mount)",
             None,
+            owner,
         )
     return Elsewhere(
         f"{here}, whose server is at {url}: read them there (GET {url}/api/v1/runs/{run_id}/logs?format=text, "
         "or any server of the store passes the request on), or give every server one logs folder",
         url,
+        owner,
     )
 
 

@@ -14,10 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from shipline.domain.environments import Environment, EnvironmentStatus, HistoryEntry, Outcome, status_of
+from shipline.domain.environments import (
+    Environment,
+    EnvironmentStatus,
+    HistoryEntry,
+    Outcome,
+    failed_in_a_row,
+    retry_wait,
+    status_of,
+)
 from shipline.domain.objects import ref_of
 from shipline.domain.rollouts import Health, assess, worst
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
@@ -187,8 +196,9 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment, ku
     """The contract's status; with `kubeconfig` (the environment's), health is read from the cluster."""
     env = stored.environment
     head, head_error = branch_head(env)
-    history = store.history(env.name, limit=1)
+    history = store.history(env.name, limit=env.retry.limit + 1)
     health, detail = live_health(env, kubeconfig) if kubeconfig else (None, "")
+    wait = retry_wait(history, head, env.retry, datetime.now(UTC)) if env.sync == "auto" and head else None
     return status_of(
         env.name,
         head=head,
@@ -200,6 +210,7 @@ def status(sql: SqlStore, store: EnvironmentStore, stored: StoredEnvironment, ku
         live_health=health,
         live_detail=detail if health is not None else "",
         live_error=detail if kubeconfig and health is None else "",
+        retrying=None if wait is None else (wait, failed_in_a_row(history, head), env.retry.limit),
     )
 
 

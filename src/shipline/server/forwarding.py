@@ -31,7 +31,8 @@ def forward_logs(request: Request, elsewhere: Elsewhere, owner: str) -> Streamin
     """The answer of the server that has the logs; `Conflict` (409) when none can be asked.
 
     `owner` is this server's engine, named as the one that passed the request on."""
-    if elsewhere.url is None or request.headers.get(FORWARDED):
+    # This server's own run whose logs are gone (pruned, a home moved) has nowhere else to be.
+    if elsewhere.url is None or elsewhere.owner == owner or request.headers.get(FORWARDED):
         raise Conflict(elsewhere.why)
     url = f"{elsewhere.url}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
     headers = {name: value for name in _ASKED if (value := request.headers.get(name)) is not None}
