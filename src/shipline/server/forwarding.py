@@ -25,6 +25,8 @@ FORWARDED = "x-shipline-forwarded"
 _ASKED = ("authorization", "accept", "last-event-id")
 _ANSWERED = frozenset({"content-type", "content-encoding", "cache-control", "x-accel-buffering", "x-next-cursor", "link"})
 CONNECT_SECONDS = 5.0
+PAGE_SECONDS = 60.0
+"""How long the other server may take between two pieces of a page of logs (not of an event stream)."""
 
 
 def forward_logs(request: Request, elsewhere: Elsewhere, owner: str) -> StreamingResponse:
@@ -52,8 +54,8 @@ class _Forwarded(StreamingResponse):
         self.elsewhere = elsewhere
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Reading waits as long as the other server's stream does: it sends keep-alives, and ends with the run.
-        timeout = httpx.Timeout(CONNECT_SECONDS, read=None)
+        # An event stream may be quiet as long as a step is (it ends with the run); a page comes at once.
+        timeout = httpx.Timeout(CONNECT_SECONDS, read=None if self.url.partition("?")[0].endswith("/stream") else PAGE_SECONDS)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             try:
                 answer = await client.send(client.build_request("GET", self.url, headers=self.asked), stream=True)
