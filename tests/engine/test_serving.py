@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +110,50 @@ def test_a_run_whose_engine_is_killed_is_ended_by_a_serving_engine_and_frees_its
         engine.store.close()
     assert killed.status == RunStatus.FAILED and "stopped during the run" in killed.message, killed.message
     assert waiting.status == RunStatus.SUCCEEDED, waiting.message
+
+
+def test_stopping_what_a_dead_engine_left_running_does_not_hold_up_the_runs_being_driven(
+    settings: Settings, store: SqlStore, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping a dead engine's leftovers can take seconds (processes given `KILL_SECONDS` to die,
+    a cluster's API slow to answer; here 3 s of waiting added to the real stop): the serving
+    engine's own run ends meanwhile, not after."""
+    server = Engine(settings, SqlStore(settings.database), LocalExecutor(1.0))
+    stop_orphans = server.executor.stop_orphans
+
+    def slowly(run_id: int, owner: str, pids: list[int]) -> None:
+        time.sleep(3)
+        stop_orphans(run_id, owner, pids)
+
+    monkeypatch.setattr(server.executor, "stop_orphans", slowly)
+    own = load_pipeline(write("name: own\ntasks: [{name: a, steps: [{run: 'sleep 1'}]}]\n"))
+    left = load_pipeline(write("name: left\ntasks: [{name: a, steps: [{run: 'sleep 60'}]}]\n"))
+
+    async def scenario() -> tuple[RunRecord, RunRecord]:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(server.serve(stop, poll_seconds=0.05, recover_seconds=0.2))
+        run_id = server.submit(own, {})
+        server.wake()
+        while store.get_run(run_id).status != RunStatus.RUNNING:
+            await asyncio.sleep(0.05)
+        # A run of an engine of this host whose process is gone (no such pid).
+        dead = store.create_run(left, {}, owner=f"{socket.gethostname()}:{2**22 + 11}:1")
+        store.update_run(dead, status=RunStatus.RUNNING.value)
+        while not store.get_run(dead).status.done:
+            await asyncio.sleep(0.05)
+        while not store.get_run(run_id).status.done:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await serving
+        return store.get_run(run_id), store.get_run(dead)
+
+    try:
+        ran, ended = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        server.store.close()
+    assert ran.status == RunStatus.SUCCEEDED and ended.status == RunStatus.FAILED, (ran.message, ended.message)
+    assert ran.finished_at is not None and ended.finished_at is not None
+    assert ran.finished_at < ended.finished_at, "the run was held up until the dead engine's leftovers were stopped"
 
 
 def test_a_run_waiting_for_its_group_in_an_engine_on_another_host_is_left_alone(

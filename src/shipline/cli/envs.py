@@ -62,6 +62,7 @@ def env() -> None:
           sync: auto                  # auto: the server applies each commit; manual: env sync only
           self-heal: true
           verify-timeout: 5m
+          retry: {limit: 3, backoff: 1m}  # a failed sync of the head again 1m, 2m, 4m later
     """
 
 

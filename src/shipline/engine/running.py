@@ -240,7 +240,7 @@ class Engine:
             if loop.time() - recovered_at >= recover_seconds:
                 recovered_at = loop.time()
                 try:
-                    if interrupted := self.recover():
+                    if interrupted := await self._recover_beside_runs():
                         self.wake()  # their groups and slots are free
                         log.warning("ended the runs of an engine that died: %s", ", ".join(map(str, interrupted)))
                 except StoreError as exc:
@@ -373,31 +373,60 @@ class Engine:
 
     def recover(self) -> list[int]:
         """Find runs whose engine died, stop what they left running, and mark them failed."""
-        interrupted = []
+        dead = self._dead_runs()
+        for run in dead:
+            self._stop_leftovers(run)
+        return [run.run_id for run in dead if self._end_interrupted(run)]
+
+    async def _recover_beside_runs(self) -> list[int]:
+        """`recover`, from the serving loop: what a dead engine left running is stopped in a thread
+        (signals and up to `KILL_SECONDS` of waiting, or a cluster's API), so the runs this engine
+        drives meanwhile are not held up."""
+        dead = self._dead_runs()
+        for run in dead:
+            await asyncio.to_thread(self._stop_leftovers, run)
+        return [run.run_id for run in dead if self._end_interrupted(run)]
+
+    def _dead_runs(self) -> list[_Dead]:
         moment = now()
-        for run_id, owner, heartbeat in self.store.owned_active():
-            if owner == self.owner or owner_alive(owner, heartbeat, moment):
-                continue
-            steps = self.store.running_steps(run_id)
-            try:
-                self.executor.stop_orphans(run_id, owner, [pid for _, _, _, pid in steps if pid is not None])
-            except Exception as exc:
-                log.warning("run %s: could not stop what its steps left running: %s", run_id, exc)
-            host, _, rest = owner.partition(":")
-            record = self.store.get_run(run_id)
-            when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
-            message = (
-                f"{INTERRUPTED}the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
-                f"start it again with `shipline runs rerun {run_id}`"
-            )
-            self._recorder(run_id).interrupted(record, [(t, a, i) for t, a, i, _ in steps], message)
-            discard_outputs(self.settings.logs, run_id)
-            interrupted.append(run_id)
-        return interrupted
+        return [
+            _Dead(run_id, owner, self.store.running_steps(run_id))
+            for run_id, owner, heartbeat in self.store.owned_active()
+            if owner != self.owner and not owner_alive(owner, heartbeat, moment)
+        ]
+
+    def _stop_leftovers(self, run: _Dead) -> None:
+        try:
+            self.executor.stop_orphans(run.run_id, run.owner, [pid for _, _, _, pid in run.steps if pid is not None])
+        except Exception as exc:
+            log.warning("run %s: could not stop what its steps left running: %s", run.run_id, exc)
+
+    def _end_interrupted(self, run: _Dead) -> bool:
+        """Mark the dead engine's run failed, unless another engine has ended it meanwhile."""
+        record = self.store.get_run(run.run_id)
+        if record.status.done:
+            return False
+        host, _, rest = run.owner.partition(":")
+        when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
+        message = (
+            f"{INTERRUPTED}the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
+            f"start it again with `shipline runs rerun {run.run_id}`"
+        )
+        self._recorder(run.run_id).interrupted(record, [(t, a, i) for t, a, i, _ in run.steps], message)
+        discard_outputs(self.settings.logs, run.run_id)
+        return True
 
     def workspace(self, run_id: int) -> Path:
         """The run's workspace on this host (the local executor's; a Kubernetes run's is in its volume)."""
         return self.settings.workspaces / str(run_id)
+
+
+class _Dead(NamedTuple):
+    """A run whose engine died (`Engine.recover`), and its steps the store has as running."""
+
+    run_id: int
+    owner: str
+    steps: list[tuple[str, int, int, int | None]]
 
 
 class _Made(NamedTuple):
