@@ -96,11 +96,10 @@ def test_a_run_whose_engine_is_killed_is_ended_by_a_serving_engine_and_frees_its
         assert store.get_run(waiting).status == RunStatus.QUEUED, "behind the CLI's run, in its group"
         cli.proc.kill()
         cli.proc.wait()
-        while not store.get_run(waiting).status.done:
-            await asyncio.sleep(0.05)
+        done = await ended(store, waiting)
         stop.set()
         await worker
-        return store.get_run(killed), store.get_run(waiting)
+        return store.get_run(killed), done
 
     try:
         killed, waiting = asyncio.run(asyncio.wait_for(scenario(), 60))
@@ -139,21 +138,19 @@ def test_stopping_what_a_dead_engine_left_running_does_not_hold_up_the_runs_bein
         # A run of an engine of this host whose process is gone (no such pid).
         dead = store.create_run(left, {}, owner=f"{socket.gethostname()}:{2**22 + 11}:1")
         store.update_run(dead, status=RunStatus.RUNNING.value)
-        while not store.get_run(dead).status.done:
-            await asyncio.sleep(0.05)
-        while not store.get_run(run_id).status.done:
-            await asyncio.sleep(0.05)
+        await ended(store, dead)
+        await ended(store, run_id)
         stop.set()
         await serving
         return store.get_run(run_id), store.get_run(dead)
 
     try:
-        ran, ended = asyncio.run(asyncio.wait_for(scenario(), 60))
+        ran, recovered = asyncio.run(asyncio.wait_for(scenario(), 60))
     finally:
         server.store.close()
-    assert ran.status == RunStatus.SUCCEEDED and ended.status == RunStatus.FAILED, (ran.message, ended.message)
-    assert ran.finished_at is not None and ended.finished_at is not None
-    assert ran.finished_at < ended.finished_at, "the run was held up until the dead engine's leftovers were stopped"
+    assert ran.status == RunStatus.SUCCEEDED and recovered.status == RunStatus.FAILED, (ran.message, recovered.message)
+    assert ran.finished_at is not None and recovered.finished_at is not None
+    assert ran.finished_at < recovered.finished_at, "the run was held up until the dead engine's leftovers were stopped"
 
 
 def test_a_run_waiting_for_its_group_in_an_engine_on_another_host_is_left_alone(
@@ -305,6 +302,12 @@ def test_an_engine_cut_off_writes_no_second_end_for_a_run_another_server_ended(
         other.store.close()
     assert record.status == RunStatus.FAILED and record.message.startswith("interrupted: "), record.message
     assert [(t.run_id, t.status) for t in ends] == [(record.id, "failed")], ends
+
+
+async def ended(store: SqlStore, run_id: int) -> RunRecord:
+    while not (record := store.get_run(run_id)).status.done:
+        await asyncio.sleep(0.05)
+    return record
 
 
 def _alive(pid: int) -> bool:
