@@ -306,11 +306,23 @@ def test_the_logs_of_a_run_another_server_ran_are_read_through_any_server(postgr
         return url
 
     try:
-        b = serve("b")  # alone on the store: it runs the run
+        b = serve("b")  # alone on the store: it runs the runs
         run_id = store.create_run(load_pipeline(definition), {})
+        slow = tmp_path / "slow.yaml"
+        slow.write_text("name: slow\ntasks: [{name: wait, steps: [{run: 'echo begun; sleep 10; echo done'}]}]\n")
+        running = store.create_run(load_pipeline(slow), {})
         wait_until(lambda: store.get_run(run_id).status.done, "server b runs the run", served[0])
         assert store.get_run(run_id).status == RunStatus.SUCCEEDED
         a = serve("a")
+        assert store.get_run(running).status == RunStatus.RUNNING
+
+        # A running run followed through `a`: each line as `b` has it, then its end.
+        with httpx.stream("GET", f"{a}/api/v1/runs/{running}/logs/stream", headers=token, timeout=30) as stream:
+            lines = stream.iter_lines()
+            assert "begun" in next(line for line in lines if line.startswith("data:") and '"text"' in line)
+            assert store.get_run(running).status == RunStatus.RUNNING, "the line came while the run ran"
+            rest = list(lines)
+        assert any("done" in line for line in rest) and "event: end" in rest
         assert not (tmp_path / "a" / "logs" / str(run_id)).exists()
 
         page = httpx.get(f"{a}/api/v1/runs/{run_id}/logs", headers=token, timeout=30)
