@@ -309,7 +309,7 @@ def test_the_logs_of_a_run_another_server_ran_are_read_through_any_server(postgr
         b = serve("b")  # alone on the store: it runs the runs
         run_id = store.create_run(load_pipeline(definition), {})
         slow = tmp_path / "slow.yaml"
-        slow.write_text("name: slow\ntasks: [{name: wait, steps: [{run: 'echo begun; sleep 10; echo done'}]}]\n")
+        slow.write_text("name: slow\ntasks: [{name: wait, steps: [{run: 'echo begun; sleep 15; echo done'}]}]\n")
         running = store.create_run(load_pipeline(slow), {})
         wait_until(lambda: store.get_run(run_id).status.done, "server b runs the run", served[0])
         assert store.get_run(run_id).status == RunStatus.SUCCEEDED
