@@ -128,10 +128,10 @@ def testbed() -> Iterator[Testbed]:
                 pytest.fail("the testbed did not come up, twice:\n" + "\n--- then:\n".join(failures), pytrace=False)
             sessions.join()
     if failures:
-        # Seen on 2026-11-30 after a day of ups and downs: kube-apiserver (once etcd) ended within a
-        # second of its start without a word in its log; the next up came up. Said at the end of the
-        # session, not hidden; not as a warning, which `filterwarnings = error` makes the error of
-        # every test that uses the testbed.
+        # Seen twice on 2026-11-30, each soon after a `testbed down`: kube-apiserver ended within a
+        # second of its start without a word in its log, etcd within seconds after three start-up
+        # lines; the next up came up. Said at the end of the session, not hidden; not as a warning,
+        # which `filterwarnings = error` makes the error of every test that uses the testbed.
         _SECOND_TRIES.append(failures[0])
     after = {s.name for s in running.status(layout) if s.pid is not None}
     started = tuple(sorted(after - before))
