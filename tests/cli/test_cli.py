@@ -294,3 +294,18 @@ def test_version_and_help_do_not_load_the_engine() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().endswith("loaded: []"), done.stdout + done.stderr
+
+
+def test_a_command_runs_with_the_cyclic_collector_once_started(tmp_path: Path) -> None:
+    # Start-up runs without it (`shipline.launch`); a command that runs for hours (`serve`, a
+    # long `run`) must have it back, or every reference cycle it makes stays in memory.
+    probe = (
+        "import gc, sys\n"
+        "from shipline.launch import main\n"
+        "sys.argv = ['shipline', 'runs', 'list', '--json']\n"
+        "try:\n    main()\n"
+        "finally:\n    print('collector on:', gc.isenabled(), 'start-up frozen:', gc.get_freeze_count() > 10000)\n"
+    )
+    env = {**os.environ, "SHIPLINE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.strip().endswith("collector on: True start-up frozen: True"), done.stdout + done.stderr

@@ -80,6 +80,9 @@ class LazyGroup(ShiplineGroup):
         module, _, attribute = COMMANDS[cmd_name][0].partition(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
+        if not gc.isenabled():  # off for start-up (`shipline.launch.main`), which ends here
+            gc.freeze()
+            gc.enable()
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
