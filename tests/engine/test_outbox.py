@@ -426,3 +426,36 @@ def test_the_last_task_end_held_for_the_run_end_is_saved_whole_after_failed_trie
     task = store.get_run(run_id).task("a")
     assert (task.status.value, task.results) == ("succeeded", {"version": "1.2.0"})
     assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running"), ("a", "succeeded")]
+
+
+def test_an_end_written_for_a_run_that_fails_midway_keeps_what_was_held(settings: Settings, write: Write) -> None:
+    """Ending a run its engine could not end (an engine back from a store outage, `RunRecorder.unended`)
+    is one transaction; when it fails after the held saves went into it, they are rolled back with it
+    and held again: the next try writes them (the task's success is not lost to `skipped`)."""
+    from shipline.domain.runs import RunStatus
+    from shipline.engine.recording import RunRecorder
+    from shipline.exceptions import StoreError
+
+    store, run_id, reader, _ = _one_run_read(settings, write, "midway")
+
+    async def scenario() -> None:
+        recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
+        recorder.task_started("a", 1)
+        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"}, last=True)  # held
+        with pytest.raises(StoreError), recorder.unended() as record:
+            assert record is not None
+            recorder.flush()  # into the block's transaction
+            raise StoreError("the store went away before the run's end was written")
+        with recorder.unended() as record:
+            assert record is not None, "the first try was rolled back: the run is not ended"
+            recorder.flush()
+            recorder.interrupted(store.get_run(run_id), [], "interrupted: the store could not be written")
+
+    asyncio.run(scenario())
+    record = store.get_run(run_id)
+    assert (record.status, record.task("a").status.value, record.task("a").results) == (
+        RunStatus.FAILED,
+        "succeeded",
+        {"version": "1.2.0"},
+    )
+    assert [(t.task, t.status) for t in _read_all(reader)] == [("a", "running"), ("a", "succeeded"), (None, "failed")]

@@ -7,13 +7,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import GROUPED, Background
 from relay import Relay
-from sqlalchemy import make_url
+from sqlalchemy import make_url, select, text
 
 from shipline.domain.runs import RunRecord, RunStatus
 from shipline.engine import processes, running
@@ -22,6 +23,7 @@ from shipline.engine.running import Engine
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.sql import SqlStore
+from shipline.store.tables import runs
 
 
 @pytest.mark.postgres
@@ -302,6 +304,49 @@ def test_an_engine_cut_off_writes_no_second_end_for_a_run_another_server_ended(
         other.store.close()
     assert record.status == RunStatus.FAILED and record.message.startswith("interrupted: "), record.message
     assert [(t.run_id, t.status) for t in ends] == [(record.id, "failed")], ends
+
+
+@pytest.mark.postgres
+def test_two_servers_ending_one_dead_engines_run_write_one_end(
+    settings: Settings, postgres_url: str, write: Callable[..., Path]
+) -> None:
+    """Two servers' recoveries find the same dead engine's run at the same moment, each reading it
+    unended: they take turns on its row, and the second leaves it as the first ended it (one end
+    in the outbox: one commit status, one CDEvent)."""
+    watcher, holder = SqlStore(postgres_url), SqlStore(postgres_url)
+    servers = [Engine(settings, SqlStore(postgres_url), LocalExecutor(1.0)) for _ in range(2)]
+    for i, server in enumerate(servers):
+        server.owner += f"-{i}"
+    pipeline = load_pipeline(write("name: left\ntasks: [{name: a, steps: [{run: 'sleep 60'}]}]\n"))
+    dead = watcher.create_run(pipeline, {}, owner=f"{socket.gethostname()}:{2**22 + 11}:1")
+    watcher.update_run(dead, status=RunStatus.RUNNING.value)
+    start = watcher.transitions_after(0, limit=1_000_000)
+    position = start[-1].id if start else 0
+
+    def waiting_for_a_lock() -> int:
+        with watcher.reading() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            return int(conn.execute(text(query)).scalar_one())
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            # A third connection holds the run's row until both servers have come to it.
+            with holder.transaction() as conn:
+                conn.execute(select(runs.c.id).where(runs.c.id == dead).with_for_update())
+                recovering = [pool.submit(server.recover) for server in servers]
+                deadline = time.monotonic() + 30
+                while waiting_for_a_lock() < 2:
+                    assert time.monotonic() < deadline, "the servers did not both come to the run's row"
+                    time.sleep(0.05)
+            recovered = sorted(future.result(timeout=30) for future in recovering)
+        ends = [t for t in watcher.transitions_after(position, limit=1000, kind="run") if t.status == "failed"]
+        record = watcher.get_run(dead)
+    finally:
+        for store in (watcher, holder, *(server.store for server in servers)):
+            store.close()
+    assert recovered == [[], [dead]], recovered
+    assert [t.run_id for t in ends] == [dead], ends
+    assert record.status == RunStatus.FAILED and record.message.startswith("interrupted: "), record.message
 
 
 async def ended(store: SqlStore, run_id: int) -> RunRecord:

@@ -10,7 +10,8 @@ kind of event is masked without anyone having to remember it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +170,21 @@ class RunRecorder:
         """Save what is held now (raises StoreError when the store cannot take it)."""
         if self._held:
             self._now(lambda: None)
+
+    @contextmanager
+    def unended(self) -> Iterator[RunRecord | None]:
+        """For ending a run its engine did not end (another server's recovery, an engine back from a
+        store outage): the run's record, or None when it was ended meanwhile.  The saves made in the
+        block are one transaction with the run's row locked (`SqlStore.lock_unended`): two such
+        writers take turns, and the second finds the run ended.  If the block fails, what was held
+        when it began is held again (its saves were rolled back with the rest)."""
+        held = list(self._held)
+        try:
+            with self._store.together():
+                yield self._store.lock_unended(self.run_id)
+        except StoreError:
+            self._held = held + [h for h in self._held if not any(h is k for k in held)]
+            raise
 
     def drop_held(self) -> None:
         """Forget what is held: the run was ended elsewhere, and its record is no longer this recorder's to write."""

@@ -403,16 +403,17 @@ class Engine:
 
     def _end_interrupted(self, run: _Dead) -> bool:
         """Mark the dead engine's run failed, unless another engine has ended it meanwhile."""
-        record = self.store.get_run(run.run_id)
-        if record.status.done:
-            return False
-        host, _, rest = run.owner.partition(":")
-        when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
-        message = (
-            f"{INTERRUPTED}the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
-            f"start it again with `shipline runs rerun {run.run_id}`"
-        )
-        self._recorder(run.run_id).interrupted(record, [(t, a, i) for t, a, i, _ in run.steps], message)
+        recorder = self._recorder(run.run_id)
+        with recorder.unended() as record:
+            if record is None:
+                return False
+            host, _, rest = run.owner.partition(":")
+            when = "before the run started" if record.status == RunStatus.QUEUED else "during the run; logs up to then are kept"
+            message = (
+                f"{INTERRUPTED}the engine (pid {rest.partition(':')[0]} on {host}) stopped {when}; "
+                f"start it again with `shipline runs rerun {run.run_id}`"
+            )
+            recorder.interrupted(record, [(t, a, i) for t, a, i, _ in run.steps], message)
         discard_outputs(self.settings.logs, run.run_id)
         return True
 
@@ -617,22 +618,23 @@ class _RunDriver:
     def _write_end(self, message: str) -> None:
         """What the store missed, through the recorder: tasks that ended as they ended, then the rest as for an interrupted run."""
         store = self.engine.store
-        if (ended := store.get_run(self.run_id)).status.done:
-            # Another server took this engine for dead (its heartbeat went stale) and ended the run:
-            # its record stands, and its end is in the outbox once; nothing held is saved over it.
-            self.recorder.drop_held()
-            log.warning(
-                "run %s was ended by another server meanwhile (%s); its record is left as it is", self.run_id, ended.message
-            )
-            return
-        self.recorder.flush()  # what was held first: what the store has is then all it will get
-        saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
-        for name, state in self.schedule.states.items():
-            if state.status.done and saved.get(name) != state.status:
-                self.recorder.task_finished(name, state.status, state.results, "it ended while the store could not be written")
-        self._ensure_started()
-        steps = [(task, attempt, index) for task, attempt, index, _pid in store.running_steps(self.run_id)]
-        self.recorder.interrupted(store.get_run(self.run_id), steps, message)
+        with self.recorder.unended() as record:
+            if record is None:
+                # Another server took this engine for dead (its heartbeat went stale) and ended the run:
+                # its record stands, and its end is in the outbox once; nothing held is saved over it.
+                self.recorder.drop_held()
+                log.warning("run %s was ended by another server meanwhile; its record is left as it is", self.run_id)
+                return
+            self.recorder.flush()  # what was held first: what the store has is then all it will get
+            saved = {t.name: t.status for t in store.get_run(self.run_id).tasks}
+            for name, state in self.schedule.states.items():
+                if state.status.done and saved.get(name) != state.status:
+                    self.recorder.task_finished(
+                        name, state.status, state.results, "it ended while the store could not be written"
+                    )
+            self._ensure_started()
+            steps = [(task, attempt, index) for task, attempt, index, _pid in store.running_steps(self.run_id)]
+            self.recorder.interrupted(store.get_run(self.run_id), steps, message)
 
     def _launch(self, task: ResolvedTask) -> None:
         self.schedule.update(task.name, TaskStatus.RUNNING)

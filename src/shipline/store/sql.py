@@ -921,6 +921,27 @@ class SqlStore:
                     self._append(conn, ended)
         return self.get_run(run_id)
 
+    def lock_unended(self, run_id: int) -> RunRecord | None:
+        """For writing the end of a run its engine did not end: the run's record with its row locked
+        until the end of the `together()` block this is called in, or None when it has ended.
+
+        Two writers of such an end (another server's recovery, an engine back from a network cut
+        that ends its own run) each read, then write: both could read the run unended and write two
+        ends (two commit statuses, two CDEvents).  Here the second waits for the first's commit,
+        then finds the run ended.  PostgreSQL: `SELECT ... FOR UPDATE`; SQLite: the block's write
+        lock taken first (it has one writer at a time).
+        """
+        if self._together.get() is None:
+            raise AssertionError("lock_unended is called inside together(): the lock lasts until the block's end")
+        _check_id(run_id)
+        with self.transaction() as conn:
+            if self.is_sqlite:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(id=runs.c.id))
+            else:
+                conn.execute(select(runs.c.id).where(runs.c.id == run_id).with_for_update())
+        record = self.get_run(run_id)
+        return None if record.status.done else record
+
     # --- the outbox -------------------------------------------------------------------
 
     def transitions_after(self, position: int, limit: int = 100, kind: str | None = None) -> list[RunTransition]:
