@@ -131,34 +131,6 @@ def test_independent_tasks_run_in_parallel(run_pipeline: RunFn, tmp_path: Path) 
     assert join.started_at >= max(left.finished_at, right.finished_at)
 
 
-def test_first_failure_skips_the_rest_and_finally_still_runs(run_pipeline: RunFn, settings: Settings) -> None:
-    record = run_pipeline(
-        """
-        name: fails
-        tasks:
-          - name: ok
-            steps: [{run: echo fine}]
-          - name: boom
-            steps:
-              - run: echo about to fail
-              - run: exit 3
-              - run: echo never printed
-          - name: after
-            steps: [{run: echo never}]
-        finally:
-          - name: cleanup
-            steps: [{run: 'echo "status=${{ run.status }} boom=${{ tasks.boom.status }}"'}]
-        """
-    )
-    assert record.status == RunStatus.FAILED
-    assert statuses(record) == {"ok": "succeeded", "boom": "failed", "after": "skipped", "cleanup": "succeeded"}
-    assert record.task("boom").message == "step 'exit 3' exited with code 3"
-    assert [s.exit_code for s in record.task("boom").steps] == [0, 3]
-    assert "status=failed boom=failed" in log_text(settings, record, "cleanup")
-    assert "never printed" not in log_text(settings, record, "boom")
-    assert "boom" in record.message
-
-
 def test_a_failing_finally_task_fails_the_run(run_pipeline: RunFn) -> None:
     record = run_pipeline("name: f\ntasks: [{name: a, steps: [{run: 'true'}]}]\nfinally: [{name: z, steps: [{run: 'false'}]}]\n")
     assert record.status == RunStatus.FAILED

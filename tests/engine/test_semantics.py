@@ -136,6 +136,7 @@ def test_first_failure_skips_the_rest_and_finally_runs(run_on: RunOn, any_engine
     assert [s.exit_code for s in record.task("boom").steps if s.exit_code is not None] == [0, 3]
     assert "status=failed boom=failed" in log_text(any_engine, record, "cleanup")
     assert "never printed" not in log_text(any_engine, record, "boom")
+    assert "boom" in record.message
     nothing_left(any_engine, record)
 
 
