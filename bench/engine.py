@@ -15,7 +15,7 @@
     median of 3 or more after a warm-up run; SQLite and PostgreSQL take turns
     within each repetition, so their ratio is measured at the same moments;
     drawn to bench/results/engine-curve.png.
-(e) start-up: `shipline --version`, `--help` and a 1-task `shipline run`, wall,
+(e) start-up: `shipline --version`, `--help`, a 1-task `shipline run` and a `validate` of it,
     and one SQLite commit (the store's floor).
 
 Prints a table and writes bench/results/engine.json.  Not a test: nothing
@@ -246,6 +246,7 @@ def startup(work: Path) -> dict[str, float]:
     store.close()
     timed(["run", str(one)])  # the first run creates the store and the bytecode cache: not what is measured
     version, help_, run = timed(["--version"]), timed(["--help"]), timed(["run", str(one)])
+    validate = timed(["validate", str(one)])
     return {
         "version_s": version[0],
         "help_s": help_[0],
@@ -253,6 +254,8 @@ def startup(work: Path) -> dict[str, float]:
         "version_cpu_s": version[1],
         "help_cpu_s": help_[1],
         "run_1_task_cpu_s": run[1],
+        "validate_s": validate[0],
+        "validate_cpu_s": validate[1],
         "sqlite_commit_ms": round(statistics.median(commits) * 1000, 2),
         "load": [round(x, 2) for x in os.getloadavg()],
     }
@@ -331,6 +334,7 @@ def main() -> None:
     print(f"{'shipline --version / --help, wall (s)':<44}{str(st['version_s']) + ' / ' + str(st['help_s']):>12}")
     print(f"{'shipline --version / --help, CPU (s)':<44}{str(st['version_cpu_s']) + ' / ' + str(st['help_cpu_s']):>12}")
     print(f"{'shipline run, 1 task, wall / CPU (s)':<44}{str(st['run_1_task_s']) + ' / ' + str(st['run_1_task_cpu_s']):>12}")
+    print(f"{'shipline validate, 1 file, wall / CPU (s)':<44}{str(st['validate_s']) + ' / ' + str(st['validate_cpu_s']):>12}")
     print(f"{'  (load average then)':<44}{str(st['load'][0]):>12}")
     print(f"{'one SQLite commit (ms)':<44}{st['sqlite_commit_ms']:>12}")
     print(f"\n{'curve':<30}{'tasks':>7}{'engine s':>10}{'floor s':>10}{'ms/task':>10}")

@@ -296,6 +296,19 @@ def test_version_and_help_do_not_load_the_engine() -> None:
     assert done.stdout.strip().endswith("loaded: []"), done.stdout + done.stderr
 
 
+def test_validate_loads_neither_the_store_nor_the_live_view(tmp_path: Path) -> None:
+    # `validate` runs in editors and pre-commit hooks: SQLAlchemy and rich were half of its 0.3 s.
+    probe = (
+        "import sys\nfrom shipline.launch import main\n"
+        f"sys.argv = ['shipline', 'validate', {str(REPO / 'examples' / 'hello.yaml')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code)\n"
+        "print('loaded:', [m for m in ('sqlalchemy', 'rich', 'shipline.engine.running') if m in sys.modules])"
+    )
+    env = {**os.environ, "SHIPLINE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.strip().splitlines()[-2:] == ["exit 0", "loaded: []"], done.stdout + done.stderr
+
+
 def test_a_command_runs_with_the_cyclic_collector_once_started(tmp_path: Path) -> None:
     # Start-up runs without it (`shipline.launch`); a command that runs for hours (`serve`, a
     # long `run`) must have it back, or every reference cycle it makes stays in memory.

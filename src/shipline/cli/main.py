@@ -32,8 +32,8 @@ atexit.register(gc.freeze)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:attribute", short help shown by `shipline --help`)
-    "validate": ("shipline.cli.pipelines:validate", "Check pipeline definitions without running them."),
-    "schema": ("shipline.cli.pipelines:schema", "Print the JSON Schema of a pipeline file, for editors."),
+    "validate": ("shipline.cli.definitions:validate", "Check pipeline definitions without running them."),
+    "schema": ("shipline.cli.definitions:schema", "Print the JSON Schema of a pipeline file, for editors."),
     "run": ("shipline.cli.pipelines:run", "Run a pipeline and show its progress until it ends."),
     "runs": ("shipline.cli.runs:runs", "Pipeline runs: list, show, logs, cancel, rerun, prune."),
     "serve": ("shipline.cli.serve:serve", "Run the server: webhooks in, runs out, dashboard and API to watch them."),

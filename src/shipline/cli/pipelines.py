@@ -1,4 +1,4 @@
-"""`shipline validate`, `shipline schema` and `shipline run`."""
+"""`shipline run`: a pipeline run in this process, with its progress (`validate` and `schema` are in `definitions`)."""
 
 from __future__ import annotations
 
@@ -14,58 +14,9 @@ from rich.console import Console
 from shipline.cli.progress import RunView, live_terminal, plain_lines, summary
 from shipline.cli.wiring import Wiring
 from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
-from shipline.engine.loading import load_pipeline, pipeline_schema, task_schema
+from shipline.engine.loading import load_pipeline
 from shipline.engine.logs import read_log
-from shipline.exceptions import DefinitionError, Problem, UsageError
-
-
-@click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
-def validate(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check pipeline definitions without running them.
-
-    Every problem is reported as FILE:LINE:COL: message, and exit status is 2
-    when there is any.  Checked: YAML syntax, unknown keys, types, `needs`
-    that name no task or form a cycle, every ${{ }} reference, and the
-    inputs of reusable tasks.
-
-    \b
-      shipline validate .shipline/*.yaml
-    """
-    problems: list[Problem] = []
-    for file in files:
-        try:
-            load_pipeline(file)
-        except DefinitionError as exc:
-            problems += exc.problems
-    if as_json:
-        click.echo(json.dumps([p.__dict__ for p in problems], indent=2))
-    else:
-        for problem in problems:
-            click.echo(str(problem), err=True)
-    if problems:
-        click.echo(
-            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len({p.file for p in problems})} file(s)", err=True
-        )
-        sys.exit(2)
-    if not as_json:
-        click.echo(f"{len(files)} definition{'s' if len(files) != 1 else ''} OK", err=True)
-
-
-@click.command()
-@click.option("--task", "for_task", is_flag=True, help="The schema of a reusable task file (uses: ./tasks/x.yaml) instead.")
-def schema(for_task: bool) -> None:
-    """Print the JSON Schema of a pipeline file, for editors.
-
-    With --task: the schema of a reusable task file (`uses: ./tasks/x.yaml`).
-
-    \b
-      shipline schema > .shipline/schema.json
-      shipline schema --task > tasks/schema.json
-      # VS Code (YAML extension):  # yaml-language-server: $schema=./schema.json
-    """
-    click.echo(json.dumps(task_schema() if for_task else pipeline_schema(), indent=2))
+from shipline.exceptions import UsageError
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:
