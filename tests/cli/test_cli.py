@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers import REPO, Background, shipline
 
 Write = Callable[..., Path]
@@ -296,13 +297,21 @@ def test_version_and_help_do_not_load_the_engine() -> None:
     assert done.stdout.strip().endswith("loaded: []"), done.stdout + done.stderr
 
 
-def test_validate_loads_neither_the_store_nor_the_live_view(tmp_path: Path) -> None:
-    # `validate` runs in editors and pre-commit hooks: SQLAlchemy and rich were half of its 0.3 s.
+@pytest.mark.parametrize(
+    ("argv", "unused"),
+    [
+        # In editors and pre-commit hooks: SQLAlchemy and rich were half of its 0.3 s.
+        (["validate", str(REPO / "examples" / "hello.yaml")], ["sqlalchemy", "rich", "shipline.engine.running"]),
+        # Only `env credentials` and `env status` with a kubeconfig talk to a cluster: 60 ms of client.
+        (["env", "list"], ["lightkube", "shipline.integrations.clusters"]),
+    ],
+)
+def test_a_quick_command_loads_nothing_it_does_not_use(argv: list[str], unused: list[str], tmp_path: Path) -> None:
     probe = (
         "import sys\nfrom shipline.launch import main\n"
-        f"sys.argv = ['shipline', 'validate', {str(REPO / 'examples' / 'hello.yaml')!r}]\n"
+        f"sys.argv = ['shipline', *{argv!r}]\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code)\n"
-        "print('loaded:', [m for m in ('sqlalchemy', 'rich', 'shipline.engine.running') if m in sys.modules])"
+        f"print('loaded:', [m for m in {unused!r} if m in sys.modules])"
     )
     env = {**os.environ, "SHIPLINE_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)

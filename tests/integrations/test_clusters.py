@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from shipline.cli.steps_cluster import credentials
+from shipline.cli.envs import credentials
 from shipline.domain.rollouts import Health
 from shipline.exceptions import ClusterError, ManifestError
 from shipline.integrations.clusteraccess import issue_credentials

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -30,9 +29,8 @@ from shipline.cli.steps import write_results
 from shipline.domain.objects import changed_paths, comparable
 from shipline.domain.pipelines import parse_duration
 from shipline.exceptions import UsageError
-from shipline.integrations.clusteraccess import DEFAULT_SECONDS, issue_credentials, write_private
 from shipline.integrations.clusterobjects import Applied, ResourceHealth, Target
-from shipline.integrations.clusters import Cluster, load_kubeconfig
+from shipline.integrations.clusters import Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -226,62 +224,3 @@ def env_verify(
     for failure in failures:
         click.echo(f"  {failure}", err=True)
     sys.exit(1)
-
-
-@click.command("credentials")
-@click.argument("name")
-@click.option(
-    "--namespace", help="The environment's namespace (the ServiceAccount's home with --cluster; default shipline-system)."
-)
-@click.option(
-    "--cluster", "cluster_wide", is_flag=True, help="Cluster-wide rights (cluster-admin) for a `cluster: true` environment."
-)
-@click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="An administrator's kubeconfig (default $KUBECONFIG)."
-)
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the new kubeconfig (mode 0600)."
-)
-@click.option(
-    "--duration",
-    default=f"{DEFAULT_SECONDS // 3600}h",
-    show_default=True,
-    help="The token's lifetime; run the command again to renew it.",
-)
-def credentials(name: str, namespace: str | None, cluster_wide: bool, kubeconfig: Path | None, out: Path, duration: str) -> None:
-    """Make credentials that may change only environment NAME, and a kubeconfig holding them.
-
-    With an administrator's kubeconfig, creates (or updates) ServiceAccount
-    shipline-env-NAME, a Role that may change the kinds an environment holds in
-    its namespace only, and a RoleBinding; with --cluster, a ClusterRoleBinding
-    to cluster-admin instead.  The token comes from the TokenRequest API and
-    expires after --duration (the API server may shorten it); delete the
-    ServiceAccount to revoke it at once.
-
-    \b
-      shipline env credentials staging --namespace staging --out staging.kubeconfig
-      shipline secrets set staging-kubeconfig --from-file staging.kubeconfig
-    """
-    if not namespace and not cluster_wide:
-        raise UsageError("give the environment's namespace (--namespace NS), or --cluster for a cluster-wide environment")
-    try:
-        seconds = int(parse_duration(duration))
-    except ValueError as exc:
-        raise UsageError(f"--duration: {exc}") from exc
-    admin = load_kubeconfig(kubeconfig)
-    issued = issue_credentials(
-        admin,
-        name,
-        namespace=namespace or "shipline-system",
-        cluster_wide=cluster_wide,
-        seconds=seconds,
-        origin=str(kubeconfig or os.environ.get("KUBECONFIG", "the admin kubeconfig")),
-    )
-    for what in issued.created:
-        _say(f"{what} applied")
-    write_private(out, issued.kubeconfig)
-    expires = issued.expires.isoformat() if issued.expires else "unknown"
-    _say(
-        f"wrote {out} (mode 0600): ServiceAccount {issued.service_account} in namespace {issued.namespace}, "
-        f"token expires {expires}"
-    )

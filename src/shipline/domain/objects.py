@@ -22,6 +22,9 @@ from shipline.exceptions import UsageError
 
 FIELD_MANAGER = "shipline"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+
+CREDENTIALS_SECONDS = 90 * 24 * 3600
+"""The lifetime asked for an environment's credentials (`shipline env credentials`) unless told otherwise."""
 ENVIRONMENT = "shipline.dev/environment"
 FINGERPRINT = "shipline.dev/fingerprint"
 """Annotation: a hash of the manifest as shipline last applied it (see `settled`)."""

@@ -33,7 +33,6 @@ from shipline.domain.runs import RunRecord, RunStatus, TaskStatus
 from shipline.engine.running import forge_credentials
 from shipline.exceptions import ShiplineError, ToolError, UsageError
 from shipline.integrations.clusterobjects import Target
-from shipline.integrations.clusters import Cluster
 from shipline.settings import Settings
 from shipline.store.environments import EnvironmentStore, StoredEnvironment
 from shipline.store.secrets import SecretStore
@@ -175,6 +174,8 @@ def active_run(sql: SqlStore, env: Environment, *, applying: bool = False) -> in
 def live_health(env: Environment, kubeconfig: str) -> tuple[Health | None, str]:
     """The worst health of the objects shipline applied for the environment, as the cluster has them now;
     (None, why) when the cluster cannot be asked."""
+    from shipline.integrations.clusters import Cluster  # the cluster client: 60 ms that `env list` and the like go without
+
     with tempfile.TemporaryDirectory(prefix="shipline-status-") as tmp:
         path = Path(tmp) / "kubeconfig"
         path.touch(mode=0o600)

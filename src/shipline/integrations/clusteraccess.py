@@ -34,7 +34,7 @@ from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, Role, RoleBinding
 from ruamel.yaml import YAML
 
-from shipline.domain.objects import MANAGED_BY, check_environment_name
+from shipline.domain.objects import CREDENTIALS_SECONDS, MANAGED_BY, check_environment_name
 from shipline.exceptions import ClusterError, UsageError
 
 WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -56,7 +56,6 @@ ENVIRONMENT_RULES: list[tuple[str, list[str], list[str]]] = [
 Not there: the namespace itself, ResourceQuotas and LimitRanges (the operator's
 limits on the environment), and anything cluster-scoped."""
 
-DEFAULT_SECONDS = 90 * 24 * 3600
 
 CREDENTIALS_MANAGER = "shipline-credentials"
 """Not the environments' field manager, nor their labels: an environment's prune never deletes its own credentials."""
@@ -82,7 +81,7 @@ def issue_credentials(
     *,
     namespace: str,
     cluster_wide: bool,
-    seconds: int = DEFAULT_SECONDS,
+    seconds: int = CREDENTIALS_SECONDS,
     origin: str = "the admin kubeconfig",
 ) -> Credentials:
     """Create (or update) the environment's ServiceAccount and its rights; a kubeconfig with a fresh token."""
