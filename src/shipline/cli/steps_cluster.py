@@ -6,10 +6,8 @@ or `--cluster` for a cluster-wide environment), reads the credentials from
 $KUBECONFIG (a secret file in a pipeline) or `--kubeconfig`, prints one log
 line per object, and writes counts to $SHIPLINE_OUTPUT.  A rollback is the
 same three steps (apply, prune, verify) on the previous commit's rendered
-directory.
-
-`credentials` is `shipline env credentials NAME`: a plain command the `env`
-group registers.
+directory.  (`shipline env credentials`, which makes an environment's
+kubeconfig, is in `envs`.)
 """
 
 from __future__ import annotations

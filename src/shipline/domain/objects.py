@@ -22,12 +22,12 @@ from shipline.exceptions import UsageError
 
 FIELD_MANAGER = "shipline"
 MANAGED_BY = "app.kubernetes.io/managed-by"
-
-CREDENTIALS_SECONDS = 90 * 24 * 3600
-"""The lifetime asked for an environment's credentials (`shipline env credentials`) unless told otherwise."""
 ENVIRONMENT = "shipline.dev/environment"
 FINGERPRINT = "shipline.dev/fingerprint"
 """Annotation: a hash of the manifest as shipline last applied it (see `settled`)."""
+
+CREDENTIALS_SECONDS = 90 * 24 * 3600
+"""The lifetime asked for an environment's credentials (`shipline env credentials`) unless told otherwise."""
 
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
