@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
 from shipline.executors.cgroups import StepGroup, kill_run, remove_run
+from shipline.executors.spawning import spawn
 from shipline.executors.stepserving import step_server
 from shipline.files import private_dir, regular_fd, remove_entry
 from shipline.settings import Settings
@@ -124,42 +124,37 @@ def _spawner() -> ThreadPoolExecutor:
 class _Process:
     """A step's process, started in a thread, its output piped to `_StepProtocol` on the loop.
 
-    `Popen` returns once vfork's child has exec'd, which takes milliseconds while other
+    The spawn returns once the child has exec'd, which takes milliseconds while other
     processes join cgroups (each join makes the kernel wait for a grace period before any
     fork goes on): started from the event loop, as asyncio's subprocess transport does, every
-    step of every run waited that long.  In a thread the loop goes on (the GIL is let go
-    meanwhile).  Its end is seen on a pidfd in the loop; the interface is the part of
-    asyncio's subprocess transport the runner uses.
+    step of every run waited that long.  In a thread the loop goes on, and `spawning` lets go
+    of the GIL meanwhile.  Its end is seen on a pidfd in the loop; the interface is the part
+    of asyncio's subprocess transport the runner uses.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], proto: _StepProtocol) -> None:
-        self._proc = proc
+    def __init__(self, pid: int, proto: _StepProtocol) -> None:
+        self._pid = pid
         self._proto = proto
         self._returncode: int | None = None
         self._pipe: asyncio.ReadTransport | None = None
         self._pipe_open = True
 
     @classmethod
-    async def start(cls, argv: list[str], *, cwd: str, env: Mapping[str, str]) -> tuple[_Process, _StepProtocol]:
+    async def start(cls, argv: list[str], *, cwd_fd: int, env: Mapping[str, str]) -> tuple[_Process, _StepProtocol]:
         loop = asyncio.get_running_loop()
-        proc = await loop.run_in_executor(
-            _spawner(),
-            lambda: subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            ),
-        )
-        proto = _StepProtocol()
-        self = cls(proc, proto)
-        assert proc.stdout is not None
-        self._pipe, _ = await loop.connect_read_pipe(lambda: _Pipe(self), proc.stdout)
+        read, write = os.pipe()
         try:
-            pidfd = os.pidfd_open(proc.pid)
+            pid = await loop.run_in_executor(_spawner(), lambda: spawn(argv, cwd_fd=cwd_fd, env=env, output=write))
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        proto = _StepProtocol()
+        self = cls(pid, proto)
+        self._pipe, _ = await loop.connect_read_pipe(lambda: _Pipe(self), open(read, "rb", buffering=0))
+        try:
+            pidfd = os.pidfd_open(pid)
         except OSError:  # an older kernel, or a sandbox that forbids it: a thread waits
             loop.run_in_executor(None, self._wait_blocking, loop)
         else:
@@ -167,7 +162,7 @@ class _Process:
         return self, proto
 
     def get_pid(self) -> int:
-        return self._proc.pid
+        return self._pid
 
     def get_returncode(self) -> int | None:
         return self._returncode
@@ -176,22 +171,22 @@ class _Process:
         """Kill the process if it still runs, and stop reading its output."""
         if self._returncode is None:
             with suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
+                os.kill(self._pid, signal.SIGKILL)
         if self._pipe is not None:
             self._pipe.close()
 
     def _reap(self, loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        self._exited(_wait(self._proc.pid))
+        self._exited(_wait(self._pid))
 
     def _wait_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
-        code = _wait(self._proc.pid)
+        code = _wait(self._pid)
         with suppress(RuntimeError):  # the loop is closed
             loop.call_soon_threadsafe(self._exited, code)
 
     def _exited(self, code: int) -> None:
-        self._returncode = self._proc.returncode = code  # reaped here: Popen must not wait for it again
+        self._returncode = code
         self._proto.process_exited()
         self._maybe_closed()
 
@@ -425,7 +420,7 @@ class LocalExecutor:
         spawn = asyncio.ensure_future(
             # The folder checked and opened, not its name: a symlink swapped in since (by a
             # task running beside this one) cannot redirect the step.
-            _Process.start([*_SHELLS[step.shell], script], cwd=f"/proc/self/fd/{workdir}", env=env)
+            _Process.start([*_SHELLS[step.shell], script], cwd_fd=workdir, env=env)
         )
         try:
             # Shielded: a cancel while asyncio is still setting up would kill only the

@@ -1,0 +1,78 @@
+"""A step's process as the local executor starts it: the same through glibc's posix_spawn
+(which lets go of the GIL meanwhile) as through `subprocess`, where the C library lacks it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import RunFn
+
+from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.executors import spawning
+from shipline.settings import Settings
+
+
+@pytest.fixture(params=["posix_spawn", "subprocess"])
+def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "subprocess":
+        monkeypatch.setattr(spawning, "_libc", lambda: None)
+    elif spawning._libc() is None:
+        pytest.skip("this C library has no posix_spawn_file_actions_addclosefrom_np / addfchdir_np (glibc < 2.34)")
+    return str(request.param)
+
+
+def _log(settings: Settings, run_id: int) -> list[str]:
+    """The step's lines, without their timestamps."""
+    text = "".join(p.read_text() for p in sorted((settings.logs / str(run_id)).glob("look.*.log")))
+    return [line.split(" ", 1)[1] for line in text.splitlines()]
+
+
+def test_a_steps_process_has_its_own_session_an_empty_stdin_and_nothing_of_the_engines(
+    spawner: str, run_pipeline: RunFn, settings: Settings, tmp_path: Path
+) -> None:
+    engine_only = os.open(tmp_path / "engine-only", os.O_CREAT | os.O_RDWR)
+    os.set_inheritable(engine_only, True)  # even one a child would inherit through exec
+    try:
+        record = run_pipeline(
+            f"""
+            name: proc
+            tasks:
+              - name: look
+                steps:
+                  - run: |
+                      echo "stdin=$(readlink /proc/$$/fd/0)"
+                      echo "session=$(cut -d' ' -f6 /proc/$$/stat) pid=$$"
+                      echo "cwd=$(pwd -P)"
+                      echo "ignored=$(sed -n 's/^SigIgn:\\t*//p' /proc/$$/status)"
+                      if [ -e /proc/$$/fd/{engine_only} ]; then echo "fd {engine_only} open"; else echo "fd closed"; fi
+                      echo "on stderr" >&2
+                      head -c 3 || true
+            """
+        )
+    finally:
+        os.close(engine_only)
+    assert record.status == RunStatus.SUCCEEDED, record.task("look").message
+    log = _log(settings, record.id)
+    lines = dict(line.split("=", 1) for line in log if "=" in line)
+    assert lines["stdin"] == "/dev/null"
+    session, pid = lines["session"].split(" pid=")
+    assert session == pid  # a session (and process group) of its own: killed as one
+    assert lines["cwd"] == str((settings.workspaces / str(record.id)).resolve())
+    ignored = int(lines["ignored"], 16)
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):  # the engine ignores them; its steps do not
+        assert not ignored & (1 << (number - 1)), f"{number.name} is ignored in the step"
+    assert "fd closed" in log
+    assert "on stderr" in log  # stderr goes where stdout goes
+
+
+def test_a_shell_that_is_not_on_path_fails_the_step_and_says_so(
+    spawner: str, run_pipeline: RunFn, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # steps get the engine's PATH: no bash on it
+    record = run_pipeline("name: p\ntasks:\n  - name: look\n    steps: [{run: 'true'}]\n")
+    assert record.task("look").status == TaskStatus.FAILED
+    assert record.status == RunStatus.FAILED
+    assert _log(settings, record.id) == ["shipline: cannot start bash: [Errno 2] No such file or directory: 'bash'"]
