@@ -1,6 +1,6 @@
 """Starting a step's process without holding the GIL while the kernel makes it.
 
-Python 3.11's `subprocess` (and `os.posix_spawn`) keep the GIL until the child
+Python 3.11's `subprocess` keeps the GIL until the child
 has exec'd.  Here that is not a few microseconds: a fork waits while any
 process moves between cgroups (every step's shell joins its own: the kernel
 lets a fork through only after an RCU grace period), so each step start held
