@@ -76,3 +76,35 @@ def test_a_shell_that_is_not_on_path_fails_the_step_and_says_so(
     assert record.task("look").status == TaskStatus.FAILED
     assert record.status == RunStatus.FAILED
     assert _log(settings, record.id) == ["shipline: cannot start bash: [Errno 2] No such file or directory: 'bash'"]
+
+
+def test_a_value_with_a_null_byte_fails_the_task_rather_than_reaching_the_step_cut_short(
+    spawner: str, run_pipeline: RunFn, settings: Settings
+) -> None:
+    record = run_pipeline(
+        """
+        name: nul
+        params:
+          x: {default: "a"}
+        tasks:
+          - name: look
+            env: {X: "${{ params.x }}"}
+            steps: [{run: 'echo "X=$X"'}]
+        """,
+        {"x": "a\x00b"},
+    )
+    assert record.task("look").status == TaskStatus.FAILED
+    assert "embedded null byte" in record.task("look").message
+    assert not any(line.startswith("X=") for line in _log(settings, record.id))
+
+
+def test_a_variable_name_with_an_equals_sign_is_refused_not_split(spawner: str, tmp_path: Path) -> None:
+    """`A=B` with value `x` would reach the program as `A` with value `B=x`."""
+    read, write = os.pipe()
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(ValueError, match="illegal environment variable name"):
+            spawning.spawn(["true"], cwd_fd=folder, env={"PATH": os.defpath, "A=B": "x"}, output=write)
+    finally:
+        for fd in (read, write, folder):
+            os.close(fd)

@@ -69,10 +69,17 @@ def _libc() -> Any | None:
 def spawn(argv: Sequence[str], *, cwd_fd: int, env: Mapping[str, str], output: int) -> int:
     """Start `argv` in a new session in the folder open at `cwd_fd`, its stdout and stderr on
     `output`, and return its pid.  Call it off the event loop: it returns once the child has
-    exec'd.  Raises OSError as `subprocess` does (FileNotFoundError for a missing program)."""
+    exec'd.  Raises what `subprocess` raises: OSError (FileNotFoundError for a missing program),
+    ValueError for a null byte or a variable name with '='."""
     libc = _libc()
     if libc is None:
         return _popen(argv, cwd_fd=cwd_fd, env=env, output=output)
+    # C strings end at a NUL: a value holding one would be cut short without a word (subprocess refuses it too).
+    for name, value in (*((f"argument {i}", a) for i, a in enumerate(argv)), *env.items()):
+        if "\0" in name or "\0" in value:
+            raise ValueError(f"embedded null byte in {name.split(chr(0))[0]!r} of the step's command or environment")
+    if bad := [name for name in env if "=" in name]:
+        raise ValueError(f"illegal environment variable name {bad[0]!r}")  # as subprocess says
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
     if program is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
