@@ -172,3 +172,22 @@ def test_a_new_store_never_appends_to_an_earlier_stores_logs(settings: Settings,
     assert run("new") == ["new"]
     kept = list((settings.home / "leftovers").glob("run-1-*/logs/say.*.log"))
     assert len(kept) == 1 and "old" in kept[0].read_text()
+
+
+def test_an_earlier_stores_files_are_set_aside_when_the_run_starts_not_when_it_is_made(
+    settings: Settings, store: SqlStore, write: Callable[..., Path]
+) -> None:
+    """A server's engine may claim a run the moment another thread has stored it: the files set
+    aside are what is under the run's id when its driver starts.  Set aside where the run was
+    made, the thread that made it could find the run's own first folders and move them away
+    (its step then failed: "clone.1.0.out: No such file or directory")."""
+    engine = Engine(settings, store, LocalExecutor.from_settings(settings), EventBus())
+    run_id = engine.submit(load_pipeline(write(ECHO)), {"word": "new"})  # stored, not started
+    earlier = settings.logs / str(run_id)
+    earlier.mkdir(parents=True)
+    (earlier / "say.1.0.log").write_text("2026-01-01T00:00:00+00:00 old\n")
+    record = asyncio.run(engine.drive(run_id))
+    assert record.status.value == "succeeded", record.task("say").message
+    assert [line.text for *_, path in store.log_paths(run_id) for line in read_log(Path(path))] == ["new"]
+    kept = list((settings.home / "leftovers").glob(f"run-{run_id}-*/logs/say.1.0.log"))
+    assert len(kept) == 1 and "old" in kept[0].read_text()

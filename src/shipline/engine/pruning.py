@@ -199,10 +199,13 @@ LEFTOVERS = "leftovers"
 def set_aside(settings: Settings, run_id: int) -> Path | None:
     """Make sure a new run starts with no files: what is already under its id is moved away.
 
-    A run id is new when the store gives it, so files under it belong to an
+    A run id is new when the store gives it, and a run is started once, so files
+    under its id when its driver starts (before it makes any) belong to an
     earlier store (a database deleted and made anew, or restored from an older
     copy): its logs must not be appended to, its workspace not reused.  They go
     to `$SHIPLINE_HOME/leftovers/run-ID-TIME/` for an operator to look at or remove.
+    Not where the run is made: an engine may claim and start it the moment it is
+    stored, and the run's own first folders were then moved away from under it.
     """
     where: Path | None = None
     for root in (settings.logs, settings.workspaces, settings.step_homes):

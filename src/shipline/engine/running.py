@@ -127,8 +127,6 @@ class Engine:
         owner = self.owner if claim else None
         run_id = self.store.create_run(pipeline, params, trigger=trigger, rerun_of=rerun_of, owner=owner, concurrency_group=group)
         self._keep(run_id, pipeline, params, group, owned=claim)
-        if (moved := set_aside(self.settings, run_id)) is not None:
-            log.warning("files of an earlier store's run %s moved to %s", run_id, moved)
         return run_id
 
     def _keep(self, run_id: int, pipeline: ResolvedPipeline, params: dict[str, str], group: str | None, *, owned: bool) -> None:
@@ -541,6 +539,9 @@ class _RunDriver:
         return True
 
     async def go(self) -> None:
+        # Where the run starts, not where it is made (see `set_aside`).
+        if (moved := set_aside(self.engine.settings, self.run_id)) is not None:
+            log.warning("files of an earlier store's run %s moved to %s", self.run_id, moved)
         if not self._reveal_secrets():
             return
         private_dir(self.engine.settings.logs / str(self.run_id), root=self.engine.settings.home)
