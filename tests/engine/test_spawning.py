@@ -49,7 +49,7 @@ def test_a_steps_process_has_its_own_session_an_empty_stdin_and_nothing_of_the_e
                       echo "ignored=$(sed -n 's/^SigIgn:\\t*//p' /proc/$$/status)"
                       if [ -e /proc/$$/fd/{engine_only} ]; then echo "fd {engine_only} open"; else echo "fd closed"; fi
                       echo "on stderr" >&2
-                      head -c 3 || true
+                      echo "read=$(head -c 3 | wc -c)"
             """
         )
     finally:
@@ -58,6 +58,7 @@ def test_a_steps_process_has_its_own_session_an_empty_stdin_and_nothing_of_the_e
     log = _log(settings, record.id)
     lines = dict(line.split("=", 1) for line in log if "=" in line)
     assert lines["stdin"] == "/dev/null"
+    assert lines["read"] == "0"  # a step that reads its stdin ends at once, reading nothing
     session, pid = lines["session"].split(" pid=")
     assert session == pid  # a session (and process group) of its own: killed as one
     assert lines["cwd"] == str((settings.workspaces / str(record.id)).resolve())

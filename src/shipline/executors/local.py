@@ -142,14 +142,7 @@ class _Process:
     @classmethod
     async def start(cls, argv: list[str], *, cwd_fd: int, env: Mapping[str, str]) -> tuple[_Process, _StepProtocol]:
         loop = asyncio.get_running_loop()
-        read, write = os.pipe()
-        try:
-            pid = await loop.run_in_executor(_spawner(), lambda: spawn(argv, cwd_fd=cwd_fd, env=env, output=write))
-        except BaseException:
-            os.close(read)
-            raise
-        finally:
-            os.close(write)
+        pid, read = await loop.run_in_executor(_spawner(), _spawn_piped, argv, cwd_fd, env)
         proto = _StepProtocol()
         self = cls(pid, proto)
         self._pipe, _ = await loop.connect_read_pipe(lambda: _Pipe(self), open(read, "rb", buffering=0))
@@ -198,6 +191,20 @@ class _Process:
     def _maybe_closed(self) -> None:
         if self._returncode is not None and not self._pipe_open:
             self._proto.connection_lost(None)
+
+
+def _spawn_piped(argv: list[str], cwd_fd: int, env: Mapping[str, str]) -> tuple[int, int]:
+    """The step's pid and the read end of the pipe its output goes to.  The pipe is made and its
+    write end closed in the spawning thread itself: nothing on the loop can close a descriptor
+    the spawn is still handing to the child."""
+    read, write = os.pipe()
+    try:
+        return spawn(argv, cwd_fd=cwd_fd, env=env, output=write), read
+    except BaseException:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
 
 
 def _wait(pid: int) -> int:
