@@ -379,33 +379,11 @@ def _denying(store: SqlStore) -> dict[str, bool]:
     return denied
 
 
-def test_a_task_end_that_cannot_be_written_leaves_its_start_to_be_written_whole(settings: Settings, write: Write) -> None:
-    """Saved together, a task's start and end are one row write; when that write fails, the
-    start is still written whole (its time, its outbox row) once the store takes writes again."""
-    from shipline.engine.recording import RunRecorder
-    from shipline.exceptions import StoreError
-
-    store, run_id, reader, denied = _one_run_read(settings, write, "whole")
-
-    async def scenario() -> None:
-        recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
-        recorder.task_started("a", 1)  # held
-        denied["on"] = True
-        with pytest.raises(StoreError):
-            recorder.task_finished("a", TaskStatus.SUCCEEDED, {})
-        denied["on"] = False
-        recorder.flush()
-
-    asyncio.run(scenario())
-    task = store.get_run(run_id).task("a")
-    assert task.status.value == "running" and task.started_at is not None, "the start, written whole"
-    assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running")]
-
-
-def test_the_last_task_end_held_for_the_run_end_is_saved_whole_after_failed_tries(settings: Settings, write: Write) -> None:
-    """The last task's end waits to go with the run's end (one commit); when the store refuses it,
-    it is tried again, whole, as often as it takes (it once lost its status on the first try,
-    and the run's driver stopped with a KeyError on the second)."""
+def test_a_held_task_end_is_saved_whole_after_failed_tries(settings: Settings, write: Write) -> None:
+    """A task's end waits to go with the next write (one commit), its start joined to it; when the
+    store refuses them, both are tried again, whole, as often as it takes: the start's time and
+    outbox row too (the last task's end once lost its status on the first try, and the run's
+    driver stopped with a KeyError on the second)."""
     from shipline.engine.recording import RunRecorder
     from shipline.exceptions import StoreError
 
@@ -414,7 +392,7 @@ def test_the_last_task_end_held_for_the_run_end_is_saved_whole_after_failed_trie
     async def scenario() -> None:
         recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
         recorder.task_started("a", 1)
-        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"}, last=True)  # held
+        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"})  # held
         denied["on"] = True
         for _ in range(2):
             with pytest.raises(StoreError):
@@ -425,6 +403,7 @@ def test_the_last_task_end_held_for_the_run_end_is_saved_whole_after_failed_trie
     asyncio.run(scenario())
     task = store.get_run(run_id).task("a")
     assert (task.status.value, task.results) == ("succeeded", {"version": "1.2.0"})
+    assert task.started_at is not None and task.finished_at is not None
     assert [(t.task, t.status) for t in _read_all(reader) if t.kind == "task"] == [("a", "running"), ("a", "succeeded")]
 
 
@@ -441,7 +420,7 @@ def test_an_end_written_for_a_run_that_fails_midway_keeps_what_was_held(settings
     async def scenario() -> None:
         recorder = RunRecorder(store, EventBus(), settings.logs, run_id)
         recorder.task_started("a", 1)
-        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"}, last=True)  # held
+        recorder.task_finished("a", TaskStatus.SUCCEEDED, {"version": "1.2.0"})  # held
         with pytest.raises(StoreError), recorder.unended() as record:
             assert record is not None
             recorder.flush()  # into the block's transaction
@@ -459,3 +438,42 @@ def test_an_end_written_for_a_run_that_fails_midway_keeps_what_was_held(settings
         {"version": "1.2.0"},
     )
     assert [(t.task, t.status) for t in _read_all(reader)] == [("a", "running"), ("a", "succeeded"), (None, "failed")]
+
+
+def test_a_task_does_not_start_until_the_end_of_the_task_it_needs_is_saved(engine: Engine, write: Write, tmp_path: Path) -> None:
+    """Task ends are held to be saved together; the driver saves them before it starts a task on
+    them.  When the store refuses that save, the run stops there: the task that needed the
+    unsaved end never runs (it once could, for the 50 ms the end was held), and the end is
+    written as it was once the store takes writes again."""
+    gate, ran = tmp_path / "gate", tmp_path / "second-ran"
+    pipeline = load_pipeline(
+        write(
+            f"""
+            name: gated
+            tasks:
+              - name: first
+                steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.02; done'}}]
+              - name: second
+                needs: [first]
+                steps: [{{run: 'touch {ran}'}}]
+            """
+        )
+    )
+    denied = _denying(engine.store)
+
+    async def scenario() -> int:
+        run_id = engine.submit(pipeline, {})
+        driving = asyncio.create_task(engine.drive(run_id))
+        while not engine.store.running_steps(run_id):  # first's step is saved: nothing is held now
+            await asyncio.sleep(0.02)
+        denied["on"] = True
+        gate.touch()
+        await asyncio.sleep(0.5)  # first ends; a start of second would have touched the file by now
+        assert not ran.exists(), "second ran though first's end was not in the store"
+        denied["on"] = False
+        await driving
+        return run_id
+
+    record = engine.store.get_run(asyncio.run(scenario()))
+    assert record.status.value == "failed" and "could not be written" in record.message, record.message
+    assert [(t.name, t.status.value) for t in record.tasks] == [("first", "succeeded"), ("second", "skipped")]

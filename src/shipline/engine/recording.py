@@ -128,8 +128,8 @@ class RunRecorder:
     #
     # Most transitions come in quick succession (a task starts, its step starts and ends,
     # the task ends): each on its own would be a transaction.  Those no decision waits
-    # for are held (`_later`) and saved with the next one that must be saved now (a task's
-    # end: the driver starts the next tasks on it; the run's end), or after HOLD_SECONDS
+    # for are held (`_later`) and saved with the next one that must be saved now (before the
+    # driver starts a task: the ends it was started on; the run's end), or after HOLD_SECONDS
     # at the latest (a step that runs longer is in the store by then, with its pid).
     # Each is still saved in the transaction that makes it, with its outbox row, and
     # published only once it is saved, in order (a step's log lines wait behind it).
@@ -318,15 +318,11 @@ class RunRecorder:
             ),
         )
 
-    def task_finished(
-        self, task: str, status: TaskStatus, results: dict[str, str], message: str = "", *, last: bool = False
-    ) -> None:
-        """Saved now, with what was held: the driver decides what comes next on a saved state (a store
-        that fails here stops the run before another task starts).
-
-        `last`: no task is left to start or running, so the run's end comes next and nothing waits
-        on this save: it is held and goes with the run's end, in its transaction (one commit,
-        one round trip to PostgreSQL, fewer per run).
+    def task_finished(self, task: str, status: TaskStatus, results: dict[str, str], message: str = "") -> None:
+        """Held, as a start is: the driver saves what is held before it starts a task (`flush`), so no
+        task starts on an unsaved end of a task it needs, and ends that nothing waits on (the
+        siblings of a fan-out, the run's last task: the run's end saves it) go together, one
+        transaction for many.  A task's end that finds its start still held makes one UPDATE of the two.
         """
         at = now()
         values: dict[str, Any] = {"status": status.value, "results": results, "message": message, "finished_at": at}
@@ -336,16 +332,7 @@ class RunRecorder:
             values = {**started.values, **values}
         transition = {"status": status.value, "message": message, "results": results}
         event = {"task": task, "status": status.value, "results": results, "message": message}
-        if last:
-            self._later(lambda: self._save_task(task, transition, **values), lambda: self._publish("task", event, at))
-            return
-        try:
-            self._now(lambda: self._save_task(task, transition, **values))
-        except StoreError:
-            if started is not None:
-                started.joined = False  # the start stays held, whole, for the next write
-            raise
-        self._publish("task", event, at)
+        self._later(lambda: self._save_task(task, transition, **values), lambda: self._publish("task", event, at))
 
     def tasks_skipped(self, reasons: dict[str, str]) -> None:
         at = now()

@@ -564,6 +564,10 @@ class _RunDriver:
                     for name in decision.skip:
                         self.schedule.update(name, TaskStatus.SKIPPED)
                     self.recorder.tasks_skipped(decision.skip)
+                if decision.start:
+                    # The ends these tasks were started on are saved before they start (a store
+                    # that cannot take them stops the run here); ends nothing waits on stay held.
+                    self.recorder.flush()
                 for name in decision.start:
                     self._launch(self.pipeline.task(name))
                 if decision.finished is not None and not self.running:
@@ -655,13 +659,7 @@ class _RunDriver:
             return  # already recorded
         del self.running[name]
         self.schedule.update(name, status, results)
-        # From the end: the tasks declared last are the ones still pending, so this stops at once
-        # but for the run's last task.
-        last = not self.running and all(state.status.done for state in reversed(self.schedule.states.values()))
-        try:
-            self.recorder.task_finished(name, status, results, message, last=last)
-        except StoreError as exc:
-            self.store_fault = exc
+        self.recorder.task_finished(name, status, results, message)
         self.wake.set()
 
     async def _run_task(self, task: ResolvedTask) -> None:

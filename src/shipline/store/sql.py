@@ -181,9 +181,14 @@ def _private_sqlite(database: Path) -> None:
 OUTBOX_COLUMNS = ("run_id", "kind", "task", "status", "data", "created_at")
 ONE_STATEMENT_PARTS = 16
 """At most this many writes, and as many outbox rows, go as one statement: a quick task's block
-has two to four of each; a larger block (a failed fan-out's skipped tasks) goes as a
-transaction, where one statement would grow with the run (PostgreSQL takes 65,535 values
-at most) and be built anew for each size."""
+has two to four of each; a larger block (the ends of a fan-out's tasks saved together, a failed
+fan-out's skipped tasks) goes as a transaction, where one statement would grow with the run
+(PostgreSQL takes 65,535 values at most) and be built anew for each size."""
+BATCHED_WRITES = 256
+"""PostgreSQL: up to this many writes of a block wait for its end, and are sent there a shape at a
+time (`executemany`, which psycopg pipelines: about one round trip for each shape, where a
+statement each was one round trip each).  Each new write is checked against those waiting, so
+the bound keeps that check small; the writes after it go at once."""
 MAX_STATEMENTS = 512
 """Statements kept built, by shape: a bound, though the recorder's writes come in a few shapes."""
 
@@ -401,7 +406,8 @@ class SqlStore:
         outbox rows, in the order they came, are one INSERT at its end.  On PostgreSQL
         the block's writes wait for its end too, and go with the outbox rows as one
         statement (`_one_statement`): a quick task's start and end are one round trip
-        to the server, where a transaction of three statements was five.
+        to the server, where a transaction of three statements was five.  A larger block
+        is a transaction, its writes sent a shape at a time (`_in_transaction`).
         """
         if self._together.get() is not None:
             yield
@@ -419,12 +425,16 @@ class SqlStore:
             self._end(shared)
 
     def _in_transaction(self, shared: _Together) -> Connection:
-        """The block's transaction, begun now if it has none, with the writes that waited sent first."""
+        """The block's transaction, begun now if it has none, with the writes that waited sent first:
+        a shape at a time (no two of them write one row, `_wait_or_send`, so their order is free)."""
         if shared.conn is None:
             shared.conn = shared.stack.enter_context(self.engine.begin())
-            waiting, shared.waiting = shared.waiting or [], None
-            for write in waiting:
-                shared.conn.execute(self._statement(write), write.params())
+            shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
+            for write in shared.waiting or []:
+                shapes.setdefault(write.shape, []).append(write)
+            shared.waiting = None
+            for writes in shapes.values():
+                shared.conn.execute(self._statement(writes[0]), [w.params() for w in writes])
         return shared.conn
 
     def _end(self, shared: _Together) -> None:
@@ -435,8 +445,10 @@ class SqlStore:
                     self._sqlite_write(shared.conn, _Write(run_events, row))
             elif shared.outbox:
                 shared.conn.execute(self._outbox_insert, shared.outbox)
-        elif len(shared.outbox) > ONE_STATEMENT_PARTS:
-            self._in_transaction(shared).execute(self._outbox_insert, shared.outbox)
+        elif len(shared.waiting) > ONE_STATEMENT_PARTS or len(shared.outbox) > ONE_STATEMENT_PARTS:
+            conn = self._in_transaction(shared)
+            if shared.outbox:
+                conn.execute(self._outbox_insert, shared.outbox)
         elif shared.waiting or shared.outbox:
             sql, params = self._one_statement(shared.waiting, shared.outbox)
             # A connection that fails here is not handed out again: the pool's reset fails on it at checkin.
@@ -465,11 +477,11 @@ class SqlStore:
         other's rows.  A row written twice in the block (a run's start and end, a step's row made
         and ended) is one write of both when nothing else in the block touches that row; where two
         writes may touch one row but are not surely of the same one, the block needs a transaction;
-        so does a large block (ONE_STATEMENT_PARTS)."""
+        so does a write past BATCHED_WRITES."""
         touched = [i for i, w in enumerate(waiting) if w.may_touch_a_row_of(write)]
         if len(touched) == 1 and (merged := waiting[touched[0]].then(write)) is not None:
             waiting[touched[0]] = merged
-        elif not touched and len(waiting) < ONE_STATEMENT_PARTS:
+        elif not touched and len(waiting) < BATCHED_WRITES:
             waiting.append(write)
         else:
             self._in_transaction(shared).execute(self._statement(write), write.params())
