@@ -468,12 +468,25 @@ def test_a_task_does_not_start_until_the_end_of_the_task_it_needs_is_saved(engin
             await asyncio.sleep(0.02)
         denied["on"] = True
         gate.touch()
-        await asyncio.sleep(0.5)  # first ends; a start of second would have touched the file by now
+        # First ends; a start of second would have touched the file by now.  The run's end is tried
+        # (0.5 s after, then 1 s after that) and refused meanwhile.
+        await asyncio.sleep(1.2)
         assert not ran.exists(), "second ran though first's end was not in the store"
         denied["on"] = False
         await driving
         return run_id
 
-    record = engine.store.get_run(asyncio.run(scenario()))
+    run_id = asyncio.run(scenario())
+    record = engine.store.get_run(run_id)
     assert record.status.value == "failed" and "could not be written" in record.message, record.message
     assert [(t.name, t.status.value) for t in record.tasks] == [("first", "succeeded"), ("second", "skipped")]
+    # Each refused try wrote nothing; the one that was taken wrote each transition once.
+    told = [(t.kind, t.task, t.status) for t in engine.store.transitions_after(0, 100) if t.run_id == run_id]
+    assert told == [
+        ("run", None, "queued"),
+        ("run", None, "running"),
+        ("task", "first", "running"),
+        ("task", "first", "succeeded"),
+        ("task", "second", "skipped"),
+        ("run", None, "failed"),
+    ]
