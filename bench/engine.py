@@ -17,7 +17,7 @@
 (d) the curve: engine overhead per task for sequential runs of 1 to 1,000 tasks
     and for 1 -> N -> 1 fan-outs, each beside its floor measured in the same
     run (the same commands from a bare shell loop, or `xargs -P` for a fan-out),
-    median of 3 or more after a warm-up run; SQLite and PostgreSQL take turns
+    median of 5 or more after a warm-up run; SQLite and PostgreSQL take turns
     within each repetition, so their ratio is measured at the same moments;
     drawn to bench/results/engine-curve.png.
 (e) start-up: `shipline --version`, `--help`, a 1-task `shipline run` and a `validate` of it,
@@ -161,12 +161,14 @@ def _xargs(n: int, parallel: int) -> float:
     return time.perf_counter() - start
 
 
-CURVE_REPEATS = 3
-CURVE_TASKS_PER_POINT = 300
+CURVE_REPEATS = 5
+CURVE_TASKS_PER_POINT = 1000
 """A point is the median of at least CURVE_REPEATS runs, and of as many more as make about this
 many tasks (60 at most): a run of one or ten tasks lasts a few milliseconds, and on this VM one
 run in five or ten of any size takes several more, so the median of three small runs moved
-by several milliseconds per task from one bench to the next."""
+by several milliseconds per task from one bench to the next.  With 3 runs and 300 tasks a
+point, the PostgreSQL / SQLite ratio of one point read 1.04 to 1.58 in four benches of one
+evening, more than any change it was meant to show; the curve now takes about three minutes."""
 
 
 def curve(work: Path, stores: dict[str, str | None], repeats: int = CURVE_REPEATS) -> list[dict[str, Any]]:
