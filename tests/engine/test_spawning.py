@@ -11,6 +11,7 @@ import pytest
 from helpers import RunFn
 
 from shipline.domain.runs import RunStatus, TaskStatus
+from shipline.engine.logs import read_log
 from shipline.executors import spawning
 from shipline.settings import Settings
 
@@ -26,8 +27,7 @@ def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 def _log(settings: Settings, run_id: int) -> list[str]:
     """The step's lines, without their timestamps."""
-    text = "".join(p.read_text() for p in sorted((settings.logs / str(run_id)).glob("look.*.log")))
-    return [line.split(" ", 1)[1] for line in text.splitlines()]
+    return [line.text for path in sorted((settings.logs / str(run_id)).glob("look.*.log")) for line in read_log(path)]
 
 
 def test_a_steps_process_has_its_own_session_an_empty_stdin_and_nothing_of_the_engines(
