@@ -1,4 +1,4 @@
-"""The engine's files under $SHIPLINE_HOME: what a step may leave at their paths is not trusted."""
+"""The engine's files under $SHIPLINE_HOME: private to its user, and what a step may leave at their paths is not trusted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shipline.files import open_regular, own_file
+from shipline.files import open_regular, own_file, private_dir
 
 
 @pytest.fixture
@@ -47,3 +47,30 @@ def test_a_log_opened_to_append_replaces_what_is_not_a_regular_file(planted: dic
     assert planted["elsewhere"].read_text() == "not the engine's\n", "the symlink's target is not written"
     assert planted["fifo"].read_text() == "written by the engine\n"
     assert planted["file"].read_text() == "2026-11-30T00:00:00+00:00 a line\nwritten by the engine\n", "a log is appended to"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_run_folder_made_private_tightens_the_engines_folders_up_to_its_home(tmp_path: Path) -> None:
+    """Folders an older version made 0755 are made 0700 when next used, from the home down;
+    what is above the home, or beside it with a name that starts alike, is not the engine's."""
+    above, home, twin = tmp_path / "above", tmp_path / "above" / "home", tmp_path / "above" / "home2"
+    for folder in (home / "logs", twin / "logs"):
+        folder.mkdir(parents=True)
+    for folder in (above, home, home / "logs", twin, twin / "logs"):
+        folder.chmod(0o755)
+
+    made = private_dir(home / "logs" / "7", root=home)
+    assert made.is_dir()
+    assert [_mode(p) for p in (made, home / "logs", home)] == [0o700] * 3
+    assert _mode(above) == 0o755
+
+    private_dir(twin / "logs" / "7", root=home)  # not under the root: only the folder itself
+    assert _mode(twin / "logs" / "7") == 0o700
+    assert [_mode(p) for p in (twin / "logs", twin, above)] == [0o755] * 3
+
+    private_dir(home / "new" / "deeper", root=home)  # made with its missing parent
+    assert [_mode(p) for p in (home / "new" / "deeper", home / "new", home)] == [0o700] * 3
+    assert _mode(above) == 0o755

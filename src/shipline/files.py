@@ -43,12 +43,17 @@ def private_dir(path: Path, root: Path | None = None) -> Path:
         path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     for directory in (path, *created):
         os.chmod(directory, DIR_MODE)
-    if root is not None and path.is_relative_to(root):
-        for directory in path.parents:
-            if not directory.is_relative_to(root):
-                break  # above the root: none further up is the engine's
+    if root is not None:
+        # With strings, not pathlib: a run makes three such folders as it starts.
+        top = os.fspath(root)
+        inside = top if top.endswith(os.sep) else top + os.sep
+        folder = os.path.dirname(os.fspath(path))
+        while folder == top or folder.startswith(inside):  # up to the root: none further up is the engine's
             with suppress(PermissionError):  # not ours to change: leave it to its owner
-                os.chmod(directory, DIR_MODE)
+                os.chmod(folder, DIR_MODE)
+            if folder == top:
+                break
+            folder = os.path.dirname(folder)
     return path
 
 

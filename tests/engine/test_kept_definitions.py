@@ -40,3 +40,25 @@ def test_runs_beyond_the_budget_and_from_another_engine_run_their_own_definition
 
     assert asyncio.run(drive_all()) == ["p0", "p1", "p2", "p3"]
     assert engine._made == {}
+
+
+def test_the_runs_of_one_definition_count_it_once_within_a_budget_of_runs(
+    write: Callable[..., Path], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of one pipeline's runs shares its definition: kept for every run up to KEPT_RUNS,
+    though KEPT_TASKS would hold it only once."""
+    monkeypatch.setattr(running, "KEPT_TASKS", 1)
+    monkeypatch.setattr(running, "KEPT_RUNS", 3)
+    shared = load_pipeline(write(DEFINITION.format(n=0), "p0.yaml"))
+    ids = [engine.submit(shared, {}) for _ in range(4)]
+    assert list(engine._made) == ids[:3]
+
+    async def drive_all() -> list[str]:
+        records = [await engine.drive(run_id) for run_id in ids]
+        return [r.tasks[0].results.get("who", "") for r in records]
+
+    assert asyncio.run(drive_all()) == ["p0"] * 4
+    assert engine._made == {} and engine._made_tasks == 0
+    # Emptied, the budget takes a definition of its size again.
+    engine.submit(shared, {})
+    assert len(engine._made) == 1

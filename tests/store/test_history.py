@@ -72,15 +72,18 @@ def test_a_page_of_runs_carries_its_tasks(store: SqlStore, history: dict[int, tu
 
 @pytest.fixture
 def statements(store: SqlStore) -> Iterator[list[tuple[str, Any]]]:
-    """Every SQL statement the store sends while the test runs, with its parameters."""
+    """Every SQL statement SQLite runs for the store while the test runs, its values written in
+    (sqlite3's trace: the store sends some statements to the driver itself, past SQLAlchemy)."""
     seen: list[tuple[str, Any]] = []
 
-    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, _many: bool) -> None:
-        seen.append((sql, params))
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(lambda sql: seen.append((sql, ())))
 
-    event.listen(store.engine, "before_cursor_execute", record)
+    store.engine.dispose()  # every connection from now on is a new one, traced
+    event.listen(store.engine, "connect", trace)
     yield seen
-    event.remove(store.engine, "before_cursor_execute", record)
+    event.remove(store.engine, "connect", trace)
+    store.engine.dispose()
 
 
 @pytest.mark.parametrize(

@@ -48,11 +48,13 @@ from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import SqlStore
 
 KEPT_TASKS = 2000
+KEPT_RUNS = 20_000
 KEPT_SECONDS = 60.0
 """The definitions of runs this engine made are kept in memory until it drives them (a queued run then
-starts without its definition read back and checked again), up to KEPT_TASKS tasks in all (a task's
-part of a definition is 2-3 KiB) and for KEPT_SECONDS at most: a run that another engine drives, or
-that is cancelled while queued, is not kept for long.  The others are read back from the store."""
+starts without its definition read back and checked again), up to KEPT_TASKS tasks of distinct
+definitions (a task's part of a definition is 2-3 KiB; the runs of one pipeline share its definition,
+counted once) and KEPT_RUNS runs, for KEPT_SECONDS at most: a run that another engine drives, or that
+is cancelled while queued, is not kept for long.  The others are read back from the store."""
 
 HEARTBEAT_SECONDS = 10.0
 RECOVER_SECONDS = 15.0
@@ -73,7 +75,8 @@ class Engine:
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: dict[int, _RunDriver] = {}
         self._made: dict[int, _Made] = {}
-        self._made_tasks = 0
+        self._made_tasks = 0  # the tasks of the distinct definitions in `_made`
+        self._made_uses: dict[int, int] = {}  # id() of a definition in `_made` -> how many runs there have it
         self._made_lock = threading.Lock()  # runs are made in API threads, driven in the engine's
         self._watcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -136,10 +139,21 @@ class Engine:
                 oldest = next(iter(self._made))
                 if now - self._made[oldest].at < KEPT_SECONDS:
                     break
-                self._made_tasks -= len(self._made.pop(oldest).pipeline.tasks)
-            if self._made_tasks + len(pipeline.tasks) <= KEPT_TASKS:  # full: this one is read back
+                self._forget(self._made.pop(oldest))
+            uses = self._made_uses.get(id(pipeline), 0)
+            added = 0 if uses else len(pipeline.tasks)
+            if len(self._made) < KEPT_RUNS and self._made_tasks + added <= KEPT_TASKS:  # full: this one is read back
                 self._made[run_id] = _Made(now, pipeline, params, group, owned)
-                self._made_tasks += len(pipeline.tasks)
+                self._made_uses[id(pipeline)] = uses + 1
+                self._made_tasks += added
+
+    def _forget(self, made: _Made) -> None:
+        """Count a kept run out (under `_made_lock`); its definition's tasks go when no kept run has it."""
+        uses = self._made_uses.pop(id(made.pipeline)) - 1
+        if uses:
+            self._made_uses[id(made.pipeline)] = uses
+        else:
+            self._made_tasks -= len(made.pipeline.tasks)
 
     def _claim(self, run_id: int) -> bool:
         """`store.claim`, telling the store when this engine made the run without a concurrency group.
@@ -159,7 +173,7 @@ class Engine:
             made = self._made.pop(run_id, None)
             if made is None:
                 return None
-            self._made_tasks -= len(made.pipeline.tasks)
+            self._forget(made)
             return made.pipeline, made.params
 
     def check_secrets(self, pipeline: ResolvedPipeline) -> None:
