@@ -12,6 +12,7 @@ import pytest
 from shipline.engine.events import Event, EventBus
 from shipline.engine.loading import load_pipeline
 from shipline.engine.running import Engine
+from shipline.server import driving
 from shipline.server.driving import EngineThread
 
 TWO_STEPS = """
@@ -89,3 +90,30 @@ def test_the_server_loop_gets_the_kinds_its_bus_takes_in_the_order_they_came(eng
     statuses = [(e.kind, e.data.get("task"), e.data["status"]) for e in arrived]
     assert statuses[0] == ("run", None, "running") and statuses[-1] == ("run", None, "succeeded")
     assert ("task", "test", "succeeded") in statuses
+
+
+def test_events_waiting_to_cross_reach_the_server_loop_when_the_engine_stops(
+    engine: Engine, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's events cross to the server's loop in batches (`HANDOVER_SECONDS`); a batch
+    still waiting when the engine's loop stops goes then, not never."""
+    monkeypatch.setattr(driving, "HANDOVER_SECONDS", 600.0)
+    server_bus = EventBus()
+    arrived: list[Event] = []
+
+    async def main() -> None:
+        runner = EngineThread(engine, server_bus, poll_seconds=0.05)
+        with server_bus.listen(arrived.append, kinds=frozenset({"run"})):
+            runner.start(asyncio.get_running_loop())
+            try:
+                run_id = engine.submit(load_pipeline(write(TWO_STEPS)), {})
+                runner.poke()
+                while not engine.store.get_run(run_id).status.done:
+                    await asyncio.sleep(0.02)
+                assert arrived == [], "the batch waits its HANDOVER_SECONDS"
+            finally:
+                await asyncio.to_thread(runner.stop)
+            await asyncio.sleep(0.05)  # the server's loop takes what was handed over
+
+    asyncio.run(main())
+    assert [e.data["status"] for e in arrived] == ["running", "succeeded"]

@@ -23,7 +23,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from sqlalchemy import (
     Connection,
@@ -194,6 +194,11 @@ statement each was one round trip each).  Each new write is checked against thos
 (3.4 ms in all for 256, a fraction of a round trip a write); the writes past the bound go at once."""
 MAX_STATEMENTS = 512
 """Statements kept built, by shape: a bound, though the recorder's writes come in a few shapes."""
+
+
+def _processed(processors: dict[str, Callable[[Any], Any] | None], values: dict[str, Any]) -> dict[str, Any]:
+    """Values as a statement sent straight to the driver takes them (`SqlStore._compiled`)."""
+    return {k: v if (process := processors[k]) is None else process(v) for k, v in values.items()}
 
 
 def _outbox_row(prefix: str) -> dict[str, Any]:
@@ -557,30 +562,45 @@ class SqlStore:
         for j, row in enumerate(outbox):
             values.update({f"e{j}_{c}": row[c] for c in OUTBOX_COLUMNS})
         shape = ("together", tuple(w.shape for w in writes), len(outbox))
-        built: tuple[str, dict[str, Callable[[Any], Any] | None]] | None = self._statements.get(shape)
+        sql, processors, held = self._compiled(shape, lambda: self._block_statement(writes, outbox))
+        if values.keys() != processors.keys() or held:  # a column the block leaves to SQLAlchemy (a default)
+            raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(processors)}")
+        return sql, _processed(processors, values)
+
+    def _block_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> Any:
+        parts = [self._part(w, f"w{i}_") for i, w in enumerate(writes)]
+        ctes = [part.cte(f"w{i}") for i, part in enumerate(parts)]
+        if outbox:
+            main = insert(run_events).values(_outbox_row("e0_"))
+            for j in range(1, len(outbox)):
+                before = main.returning(run_events.c.id).cte(f"e{j - 1}")
+                after = select(*(value.label(c) for c, value in _outbox_row(f"e{j}_").items())).select_from(before)
+                main = insert(run_events).from_select(OUTBOX_COLUMNS, after)
+        else:
+            main, ctes = parts[-1], ctes[:-1]
+        return main.add_cte(*ctes) if ctes else main
+
+    def _compiled(
+        self, key: Any, statement: Callable[[], Any]
+    ) -> tuple[str, dict[str, Callable[[Any], Any] | None], dict[str, Any]]:
+        """PostgreSQL: a statement's SQL as the driver takes it, the bind processors of the values
+        it is given by name, and the values it holds itself (literals), compiled once per `key`:
+        what is sent straight to the driver (`_one_statement`, `create_run`, `_records`), past
+        SQLAlchemy's execution of it."""
+        built: tuple[str, dict[str, Callable[[Any], Any] | None], dict[str, Any]] | None = self._statements.get(key)
         if built is None:
-            parts = [self._part(w, f"w{i}_") for i, w in enumerate(writes)]
-            ctes = [part.cte(f"w{i}") for i, part in enumerate(parts)]
-            if outbox:
-                main = insert(run_events).values(_outbox_row("e0_"))
-                for j in range(1, len(outbox)):
-                    before = main.returning(run_events.c.id).cte(f"e{j - 1}")
-                    after = select(*(value.label(c) for c, value in _outbox_row(f"e{j}_").items())).select_from(before)
-                    main = insert(run_events).from_select(OUTBOX_COLUMNS, after)
-            else:
-                main, ctes = parts[-1], ctes[:-1]
             dialect = self.engine.dialect
-            compiled = (main.add_cte(*ctes) if ctes else main).compile(dialect=dialect)
+            compiled = statement().compile(dialect=dialect)
+            processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()}
+            held = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
             built = (
                 compiled.string,
-                {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()},
+                {name: process for name, process in processors.items() if name not in held},
+                _processed({name: processors[name] for name in held}, held),
             )
-            if values.keys() != built[1].keys():  # a column the block leaves to SQLAlchemy (a default)
-                raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(built[1])}")
             if len(self._statements) < MAX_STATEMENTS:
-                self._statements[shape] = built
-        sql, processors = built
-        return sql, {k: v if (process := processors[k]) is None else process(v) for k, v in values.items()}
+                self._statements[key] = built
+        return built
 
     def _append(self, conn: Connection, transition: Transition) -> None:
         """The transition's outbox row, in this transaction (at its end, inside `together()`)."""
@@ -634,8 +654,11 @@ class SqlStore:
                 "task_finally": [task.is_finally for task in pipeline.tasks],
                 "task_needs": [json.dumps(list(task.needs)) for task in pipeline.tasks],
             }
+            sql, processors, held = self._compiled("create_run", _create_run_in_one_statement)
+            values = {**held, **_processed(processors, {**row, **tasks, "queued_at": now})}
             with self._failures_named(), self._autocommit.connect() as conn:
-                return int(conn.execute(_create_run_in_one_statement(), {**row, **tasks, "queued_at": now}).scalar_one())
+                made = conn.connection.dbapi_connection.execute(sql, values)  # type: ignore[union-attr]
+                return int(made.fetchone()[0])
         # SQLite: the rows go straight to the driver (`_sqlite_write`), the outbox row at the block's end.
         with self.together():
             conn = self._in_transaction(self._shared())
@@ -853,8 +876,12 @@ class SqlStore:
     def _rows_in_one_statement(self, ids: list[int]) -> tuple[Sequence[Any], list[SimpleNamespace], list[SimpleNamespace]]:
         """PostgreSQL: the runs' rows with their tasks and steps as JSON arrays, in one round trip
         (three SELECTs in a transaction were five: a run's record is read after each run)."""
+        sql, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
         with self.reading() as conn:
-            run_rows = conn.execute(_RECORDS_IN_ONE_STATEMENT, {"ids": ids}).all()
+            found = conn.connection.dbapi_connection.execute(sql, {"ids": ids})  # type: ignore[union-attr]
+            if tuple(column.name for column in found.description) != _RecordRow._fields:
+                raise AssertionError(f"_RecordRow does not name the columns of _RECORDS_IN_ONE_STATEMENT: {found.description}")
+            run_rows = [_RecordRow(*r) for r in found.fetchall()]
         task_rows = [
             SimpleNamespace(
                 **{**t, "run_id": r.id, "started_at": _parsed(t["started_at"]), "finished_at": _parsed(t["finished_at"])}
@@ -1281,6 +1308,26 @@ _RECORDS_IN_ONE_STATEMENT = text(
     " FROM runs r WHERE r.id = ANY(:ids)"
 )
 """PostgreSQL: `_records`' three reads as one statement (`SqlStore._rows_in_one_statement`)."""
+
+
+class _RecordRow(NamedTuple):
+    """A row of `_RECORDS_IN_ONE_STATEMENT`, its columns in their order."""
+
+    id: int
+    pipeline: str
+    status: str
+    params: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    message: str
+    source: str
+    rerun_of: int | None
+    trigger: dict[str, Any] | None
+    results: dict[str, str] | None
+    concurrency_group: str | None
+    tasks: list[dict[str, Any]] | None
+    steps: list[dict[str, Any]] | None
 
 
 def _parsed(value: str | None) -> datetime | None:
