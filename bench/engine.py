@@ -178,7 +178,8 @@ def curve(work: Path, stores: dict[str, str | None], repeats: int = CURVE_REPEAT
     store in `stores` (label -> database URL, None for SQLite), one store after the other
     within each repetition, with the floor measured once per repetition beside them: the
     stores are compared at the same moments, where one store's points measured minutes
-    after the other's followed this VM's speed more than the store.  One run of each shape
+    after the other's followed this VM's speed more than the store; each goes first in every
+    other repetition.  One run of each shape
     first warms what a first run pays once (imports, the SQL statements' compiled forms);
     the median of each is kept.  Runs are made as `shipline run` makes them (claimed by
     the engine that made them) and driven at once.
@@ -194,8 +195,11 @@ def curve(work: Path, stores: dict[str, str | None], repeats: int = CURVE_REPEAT
             asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
         engine_times: dict[str, list[float]] = {label: [] for label in engines}
         floors = []
-        for _ in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
-            for label, engine in engines.items():
+        for repetition in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
+            # Each store goes first in every other repetition: the first runs right after the
+            # floor's shell loops, the second right after the first, and on this VM a run is
+            # quicker when the CPUs were just busy (a 1-task run after 20 ms of rest: +1 ms).
+            for label, engine in list(engines.items()) if repetition % 2 == 0 else list(engines.items())[::-1]:
                 start = time.perf_counter()
                 record = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
                 engine_times[label].append(time.perf_counter() - start)

@@ -149,14 +149,17 @@ class RunRecorder:
         elif self._timer is None:
             self._timer = loop.call_later(HOLD_SECONDS, self._flush_held)
 
-    def _now(self, save: Callable[[], None]) -> None:
-        """Save now, with whatever is held, in one transaction; then publish what was held."""
+    def _now(self, save: Callable[[], None], read_back: bool = False) -> RunRecord | None:
+        """Save now, with whatever is held, in one transaction; then publish what was held.
+
+        With `read_back`, the transaction reads the run's record after the writes, returned
+        (None when this save is part of a larger block)."""
         held, self._held = self._held, []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         try:
-            with self._store.together():
+            with self._store.together(read_back=self.run_id if read_back else None) as block:
                 for earlier, _ in held:
                     earlier()
                 save()
@@ -165,6 +168,7 @@ class RunRecorder:
             raise
         for _, publish in held:
             publish()
+        return block.record
 
     def flush(self) -> None:
         """Save what is held now (raises StoreError when the store cannot take it)."""
@@ -282,19 +286,25 @@ class RunRecorder:
         """A queued run that may not start yet (its concurrency group is held): said, not stored."""
         self._publish("run", {"status": RunStatus.QUEUED.value, "message": message}, now())
 
-    def run_finished(self, status: RunStatus, message: str = "", results: dict[str, str] | None = None) -> None:
+    def run_finished(
+        self, status: RunStatus, message: str = "", results: dict[str, str] | None = None, *, read_back: bool = False
+    ) -> RunRecord | None:
+        """The run's end, saved now; with `read_back`, its record as saved (read in the same transaction:
+        on PostgreSQL the same round trip), or None when it could not be read with it."""
         at = now()
         results = results or {}
-        self._now(
+        record = self._now(
             lambda: self._save_run(
                 {"status": status.value, "message": message, "results": results},
                 status=status.value,
                 finished_at=at,
                 message=message,
                 results=results,
-            )
+            ),
+            read_back,
         )
         self._publish("run", {"status": status.value, "message": message, "results": results}, at)
+        return record
 
     def task_started(self, task: str, attempt: int) -> None:
         at = now()

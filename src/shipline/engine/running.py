@@ -312,14 +312,16 @@ class Engine:
         """Drive a run this engine has claimed; its final record, unless `record` is False
         (the worker loop does not read it: loading it would cost a query per run)."""
         pipeline, params = self._kept(run_id) or self.store.load_spec(run_id)
-        driver = _RunDriver(self, run_id, pipeline, params)
+        driver = _RunDriver(self, run_id, pipeline, params, read_back=record)
         self._drivers[run_id] = driver
         self._ensure_watcher()
         try:
             await driver.go()
         finally:
             del self._drivers[run_id]
-        return self.store.get_run(run_id) if record else None
+        if not record:
+            return None
+        return driver.final or self.store.get_run(run_id)
 
     def cancel(self, run_id: int) -> RunRecord:
         """Cancel a run: directly when this engine drives it, else through the store.
@@ -468,6 +470,10 @@ class _RunDriver:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     store_fault: StoreError | None = None
     """A write of this run's state failed: the run stops and its end is written once the store is back."""
+    read_back: bool = False
+    """The run's record is wanted at its end (`drive`): read with the end's write."""
+    final: RunRecord | None = None
+    """That record, when the run ended as its driver ended it."""
 
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -591,7 +597,8 @@ class _RunDriver:
                         message = f"task {', '.join(failed)} failed" if failed else ""
                     self._ensure_started()
                     ctx = self.schedule.context(self.params, self.run_id, self.cancelled, self.secrets)
-                    self.recorder.run_finished(decision.finished, message, run_results(self.pipeline, ctx))
+                    results = run_results(self.pipeline, ctx)
+                    self.final = self.recorder.run_finished(decision.finished, message, results, read_back=self.read_back)
                     return
                 if decision.skip or decision.start:
                     continue

@@ -171,6 +171,10 @@ class _Together:
     """PostgreSQL: the block's writes, sent at its end as one statement (`SqlStore._one_statement`);
     None when the block has a transaction instead (SQLite, or something in it needed one)."""
     stack: ExitStack = field(default_factory=ExitStack)
+    read_back: int | None = None
+    """A run whose record is read in the block's transaction, after its writes (`together(read_back=...)`)."""
+    record: RunRecord | None = None
+    """That record, once the block has ended."""
 
 
 def _private_sqlite(database: Path) -> None:
@@ -405,7 +409,7 @@ class SqlStore:
             raise StoreError(f"the store at {self._where()} failed: {exc.__class__.__name__}: {exc}") from exc
 
     @contextmanager
-    def together(self) -> Iterator[None]:
+    def together(self, read_back: int | None = None) -> Iterator[_Together]:
         """The store's writes made in this block (by this thread or task) go in one transaction,
         committed at its end, or none of them when it fails (a StoreError).
 
@@ -416,18 +420,23 @@ class SqlStore:
         statement (`_one_statement`): a quick task's start and end are one round trip
         to the server, where a transaction of three statements was five.  A larger block
         is a transaction, its writes sent a shape at a time (`_in_transaction`).
+
+        `read_back`: the block's transaction also reads that run's record, after the writes (on
+        PostgreSQL, in the same round trip as a block of one statement), in the block's `record`
+        once it has ended; what failed to be read is not written either.  Not in a block inside
+        another: there `record` stays None.
         """
-        if self._together.get() is not None:
-            yield
+        if (outer := self._together.get()) is not None:
+            yield outer
             return
-        shared = _Together(waiting=None if self.is_sqlite else [])
+        shared = _Together(waiting=None if self.is_sqlite else [], read_back=read_back)
         # The block's transaction, if it has one, is committed at the end, or rolled back on an error.
         with self._failures_named(), shared.stack:
             if self.is_sqlite:
                 shared.conn = shared.stack.enter_context(self.engine.begin())
             token = self._together.set(shared)
             try:
-                yield
+                yield shared
             finally:
                 self._together.reset(token)
             self._end(shared)
@@ -461,7 +470,27 @@ class SqlStore:
             sql, params = self._one_statement(shared.waiting, shared.outbox)
             # A connection that fails here is not handed out again: the pool's reset fails on it at checkin.
             with self._autocommit.connect() as conn:
-                conn.connection.dbapi_connection.execute(sql, params)  # type: ignore[union-attr]
+                driver: Any = conn.connection.dbapi_connection
+                if shared.read_back is None:
+                    driver.execute(sql, params)
+                    return
+                # The statement and the read sent together, one Sync after both: one round trip, and
+                # one implicit transaction (PostgreSQL runs what comes before a Sync as one).
+                records, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
+                with driver.pipeline():
+                    driver.execute(sql, params)
+                    found = driver.execute(records, {"ids": [shared.read_back]})
+                shared.record = next(iter(_built([shared.read_back], *_rows_in_one_statement(found))), None)
+                return
+        if shared.read_back is not None:
+            conn = self._in_transaction(shared)
+            if self.is_sqlite:
+                found_records = self._sqlite_records(conn, [shared.read_back])
+            else:
+                records, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
+                found = conn.connection.dbapi_connection.execute(records, {"ids": [shared.read_back]})  # type: ignore[union-attr]
+                found_records = _built([shared.read_back], *_rows_in_one_statement(found))
+            shared.record = next(iter(found_records), None)
 
     def _write(self, write: _Write, transition: Transition | None = None) -> None:
         """Write a row, with the transition's outbox row, in one transaction (the `together()` block's)."""
@@ -790,66 +819,19 @@ class SqlStore:
     def _records(self, ids: list[int]) -> list[RunRecord]:
         if not ids:
             return []
-        run_rows: Sequence[Any]
-        task_rows: Sequence[Any]
-        step_rows: Sequence[Any]
         if self.is_sqlite:
             with self.transaction() as conn:
-                run_rows = self._sqlite_read(conn, _RUN_ROWS, ids)
-                task_rows = self._sqlite_read(conn, _TASK_ROWS, ids)
-                step_rows = self._sqlite_read(conn, _STEP_ROWS, ids)
-        else:
-            run_rows, task_rows, step_rows = self._rows_in_one_statement(ids)
-        # Rows the store wrote itself, of the types the records declare: built without
-        # validating them again (a page of runs is hundreds of records).
-        steps: dict[tuple[int, str], list[StepRecord]] = {}
-        for s in step_rows:
-            steps.setdefault((s.run_id, s.task), []).append(
-                StepRecord.model_construct(
-                    index=s.idx,
-                    name=s.name,
-                    attempt=s.attempt,
-                    status=StepStatus(s.status),
-                    exit_code=s.exit_code,
-                    started_at=_utc(s.started_at),
-                    finished_at=_utc(s.finished_at),
-                )
-            )
-        tasks: dict[int, list[TaskRecord]] = {}
-        for t in task_rows:
-            tasks.setdefault(t.run_id, []).append(
-                TaskRecord.model_construct(
-                    name=t.name,
-                    status=TaskStatus(t.status),
-                    results=t.results,
-                    started_at=_utc(t.started_at),
-                    finished_at=_utc(t.finished_at),
-                    needs=t.needs,
-                    is_finally=t.is_finally,
-                    attempts=t.attempts,
-                    message=t.message,
-                    steps=steps.get((t.run_id, t.name), []),
-                )
-            )
-        by_id = {}
-        for r in run_rows:
-            by_id[r.id] = RunRecord.model_construct(
-                id=r.id,
-                pipeline=r.pipeline,
-                status=RunStatus(r.status),
-                params=r.params,
-                created_at=_utc(r.created_at),
-                started_at=_utc(r.started_at),
-                finished_at=_utc(r.finished_at),
-                message=r.message,
-                source=r.source,
-                rerun_of=r.rerun_of,
-                trigger=r.trigger,
-                results=r.results or {},
-                concurrency_group=r.concurrency_group,
-                tasks=tasks.get(r.id, []),
-            )
-        return [by_id[i] for i in ids if i in by_id]
+                return self._sqlite_records(conn, ids)
+        sql, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
+        with self.reading() as conn:
+            found = conn.connection.dbapi_connection.execute(sql, {"ids": ids})  # type: ignore[union-attr]
+            return _built(ids, *_rows_in_one_statement(found))
+
+    def _sqlite_records(self, conn: Connection, ids: list[int]) -> list[RunRecord]:
+        run_rows = self._sqlite_read(conn, _RUN_ROWS, ids)
+        task_rows = self._sqlite_read(conn, _TASK_ROWS, ids)
+        step_rows = self._sqlite_read(conn, _STEP_ROWS, ids)
+        return _built(ids, run_rows, task_rows, step_rows)
 
     def _sqlite_read(self, conn: Connection, query: Select[Any], ids: list[int]) -> list[Any]:
         """SQLite: one of `_records`' reads of the runs `ids`, as `_sqlite_write` writes: its SQL
@@ -872,31 +854,6 @@ class SqlStore:
         sql, processors, row = built
         found = conn.connection.dbapi_connection.execute(sql, ids).fetchall()  # type: ignore[union-attr]
         return [row(*(v if p is None or v is None else p(v) for p, v in zip(processors, r, strict=True))) for r in found]
-
-    def _rows_in_one_statement(self, ids: list[int]) -> tuple[Sequence[Any], list[SimpleNamespace], list[SimpleNamespace]]:
-        """PostgreSQL: the runs' rows with their tasks and steps as JSON arrays, in one round trip
-        (three SELECTs in a transaction were five: a run's record is read after each run)."""
-        sql, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
-        with self.reading() as conn:
-            found = conn.connection.dbapi_connection.execute(sql, {"ids": ids})  # type: ignore[union-attr]
-            if tuple(column.name for column in found.description) != _RecordRow._fields:
-                raise AssertionError(f"_RecordRow does not name the columns of _RECORDS_IN_ONE_STATEMENT: {found.description}")
-            run_rows = [_RecordRow(*r) for r in found.fetchall()]
-        task_rows = [
-            SimpleNamespace(
-                **{**t, "run_id": r.id, "started_at": _parsed(t["started_at"]), "finished_at": _parsed(t["finished_at"])}
-            )
-            for r in run_rows
-            for t in r.tasks or ()
-        ]
-        step_rows = [
-            SimpleNamespace(
-                **{**s, "run_id": r.id, "started_at": _parsed(s["started_at"]), "finished_at": _parsed(s["finished_at"])}
-            )
-            for r in run_rows
-            for s in r.steps or ()
-        ]
-        return run_rows, task_rows, step_rows
 
     def log_paths(self, run_id: int, task: str | None = None) -> list[tuple[str, int, int, str, str]]:
         """(task, attempt, step index, step name, log path) in the order the steps ran."""
@@ -1328,6 +1285,79 @@ class _RecordRow(NamedTuple):
     concurrency_group: str | None
     tasks: list[dict[str, Any]] | None
     steps: list[dict[str, Any]] | None
+
+
+def _built(ids: list[int], run_rows: Sequence[Any], task_rows: Sequence[Any], step_rows: Sequence[Any]) -> list[RunRecord]:
+    """The records of runs `ids`, in that order, from their rows (SQLite's three reads, or PostgreSQL's one)."""
+    # Rows the store wrote itself, of the types the records declare: built without
+    # validating them again (a page of runs is hundreds of records).
+    steps: dict[tuple[int, str], list[StepRecord]] = {}
+    for s in step_rows:
+        steps.setdefault((s.run_id, s.task), []).append(
+            StepRecord.model_construct(
+                index=s.idx,
+                name=s.name,
+                attempt=s.attempt,
+                status=StepStatus(s.status),
+                exit_code=s.exit_code,
+                started_at=_utc(s.started_at),
+                finished_at=_utc(s.finished_at),
+            )
+        )
+    tasks: dict[int, list[TaskRecord]] = {}
+    for t in task_rows:
+        tasks.setdefault(t.run_id, []).append(
+            TaskRecord.model_construct(
+                name=t.name,
+                status=TaskStatus(t.status),
+                results=t.results,
+                started_at=_utc(t.started_at),
+                finished_at=_utc(t.finished_at),
+                needs=t.needs,
+                is_finally=t.is_finally,
+                attempts=t.attempts,
+                message=t.message,
+                steps=steps.get((t.run_id, t.name), []),
+            )
+        )
+    by_id = {}
+    for r in run_rows:
+        by_id[r.id] = RunRecord.model_construct(
+            id=r.id,
+            pipeline=r.pipeline,
+            status=RunStatus(r.status),
+            params=r.params,
+            created_at=_utc(r.created_at),
+            started_at=_utc(r.started_at),
+            finished_at=_utc(r.finished_at),
+            message=r.message,
+            source=r.source,
+            rerun_of=r.rerun_of,
+            trigger=r.trigger,
+            results=r.results or {},
+            concurrency_group=r.concurrency_group,
+            tasks=tasks.get(r.id, []),
+        )
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _rows_in_one_statement(found: Any) -> tuple[list[_RecordRow], list[SimpleNamespace], list[SimpleNamespace]]:
+    """PostgreSQL: the rows of `_RECORDS_IN_ONE_STATEMENT` (the runs' rows with their tasks and steps
+    as JSON arrays: one round trip, where three SELECTs in a transaction were five), as `_built` takes them."""
+    if tuple(column.name for column in found.description) != _RecordRow._fields:
+        raise AssertionError(f"_RecordRow does not name the columns of _RECORDS_IN_ONE_STATEMENT: {found.description}")
+    run_rows = [_RecordRow(*r) for r in found.fetchall()]
+    task_rows = [
+        SimpleNamespace(**{**t, "run_id": r.id, "started_at": _parsed(t["started_at"]), "finished_at": _parsed(t["finished_at"])})
+        for r in run_rows
+        for t in r.tasks or ()
+    ]
+    step_rows = [
+        SimpleNamespace(**{**s, "run_id": r.id, "started_at": _parsed(s["started_at"]), "finished_at": _parsed(s["finished_at"])})
+        for r in run_rows
+        for s in r.steps or ()
+    ]
+    return run_rows, task_rows, step_rows
 
 
 def _parsed(value: str | None) -> datetime | None:
