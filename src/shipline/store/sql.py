@@ -476,21 +476,20 @@ class SqlStore:
                     return
                 # The statement and the read sent together, one Sync after both: one round trip, and
                 # one implicit transaction (PostgreSQL runs what comes before a Sync as one).
-                records, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
                 with driver.pipeline():
                     driver.execute(sql, params)
-                    found = driver.execute(records, {"ids": [shared.read_back]})
-                shared.record = next(iter(_built([shared.read_back], *_rows_in_one_statement(found))), None)
+                    found = self._pg_records(driver, [shared.read_back])
+                shared.record = next(iter(_pg_built([shared.read_back], found)), None)
                 return
         if shared.read_back is not None:
             conn = self._in_transaction(shared)
-            if self.is_sqlite:
-                found_records = self._sqlite_records(conn, [shared.read_back])
-            else:
-                records, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
-                found = conn.connection.dbapi_connection.execute(records, {"ids": [shared.read_back]})  # type: ignore[union-attr]
-                found_records = _built([shared.read_back], *_rows_in_one_statement(found))
-            shared.record = next(iter(found_records), None)
+            ids = [shared.read_back]
+            records = (
+                self._sqlite_records(conn, ids)
+                if self.is_sqlite
+                else _pg_built(ids, self._pg_records(conn.connection.dbapi_connection, ids))
+            )
+            shared.record = next(iter(records), None)
 
     def _write(self, write: _Write, transition: Transition | None = None) -> None:
         """Write a row, with the transition's outbox row, in one transaction (the `together()` block's)."""
@@ -822,10 +821,13 @@ class SqlStore:
         if self.is_sqlite:
             with self.transaction() as conn:
                 return self._sqlite_records(conn, ids)
-        sql, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
         with self.reading() as conn:
-            found = conn.connection.dbapi_connection.execute(sql, {"ids": ids})  # type: ignore[union-attr]
-            return _built(ids, *_rows_in_one_statement(found))
+            return _pg_built(ids, self._pg_records(conn.connection.dbapi_connection, ids))
+
+    def _pg_records(self, driver: Any, ids: list[int]) -> Any:
+        """PostgreSQL: `_RECORDS_IN_ONE_STATEMENT` for runs `ids` sent to the driver; its cursor (`_pg_built` reads it)."""
+        sql, _, _ = self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT)
+        return driver.execute(sql, {"ids": ids})
 
     def _sqlite_records(self, conn: Connection, ids: list[int]) -> list[RunRecord]:
         run_rows = self._sqlite_read(conn, _RUN_ROWS, ids)
@@ -1264,7 +1266,7 @@ _RECORDS_IN_ONE_STATEMENT = text(
     "  FROM step_runs s WHERE s.run_id = r.id) AS steps"
     " FROM runs r WHERE r.id = ANY(:ids)"
 )
-"""PostgreSQL: `_records`' three reads as one statement (`SqlStore._rows_in_one_statement`)."""
+"""PostgreSQL: `_records`' three reads as one statement (`SqlStore._records`)."""
 
 
 class _RecordRow(NamedTuple):
@@ -1341,9 +1343,10 @@ def _built(ids: list[int], run_rows: Sequence[Any], task_rows: Sequence[Any], st
     return [by_id[i] for i in ids if i in by_id]
 
 
-def _rows_in_one_statement(found: Any) -> tuple[list[_RecordRow], list[SimpleNamespace], list[SimpleNamespace]]:
-    """PostgreSQL: the rows of `_RECORDS_IN_ONE_STATEMENT` (the runs' rows with their tasks and steps
-    as JSON arrays: one round trip, where three SELECTs in a transaction were five), as `_built` takes them."""
+def _pg_built(ids: list[int], found: Any) -> list[RunRecord]:
+    """PostgreSQL: the records of runs `ids` from the cursor of `_RECORDS_IN_ONE_STATEMENT` (the runs'
+    rows with their tasks and steps as JSON arrays: one round trip, where three SELECTs in a
+    transaction were five)."""
     if tuple(column.name for column in found.description) != _RecordRow._fields:
         raise AssertionError(f"_RecordRow does not name the columns of _RECORDS_IN_ONE_STATEMENT: {found.description}")
     run_rows = [_RecordRow(*r) for r in found.fetchall()]
@@ -1357,7 +1360,7 @@ def _rows_in_one_statement(found: Any) -> tuple[list[_RecordRow], list[SimpleNam
         for r in run_rows
         for s in r.steps or ()
     ]
-    return run_rows, task_rows, step_rows
+    return _built(ids, run_rows, task_rows, step_rows)
 
 
 def _parsed(value: str | None) -> datetime | None:
