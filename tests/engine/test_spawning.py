@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from helpers import RunFn
 
 from shipline.domain.runs import RunStatus, TaskStatus
 from shipline.engine.logs import read_log
-from shipline.executors import spawning
+from shipline.executors import local, spawning
 from shipline.settings import Settings
 
 
@@ -109,3 +111,40 @@ def test_a_variable_name_with_an_equals_sign_is_refused_not_split(spawner: str, 
     finally:
         for fd in (read, write, folder):
             os.close(fd)
+
+
+def test_a_step_starts_on_the_loop_only_when_no_other_step_runs(run_pipeline: RunFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone step is spawned on the engine's loop (nothing else waits for it); beside a running
+    step, in the spawn thread, so that the loop goes on while a fork waits (for cgroup joins)."""
+    where: list[tuple[str, str]] = []
+    spawn = local._spawn_piped
+
+    def watched(argv: list[str], cwd_fd: int, env: Mapping[str, str]) -> tuple[int, int]:
+        where.append((f"{env['SHIPLINE_TASK']}: {argv[-1].rsplit(';', 1)[-1].strip()}", threading.current_thread().name))
+        return spawn(argv, cwd_fd, env)
+
+    monkeypatch.setattr(local, "_spawn_piped", watched)
+    record = run_pipeline(
+        """
+        name: lone
+        tasks:
+          - name: first
+            steps: [{run: 'true'}]
+          - name: slow
+            needs: [first]
+            steps: [{run: 'sleep 1'}]
+          - name: beside
+            needs: [first]
+            steps: [{run: 'sleep 0.2'}, {run: 'echo second'}]
+          - name: last
+            needs: [slow, beside]
+            steps: [{run: 'true'}]
+        """
+    )
+    assert record.status == RunStatus.SUCCEEDED
+    loop_thread = threading.current_thread().name  # run_pipeline drives the run here
+    threads = dict(where)
+    assert threads["first: true"] == loop_thread
+    assert threads["beside: echo second"].startswith("shipline-spawn")  # `slow` was sleeping
+    assert threads["last: true"] == loop_thread
+    assert len(where) == 5
