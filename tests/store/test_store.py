@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from psycopg import pq
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import Integer, bindparam, create_engine, event, inspect, literal_column, select, text
 
 from shipline.domain.runs import RunStatus, TaskStatus, Transition
 from shipline.engine.loading import load_pipeline
@@ -26,7 +26,7 @@ from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
 from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
-from shipline.store.sql import _RUN_ROWS, MIGRATIONS, PING_AFTER_IDLE, SqlStore
+from shipline.store.sql import _RUN_ROWS, MIGRATIONS, PING_AFTER_IDLE, SqlStore, _Compiled, _send
 from shipline.testbed.postgres import ThrowawayPostgres
 
 PIPELINE = """
@@ -322,7 +322,7 @@ def test_a_block_whose_record_cannot_be_read_back_writes_nothing(
     run_id = store.create_run(load_pipeline(write(PIPELINE)), {})
     # The read's statement, as the store keeps it built, made one the database refuses to run.
     key: Any = "records" if database == "postgres" else ("sqlite-read", id(_RUN_ROWS), 1)
-    store._statements[key] = ("SELECT 1 / 0 FROM no_such_table WHERE %(ids)s IS NOT NULL", {}, {})
+    store._statements[key] = _Compiled("SELECT 1 / 0 FROM no_such_table WHERE $1 IS NOT NULL", ("ids",), {}, {})
     if database == "sqlite":
         store._statements[key] = ("SELECT 1 FROM no_such_table WHERE ? IS NOT NULL", [None], tuple)
     started = Transition(run_id, "run", RunStatus.RUNNING.value)
@@ -504,3 +504,18 @@ def test_upgrading_drops_credentials_an_older_version_kept_in_repository_urls(se
     store.close()
     assert urls == ["https://forge.example/o/a.git", "git@forge.example:o/b.git"]
     assert token.encode() not in (settings.home / "shipline.db").read_bytes()
+
+
+@pytest.mark.postgres
+def test_a_statement_sent_straight_to_postgresql_keeps_its_percent_signs_and_repeated_values(postgres_url: str) -> None:
+    """What goes to psycopg past SQLAlchemy (a run's creation, a block's one statement, records) is
+    compiled once with PostgreSQL's own `$n` placeholders: a literal `%` stays one, and a value
+    the statement uses twice is sent once."""
+    store = SqlStore(postgres_url)
+    statement = select(literal_column("'50% off'"), bindparam("x", type_=Integer), bindparam("x", type_=Integer) + 1)
+    compiled = store._compiled("test-percent", lambda: statement)
+    with store._autocommit.connect() as conn:
+        row = _send(conn.connection.dbapi_connection, compiled, {**compiled.held, "x": 41}).fetchone()
+    assert tuple(row) == ("50% off", 41, 42)
+    assert compiled.names == ("x", "param_1")  # the 1 is a value the statement holds
+    store.close()
