@@ -148,3 +148,32 @@ def test_a_step_starts_on_the_loop_only_when_no_other_step_runs(run_pipeline: Ru
     assert threads["beside: echo second"].startswith("shipline-spawn")  # `slow` was sleeping
     assert threads["last: true"] == loop_thread
     assert len(where) == 5
+
+
+def test_a_program_found_on_path_is_looked_for_again_once_it_is_gone(spawner: str, tmp_path: Path) -> None:
+    """The spawn remembers where it found a program on PATH (as a shell hashes its commands), but
+    not past the program's removal: then the next one on PATH runs, not 'No such file'."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        tool = folder / "tool"
+        tool.write_text(f"#!/bin/sh\necho {folder.name}\n")
+        tool.chmod(0o755)
+    env = {"PATH": f"{first}{os.pathsep}{second}{os.pathsep}{os.defpath}"}
+
+    def said() -> str:
+        read, write = os.pipe()
+        folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pid = spawning.spawn(["tool"], cwd_fd=folder, env=env, output=write)
+        finally:
+            os.close(write)
+            os.close(folder)
+        with os.fdopen(read) as output:
+            text = output.read().strip()
+        os.waitpid(pid, 0)
+        return text
+
+    assert said() == "first"
+    (first / "tool").unlink()
+    assert said() == "second"

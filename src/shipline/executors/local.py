@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from fnmatch import translate
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from shipline.executors.base import StepEnd, StepListener, StepSpec, TaskInvocation, TaskOutcome
@@ -641,12 +641,12 @@ def step_environment(
     no person's credentials are used by a pipeline.
     """
     passes = _allowed(tuple(allowed))
-    env = {k: v for k, v in environ.items() if not k.startswith("SHIPLINE_") and passes(k)}
+    # The names first: a value read from os.environ is decoded, and most are not passed on.
+    env = {k: environ[k] for k in environ if not k.startswith("SHIPLINE_") and passes(k)}
     # Catalog tasks call `shipline step ...`: the steps find the same shipline as
     # the engine's, also when it lives in a virtualenv that is not on PATH.
-    tools = Path(sys.executable).parent
-    if (tools / "shipline").exists() and str(tools) not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
+    if (tools := _engines_tools()) and tools not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (tools, env.get("PATH", "")) if p)
     env.update(
         HOME=str(home),
         SHIPLINE_RUN_ID=str(run_id),
@@ -656,6 +656,13 @@ def step_environment(
         CI="true",
     )
     return env
+
+
+@cache
+def _engines_tools() -> str | None:
+    """The folder of the engine's Python when the `shipline` command is there too (a virtualenv's bin)."""
+    tools = Path(sys.executable).parent
+    return str(tools) if (tools / "shipline").exists() else None
 
 
 def kill_orphan_group(pid: int, run_id: int) -> bool:

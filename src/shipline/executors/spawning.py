@@ -80,7 +80,7 @@ def spawn(argv: Sequence[str], *, cwd_fd: int, env: Mapping[str, str], output: i
             raise ValueError(f"embedded null byte in {name.split(chr(0))[0]!r} of the step's command or environment")
     if bad := [name for name in env if "=" in name]:
         raise ValueError(f"illegal environment variable name {bad[0]!r}")  # as subprocess says
-    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
+    program = argv[0] if os.sep in argv[0] else _found(argv[0], os.pathsep.join(os.get_exec_path(env)))
     if program is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
     moved: list[int] = []
@@ -119,6 +119,23 @@ def spawn(argv: Sequence[str], *, cwd_fd: int, env: Mapping[str, str], output: i
         libc.posix_spawnattr_destroy(attributes)
         for fd in moved:
             os.close(fd)
+
+
+_FOUND: dict[tuple[str, str], str] = {}
+"""Programs found on a PATH (`_found`), by (name, PATH)."""
+
+
+def _found(name: str, path: str) -> str | None:
+    """`shutil.which(name, path=path)`, remembered while what it found is still an executable file
+    there, as a shell hashes the commands it ran: looking through PATH for each step's shell cost
+    22 us a step, checking the one found 1."""
+    found = _FOUND.get((name, path))
+    if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+        return found
+    found = shutil.which(name, path=path)
+    if found is not None and len(_FOUND) < 64:
+        _FOUND[(name, path)] = found
+    return found
 
 
 def _check(result: int) -> None:
