@@ -24,6 +24,7 @@ from shipline.engine.running import Engine
 from shipline.exceptions import NotFound, StoreError, ToolError
 from shipline.executors.local import LocalExecutor
 from shipline.settings import Settings
+from shipline.store.listening import RUNS, StoreListener
 from shipline.store.repositories import Claim, ServerStore
 from shipline.store.secrets import Keyring, SecretStore
 from shipline.store.sql import _RUN_ROWS, MIGRATIONS, PING_AFTER_IDLE, SqlStore, _Compiled, _send
@@ -311,6 +312,53 @@ def test_a_quick_run_made_as_the_cli_makes_it_is_a_few_round_trips_to_postgresql
     store.close()
 
 
+@pytest.mark.postgres
+def test_a_postgresql_on_the_same_machine_is_reached_through_its_socket(
+    postgres_server: ThrowawayPostgres, settings: Settings, write: Callable[..., Path]
+) -> None:
+    """`postgresql+psycopg://USER@/DB?host=/SOCKET/FOLDER&port=PORT`, as `psql` reaches a local
+    server: runs are made, driven and read back through the socket, and the listener that tells
+    a server of runs made elsewhere hears them (with the pool's TCP keepalives, which a socket has not)."""
+    url = postgres_server.create_database(socket=True)
+    store = SqlStore(url)
+    heard = threading.Semaphore(0)
+    listener = StoreListener(store, {RUNS: lambda _: heard.release()}, on_listening=heard.release, wake_seconds=0.2)
+    try:
+        assert listener.start(), "listening through the socket"
+        assert heard.acquire(timeout=10)  # the poke as it starts
+        engine = Engine(settings, store, LocalExecutor(1.0))
+        pipeline = load_pipeline(write("name: local\ntasks:\n  - name: only\n    steps: [{run: 'echo hi'}]\n"))
+        run = asyncio.run(engine.drive(engine.submit(pipeline, {}, claim=True)))
+        assert run.status == RunStatus.SUCCEEDED and store.get_run(run.id) == run
+        assert heard.acquire(timeout=10), "the new run was announced to listeners"
+        with store._driver() as driver:
+            assert driver.execute("SELECT inet_server_addr()").fetchone() == (None,), "a socket has no server address"
+    finally:
+        listener.stop()
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_plans_the_read_of_one_runs_record_once_not_on_every_read(
+    postgres_url: str, write: Callable[..., Path]
+) -> None:
+    """A run's record is read after every API call that changes it and at the end of every run:
+    PostgreSQL keeps one plan for that read (prepared after the fifth, generic after five more)
+    instead of planning it again each time, as it did for `r.id = ANY($1)` (0.05-0.09 ms a read)."""
+    store = SqlStore(postgres_url)
+    run_ids = [store.create_run(load_pipeline(write(PIPELINE)), {}) for _ in range(3)]
+    for i in range(20):
+        assert store.get_run(run_ids[i % 3]).id == run_ids[i % 3]
+    assert [r.id for r in store.list_runs(limit=10)] == run_ids[::-1]  # many records: still read at once
+    with store._driver() as driver:
+        plans = driver.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'SELECT r.id, %'"
+        ).fetchall()
+    assert plans and sum(generic for generic, _ in plans) >= 5, plans
+    assert sum(custom for _, custom in plans) <= 6 * len(plans), plans
+    store.close()
+
+
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_block_whose_record_cannot_be_read_back_writes_nothing(
     database: str, settings: Settings, request: pytest.FixtureRequest, write: Callable[..., Path]
@@ -321,8 +369,8 @@ def test_a_block_whose_record_cannot_be_read_back_writes_nothing(
     store = SqlStore(request.getfixturevalue("postgres_url") if database == "postgres" else settings.database)
     run_id = store.create_run(load_pipeline(write(PIPELINE)), {})
     # The read's statement, as the store keeps it built, made one the database refuses to run.
-    key: Any = "records" if database == "postgres" else ("sqlite-read", id(_RUN_ROWS), 1)
-    store._statements[key] = _Compiled("SELECT 1 / 0 FROM no_such_table WHERE $1 IS NOT NULL", ("ids",), {}, {})
+    key: Any = "record" if database == "postgres" else ("sqlite-read", id(_RUN_ROWS), 1)
+    store._statements[key] = _Compiled("SELECT 1 / 0 FROM no_such_table WHERE $1 IS NOT NULL", ("id",), {}, {})
     if database == "sqlite":
         store._statements[key] = ("SELECT 1 FROM no_such_table WHERE ? IS NOT NULL", [None], tuple)
     started = Transition(run_id, "run", RunStatus.RUNNING.value)

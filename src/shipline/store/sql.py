@@ -876,7 +876,14 @@ class SqlStore:
             return _pg_built(ids, self._pg_records(conn.connection.dbapi_connection, ids))
 
     def _pg_records(self, driver: Any, ids: list[int]) -> Any:
-        """PostgreSQL: `_RECORDS_IN_ONE_STATEMENT` for runs `ids` sent to the driver; its cursor (`_pg_built` reads it)."""
+        """PostgreSQL: `_RECORDS_IN_ONE_STATEMENT` for runs `ids` sent to the driver; its cursor (`_pg_built` reads it).
+
+        One run's record (the end of a run, the answer to an API call) is read by `r.id = $1`:
+        PostgreSQL plans `= ANY($1)` again on every execution (its generic plan is costed above
+        the custom one), 0.05-0.09 ms of the server's time a read; `= $1` keeps its generic plan
+        after the fifth (0.007 ms), measured in the server's log."""
+        if len(ids) == 1:
+            return _send(driver, self._compiled("record", lambda: _RECORD_IN_ONE_STATEMENT), {"id": ids[0]})
         return _send(driver, self._compiled("records", lambda: _RECORDS_IN_ONE_STATEMENT), {"ids": ids})
 
     def _sqlite_records(self, conn: Connection, ids: list[int]) -> list[RunRecord]:
@@ -1303,7 +1310,7 @@ _STEP_ROWS = (
 )
 """The reads of `_records`, built once (a run's record is read after each API call that starts or changes it)."""
 
-_RECORDS_IN_ONE_STATEMENT = text(
+_RECORD_ROWS = (
     "SELECT r.id, r.pipeline, r.status, r.params, r.created_at, r.started_at, r.finished_at, r.message, r.source,"
     " r.rerun_of, r.trigger, r.results, r.concurrency_group,"
     " (SELECT json_agg(json_build_object('name', t.name, 'status', t.status, 'results', t.results,"
@@ -1314,9 +1321,12 @@ _RECORDS_IN_ONE_STATEMENT = text(
     "   'status', s.status, 'exit_code', s.exit_code, 'started_at', s.started_at, 'finished_at', s.finished_at)"
     "   ORDER BY s.attempt, s.idx)"
     "  FROM step_runs s WHERE s.run_id = r.id) AS steps"
-    " FROM runs r WHERE r.id = ANY(:ids)"
+    " FROM runs r"
 )
+_RECORDS_IN_ONE_STATEMENT = text(_RECORD_ROWS + " WHERE r.id = ANY(:ids)")
 """PostgreSQL: `_records`' three reads as one statement (`SqlStore._records`)."""
+_RECORD_IN_ONE_STATEMENT = text(_RECORD_ROWS + " WHERE r.id = :id")
+"""PostgreSQL: the same, for one run (`SqlStore._pg_records`)."""
 
 
 class _RecordRow(NamedTuple):
