@@ -181,6 +181,27 @@ def test_a_failed_write_together_leaves_none_of_the_block(any_store: SqlStore, w
     assert (greet.status, greet.steps) == (TaskStatus.PENDING, [])
 
 
+def test_a_large_block_of_writes_that_fails_leaves_none_of_it(any_store: SqlStore, write: Callable[..., Path]) -> None:
+    """A block too large for one statement (a fan-out's task ends) is one transaction too: when its
+    last write is refused (a step's place taken meanwhile), its first writes and its outbox rows
+    are not saved either."""
+    tasks = "\n".join(f"  - {{name: t{i}, needs: [], steps: [{{run: 'true'}}]}}" for i in range(30))
+    run_id = any_store.create_run(load_pipeline(write(f"name: wide\ntasks:\n{tasks}\n")), {})
+    at = datetime.now(UTC)
+    any_store.start_step(run_id, "t29", 1, 0, name="s", log_path="x.log", started_at=at, pid=None)
+    before = len(any_store.transitions_after(0, 1000))
+    with pytest.raises(StoreError, match="uq_step_runs_place|UNIQUE constraint failed"), any_store.together(read_back=run_id):
+        for i in range(30):
+            ended = Transition(run_id, "task", TaskStatus.SUCCEEDED.value, f"t{i}", {"message": ""})
+            any_store.update_task(run_id, f"t{i}", ended, status=TaskStatus.SUCCEEDED.value, finished_at=at)
+        for i in range(30):  # the last of these is the step saved above
+            any_store.start_step(run_id, f"t{i}", 1, 0, name="s", log_path="x.log", started_at=at, pid=None)
+    record = any_store.get_run(run_id)
+    assert {t.status for t in record.tasks} == {TaskStatus.PENDING}
+    assert [len(t.steps) for t in record.tasks] == [0] * 29 + [1]
+    assert len(any_store.transitions_after(0, 1000)) == before
+
+
 EVERY_KIND_OF_WRITE = """
 name: kinds
 tasks:
@@ -260,8 +281,9 @@ def test_a_large_block_of_writes_is_a_few_round_trips_to_postgresql(
     postgres_url: str, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     """The ends of a fan-out's tasks are saved together: 40 tasks' rows and 40 steps' rows, with
-    their outbox rows, go a shape at a time (psycopg pipelines `executemany`), not a round trip
-    each (69 Syncs when only 16 writes waited for the block's end)."""
+    their outbox rows and the run's record read back, go in one pipeline: one round trip, where a
+    transaction of its own was a BEGIN, one per shape and a COMMIT (and 69 when only 16 writes
+    waited for the block's end)."""
     store = SqlStore(postgres_url)
     tasks = "\n".join(f"  - {{name: t{i}, needs: [], steps: [{{run: 'true'}}]}}" for i in range(40))
     run_id = store.create_run(load_pipeline(write(f"name: wide\ntasks:\n{tasks}\n")), {})
@@ -271,7 +293,8 @@ def test_a_large_block_of_writes_is_a_few_round_trips_to_postgresql(
             store.start_step(run_id, f"t{i}", 1, 0, name="s", log_path="x.log", started_at=at, pid=None, status="succeeded")
             ended = Transition(run_id, "task", TaskStatus.SUCCEEDED.value, f"t{i}", {"message": ""})
             store.update_task(run_id, f"t{i}", ended, status=TaskStatus.SUCCEEDED.value, finished_at=at)
-    assert sent.count("Sync") <= 5, sent  # and the record read back in the block's transaction
+    assert sent.count("Sync") == 1, sent  # and the record read back in the block's transaction
+    assert "Query" not in sent, "a BEGIN or COMMIT was sent"
     record = store.get_run(run_id)
     assert block.record == record
     assert [(t.status, [s.status for s in t.steps]) for t in record.tasks] == [(TaskStatus.SUCCEEDED, ["succeeded"])] * 40
