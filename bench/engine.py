@@ -17,9 +17,10 @@
 (d) the curve: engine overhead per task for sequential runs of 1 to 1,000 tasks
     and for 1 -> N -> 1 fan-outs, each beside its floor measured in the same
     run (the same commands from a bare shell loop, or `xargs -P` for a fan-out),
-    median of 5 or more after a warm-up run; SQLite and PostgreSQL take turns
-    within each repetition, so their ratio is measured at the same moments;
-    drawn to bench/results/engine-curve.png.
+    median of 5 or more after a warm-up run; SQLite and PostgreSQL (through its
+    socket, and over TCP to 127.0.0.1) take turns within each repetition, so their
+    ratio is measured at the same moments; all the curve's runs on one event loop,
+    as a server drives its runs; drawn to bench/results/engine-curve.png.
 (e) start-up: `shipline --version`, `--help`, a 1-task `shipline run` and a `validate` of it,
     and one SQLite commit (the store's floor).
 
@@ -72,21 +73,17 @@ def _engine(home: Path, database: str | None) -> Engine:
     return Engine(settings, SqlStore(settings.database), LocalExecutor(), EventBus())
 
 
-def run_once(engine: Engine, pipeline: ResolvedPipeline) -> RunRecord:
-    """Make a run as `shipline run` does (claimed by the engine that made it) and drive it to its end.
+def run_once(engine: Engine, pipeline: ResolvedPipeline, loop: asyncio.AbstractEventLoop) -> RunRecord:
+    """Make a run as `shipline run` does (claimed by the engine that made it) and drive it to its end
+    on `loop`: one event loop for all of a bench's runs, as a server drives all of its own.
 
-    Not `asyncio.run(engine.drive(...))`: with the record as its main task's result, asyncio.run's
-    end formats that record (`signal.getsignal` finds the SIGINT handler asyncio.run put in place,
-    a partial holding the task, and reprs it in an error it then drops): 0.19 ms of a 1-task run,
-    1.7 ms of a 100-task one, Python's work and not the engine's (a server drives its runs on one
-    loop; `shipline run` ends on a handler of its own)."""
-    ended: list[RunRecord] = []
-
-    async def drive() -> None:
-        ended.append(await engine.drive(engine.submit(pipeline, {}, claim=True)))
-
-    asyncio.run(drive())
-    return ended[0]
+    `shipline run` makes a loop for its one run (`asyncio.run`: a SIGINT handler put in place and
+    taken off, the loop's tasks and executor shut down): 0.2 ms of a 1-task run (1.40 against
+    1.19 ms of overhead, alternated, 2026-12-01).  That belongs to the CLI's start, measured with
+    it (`startup`: a 1-task `shipline run`'s wall time), not to the engine's cost of a task.
+    Not `asyncio.run(engine.drive(...))` in any case: its end formatted the record it returned
+    (`signal.getsignal` repr'd the handler, a partial holding the task), 0.19 ms more."""
+    return loop.run_until_complete(engine.drive(engine.submit(pipeline, {}, claim=True)))
 
 
 def shell_loop(n: int) -> float:
@@ -105,12 +102,13 @@ def overhead(work: Path, database: str | None, repeats: int) -> dict[str, Any]:
     engine = _engine(work / ("home-overhead-postgres" if database else "home-overhead-sqlite"), database)
     pipeline = load_pipeline(_pipeline(work, "sequential", SEQUENTIAL_TASKS))
     engine_times, shell_times = [], []
-    for _ in range(repeats):
-        shell_times.append(shell_loop(SEQUENTIAL_TASKS))
-        start = time.perf_counter()
-        record = run_once(engine, pipeline)
-        engine_times.append(time.perf_counter() - start)
-        assert record.status == RunStatus.SUCCEEDED, record.message
+    with asyncio.Runner() as runner:
+        for _ in range(repeats):
+            shell_times.append(shell_loop(SEQUENTIAL_TASKS))
+            start = time.perf_counter()
+            record = run_once(engine, pipeline, runner.get_loop())
+            engine_times.append(time.perf_counter() - start)
+            assert record.status == RunStatus.SUCCEEDED, record.message
     engine_s, shell_s = statistics.median(engine_times), statistics.median(shell_times)
     engine.store.close()
     return {
@@ -200,49 +198,64 @@ def curve(work: Path, stores: dict[str, str | None], repeats: int = CURVE_REPEAT
     other repetition.  One run of each shape
     first warms what a first run pays once (imports, the SQL statements' compiled forms);
     the median of each is kept.  Runs are made as `shipline run` makes them (claimed by
-    the engine that made them) and driven at once.
+    the engine that made them) and driven at once, on one event loop (`run_once`).
     """
     engines = {label: _engine(work / f"home-curve-{label}", database) for label, database in stores.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     shapes = [("sequential", n, _pipeline(work, f"seq{n}", n)) for n in CURVE_SEQUENTIAL]
     shapes += [("fan-out", n + 2, _fanout(work, n)) for n in CURVE_FANOUT]
     max_parallel = next(iter(engines.values())).settings.max_parallel
-    for shape, tasks, path in shapes:
-        pipeline = load_pipeline(path)
-        for engine in engines.values():
-            run_once(engine, pipeline)
-        engine_times: dict[str, list[float]] = {label: [] for label in engines}
-        floors = []
-        for repetition in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
-            # Each store goes first in every other repetition: the first runs right after the
-            # floor's shell loops, the second right after the first, and on this VM a run is
-            # quicker when the CPUs were just busy (a 1-task run after 20 ms of rest: +1 ms).
-            for label, engine in list(engines.items()) if repetition % 2 == 0 else list(engines.items())[::-1]:
-                start = time.perf_counter()
-                record = run_once(engine, pipeline)
-                engine_times[label].append(time.perf_counter() - start)
-                assert record.status == RunStatus.SUCCEEDED, record.message
-            if shape == "sequential":
-                floors.append(shell_loop(tasks))
-            else:
-                floors.append(shell_loop(2) + parallel_floor(tasks - 2, max_parallel))
-        floor = statistics.median(floors)
-        for label, times in engine_times.items():
-            elapsed = statistics.median(times)
-            rows.append(
-                {
-                    "database": label,
-                    "shape": shape,
-                    "tasks": tasks,
-                    "repeats": len(times),
-                    "engine_s": round(elapsed, 4),
-                    "floor_s": round(floor, 4),
-                    "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
-                }
-            )
-            print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
+    with asyncio.Runner() as runner:
+        for shape, tasks, path in shapes:
+            rows += _point(runner.get_loop(), engines, shape, tasks, load_pipeline(path), repeats, max_parallel)
     for engine in engines.values():
         engine.store.close()
+    return rows
+
+
+def _point(
+    loop: asyncio.AbstractEventLoop,
+    engines: dict[str, Engine],
+    shape: str,
+    tasks: int,
+    pipeline: ResolvedPipeline,
+    repeats: int,
+    max_parallel: int,
+) -> list[dict[str, Any]]:
+    """One point of the curve: the runs of one shape on every store, and the floor beside them."""
+    for engine in engines.values():
+        run_once(engine, pipeline, loop)
+    engine_times: dict[str, list[float]] = {label: [] for label in engines}
+    floors = []
+    for repetition in range(max(repeats, min(60, CURVE_TASKS_PER_POINT // tasks))):
+        # Each store goes first in every other repetition: the first runs right after the
+        # floor's shell loops, the second right after the first, and on this VM a run is
+        # quicker when the CPUs were just busy (a 1-task run after 20 ms of rest: +1 ms).
+        for label, engine in list(engines.items()) if repetition % 2 == 0 else list(engines.items())[::-1]:
+            start = time.perf_counter()
+            record = run_once(engine, pipeline, loop)
+            engine_times[label].append(time.perf_counter() - start)
+            assert record.status == RunStatus.SUCCEEDED, record.message
+        if shape == "sequential":
+            floors.append(shell_loop(tasks))
+        else:
+            floors.append(shell_loop(2) + parallel_floor(tasks - 2, max_parallel))
+    floor = statistics.median(floors)
+    rows = []
+    for label, times in engine_times.items():
+        elapsed = statistics.median(times)
+        rows.append(
+            {
+                "database": label,
+                "shape": shape,
+                "tasks": tasks,
+                "repeats": len(times),
+                "engine_s": round(elapsed, 4),
+                "floor_s": round(floor, 4),
+                "overhead_ms_per_task": round((elapsed - floor) / tasks * 1000, 2),
+            }
+        )
+        print(f"  {label} {shape} {tasks}: {rows[-1]['overhead_ms_per_task']} ms/task", file=sys.stderr)
     return rows
 
 
@@ -309,7 +322,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path | None:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (label, shape), marker in zip(sorted({(r["database"], r["shape"]) for r in rows}), "osd^", strict=False):
+    for (label, shape), marker in zip(sorted({(r["database"], r["shape"]) for r in rows}), "osd^vx<>", strict=False):
         points = sorted((r["tasks"], r["overhead_ms_per_task"]) for r in rows if (r["database"], r["shape"]) == (label, shape))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=f"{shape}, {label}")
     ax.set_xscale("log")
@@ -347,11 +360,14 @@ def main() -> None:
             results["curve"] = curve(work, {"sqlite": None}, repeats)
         else:
             with ThrowawayPostgres() as pg:
+                # PostgreSQL on this machine, reached through its socket as a local client reaches
+                # it by default; the curve has it over TCP (127.0.0.1) beside that.
                 print("overhead and burst (PostgreSQL) ...", file=sys.stderr)
-                results["overhead_postgres"] = overhead(work, pg.create_database(), 1 if args.quick else 3)
-                results["burst"].append(burst(work, pg.create_database(), "postgres"))
+                results["overhead_postgres"] = overhead(work, pg.create_database(socket=True), 1 if args.quick else 3)
+                results["burst"].append(burst(work, pg.create_database(socket=True), "postgres"))
                 print("curve: overhead per task, 1 to 1000 tasks, SQLite and PostgreSQL in turn ...", file=sys.stderr)
-                results["curve"] = curve(work, {"sqlite": None, "postgres": pg.create_database()}, repeats)
+                stores = {"sqlite": None, "postgres": pg.create_database(socket=True), "postgres-tcp": pg.create_database()}
+                results["curve"] = curve(work, stores, repeats)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     o = results["overhead_sqlite"]
@@ -375,10 +391,14 @@ def main() -> None:
     print(f"{'shipline validate, 1 file, wall / CPU (s)':<44}{str(st['validate_s']) + ' / ' + str(st['validate_cpu_s']):>12}")
     print(f"{'  (load average then)':<44}{str(st['load'][0]):>12}")
     print(f"{'one SQLite commit (ms)':<44}{st['sqlite_commit_ms']:>12}")
-    print(f"\n{'curve':<30}{'tasks':>7}{'engine s':>10}{'floor s':>10}{'ms/task':>10}")
+    print(f"\n{'curve':<30}{'tasks':>7}{'engine s':>10}{'floor s':>10}{'ms/task':>10}{'x SQLite':>10}")
+    sqlite = {(r["shape"], r["tasks"]): r["overhead_ms_per_task"] for r in results["curve"] if r["database"] == "sqlite"}
     for r in results["curve"]:
+        base = sqlite.get((r["shape"], r["tasks"]))
+        ratio = "" if r["database"] == "sqlite" or not base or base <= 0 else f"{r['overhead_ms_per_task'] / base:.2f}"
         print(
-            f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}{r['overhead_ms_per_task']:>10}"
+            f"{r['shape'] + ', ' + r['database']:<30}{r['tasks']:>7}{r['engine_s']:>10}{r['floor_s']:>10}"
+            f"{r['overhead_ms_per_task']:>10}{ratio:>10}"
         )
     picture = plot(results["curve"], args.out.parent / "engine-curve.png")
     if picture is not None:
