@@ -526,8 +526,9 @@ class SqlStore:
         together, a failed fan-out's skipped tasks): its writes a shape at a time (`executemany`),
         its outbox rows, and the read of its record, all in one pipeline with one Sync at its end:
         one round trip and one implicit transaction (none of it is saved if any of it fails).
-        In a transaction of its own that block was a BEGIN, a round trip per shape and per read,
-        and a COMMIT: five round trips for the ends of a fan-out of ten."""
+        In a transaction of its own that block was a round trip per shape (the first with its
+        BEGIN), one for the outbox rows, one for the read and a COMMIT: five for the ends of a
+        fan-out of ten."""
         shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
         for write in shared.waiting or []:
             shapes.setdefault(write.shape, []).append(write)
