@@ -393,7 +393,7 @@ def test_a_block_whose_record_cannot_be_read_back_writes_nothing(
     run_id = store.create_run(load_pipeline(write(PIPELINE)), {})
     # The read's statement, as the store keeps it built, made one the database refuses to run.
     key: Any = "record" if database == "postgres" else ("sqlite-read", id(_RUN_ROWS), 1)
-    store._statements[key] = _Compiled("SELECT 1 / 0 FROM no_such_table WHERE $1 IS NOT NULL", ("id",), {}, {})
+    store._statements[key] = _Compiled("SELECT 1 / 0 FROM no_such_table WHERE $1 IS NOT NULL", ("id",), {"id": None}, {})
     if database == "sqlite":
         store._statements[key] = ("SELECT 1 FROM no_such_table WHERE ? IS NOT NULL", [None], tuple)
     started = Transition(run_id, "run", RunStatus.RUNNING.value)
@@ -600,7 +600,7 @@ def test_a_statement_sent_straight_to_postgresql_keeps_its_percent_signs_and_rep
     statement = select(literal_column("'50% off'"), bindparam("x", type_=Integer), bindparam("x", type_=Integer) + 1)
     compiled = store._compiled("test-percent", lambda: statement)
     with store._autocommit.connect() as conn:
-        row = _send(conn.connection.dbapi_connection, compiled, {**compiled.held, "x": 41}).fetchone()
+        row = _send(conn.connection.dbapi_connection, compiled, {"x": 41}).fetchone()
     assert tuple(row) == ("50% off", 41, 42)
     assert compiled.names == ("x", "param_1")  # the 1 is a value the statement holds
     store.close()

@@ -217,6 +217,14 @@ class _Compiled(NamedTuple):
     held: dict[str, Any]
     """The values the statement holds itself (its literals), processed."""
 
+    def bound(self, values: dict[str, Any]) -> list[Any]:
+        """Its values in its placeholders' order: `values` (by name) through their bind
+        processors, with the ones it holds itself."""
+        given = _processed(self.processors, values)
+        if self.held:
+            given = {**self.held, **given}
+        return [given[name] for name in self.names]
+
 
 _PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
 
@@ -234,14 +242,15 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
 
 
 def _send(driver: Any, statement: _Compiled, values: dict[str, Any]) -> Any:
-    """Execute a compiled statement on a psycopg connection with `values` (by name); its cursor.
+    """Execute a compiled statement on a psycopg connection with `values` (by name, not yet
+    processed: `_Compiled.bound`); its cursor.
 
     Through a raw cursor, which takes the SQL as it is: with `%(name)s` placeholders psycopg
     parses the SQL again on every execution once it has over 50 values or 4 KB (its cache's
     bounds), as the end of a 1-task run does (51 values: 0.05 ms each time)."""
     from psycopg import RawCursor
 
-    return RawCursor(driver).execute(statement.sql, [values[name] for name in statement.names])
+    return RawCursor(driver).execute(statement.sql, statement.bound(values))
 
 
 def _send_many(driver: Any, statement: _Compiled, rows: list[dict[str, Any]]) -> None:
@@ -249,8 +258,16 @@ def _send_many(driver: Any, statement: _Compiled, rows: list[dict[str, Any]]) ->
     pipeline, psycopg sends them without a Sync between them."""
     from psycopg import RawCursor
 
-    values = [{**statement.held, **_processed(statement.processors, row)} for row in rows]
-    RawCursor(driver).executemany(statement.sql, [[v[name] for name in statement.names] for v in values])
+    RawCursor(driver).executemany(statement.sql, [statement.bound(row) for row in rows])
+
+
+def _by_shape(writes: list[_Write]) -> dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]]:
+    """A block's waiting writes grouped by shape, in the order each shape first came (one
+    `executemany` each: no two of them write one row, `SqlStore._wait_or_send`)."""
+    shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
+    for write in writes:
+        shapes.setdefault(write.shape, []).append(write)
+    return shapes
 
 
 def _outbox_row(prefix: str) -> dict[str, Any]:
@@ -513,9 +530,7 @@ class SqlStore:
         a shape at a time (no two of them write one row, `_wait_or_send`, so their order is free)."""
         if shared.conn is None:
             shared.conn = shared.stack.enter_context(self.engine.begin())
-            shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
-            for write in shared.waiting or []:
-                shapes.setdefault(write.shape, []).append(write)
+            shapes = _by_shape(shared.waiting or [])
             shared.waiting = None
             for writes in shapes.values():
                 shared.conn.execute(self._statement(writes[0]), [w.params() for w in writes])
@@ -529,13 +544,10 @@ class SqlStore:
         In a transaction of its own that block was a round trip per shape (the first with its
         BEGIN), one for the outbox rows, one for the read and a COMMIT: five for the ends of a
         fan-out of ten."""
-        shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
-        for write in shared.waiting or []:
-            shapes.setdefault(write.shape, []).append(write)
         read_back, found = shared.read_back, None
         with self._driver() as driver:
             with driver.pipeline():
-                for shape, writes in shapes.items():
+                for shape, writes in _by_shape(shared.waiting or []).items():
                     statement = self._compiled(("pipelined", shape), partial(self._statement, writes[0]))
                     _send_many(driver, statement, [w.params() for w in writes])
                 if shared.outbox:
@@ -663,7 +675,7 @@ class SqlStore:
     def _one_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> tuple[_Compiled, dict[str, Any]]:
         """`WITH w0 AS (UPDATE ...), w1 AS (INSERT ...), e0 AS (INSERT INTO run_events ... RETURNING id)
         INSERT INTO run_events SELECT ... FROM e0`: the block's writes and outbox rows as one
-        statement, its SQL and its values as the driver takes them.
+        statement, and its values by name (`_send` puts them through their bind processors).
 
         The parts of a WITH run in no set order, but a part that reads another's RETURNING runs
         after it: each outbox row is inserted from the one before, so their ids keep their order.
@@ -681,7 +693,7 @@ class SqlStore:
         statement = self._compiled(shape, lambda: self._block_statement(writes, outbox))
         if values.keys() != statement.processors.keys() or statement.held:  # a column the block leaves to SQLAlchemy (a default)
             raise AssertionError(f"the block's values {sorted(values)} are not its statement's {sorted(statement.processors)}")
-        return statement, _processed(statement.processors, values)
+        return statement, values
 
     def _block_statement(self, writes: list[_Write], outbox: list[dict[str, Any]]) -> Any:
         parts = [self._part(w, f"w{i}_") for i, w in enumerate(writes)]
@@ -767,9 +779,8 @@ class SqlStore:
                 "task_needs": [json.dumps(list(task.needs)) for task in pipeline.tasks],
             }
             statement = self._compiled("create_run", _create_run_in_one_statement)
-            values = {**statement.held, **_processed(statement.processors, {**row, **tasks, "queued_at": now})}
             with self._failures_named(), self._driver() as driver:
-                return int(_send(driver, statement, values).fetchone()[0])
+                return int(_send(driver, statement, {**row, **tasks, "queued_at": now}).fetchone()[0])
         # SQLite: the rows go straight to the driver (`_sqlite_write`), the outbox row at the block's end.
         with self.together():
             conn = self._in_transaction(self._shared())
